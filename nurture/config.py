@@ -1,0 +1,220 @@
+"""Settings: ``nurture.toml`` in the project directory, overridden by ``NURTURE_*`` variables.
+
+The file is found in the current directory or its parents, or named by ``--config`` or
+``NURTURE_CONFIG``. Every key can be overridden by ``NURTURE_<SECTION>_<KEY>``, for
+example ``NURTURE_DATABASE_URL`` or ``NURTURE_SMTP_PORT``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from nurture.errors import ConfigError, ProjectError
+
+CONFIG_FILENAME = "nurture.toml"
+ENV_PREFIX = "NURTURE_"
+
+
+class Section(BaseModel):
+    """Base of every ``[section]``: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ProjectSection(Section):
+    #: The project's name, shown in logs and reports.
+    name: str = "nurture"
+    #: IANA timezone used for leads that have none.
+    default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from nurture.leads import check_timezone
+
+        return check_timezone(value)
+
+
+class DatabaseSection(Section):
+    #: SQLAlchemy URL; empty means ``nurture.db`` (SQLite) in the project directory.
+    #: A relative SQLite path is taken from the project directory.
+    url: str = ""
+
+
+class SmtpSection(Section):
+    #: SMTP server; empty means messages go to the Maildir ``outbox/`` of the project.
+    host: str = ""
+    port: int = Field(default=587, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    #: Upgrade the connection with STARTTLS (when the server offers it).
+    starttls: bool = True
+    #: Implicit TLS from the first byte (usually port 465).
+    tls: bool = False
+    #: Connections kept open to the server at once.
+    max_connections: int = Field(default=4, ge=1, le=100)
+    #: Seconds to wait for the server.
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All settings of one project. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+    )
+
+    project: ProjectSection = ProjectSection()
+    database: DatabaseSection = DatabaseSection()
+    smtp: SmtpSection = SmtpSection()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which is passed in as init values.
+        return (env_settings, init_settings)
+
+
+class Config:
+    """The loaded settings plus where they came from."""
+
+    def __init__(self, settings: Settings, config_file: Path) -> None:
+        self.settings = settings
+        #: The ``nurture.toml`` that was read.
+        self.config_file = config_file
+        #: The project directory: the one holding ``nurture.toml``.
+        self.project_dir = config_file.parent
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, with a relative SQLite path resolved in the project directory."""
+        return resolve_database_url(self.settings.database.url, self.project_dir)
+
+    @property
+    def sequences_dir(self) -> Path:
+        return self.project_dir / "sequences"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.project_dir / "templates"
+
+    @property
+    def scoring_file(self) -> Path:
+        return self.project_dir / "scoring.yaml"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.project_dir / "outbox"
+
+
+def resolve_database_url(url: str, project_dir: Path) -> str:
+    """Turn the configured URL into one SQLAlchemy can open from any working directory."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url:
+        return f"sqlite:///{project_dir / 'nurture.db'}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"[database] url: cannot parse {url!r}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database)
+            if not path.is_absolute():
+                parsed = parsed.set(database=str(project_dir / path))
+    return parsed.render_as_string(hide_password=False)
+
+
+def find_config_file(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """Return the ``nurture.toml`` to use, or raise :class:`ProjectError`."""
+    environ = os.environ if environ is None else environ
+    named = environ.get(f"{ENV_PREFIX}CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ProjectError(f"NURTURE_CONFIG names {path}, which is not a file")
+        return path.resolve()
+    start = (start or Path.cwd()).resolve()
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    raise ProjectError(
+        f"no {CONFIG_FILENAME} in {start} or its parents: "
+        "run `nurture init DIR` to make a project, or pass --config FILE"
+    )
+
+
+def load_settings(config_file: Path | None = None) -> Config:
+    """Read *config_file* (or the one :func:`find_config_file` finds) and the environment."""
+    path = config_file.expanduser().resolve() if config_file else find_config_file()
+    if not path.is_file():
+        raise ProjectError(f"{path}: no such configuration file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    _check_sections(path, data)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from None
+    config = Config(settings, path)
+    config.database_url  # noqa: B018 - validates the URL now rather than at first use
+    return config
+
+
+def _check_sections(path: Path, data: dict[str, Any]) -> None:
+    known = list(Settings.model_fields)
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown section [{key}]{_did_you_mean(key, known)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {key} must be a [{key}] table, not a single value")
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    """One line naming the first bad key and where its value came from."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    section, key = (loc + [""])[:2]
+    env_name = f"{ENV_PREFIX}{section}_{key}".upper()
+    where = env_name if env_name in os.environ else f"{path}: [{section}] {key}"
+    if error["type"] == "extra_forbidden":
+        fields = Settings.model_fields.get(section)
+        names = list(fields.annotation.model_fields) if fields and fields.annotation else []
+        return f"{path}: [{section}] {key}: unknown setting{_did_you_mean(key, names)}"
+    if error["type"] == "missing":
+        return f"{where}: required setting is missing"
+    message = error["msg"]
+    if error.get("input") is not None and error["type"] != "value_error":
+        message += f", got {error['input']!r}"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,169 @@
+"""Leads: the people we hold details for, their stage and whether we may contact them."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from functools import cache
+from typing import Any
+from zoneinfo import available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Column, String
+from sqlmodel import Field, SQLModel
+
+from nurture import clock
+from nurture.errors import InvalidValueError
+from nurture.sqltypes import JSONType, UTCDateTime
+
+
+class Stage(enum.StrEnum):
+    """Where a lead stands in the funnel."""
+
+    cold = "cold"
+    warm = "warm"
+    hot = "hot"
+    accepted = "accepted"
+    customer = "customer"
+    disqualified = "disqualified"
+
+
+class ContactStatus(enum.StrEnum):
+    """Whether a lead may be emailed."""
+
+    subscribed = "subscribed"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+
+
+#: Plain text fields of a lead, settable from a CSV column of the same name.
+TEXT_FIELDS = ("first_name", "last_name", "company", "title", "phone", "source")
+#: Every field that a CSV column or an ``update`` step may set.
+SETTABLE_FIELDS = ("email", *TEXT_FIELDS, "timezone", "owner", "stage", "status")
+
+
+class Lead(SQLModel, table=True):
+    """A person whose details we hold and who showed some interest."""
+
+    __tablename__ = "leads"
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: Normalised and lower-cased, so that it compares case-insensitively.
+    email: str = Field(max_length=320, unique=True, index=True)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    company: str | None = Field(default=None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    phone: str | None = Field(default=None, max_length=64)
+    #: IANA timezone name; ``None`` means the project's default timezone.
+    timezone: str | None = Field(default=None, max_length=64)
+    #: The salesperson who owns the lead (an email address).
+    owner: str | None = Field(default=None, max_length=320, index=True)
+    source: str | None = Field(default=None, max_length=200, index=True)
+    stage: str = Field(default=Stage.cold.value, sa_type=String(16), index=True)
+    status: str = Field(default=ContactStatus.subscribed.value, sa_type=String(16))
+    #: Every other column of the import, as ``lead.NAME`` in expressions.
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view of the lead (the shape of ``leads show --json``)."""
+        return {
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "company": self.company,
+            "title": self.title,
+            "phone": self.phone,
+            "timezone": self.timezone,
+            "owner": self.owner,
+            "source": self.source,
+            "stage": str(self.stage),
+            "status": str(self.status),
+            "attributes": dict(self.attributes or {}),
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }
+
+
+def normalize_email(value: str) -> str:
+    """Return the canonical, lower-cased form of an email address, or raise."""
+    candidate = value.strip()
+    if not candidate:
+        raise InvalidValueError("email is empty")
+    try:
+        checked = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidValueError(f"invalid email {candidate!r}: {exc}") from None
+    return checked.normalized.lower()
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_timezone(value: str) -> str:
+    """Return *value* if it is an IANA timezone name, or raise."""
+    name = value.strip()
+    if name in _timezones():
+        return name
+    raise InvalidValueError(f"unknown timezone {value!r} (use an IANA name like 'Europe/Warsaw')")
+
+
+def parse_stage(value: str) -> Stage:
+    """Return the :class:`Stage` named by *value* (case-insensitive), or raise."""
+    try:
+        return Stage(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(stage.value for stage in Stage)
+        raise InvalidValueError(f"unknown stage {value!r} (one of: {choices})") from None
+
+
+def parse_status(value: str) -> ContactStatus:
+    """Return the :class:`ContactStatus` named by *value* (case-insensitive), or raise."""
+    try:
+        return ContactStatus(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(status.value for status in ContactStatus)
+        raise InvalidValueError(f"unknown status {value!r} (one of: {choices})") from None
+
+
+def parse_field(name: str, value: str) -> Any:
+    """Validate and convert the text *value* for the lead field *name*."""
+    if name == "email":
+        return normalize_email(value)
+    if name == "owner":
+        return normalize_email(value)
+    if name == "timezone":
+        return check_timezone(value)
+    if name == "stage":
+        return parse_stage(value).value
+    if name == "status":
+        return parse_status(value).value
+    text = value.strip()
+    limit = _max_length(name)
+    if limit is not None and len(text) > limit:
+        raise InvalidValueError(f"{name} is longer than {limit} characters")
+    return text
+
+
+@cache
+def _max_length(name: str) -> int | None:
+    column = Lead.__table__.c[name]  # type: ignore[attr-defined]
+    return getattr(column.type, "length", None)
+
+
+def merge_status(current: str, incoming: str) -> str:
+    """The status after new data says *incoming*: an opt-out or bounce is never undone.
+
+    Only a deliberate act (a new opt-in recorded by the tracking server) resubscribes a
+    lead, never a later import.
+    """
+    if current != ContactStatus.subscribed and incoming == ContactStatus.subscribed:
+        return current
+    return incoming

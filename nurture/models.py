@@ -1,0 +1,7 @@
+"""Every table of nurture, imported in one place so the metadata is complete."""
+
+from __future__ import annotations
+
+from nurture.leads import Lead
+
+__all__ = ["Lead"]

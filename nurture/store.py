@@ -1,0 +1,124 @@
+"""The lead store: the queries the rest of nurture makes about leads.
+
+Functions take an open :class:`~sqlmodel.Session`; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, insert, update
+from sqlmodel import Session, col, select
+
+from nurture import clock
+from nurture.errors import LeadNotFoundError
+from nurture.leads import Lead, Stage, merge_status, normalize_email
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_lead(session: Session, email: str) -> Lead:
+    """The lead with *email* (compared case-insensitively), or :class:`LeadNotFoundError`."""
+    key = normalize_email(email)
+    lead = session.exec(select(Lead).where(Lead.email == key)).first()
+    if lead is None:
+        raise LeadNotFoundError(f"no lead with email {key}")
+    return lead
+
+
+def list_leads(session: Session, *, stage: Stage | None = None) -> Sequence[Lead]:
+    """Every lead, optionally only those at *stage*, ordered by email."""
+    query = select(Lead).order_by(col(Lead.email))
+    if stage is not None:
+        query = query.where(Lead.stage == stage)
+    return session.exec(query).all()
+
+
+@dataclass
+class LeadChanges:
+    """What an import row says about one lead: fields to set and attributes to merge."""
+
+    email: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def absorb(self, later: LeadChanges) -> None:
+        """Fold the changes of a later row for the same lead into this one."""
+        self.fields.update(later.fields)
+        self.attributes.update(later.attributes)
+
+
+@dataclass
+class UpsertResult:
+    """The emails of the leads an upsert created, updated, and left as they were."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def upsert_leads(session: Session, batch: Sequence[LeadChanges]) -> UpsertResult:
+    """Create or update one lead per item of *batch* (emails must be unique in it).
+
+    Existing values are kept where the item says nothing; attributes are merged; an
+    unsubscribe, bounce or complaint is never undone (:func:`merge_status`).
+    """
+    result = UpsertResult()
+    if not batch:
+        return result
+    emails = [item.email for item in batch]
+    existing = {
+        lead.email: lead for lead in session.exec(select(Lead).where(col(Lead.email).in_(emails)))
+    }
+    moment = clock.now()
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for item in batch:
+        row = existing.get(item.email)
+        if row is None:
+            values = {
+                "stage": Stage.cold.value,
+                "status": "subscribed",
+                **item.fields,
+                "email": item.email,
+                "attributes": dict(item.attributes),
+                "created_at": moment,
+                "updated_at": moment,
+            }
+            inserts.append(values)
+            result.created.append(item.email)
+            continue
+        values = dict(item.fields)
+        if "status" in values:
+            values["status"] = merge_status(row.status, values["status"])
+        if item.attributes:
+            values["attributes"] = {**(row.attributes or {}), **item.attributes}
+        values = {key: value for key, value in values.items() if getattr(row, key) != value}
+        if not values:
+            result.unchanged.append(item.email)
+            continue
+        updates.append({**values, "id": row.id, "updated_at": moment})
+        result.updated.append(item.email)
+    if inserts:
+        session.execute(insert(Lead), inserts)
+    # Bulk UPDATE by primary key wants the same keys in every row: group by key set.
+    by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for values in updates:
+        by_keys.setdefault(frozenset(values), []).append(values)
+    for group in by_keys.values():
+        session.execute(update(Lead), group)
+    session.expunge_all()
+    return result
