@@ -7,12 +7,11 @@ Every error nurture raises on purpose becomes one line on stderr and an exit cod
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-import os
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -53,7 +52,8 @@ class State:
 
     def engine(self, *, check_schema: bool = True) -> Engine:
         """The project's database; by default only if its schema is current."""
-        from nurture.database import check_schema as check, open_engine
+        from nurture.database import check_schema as check
+        from nurture.database import open_engine
 
         if self._engine is None:
             self._engine = open_engine(self.config().database_url)
@@ -119,9 +119,7 @@ def init(
 
     for path in init_project(directory):
         say(f"created {path}")
-    say(
-        f"Next: cd {directory} && nurture db upgrade && nurture leads import leads.csv"
-    )
+    say(f"Next: cd {directory} && nurture db upgrade && nurture leads import leads.csv")
 
 
 @db_app.command("upgrade")
@@ -216,8 +214,13 @@ def leads_list(
     for row in rows:
         name = " ".join(part for part in (row["first_name"], row["last_name"]) if part)
         table.add_row(
-            row["email"], name, row["company"] or "", row["stage"], row["status"],
-            row["owner"] or "", row["timezone"] or "",
+            row["email"],
+            name,
+            row["company"] or "",
+            row["stage"],
+            row["status"],
+            row["owner"] or "",
+            row["timezone"] or "",
         )
     out.print(table)
     say(f"{len(rows)} leads")

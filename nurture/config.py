@@ -198,7 +198,7 @@ def _describe(path: Path, exc: ValidationError) -> str:
     """One line naming the first bad key and where its value came from."""
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
-    section, key = (loc + [""])[:2]
+    section, key = [*loc, ""][:2]
     env_name = f"{ENV_PREFIX}{section}_{key}".upper()
     where = env_name if env_name in os.environ else f"{path}: [{section}] {key}"
     if error["type"] == "extra_forbidden":

@@ -127,9 +127,7 @@ def _pick_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _map_header(
-    name: str, header: list[str]
-) -> tuple[list[Column], list[Problem]]:
+def _map_header(name: str, header: list[str]) -> tuple[list[Column], list[Problem]]:
     columns: list[Column] = []
     warnings: list[Problem] = []
     seen: dict[str, int] = {}
@@ -140,9 +138,7 @@ def _map_header(
     for index, text in enumerate(header):
         key = column_key(text)
         if not key:
-            warnings.append(
-                Problem(1, f"column {index + 1} has no name: its values are ignored")
-            )
+            warnings.append(Problem(1, f"column {index + 1} has no name: its values are ignored"))
             continue
         key = ALIASES.get(key, key)
         if key in RESERVED:
@@ -193,7 +189,9 @@ def read_records(
     """Yield each accepted row of a CSV stream; add problems and counts to *report*."""
     header_line = text.readline()
     if not header_line.strip():
-        raise InputFileError(f"{name}: the file is empty: expected a header row with an email column")
+        raise InputFileError(
+            f"{name}: the file is empty: expected a header row with an email column"
+        )
     delimiter = delimiter or _pick_delimiter(header_line)
     header = next(csv.reader([header_line], delimiter=delimiter))
     columns, warnings = _map_header(name, header)
@@ -216,9 +214,7 @@ def read_records(
             continue
         report.rows += 1
         if _has_bad_bytes(values):
-            report.rejected.append(
-                Problem(start, "not valid UTF-8 text: save the file as UTF-8")
-            )
+            report.rejected.append(Problem(start, "not valid UTF-8 text: save the file as UTF-8"))
             continue
         if len(values) > len(header):
             report.rejected.append(

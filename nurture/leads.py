@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -90,6 +90,7 @@ class Lead(SQLModel, table=True):
         }
 
 
+@lru_cache(maxsize=4096)  # owners and senders repeat on every row of an import
 def normalize_email(value: str) -> str:
     """Return the canonical, lower-cased form of an email address, or raise."""
     candidate = value.strip()

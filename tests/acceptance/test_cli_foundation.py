@@ -1,0 +1,135 @@
+"""The foundation through the real command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import Run
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_init_upgrade_import_twice_list_show(nurture: Run, tmp_path: Path) -> None:
+    assert nurture("init", "demo").returncode == 0
+    demo = tmp_path / "demo"
+    assert {p.name for p in demo.iterdir()} >= {
+        "nurture.toml",
+        "sequences",
+        "templates",
+        "scoring.yaml",
+        "leads.csv",
+    }
+    assert nurture("db", "upgrade", cwd=demo).returncode == 0
+    first = nurture("leads", "import", "leads.csv", cwd=demo)
+    assert first.returncode == 0, first.stderr
+    assert "10 created, 0 updated, 0 rejected" in first.stdout
+    second = nurture("leads", "import", "leads.csv", cwd=demo)
+    assert "0 created, 0 updated, 10 unchanged, 0 rejected" in second.stdout
+
+    listed = json.loads(nurture("leads", "list", "--json", cwd=demo).stdout)
+    assert len(listed) == 10
+    assert len({lead["email"] for lead in listed}) == 10
+
+    shown = nurture("leads", "show", "Maria.Lopez@BrightPath.io", "--json", cwd=demo)
+    lead = json.loads(shown.stdout)
+    assert {"email", "stage", "status", "owner", "timezone", "attributes"} <= lead.keys()
+    assert lead["timezone"] == "America/Los_Angeles"
+    assert lead["attributes"]["employees"] == "120"
+
+    table = nurture("leads", "list", "--stage", "cold", cwd=demo)
+    assert "maria.lopez@brightpath.io" in table.stdout and "10 leads" in table.stdout
+
+
+def test_init_refuses_to_overwrite_a_project(nurture: Run, tmp_path: Path) -> None:
+    assert nurture("init", "demo").returncode == 0
+    (tmp_path / "demo" / "leads.csv").write_text("email\nmine@example.com\n")
+    again = nurture("init", "demo")
+    assert again.returncode == 2
+    assert_one_line_error(again.stderr, "already holds a project", "nothing was changed")
+    assert (tmp_path / "demo" / "leads.csv").read_text() == "email\nmine@example.com\n"
+
+
+def test_schema_behind_says_how_to_fix_it(nurture: Run, tmp_path: Path) -> None:
+    nurture("init", "demo")
+    result = nurture("leads", "list", cwd=tmp_path / "demo")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "no nurture schema yet", "nurture db upgrade")
+
+
+def test_bad_setting_is_one_line_and_exit_2(nurture: Run, tmp_path: Path) -> None:
+    nurture("init", "demo")
+    result = nurture(
+        "db", "upgrade", cwd=tmp_path / "demo", env={"NURTURE_SMTP_PORT": "not-a-port"}
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "NURTURE_SMTP_PORT")
+
+
+def test_no_project_is_one_line_and_exit_2(nurture: Run, tmp_path: Path) -> None:
+    result = nurture("leads", "list", cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "no nurture.toml", "nurture init")
+
+
+def test_database_url_from_the_environment(nurture: Run, tmp_path: Path) -> None:
+    nurture("init", "demo")
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    result = nurture("db", "upgrade", cwd=tmp_path / "demo", env={"NURTURE_DATABASE_URL": url})
+    assert result.returncode == 0
+    assert (tmp_path / "elsewhere.db").exists()
+    assert not (tmp_path / "demo" / "nurture.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "fragments"),
+    [
+        (b"", 1, ["bad.csv: the file is empty"]),
+        (b"name,company\nAnn,Acme\n", 1, ["bad.csv:1: no email column"]),
+        (b"email\nmissing-at-sign\n", 1, ["bad.csv:2: rejected: invalid email"]),
+    ],
+)
+def test_bad_files_get_one_clear_line(
+    nurture: Run, tmp_path: Path, content: bytes, code: int, fragments: list[str]
+) -> None:
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    (demo / "bad.csv").write_bytes(content)
+    result = nurture("leads", "import", "bad.csv", cwd=demo)
+    assert result.returncode == code
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_non_utf8_file_keeps_its_good_rows(nurture: Run, tmp_path: Path) -> None:
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    (demo / "latin1.csv").write_bytes(
+        "email,first_name\nann@example.com,Ann\njozef@example.pl,Józef\n".encode("latin-1")
+    )
+    result = nurture("leads", "import", "latin1.csv", cwd=demo)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "latin1.csv:3: rejected: not valid UTF-8")
+    assert "1 created" in result.stdout
+    shown = nurture("leads", "show", "ann@example.com", "--json", cwd=demo)
+    assert json.loads(shown.stdout)["first_name"] == "Ann"
+
+
+def test_missing_file_is_one_line(nurture: Run, tmp_path: Path) -> None:
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    result = nurture("leads", "import", "nope.csv", cwd=demo)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "nope.csv: cannot open")

@@ -1,0 +1,123 @@
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL, and a project.
+
+PostgreSQL tests get a fresh database each, cloned from a template migrated once per
+run. Without a reachable server they skip locally and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from nurture.database import open_engine, upgrade
+
+PG_ADMIN_URL = os.environ.get(
+    "NURTURE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[Engine]:
+    """A connection to the PostgreSQL server's maintenance database, autocommitting."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _missing("psycopg is not installed")
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:
+        engine.dispose()
+        _missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
+    yield engine
+    engine.dispose()
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin: Engine) -> Iterator[str]:
+    """A database at the newest schema, used as the template of each test's database."""
+    name = f"nurture_tpl_{uuid.uuid4().hex[:10]}"
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = open_engine(_pg_url(name))
+    upgrade(engine)
+    engine.dispose()
+    yield name
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_url(pg_admin: Engine, pg_template: str) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database for one test."""
+    name = f"nurture_t_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield _pg_url(name)
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_pg_url(pg_admin: Engine) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database without any schema."""
+    name = f"nurture_e_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield _pg_url(name)
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """The URL of a fresh, migrated SQLite database for one test."""
+    url = f"sqlite:///{tmp_path / 'nurture.db'}"
+    engine = open_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated database: each test using it runs on SQLite and on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = open_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the example project, with no NURTURE_* variables leaking in."""
+    from nurture.project import init_project
+
+    for name in list(os.environ):
+        if name.startswith("NURTURE_"):
+            monkeypatch.delenv(name)
+    directory = tmp_path / "project"
+    init_project(directory)
+    return directory

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nurture.config import find_config_file, load_settings, resolve_database_url
+from nurture.errors import ConfigError, ProjectError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("NURTURE_"):
+            monkeypatch.delenv(name)
+
+
+def test_config_is_found_in_a_parent_directory(tmp_path: Path) -> None:
+    config = write(tmp_path / "nurture.toml", "")
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    assert find_config_file(nested) == config
+
+
+def test_no_config_names_the_directory_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match=r"no nurture.toml in .* run `nurture init DIR`"):
+        find_config_file(tmp_path)
+
+
+def test_nurture_config_variable_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path / "elsewhere.toml", "")
+    monkeypatch.setenv("NURTURE_CONFIG", str(config))
+    assert find_config_file(Path("/")) == config
+
+
+def test_defaults_give_sqlite_in_the_project_directory(tmp_path: Path) -> None:
+    config = load_settings(write(tmp_path / "nurture.toml", ""))
+    assert config.database_url == f"sqlite:///{tmp_path / 'nurture.db'}"
+    assert config.settings.smtp.host == ""
+    assert config.outbox_dir == tmp_path / "outbox"
+
+
+def test_relative_sqlite_path_is_taken_from_the_project(tmp_path: Path) -> None:
+    assert resolve_database_url("sqlite:///data/n.db", tmp_path) == (
+        f"sqlite:///{tmp_path / 'data' / 'n.db'}"
+    )
+    assert resolve_database_url("sqlite:////abs/n.db", tmp_path) == "sqlite:////abs/n.db"
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "nurture.toml", '[smtp]\nhost = "file-host"\nport = 25\n')
+    monkeypatch.setenv("NURTURE_DATABASE_URL", "postgresql+psycopg://u:p@db:5432/n")
+    monkeypatch.setenv("NURTURE_SMTP_HOST", "env-host")
+    monkeypatch.setenv("NURTURE_SMTP_PORT", "2525")
+    monkeypatch.setenv("NURTURE_SMTP_MAX_CONNECTIONS", "9")
+    config = load_settings(path)
+    assert config.database_url == "postgresql+psycopg://u:p@db:5432/n"
+    assert config.settings.smtp.host == "env-host"
+    assert config.settings.smtp.port == 2525
+    assert config.settings.smtp.max_connections == 9
+
+
+def test_bad_value_from_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "nurture.toml", "")
+    monkeypatch.setenv("NURTURE_SMTP_PORT", "smtp")
+    with pytest.raises(ConfigError, match=r"^NURTURE_SMTP_PORT: .*integer.*'smtp'"):
+        load_settings(path)
+
+
+def test_bad_value_in_the_file_names_section_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "nurture.toml", "[smtp]\nport = 70000\n")
+    with pytest.raises(ConfigError, match=r"nurture.toml: \[smtp\] port: .*65535"):
+        load_settings(path)
+
+
+def test_unknown_key_gets_a_did_you_mean(tmp_path: Path) -> None:
+    path = write(tmp_path / "nurture.toml", '[smtp]\nhots = "x"\n')
+    with pytest.raises(
+        ConfigError, match=r"\[smtp\] hots: unknown setting \(did you mean 'host'\?\)"
+    ):
+        load_settings(path)
+
+
+def test_unknown_section_gets_a_did_you_mean(tmp_path: Path) -> None:
+    path = write(tmp_path / "nurture.toml", "[databse]\nurl = ''\n")
+    with pytest.raises(
+        ConfigError, match=r"unknown section \[databse\] \(did you mean 'database'\?\)"
+    ):
+        load_settings(path)
+
+
+def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "nurture.toml", '[smtp]\nhost = "a"\nport = \n')
+    with pytest.raises(ConfigError, match=r"invalid TOML: .*line 3"):
+        load_settings(path)
+
+
+def test_bad_default_timezone_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path / "nurture.toml", '[project]\ndefault_timezone = "Mars/Base"\n')
+    with pytest.raises(ConfigError, match=r"\[project\] default_timezone: unknown timezone"):
+        load_settings(path)
+
+
+def test_unparsable_database_url_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path / "nurture.toml", '[database]\nurl = "not a url"\n')
+    with pytest.raises(ConfigError, match=r"\[database\] url: cannot parse"):
+        load_settings(path)
