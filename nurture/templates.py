@@ -1,0 +1,293 @@
+"""Email templates: ``templates/NAME.html.j2`` with a YAML front matter, rendered in
+Jinja2's sandbox, strictly (an undefined variable is an error).
+
+Every rendered email carries an unsubscribe link and the sender's postal address: when a
+template does not place them itself, a footer adds them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import html2text
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    meta,
+    nodes,
+)
+from jinja2.sandbox import SandboxedEnvironment
+
+from nurture.errors import InputFileError, NurtureError
+from nurture.yamlfile import key_line, parse_yaml
+
+HTML_SUFFIX = ".html.j2"
+TEXT_SUFFIX = ".txt.j2"
+#: Names every email template may use.
+VARIABLES = ("lead", "sender", "sequence", "step", "unsubscribe_url", "preheader")
+FRONT_MATTER_KEYS = ("subject", "preheader")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n", re.S | re.M)
+
+
+class RenderError(NurtureError):
+    """A template could not be rendered."""
+
+
+def split_front_matter(source: str) -> tuple[str | None, str]:
+    """Return (front matter text, body); the body keeps blank lines in place of the front
+    matter so that line numbers in errors are the file's."""
+    match = _FRONT_MATTER.match(source)
+    if not match:
+        return None, source
+    return match.group(1), "\n" * match.group(0).count("\n") + source[match.end() :]
+
+
+class _ProjectLoader(FileSystemLoader):
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        return split_front_matter(source)[1], filename, uptodate
+
+
+def _autoescape(name: str | None) -> bool:
+    return name is not None and (".html" in name or name.endswith(".htm"))
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """The parts of one email, ready to become a MIME message."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class EmailTemplate:
+    """What the front matter of one email template says."""
+
+    name: str
+    path: Path
+    subject: str
+    preheader: str
+    #: A hand-written ``NAME.txt.j2`` exists for the plain-text part.
+    has_text_part: bool
+
+
+def clean_header(value: str) -> str:
+    """A value safe for one header line: control characters (CR and LF above all) become
+    spaces, so lead data can never add a header."""
+    return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", value)).strip()
+
+
+class TemplateSet:
+    """The email templates of one project."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.env = SandboxedEnvironment(
+            loader=_ProjectLoader(str(directory)),
+            undefined=StrictUndefined,
+            autoescape=_autoescape,
+            keep_trailing_newline=True,
+        )
+
+    def names(self) -> list[str]:
+        """Email templates: every ``*.html.j2`` not starting with ``_`` (layouts and
+        partials start with ``_``)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            path.name[: -len(HTML_SUFFIX)]
+            for path in self.directory.glob(f"*{HTML_SUFFIX}")
+            if not path.name.startswith("_")
+        )
+
+    def exists(self, name: str) -> bool:
+        return (self.directory / f"{name}{HTML_SUFFIX}").is_file()
+
+    def load(self, name: str) -> EmailTemplate:
+        """Read the front matter of template *name*; raise ``path:line`` errors."""
+        path = self.directory / f"{name}{HTML_SUFFIX}"
+        try:
+            source = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputFileError(f"{path}: no such template") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"{path}: cannot read: {exc}") from None
+        front, _ = split_front_matter(source)
+        if front is None:
+            raise InputFileError(
+                f"{path}:1: the template must open with a front matter block "
+                "(---, subject: ..., ---)"
+            )
+        data = parse_yaml(front, str(path), first_line=2) or {}
+        if not isinstance(data, dict):
+            raise InputFileError(f"{path}:2: the front matter must be a mapping of keys")
+        for key in data:
+            if key not in FRONT_MATTER_KEYS:
+                raise InputFileError(
+                    f"{path}:{key_line(data, key, 0) + 1}: unknown front matter key "
+                    f"{key!r} (use: {', '.join(FRONT_MATTER_KEYS)})"
+                )
+        subject = data.get("subject")
+        if not isinstance(subject, str) or not subject.strip():
+            raise InputFileError(f"{path}:2: the front matter needs a subject")
+        preheader = data.get("preheader") or ""
+        return EmailTemplate(
+            name=name,
+            path=path,
+            subject=subject,
+            preheader=str(preheader),
+            has_text_part=(self.directory / f"{name}{TEXT_SUFFIX}").is_file(),
+        )
+
+    def unknown_variables(self, name: str) -> list[tuple[int, str]]:
+        """Top-level names the template (or its front matter) uses that no email has."""
+        template = self.load(name)
+        found: list[tuple[int, str]] = []
+        sources = [(f"{name}{HTML_SUFFIX}", None)]
+        if template.has_text_part:
+            sources.append((f"{name}{TEXT_SUFFIX}", None))
+        for file_name, _ in sources:
+            source = self.env.loader.get_source(self.env, file_name)[0]  # type: ignore[union-attr]
+            tree = self._parse(source, file_name)
+            undeclared = meta.find_undeclared_variables(tree) - set(VARIABLES)
+            for node in tree.find_all(nodes.Name):
+                if node.name in undeclared:
+                    found.append((node.lineno, node.name))
+                    undeclared.discard(node.name)
+        return found
+
+    def _parse(self, source: str, file_name: str) -> Any:
+        try:
+            return self.env.parse(source, file_name, str(self.directory / file_name))
+        except TemplateSyntaxError as exc:
+            raise RenderError(_located(exc, self.directory)) from None
+
+    def render(self, name: str, variables: Mapping[str, Any]) -> RenderedEmail:
+        """Render email *name*; raise :class:`RenderError` as ``path:line: message``."""
+        template = self.load(name)
+        context = dict(variables)
+        subject = clean_header(self._render_string(template.subject, context, template.path))
+        preheader = clean_header(self._render_string(template.preheader, context, template.path))
+        context["preheader"] = preheader
+        body = self._render_file(f"{name}{HTML_SUFFIX}", context)
+        unsubscribe = str(context.get("unsubscribe_url", ""))
+        postal = _postal_address(context)
+        body = _with_preheader(body, preheader)
+        body = _with_html_footer(body, unsubscribe, postal)
+        if template.has_text_part:
+            text = self._render_file(f"{name}{TEXT_SUFFIX}", context)
+        else:
+            text = html_to_text(body)
+        text = _with_text_footer(text, unsubscribe, postal)
+        return RenderedEmail(subject=subject, preheader=preheader, html=body, text=text)
+
+    def render_text(self, source: str, variables: Mapping[str, Any], where: str) -> str:
+        """Render a one-off text template (a task note, a notification)."""
+        return self._render_string(source, dict(variables), Path(where))
+
+    def _render_file(self, file_name: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(file_name).render(context)
+        except TemplateNotFound as exc:
+            raise RenderError(
+                f"{self.directory / file_name}: includes or extends missing template {exc.name!r}"
+            ) from None
+        except TemplateSyntaxError as exc:
+            raise RenderError(_located(exc, self.directory)) from None
+        except TemplateError as exc:
+            raise RenderError(_runtime_location(exc, self.directory / file_name)) from None
+
+    def _render_string(self, source: str, context: dict[str, Any], path: Path) -> str:
+        env = self.env.overlay(autoescape=False)
+        try:
+            return env.from_string(source).render(context)
+        except TemplateError as exc:
+            raise RenderError(f"{path}:2: {exc.message or exc}") from None
+
+
+def _postal_address(context: Mapping[str, Any]) -> str:
+    sender = context.get("sender")
+    getter = getattr(sender, "get", None)
+    return str(getter("postal_address", "") if getter else "")
+
+
+def _located(exc: TemplateSyntaxError, directory: Path) -> str:
+    where = exc.filename or str(directory / (exc.name or "?"))
+    return f"{where}:{exc.lineno}: {exc.message}"
+
+
+def _runtime_location(exc: TemplateError, default: Path) -> str:
+    """``path:line: message`` of a rendering error, from the template frames Jinja keeps
+    in the traceback."""
+    where = f"{default}"
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        filename = frame.f_code.co_filename
+        if filename.endswith((".j2", ".html", ".txt")):
+            where = f"{filename}:{lineno}"
+    message = exc.message or str(exc)
+    if "is undefined" in message or "has no attribute" in message:
+        message = f"undefined variable: {message} (use | default(...) to allow it)"
+    return f"{where}: {message}"
+
+
+def html_to_text(body: str) -> str:
+    """The plain-text part derived from the HTML part."""
+    converter = html2text.HTML2Text()
+    converter.body_width = 78
+    converter.ignore_images = True
+    converter.ignore_emphasis = True
+    converter.protect_links = True
+    return converter.handle(body).strip() + "\n"
+
+
+def _with_preheader(body: str, preheader: str) -> str:
+    if not preheader or preheader in body:
+        return body
+    hidden = (
+        '<div style="display:none;max-height:0;overflow:hidden;opacity:0">'
+        f"{html.escape(preheader)}</div>"
+    )
+    match = re.search(r"<body[^>]*>", body, re.I)
+    if match:
+        return body[: match.end()] + hidden + body[match.end() :]
+    return hidden + body
+
+
+def _with_html_footer(body: str, unsubscribe: str, postal: str) -> str:
+    parts = []
+    if postal and html.escape(postal) not in body and postal not in body:
+        parts.append(html.escape(postal))
+    if unsubscribe and html.escape(unsubscribe) not in body and unsubscribe not in body:
+        parts.append(f'<a href="{html.escape(unsubscribe)}">Unsubscribe</a>')
+    if not parts:
+        return body
+    footer = (
+        '<div style="margin-top:24px;font-size:12px;color:#777">' + "<br>".join(parts) + "</div>"
+    )
+    index = body.lower().rfind("</body>")
+    if index >= 0:
+        return body[:index] + footer + body[index:]
+    return body + footer
+
+
+def _with_text_footer(text: str, unsubscribe: str, postal: str) -> str:
+    lines = []
+    if postal and postal not in text:
+        lines.append(postal)
+    if unsubscribe and unsubscribe not in text:
+        lines.append(f"Unsubscribe: {unsubscribe}")
+    if not lines:
+        return text
+    return text.rstrip("\n") + "\n\n--\n" + "\n".join(lines) + "\n"

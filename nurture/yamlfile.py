@@ -1,0 +1,64 @@
+"""Reading YAML written by people, keeping line numbers for every key and item."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from nurture.errors import InputFileError
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse *path*; raise :class:`InputFileError` as ``path:line: message``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{path}: not valid UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, name: str, first_line: int = 1) -> Any:
+    """Parse YAML *text*; lines in errors count from *first_line*."""
+    try:
+        return YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = (mark.line + first_line) if mark is not None else first_line
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise InputFileError(f"{name}:{line}: invalid YAML: {problem}") from None
+    except YAMLError as exc:
+        raise InputFileError(f"{name}: invalid YAML: {exc}") from None
+
+
+def key_line(node: Any, key: Any, default: int) -> int:
+    """The 1-based line of *key* in the mapping *node*."""
+    if isinstance(node, CommentedMap) and key in node:
+        return int(node.lc.key(key)[0]) + 1
+    return default
+
+
+def value_line(node: Any, key: Any, default: int) -> int:
+    """The 1-based line where the value of *key* in *node* starts."""
+    if isinstance(node, CommentedMap) and key in node:
+        return int(node.lc.value(key)[0]) + 1
+    return default
+
+
+def item_line(node: Any, index: int, default: int) -> int:
+    """The 1-based line of item *index* of the sequence *node*."""
+    if isinstance(node, CommentedSeq) and 0 <= index < len(node):
+        return int(node.lc.item(index)[0]) + 1
+    return default
+
+
+def node_line(node: Any, default: int = 1) -> int:
+    """The 1-based line where a mapping or sequence node starts."""
+    if isinstance(node, CommentedMap | CommentedSeq):
+        return int(node.lc.line) + 1
+    return default
