@@ -65,6 +65,30 @@ class SmtpSection(Section):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class SenderSection(Section):
+    #: The sender's postal address, printed in every email (required by anti-spam law).
+    postal_address: str = ""
+    #: The sender's job title, for signatures (``sender.title``).
+    title: str = ""
+
+
+class TrackingSection(Section):
+    #: Public base URL of the tracking server (``nurture serve``), for links in emails.
+    base_url: str = "http://localhost:8080"
+    #: Key that signs tracking and unsubscribe tokens. Empty: a random key is made once
+    #: and kept in the database, shared by every worker on it.
+    secret: str = ""
+    #: Address for ``List-Unsubscribe: <mailto:...>``; empty leaves the mailto out.
+    unsubscribe_mailto: str = ""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     """All settings of one project. Build it with :func:`load_settings`."""
 
@@ -78,6 +102,8 @@ class Settings(BaseSettings):
     project: ProjectSection = ProjectSection()
     database: DatabaseSection = DatabaseSection()
     smtp: SmtpSection = SmtpSection()
+    sender: SenderSection = SenderSection()
+    tracking: TrackingSection = TrackingSection()
 
     @classmethod
     def settings_customise_sources(

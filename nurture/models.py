@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from nurture.leads import Lead
+from nurture.tokens import Meta
 
-__all__ = ["Lead"]
+__all__ = ["Lead", "Meta"]

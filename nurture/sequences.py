@@ -18,7 +18,7 @@ from typing import Any
 from nurture.errors import InputFileError, InvalidValueError
 from nurture.expressions import Expression, compile_expression
 from nurture.leads import SETTABLE_FIELDS, check_timezone, normalize_email, parse_field
-from nurture.problems import Problem
+from nurture.problems import Problem, problem_from_error
 from nurture.timing import (
     DAY_NAMES,
     Duration,
@@ -550,7 +550,7 @@ def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, li
     try:
         data = load_yaml(path)
     except InputFileError as exc:
-        return None, [_problem_from(exc, path)]
+        return None, [problem_from_error(exc, path)]
     return parse_sequence(path, data, template_exists)
 
 
@@ -579,16 +579,3 @@ def load_sequences(directory: Path, template_exists: Any) -> tuple[list[Sequence
         names[sequence.name] = path
         sequences.append(sequence)
     return sequences, problems
-
-
-def _problem_from(exc: InputFileError, path: Path) -> Problem:
-    """Split an ``path:line: message`` error back into a :class:`Problem`."""
-    text = str(exc)
-    prefix = f"{path}:"
-    if text.startswith(prefix):
-        rest = text[len(prefix) :]
-        head, _, message = rest.partition(": ")
-        if head.isdigit():
-            return Problem(str(path), int(head), message)
-        return Problem(str(path), None, rest.lstrip())
-    return Problem(str(path), None, text)

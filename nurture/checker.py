@@ -1,0 +1,196 @@
+"""``nurture check``: every sequence, template and ``scoring.yaml`` of a project, at once.
+
+Templates are rendered against the sample lead (the first row of the project's
+``leads.csv``), so an undefined variable shows up here rather than in a lead's inbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nurture import clock
+from nurture.config import Config
+from nurture.errors import InputFileError, InvalidValueError, NurtureError
+from nurture.expressions import EventSet, LeadView, context, truth
+from nurture.messages import Sender
+from nurture.problems import Problem, problem_from_error
+from nurture.scoring import ScoringRules, load_scoring
+from nurture.sequences import NotifyAction, Sequence, TaskAction, load_sequences
+from nurture.templates import HTML_SUFFIX, TemplateSet
+
+SAMPLE_LEAD = {
+    "email": "sample.lead@example.com",
+    "first_name": "Sam",
+    "last_name": "Sample",
+    "company": "Example Corp",
+    "title": "Head of Operations",
+    "timezone": "America/New_York",
+    "owner": "owner@example.com",
+    "source": "sample",
+    "stage": "cold",
+    "status": "subscribed",
+}
+
+
+@dataclass
+class CheckResult:
+    sequences: list[Sequence] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    scoring: ScoringRules | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def summary(self) -> str:
+        what = (
+            f"{len(self.sequences)} sequences, {len(self.templates)} templates"
+            f"{', scoring.yaml' if self.scoring else ''}"
+        )
+        if self.problems:
+            return f"{len(self.problems)} problems in {what} checked"
+        return f"ok: {what} checked, no problems"
+
+
+def sample_lead(project_dir: Path) -> LeadView:
+    """The first valid row of the project's ``leads.csv``, else a built-in sample."""
+    from nurture.importer import ImportReport, open_text, read_records
+
+    path = project_dir / "leads.csv"
+    values: dict[str, Any] = dict(SAMPLE_LEAD)
+    if path.is_file():
+        try:
+            with path.open("rb") as raw, open_text(raw) as text:
+                report = ImportReport(path=str(path))
+                record = next(read_records(str(path), text, report), None)
+        except (InputFileError, UnicodeDecodeError):
+            record = None
+        if record is not None:
+            values = {"stage": "cold", "status": "subscribed", **record.changes.attributes}
+            values.update(record.changes.fields)
+            values["email"] = record.changes.email
+    first, last = values.get("first_name"), values.get("last_name")
+    values["name"] = " ".join(p for p in (first, last) if p) or values["email"]
+    return LeadView(values)
+
+
+def check_project(config: Config) -> CheckResult:
+    """Check everything a marketer writes; collect every problem, never stop at one."""
+    result = CheckResult()
+    templates = TemplateSet(config.templates_dir)
+    result.templates = templates.names()
+    sequences, problems = load_sequences(config.sequences_dir, templates.exists)
+    result.sequences = sequences
+    result.problems.extend(problems)
+    postal = config.settings.sender.postal_address
+    if not postal.strip():
+        result.problems.append(
+            Problem(
+                str(config.config_file),
+                None,
+                "[sender] postal_address is empty: every email must carry the sender's postal address",
+            )
+        )
+    lead = sample_lead(config.project_dir)
+    users = _template_users(sequences)
+    for name in result.templates:
+        sequence = users.get(name)
+        result.problems.extend(_check_template(templates, name, lead, sequence, config))
+    for sequence in sequences:
+        result.problems.extend(_check_sequence_texts(templates, sequence, lead, config))
+    scoring, problems = load_scoring(config.scoring_file)
+    result.scoring = scoring
+    result.problems.extend(problems)
+    if scoring is not None:
+        result.problems.extend(_check_fit_rules(scoring, lead, config.scoring_file))
+    result.problems.sort(key=lambda p: (p.path, p.line or 0))
+    return result
+
+
+def _template_users(sequences: list[Sequence]) -> dict[str, Sequence]:
+    users: dict[str, Sequence] = {}
+    for sequence in sequences:
+        for step in sequence.steps:
+            for name, _ in getattr(step.action, "variants", ()):
+                users.setdefault(name, sequence)
+    return users
+
+
+def _sender_for(sequence: Sequence | None, config: Config) -> Sender:
+    text = sequence.sender if sequence else "Sender <sender@example.com>"
+    sender = config.settings.sender
+    return Sender.parse(text, sender.postal_address, sender.title)
+
+
+def _check_template(
+    templates: TemplateSet, name: str, lead: LeadView, sequence: Sequence | None, config: Config
+) -> list[Problem]:
+    from nurture.messages import render_step_email
+
+    path = templates.directory / f"{name}{HTML_SUFFIX}"
+    try:
+        unknown = templates.unknown_variables(name)
+        if unknown:
+            known = ", ".join(("lead", "sender", "sequence", "step", "unsubscribe_url"))
+            return [
+                Problem(str(path), line, f"unknown variable {var!r} (templates know: {known})")
+                for line, var in unknown
+            ]
+        fake = sequence or _FakeSequence()
+        render_step_email(
+            templates, name, lead, _sender_for(sequence, config), fake, "preview",
+            f"{config.settings.tracking.base_url}/u/preview",
+        )  # fmt: skip
+    except NurtureError as exc:
+        return [problem_from_error(exc, _path_in(exc, path))]
+    return []
+
+
+class _FakeSequence:
+    name = "preview"
+    description = ""
+
+
+def _path_in(error: Exception, default: Path) -> str:
+    """The file an error message starts with (a layout or partial), else *default*."""
+    text = str(error)
+    head = text.split(":", 1)[0]
+    return head if head.endswith((".j2", ".yaml", ".yml")) else str(default)
+
+
+def _check_sequence_texts(
+    templates: TemplateSet, sequence: Sequence, lead: LeadView, config: Config
+) -> list[Problem]:
+    """Task notes and notifications render against the sample lead."""
+    problems = []
+    names = {"lead": lead, "sender": _sender_for(sequence, config).view()}
+    for step in sequence.steps:
+        source = ""
+        if isinstance(step.action, TaskAction):
+            source = step.action.note
+        elif isinstance(step.action, NotifyAction):
+            source = step.action.message
+        if not source:
+            continue
+        try:
+            templates.render_text(source, names, str(sequence.path))
+        except NurtureError as exc:
+            message = str(exc).split(": ", 2)[-1]
+            problems.append(Problem(str(sequence.path), step.line, f"step {step.id!r}: {message}"))
+    context_names = context(lead, EventSet(), now=clock.now())
+    if sequence.audience is not None:
+        try:
+            truth(sequence.audience, context_names)
+        except InvalidValueError as exc:
+            problems.append(Problem(str(sequence.path), None, f"audience fails on the sample lead: {exc}"))
+    return problems
+
+
+def _check_fit_rules(scoring: ScoringRules, lead: LeadView, path: Path) -> list[Problem]:
+    names = context(lead, EventSet(), now=clock.now())
+    problems = []
+    for rule in scoring.fit:
+        try:
+            truth(rule.condition, names)
+        except InvalidValueError as exc:
+            problems.append(Problem(str(path), rule.line, f"fit rule fails on the sample lead: {exc}"))
+    return problems
