@@ -249,6 +249,181 @@ def leads_show(
     out.print(table)
 
 
+def _project_sequences(st: State) -> tuple[Any, dict[str, Any]]:
+    """The project's templates and its valid sequences by name."""
+    from nurture.sequences import load_sequences
+    from nurture.templates import TemplateSet
+
+    config = st.config()
+    templates = TemplateSet(config.templates_dir)
+    sequences, problems = load_sequences(config.sequences_dir, templates.exists)
+    return templates, {"sequences": sequences, "problems": problems}
+
+
+def _sequence(st: State, name: str) -> tuple[Any, Any]:
+    """The named sequence, or exit 1 listing its problems."""
+    templates, loaded = _project_sequences(st)
+    for sequence in loaded["sequences"]:
+        if sequence.name == name or sequence.path.stem == name:
+            return templates, sequence
+    own = [p for p in loaded["problems"] if Path(p.path).stem == name]
+    if own:
+        for problem in own:
+            warn(str(problem))
+        raise NurtureError(f"sequence {name!r} has problems: fix them, then try again")
+    known = ", ".join(sorted(s.name for s in loaded["sequences"])) or "none"
+    raise NurtureError(f"no sequence {name!r} in {st.config().sequences_dir} (known: {known})")
+
+
+def _lead_view(st: State, email: str) -> tuple[Any, Any]:
+    from nurture.expressions import LeadView
+    from nurture.store import get_lead, session_scope
+
+    with session_scope(st.engine()) as session:
+        lead = get_lead(session, email)
+    return lead, LeadView.of(lead)
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Check every sequence, template and scoring.yaml; list every problem as path:line."""
+    from nurture.checker import check_project
+
+    result = check_project(state(ctx).config())
+    for problem in result.problems:
+        say(str(problem))
+    say(result.summary())
+    if result.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    sequence_name: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence name.")],
+    step_id: Annotated[str, typer.Argument(metavar="STEP", help="Step id.")],
+    lead: Annotated[str, typer.Option("--lead", help="The lead's email.")],
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML part to this file.")
+    ] = None,
+) -> None:
+    """Show the email exactly as it would be sent to a lead; nothing is sent or stored."""
+    from nurture import clock
+    from nurture.messages import Sender, build_message, render_step_email, unsubscribe_url
+    from nurture.sequences import EmailAction
+    from nurture.tokens import project_secret
+
+    st = state(ctx)
+    config = st.config()
+    templates, sequence = _sequence(st, sequence_name)
+    step = sequence.step(step_id)
+    if step is None:
+        ids = ", ".join(s.id for s in sequence.steps)
+        raise NurtureError(f"no step {step_id!r} in {sequence.name} (steps: {ids})")
+    if not isinstance(step.action, EmailAction):
+        raise NurtureError(f"step {step_id!r} is a {step.kind}, not an email: try `nurture simulate`")
+    record, view = _lead_view(st, lead)
+    settings = config.settings
+    sender = Sender.parse(sequence.sender, settings.sender.postal_address, settings.sender.title)
+    secret = project_secret(settings.tracking.secret, st.engine())
+    link = unsubscribe_url(settings.tracking.base_url, secret, record.id, sequence.name, step.id)
+    template = step.action.template_for(f"{sequence.name}:{step.id}:{record.email}")
+    rendered = render_step_email(templates, template, view, sender, sequence, step.id, link)
+    message = build_message(
+        rendered,
+        sender=sender,
+        to_email=record.email,
+        to_name=view.get("name", ""),
+        date=clock.now(),
+        unsubscribe=link,
+        unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
+        reply_to=sequence.reply_to,
+    )
+    for key, value in message.items():
+        say(f"{key}: {value}")
+    say(f"X-Nurture-Template: {template}")
+    say("")
+    say("----- text/plain -----")
+    say(rendered.text.rstrip("\n"))
+    say("----- text/html -----")
+    say(rendered.html.rstrip("\n"))
+    if html_file is not None:
+        html_file.write_text(rendered.html, encoding="utf-8")
+        warn(f"HTML part written to {html_file}")
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    sequence_name: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence name.")],
+    lead: Annotated[str, typer.Option("--lead", help="The lead's email.")],
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO 8601 start; without an offset it is the lead's local time (default: now)."
+        ),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="How many days to simulate.")] = 60,
+    assume: Annotated[
+        list[str] | None,
+        typer.Option(help="EVENT:STEP the lead does, e.g. clicked:welcome (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the timeline a lead would get; nothing is sent or stored."""
+    from nurture import clock
+    from nurture.simulate import Assumption, simulate as run_simulation
+    from nurture.timing import zone
+
+    st = state(ctx)
+    config = st.config()
+    templates, sequence = _sequence(st, sequence_name)
+    _, view = _lead_view(st, lead)
+    default_tz = config.settings.project.default_timezone
+    tz_name = sequence.schedule.timezone_for(view.get("timezone"), default_tz)
+    moment = _parse_start(start, tz_name) if start else clock.now()
+    assumptions = [Assumption.parse(text, sequence) for text in assume or []]
+
+    def render_note(source: str, lead_view: Any) -> str:
+        return templates.render_text(source, {"lead": lead_view}, str(sequence.path))
+
+    entries = run_simulation(
+        sequence, view, start=moment, days=days, assumptions=assumptions,
+        default_timezone=default_tz, render_note=render_note,
+    )  # fmt: skip
+    if as_json:
+        say(json.dumps([entry.to_dict() for entry in entries], indent=2, ensure_ascii=False))
+        return
+    tz = zone(tz_name)
+    table = Table(title=f"{sequence.name} for {view.get('email')} ({tz_name})")
+    for column in ("local time", "UTC", "step", "what", "why"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            entry.moment.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z"),
+            entry.moment.strftime("%Y-%m-%d %H:%M"),
+            entry.step or "",
+            entry.detail,
+            entry.reason,
+        )
+    out.print(table)
+
+
+def _parse_start(text: str, tz_name: str) -> Any:
+    from datetime import datetime
+
+    from nurture.clock import as_utc
+    from nurture.timing import zone
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise NurtureError(f"--start {text!r}: not an ISO 8601 moment like 2026-11-20T15:30") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone(tz_name))
+    return as_utc(moment)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the command, turning errors into one line.
 

@@ -84,11 +84,14 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the newest schema; return (revision before, revision after)."""
+    from nurture.tokens import project_secret
+
     before = current_revision(engine)
     try:
         command.upgrade(_alembic_config(engine), "head")
     except OperationalError as exc:
         raise DatabaseError(f"cannot upgrade {_safe(engine.url)}: {exc.orig}") from None
+    project_secret("", engine)  # make the installation's signing key now, once
     return before, head_revision()
 
 

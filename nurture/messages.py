@@ -35,14 +35,14 @@ class Sender:
         return self.email.rpartition("@")[2] or "localhost"
 
     def view(self) -> View:
-        return View(
-            {
-                "name": self.name or self.email,
-                "email": self.email,
-                "postal_address": self.postal_address,
-                "title": self.title,
-            }
-        )
+        values = {
+            "name": self.name or self.email,
+            "email": self.email,
+            "postal_address": self.postal_address,
+            "title": self.title,
+        }
+        # An empty value is undefined, so `sender.title | default(...)` works.
+        return View({key: value for key, value in values.items() if value})
 
 
 def unsubscribe_url(base_url: str, secret: str, lead_id: int, sequence: str, step: str) -> str:

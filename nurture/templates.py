@@ -181,7 +181,7 @@ class TemplateSet:
         subject = clean_header(self._render_string(template.subject, context, template.path))
         preheader = clean_header(self._render_string(template.preheader, context, template.path))
         context["preheader"] = preheader
-        body = self._render_file(f"{name}{HTML_SUFFIX}", context)
+        body = self._render_file(f"{name}{HTML_SUFFIX}", context).lstrip()
         unsubscribe = str(context.get("unsubscribe_url", ""))
         postal = _postal_address(context)
         body = _with_preheader(body, preheader)
@@ -249,11 +249,16 @@ def html_to_text(body: str) -> str:
     converter.ignore_images = True
     converter.ignore_emphasis = True
     converter.protect_links = True
-    return converter.handle(body).strip() + "\n"
+    converter.ignore_tables = True
+    visible = _HIDDEN.sub("", body)
+    return converter.handle(visible).strip() + "\n"
+
+
+_HIDDEN = re.compile(r"<(div|span)[^>]*display:\s*none[^>]*>.*?</\1>", re.I | re.S)
 
 
 def _with_preheader(body: str, preheader: str) -> str:
-    if not preheader or preheader in body:
+    if not preheader or preheader in body or html.escape(preheader) in body:
         return body
     hidden = (
         '<div style="display:none;max-height:0;overflow:hidden;opacity:0">'

@@ -1,0 +1,168 @@
+"""``nurture simulate``: the timeline a lead would get from a sequence, computed with the
+same timing and conditions the daemon uses, with nothing sent or stored.
+
+Engagement is what the caller assumes (``--assume clicked:welcome``): an assumed event
+happens right after the step it names. Tasks are taken as done when they fall due.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from nurture.errors import InvalidValueError
+from nurture.expressions import EventSet, LeadView, context, truth
+from nurture.sequences import (
+    EXIT_EVENTS,
+    EXIT_STAGES,
+    EmailAction,
+    ExitRule,
+    NotifyAction,
+    Sequence,
+    TaskAction,
+    UpdateAction,
+)
+from nurture.timing import due_moment, zone
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """``EVENT:STEP``: the lead does EVENT right after STEP."""
+
+    event: str
+    step: str
+
+    @classmethod
+    def parse(cls, text: str, sequence: Sequence) -> Assumption:
+        word, sep, step = text.partition(":")
+        word, step = word.strip(), step.strip()
+        if not sep or not word or not step:
+            raise InvalidValueError(f"--assume {text!r}: write EVENT:STEP, like clicked:welcome")
+        if sequence.step(step) is None:
+            ids = ", ".join(s.id for s in sequence.steps)
+            raise InvalidValueError(f"--assume {text!r}: no step {step!r} in {sequence.name} ({ids})")
+        if word in EXIT_STAGES:
+            return cls(word, step)
+        return cls(EXIT_EVENTS.get(word, word), step)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a timeline."""
+
+    moment: datetime
+    timezone: str
+    #: ``email``, ``task``, ``notify``, ``update``, ``skipped``, ``exited``, ``completed``,
+    #: ``beyond`` (after the simulated period) or ``note``.
+    kind: str
+    step: str | None
+    detail: str
+    #: Why the moment moved, or why the step was skipped or the sequence exited.
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "kind": self.kind,
+            "local": self.moment.astimezone(zone(self.timezone)).isoformat(),
+            "utc": self.moment.isoformat(),
+            "timezone": self.timezone,
+            "detail": self.detail,
+            "reason": self.reason,
+        }
+
+
+def exit_reason(
+    rules: tuple[ExitRule, ...], events: EventSet, stage: str, names: dict[str, Any]
+) -> str | None:
+    """The first ``exit_when`` rule that holds, described; ``None`` if none does."""
+    for rule in rules:
+        if rule.event is not None and events.occurred(rule.event):
+            return rule.source
+        if rule.stage is not None and stage == rule.stage:
+            return f"lead is {rule.stage}"
+        if rule.expression is not None and truth(rule.expression, names):
+            return rule.source
+    return None
+
+
+def simulate(
+    sequence: Sequence,
+    lead: LeadView,
+    *,
+    start: datetime,
+    days: int,
+    assumptions: list[Assumption],
+    default_timezone: str,
+    render_note: Any = None,
+) -> list[Entry]:
+    """The timeline of *lead* in *sequence* from *start* for *days* days."""
+    tz_name = sequence.schedule.timezone_for(lead.get("timezone"), default_timezone)
+    tz = zone(tz_name)
+    window = sequence.schedule.window
+    horizon = start + timedelta(days=days)
+    events = EventSet()
+    values = lead.as_dict()
+    entries: list[Entry] = []
+
+    def add(moment: datetime, kind: str, step: str | None, detail: str, reason: str = "") -> None:
+        entries.append(Entry(moment, tz_name, kind, step, detail, reason))
+
+    def names(moment: datetime) -> dict[str, Any]:
+        return context(LeadView(values), events, now=moment)
+
+    if sequence.audience is not None and not truth(sequence.audience, names(start)):
+        add(start, "note", None, "not in the audience: would be enrolled only by hand",
+            sequence.audience.source)  # fmt: skip
+    emailable = values.get("status", "subscribed") == "subscribed"
+    if not emailable:
+        add(start, "note", None, f"lead is {values.get('status')}: never emailed")
+    reason = exit_reason(sequence.exit_when, events, values.get("stage", "cold"), names(start))
+    if reason:
+        add(start, "exited", None, "exits before the first step", reason)
+        return entries
+    base = start
+    for step in sequence.steps:
+        placement = due_moment(base, step.wait, step.at, window, tz)
+        moment = placement.moment
+        if moment > horizon:
+            add(moment, "beyond", step.id, f"{step.kind} due after the {days} simulated days")
+            return entries
+        base = moment
+        if step.condition is not None and not truth(step.condition, names(moment)):
+            add(moment, "skipped", step.id, f"{step.kind} skipped", f"if: {step.condition.source}")
+            continue
+        action = step.action
+        if isinstance(action, EmailAction):
+            template = action.template_for(f"{sequence.name}:{step.id}:{values.get('email')}")
+            if emailable:
+                add(moment, "email", step.id, f"email {template}", placement.moved_because or "")
+            else:
+                add(moment, "skipped", step.id, f"email {template}", f"lead is {values.get('status')}")
+        elif isinstance(action, TaskAction):
+            assignee = action.assignee or values.get("owner") or "unassigned"
+            note = render_note(action.note, LeadView(values)) if render_note and action.note else ""
+            detail = f"{action.kind} task for {assignee}" + (f": {note}" if note else "")
+            add(moment, "task", step.id, detail, placement.moved_because or "")
+        elif isinstance(action, NotifyAction):
+            to = action.to or values.get("owner") or "the sales team"
+            note = render_note(action.message, LeadView(values)) if render_note else action.message
+            add(moment, "notify", step.id, f"notify {to}: {note}", placement.moved_because or "")
+        elif isinstance(action, UpdateAction):
+            values.update(dict(action.fields))
+            values.update(dict(action.attributes))
+            changes = ", ".join(f"{k}={v}" for k, v in (*action.fields, *action.attributes))
+            add(moment, "update", step.id, f"update {changes}", placement.moved_because or "")
+        for assumption in assumptions:
+            if assumption.step == step.id:
+                if assumption.event in EXIT_STAGES:
+                    values["stage"] = assumption.event
+                else:
+                    events.add(assumption.event, step.id)
+        reason = exit_reason(sequence.exit_when, events, values.get("stage", "cold"), names(moment))
+        if reason:
+            add(moment, "exited", step.id, f"exits after {step.id}", reason)
+            return entries
+    add(base, "completed", None, "sequence completed")
+    return entries
