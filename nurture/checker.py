@@ -87,7 +87,8 @@ def check_project(config: Config) -> CheckResult:
             Problem(
                 str(config.config_file),
                 None,
-                "[sender] postal_address is empty: every email must carry the sender's postal address",
+                "[sender] postal_address is empty: "
+                "every email must carry the sender's postal address",
             )
         )
     lead = sample_lead(config.project_dir)
@@ -181,7 +182,9 @@ def _check_sequence_texts(
         try:
             truth(sequence.audience, context_names)
         except InvalidValueError as exc:
-            problems.append(Problem(str(sequence.path), None, f"audience fails on the sample lead: {exc}"))
+            problems.append(
+                Problem(str(sequence.path), None, f"audience fails on the sample lead: {exc}")
+            )
     return problems
 
 
@@ -192,5 +195,7 @@ def _check_fit_rules(scoring: ScoringRules, lead: LeadView, path: Path) -> list[
         try:
             truth(rule.condition, names)
         except InvalidValueError as exc:
-            problems.append(Problem(str(path), rule.line, f"fit rule fails on the sample lead: {exc}"))
+            problems.append(
+                Problem(str(path), rule.line, f"fit rule fails on the sample lead: {exc}")
+            )
     return problems

@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -321,7 +321,9 @@ def preview(
         ids = ", ".join(s.id for s in sequence.steps)
         raise NurtureError(f"no step {step_id!r} in {sequence.name} (steps: {ids})")
     if not isinstance(step.action, EmailAction):
-        raise NurtureError(f"step {step_id!r} is a {step.kind}, not an email: try `nurture simulate`")
+        raise NurtureError(
+            f"step {step_id!r} is a {step.kind}, not an email: try `nurture simulate`"
+        )
     record, view = _lead_view(st, lead)
     settings = config.settings
     sender = Sender.parse(sequence.sender, settings.sender.postal_address, settings.sender.title)
@@ -372,7 +374,8 @@ def simulate(
 ) -> None:
     """Show the timeline a lead would get; nothing is sent or stored."""
     from nurture import clock
-    from nurture.simulate import Assumption, simulate as run_simulation
+    from nurture.simulate import Assumption
+    from nurture.simulate import simulate as run_simulation
     from nurture.timing import zone
 
     st = state(ctx)
@@ -418,7 +421,9 @@ def _parse_start(text: str, tz_name: str) -> Any:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise NurtureError(f"--start {text!r}: not an ISO 8601 moment like 2026-11-20T15:30") from None
+        raise NurtureError(
+            f"--start {text!r}: not an ISO 8601 moment like 2026-11-20T15:30"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone(tz_name))
     return as_utc(moment)

@@ -66,7 +66,9 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
     top = node_line(data)
     for key in data:
         if key not in SCORING_KEYS:
-            problem(key_line(data, key, top), f"unknown key {key!r} (use: {', '.join(SCORING_KEYS)})")
+            problem(
+                key_line(data, key, top), f"unknown key {key!r} (use: {', '.join(SCORING_KEYS)})"
+            )
 
     engagement: dict[str, EventPoints] = {}
     node = data.get("engagement") or {}
@@ -78,7 +80,9 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
         if isinstance(value, dict):
             unknown = set(value) - {"points", "max_per_day"}
             if unknown:
-                problem(line, f"{event}: unknown key {sorted(unknown)[0]!r} (use: points, max_per_day)")
+                problem(
+                    line, f"{event}: unknown key {sorted(unknown)[0]!r} (use: points, max_per_day)"
+                )
             points, cap = _number(value.get("points")), value.get("max_per_day")
             if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
                 problem(line, f"{event}: max_per_day must be a whole number of at least 1")
@@ -95,7 +99,9 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
         try:
             half_life = parse_duration(data["half_life"])
             if half_life.unit == "business_days" or half_life.amount == 0:
-                raise InvalidValueError("half_life must be a positive number of hours, days or weeks")
+                raise InvalidValueError(
+                    "half_life must be a positive number of hours, days or weeks"
+                )
         except InvalidValueError as exc:
             problem(value_line(data, "half_life", top), f"half_life: {exc}")
             half_life = None
@@ -131,14 +137,21 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
             problem(line, f"unknown stage {stage!r} (thresholds are for: {', '.join(STAGE_NAMES)})")
             continue
         if not isinstance(value, dict) or not value or set(value) - {"engagement", "fit"}:
-            problem(line, f"{stage}: give engagement and/or fit thresholds, like {{engagement: 30, fit: 20}}")
+            problem(
+                line,
+                f"{stage}: give engagement and/or fit thresholds, like {{engagement: 30, fit: 20}}",
+            )
             continue
         numbers = {key: _number(v) for key, v in value.items()}
         if any(v is None for v in numbers.values()):
             problem(line, f"{stage}: thresholds must be numbers")
             continue
         stages[str(stage)] = Threshold(numbers.get("engagement") or 0.0, numbers.get("fit") or 0.0)
-    if "warm" in stages and "hot" in stages and stages["hot"].engagement < stages["warm"].engagement:
+    if (
+        "warm" in stages
+        and "hot" in stages
+        and stages["hot"].engagement < stages["warm"].engagement
+    ):
         problem(key_line(node, "hot", top), "hot needs at least as much engagement as warm")
 
     if problems:

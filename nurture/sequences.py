@@ -129,6 +129,8 @@ class Step:
     wait: Duration | None = None
     at: time | None = None
     condition: Expression | None = None
+    #: Line of the ``if:`` value, for problems found in it.
+    condition_line: int = 0
 
     @property
     def kind(self) -> str:
@@ -247,7 +249,7 @@ class _Reader:
             if required:
                 self.problem(top, f"missing {key!r}: the sender, like 'Ana Ruiz <ana@example.com>'")
             return ""
-        name, address = parseaddr(str(value))
+        _, address = parseaddr(str(value))
         try:
             normalize_email(address)
         except InvalidValueError as exc:
@@ -351,12 +353,13 @@ class _Reader:
             except InvalidValueError as exc:
                 self.problem(value_line(node, "at", line), str(exc))
         condition = None
+        condition_line = value_line(node, "if", line)
         if "if" in node:
-            condition = self.expression(node, "if", value_line(node, "if", line))
+            condition = self.expression(node, "if", condition_line)
         action = self.action(actions[0], node, line, step_id)
         if action is None:
             return None
-        return Step(step_id, action, line, wait, at, condition)
+        return Step(step_id, action, line, wait, at, condition, condition_line)
 
     def duration(self, node: dict[str, Any], key: str, line: int) -> Duration | None:
         if key not in node:
@@ -420,7 +423,8 @@ class _Reader:
         if value not in TASK_KINDS:
             self.problem(
                 line,
-                f"unknown task {value!r}: use one of {', '.join(TASK_KINDS)}{_did_you_mean(value, TASK_KINDS)}",
+                f"unknown task {value!r}: use one of {', '.join(TASK_KINDS)}"
+                f"{_did_you_mean(value, TASK_KINDS)}",
             )
             return None
         note = node.get("note", "")
@@ -517,7 +521,7 @@ class _Reader:
         ids = [step.id for step in steps]
         for step in steps:
             if step.condition is not None:
-                self.unknown_steps(step.condition, ids, step.line)
+                self.unknown_steps(step.condition, ids, step.condition_line)
         for rule in exits:
             if rule.expression is not None:
                 self.unknown_steps(rule.expression, ids, value_line(data, "exit_when", top))

@@ -41,7 +41,9 @@ class Assumption:
             raise InvalidValueError(f"--assume {text!r}: write EVENT:STEP, like clicked:welcome")
         if sequence.step(step) is None:
             ids = ", ".join(s.id for s in sequence.steps)
-            raise InvalidValueError(f"--assume {text!r}: no step {step!r} in {sequence.name} ({ids})")
+            raise InvalidValueError(
+                f"--assume {text!r}: no step {step!r} in {sequence.name} ({ids})"
+            )
         if word in EXIT_STAGES:
             return cls(word, step)
         return cls(EXIT_EVENTS.get(word, word), step)
@@ -139,7 +141,13 @@ def simulate(
             if emailable:
                 add(moment, "email", step.id, f"email {template}", placement.moved_because or "")
             else:
-                add(moment, "skipped", step.id, f"email {template}", f"lead is {values.get('status')}")
+                add(
+                    moment,
+                    "skipped",
+                    step.id,
+                    f"email {template}",
+                    f"lead is {values.get('status')}",
+                )
         elif isinstance(action, TaskAction):
             assignee = action.assignee or values.get("owner") or "unassigned"
             note = render_note(action.note, LeadView(values)) if render_note and action.note else ""

@@ -214,7 +214,7 @@ class TemplateSet:
         try:
             return env.from_string(source).render(context)
         except TemplateError as exc:
-            raise RenderError(f"{path}:2: {exc.message or exc}") from None
+            raise RenderError(f"{path}:2: {_explain(exc)}") from None
 
 
 def _postal_address(context: Mapping[str, Any]) -> str:
@@ -236,10 +236,17 @@ def _runtime_location(exc: TemplateError, default: Path) -> str:
         filename = frame.f_code.co_filename
         if filename.endswith((".j2", ".html", ".txt")):
             where = f"{filename}:{lineno}"
+    return f"{where}: {_explain(exc)}"
+
+
+def _explain(exc: TemplateError) -> str:
+    """The error's message in a marketer's words."""
     message = exc.message or str(exc)
+    message = message.replace("'nurture.expressions.LeadView object'", "lead")
+    message = message.replace("'nurture.expressions.View object'", "the variable")
     if "is undefined" in message or "has no attribute" in message:
         message = f"undefined variable: {message} (use | default(...) to allow it)"
-    return f"{where}: {message}"
+    return message
 
 
 def html_to_text(body: str) -> str:

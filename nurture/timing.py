@@ -176,7 +176,9 @@ def add_wait(base: datetime, wait: Duration, tz: ZoneInfo, window: Window) -> da
                 remaining -= 1
     else:
         day += timedelta(days=wait.amount * (7 if wait.unit == "weeks" else 1))
-    return localize(day, minutes, tz) + timedelta(seconds=local.second, microseconds=local.microsecond)
+    return localize(day, minutes, tz) + timedelta(
+        seconds=local.second, microseconds=local.microsecond
+    )
 
 
 def apply_at(target: datetime, at: time, wait: Duration | None, tz: ZoneInfo) -> datetime:

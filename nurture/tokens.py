@@ -8,13 +8,14 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import Engine, String, select
+from sqlalchemy import Engine, String
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
 from nurture.store import session_scope
 
 _SEPARATOR = "."
+SECRET_KEY = "signing_secret"
 
 
 def _b64(data: bytes) -> str:
@@ -66,13 +67,15 @@ def project_secret(configured: str, engine: Engine) -> str:
     if configured:
         return configured
     with session_scope(engine) as session:
-        row = session.execute(select(Meta.value).where(Meta.key == "signing_secret")).first()
-        if row:
-            return str(row[0])
+        row = session.get(Meta, SECRET_KEY)
+        if row is not None:
+            return row.value
     try:
         with session_scope(engine) as session:
-            session.add(Meta(key="signing_secret", value=secrets.token_urlsafe(32)))
+            session.add(Meta(key=SECRET_KEY, value=secrets.token_urlsafe(32)))
     except IntegrityError:
         pass  # another worker made it first
     with session_scope(engine) as session:
-        return str(session.execute(select(Meta.value).where(Meta.key == "signing_secret")).scalar_one())
+        row = session.get(Meta, SECRET_KEY)
+        assert row is not None
+        return row.value

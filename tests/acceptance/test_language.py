@@ -1,0 +1,140 @@
+"""check, preview and simulate through the real command line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import Run
+
+
+@pytest.fixture
+def demo(nurture: Run, tmp_path: Path) -> Path:
+    assert nurture("init", "demo").returncode == 0
+    directory = tmp_path / "demo"
+    assert nurture("db", "upgrade", cwd=directory).returncode == 0
+    assert nurture("leads", "import", "leads.csv", cwd=directory).returncode == 0
+    return directory
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_examples_pass_check(nurture: Run, demo: Path) -> None:
+    result = nurture("check", cwd=demo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("no problems")
+
+
+def test_check_names_every_planted_error(nurture: Run, demo: Path) -> None:
+    seq = demo / "sequences" / "pricing-guide-welcome.yaml"
+    replace(seq, "exit_when:", "exit_wen:")  # line 10
+    replace(seq, "wait: 2 days", "wait: 2 dayz")  # line 15
+    replace(seq, "not clicked('welcome')", "not clicked('welcme')")  # line 16
+    replace(seq, "email: case-study", "email: case-studdy")  # line 17
+    replace(seq, 'at: "10:30"', 'at: "25:30"')  # line 24
+    replace(seq, "  - id: call\n", "  - id: welcome\n")  # line 18
+    replace(
+        demo / "sequences" / "outbound-first-touch.yaml",
+        "audience: \"lead.source == 'outbound' and lead.stage == 'cold'\"",
+        'audience: "lead.source =="',
+    )  # line 3
+    (demo / "sequences" / "broken.yaml").write_text(
+        "name: broken\nsteps:\n  - id: a\n   email: x\n"
+    )
+    replace(
+        demo / "templates" / "welcome.html.j2", "{% block content %}", "{% block content %}{% if %}"
+    )  # line 6
+    replace(
+        demo / "templates" / "outbound-intro.html.j2", "<p>Hi", "<p>{{ lead.nickname }} Hi"
+    )  # line 6
+    replace(demo / "scoring.yaml", "half_life: 14 days", "half_life: 14 moons")  # line 10
+    replace(
+        demo / "templates" / "reengage-offer.html.j2", "{{ lead.company", "{{ leed.company"
+    )  # line 2
+
+    result = nurture("check", cwd=demo)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    expected = [
+        r"pricing-guide-welcome\.yaml:10: unknown sequence key 'exit_wen' "
+        r"\(did you mean 'exit_when'\?\)",
+        r"pricing-guide-welcome\.yaml:15: wait: bad duration '2 dayz'",
+        r"pricing-guide-welcome\.yaml:16: unknown step 'welcme' .*did you mean 'welcome'",
+        r"pricing-guide-welcome\.yaml:17: unknown template 'case-studdy'",
+        r"pricing-guide-welcome\.yaml:18: duplicate step id 'welcome' \(first on line 12\)",
+        r"pricing-guide-welcome\.yaml:24: bad time of day '25:30'",
+        r"outbound-first-touch\.yaml:3: expression 'lead.source ==' does not parse",
+        r"broken\.yaml:4: invalid YAML",
+        r"welcome\.html\.j2:6: ",
+        r"outbound-intro\.html\.j2:6: undefined variable: lead has no attribute 'nickname'",
+        r"reengage-offer\.html\.j2:2: undefined variable: 'leed' is undefined",
+        r"scoring\.yaml:10: half_life: bad duration '14 moons'",
+    ]
+    for pattern in expected:
+        assert any(re.search(pattern, line) for line in lines), (pattern, lines)
+    assert re.match(r"\d+ problems in ", lines[-1])
+
+
+def test_simulate_friday_afternoon_in_los_angeles(nurture: Run, demo: Path) -> None:
+    # Given María (America/Los_Angeles) and a start on Friday 2026-11-20 at 15:30 local
+    result = nurture(
+        "simulate", "pricing-guide-welcome", "--lead", "maria.lopez@brightpath.io",
+        "--start", "2026-11-20T15:30", "--json", cwd=demo,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    timeline = [(e["step"], e["kind"], e["local"], e["utc"]) for e in json.loads(result.stdout)]
+    # Then: welcome at once; case-study 2 days later falls on Sunday -> Monday 09:00;
+    # the call 1 business day later on Tuesday; the breakup 4 days later on Saturday
+    # -> Monday at its `at` time, 10:30
+    assert timeline == [
+        ("welcome", "email", "2026-11-20T15:30:00-08:00", "2026-11-20T23:30:00+00:00"),
+        ("case-study", "email", "2026-11-23T09:00:00-08:00", "2026-11-23T17:00:00+00:00"),
+        ("call", "task", "2026-11-24T09:00:00-08:00", "2026-11-24T17:00:00+00:00"),
+        ("breakup", "email", "2026-11-30T10:30:00-08:00", "2026-11-30T18:30:00+00:00"),
+        (None, "completed", "2026-11-30T10:30:00-08:00", "2026-11-30T18:30:00+00:00"),
+    ]
+
+
+def test_simulate_honours_assumed_clicks_and_replies(nurture: Run, demo: Path) -> None:
+    base = ["simulate", "pricing-guide-welcome", "--lead", "maria.lopez@brightpath.io",
+            "--start", "2026-11-20T15:30", "--json"]  # fmt: skip
+    clicked = json.loads(nurture(*base, "--assume", "clicked:welcome", cwd=demo).stdout)
+    assert [(e["step"], e["kind"]) for e in clicked][:2] == [
+        ("welcome", "email"),
+        ("case-study", "skipped"),
+    ]
+    replied = json.loads(nurture(*base, "--assume", "replied:case-study", cwd=demo).stdout)
+    assert [(e["step"], e["kind"], e["reason"]) for e in replied][-1] == (
+        "case-study",
+        "exited",
+        "replied",
+    )
+    bad = nurture(*base, "--assume", "clicked:nowhere", cwd=demo)
+    assert (
+        bad.returncode == 1 and "no step 'nowhere'" in bad.stderr and "Traceback" not in bad.stderr
+    )
+
+
+def test_preview_shows_the_message_and_writes_html(nurture: Run, demo: Path) -> None:
+    result = nurture(
+        "preview", "pricing-guide-welcome", "welcome", "--lead", "maria.lopez@brightpath.io",
+        "--html", "out.html", cwd=demo,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "To: María López <maria.lopez@brightpath.io>" in result.stdout
+    assert "Subject: María, your Acme pricing guide" in result.stdout
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in result.stdout
+    assert "----- text/plain -----" in result.stdout
+    assert "/u/" in (demo / "out.html").read_text()
+    not_email = nurture(
+        "preview", "pricing-guide-welcome", "call", "--lead", "maria.lopez@brightpath.io", cwd=demo
+    )
+    assert not_email.returncode == 1 and "not an email" in not_email.stderr

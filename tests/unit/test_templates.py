@@ -1,0 +1,106 @@
+"""Template rendering: sandbox, strictness, footer, and safe headers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from nurture.expressions import LeadView, View
+from nurture.messages import Sender, build_message
+from nurture.templates import RenderError, TemplateSet
+
+
+def make(
+    tmp_path: Path, name: str, body: str, subject: str = "Hello {{ lead.first_name }}"
+) -> TemplateSet:
+    (tmp_path / f"{name}.html.j2").write_text(f'---\nsubject: "{subject}"\n---\n{body}')
+    return TemplateSet(tmp_path)
+
+
+def variables(**lead: str) -> dict[str, object]:
+    return {
+        "lead": LeadView({"email": "ann@example.com", **lead}),
+        "sender": View({"name": "Ana", "postal_address": "1 Main St, Springfield"}),
+        "sequence": View({"name": "s"}),
+        "step": View({"id": "x"}),
+        "unsubscribe_url": "https://t.example.com/u/TOKEN",
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{{ lead.__class__ }}",
+        "{{ ''.__class__.__mro__ }}",
+        "{{ lead._values }}",
+        "{{ cycler.__init__.__globals__ }}",
+    ],
+)
+def test_templates_cannot_reach_python_internals(tmp_path: Path, body: str) -> None:
+    templates = make(tmp_path, "evil", body)
+    with pytest.raises(RenderError, match=r"evil\.html\.j2:4: "):
+        templates.render("evil", variables(first_name="Ann"))
+
+
+def test_undefined_variable_is_an_error_with_its_line(tmp_path: Path) -> None:
+    templates = make(tmp_path, "t", "<p>Hi</p>\n<p>{{ lead.nickname }}</p>")
+    with pytest.raises(RenderError, match=r"t\.html\.j2:5: undefined variable: .*nickname"):
+        templates.render("t", variables(first_name="Ann"))
+
+
+def test_default_makes_a_variable_optional_and_html_is_escaped(tmp_path: Path) -> None:
+    templates = make(
+        tmp_path, "t", "<p>{{ lead.nickname | default('friend') }} {{ lead.company }}</p>"
+    )
+    rendered = templates.render("t", variables(first_name="Ann", company="<b>Acme</b>"))
+    assert "friend &lt;b&gt;Acme&lt;/b&gt;" in rendered.html
+    assert rendered.subject == "Hello Ann"
+
+
+def test_footer_adds_unsubscribe_and_postal_address_when_missing(tmp_path: Path) -> None:
+    rendered = make(tmp_path, "t", "<html><body><p>Hi</p></body></html>").render(
+        "t", variables(first_name="Ann")
+    )
+    assert rendered.html.index("https://t.example.com/u/TOKEN") < rendered.html.index("</body>")
+    assert "1 Main St, Springfield" in rendered.html
+    assert "https://t.example.com/u/TOKEN" in rendered.text
+    assert "1 Main St, Springfield" in rendered.text
+
+
+def test_template_that_places_the_link_gets_no_second_one(tmp_path: Path) -> None:
+    body = '<p>Hi</p><a href="{{ unsubscribe_url }}">stop</a> {{ sender.postal_address }}'
+    rendered = make(tmp_path, "t", body).render("t", variables(first_name="Ann"))
+    assert rendered.html.count("https://t.example.com/u/TOKEN") == 1
+
+
+def test_a_name_with_cr_lf_cannot_add_a_header(tmp_path: Path) -> None:
+    templates = make(tmp_path, "t", "<p>Hi</p>")
+    evil = "Ann\r\nBcc: victim@example.com"
+    rendered = templates.render("t", variables(first_name=evil))
+    message = build_message(
+        rendered,
+        sender=Sender.parse("Ana <ana@example.com>", "1 Main St"),
+        to_email="ann@example.com",
+        to_name=evil,
+        date=datetime(2026, 11, 23, tzinfo=UTC),
+        unsubscribe="https://t.example.com/u/TOKEN",
+    )
+    raw = message.as_string()
+    header_block = raw.split("\n\n", 1)[0]
+    assert "\nBcc:" not in header_block
+    assert message["Bcc"] is None
+    assert message["Subject"] == "Hello Ann Bcc: victim@example.com"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.get_content_type() == "multipart/alternative"
+
+
+def test_missing_front_matter_and_subject_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.html.j2").write_text("<p>no front matter</p>")
+    (tmp_path / "b.html.j2").write_text("---\npreheader: x\n---\n<p>b</p>")
+    templates = TemplateSet(tmp_path)
+    with pytest.raises(Exception, match=r"a\.html\.j2:1: .*front matter"):
+        templates.load("a")
+    with pytest.raises(Exception, match=r"b\.html\.j2:2: .*needs a subject"):
+        templates.load("b")
