@@ -252,8 +252,10 @@ class _Reader:
         _, address = parseaddr(str(value))
         try:
             normalize_email(address)
-        except InvalidValueError as exc:
-            self.problem(line, f"{key}: {exc}")
+        except InvalidValueError:
+            self.problem(
+                line, f"{key}: {value!r} is not an address like 'Ana Ruiz <ana@example.com>'"
+            )
             return ""
         if "\n" in str(value) or "\r" in str(value):
             self.problem(line, f"{key} must be on one line")

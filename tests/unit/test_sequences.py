@@ -1,0 +1,73 @@
+"""The sequence parser on its own: values, variants and problems with lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nurture.sequences import EmailAction, TaskAction, load_sequence
+from nurture.tokens import sign, verify
+
+
+def load(tmp_path: Path, text: str, templates: tuple[str, ...] = ("a", "b")):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return load_sequence(path, lambda name: name in templates)
+
+
+def test_a_minimal_sequence_parses(tmp_path: Path) -> None:
+    sequence, problems = load(
+        tmp_path,
+        "name: s\nfrom: A <a@example.com>\nsteps:\n  - id: one\n    email: a\n"
+        "  - id: two\n    wait: 2 days\n    task: call\n    timeout: 3 days\n",
+    )
+    assert problems == []
+    assert sequence is not None
+    assert isinstance(sequence.steps[0].action, EmailAction)
+    task = sequence.steps[1].action
+    assert isinstance(task, TaskAction) and str(task.timeout) == "3 days"
+    assert sequence.reenroll is False
+
+
+def test_variants_are_deterministic_per_lead_and_follow_weights() -> None:
+    action = EmailAction((("a", 75), ("b", 25)))
+    picks = [action.template_for(f"s:step:lead{i}@example.com") for i in range(4000)]
+    assert picks == [action.template_for(f"s:step:lead{i}@example.com") for i in range(4000)]
+    assert 0.7 < picks.count("a") / len(picks) < 0.8
+
+
+def test_each_problem_has_its_line(tmp_path: Path) -> None:
+    _, problems = load(
+        tmp_path,
+        "name: s\n"  # 1
+        "from: not an address\n"  # 2
+        "steps:\n"  # 3
+        "  - id: one\n"  # 4
+        "    email: a\n"  # 5
+        "    task: call\n"  # 6
+        "  - id: two\n"  # 7
+        "    emial: b\n"  # 8
+        "  - id: three\n"  # 9
+        "    task: fax\n",  # 10
+    )
+    found = {(p.line, p.message.split(" (")[0]) for p in problems}
+    assert (
+        2,
+        "from: 'not an address' is not an address like 'Ana Ruiz <ana@example.com>'",
+    ) in found
+    assert any(line == 4 and "exactly one action" in message for line, message in found)
+    assert any(line == 8 and "unknown step key 'emial'" in message for line, message in found)
+    assert any(line == 10 and "unknown task 'fax'" in message for line, message in found)
+
+
+def test_tokens_verify_only_untampered_and_for_their_purpose() -> None:
+    token = sign("k", "unsubscribe", "7:s:step")
+    assert verify("k", "unsubscribe", token) == "7:s:step"
+    assert verify("k", "click", token) is None
+    assert verify("other", "unsubscribe", token) is None
+    body, mac = token.split(".")
+    assert (
+        verify("k", "unsubscribe", sign("k", "unsubscribe", "8:s:step").split(".")[0] + "." + mac)
+        is None
+    )
+    assert verify("k", "unsubscribe", "garbage") is None
+    assert verify("k", "unsubscribe", body + ".!!") is None
