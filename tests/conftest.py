@@ -64,26 +64,26 @@ def pg_template(pg_admin: Engine) -> Iterator[str]:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-def pg_url(pg_admin: Engine, pg_template: str) -> Iterator[str]:
-    """The URL of a fresh, migrated PostgreSQL database for one test."""
-    name = f"nurture_t_{uuid.uuid4().hex[:12]}"
+def _fresh_database(pg_admin: Engine, prefix: str, template: str | None = None) -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
     with pg_admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
     yield _pg_url(name)
     with pg_admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_url(pg_admin: Engine, pg_template: str) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database for one test."""
+    yield from _fresh_database(pg_admin, "nurture_t", pg_template)
 
 
 @pytest.fixture
 def empty_pg_url(pg_admin: Engine) -> Iterator[str]:
     """The URL of a fresh PostgreSQL database without any schema."""
-    name = f"nurture_e_{uuid.uuid4().hex[:12]}"
-    with pg_admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield _pg_url(name)
-    with pg_admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from _fresh_database(pg_admin, "nurture_e")
 
 
 @pytest.fixture
