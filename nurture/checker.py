@@ -13,7 +13,7 @@ from typing import Any
 from nurture import clock
 from nurture.config import Config
 from nurture.errors import InputFileError, InvalidValueError, NurtureError
-from nurture.expressions import EventSet, LeadView, context, truth
+from nurture.expressions import EventSet, LeadView, View, context, truth
 from nurture.messages import Sender
 from nurture.problems import Problem, problem_from_error
 from nurture.scoring import ScoringRules, load_scoring
@@ -136,19 +136,14 @@ def _check_template(
                 Problem(str(path), line, f"unknown variable {var!r} (templates know: {known})")
                 for line, var in unknown
             ]
-        fake = sequence or _FakeSequence()
+        shown: Any = sequence or View({"name": "preview", "description": ""})
         render_step_email(
-            templates, name, lead, _sender_for(sequence, config), fake, "preview",
+            templates, name, lead, _sender_for(sequence, config), shown, "preview",
             f"{config.settings.tracking.base_url}/u/preview",
         )  # fmt: skip
     except NurtureError as exc:
         return [problem_from_error(exc, _path_in(exc, path))]
     return []
-
-
-class _FakeSequence:
-    name = "preview"
-    description = ""
 
 
 def _path_in(error: Exception, default: Path) -> str:

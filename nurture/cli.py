@@ -249,30 +249,24 @@ def leads_show(
     out.print(table)
 
 
-def _project_sequences(st: State) -> tuple[Any, dict[str, Any]]:
-    """The project's templates and its valid sequences by name."""
+def _sequence(st: State, name: str) -> tuple[Any, Any]:
+    """The project's templates and the named sequence, or exit 1 listing its problems."""
     from nurture.sequences import load_sequences
     from nurture.templates import TemplateSet
 
     config = st.config()
     templates = TemplateSet(config.templates_dir)
     sequences, problems = load_sequences(config.sequences_dir, templates.exists)
-    return templates, {"sequences": sequences, "problems": problems}
-
-
-def _sequence(st: State, name: str) -> tuple[Any, Any]:
-    """The named sequence, or exit 1 listing its problems."""
-    templates, loaded = _project_sequences(st)
-    for sequence in loaded["sequences"]:
+    for sequence in sequences:
         if sequence.name == name or sequence.path.stem == name:
             return templates, sequence
-    own = [p for p in loaded["problems"] if Path(p.path).stem == name]
+    own = [p for p in problems if Path(p.path).stem == name]
     if own:
         for problem in own:
             warn(str(problem))
         raise NurtureError(f"sequence {name!r} has problems: fix them, then try again")
-    known = ", ".join(sorted(s.name for s in loaded["sequences"])) or "none"
-    raise NurtureError(f"no sequence {name!r} in {st.config().sequences_dir} (known: {known})")
+    known = ", ".join(sorted(s.name for s in sequences)) or "none"
+    raise NurtureError(f"no sequence {name!r} in {config.sequences_dir} (known: {known})")
 
 
 def _lead_view(st: State, email: str) -> tuple[Any, Any]:
