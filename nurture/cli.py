@@ -378,7 +378,7 @@ def simulate(
     _, view = _lead_view(st, lead)
     default_tz = config.settings.project.default_timezone
     tz_name = sequence.schedule.timezone_for(view.get("timezone"), default_tz)
-    moment = _parse_start(start, tz_name) if start else clock.now()
+    moment = _parse_moment("--start", start, tz_name) if start else clock.now()
     assumptions = [Assumption.parse(text, sequence) for text in assume or []]
 
     def render_note(source: str, lead_view: Any) -> str:
@@ -406,7 +406,8 @@ def simulate(
     out.print(table)
 
 
-def _parse_start(text: str, tz_name: str) -> Any:
+def _parse_moment(option: str, text: str, tz_name: str) -> Any:
+    """An ISO 8601 moment; without an offset it is local time in *tz_name*."""
     from datetime import datetime
 
     from nurture.clock import as_utc
@@ -416,11 +417,277 @@ def _parse_start(text: str, tz_name: str) -> Any:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise NurtureError(
-            f"--start {text!r}: not an ISO 8601 moment like 2026-11-20T15:30"
+            f"{option} {text!r}: not an ISO 8601 moment like 2026-11-20T15:30"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone(tz_name))
     return as_utc(moment)
+
+
+def _summary(pairs: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{label} {count}" for label, count in pairs)
+
+
+@app.command()
+def tick(
+    ctx: typer.Context,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Run the pass as if it were this ISO 8601 moment (without an offset: the "
+            "project's default timezone).",
+        ),
+    ] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log lines as JSON.")] = False,
+) -> None:
+    """One full pass: enroll, advance every due enrollment, queue and deliver; then a summary."""
+    import asyncio
+
+    from nurture import clock, logs
+    from nurture.daemon import tick as run_tick
+    from nurture.runner import Context
+
+    logs.configure(json=log_json)
+    st = state(ctx)
+    config = st.config()
+    moment = (
+        _parse_moment("--now", now, config.settings.project.default_timezone)
+        if now
+        else clock.now()
+    )
+    with clock.pinned(moment):
+        context = Context.open(st.engine(), config)
+        catalog, report, delivered = asyncio.run(run_tick(context, moment))
+    for problem in catalog.problems:
+        warn(str(problem))
+    say(
+        f"tick at {moment.isoformat()}: "
+        + _summary(
+            [
+                ("enrolled", report.enrolled),
+                ("emails queued", report.emails_queued),
+                ("emails sent", delivered.sent),
+                ("tasks created", report.tasks_created),
+                ("notifications", report.notifications),
+                ("skipped", report.skipped),
+                ("exited", report.exited),
+                ("completed", report.completed),
+                ("deferred", delivered.deferred),
+                ("retrying", delivered.retrying),
+                ("bounced", delivered.bounced),
+                ("failed", report.failed + delivered.failed),
+            ]
+        )
+    )
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log lines as JSON.")] = False,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle", help="Stop once nothing is due (for demos, CI and cron-style use)."
+        ),
+    ] = False,
+) -> None:
+    """The daemon: passes every [daemon] interval seconds; SIGTERM or Ctrl-C stops it cleanly."""
+    import asyncio
+
+    from nurture import logs
+    from nurture.daemon import Daemon
+
+    logs.configure(json=log_json)
+    st = state(ctx)
+    daemon = Daemon(st.engine(), st.config(), until_idle=until_idle)
+    asyncio.run(daemon.main())
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What is due, queued, deferred and failed."""
+    from nurture import clock
+    from nurture.status import collect_status
+    from nurture.store import session_scope
+
+    with session_scope(state(ctx).engine()) as session:
+        data = collect_status(session, clock.now())
+    if as_json:
+        say(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    table = Table(
+        "sequence", "active", "completed", "exited", "paused", "failed", title="enrollments"
+    )
+    for name, counts in sorted(data["enrollments"]["by_sequence"].items()):
+        table.add_row(
+            name,
+            *(
+                str(counts.get(key, 0))
+                for key in ("active", "completed", "exited", "paused", "failed")
+            ),
+        )
+    out.print(table)
+    e, o = data["enrollments"], data["outbox"]
+    say(
+        f"due now: {e['due_now']}; waiting for tasks: {e['waiting_for_tasks']}; "
+        f"next due: {e['next_due'] or 'nothing scheduled'}"
+    )
+    say("outbox: " + _summary(list(o.items())))
+    say(f"open tasks: {data['tasks']['open']}")
+    for failure in data["failures"]:
+        say(
+            f"failed: {failure['lead']} in {failure['sequence']} at {failure['step']}: "
+            f"{failure['error']}"
+        )
+
+
+@app.command()
+def enroll(
+    ctx: typer.Context,
+    sequence_name: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence name.")],
+    lead: Annotated[str | None, typer.Option("--lead", help="The lead's email.")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help="Enroll every lead for which this expression is true."),
+    ] = None,
+) -> None:
+    """Enroll leads by hand, whatever the sequence's audience says."""
+    from sqlmodel import col, select
+
+    from nurture import clock
+    from nurture.expressions import EventSet, LeadView, compile_expression, context, truth
+    from nurture.leads import Lead
+    from nurture.runner import enroll as enroll_lead
+    from nurture.store import get_lead, session_scope
+
+    if (lead is None) == (where is None):
+        raise NurtureError("enroll: give exactly one of --lead EMAIL or --where EXPR")
+    st = state(ctx)
+    _, sequence = _sequence(st, sequence_name)
+    now = clock.now()
+    engine = st.engine()
+    if lead is not None:
+        with session_scope(engine) as session:
+            made, why = enroll_lead(session, get_lead(session, lead), sequence, now, by="hand")
+        if made is None:
+            raise NurtureError(f"not enrolled: {why}")
+        say(f"enrolled {lead} in {sequence.name}: the next pass starts it")
+        return
+    assert where is not None
+    expression = compile_expression(where)
+    enrolled, reasons = 0, 0
+    last_id = 0
+    while True:
+        with session_scope(engine) as session:
+            batch = list(
+                session.exec(
+                    select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(1000)
+                )
+            )
+            if not batch:
+                break
+            last_id = batch[-1].id or 0
+            for row in batch:
+                if not truth(expression, context(LeadView.of(row), EventSet(), now=now)):
+                    continue
+                made, why = enroll_lead(session, row, sequence, now, by="hand")
+                if made is None:
+                    reasons += 1
+                    warn(f"skipped {why}")
+                else:
+                    enrolled += 1
+    say(f"enrolled {enrolled} leads in {sequence.name}; {reasons} matching leads not enrolled")
+
+
+tasks_app = typer.Typer(no_args_is_help=True, help="Sales tasks: list them, mark them done.")
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def tasks_list(
+    ctx: typer.Context,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this assignee's.")] = None,
+    due: Annotated[bool, typer.Option("--due", help="Only tasks due now.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also done, expired and cancelled tasks.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Open tasks, soonest first."""
+    from sqlmodel import col, select
+
+    from nurture import clock
+    from nurture.leads import Lead, normalize_email
+    from nurture.store import session_scope
+    from nurture.tasks import TaskStatus, list_tasks
+
+    st = state(ctx)
+    statuses = tuple(s.value for s in TaskStatus) if show_all else (TaskStatus.open.value,)
+    with session_scope(st.engine()) as session:
+        tasks = list_tasks(
+            session,
+            owner=normalize_email(owner) if owner else None,
+            due_by=clock.now() if due else None,
+            statuses=statuses,
+        )
+        ids = {task.lead_id for task in tasks}
+        leads = {lead.id: lead for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids)))}
+    rows = []
+    for task in tasks:
+        lead = leads[task.lead_id]
+        name = " ".join(part for part in (lead.first_name, lead.last_name) if part)
+        rows.append(
+            {
+                **task.to_dict(),
+                "lead": {
+                    "email": lead.email,
+                    "name": name,
+                    "company": lead.company,
+                    "phone": lead.phone,
+                    "timezone": lead.timezone,
+                },
+            }
+        )
+    if as_json:
+        say(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "due (UTC)", "kind", "lead", "company", "phone", "assignee", "note")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["due_at"][:16].replace("T", " "),
+            row["kind"],
+            f"{row['lead']['name']} <{row['lead']['email']}>",
+            row["lead"]["company"] or "",
+            row["lead"]["phone"] or "",
+            row["assignee"] or "unassigned",
+            row["note"],
+        )
+    out.print(table)
+    say(f"{len(rows)} tasks")
+
+
+@tasks_app.command("done")
+def tasks_done(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="The task's id.")],
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="What came of it, e.g. 'left voicemail'.")
+    ] = None,
+) -> None:
+    """Mark a task done; its sequence goes on, and conditions see e.g. call_completed."""
+    from nurture.store import session_scope
+    from nurture.tasks import complete_task
+
+    with session_scope(state(ctx).engine()) as session:
+        task = complete_task(session, task_id, outcome)
+        kind, step, sequence = task.kind, task.step, task.sequence
+    say(f"task {task_id} done ({kind} at {sequence}/{step})")
 
 
 def main(argv: list[str] | None = None) -> None:

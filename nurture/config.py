@@ -89,6 +89,22 @@ class TrackingSection(Section):
         return value.rstrip("/")
 
 
+class LimitsSection(Section):
+    #: Emails one sender mailbox may send per day (its local day in the project timezone).
+    per_sender_daily: int = Field(default=500, ge=1)
+    #: Emails one lead may get per day across all sequences (the lead's local day).
+    per_lead_daily: int = Field(default=2, ge=1)
+
+
+class DaemonSection(Section):
+    #: Seconds between passes of ``nurture run``.
+    interval: float = Field(default=60.0, gt=0)
+    #: Seconds between runs of the delivery loop (retries and deferred emails).
+    delivery_interval: float = Field(default=15.0, gt=0)
+    #: Enrollments claimed, and emails sent, per transaction.
+    batch_size: int = Field(default=200, ge=1, le=10000)
+
+
 class Settings(BaseSettings):
     """All settings of one project. Build it with :func:`load_settings`."""
 
@@ -104,6 +120,8 @@ class Settings(BaseSettings):
     smtp: SmtpSection = SmtpSection()
     sender: SenderSection = SenderSection()
     tracking: TrackingSection = TrackingSection()
+    limits: LimitsSection = LimitsSection()
+    daemon: DaemonSection = DaemonSection()
 
     @classmethod
     def settings_customise_sources(

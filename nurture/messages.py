@@ -113,3 +113,18 @@ def render_step_email(
     return templates.render(
         template, template_variables(lead, sender, sequence, step_id, unsubscribe)
     )
+
+
+def build_notification(
+    *, sender: Sender, to_email: str, subject: str, body: str, date: datetime, message_id: str
+) -> EmailMessage:
+    """A plain-text message to a salesperson (a ``notify`` step): no unsubscribe headers."""
+    message = EmailMessage()
+    message["From"] = Address(display_name=sender.name, addr_spec=sender.email)
+    message["To"] = Address(addr_spec=to_email)
+    message["Subject"] = clean_header(subject)
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(body)
+    return message

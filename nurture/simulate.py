@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nurture.errors import InvalidValueError
-from nurture.expressions import EventSet, LeadView, context, truth
+from nurture.expressions import Engagement, EventSet, LeadView, context, truth
 from nurture.sequences import (
     EXIT_EVENTS,
     EXIT_STAGES,
@@ -76,7 +76,7 @@ class Entry:
 
 
 def exit_reason(
-    rules: tuple[ExitRule, ...], events: EventSet, stage: str, names: dict[str, Any]
+    rules: tuple[ExitRule, ...], events: Engagement, stage: str, names: dict[str, Any]
 ) -> str | None:
     """The first ``exit_when`` rule that holds, described; ``None`` if none does."""
     for rule in rules:

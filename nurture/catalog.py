@@ -1,0 +1,187 @@
+"""The sequences the engine runs, and live edits of their files.
+
+Every pass reloads ``sequences/``. A file that passes the checks becomes the deployed
+version (kept in ``deployed_sequences``, shared by every worker); a file that does not
+is reported and the last deployed version keeps running. When a sequence changes, its
+active enrollments are woken so that each one is placed again against the new steps
+(:func:`nurture.engine.resolve_step`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, func, update
+from sqlmodel import Session, col, select
+
+from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
+from nurture.errors import InputFileError
+from nurture.problems import Problem
+from nurture.sequences import Sequence, Step, load_sequences, parse_sequence
+from nurture.store import session_scope
+from nurture.templates import TemplateSet
+from nurture.yamlfile import parse_yaml
+
+
+@dataclass
+class Catalog:
+    """The sequences a pass runs, by name, and what the reload found."""
+
+    sequences: dict[str, Sequence] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    #: Names running their last good version because the file on disk has problems.
+    kept: list[str] = field(default_factory=list)
+    #: Names deployed by this reload (new or changed files).
+    deployed: list[str] = field(default_factory=list)
+    #: Names deployed earlier whose file is gone: their enrollments wait.
+    missing: list[str] = field(default_factory=list)
+
+
+def step_digest(step: Step) -> str:
+    """What a step does, ignoring where in the file it is written."""
+    plain = dataclasses.replace(step, line=0, condition_line=0)
+    text = repr(plain) + (step.condition.source if step.condition else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _from_source(row: DeployedSequence, templates: TemplateSet) -> Sequence | None:
+    try:
+        data = parse_yaml(row.source, row.path)
+    except InputFileError:
+        return None
+    sequence, problems = parse_sequence(Path(row.path), data, templates.exists)
+    return None if problems else sequence
+
+
+def load_catalog(
+    engine: Engine, sequences_dir: Path, templates: TemplateSet, now: datetime
+) -> Catalog:
+    """Reload the sequence files, deploy the good changes, and keep the last good versions."""
+    found, problems = load_sequences(sequences_dir, templates.exists)
+    catalog = Catalog(problems=problems)
+    bad_files = {Path(p.path).name for p in problems}
+    with session_scope(engine) as session:
+        deployed = {row.name: row for row in session.exec(select(DeployedSequence))}
+        for sequence in found:
+            source = _read(sequence.path)
+            if source is None:
+                continue
+            catalog.sequences[sequence.name] = sequence
+            row = deployed.get(sequence.name)
+            digest = _digest(source)
+            if row is not None and row.digest == digest:
+                continue
+            steps = [[step.id, step_digest(step)] for step in sequence.steps]
+            if row is None:
+                row = DeployedSequence(
+                    name=sequence.name,
+                    path=str(sequence.path),
+                    source=source,
+                    digest=digest,
+                    steps=steps,
+                    deployed_at=now,
+                )
+            else:
+                row.path, row.source, row.digest, row.steps = (
+                    str(sequence.path),
+                    source,
+                    digest,
+                    steps,
+                )
+                row.audience_checked_at = None
+                row.deployed_at = now
+            session.add(row)
+            catalog.deployed.append(sequence.name)
+            _wake_sequence(session, sequence.name, now)
+        for name, row in deployed.items():
+            if name in catalog.sequences:
+                continue
+            if Path(row.path).name in bad_files:
+                kept = _from_source(row, templates)
+                if kept is not None:
+                    catalog.sequences[name] = kept
+                    catalog.kept.append(name)
+                    continue
+            if not (sequences_dir / Path(row.path).name).exists():
+                catalog.missing.append(name)
+    return catalog
+
+
+def _wake_sequence(session: Session, name: str, now: datetime) -> None:
+    session.execute(
+        update(Enrollment)
+        .where(col(Enrollment.sequence) == name)
+        .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+        .values(due_at=now)
+    )
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What an edit of one sequence file does to the leads already in it."""
+
+    sequence: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
+    """Compare each file with the deployed version: which in-flight leads a change moves."""
+    impacts: list[Impact] = []
+    deployed = {row.name: row for row in session.exec(select(DeployedSequence))}
+    for sequence in sequences:
+        row = deployed.get(sequence.name)
+        if row is None:
+            continue
+        source = _read(sequence.path)
+        if source is None or _digest(source) == row.digest:
+            continue
+        waiting = dict(
+            session.exec(
+                select(Enrollment.next_step, func.count())
+                .where(Enrollment.sequence == sequence.name)
+                .where(Enrollment.status == EnrollmentStatus.active.value)
+                .group_by(Enrollment.next_step)
+            ).all()
+        )
+        old = dict((step_id, digest) for step_id, digest in row.steps)
+        new = {step.id: step_digest(step) for step in sequence.steps}
+        parts: list[str] = []
+        for step_id in old:
+            count = waiting.get(step_id, 0)
+            if step_id not in new:
+                parts.append(f"step {step_id!r} removed ({_leads(count)} waiting at it move on)")
+            elif old[step_id] != new[step_id]:
+                parts.append(f"step {step_id!r} changed ({_leads(count)} waiting at it)")
+        added = [step_id for step_id in new if step_id not in old]
+        if added:
+            parts.append("steps added: " + ", ".join(repr(s) for s in added))
+        if not parts:
+            parts.append("settings changed")
+        total = sum(waiting.values())
+        message = f"changed since deployed: {'; '.join(parts)}; {_leads(total)} in flight"
+        impacts.append(Impact(sequence.name, str(sequence.path), message))
+    return impacts
+
+
+def _leads(count: int) -> str:
+    return f"{count} lead" + ("" if count == 1 else "s")

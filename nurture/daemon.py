@@ -1,0 +1,180 @@
+"""``nurture run``: the daemon. APScheduler (3.x, asyncio) runs the passes and the
+delivery loop at their intervals; SIGTERM or SIGINT lets the work in flight finish
+(the emails being sent are sent and recorded) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine, func
+from sqlmodel import col, select
+
+from nurture import clock, logs
+from nurture.catalog import Catalog, load_catalog
+from nurture.config import Config
+from nurture.delivery import DeliveryReport, deliver
+from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.outbox import OutboxMessage, OutboxStatus
+from nurture.runner import Context, PassReport, run_pass
+from nurture.store import session_scope
+from nurture.transports import Transport, open_transport
+
+
+class Reloader:
+    """Reloads the sequences for each pass and logs what changed, once per change."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._reported: set[str] = set()
+
+    def __call__(self, now: datetime) -> Catalog:
+        config = self.ctx.config
+        catalog = load_catalog(self.ctx.engine, config.sequences_dir, self.ctx.templates, now)
+        for name in catalog.deployed:
+            logs.action("sequence deployed", sequence=name)
+        current = {str(problem) for problem in catalog.problems}
+        for line in sorted(current - self._reported):
+            logs.action("sequence file has problems", level=logging.WARNING, problem=line)
+        for name in catalog.kept:
+            if f"kept:{name}" not in self._reported:
+                logs.action("keeping the last good version", level=logging.WARNING, sequence=name)
+                current.add(f"kept:{name}")
+        for name in catalog.missing:
+            if f"missing:{name}" not in self._reported:
+                logs.action(
+                    "sequence file is gone: its leads wait", level=logging.WARNING, sequence=name
+                )
+                current.add(f"missing:{name}")
+        self._reported = current
+        return catalog
+
+
+def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
+    """Whether an enrollment or a message is due by *now*."""
+    with session_scope(ctx.engine) as session:
+        enrollments = session.exec(
+            select(func.count())
+            .select_from(Enrollment)
+            .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+            .where(col(Enrollment.due_at) <= now)
+            .where(col(Enrollment.sequence).in_(list(catalog.sequences)))
+        ).one()
+        messages = session.exec(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                col(OutboxMessage.status).in_(
+                    [OutboxStatus.queued.value, OutboxStatus.sending.value]
+                )
+            )
+            .where(col(OutboxMessage.next_attempt_at) <= now)
+        ).one()
+    return bool(enrollments or messages)
+
+
+class Daemon:
+    """The long-running process behind ``nurture run``."""
+
+    def __init__(self, engine: Engine, config: Config, *, until_idle: bool = False) -> None:
+        self.ctx = Context.open(engine, config)
+        self.settings = config.settings.daemon
+        self.reload = Reloader(self.ctx)
+        self.transport: Transport = open_transport(config.settings.smtp, config.outbox_dir)
+        self.until_idle = until_idle
+        self.catalog: Catalog | None = None
+        self.stopping = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
+        self._delivery_lock = asyncio.Lock()
+        self.passes = 0
+
+    def stop(self, why: str) -> None:
+        if not self.stopping.is_set():
+            logs.action("stopping", reason=why)
+            self.stopping.set()
+
+    async def pass_job(self) -> None:
+        if self.stopping.is_set():
+            return
+        async with self._pass_lock:
+            now = clock.now()
+            self.catalog = await asyncio.to_thread(self.reload, now)
+            report = await asyncio.to_thread(
+                run_pass, self.ctx, self.catalog, now, self.stopping.is_set
+            )
+            self.passes += 1
+            if any(vars(report).values()):
+                logs.action("pass done", **vars(report))
+        await self.delivery_job()
+        if self.until_idle and not self.stopping.is_set():
+            idle = not await asyncio.to_thread(has_work_due, self.ctx, self.catalog, clock.now())
+            if idle:
+                self.stop("nothing more is due (--until-idle)")
+
+    async def delivery_job(self) -> None:
+        if self.stopping.is_set() or self.catalog is None:
+            return
+        async with self._delivery_lock:
+            report = await deliver(self.ctx, self.catalog, self.transport, stopping=self.stopping)
+            if any(vars(report).values()):
+                logs.action("delivery done", **vars(report))
+
+    async def _guarded(self, job: str) -> None:
+        try:
+            await (self.pass_job() if job == "pass" else self.delivery_job())
+        except Exception:
+            logs.logger.exception("%s job failed; it runs again at its next interval", job)
+
+    async def main(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        scheduler.add_job(
+            self._guarded,
+            "interval",
+            args=["pass"],
+            id="pass",
+            seconds=self.settings.interval,
+            next_run_time=datetime.now(UTC),
+            **common,
+        )
+        scheduler.add_job(
+            self._guarded,
+            "interval",
+            args=["deliver"],
+            id="deliver",
+            seconds=self.settings.delivery_interval,
+            **common,
+        )
+        scheduler.start()
+        logs.action(
+            "daemon started",
+            interval=self.settings.interval,
+            transport=type(self.transport).__name__,
+        )
+        try:
+            await self.stopping.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            async with self._pass_lock, self._delivery_lock:
+                pass  # the work in flight is finished
+            await self.transport.close()
+        logs.action("daemon stopped", passes=self.passes)
+
+
+async def tick(ctx: Context, now: datetime) -> tuple[Catalog, PassReport, DeliveryReport]:
+    """One full pass at *now* and the deliveries it makes due (``nurture tick``)."""
+    catalog = await asyncio.to_thread(Reloader(ctx), now)
+    report = await asyncio.to_thread(run_pass, ctx, catalog, now)
+    transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
+    try:
+        delivered = await deliver(ctx, catalog, transport)
+    finally:
+        await transport.close()
+    return catalog, report, delivered

@@ -1,0 +1,353 @@
+"""The delivery loop: send what the outbox holds, when it may go.
+
+Each batch is claimed (``queued`` → ``sending`` with a lease) in one transaction, sent
+through the transport, and the results recorded in another. Before a message is claimed
+it is checked again: a lead who opted out or left the sequence since is not emailed;
+the sending window and the daily caps hold a message back (it waits, it is not dropped).
+A message whose lease ran out (the sender died mid-batch) is queued again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from email import message_from_string, policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any, cast
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from nurture import clock, logs
+from nurture.catalog import Catalog
+from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.events import Event, record_event
+from nurture.leads import ContactStatus, Lead, merge_status
+from nurture.outbox import MessageKind, OutboxMessage, OutboxStatus
+from nurture.runner import Context
+from nurture.store import session_scope
+from nurture.timing import next_allowed, zone
+from nurture.transports import SendResult, Transport
+
+#: How long a claimed message stays with one delivery loop.
+LEASE = timedelta(minutes=10)
+#: Retry delays: first, cap.
+BACKOFF_FIRST = timedelta(minutes=1)
+BACKOFF_CAP = timedelta(hours=1)
+#: A message the server keeps answering with 4xx is given up after this long.
+RETRY_LIFETIME = timedelta(days=5)
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    deferred: int = 0
+    retrying: int = 0
+    bounced: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
+    """The wait before attempt *attempts* + 1: exponential, capped, with jitter."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * (2 ** max(attempts - 1, 0)))
+    return ceiling * (rng or random).uniform(0.5, 1.0)
+
+
+def _day_start(moment: datetime, tz_name: str) -> datetime:
+    tz = zone(tz_name)
+    local = moment.astimezone(tz)
+    return datetime.combine(local.date(), time(), tzinfo=tz).astimezone(UTC)
+
+
+def _next_day(moment: datetime, tz_name: str) -> datetime:
+    tz = zone(tz_name)
+    local = moment.astimezone(tz).date() + timedelta(days=1)
+    return datetime.combine(local, time(), tzinfo=tz).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    key: str
+    kind: str
+    raw: str
+    sender: str
+    recipient: str
+    lead_id: int
+    sequence: str
+    step: str
+
+
+class _Caps:
+    """Emails sent today per sender mailbox and per lead, counted once per batch."""
+
+    def __init__(self, session: Session, ctx: Context, now: datetime) -> None:
+        self.session, self.now = session, now
+        self.limits = ctx.config.settings.limits
+        self.project_tz = ctx.default_timezone
+        self.senders: Counter[str] = Counter()
+        self.leads: Counter[int] = Counter()
+        self.loaded_senders: set[str] = set()
+        self.loaded_leads: set[int] = set()
+
+    def _sent_since(self, column: object, value: object, since: datetime) -> int:
+        query = (
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(col(OutboxMessage.kind) == MessageKind.email.value)
+            .where(col(OutboxMessage.status) == OutboxStatus.sent.value)
+            .where(col(OutboxMessage.sent_at) >= since)
+            .where(column == value)
+        )
+        return int(self.session.exec(query).one())
+
+    def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
+        """When *row* may go instead of now, and why; ``None`` if it may go now."""
+        if row.sender not in self.loaded_senders:
+            since = _day_start(self.now, self.project_tz)
+            self.senders[row.sender] += self._sent_since(OutboxMessage.sender, row.sender, since)
+            self.loaded_senders.add(row.sender)
+        if row.lead_id not in self.loaded_leads:
+            since = _day_start(self.now, row.timezone)
+            self.leads[row.lead_id] += self._sent_since(OutboxMessage.lead_id, row.lead_id, since)
+            self.loaded_leads.add(row.lead_id)
+        if self.senders[row.sender] >= self.limits.per_sender_daily:
+            return (
+                _next_day(self.now, self.project_tz),
+                f"{row.sender} reached its cap of {self.limits.per_sender_daily} emails today",
+            )
+        if self.leads[row.lead_id] >= self.limits.per_lead_daily:
+            return (
+                _next_day(self.now, row.timezone),
+                f"lead reached its cap of {self.limits.per_lead_daily} emails today",
+            )
+        self.senders[row.sender] += 1
+        self.leads[row.lead_id] += 1
+        return None
+
+
+def requeue_expired(ctx: Context, now: datetime) -> int:
+    """Give back messages whose delivery loop died while sending them."""
+    with session_scope(ctx.engine) as session:
+        result = session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.status) == OutboxStatus.sending.value)
+            .where(col(OutboxMessage.lease_until) < now)
+            .values(status=OutboxStatus.queued.value, lease_until=None)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport) -> list[Claimed]:
+    """Lease the next batch of messages that may go now; hold back or cancel the others."""
+    claimed: list[Claimed] = []
+    with session_scope(ctx.engine) as session:
+        rows = list(
+            session.exec(
+                select(OutboxMessage)
+                .where(OutboxMessage.status == OutboxStatus.queued.value)
+                .where(col(OutboxMessage.next_attempt_at) <= now)
+                .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+                .limit(ctx.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if not rows:
+            return []
+        leads = {
+            lead.id: lead
+            for lead in session.exec(
+                select(Lead).where(col(Lead.id).in_({r.lead_id for r in rows}))
+            )
+        }
+        enrollment_ids = {r.enrollment_id for r in rows if r.enrollment_id is not None}
+        enrollments = {
+            e.id: e
+            for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
+        }
+        caps = _Caps(session, ctx, now)
+        for row in rows:
+            if row.kind == MessageKind.email:
+                lead = leads[row.lead_id]
+                enrollment = enrollments.get(row.enrollment_id or -1)
+                why_not = _cancelled_because(lead, enrollment)
+                if why_not:
+                    row.status, row.last_error = OutboxStatus.cancelled.value, why_not
+                    report.cancelled += 1
+                    logs.action(
+                        "email cancelled",
+                        lead=row.recipient,
+                        sequence=row.sequence,
+                        step=row.step,
+                        reason=why_not,
+                    )
+                    session.add(row)
+                    continue
+                hold = _window_hold(catalog, row, now) or caps.hold(row)
+                if hold is not None:
+                    row.next_attempt_at, row.last_error = hold
+                    report.deferred += 1
+                    logs.action(
+                        "email deferred",
+                        lead=row.recipient,
+                        sequence=row.sequence,
+                        step=row.step,
+                        until=hold[0].isoformat(),
+                        reason=hold[1],
+                    )
+                    session.add(row)
+                    continue
+            row.status = OutboxStatus.sending.value
+            row.lease_until = now + LEASE
+            session.add(row)
+            assert row.id is not None
+            claimed.append(
+                Claimed(
+                    row.id,
+                    row.idempotency_key,
+                    row.kind,
+                    row.raw,
+                    row.sender,
+                    row.recipient,
+                    row.lead_id,
+                    row.sequence,
+                    row.step,
+                )
+            )
+    return claimed
+
+
+def _cancelled_because(lead: Lead, enrollment: Enrollment | None) -> str | None:
+    if lead.status != ContactStatus.subscribed:
+        return f"lead is {lead.status}"
+    if enrollment is not None and enrollment.status == EnrollmentStatus.exited:
+        return f"lead left the sequence: {enrollment.reason}"
+    return None
+
+
+def _window_hold(
+    catalog: Catalog, row: OutboxMessage, now: datetime
+) -> tuple[datetime, str] | None:
+    sequence = catalog.sequences.get(row.sequence)
+    if sequence is None:
+        return None
+    placement = next_allowed(now, sequence.schedule.window, zone(row.timezone))
+    if placement.moment <= now:
+        return None
+    return placement.moment, f"outside the sending window: {placement.moved_because}"
+
+
+def _prepare(item: Claimed, now: datetime) -> EmailMessage:
+    message = cast(EmailMessage, message_from_string(item.raw, policy=policy.default))
+    message.replace_header("Date", format_datetime(now))
+    return message
+
+
+def record(
+    ctx: Context, results: list[tuple[Claimed, SendResult]], now: datetime, report: DeliveryReport
+) -> None:
+    """Write what happened to each message of a batch."""
+    with session_scope(ctx.engine) as session:
+        for item, result in results:
+            row = session.get(OutboxMessage, item.id)
+            if row is None or row.status != OutboxStatus.sending:
+                continue
+            row.lease_until = None
+            row.attempts += 1
+            fields: dict[str, Any] = {
+                "lead": item.recipient,
+                "sequence": item.sequence,
+                "step": item.step,
+            }
+            if result.outcome == "sent":
+                row.status, row.sent_at, row.last_error = OutboxStatus.sent.value, now, None
+                report.sent += 1
+                if item.kind == MessageKind.email:
+                    session.add(
+                        Event(
+                            lead_id=item.lead_id,
+                            type="email_sent",
+                            sequence=item.sequence,
+                            step=item.step,
+                            data={"message_id": row.message_id},
+                            occurred_at=now,
+                        )
+                    )
+                logs.action(f"{item.kind} sent", **fields, message_id=row.message_id)
+            elif result.outcome == "bounce":
+                row.status, row.last_error = OutboxStatus.bounced.value, result.detail
+                report.bounced += 1
+                lead = session.get(Lead, item.lead_id)
+                if lead is not None and item.kind == MessageKind.email:
+                    lead.status = merge_status(lead.status, ContactStatus.bounced.value)
+                    lead.updated_at = now
+                    session.add(lead)
+                    record_event(
+                        session,
+                        item.lead_id,
+                        "email_bounced",
+                        sequence=item.sequence,
+                        step=item.step,
+                        data={"reply": result.detail},
+                        at=now,
+                    )
+                logs.action("email bounced", level=logging.WARNING, **fields, reply=result.detail)
+            elif result.outcome == "retry" and not _given_up(row, result, now):
+                row.status, row.last_error = OutboxStatus.queued.value, result.detail
+                row.first_failure_at = row.first_failure_at or now
+                row.next_attempt_at = now + backoff(row.attempts)
+                report.retrying += 1
+                logs.action(
+                    "send will be retried",
+                    level=logging.WARNING,
+                    **fields,
+                    attempt=row.attempts,
+                    at=row.next_attempt_at.isoformat(),
+                    error=result.detail,
+                )
+            else:
+                row.status, row.last_error = OutboxStatus.failed.value, result.detail
+                report.failed += 1
+                logs.action("send failed", level=logging.ERROR, **fields, error=result.detail)
+            session.add(row)
+
+
+def _given_up(row: OutboxMessage, result: SendResult, now: datetime) -> bool:
+    """A 4xx reply for over :data:`RETRY_LIFETIME`: give up. Connection trouble never
+    gives up (the message is not at fault)."""
+    temporary_reply = result.detail[:1] == "4"
+    started = row.first_failure_at or now
+    return temporary_reply and now - started > RETRY_LIFETIME
+
+
+async def deliver(
+    ctx: Context,
+    catalog: Catalog,
+    transport: Transport,
+    *,
+    stopping: asyncio.Event | None = None,
+) -> DeliveryReport:
+    """Send every message that may go now, batch by batch, until none is left (or until
+    *stopping* is set: the batch in flight is finished first)."""
+    report = DeliveryReport()
+    now = clock.now()
+    await asyncio.to_thread(requeue_expired, ctx, now)
+    while stopping is None or not stopping.is_set():
+        now = clock.now()
+        batch = await asyncio.to_thread(claim, ctx, catalog, now, report)
+        if not batch:
+            break
+
+        async def send(item: Claimed, moment: datetime = now) -> tuple[Claimed, SendResult]:
+            message = _prepare(item, moment)
+            return item, await transport.send(message, item.sender, item.recipient, item.key)
+
+        results = await asyncio.gather(*(send(item) for item in batch))
+        await asyncio.to_thread(record, ctx, list(results), clock.now(), report)
+    return report

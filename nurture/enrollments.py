@@ -1,0 +1,99 @@
+"""Enrollments: one lead's run through one sequence, and the sequence versions in force.
+
+An enrollment is a small state machine: ``active`` → ``completed`` | ``exited`` (with the
+reason) | ``paused`` | ``failed`` (with the error). An active enrollment stores the step
+it waits at and the moment it is next due, indexed, so that a pass reads only the
+enrollments that have work.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from nurture import clock
+from nurture.sqltypes import JSONType, UTCDateTime
+
+
+class EnrollmentStatus(enum.StrEnum):
+    active = "active"
+    completed = "completed"
+    exited = "exited"
+    paused = "paused"
+    failed = "failed"
+
+
+class Enrollment(SQLModel, table=True):
+    """One lead in one sequence."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "sequence", "cycle", name="uq_enrollments_lead_sequence"),
+        Index("ix_enrollments_due", "status", "due_at"),
+        Index("ix_enrollments_sequence_status", "sequence", "status"),
+        Index("ix_enrollments_lead", "lead_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
+    sequence: str = Field(max_length=200)
+    #: 1 for the first run; ``reenroll: true`` sequences count up.
+    cycle: int = 1
+    status: str = Field(default=EnrollmentStatus.active.value, sa_type=String(16))
+    #: The step the lead waits at; ``None`` once no step is left.
+    next_step: str | None = Field(default=None, max_length=200)
+    #: When the previous step happened (or the enrollment began): waits count from here.
+    base_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: When the enrollment next needs a pass; ``None`` while it waits for a task only.
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The open task the next step waits for.
+    waiting_task_id: int | None = None
+    #: Step ids already done or skipped, in order: no step is ever done twice.
+    done_steps: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    #: Why it exited, or the error that failed it, or why it is paused.
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    #: ``auto`` (audience) or who enrolled by hand.
+    enrolled_by: str = Field(default="auto", max_length=320)
+    enrolled_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "lead_id": self.lead_id,
+            "sequence": self.sequence,
+            "cycle": self.cycle,
+            "status": self.status,
+            "next_step": self.next_step,
+            "due_at": self.due_at.isoformat() if self.due_at else None,
+            "done_steps": list(self.done_steps or []),
+            "reason": self.reason,
+            "enrolled_at": self.enrolled_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+        }
+
+
+class DeployedSequence(SQLModel, table=True):
+    """The version of a sequence file the engine runs: the last one that passed ``check``.
+
+    Every worker reads the same row, so an invalid edit keeps the last good version
+    running everywhere, even in a process that never saw that version's file.
+    """
+
+    __tablename__ = "deployed_sequences"
+
+    name: str = Field(primary_key=True, max_length=200)
+    path: str = Field(max_length=1000)
+    #: The file's text, as it was when it last passed the checks.
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    digest: str = Field(max_length=64)
+    #: ``[[step id, step digest], ...]`` in order, to tell which steps an edit touched.
+    steps: list[list[str]] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    #: Leads updated after this moment have not been checked against the audience yet.
+    audience_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deployed_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)

@@ -1,0 +1,68 @@
+"""Logging: one line per action, for people or (``--log-json``) for machines.
+
+Code logs through :func:`action`, naming what happened and the facts as fields, so the
+same call gives ``... email sent lead=a@b.c sequence=welcome`` and a JSON object.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+logger = logging.getLogger("nurture")
+
+#: Attributes every LogRecord has; the rest are the action's fields.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-23T09:00:00Z INFO email sent lead=... step=...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fields = " ".join(
+            f"{key}={_quote(value)}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD and value is not None
+        )
+        line = f"{moment} {record.levelname} {record.getMessage()}"
+        if fields:
+            line += " " + fields
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if not text or any(ch in text for ch in ' ="\n'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+def configure(*, json: bool = False, level: int = logging.INFO) -> None:
+    """Send nurture's log to stderr, one line per record."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json:
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level"},
+            )
+        )
+    else:
+        handler.setFormatter(TextFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def action(what: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one action with its fields."""
+    logger.log(level, what, extra={k: v for k, v in fields.items() if v is not None})

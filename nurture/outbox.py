@@ -1,0 +1,90 @@
+"""The outbox: every email is stored here, in the transaction that advances its
+enrollment, before anything tries to send it.
+
+A message is ``queued`` → ``sending`` (leased to one delivery loop) → ``sent``; or
+``bounced`` (5xx to RCPT), ``failed`` (permanently refused, or retried too long), or
+``cancelled`` (the lead opted out or exited before it went).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text
+from sqlmodel import Field, SQLModel
+
+from nurture import clock
+from nurture.sqltypes import UTCDateTime
+
+
+class OutboxStatus(enum.StrEnum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    bounced = "bounced"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class MessageKind(enum.StrEnum):
+    #: A sequence email to a lead: unsubscribe headers, caps, the sending window.
+    email = "email"
+    #: A ``notify`` step's message to a salesperson.
+    notify = "notify"
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One email waiting to go, or gone."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_sender_sent", "sender", "sent_at"),
+        Index("ix_outbox_lead_sent", "lead_id", "sent_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(default=MessageKind.email.value, sa_type=String(16))
+    #: ``enrollment id:step id``: one message per step of an enrollment, ever.
+    idempotency_key: str = Field(max_length=300, unique=True)
+    message_id: str = Field(max_length=300)
+    lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollments.id")
+    sequence: str = Field(max_length=200)
+    step: str = Field(max_length=200)
+    template: str | None = Field(default=None, max_length=200)
+    #: The sending mailbox (for its daily cap) and the recipient.
+    sender: str = Field(max_length=320)
+    recipient: str = Field(max_length=320)
+    #: The IANA timezone the sending window and the lead's daily cap are counted in.
+    timezone: str = Field(max_length=64)
+    #: The whole RFC 5322 message.
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=OutboxStatus.queued.value, sa_type=String(16))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: While ``sending``: the moment after which another loop may take it over.
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Why the last attempt did not send it, or why it waits (cap, window).
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: The first attempt that failed for a temporary reason; retries stop after a while.
+    first_failure_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "message_id": self.message_id,
+            "sequence": self.sequence,
+            "step": self.step,
+            "recipient": self.recipient,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat(),
+            "last_error": self.last_error,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+        }

@@ -1,0 +1,612 @@
+"""One pass of the engine: enroll audiences, claim due enrollments, carry them forward.
+
+The decisions are :func:`nurture.engine.advance`'s; this module reads what it needs,
+and writes what it decided in the same transaction: the emails into the outbox, the
+tasks, the lead updates and the enrollment's new position. A pass costs in proportion
+to the work that is due: enrollments are found by their indexed due moment, and only
+leads changed since the last pass are checked against the audiences.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from email.utils import make_msgid
+from typing import Any
+
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from nurture import logs
+from nurture.catalog import Catalog
+from nurture.config import Config
+from nurture.engine import Outcome, Position, Touch, advance
+from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
+from nurture.errors import InvalidValueError, NurtureError
+from nurture.events import Event, LeadEvents, wake
+from nurture.expressions import LeadView, context, truth
+from nurture.leads import ContactStatus, Lead, merge_status
+from nurture.messages import (
+    Sender,
+    build_message,
+    build_notification,
+    render_step_email,
+    unsubscribe_url,
+)
+from nurture.outbox import MessageKind, OutboxMessage
+from nurture.sequences import EmailAction, NotifyAction, Sequence, TaskAction
+from nurture.store import session_scope
+from nurture.tasks import Task, TaskStatus
+from nurture.templates import TemplateSet
+from nurture.timing import zone
+from nurture.tokens import project_secret
+
+#: Leads changed this long before the last check are looked at again, so that a
+#: transaction that committed late is not missed. Enrolling is idempotent.
+OVERLAP = timedelta(minutes=5)
+LEADS_CHECKED_KEY = "leads_checked_at"
+
+
+@dataclass
+class PassReport:
+    """What one pass did."""
+
+    enrolled: int = 0
+    emails_queued: int = 0
+    tasks_created: int = 0
+    notifications: int = 0
+    updates: int = 0
+    skipped: int = 0
+    exited: int = 0
+    completed: int = 0
+    failed: int = 0
+
+    def add(self, other: PassReport) -> None:
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
+
+@dataclass
+class Context:
+    """What every pass needs, opened once."""
+
+    engine: Engine
+    config: Config
+    templates: TemplateSet
+    secret: str
+    batch_size: int = 200
+
+    @classmethod
+    def open(cls, engine: Engine, config: Config) -> Context:
+        settings = config.settings
+        return cls(
+            engine=engine,
+            config=config,
+            templates=TemplateSet(config.templates_dir),
+            secret=project_secret(settings.tracking.secret, engine),
+            batch_size=settings.daemon.batch_size,
+        )
+
+    @property
+    def default_timezone(self) -> str:
+        return self.config.settings.project.default_timezone
+
+    def timezone_for(self, sequence: Sequence, lead: Lead) -> str:
+        return sequence.schedule.timezone_for(lead.timezone, self.default_timezone)
+
+    def sender(self, sequence: Sequence) -> Sender:
+        settings = self.config.settings.sender
+        return Sender.parse(sequence.sender, settings.postal_address, settings.title)
+
+
+# --- enrollment ------------------------------------------------------------------------
+
+
+def enroll(
+    session: Session,
+    lead: Lead,
+    sequence: Sequence,
+    now: datetime,
+    *,
+    by: str = "auto",
+    previous: list[Enrollment] | None = None,
+) -> tuple[Enrollment | None, str]:
+    """Enroll *lead* in *sequence* unless a rule forbids it; return it or why not."""
+    assert lead.id is not None
+    if lead.status != ContactStatus.subscribed:
+        return None, f"{lead.email} is {lead.status}: never enrolled"
+    if not sequence.steps:
+        return None, f"{sequence.name} has no steps"
+    if previous is None:
+        previous = list(
+            session.exec(
+                select(Enrollment)
+                .where(Enrollment.lead_id == lead.id)
+                .where(Enrollment.sequence == sequence.name)
+            )
+        )
+    running = [
+        e for e in previous if e.status in (EnrollmentStatus.active, EnrollmentStatus.paused)
+    ]
+    if running:
+        return None, f"{lead.email} is already in {sequence.name} ({running[0].status})"
+    if previous:
+        if not sequence.reenroll:
+            return None, f"{lead.email} was in {sequence.name} already (reenroll is off)"
+        ended = max((e.ended_at or e.updated_at) for e in previous)
+        if by == "auto" and lead.updated_at <= ended:
+            return None, f"{lead.email} has not changed since it left {sequence.name}"
+    cycle = max((e.cycle for e in previous), default=0) + 1
+    enrollment = Enrollment(
+        lead_id=lead.id,
+        sequence=sequence.name,
+        cycle=cycle,
+        next_step=sequence.steps[0].id,
+        base_at=now,
+        due_at=now,
+        enrolled_by=by,
+        enrolled_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(enrollment)
+    except IntegrityError:
+        return None, f"{lead.email} was enrolled in {sequence.name} by another worker"
+    logs.action("enrolled", lead=lead.email, sequence=sequence.name, cycle=cycle, by=by)
+    return enrollment, ""
+
+
+def _events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[Event]]:
+    grouped: dict[int, list[Event]] = defaultdict(list)
+    ids = list(lead_ids)
+    if ids:
+        for event in session.exec(select(Event).where(col(Event.lead_id).in_(ids))):
+            grouped[event.lead_id].append(event)
+    return grouped
+
+
+def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
+    """Enroll the leads that match each sequence's audience and were not checked yet.
+
+    Also wakes the enrollments of every lead changed since the last pass, so a change
+    of stage or status (``exit_when: [hot]``, an unsubscribe) acts at once.
+    """
+    from nurture.tokens import Meta
+
+    enrolled = 0
+    with session_scope(ctx.engine) as session:
+        mark = session.get(Meta, LEADS_CHECKED_KEY)
+        since = datetime.fromisoformat(mark.value) - OVERLAP if mark else None
+        changed = select(col(Lead.id))
+        if since is not None:
+            changed = changed.where(Lead.updated_at > since)
+        wake(session, [i for i in session.exec(changed) if i is not None], now)
+        session.merge(Meta(key=LEADS_CHECKED_KEY, value=now.isoformat()))
+        rows = {row.name: row for row in session.exec(select(DeployedSequence))}
+    for name, sequence in catalog.sequences.items():
+        row = rows.get(name)
+        if sequence.audience is None or row is None:
+            continue
+        checked = row.audience_checked_at
+        enrolled += _enroll_audience(ctx, sequence, checked - OVERLAP if checked else None, now)
+        with session_scope(ctx.engine) as session:
+            session.execute(
+                update(DeployedSequence)
+                .where(col(DeployedSequence.name) == name)
+                .where(col(DeployedSequence.digest) == row.digest)
+                .values(audience_checked_at=now)
+            )
+    return enrolled
+
+
+def _enroll_audience(
+    ctx: Context, sequence: Sequence, since: datetime | None, now: datetime
+) -> int:
+    assert sequence.audience is not None
+    enrolled = errors = 0
+    last_id = 0
+    while True:
+        with session_scope(ctx.engine) as session:
+            query = (
+                select(Lead)
+                .where(Lead.status == ContactStatus.subscribed.value)
+                .where(col(Lead.id) > last_id)
+                .order_by(col(Lead.id))
+                .limit(ctx.batch_size * 5)
+            )
+            if since is not None:
+                query = query.where(Lead.updated_at > since)
+            leads = list(session.exec(query))
+            if not leads:
+                break
+            last_id = leads[-1].id or 0
+            ids = [lead.id for lead in leads if lead.id is not None]
+            events = _events_by_lead(session, ids)
+            previous: dict[int, list[Enrollment]] = defaultdict(list)
+            for row in session.exec(
+                select(Enrollment)
+                .where(col(Enrollment.lead_id).in_(ids))
+                .where(Enrollment.sequence == sequence.name)
+            ):
+                previous[row.lead_id].append(row)
+            for lead in leads:
+                assert lead.id is not None
+                engagement = LeadEvents.of(events.get(lead.id, []), sequence.name)
+                names = context(LeadView.of(lead), engagement, now=now)
+                try:
+                    matches = truth(sequence.audience, names)
+                except InvalidValueError as exc:
+                    errors += 1
+                    if errors == 1:
+                        logs.action(
+                            "audience error",
+                            level=logging.WARNING,
+                            lead=lead.email,
+                            sequence=sequence.name,
+                            error=str(exc),
+                        )
+                    continue
+                if matches:
+                    made, _ = enroll(session, lead, sequence, now, previous=previous[lead.id])
+                    enrolled += made is not None
+    if errors > 1:
+        logs.action("audience errors", level=logging.WARNING, sequence=sequence.name, leads=errors)
+    return enrolled
+
+
+# --- advancing -------------------------------------------------------------------------
+
+
+def claim_due(session: Session, names: list[str], now: datetime, limit: int) -> list[Enrollment]:
+    """The active enrollments due by *now*, locked for this worker (others skip them)."""
+    if not names:
+        return []
+    query = (
+        select(Enrollment)
+        .where(Enrollment.status == EnrollmentStatus.active.value)
+        .where(col(Enrollment.due_at) <= now)
+        .where(col(Enrollment.sequence).in_(names))
+        .order_by(col(Enrollment.due_at), col(Enrollment.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.exec(query))
+
+
+def run_pass(
+    ctx: Context, catalog: Catalog, now: datetime, stop: Callable[[], bool] | None = None
+) -> PassReport:
+    """One full pass at *now* (emails are queued here; :mod:`nurture.delivery` sends).
+
+    *stop* is asked between batches: when it says so, the pass ends early.
+    """
+    report = PassReport()
+    report.enrolled = enroll_audiences(ctx, catalog, now)
+    seen: set[int] = set()
+    while stop is None or not stop():
+        with session_scope(ctx.engine) as session:
+            due = [
+                e
+                for e in claim_due(session, list(catalog.sequences), now, ctx.batch_size)
+                if e.id not in seen
+            ]
+            if not due:
+                break
+            seen.update(e.id for e in due if e.id is not None)
+            lead_ids = {e.lead_id for e in due}
+            leads = {
+                lead.id: lead
+                for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
+            }
+            events = _events_by_lead(session, lead_ids)
+            waiting = [e.waiting_task_id for e in due if e.waiting_task_id is not None]
+            tasks = {
+                task.id: task
+                for task in session.exec(select(Task).where(col(Task.id).in_(waiting)))
+            }
+            for enrollment in due:
+                sequence = catalog.sequences[enrollment.sequence]
+                lead = leads[enrollment.lead_id]
+                task = tasks.get(enrollment.waiting_task_id or -1)
+                _process(
+                    ctx,
+                    session,
+                    sequence,
+                    enrollment,
+                    lead,
+                    events[lead.id or 0],
+                    task,
+                    now,
+                    report,
+                )
+    return report
+
+
+def _process(
+    ctx: Context,
+    session: Session,
+    sequence: Sequence,
+    enrollment: Enrollment,
+    lead: Lead,
+    events: list[Event],
+    task: Task | None,
+    now: datetime,
+    report: PassReport,
+) -> None:
+    tz_name = ctx.timezone_for(sequence, lead)
+    position = Position(
+        next_step=enrollment.next_step,
+        base_at=enrollment.base_at,
+        done=tuple(enrollment.done_steps or ()),
+        waiting_for_task=task is not None and task.status == TaskStatus.open,
+        task_timeout_at=task.timeout_at if task is not None else None,
+    )
+    view = LeadView.of(lead)
+    try:
+        outcome = advance(
+            sequence,
+            position,
+            lead=view.as_dict(),
+            engagement=LeadEvents.of(events, sequence.name),
+            now=now,
+            tz=zone(tz_name),
+        )
+        with session.begin_nested():
+            _apply(
+                ctx, session, sequence, enrollment, lead, view, task, outcome, tz_name, now, report
+            )
+    except NurtureError as exc:
+        _fail(session, enrollment, lead, str(exc), now, report)
+    except Exception as exc:
+        logs.logger.exception("unexpected error advancing %s", lead.email)
+        _fail(
+            session, enrollment, lead, f"internal error: {type(exc).__name__}: {exc}", now, report
+        )
+
+
+def _fail(
+    session: Session,
+    enrollment: Enrollment,
+    lead: Lead,
+    error: str,
+    now: datetime,
+    report: PassReport,
+) -> None:
+    enrollment.status = EnrollmentStatus.failed.value
+    enrollment.reason = error
+    enrollment.due_at = None
+    enrollment.updated_at = enrollment.ended_at = now
+    session.add(enrollment)
+    report.failed += 1
+    logs.action(
+        "enrollment failed",
+        level=logging.ERROR,
+        lead=lead.email,
+        sequence=enrollment.sequence,
+        step=enrollment.next_step,
+        error=error,
+    )
+
+
+def _apply(
+    ctx: Context,
+    session: Session,
+    sequence: Sequence,
+    enrollment: Enrollment,
+    lead: Lead,
+    view: LeadView,
+    task: Task | None,
+    outcome: Outcome,
+    tz_name: str,
+    now: datetime,
+    report: PassReport,
+) -> None:
+    for note in outcome.notes:
+        logs.action(note, lead=lead.email, sequence=sequence.name)
+    if outcome.task_expired and task is not None:
+        task.status = TaskStatus.expired.value
+        session.add(task)
+    for step_id, reason in outcome.skipped:
+        report.skipped += 1
+        logs.action(
+            "step skipped", lead=lead.email, sequence=sequence.name, step=step_id, reason=reason
+        )
+    new_task: Task | None = None
+    for touch in outcome.touches:
+        made = _carry_out(
+            ctx, session, sequence, enrollment, lead, view, touch, tz_name, now, report
+        )
+        if isinstance(made, Task):
+            new_task = made
+    if outcome.lead_changes:
+        _update_lead(lead, outcome.lead_changes, now)
+        session.add(lead)
+        report.updates += 1
+    enrollment.status = outcome.status
+    enrollment.next_step = outcome.next_step
+    enrollment.base_at = outcome.base_at or enrollment.base_at
+    enrollment.due_at = outcome.due_at
+    enrollment.done_steps = list(outcome.done)
+    enrollment.updated_at = now
+    if outcome.waits_for_task:
+        if new_task is not None:
+            session.flush()
+            enrollment.waiting_task_id = new_task.id
+    else:
+        enrollment.waiting_task_id = None
+    if outcome.status != EnrollmentStatus.active:
+        enrollment.ended_at = now
+        enrollment.reason = outcome.reason
+        if outcome.status == EnrollmentStatus.exited:
+            report.exited += 1
+            _cancel_tasks(session, enrollment)
+            logs.action("exited", lead=lead.email, sequence=sequence.name, reason=outcome.reason)
+        else:
+            report.completed += 1
+            logs.action("completed", lead=lead.email, sequence=sequence.name)
+    session.add(enrollment)
+
+
+def _cancel_tasks(session: Session, enrollment: Enrollment) -> None:
+    session.execute(
+        update(Task)
+        .where(col(Task.enrollment_id) == enrollment.id)
+        .where(col(Task.status) == TaskStatus.open.value)
+        .values(status=TaskStatus.cancelled.value)
+    )
+
+
+def _update_lead(lead: Lead, changes: dict[str, Any], now: datetime) -> None:
+    for key, value in changes.items():
+        if key == "attributes":
+            lead.attributes = {**(lead.attributes or {}), **value}
+        elif key == "status":
+            lead.status = merge_status(lead.status, value)
+        else:
+            setattr(lead, key, value)
+    lead.updated_at = now
+
+
+def _carry_out(
+    ctx: Context,
+    session: Session,
+    sequence: Sequence,
+    enrollment: Enrollment,
+    lead: Lead,
+    view: LeadView,
+    touch: Touch,
+    tz_name: str,
+    now: datetime,
+    report: PassReport,
+) -> Task | None:
+    step = touch.step
+    action = step.action
+    key = f"{enrollment.id}:{step.id}"
+    assert lead.id is not None
+    if isinstance(action, EmailAction):
+        assert touch.template is not None
+        sender = ctx.sender(sequence)
+        settings = ctx.config.settings
+        link = unsubscribe_url(
+            settings.tracking.base_url, ctx.secret, lead.id, sequence.name, step.id
+        )
+        rendered = render_step_email(
+            ctx.templates, touch.template, view, sender, sequence, step.id, link
+        )
+        message = build_message(
+            rendered,
+            sender=sender,
+            to_email=lead.email,
+            to_name=view.get("name", ""),
+            date=now,
+            unsubscribe=link,
+            unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
+            reply_to=sequence.reply_to,
+            message_id=make_msgid(domain=sender.domain),
+        )
+        session.add(
+            OutboxMessage(
+                kind=MessageKind.email.value,
+                idempotency_key=key,
+                message_id=str(message["Message-ID"]),
+                lead_id=lead.id,
+                enrollment_id=enrollment.id,
+                sequence=sequence.name,
+                step=step.id,
+                template=touch.template,
+                sender=sender.email,
+                recipient=lead.email,
+                timezone=tz_name,
+                raw=message.as_string(),
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        report.emails_queued += 1
+        logs.action(
+            "email queued",
+            lead=lead.email,
+            sequence=sequence.name,
+            step=step.id,
+            template=touch.template,
+            moved=touch.moved_because,
+        )
+        return None
+    if isinstance(action, TaskAction):
+        note = ""
+        if action.note:
+            note = ctx.templates.render_text(action.note, {"lead": view}, str(sequence.path))
+        task = Task(
+            lead_id=lead.id,
+            enrollment_id=enrollment.id,
+            sequence=sequence.name,
+            step=step.id,
+            kind=action.kind,
+            note=note,
+            assignee=action.assignee or lead.owner,
+            due_at=now,
+            timeout_at=touch.timeout_at,
+            created_at=now,
+        )
+        session.add(task)
+        report.tasks_created += 1
+        logs.action(
+            "task created",
+            lead=lead.email,
+            sequence=sequence.name,
+            step=step.id,
+            kind=action.kind,
+            assignee=task.assignee or "unassigned",
+        )
+        return task
+    if isinstance(action, NotifyAction):
+        to = action.to or lead.owner
+        body = ctx.templates.render_text(action.message, {"lead": view}, str(sequence.path))
+        if not to:
+            logs.action(
+                "nobody to notify: the lead has no owner",
+                level=logging.WARNING,
+                lead=lead.email,
+                sequence=sequence.name,
+                step=step.id,
+                note=body,
+            )
+            return None
+        sender = ctx.sender(sequence)
+        message = build_notification(
+            sender=sender,
+            to_email=to,
+            subject=f"[nurture] {view.get('name')}: {sequence.name}",
+            body=f"{body}\n\nLead: {lead.email}\nSequence: {sequence.name}, step {step.id}\n",
+            date=now,
+            message_id=make_msgid(domain=sender.domain),
+        )
+        session.add(
+            OutboxMessage(
+                kind=MessageKind.notify.value,
+                idempotency_key=key,
+                message_id=str(message["Message-ID"]),
+                lead_id=lead.id,
+                enrollment_id=enrollment.id,
+                sequence=sequence.name,
+                step=step.id,
+                sender=sender.email,
+                recipient=to,
+                timezone=tz_name,
+                raw=message.as_string(),
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        report.notifications += 1
+        logs.action(
+            "notification queued", lead=lead.email, sequence=sequence.name, step=step.id, to=to
+        )
+        return None
+    logs.action("lead updated", lead=lead.email, sequence=sequence.name, step=step.id)
+    return None

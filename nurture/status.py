@@ -1,0 +1,123 @@
+"""``nurture status``: what is due, queued, deferred and failed, from the database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.leads import Lead
+from nurture.outbox import OutboxMessage, OutboxStatus
+from nurture.tasks import Task, TaskStatus
+
+
+def collect_status(session: Session, now: datetime, *, failures: int = 10) -> dict[str, Any]:
+    """A JSON-ready summary of the engine's state at *now*."""
+    sequences: dict[str, dict[str, int]] = {}
+    for name, status, count in session.exec(
+        select(Enrollment.sequence, Enrollment.status, func.count()).group_by(
+            col(Enrollment.sequence), col(Enrollment.status)
+        )
+    ):
+        sequences.setdefault(name, {})[status] = count
+    active = EnrollmentStatus.active.value
+    due_now = session.exec(
+        select(func.count())
+        .select_from(Enrollment)
+        .where(col(Enrollment.status) == active)
+        .where(col(Enrollment.due_at) <= now)
+    ).one()
+    next_due = session.exec(
+        select(func.min(Enrollment.due_at))
+        .where(col(Enrollment.status) == active)
+        .where(col(Enrollment.due_at) > now)
+    ).one()
+    waiting_tasks = session.exec(
+        select(func.count())
+        .select_from(Enrollment)
+        .where(col(Enrollment.status) == active)
+        .where(col(Enrollment.waiting_task_id).is_not(None))
+    ).one()
+    outbox: dict[str, int] = {
+        status: count
+        for status, count in session.exec(
+            select(OutboxMessage.status, func.count()).group_by(col(OutboxMessage.status))
+        )
+    }
+    queued = OutboxStatus.queued.value
+    queue = {
+        "ready": _count_outbox(
+            session,
+            queued,
+            col(OutboxMessage.next_attempt_at) <= now,
+            col(OutboxMessage.attempts) == 0,
+        ),
+        "deferred": _count_outbox(
+            session,
+            queued,
+            col(OutboxMessage.next_attempt_at) > now,
+            col(OutboxMessage.attempts) == 0,
+        ),
+        "retrying": _count_outbox(session, queued, col(OutboxMessage.attempts) > 0),
+        "sending": outbox.get(OutboxStatus.sending.value, 0),
+        "sent": outbox.get(OutboxStatus.sent.value, 0),
+        "bounced": outbox.get(OutboxStatus.bounced.value, 0),
+        "failed": outbox.get(OutboxStatus.failed.value, 0),
+        "cancelled": outbox.get(OutboxStatus.cancelled.value, 0),
+    }
+    tasks = {
+        "open": session.exec(
+            select(func.count()).select_from(Task).where(col(Task.status) == TaskStatus.open.value)
+        ).one(),
+    }
+    failed_rows = session.exec(
+        select(Enrollment, Lead.email)
+        .join(Lead, col(Lead.id) == col(Enrollment.lead_id))
+        .where(col(Enrollment.status) == EnrollmentStatus.failed.value)
+        .order_by(col(Enrollment.updated_at).desc())
+        .limit(failures)
+    ).all()
+    failed_messages = session.exec(
+        select(OutboxMessage)
+        .where(
+            col(OutboxMessage.status).in_([OutboxStatus.failed.value, OutboxStatus.bounced.value])
+        )
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(failures)
+    ).all()
+    return {
+        "now": now.isoformat(),
+        "enrollments": {
+            "by_sequence": sequences,
+            "due_now": due_now,
+            "waiting_for_tasks": waiting_tasks,
+            "next_due": next_due.isoformat() if next_due else None,
+        },
+        "outbox": queue,
+        "tasks": tasks,
+        "failures": [
+            {"lead": email, "sequence": e.sequence, "step": e.next_step, "error": e.reason}
+            for e, email in failed_rows
+        ]
+        + [
+            {
+                "lead": m.recipient,
+                "sequence": m.sequence,
+                "step": m.step,
+                "error": f"{m.status}: {m.last_error}",
+            }
+            for m in failed_messages
+        ],
+    }
+
+
+def _count_outbox(session: Session, status: str, *conditions: Any) -> int:
+    query = (
+        select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.status) == status)
+    )
+    for condition in conditions:
+        query = query.where(condition)
+    return int(session.exec(query).one())

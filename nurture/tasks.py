@@ -1,0 +1,129 @@
+"""Sales tasks: calls, LinkedIn touches and to-dos that a sequence hands to a person.
+
+The step after a task waits until the task is done, or until the task step's timeout.
+Completing a task records an event (``call_completed`` for a call) that later
+conditions can read.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from nurture import clock
+from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.errors import InvalidValueError
+from nurture.events import record_event
+from nurture.sqltypes import UTCDateTime
+
+
+class TaskStatus(enum.StrEnum):
+    open = "open"
+    done = "done"
+    #: The step's timeout passed and the sequence went on; it can still be done.
+    expired = "expired"
+    #: The lead left the sequence before anyone did it.
+    cancelled = "cancelled"
+
+
+#: The event each kind of task records when done.
+COMPLETION_EVENTS = {"call": "call_completed", "linkedin": "linkedin_completed"}
+
+
+class Task(SQLModel, table=True):
+    """One task for one salesperson about one lead."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step", name="uq_tasks_enrollment_step"),
+        Index("ix_tasks_open", "status", "assignee", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollments.id")
+    sequence: str = Field(max_length=200)
+    step: str = Field(max_length=200)
+    #: ``call``, ``linkedin`` or ``todo``.
+    kind: str = Field(max_length=16)
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    #: The salesperson's email; ``None`` when the lead has no owner.
+    assignee: str | None = Field(default=None, max_length=320)
+    due_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: When the sequence stops waiting for it.
+    timeout_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    status: str = Field(default=TaskStatus.open.value, sa_type=String(16))
+    outcome: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "sequence": self.sequence,
+            "step": self.step,
+            "assignee": self.assignee,
+            "note": self.note,
+            "due_at": self.due_at.isoformat(),
+            "timeout_at": self.timeout_at.isoformat() if self.timeout_at else None,
+            "outcome": self.outcome,
+            "done_at": self.done_at.isoformat() if self.done_at else None,
+        }
+
+
+def list_tasks(
+    session: Session,
+    *,
+    owner: str | None = None,
+    due_by: datetime | None = None,
+    statuses: tuple[str, ...] = (TaskStatus.open.value,),
+) -> Sequence[Task]:
+    """Tasks in *statuses*, optionally for one assignee and due by a moment, soonest first."""
+    query = select(Task).where(col(Task.status).in_(statuses))
+    if owner is not None:
+        query = query.where(Task.assignee == owner)
+    if due_by is not None:
+        query = query.where(Task.due_at <= due_by)
+    return session.exec(query.order_by(col(Task.due_at), col(Task.id))).all()
+
+
+def complete_task(session: Session, task_id: int, outcome: str | None) -> Task:
+    """Mark a task done, record its event, and let its enrollment go on from now."""
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None:
+        raise InvalidValueError(f"no task {task_id}")
+    if task.status == TaskStatus.done:
+        raise InvalidValueError(f"task {task_id} was already done at {task.done_at:%Y-%m-%d %H:%M}")
+    if task.status == TaskStatus.cancelled:
+        raise InvalidValueError(f"task {task_id} was cancelled: the lead left {task.sequence}")
+    moment = clock.now()
+    task.status = TaskStatus.done.value
+    task.done_at = moment
+    task.outcome = outcome
+    session.add(task)
+    event = COMPLETION_EVENTS.get(task.kind, "task_completed")
+    data = {"task": task_id, "kind": task.kind, "outcome": outcome or ""}
+    if task.enrollment_id is not None:
+        enrollment = session.get(Enrollment, task.enrollment_id, with_for_update=True)
+        if (
+            enrollment is not None
+            and enrollment.waiting_task_id == task_id
+            and enrollment.status == EnrollmentStatus.active
+        ):
+            # The next step's wait counts from now.
+            enrollment.waiting_task_id = None
+            enrollment.base_at = moment
+            enrollment.due_at = moment
+            enrollment.updated_at = moment
+            session.add(enrollment)
+    record_event(
+        session, task.lead_id, event, sequence=task.sequence, step=task.step, data=data, at=moment
+    )
+    return task

@@ -1,0 +1,174 @@
+"""Where messages go: an SMTP server through a pool of connections, or a local Maildir.
+
+A transport answers each message with a :class:`SendResult`: sent, retry later (a 4xx
+reply, a dropped or refused connection), bounced (a 5xx reply to RCPT), or failed (the
+server refused the message itself for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mailbox
+import os
+import socket
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from nurture.config import SmtpSection
+
+
+@dataclass(frozen=True)
+class SendResult:
+    #: ``sent``, ``retry``, ``bounce`` or ``fail``.
+    outcome: str
+    detail: str = ""
+
+
+SENT = SendResult("sent")
+
+
+class Transport(Protocol):
+    """Sends one message to one recipient."""
+
+    async def send(
+        self, message: EmailMessage, sender: str, recipient: str, key: str
+    ) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+class MaildirTransport:
+    """Writes each message into a Maildir (``outbox/``) instead of sending it.
+
+    The file is named after the message's idempotency key, so a message written before
+    a crash is not written twice.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.hostname = socket.gethostname().replace("/", "_").replace(":", "_")
+
+    def _write(self, message: EmailMessage, key: str) -> None:
+        mailbox.Maildir(self.directory, create=True)
+        name = "nurture-" + hashlib.sha256(key.encode()).hexdigest()[:24] + "." + self.hostname
+        final = self.directory / "new" / name
+        if final.exists() or any((self.directory / "cur").glob(name + ":*")):
+            return
+        temporary = self.directory / "tmp" / name
+        with open(temporary, "wb") as handle:
+            handle.write(message.as_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+
+    async def send(
+        self, message: EmailMessage, sender: str, recipient: str, key: str
+    ) -> SendResult:
+        try:
+            await asyncio.to_thread(self._write, message, key)
+        except OSError as exc:
+            return SendResult("retry", f"cannot write to {self.directory}: {exc.strerror}")
+        return SENT
+
+    async def close(self) -> None:
+        return None
+
+
+class SmtpTransport:
+    """aiosmtplib with up to ``max_connections`` connections, reused between messages."""
+
+    def __init__(self, settings: SmtpSection) -> None:
+        self.settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username or None,
+            password=s.password or None,
+            use_tls=s.tls,
+            # None: upgrade when the server offers STARTTLS.
+            start_tls=False if (s.tls or not s.starttls) else None,
+            timeout=s.timeout,
+        )
+
+    async def _acquire(self) -> tuple[aiosmtplib.SMTP, bool]:
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client, True
+        client = self._client()
+        await client.connect()
+        return client, False
+
+    async def _discard(self, client: aiosmtplib.SMTP | None) -> None:
+        if client is not None:
+            client.close()
+
+    async def _keep(self, client: aiosmtplib.SMTP, *, reset: bool) -> None:
+        if reset:
+            try:
+                await client.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+                return
+        self._idle.append(client)
+
+    async def send(
+        self, message: EmailMessage, sender: str, recipient: str, key: str
+    ) -> SendResult:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.settings.max_connections)
+        async with self._slots:
+            for _ in range(2):
+                client: aiosmtplib.SMTP | None = None
+                reused = False
+                try:
+                    client, reused = await self._acquire()
+                    await client.send_message(message, sender=sender, recipients=[recipient])
+                except aiosmtplib.SMTPRecipientsRefused as exc:
+                    refused = exc.recipients[0]
+                    await self._keep(client, reset=True)  # type: ignore[arg-type]
+                    detail = f"{refused.code} {refused.message}"
+                    return SendResult("bounce" if refused.code >= 500 else "retry", detail)
+                except aiosmtplib.SMTPServerDisconnected as exc:
+                    await self._discard(client)
+                    if reused:
+                        continue  # an idle connection the server closed: try a fresh one
+                    return SendResult("retry", f"connection dropped: {exc}")
+                except aiosmtplib.SMTPResponseException as exc:
+                    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or client is None:
+                        await self._discard(client)
+                        return SendResult("retry", f"{exc.code} {exc.message}")
+                    await self._keep(client, reset=True)
+                    detail = f"{exc.code} {exc.message}"
+                    return SendResult("fail" if exc.code >= 500 else "retry", detail)
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    await self._discard(client)
+                    return SendResult("retry", f"{type(exc).__name__}: {exc}")
+                await self._keep(client, reset=False)
+                return SENT
+            return SendResult("retry", "connection dropped twice")
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+
+
+def open_transport(settings: SmtpSection, outbox_dir: Path) -> Transport:
+    """SMTP when ``[smtp] host`` is set, else the project's Maildir outbox."""
+    if settings.host:
+        return SmtpTransport(settings)
+    return MaildirTransport(outbox_dir)
