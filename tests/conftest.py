@@ -7,9 +7,12 @@ run. Without a reachable server they skip locally and fail under ``CI=true``.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -121,3 +124,85 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "project"
     init_project(directory)
     return directory
+
+
+class SmtpHandler:
+    """An aiosmtpd handler whose replies a test can script.
+
+    ``rcpt_replies[address]`` answers RCPT for that address; ``data_replies`` answers the
+    next DATA commands in turn; ``delay`` slows every DATA down. Accepted messages land
+    in ``messages`` as parsed :class:`~email.message.EmailMessage` objects.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.rcpt_replies: dict[str, str] = {}
+        self.data_replies: list[str] = []
+        self.delay = 0.0
+        self.connections = 0
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:  # fmt: skip
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:  # fmt: skip
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+        from email import message_from_bytes, policy
+
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        message = message_from_bytes(envelope.original_content, policy=policy.default)
+        self.messages.append(message)
+        return "250 Message accepted"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class SmtpServer:
+    handler: SmtpHandler
+    port: int
+    controller: Any
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def start(self) -> None:
+        """Start again on the same port (a stopped controller cannot be restarted)."""
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a loopback port."""
+    from aiosmtpd.controller import Controller
+
+    handler = SmtpHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    server = SmtpServer(handler, port, controller)
+    yield server
+    try:
+        server.controller.stop()
+    except (AssertionError, RuntimeError):
+        pass  # already stopped by the test

@@ -1,0 +1,265 @@
+"""The engine end to end in-process: passes, the outbox and a real SMTP server on
+loopback, on SQLite and PostgreSQL, with time moved by freezegun."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from nurture import clock
+from nurture.config import Config, load_settings
+from nurture.daemon import tick
+from nurture.database import open_engine
+from nurture.delivery import DeliveryReport
+from nurture.enrollments import Enrollment
+from nurture.leads import Lead
+from nurture.outbox import OutboxMessage
+from nurture.runner import Context, PassReport
+from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.tasks import Task, complete_task
+from tests.conftest import SmtpServer
+
+LA = ZoneInfo("America/Los_Angeles")
+
+SEQUENCE = """\
+name: welcome
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+schedule:
+  timezone: lead
+  days: [mon, tue, wed, thu, fri]
+  hours: "09:00-17:00"
+exit_when: [replied, unsubscribed, bounced]
+steps:
+  - id: welcome
+    email: welcome
+  - id: case-study
+    wait: 2 days
+    email: case-study
+  - id: call
+    wait: 1 business day
+    task: call
+    timeout: 2 days
+    note: "Call {{ lead.first_name }}"
+  - id: breakup
+    wait: 1 day
+    if: "not occurred('call_completed')"
+    email: breakup-short
+"""
+
+
+def la(*args: int) -> datetime:
+    return datetime(*args, tzinfo=LA).astimezone(UTC)  # type: ignore[misc]
+
+
+@dataclass
+class Harness:
+    project: Path
+    config: Config
+    engine: Engine
+    smtp: SmtpServer
+
+    def tick(self, moment: datetime) -> tuple[PassReport, DeliveryReport]:
+        with freeze_time(moment, real_asyncio=True):
+            ctx = Context.open(self.engine, self.config)
+            _, report, delivered = asyncio.run(tick(ctx, clock.now()))
+        return report, delivered
+
+    def add_leads(self, *rows: dict[str, Any]) -> None:
+        with session_scope(self.engine) as session:
+            upsert_leads(session, [LeadChanges(row["email"], dict(row)) for row in rows])
+
+    def write_sequence(self, text: str, name: str = "welcome") -> None:
+        (self.project / "sequences" / f"{name}.yaml").write_text(text)
+
+    def sent(self) -> list[Any]:
+        return list(self.smtp.handler.messages)
+
+    def outbox(self) -> list[OutboxMessage]:
+        with session_scope(self.engine) as session:
+            return list(session.exec(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+    def enrollments(self) -> list[Enrollment]:
+        with session_scope(self.engine) as session:
+            return list(session.exec(select(Enrollment).order_by(Enrollment.id)))
+
+    def lead(self, email: str) -> Lead:
+        with session_scope(self.engine) as session:
+            return session.exec(select(Lead).where(Lead.email == email)).one()
+
+
+@pytest.fixture
+def harness(project: Path, db_url: str, smtp_server: SmtpServer,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:  # fmt: skip
+    for path in (project / "sequences").iterdir():
+        path.unlink()
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    monkeypatch.setenv("NURTURE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NURTURE_SMTP_PORT", str(smtp_server.port))
+    config = load_settings(project / "nurture.toml")
+    engine = open_engine(db_url)
+    h = Harness(project, config, engine, smtp_server)
+    h.write_sequence(SEQUENCE)
+    h.add_leads({"email": "maria@example.com", "first_name": "María", "source": "guide",
+                 "timezone": "America/Los_Angeles", "owner": "sam@example.com"})  # fmt: skip
+    yield h
+    engine.dispose()
+
+
+def test_the_window_is_respected_and_the_date_is_the_send_moment(harness: Harness) -> None:
+    report, delivered = harness.tick(la(2026, 11, 21, 11, 0))  # Saturday
+    assert report.enrolled == 1 and report.emails_queued == 0 and delivered.sent == 0
+    assert harness.enrollments()[0].due_at == la(2026, 11, 23, 9, 0)
+    harness.tick(la(2026, 11, 23, 8, 59))
+    assert harness.sent() == []
+    harness.tick(la(2026, 11, 23, 9, 0))
+    [message] = harness.sent()
+    assert message["To"] == "María <maria@example.com>"
+    assert message["Date"].datetime == la(2026, 11, 23, 9, 0)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.get_content_type() == "multipart/alternative"
+
+
+def test_two_passes_at_the_same_moment_send_nothing_twice(harness: Harness) -> None:
+    moment = la(2026, 11, 23, 10, 0)
+    harness.tick(moment)
+    harness.tick(moment)
+    harness.tick(la(2026, 11, 23, 10, 5))
+    assert len(harness.sent()) == 1
+    assert len(harness.outbox()) == 1
+
+
+def test_a_4xx_reply_is_retried_and_then_delivered(harness: Harness) -> None:
+    harness.smtp.handler.data_replies = ["451 4.3.0 try again later"]
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.retrying == 1 and harness.sent() == []
+    [row] = harness.outbox()
+    assert row.status == "queued" and row.last_error == "451 4.3.0 try again later"
+    assert la(2026, 11, 23, 10, 0, 30) <= row.next_attempt_at <= la(2026, 11, 23, 10, 1)
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 2))
+    assert delivered.sent == 1
+    [message] = harness.sent()
+    assert message["Message-ID"] == row.message_id
+
+
+def test_a_5xx_to_rcpt_bounces_the_lead_out_of_every_sequence(harness: Harness) -> None:
+    harness.write_sequence(SEQUENCE.replace("name: welcome", "name: other"), name="other")
+    harness.smtp.handler.rcpt_replies["maria@example.com"] = "550 5.1.1 no such user"
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.bounced == 2  # one email from each sequence, in the same batch
+    assert harness.lead("maria@example.com").status == "bounced"
+    harness.tick(la(2026, 11, 23, 10, 1))
+    statuses = {(e.sequence, e.status, e.reason) for e in harness.enrollments()}
+    assert statuses == {("welcome", "exited", "lead is bounced"),
+                        ("other", "exited", "lead is bounced")}  # fmt: skip
+    assert [row.status for row in harness.outbox()] == ["bounced", "bounced"]
+    assert harness.sent() == []
+
+
+def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
+    harness: Harness,
+) -> None:
+    harness.smtp.stop()
+    _, delivered = harness.tick(la(2026, 11, 23, 16, 59))
+    assert delivered.retrying == 1
+    harness.smtp.start()
+    # The server is back after hours: the email waits for the next morning.
+    _, delivered = harness.tick(la(2026, 11, 23, 17, 30))
+    assert delivered.deferred == 1 and harness.sent() == []
+    [row] = harness.outbox()
+    assert row.next_attempt_at == la(2026, 11, 24, 9, 0)
+    _, delivered = harness.tick(la(2026, 11, 24, 9, 0))
+    assert delivered.sent == 1 and len(harness.sent()) == 1
+
+
+def test_daily_caps_defer_and_later_deliver(harness: Harness, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:  # fmt: skip
+    monkeypatch.setenv("NURTURE_LIMITS_PER_SENDER_DAILY", "2")
+    harness.config = load_settings(harness.project / "nurture.toml")
+    harness.add_leads(*({"email": f"lead{i}@example.com", "source": "guide",
+                         "timezone": "America/Los_Angeles"} for i in range(2)))  # fmt: skip
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.sent == 2 and delivered.deferred == 1
+    held = [row for row in harness.outbox() if row.status == "queued"]
+    # The sender's day is the project's (America/New_York): it waits for its midnight.
+    new_york_midnight = datetime(2026, 11, 24, tzinfo=ZoneInfo("America/New_York"))
+    assert [row.next_attempt_at for row in held] == [new_york_midnight]
+    assert "reached its cap of 2 emails today" in (held[0].last_error or "")
+    _, delivered = harness.tick(la(2026, 11, 24, 9, 0))
+    assert delivered.sent == 1
+    assert len(harness.sent()) == 3
+
+
+def test_per_lead_cap_holds_a_second_sequence_until_the_next_day(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_LIMITS_PER_LEAD_DAILY", "1")
+    harness.config = load_settings(harness.project / "nurture.toml")
+    harness.write_sequence(SEQUENCE.replace("name: welcome", "name: other"), name="other")
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.sent == 1 and delivered.deferred == 1
+    harness.tick(la(2026, 11, 23, 16, 0))
+    assert len(harness.sent()) == 1
+    _, delivered = harness.tick(la(2026, 11, 24, 9, 0))
+    assert delivered.sent == 1 and len(harness.sent()) == 2
+
+
+def test_a_task_done_lets_the_sequence_go_on_and_conditions_see_it(harness: Harness) -> None:
+    harness.tick(la(2026, 11, 23, 10, 0))  # welcome, Monday
+    harness.tick(la(2026, 11, 25, 10, 0))  # case-study, Wednesday
+    report, _ = harness.tick(la(2026, 11, 26, 10, 0))  # call task, Thursday
+    assert report.tasks_created == 1
+    with session_scope(harness.engine) as session:
+        task = session.exec(select(Task)).one()
+        assert task.assignee == "sam@example.com" and task.note == "Call María"
+    with freeze_time(la(2026, 11, 26, 15, 0)), session_scope(harness.engine) as session:
+        complete_task(session, task.id or 0, "booked a demo")
+    report, _ = harness.tick(la(2026, 11, 27, 15, 0))  # breakup due a day after the call
+    assert report.skipped == 1 and report.completed == 1
+    assert [m["Subject"] is not None for m in harness.sent()] == [True, True]
+
+
+def test_a_task_not_done_times_out_and_the_sequence_goes_on(harness: Harness) -> None:
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 25, 10, 0))
+    harness.tick(la(2026, 11, 26, 10, 0))
+    harness.tick(la(2026, 11, 28, 9, 59))  # before the timeout: nothing
+    assert len(harness.sent()) == 2
+    report, delivered = harness.tick(la(2026, 11, 30, 10, 0))  # timeout Sat 10:00, +1 day
+    assert report.emails_queued == 1 and delivered.sent == 1
+    with session_scope(harness.engine) as session:
+        assert session.exec(select(Task)).one().status == "expired"
+
+
+def test_a_live_edit_that_removes_a_step_moves_waiting_leads_on(harness: Harness) -> None:
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.write_sequence(SEQUENCE.replace(
+        "  - id: case-study\n    wait: 2 days\n    email: case-study\n", ""))  # fmt: skip
+    report, _ = harness.tick(la(2026, 11, 23, 10, 1))
+    [enrollment] = harness.enrollments()
+    assert enrollment.due_at == la(2026, 11, 24, 10, 0)  # the call: 1 business day on
+    report, _ = harness.tick(la(2026, 11, 24, 10, 0))
+    assert report.tasks_created == 1 and report.emails_queued == 0
+    assert [row.step for row in harness.outbox()] == ["welcome"]
+
+
+def test_an_invalid_live_edit_keeps_the_last_good_version_running(harness: Harness) -> None:
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.write_sequence(SEQUENCE.replace("email: case-study", "email: no-such-template"))
+    with freeze_time(la(2026, 11, 25, 10, 0), real_asyncio=True):
+        ctx = Context.open(harness.engine, harness.config)
+        catalog, _, delivered = asyncio.run(tick(ctx, clock.now()))
+    assert catalog.kept == ["welcome"]
+    assert any("no-such-template" in str(p) for p in catalog.problems)
+    assert delivered.sent == 1
+    assert [row.template for row in harness.outbox()] == ["welcome", "case-study"]
