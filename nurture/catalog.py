@@ -169,7 +169,8 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
         for step_id in old:
             count = waiting.get(step_id, 0)
             if step_id not in new:
-                parts.append(f"step {step_id!r} removed ({_leads(count)} waiting at it move on)")
+                verb = "moves" if count == 1 else "move"
+                parts.append(f"step {step_id!r} removed ({_leads(count)} waiting at it {verb} on)")
             elif old[step_id] != new[step_id]:
                 parts.append(f"step {step_id!r} changed ({_leads(count)} waiting at it)")
         added = [step_id for step_id in new if step_id not in old]

@@ -283,12 +283,28 @@ def check(ctx: typer.Context) -> None:
     """Check every sequence, template and scoring.yaml; list every problem as path:line."""
     from nurture.checker import check_project
 
-    result = check_project(state(ctx).config())
+    st = state(ctx)
+    result = check_project(st.config())
     for problem in result.problems:
         say(str(problem))
+    for impact in _edit_impact(st, result.sequences):
+        say(str(impact))
     say(result.summary())
     if result.problems:
         raise typer.Exit(1)
+
+
+def _edit_impact(st: State, sequences: list[Any]) -> list[Any]:
+    """What each edited sequence does to in-flight leads; nothing without a database."""
+    from nurture.catalog import edit_impact
+    from nurture.store import session_scope
+
+    try:
+        engine = st.engine()
+    except NurtureError:
+        return []  # no database yet, or one behind: nothing is in flight to report
+    with session_scope(engine) as session:
+        return edit_impact(session, sequences)
 
 
 @app.command()
@@ -329,7 +345,7 @@ def preview(
         rendered,
         sender=sender,
         to_email=record.email,
-        to_name=view.get("name", ""),
+        to_name=record.full_name,
         date=clock.now(),
         unsubscribe=link,
         unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
@@ -640,7 +656,7 @@ def tasks_list(
     rows = []
     for task in tasks:
         lead = leads[task.lead_id]
-        name = " ".join(part for part in (lead.first_name, lead.last_name) if part)
+        name = lead.full_name
         rows.append(
             {
                 **task.to_dict(),

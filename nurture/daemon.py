@@ -161,9 +161,11 @@ class Daemon:
         try:
             await self.stopping.wait()
         finally:
-            scheduler.shutdown(wait=False)
+            scheduler.pause()  # no new jobs; the running ones see `stopping` and wind down
             async with self._pass_lock, self._delivery_lock:
-                pass  # the work in flight is finished
+                pass  # the work in flight is finished and recorded
+            # Only now: shutting down cancels the jobs still running.
+            scheduler.shutdown(wait=False)
             await self.transport.close()
         logs.action("daemon stopped", passes=self.passes)
 

@@ -70,6 +70,11 @@ class Lead(SQLModel, table=True):
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
 
+    @property
+    def full_name(self) -> str:
+        """First and last name, or empty when neither is known."""
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view of the lead (the shape of ``leads show --json``)."""
         return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,13 +49,14 @@ def configure(*, json: bool = False, level: int = logging.INFO) -> None:
     """Send nurture's log to stderr, one line per record."""
     handler = logging.StreamHandler(sys.stderr)
     if json:
-        handler.setFormatter(
-            JsonFormatter(
-                "{asctime}{levelname}{message}",
-                style="{",
-                rename_fields={"asctime": "time", "levelname": "level"},
-            )
+        formatter = JsonFormatter(
+            "{asctime}{levelname}{message}",
+            style="{",
+            datefmt="%Y-%m-%dT%H:%M:%SZ",
+            rename_fields={"asctime": "time", "levelname": "level"},
         )
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
     else:
         handler.setFormatter(TextFormatter())
     logger.handlers[:] = [handler]

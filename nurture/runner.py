@@ -502,7 +502,7 @@ def _carry_out(
             rendered,
             sender=sender,
             to_email=lead.email,
-            to_name=view.get("name", ""),
+            to_name=lead.full_name,
             date=now,
             unsubscribe=link,
             unsubscribe_mailto=settings.tracking.unsubscribe_mailto,

@@ -52,6 +52,8 @@ EXIT_EVENTS = {
     "page_visited": "page_visited",
     "call_completed": "call_completed",
 }
+#: The event a task records when it is done, by kind (others: ``task_completed``).
+TASK_EVENTS = {"call": "call_completed", "linkedin": "linkedin_completed"}
 #: ``exit_when: [hot]`` ends the sequence when the lead reaches that stage.
 EXIT_STAGES = ("hot", "accepted", "customer", "disqualified")
 
@@ -100,6 +102,11 @@ class TaskAction:
     assignee: str = ""
     #: After this long without the task done, the sequence goes on.
     timeout: Duration | None = None
+
+    @property
+    def completion_event(self) -> str:
+        """The event recorded when the task is done (``call_completed`` for a call)."""
+        return TASK_EVENTS.get(self.kind, "task_completed")
 
 
 @dataclass(frozen=True)

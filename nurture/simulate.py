@@ -2,7 +2,8 @@
 same timing and conditions the daemon uses, with nothing sent or stored.
 
 Engagement is what the caller assumes (``--assume clicked:welcome``): an assumed event
-happens right after the step it names. Tasks are taken as done when they fall due.
+happens right after the step it names. Tasks are taken as done when they fall due, and
+record their event then (``call_completed`` for a call).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def simulate(
             note = render_note(action.note, LeadView(values)) if render_note and action.note else ""
             detail = f"{action.kind} task for {assignee}" + (f": {note}" if note else "")
             add(moment, "task", step.id, detail, placement.moved_because or "")
+            events.add(action.completion_event, step.id)  # taken as done when due
         elif isinstance(action, NotifyAction):
             to = action.to or values.get("owner") or "the sales team"
             note = render_note(action.message, LeadView(values)) if render_note else action.message

@@ -19,6 +19,7 @@ from nurture import clock
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError
 from nurture.events import record_event
+from nurture.sequences import TaskAction
 from nurture.sqltypes import UTCDateTime
 
 
@@ -29,10 +30,6 @@ class TaskStatus(enum.StrEnum):
     expired = "expired"
     #: The lead left the sequence before anyone did it.
     cancelled = "cancelled"
-
-
-#: The event each kind of task records when done.
-COMPLETION_EVENTS = {"call": "call_completed", "linkedin": "linkedin_completed"}
 
 
 class Task(SQLModel, table=True):
@@ -108,7 +105,7 @@ def complete_task(session: Session, task_id: int, outcome: str | None) -> Task:
     task.done_at = moment
     task.outcome = outcome
     session.add(task)
-    event = COMPLETION_EVENTS.get(task.kind, "task_completed")
+    event = TaskAction(task.kind).completion_event
     data = {"task": task_id, "kind": task.kind, "outcome": outcome or ""}
     if task.enrollment_id is not None:
         enrollment = session.get(Enrollment, task.enrollment_id, with_for_update=True)
