@@ -474,9 +474,7 @@ def tick(
     )
     with clock.pinned(moment):
         context = Context.open(st.engine(), config)
-        catalog, report, delivered = asyncio.run(run_tick(context, moment))
-    for problem in catalog.problems:
-        warn(str(problem))
+        _, report, delivered = asyncio.run(run_tick(context, moment))
     say(
         f"tick at {moment.isoformat()}: "
         + _summary(
@@ -573,12 +571,10 @@ def enroll(
     ] = None,
 ) -> None:
     """Enroll leads by hand, whatever the sequence's audience says."""
-    from sqlmodel import col, select
-
     from nurture import clock
-    from nurture.expressions import EventSet, LeadView, compile_expression, context, truth
-    from nurture.leads import Lead
+    from nurture.expressions import compile_expression
     from nurture.runner import enroll as enroll_lead
+    from nurture.runner import enroll_matching
     from nurture.store import get_lead, session_scope
 
     if (lead is None) == (where is None):
@@ -595,29 +591,93 @@ def enroll(
         say(f"enrolled {lead} in {sequence.name}: the next pass starts it")
         return
     assert where is not None
-    expression = compile_expression(where)
-    enrolled, reasons = 0, 0
-    last_id = 0
-    while True:
-        with session_scope(engine) as session:
-            batch = list(
-                session.exec(
-                    select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(1000)
-                )
+    try:
+        expression = compile_expression(where)
+    except NurtureError as exc:
+        raise NurtureError(f"--where: {exc}") from None
+    report = enroll_matching(engine, sequence, expression, now, by="hand")
+    for why in report.refused:
+        warn(f"not enrolled: {why}")
+    if report.errors:
+        warn(f"--where could not be evaluated for {report.errors} leads ({report.first_error})")
+    say(
+        f"enrolled {report.enrolled} leads in {sequence.name}; "
+        f"{len(report.refused)} matching leads not enrolled"
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+enrollments_app = typer.Typer(
+    no_args_is_help=True, help="Leads in sequences: list them, pause and resume them."
+)
+app.add_typer(enrollments_app, name="enrollments")
+
+
+@enrollments_app.command("list")
+def enrollments_list(
+    ctx: typer.Context,
+    sequence: Annotated[str | None, typer.Option("--sequence", help="Only this one.")] = None,
+    lead: Annotated[str | None, typer.Option("--lead", help="Only this lead's.")] = None,
+    status_: Annotated[
+        str | None,
+        typer.Option("--status", help="active, completed, exited, paused or failed."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Enrollments with their state, next step, due moment and reason."""
+    from nurture.enrollments import list_enrollments, parse_status
+    from nurture.store import session_scope
+
+    wanted = parse_status(status_) if status_ else None
+    with session_scope(state(ctx).engine()) as session:
+        rows = [
+            {**enrollment.to_dict(), "lead": email}
+            for enrollment, email in list_enrollments(
+                session, sequence=sequence, lead=lead, status=wanted
             )
-            if not batch:
-                break
-            last_id = batch[-1].id or 0
-            for row in batch:
-                if not truth(expression, context(LeadView.of(row), EventSet(), now=now)):
-                    continue
-                made, why = enroll_lead(session, row, sequence, now, by="hand")
-                if made is None:
-                    reasons += 1
-                    warn(f"skipped {why}")
-                else:
-                    enrolled += 1
-    say(f"enrolled {enrolled} leads in {sequence.name}; {reasons} matching leads not enrolled")
+        ]
+    if as_json:
+        say(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "lead", "sequence", "status", "next step", "due (UTC)", "reason")
+    for row in rows:
+        due = (row["due_at"] or "")[:16].replace("T", " ")
+        table.add_row(str(row["id"]), row["lead"], row["sequence"], row["status"],
+                      row["next_step"] or "", due, row["reason"] or "")  # fmt: skip
+    out.print(table)
+    say(f"{len(rows)} enrollments")
+
+
+def _pause_or_resume(ctx: typer.Context, sequence: str, lead: str | None, pause: bool) -> None:
+    from nurture import clock
+    from nurture.enrollments import set_paused
+    from nurture.store import session_scope
+
+    with session_scope(state(ctx).engine()) as session:
+        count = set_paused(session, sequence, lead, pause=pause, now=clock.now())
+    what = "paused" if pause else "resumed"
+    say(f"{what} {count} enrollments in {sequence}" + (f" for {lead}" if lead else ""))
+
+
+@enrollments_app.command("pause")
+def enrollments_pause(
+    ctx: typer.Context,
+    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence name.")],
+    lead: Annotated[str | None, typer.Option("--lead", help="Only this lead.")] = None,
+) -> None:
+    """Pause active enrollments: nothing is sent or created for them until resumed."""
+    _pause_or_resume(ctx, sequence, lead, pause=True)
+
+
+@enrollments_app.command("resume")
+def enrollments_resume(
+    ctx: typer.Context,
+    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence name.")],
+    lead: Annotated[str | None, typer.Option("--lead", help="Only this lead.")] = None,
+) -> None:
+    """Resume paused enrollments, and retry failed ones (after fixing what failed them)."""
+    _pause_or_resume(ctx, sequence, lead, pause=False)
 
 
 tasks_app = typer.Typer(no_args_is_help=True, help="Sales tasks: list them, mark them done.")

@@ -12,10 +12,11 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint, update
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
+from nurture.errors import InvalidValueError
 from nurture.sqltypes import JSONType, UTCDateTime
 
 
@@ -97,3 +98,66 @@ class DeployedSequence(SQLModel, table=True):
     #: Leads updated after this moment have not been checked against the audience yet.
     audience_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deployed_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+
+
+def parse_status(value: str) -> EnrollmentStatus:
+    """The :class:`EnrollmentStatus` named by *value*, or :class:`InvalidValueError`."""
+    try:
+        return EnrollmentStatus(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(status.value for status in EnrollmentStatus)
+        raise InvalidValueError(
+            f"unknown enrollment status {value!r} (one of: {choices})"
+        ) from None
+
+
+def list_enrollments(
+    session: Session,
+    *,
+    sequence: str | None = None,
+    lead: str | None = None,
+    status: EnrollmentStatus | None = None,
+) -> list[tuple[Enrollment, str]]:
+    """Enrollments with their lead's email, newest first."""
+    from nurture.leads import Lead, normalize_email
+
+    query = select(Enrollment, Lead.email).join(Lead, col(Lead.id) == col(Enrollment.lead_id))
+    if sequence is not None:
+        query = query.where(col(Enrollment.sequence) == sequence)
+    if lead is not None:
+        query = query.where(col(Lead.email) == normalize_email(lead))
+    if status is not None:
+        query = query.where(col(Enrollment.status) == status.value)
+    rows = session.exec(query.order_by(col(Enrollment.id).desc()))
+    return [(enrollment, email) for enrollment, email in rows]
+
+
+def set_paused(
+    session: Session, sequence: str, lead: str | None, *, pause: bool, now: datetime
+) -> int:
+    """Pause the active enrollments of *sequence* (or one lead's), or resume the paused
+    and failed ones; return how many changed. A resumed enrollment is due at once."""
+    from nurture.leads import Lead, normalize_email
+
+    query = update(Enrollment).where(col(Enrollment.sequence) == sequence)
+    if lead is not None:
+        lead_id = select(Lead.id).where(col(Lead.email) == normalize_email(lead))
+        query = query.where(col(Enrollment.lead_id).in_(lead_id.scalar_subquery()))
+    if pause:
+        query = query.where(col(Enrollment.status) == EnrollmentStatus.active.value).values(
+            status=EnrollmentStatus.paused.value, reason="paused by hand", updated_at=now
+        )
+    else:
+        query = query.where(
+            col(Enrollment.status).in_(
+                [EnrollmentStatus.paused.value, EnrollmentStatus.failed.value]
+            )
+        ).values(
+            status=EnrollmentStatus.active.value,
+            reason=None,
+            due_at=now,
+            ended_at=None,
+            updated_at=now,
+        )
+    result = session.execute(query)
+    return int(getattr(result, "rowcount", 0) or 0)

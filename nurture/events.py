@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, update
+from sqlalchemy import Column, Index, Select, update
 from sqlmodel import Field, Session, SQLModel, col, or_, select
 
 from nurture import clock
@@ -24,7 +24,10 @@ class Event(SQLModel, table=True):
     """One thing that happened to one lead."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_lead", "lead_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_events_lead", "lead_id", "occurred_at"),
+        Index("ix_events_occurred", "occurred_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
@@ -90,9 +93,10 @@ def record_event(
     return event
 
 
-def wake(session: Session, lead_ids: list[int], moment: datetime) -> None:
-    """Make the active enrollments of *lead_ids* due at *moment* at the latest."""
-    if not lead_ids:
+def wake(session: Session, lead_ids: list[int] | Select[Any], moment: datetime) -> None:
+    """Make the active enrollments of *lead_ids* (ids, or a query of ids) due at *moment*
+    at the latest."""
+    if isinstance(lead_ids, list) and not lead_ids:
         return
     session.execute(
         update(Enrollment)
@@ -101,3 +105,13 @@ def wake(session: Session, lead_ids: list[int], moment: datetime) -> None:
         .where(or_(col(Enrollment.due_at).is_(None), col(Enrollment.due_at) > moment))
         .values(due_at=moment)
     )
+
+
+def wake_changed(session: Session, since: datetime | None, moment: datetime) -> None:
+    """Wake the enrollments of every lead changed after *since* (all leads if ``None``)."""
+    from nurture.leads import Lead
+
+    changed = select(Lead.id)
+    if since is not None:
+        changed = changed.where(col(Lead.updated_at) > since)
+    wake(session, changed, moment)

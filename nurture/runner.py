@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 from typing import Any
 
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from nurture import logs
 from nurture.catalog import Catalog
@@ -27,8 +27,8 @@ from nurture.config import Config
 from nurture.engine import Outcome, Position, Touch, advance
 from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError, NurtureError
-from nurture.events import Event, LeadEvents, wake
-from nurture.expressions import LeadView, context, truth
+from nurture.events import Event, LeadEvents, wake_changed
+from nurture.expressions import Expression, LeadView, context, truth
 from nurture.leads import ContactStatus, Lead, merge_status
 from nurture.messages import (
     Sender,
@@ -170,6 +170,18 @@ def _events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list
     return grouped
 
 
+@dataclass
+class EnrollReport:
+    """What enrolling the leads that match an expression did."""
+
+    enrolled: int = 0
+    #: Why each matching lead was not enrolled.
+    refused: list[str] = field(default_factory=list)
+    #: Leads the expression could not be evaluated for, and the first error.
+    errors: int = 0
+    first_error: str = ""
+
+
 def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
     """Enroll the leads that match each sequence's audience and were not checked yet.
 
@@ -182,10 +194,7 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
     with session_scope(ctx.engine) as session:
         mark = session.get(Meta, LEADS_CHECKED_KEY)
         since = datetime.fromisoformat(mark.value) - OVERLAP if mark else None
-        changed = select(col(Lead.id))
-        if since is not None:
-            changed = changed.where(Lead.updated_at > since)
-        wake(session, [i for i in session.exec(changed) if i is not None], now)
+        wake_changed(session, since, now)
         session.merge(Meta(key=LEADS_CHECKED_KEY, value=now.isoformat()))
         rows = {row.name: row for row in session.exec(select(DeployedSequence))}
     for name, sequence in catalog.sequences.items():
@@ -193,7 +202,14 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
         if sequence.audience is None or row is None:
             continue
         checked = row.audience_checked_at
-        enrolled += _enroll_audience(ctx, sequence, checked - OVERLAP if checked else None, now)
+        report = enroll_matching(
+            ctx.engine, sequence, sequence.audience, now,
+            since=checked - OVERLAP if checked else None, chunk=ctx.batch_size * 5,
+        )  # fmt: skip
+        enrolled += report.enrolled
+        if report.errors:
+            logs.action("audience could not be evaluated", level=logging.WARNING,
+                        sequence=name, leads=report.errors, error=report.first_error)  # fmt: skip
         with session_scope(ctx.engine) as session:
             session.execute(
                 update(DeployedSequence)
@@ -204,26 +220,37 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
     return enrolled
 
 
-def _enroll_audience(
-    ctx: Context, sequence: Sequence, since: datetime | None, now: datetime
-) -> int:
-    assert sequence.audience is not None
-    enrolled = errors = 0
+def enroll_matching(
+    engine: Engine,
+    sequence: Sequence,
+    expression: Expression,
+    now: datetime,
+    *,
+    by: str = "auto",
+    since: datetime | None = None,
+    chunk: int = 1000,
+) -> EnrollReport:
+    """Enroll every lead for which *expression* holds, a chunk of leads at a time.
+
+    Automatic enrollment (``by="auto"``) looks only at subscribed leads changed, or with
+    events, after *since*; enrollment by hand looks at every lead and says why a
+    matching one was not enrolled.
+    """
+    report = EnrollReport()
     last_id = 0
     while True:
-        with session_scope(ctx.engine) as session:
-            query = (
-                select(Lead)
-                .where(Lead.status == ContactStatus.subscribed.value)
-                .where(col(Lead.id) > last_id)
-                .order_by(col(Lead.id))
-                .limit(ctx.batch_size * 5)
-            )
+        with session_scope(engine) as session:
+            query = select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(chunk)
+            if by == "auto":
+                query = query.where(Lead.status == ContactStatus.subscribed.value)
             if since is not None:
-                query = query.where(Lead.updated_at > since)
+                with_events = select(Event.lead_id).where(col(Event.occurred_at) > since)
+                query = query.where(
+                    or_(col(Lead.updated_at) > since, col(Lead.id).in_(with_events))
+                )
             leads = list(session.exec(query))
             if not leads:
-                break
+                return report
             last_id = leads[-1].id or 0
             ids = [lead.id for lead in leads if lead.id is not None]
             events = _events_by_lead(session, ids)
@@ -237,26 +264,20 @@ def _enroll_audience(
             for lead in leads:
                 assert lead.id is not None
                 engagement = LeadEvents.of(events.get(lead.id, []), sequence.name)
-                names = context(LeadView.of(lead), engagement, now=now)
                 try:
-                    matches = truth(sequence.audience, names)
+                    matches = truth(expression, context(LeadView.of(lead), engagement, now=now))
                 except InvalidValueError as exc:
-                    errors += 1
-                    if errors == 1:
-                        logs.action(
-                            "audience error",
-                            level=logging.WARNING,
-                            lead=lead.email,
-                            sequence=sequence.name,
-                            error=str(exc),
-                        )
+                    report.errors += 1
+                    report.first_error = report.first_error or f"{lead.email}: {exc}"
                     continue
-                if matches:
-                    made, _ = enroll(session, lead, sequence, now, previous=previous[lead.id])
-                    enrolled += made is not None
-    if errors > 1:
-        logs.action("audience errors", level=logging.WARNING, sequence=sequence.name, leads=errors)
-    return enrolled
+                if not matches:
+                    continue
+                made, why = enroll(session, lead, sequence, now, by=by,
+                                   previous=previous[lead.id])  # fmt: skip
+                if made is None:
+                    report.refused.append(why)
+                else:
+                    report.enrolled += 1
 
 
 # --- advancing -------------------------------------------------------------------------

@@ -238,3 +238,52 @@ def test_run_until_idle_on_the_embedded_defaults_writes_the_maildir(
     assert any("To: bulk1@example.com" in f.read_text() for f in files)
     status = nurture("status", "--json", cwd=project)
     assert json.loads(status.stdout)["outbox"]["sent"] == len(files)
+
+
+def test_a_broken_template_fails_the_enrollment_until_fixed_and_resumed(
+    cli: Cli, project: Path, smtp_server: SmtpServer
+) -> None:
+    template = project / "templates" / "welcome.html.j2"
+    good = template.read_text()
+    template.write_text(good.replace("{% block content %}", "{% block content %}{{ lead.nope }}"))
+    cli("tick", "--now", "2026-11-23T10:00:00-08:00")
+    status = json.loads(cli("status", "--json").stdout)
+    failures = [f for f in status["failures"] if f["sequence"] == "pricing-guide-welcome"]
+    assert failures and all("welcome.html.j2" in f["error"] for f in failures)
+    assert "nope" in failures[0]["error"]
+    listed = cli("enrollments", "list", "--status", "failed", "--json").stdout
+    assert len(json.loads(listed)) == len(failures)
+    template.write_text(good)
+    result = cli("enrollments", "resume", "pricing-guide-welcome")
+    assert f"resumed {len(failures)} enrollments" in result.stdout
+    before = len(smtp_server.handler.messages)
+    cli("tick", "--now", "2026-11-23T10:05:00-08:00")
+    assert len(smtp_server.handler.messages) - before == len(failures)
+
+
+def test_pause_holds_an_enrollment_and_resume_lets_it_go_on(
+    cli: Cli, smtp_server: SmtpServer
+) -> None:
+    cli("enrollments", "pause", "pricing-guide-welcome", "--lead", "maria.lopez@brightpath.io",
+        ok=True)  # nothing enrolled yet: nothing to pause
+    cli("tick", "--now", "2026-11-22T10:00:00-08:00")  # Sunday: enrolled, nothing due
+    result = cli("enrollments", "pause", "pricing-guide-welcome", "--lead",
+                 "maria.lopez@brightpath.io")  # fmt: skip
+    assert "paused 1 enrollments" in result.stdout
+    cli("tick", "--now", "2026-11-23T10:00:00-08:00")
+    recipients = {m["To"].addresses[0].addr_spec for m in smtp_server.handler.messages}
+    assert "maria.lopez@brightpath.io" not in recipients
+    cli("enrollments", "resume", "pricing-guide-welcome", "--lead", "maria.lopez@brightpath.io")
+    cli("tick", "--now", "2026-11-23T10:01:00-08:00")
+    recipients = {m["To"].addresses[0].addr_spec for m in smtp_server.handler.messages}
+    assert "maria.lopez@brightpath.io" in recipients
+
+
+def test_enroll_where_sees_events_and_reports_what_it_could_not_evaluate(cli: Cli) -> None:
+    result = cli("enroll", "outbound-first-touch", "--where", "lead.employees | int > 800")
+    assert "enrolled 1 leads" in result.stdout
+    bad = cli("enroll", "outbound-first-touch", "--where", "lead.employees > 5", ok=False)
+    assert bad.exit_code == 1
+    assert "could not be evaluated for 10 leads" in bad.stderr
+    typo = cli("enroll", "outbound-first-touch", "--where", "leed.source == 'x'", ok=False)
+    assert typo.exit_code == 1 and "did you mean 'lead'" in str(typo.exception)

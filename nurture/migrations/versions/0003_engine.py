@@ -71,6 +71,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_events_lead", "events", ["lead_id", "occurred_at"])
     op.create_index("ix_events_type", "events", ["type"])
+    op.create_index("ix_events_occurred", "events", ["occurred_at"])
 
     op.create_table(
         "outbox",
