@@ -47,7 +47,7 @@ from nurture.tokens import project_secret
 
 #: Leads changed this long before the last check are looked at again, so that a
 #: transaction that committed late is not missed. Enrolling is idempotent.
-OVERLAP = timedelta(minutes=5)
+OVERLAP = timedelta(minutes=1)
 LEADS_CHECKED_KEY = "leads_checked_at"
 
 
@@ -244,7 +244,11 @@ def enroll_matching(
             if by == "auto":
                 query = query.where(Lead.status == ContactStatus.subscribed.value)
             if since is not None:
-                with_events = select(Event.lead_id).where(col(Event.occurred_at) > since)
+                with_events = (
+                    select(Event.lead_id)
+                    .where(col(Event.occurred_at) > since)
+                    .where(col(Event.type) != "email_sent")  # our own doing, not the lead's
+                )
                 query = query.where(
                     or_(col(Lead.updated_at) > since, col(Lead.id).in_(with_events))
                 )

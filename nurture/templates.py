@@ -19,6 +19,7 @@ import html2text
 from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
@@ -94,12 +95,16 @@ class TemplateSet:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._loaded: dict[str, tuple[tuple[int, bool], EmailTemplate]] = {}
         self.env = SandboxedEnvironment(
             loader=_ProjectLoader(str(directory)),
             undefined=StrictUndefined,
             autoescape=_autoescape,
             keep_trailing_newline=True,
         )
+        #: Subjects, preheaders and notes: plain text, compiled once per source.
+        self._text_env = self.env.overlay(autoescape=False)
+        self._strings: dict[str, Template] = {}
 
     def names(self) -> list[str]:
         """Email templates: every ``*.html.j2`` not starting with ``_`` (layouts and
@@ -116,8 +121,24 @@ class TemplateSet:
         return (self.directory / f"{name}{HTML_SUFFIX}").is_file()
 
     def load(self, name: str) -> EmailTemplate:
-        """Read the front matter of template *name*; raise ``path:line`` errors."""
+        """Read the front matter of template *name*; raise ``path:line`` errors.
+
+        The result is kept until the file changes, so a running daemon sees edits.
+        """
         path = self.directory / f"{name}{HTML_SUFFIX}"
+        try:
+            stamp = (path.stat().st_mtime_ns, (self.directory / f"{name}{TEXT_SUFFIX}").exists())
+        except OSError:
+            stamp = None
+        cached = self._loaded.get(name)
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
+        template = self._load(name, path)
+        if stamp is not None:
+            self._loaded[name] = (stamp, template)
+        return template
+
+    def _load(self, name: str, path: Path) -> EmailTemplate:
         try:
             source = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -210,9 +231,13 @@ class TemplateSet:
             raise RenderError(_runtime_location(exc, self.directory / file_name)) from None
 
     def _render_string(self, source: str, context: dict[str, Any], path: Path) -> str:
-        env = self.env.overlay(autoescape=False)
         try:
-            return env.from_string(source).render(context)
+            template = self._strings.get(source)
+            if template is None:
+                if len(self._strings) > 1000:
+                    self._strings.clear()
+                template = self._strings[source] = self._text_env.from_string(source)
+            return template.render(context)
         except TemplateError as exc:
             raise RenderError(f"{path}:2: {_explain(exc)}") from None
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import mailbox
 import os
 import socket
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
@@ -35,9 +33,10 @@ SENT = SendResult("sent")
 class Transport(Protocol):
     """Sends one message to one recipient."""
 
-    async def send(
-        self, message: EmailMessage, sender: str, recipient: str, key: str
-    ) -> SendResult: ...
+    async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
+        """Send *message* (RFC 5322 bytes with CRLF line ends) to *recipient*; *key* is
+        its idempotency key."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -53,21 +52,22 @@ class MaildirTransport:
         self.directory = directory
         self.hostname = socket.gethostname().replace("/", "_").replace(":", "_")
 
-    def _write(self, message: EmailMessage, key: str) -> None:
-        mailbox.Maildir(self.directory, create=True)
+    def _write(self, message: bytes, key: str) -> None:
+        for part in ("tmp", "new", "cur"):
+            (self.directory / part).mkdir(parents=True, exist_ok=True)
         name = "nurture-" + hashlib.sha256(key.encode()).hexdigest()[:24] + "." + self.hostname
         final = self.directory / "new" / name
         if final.exists() or any((self.directory / "cur").glob(name + ":*")):
             return
         temporary = self.directory / "tmp" / name
         with open(temporary, "wb") as handle:
-            handle.write(message.as_bytes())
+            handle.write(message.replace(b"\r\n", b"\n"))  # Maildir files use LF
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, final)
 
     async def send(
-        self, message: EmailMessage, sender: str, recipient: str, key: str
+        self, message: bytes, sender: str, recipient: str, key: str
     ) -> SendResult:
         try:
             await asyncio.to_thread(self._write, message, key)
@@ -123,7 +123,7 @@ class SmtpTransport:
         self._idle.append(client)
 
     async def send(
-        self, message: EmailMessage, sender: str, recipient: str, key: str
+        self, message: bytes, sender: str, recipient: str, key: str
     ) -> SendResult:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.max_connections)
@@ -133,7 +133,7 @@ class SmtpTransport:
                 reused = False
                 try:
                     client, reused = await self._acquire()
-                    await client.send_message(message, sender=sender, recipients=[recipient])
+                    await client.sendmail(sender, [recipient], message)
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     refused = exc.recipients[0]
                     await self._keep(client, reset=True)  # type: ignore[arg-type]

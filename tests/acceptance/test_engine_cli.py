@@ -264,8 +264,14 @@ def test_a_broken_template_fails_the_enrollment_until_fixed_and_resumed(
 def test_pause_holds_an_enrollment_and_resume_lets_it_go_on(
     cli: Cli, smtp_server: SmtpServer
 ) -> None:
-    cli("enrollments", "pause", "pricing-guide-welcome", "--lead", "maria.lopez@brightpath.io",
-        ok=True)  # nothing enrolled yet: nothing to pause
+    cli(
+        "enrollments",
+        "pause",
+        "pricing-guide-welcome",
+        "--lead",
+        "maria.lopez@brightpath.io",
+        ok=True,
+    )  # nothing enrolled yet: nothing to pause
     cli("tick", "--now", "2026-11-22T10:00:00-08:00")  # Sunday: enrolled, nothing due
     result = cli("enrollments", "pause", "pricing-guide-welcome", "--lead",
                  "maria.lopez@brightpath.io")  # fmt: skip
