@@ -58,9 +58,9 @@ def main() -> dict[str, float]:
         generate(Path(tmp) / "leads.csv", args.leads)
         # The benchmark measures throughput, not the sender's daily cap.
         (project / "nurture.toml").write_text(
-            (project / "nurture.toml").read_text().replace(
-                "per_sender_daily = 500", "per_sender_daily = 10000000"
-            )
+            (project / "nurture.toml")
+            .read_text()
+            .replace("per_sender_daily = 500", "per_sender_daily = 10000000")
         )
         config = load_settings(project / "nurture.toml")
         engine = open_engine(config.database_url)

@@ -263,3 +263,64 @@ def test_an_invalid_live_edit_keeps_the_last_good_version_running(harness: Harne
     assert any("no-such-template" in str(p) for p in catalog.problems)
     assert delivered.sent == 1
     assert [row.template for row in harness.outbox()] == ["welcome", "case-study"]
+
+
+REENGAGE = """\
+name: reengage
+audience: "lead.stage == 'cold' and lead.source == 'recycled'"
+from: "Ana Ruiz <ana@example.com>"
+reenroll: true
+exit_when: [replied, hot]
+steps:
+  - id: checkin
+    email: reengage-checkin
+  - id: nudge
+    wait: 1 day
+    notify: "{{ lead.name }} got the check-in: worth a call?"
+"""
+
+
+def test_notify_emails_the_owner_and_reenroll_starts_a_new_cycle_after_a_change(
+    harness: Harness,
+) -> None:
+    harness.write_sequence(REENGAGE, name="reengage")
+    harness.add_leads({"email": "ben@example.com", "first_name": "Ben", "source": "recycled",
+                       "owner": "lee@example.com", "timezone": "America/Denver"})  # fmt: skip
+    harness.tick(la(2026, 11, 23, 10, 0))
+    report, _ = harness.tick(la(2026, 11, 24, 10, 0))
+    assert report.notifications == 1 and report.completed == 1
+    note = next(m for m in harness.sent() if m["To"] == "lee@example.com")
+    assert note["Subject"] == "[nurture] Ben: reengage"
+    assert "Ben got the check-in: worth a call?" in note.get_content()
+    assert "List-Unsubscribe" not in note
+    # Nothing changed: completed stays completed.
+    report, _ = harness.tick(la(2026, 11, 25, 10, 0))
+    assert report.enrolled == 0
+    # Sales sends the lead back (its record changes): a second cycle begins.
+    with freeze_time(la(2026, 11, 26, 9, 0)):
+        harness.add_leads({"email": "ben@example.com", "title": "Head of Sales"})
+    report, _ = harness.tick(la(2026, 11, 26, 10, 0))
+    assert report.enrolled == 1
+    cycles = [(e.cycle, e.status) for e in harness.enrollments() if e.sequence == "reengage"]
+    assert cycles == [(1, "completed"), (2, "active")]
+
+
+def test_a_lead_made_hot_or_unsubscribed_by_an_import_leaves_at_the_next_pass(
+    harness: Harness,
+) -> None:
+    harness.add_leads({"email": "tom@example.com", "source": "guide",
+                       "timezone": "America/Los_Angeles"})  # fmt: skip
+    harness.write_sequence(SEQUENCE.replace("exit_when: [replied, unsubscribed, bounced]",
+                                            "exit_when: [replied, hot]"))  # fmt: skip
+    harness.smtp.stop()  # the welcome emails stay queued
+    harness.tick(la(2026, 11, 23, 10, 0))
+    with freeze_time(la(2026, 11, 23, 10, 30)):
+        harness.add_leads({"email": "maria@example.com", "stage": "hot"},
+                          {"email": "tom@example.com", "status": "unsubscribed"})  # fmt: skip
+    harness.smtp.start()
+    report, delivered = harness.tick(la(2026, 11, 23, 11, 0))
+    assert report.exited == 2
+    reasons = {e.reason for e in harness.enrollments()}
+    assert reasons == {"lead is hot", "lead is unsubscribed"}
+    # Neither queued welcome goes out: the lead left, or opted out.
+    assert delivered.cancelled == 2 and harness.sent() == []

@@ -185,3 +185,15 @@ def test_no_step_is_ever_done_twice_even_if_an_edit_moves_it(tmp_path: Path) -> 
     # An edit renamed 'breakup' to come back; 'welcome' (already done) must not repeat.
     assert resolve_step(seq, "welcome", ("welcome",)).id == "case-study"  # type: ignore[union-attr]
     assert resolve_step(seq, "gone", ("welcome", "case-study", "call", "tag", "breakup")) is None
+
+
+def test_a_calendar_wait_keeps_the_local_time_across_the_dst_change(tmp_path: Path) -> None:
+    seq = sequence(tmp_path, WELCOME.replace('hours: "09:00-17:00"', 'hours: "08:00-17:00"'))
+    warsaw = ZoneInfo("Europe/Warsaw")
+    sent = datetime(2026, 10, 23, 10, 0, tzinfo=warsaw)  # Friday, summer time
+    position = Position("case-study", sent.astimezone(UTC), ("welcome",))
+    outcome = advance(seq, position, lead=LEAD, engagement=EventSet(),
+                      now=sent.astimezone(UTC), tz=warsaw)  # fmt: skip
+    # Two days on is Sunday 25 October (clocks went back): it moves to Monday 08:00 local.
+    assert outcome.due_at == datetime(2026, 10, 26, 8, 0, tzinfo=warsaw)
+    assert outcome.due_at.astimezone(UTC).hour == 7
