@@ -732,7 +732,8 @@ def tasks_list(
     if as_json:
         say(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("id", "due (UTC)", "kind", "lead", "company", "phone", "assignee", "note")
+    table = Table("id", "due (UTC)", "kind", "lead", "company", "phone", "their time", "assignee",
+                  "note")  # fmt: skip
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -741,11 +742,20 @@ def tasks_list(
             f"{row['lead']['name']} <{row['lead']['email']}>",
             row["lead"]["company"] or "",
             row["lead"]["phone"] or "",
+            _local_now(row["lead"]["timezone"], st.config().settings.project.default_timezone),
             row["assignee"] or "unassigned",
             row["note"],
         )
     out.print(table)
     say(f"{len(rows)} tasks")
+
+
+def _local_now(timezone: str | None, default: str) -> str:
+    """The lead's wall-clock time now, for deciding whether to call."""
+    from nurture import clock
+    from nurture.timing import zone
+
+    return clock.now().astimezone(zone(timezone or default)).strftime("%a %H:%M %Z")
 
 
 @tasks_app.command("done")
