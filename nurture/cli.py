@@ -732,8 +732,10 @@ def tasks_list(
     if as_json:
         say(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("id", "due (UTC)", "kind", "lead", "company", "phone", "their time", "assignee",
-                  "note")  # fmt: skip
+    table = Table()
+    for column in ("id", "due (UTC)", "kind", "lead", "company", "phone", "their time",
+                   "assignee", "note"):  # fmt: skip
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             str(row["id"]),
