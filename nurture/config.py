@@ -59,6 +59,9 @@ class SmtpSection(Section):
     starttls: bool = True
     #: Implicit TLS from the first byte (usually port 465).
     tls: bool = False
+    #: PEM file of the authority that signed the server's certificate (a private relay);
+    #: empty: the system's trusted authorities. Certificates are always verified.
+    ca_file: str = ""
     #: Connections kept open to the server at once.
     max_connections: int = Field(default=4, ge=1, le=100)
     #: Seconds to wait for the server.

@@ -98,6 +98,7 @@ class SmtpTransport:
             # None: upgrade when the server offers STARTTLS.
             start_tls=False if (s.tls or not s.starttls) else None,
             timeout=s.timeout,
+            cert_bundle=s.ca_file or None,
         )
 
     async def _acquire(self) -> tuple[aiosmtplib.SMTP, bool]:

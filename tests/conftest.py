@@ -140,6 +140,8 @@ class SmtpHandler:
         self.data_replies: list[str] = []
         self.delay = 0.0
         self.connections = 0
+        #: Drop the connection at the next DATA, without a reply.
+        self.drop_next = False
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:  # fmt: skip
@@ -161,6 +163,10 @@ class SmtpHandler:
 
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.drop_next:
+            self.drop_next = False
+            server.transport.close()
+            return "421 closing"
         if self.data_replies:
             return self.data_replies.pop(0)
         message = message_from_bytes(envelope.original_content, policy=policy.default)
