@@ -128,7 +128,7 @@ def test_the_window_is_respected_and_the_date_is_the_send_moment(harness: Harnes
     assert message["To"] == "María <maria@example.com>"
     assert message["Date"].datetime == la(2026, 11, 23, 9, 0)
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    https, mailto = message["List-Unsubscribe"].split(", ")
+    https, mailto = (part.strip() for part in message["List-Unsubscribe"].split(","))
     assert https.startswith("<http://localhost:8080/u/")
     assert mailto.startswith("<mailto:unsubscribe@example.com?subject=")
     assert message["Reply-To"] == "Ana Ruiz <ana.replies@example.com>"
