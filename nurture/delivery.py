@@ -24,10 +24,13 @@ from sqlmodel import Session, col, select
 from nurture import clock, logs
 from nurture.catalog import Catalog
 from nurture.enrollments import Enrollment, EnrollmentStatus
-from nurture.events import Event, record_event
-from nurture.leads import ContactStatus, Lead, merge_status
+from nurture.events import Event, LeadEvents, events_by_lead, record_event
+from nurture.expressions import LeadView, context
+from nurture.leads import ContactStatus, Lead
 from nurture.outbox import MessageKind, OutboxMessage, OutboxStatus
 from nurture.runner import Context
+from nurture.sequences import Sequence
+from nurture.simulate import exit_reason
 from nurture.store import session_scope
 from nurture.timing import next_allowed, zone
 from nurture.transports import SendResult, Transport
@@ -169,12 +172,14 @@ def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport)
             e.id: e
             for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
         }
+        events = events_by_lead(session, {r.lead_id for r in rows})
         caps = _Caps(session, ctx, now)
         for row in rows:
             if row.kind == MessageKind.email:
                 lead = leads[row.lead_id]
                 enrollment = enrollments.get(row.enrollment_id or -1)
-                why_not = _cancelled_because(lead, enrollment)
+                sequence = catalog.sequences.get(row.sequence)
+                why_not = _cancelled_because(lead, enrollment, sequence, events[row.lead_id], now)
                 if why_not:
                     row.status, row.last_error = OutboxStatus.cancelled.value, why_not
                     report.cancelled += 1
@@ -221,11 +226,25 @@ def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport)
     return claimed
 
 
-def _cancelled_because(lead: Lead, enrollment: Enrollment | None) -> str | None:
+def _cancelled_because(
+    lead: Lead,
+    enrollment: Enrollment | None,
+    sequence: Sequence | None,
+    events: list[Event],
+    now: datetime,
+) -> str | None:
+    """Why an email queued earlier must not go now: the lead opted out, left the
+    sequence, or did something since that ends it (a reply is seen before the pass)."""
     if lead.status != ContactStatus.subscribed:
         return f"lead is {lead.status}"
     if enrollment is not None and enrollment.status == EnrollmentStatus.exited:
         return f"lead left the sequence: {enrollment.reason}"
+    if sequence is not None:
+        engagement = LeadEvents.of(events, sequence.name)
+        names = context(LeadView.of(lead), engagement, now=now)
+        reason = exit_reason(sequence.exit_when, engagement, lead.stage, names)
+        if reason:
+            return f"lead left the sequence: {reason}"
     return None
 
 
@@ -289,19 +308,17 @@ def record(
             elif result.outcome == "bounce":
                 row.status, row.last_error = OutboxStatus.bounced.value, result.detail
                 report.bounced += 1
-                lead = session.get(Lead, item.lead_id)
-                if lead is not None and item.kind == MessageKind.email:
-                    lead.status = merge_status(lead.status, ContactStatus.bounced.value)
-                    lead.updated_at = now
-                    session.add(lead)
+                if item.kind == MessageKind.email:  # the lead's status becomes bounced
                     record_event(
                         session,
                         item.lead_id,
                         "email_bounced",
                         sequence=item.sequence,
                         step=item.step,
-                        data={"reply": result.detail},
+                        data={"reply": result.detail, "message_id": row.message_id},
                         at=now,
+                        source="smtp",
+                        source_id=row.message_id,
                     )
                 logs.action("email bounced", level=logging.WARNING, **fields, reply=result.detail)
             elif result.outcome == "retry" and not _given_up(row, result, now):

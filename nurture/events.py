@@ -1,23 +1,46 @@
 """Events: what happened to a lead (an email sent, opened, clicked, replied, a call made).
 
-Conditions and ``exit_when`` read them through :class:`LeadEvents`. Recording an event
-wakes the lead's active enrollments, so an exit happens on the next pass, not when the
-next step would have been due.
+Every way in (the CLI, the HTTP API, the tracking links, the reply mailbox, the engine
+itself) goes through :func:`record_event`, which stores each event once, applies what it
+means at once (an unsubscribe, a complaint or a bounce stops all email to the lead), and
+wakes the lead's active enrollments so an ``exit_when`` event acts on the next pass.
+
+Conditions and ``exit_when`` read events through :class:`LeadEvents`. Machine
+engagement (scanners, privacy proxies) is stored with ``machine`` set and never read as
+the lead's own doing.
 """
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Index, Select, update
+from sqlalchemy import Column, Index, Select, UniqueConstraint, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, or_, select
 
 from nurture import clock
 from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.errors import InvalidValueError
 from nurture.sqltypes import JSONType, UTCDateTime
+
+#: Events that change whether the lead may be emailed, and to what.
+STATUS_EVENTS = {
+    "unsubscribed": "unsubscribed",
+    "complained": "complained",
+    "email_bounced": "bounced",
+}
+#: The types nurture itself knows; any other name like these is a custom event.
+KNOWN_TYPES = (
+    "email_sent", "email_opened", "email_clicked", "email_replied", "email_bounced",
+    "auto_reply", "unsubscribed", "complained", "form_submitted", "page_visited",
+    "meeting_booked", "call_completed", "linkedin_completed", "task_completed",
+)  # fmt: skip
+TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class Event(SQLModel, table=True):
@@ -27,6 +50,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ix_events_lead", "lead_id", "occurred_at"),
         Index("ix_events_occurred", "occurred_at"),
+        UniqueConstraint("source", "source_id", name="uq_events_source_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -38,6 +62,22 @@ class Event(SQLModel, table=True):
     step: str | None = Field(default=None, max_length=200)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
     occurred_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: Where it came from: ``engine``, ``cli``, ``api``, ``pixel``, ``click``,
+    #: ``unsubscribe``, ``imap``, ``tasks``.
+    source: str = Field(default="engine", max_length=32)
+    #: The sender's own id for it: a second delivery with the same id is the same event.
+    source_id: str | None = Field(default=None, max_length=300)
+    #: A scanner or proxy did it, not the lead: stored, never counted.
+    machine: bool = False
+
+
+def check_type(name: str) -> str:
+    """*name* if it is a valid event type (a known one or a custom ``snake_case`` name)."""
+    if not TYPE_PATTERN.fullmatch(name):
+        raise InvalidValueError(
+            f"event type {name!r}: use lower-case letters, digits and _ (like form_submitted)"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -46,6 +86,7 @@ class LeadEvents:
 
     ``opened('welcome')`` means an open of the ``welcome`` email of *this* sequence;
     ``occurred('call_completed')`` without a step means any such event of the lead.
+    Machine events are left out.
     """
 
     pairs: frozenset[tuple[str, str | None]]
@@ -53,8 +94,9 @@ class LeadEvents:
 
     @classmethod
     def of(cls, events: Iterable[Event], sequence: str) -> LeadEvents:
-        pairs = {(e.type, e.step) for e in events if e.sequence == sequence}
-        return cls(frozenset(pairs), frozenset(e.type for e in events))
+        human = [e for e in events if not e.machine]
+        pairs = {(e.type, e.step) for e in human if e.sequence == sequence}
+        return cls(frozenset(pairs), frozenset(e.type for e in human))
 
     def occurred(self, event: str, step: str | None = None) -> bool:
         if step is None:
@@ -62,10 +104,27 @@ class LeadEvents:
         return (event, step) in self.pairs
 
 
+def events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[Event]]:
+    """The events of each of *lead_ids* (each lead has a list, maybe empty)."""
+    grouped: dict[int, list[Event]] = defaultdict(list)
+    ids = list(lead_ids)
+    if ids:
+        for event in session.exec(select(Event).where(col(Event.lead_id).in_(ids))):
+            grouped[event.lead_id].append(event)
+    return grouped
+
+
 def events_of(session: Session, lead_id: int) -> list[Event]:
     """Every event of a lead, oldest first."""
     query = select(Event).where(Event.lead_id == lead_id).order_by(col(Event.occurred_at))
     return list(session.exec(query))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    event: Event
+    #: ``False`` when the same event was recorded before (and this one was not stored).
+    new: bool
 
 
 def record_event(
@@ -77,20 +136,82 @@ def record_event(
     step: str | None = None,
     data: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> Event:
-    """Store an event and wake the lead's active enrollments (in the caller's transaction)."""
+    source: str = "engine",
+    source_id: str | None = None,
+    machine: bool = False,
+    dedupe_within: timedelta | None = None,
+) -> Recorded:
+    """Store an event once, apply it, and wake the lead's enrollments (in the caller's
+    transaction).
+
+    The same event is not stored twice: one with the *source_id* of an earlier one, or
+    (with *dedupe_within*) one of the same lead, type and touch that soon after another.
+    """
     moment = at or clock.now()
+    earlier = _earlier(session, lead_id, type, sequence, step, moment, source, source_id,
+                       dedupe_within)  # fmt: skip
+    if earlier is not None:
+        return Recorded(earlier, new=False)
     event = Event(
-        lead_id=lead_id,
-        type=type,
-        sequence=sequence,
-        step=step,
-        data=data or {},
-        occurred_at=moment,
-    )
-    session.add(event)
+        lead_id=lead_id, type=type, sequence=sequence, step=step, data=data or {},
+        occurred_at=moment, source=source, source_id=source_id, machine=machine,
+    )  # fmt: skip
+    try:
+        with session.begin_nested():
+            session.add(event)
+    except IntegrityError:  # another process stored the same source id just now
+        again = _earlier(session, lead_id, type, sequence, step, moment, source, source_id, None)
+        assert again is not None
+        return Recorded(again, new=False)
+    if machine:
+        return Recorded(event, new=True)
+    status = STATUS_EVENTS.get(type)
+    if status is not None:
+        _set_status(session, lead_id, status, moment)
     wake(session, [lead_id], moment)
-    return event
+    return Recorded(event, new=True)
+
+
+def _earlier(
+    session: Session,
+    lead_id: int,
+    type: str,
+    sequence: str | None,
+    step: str | None,
+    moment: datetime,
+    source: str,
+    source_id: str | None,
+    within: timedelta | None,
+) -> Event | None:
+    if source_id is not None:
+        query = select(Event).where(Event.source == source).where(Event.source_id == source_id)
+        return session.exec(query).first()
+    if within is None:
+        return None
+    query = (
+        select(Event)
+        .where(Event.lead_id == lead_id)
+        .where(Event.type == type)
+        .where(col(Event.sequence) == sequence)
+        .where(col(Event.step) == step)
+        .where(col(Event.occurred_at) >= moment - within)
+        .where(col(Event.occurred_at) <= moment)
+        .where(col(Event.machine).is_(False))
+    )
+    return session.exec(query).first()
+
+
+def _set_status(session: Session, lead_id: int, status: str, moment: datetime) -> None:
+    from nurture.leads import Lead, merge_status
+
+    lead = session.get(Lead, lead_id)
+    if lead is None:
+        return
+    new = merge_status(lead.status, status)
+    if new != lead.status:
+        lead.status = new
+        lead.updated_at = moment
+        session.add(lead)
 
 
 def wake(session: Session, lead_ids: list[int] | Select[Any], moment: datetime) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -27,7 +27,7 @@ from nurture.config import Config
 from nurture.engine import Outcome, Position, Touch, advance
 from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError, NurtureError
-from nurture.events import Event, LeadEvents, wake_changed
+from nurture.events import Event, LeadEvents, events_by_lead, wake_changed
 from nurture.expressions import Expression, LeadView, context, truth
 from nurture.leads import ContactStatus, Lead, merge_status
 from nurture.messages import (
@@ -161,15 +161,6 @@ def enroll(
     return enrollment, ""
 
 
-def _events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[Event]]:
-    grouped: dict[int, list[Event]] = defaultdict(list)
-    ids = list(lead_ids)
-    if ids:
-        for event in session.exec(select(Event).where(col(Event.lead_id).in_(ids))):
-            grouped[event.lead_id].append(event)
-    return grouped
-
-
 @dataclass
 class EnrollReport:
     """What enrolling the leads that match an expression did."""
@@ -257,7 +248,7 @@ def enroll_matching(
                 return report
             last_id = leads[-1].id or 0
             ids = [lead.id for lead in leads if lead.id is not None]
-            events = _events_by_lead(session, ids)
+            events = events_by_lead(session, ids)
             previous: dict[int, list[Enrollment]] = defaultdict(list)
             for row in session.exec(
                 select(Enrollment)
@@ -328,7 +319,7 @@ def run_pass(
                 lead.id: lead
                 for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
             }
-            events = _events_by_lead(session, lead_ids)
+            events = events_by_lead(session, lead_ids)
             waiting = [e.waiting_task_id for e in due if e.waiting_task_id is not None]
             tasks = {
                 task.id: task

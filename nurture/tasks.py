@@ -121,6 +121,7 @@ def complete_task(session: Session, task_id: int, outcome: str | None) -> Task:
             enrollment.updated_at = moment
             session.add(enrollment)
     record_event(
-        session, task.lead_id, event, sequence=task.sequence, step=task.step, data=data, at=moment
-    )
+        session, task.lead_id, event, sequence=task.sequence, step=task.step, data=data,
+        at=moment, source="tasks", source_id=f"task:{task_id}",
+    )  # fmt: skip
     return task

@@ -68,6 +68,10 @@ def upgrade() -> None:
         sa.Column("step", sa.String(200), nullable=True),
         sa.Column("data", JSONType, nullable=False),
         sa.Column("occurred_at", UTCDateTime(), nullable=False),
+        sa.Column("source", sa.String(32), nullable=False),
+        sa.Column("source_id", sa.String(300), nullable=True),
+        sa.Column("machine", sa.Boolean(), nullable=False),
+        sa.UniqueConstraint("source", "source_id", name="uq_events_source_id"),
     )
     op.create_index("ix_events_lead", "events", ["lead_id", "occurred_at"])
     op.create_index("ix_events_type", "events", ["type"])
