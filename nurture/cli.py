@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from nurture import __version__
 from nurture.config import Config, load_settings
-from nurture.errors import NurtureError
+from nurture.errors import NurtureError, ProjectError
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -319,13 +319,12 @@ def preview(
 ) -> None:
     """Show the email exactly as it would be sent to a lead; nothing is sent or stored."""
     from nurture import clock
-    from nurture.messages import Sender, build_message, render_step_email, unsubscribe_url
+    from nurture.runner import Context, compose_email
     from nurture.sequences import EmailAction
-    from nurture.tokens import project_secret
 
     st = state(ctx)
     config = st.config()
-    templates, sequence = _sequence(st, sequence_name)
+    _, sequence = _sequence(st, sequence_name)
     step = sequence.step(step_id)
     if step is None:
         ids = ", ".join(s.id for s in sequence.steps)
@@ -335,32 +334,31 @@ def preview(
             f"step {step_id!r} is a {step.kind}, not an email: try `nurture simulate`"
         )
     record, view = _lead_view(st, lead)
-    settings = config.settings
-    sender = Sender.parse(sequence.sender, settings.sender.postal_address, settings.sender.title)
-    secret = project_secret(settings.tracking.secret, st.engine())
-    link = unsubscribe_url(settings.tracking.base_url, secret, record.id, sequence.name, step.id)
+    context = Context.open(st.engine(), config)
     template = step.action.template_for(f"{sequence.name}:{step.id}:{record.email}")
-    rendered = render_step_email(templates, template, view, sender, sequence, step.id, link)
-    message = build_message(
-        rendered,
-        sender=sender,
-        to_email=record.email,
-        to_name=record.full_name,
-        date=clock.now(),
-        unsubscribe=link,
-        unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
-        reply_to=sequence.reply_to,
-    )
+    tracking_id = "preview" if step.action.track else None
+    email = compose_email(context, sequence, step.id, template, record, view, clock.now(),
+                          tracking_id)  # fmt: skip
+    message = email.message
+    html_part = message.get_body(("html",))
+    text_part = message.get_body(("plain",))
+    html = html_part.get_content() if html_part is not None else ""
+    text = text_part.get_content() if text_part is not None else ""
     for key, value in message.items():
         say(f"{key}: {value}")
     say(f"X-Nurture-Template: {template}")
     say("")
     say("----- text/plain -----")
-    say(rendered.text.rstrip("\n"))
+    say(text.rstrip("\n"))
     say("----- text/html -----")
-    say(rendered.html.rstrip("\n"))
+    say(html.rstrip("\n"))
+    if email.links:
+        warn(f"{len(email.links)} links are tracked: " + ", ".join(email.links))
     if html_file is not None:
-        html_file.write_text(rendered.html, encoding="utf-8")
+        try:
+            html_file.write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
         warn(f"HTML part written to {html_file}")
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Column, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from nurture import clock
-from nurture.sqltypes import UTCDateTime
+from nurture.sqltypes import JSONType, UTCDateTime
 
 
 class OutboxStatus(enum.StrEnum):
@@ -60,6 +60,10 @@ class OutboxMessage(SQLModel, table=True):
     recipient: str = Field(max_length=320)
     #: The IANA timezone the sending window and the lead's daily cap are counted in.
     timezone: str = Field(max_length=64)
+    #: The random id its tracking links and open pixel name (``None``: not tracked).
+    tracking_id: str | None = Field(default=None, max_length=32, unique=True)
+    #: The original URLs of its tracked links, in order: all a click may redirect to.
+    links: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
     #: The whole RFC 5322 message.
     raw: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(default=OutboxStatus.queued.value, sa_type=String(16))

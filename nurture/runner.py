@@ -10,10 +10,12 @@ leads changed since the last pass are checked against the audiences.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
 
@@ -44,6 +46,7 @@ from nurture.tasks import Task, TaskStatus
 from nurture.templates import TemplateSet
 from nurture.timing import zone
 from nurture.tokens import project_secret
+from nurture.tracking import track
 
 #: Leads changed this long before the last check are looked at again, so that a
 #: transaction that committed late is not missed. Enrolling is idempotent.
@@ -488,6 +491,51 @@ def _update_lead(lead: Lead, changes: dict[str, Any], now: datetime) -> None:
     lead.updated_at = now
 
 
+@dataclass(frozen=True)
+class ComposedEmail:
+    message: EmailMessage
+    sender: Sender
+    #: The tracked links' original URLs, in order.
+    links: list[str]
+
+
+def compose_email(
+    ctx: Context,
+    sequence: Sequence,
+    step_id: str,
+    template: str,
+    lead: Lead,
+    view: LeadView,
+    now: datetime,
+    tracking_id: str | None,
+) -> ComposedEmail:
+    """The email *lead* gets at a step: rendered, tracked (with a *tracking_id*), with
+    every header set. ``nurture preview`` shows exactly this."""
+    assert lead.id is not None
+    sender = ctx.sender(sequence)
+    settings = ctx.config.settings
+    base = settings.tracking.base_url
+    link = unsubscribe_url(base, ctx.secret, lead.id, sequence.name, step_id)
+    rendered = render_step_email(ctx.templates, template, view, sender, sequence, step_id, link)
+    links: list[str] = []
+    if tracking_id is not None:
+        body, links = track(rendered.html, base_url=base, secret=ctx.secret,
+                            tracking_id=tracking_id)  # fmt: skip
+        rendered = replace(rendered, html=body)
+    message = build_message(
+        rendered,
+        sender=sender,
+        to_email=lead.email,
+        to_name=lead.full_name,
+        date=now,
+        unsubscribe=link,
+        unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
+        reply_to=sequence.reply_to,
+        message_id=make_msgid(domain=sender.domain),
+    )
+    return ComposedEmail(message, sender, links)
+
+
 def _carry_out(
     ctx: Context,
     session: Session,
@@ -506,25 +554,10 @@ def _carry_out(
     assert lead.id is not None
     if isinstance(action, EmailAction):
         assert touch.template is not None
-        sender = ctx.sender(sequence)
-        settings = ctx.config.settings
-        link = unsubscribe_url(
-            settings.tracking.base_url, ctx.secret, lead.id, sequence.name, step.id
-        )
-        rendered = render_step_email(
-            ctx.templates, touch.template, view, sender, sequence, step.id, link
-        )
-        message = build_message(
-            rendered,
-            sender=sender,
-            to_email=lead.email,
-            to_name=lead.full_name,
-            date=now,
-            unsubscribe=link,
-            unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
-            reply_to=sequence.reply_to,
-            message_id=make_msgid(domain=sender.domain),
-        )
+        tracking_id = secrets.token_urlsafe(12) if action.track else None
+        email = compose_email(ctx, sequence, step.id, touch.template, lead, view, now,
+                              tracking_id)  # fmt: skip
+        message = email.message
         session.add(
             OutboxMessage(
                 kind=MessageKind.email.value,
@@ -535,9 +568,11 @@ def _carry_out(
                 sequence=sequence.name,
                 step=step.id,
                 template=touch.template,
-                sender=sender.email,
+                sender=email.sender.email,
                 recipient=lead.email,
                 timezone=tz_name,
+                tracking_id=tracking_id,
+                links=email.links,
                 raw=message.as_string(),
                 next_attempt_at=now,
                 created_at=now,

@@ -91,6 +91,8 @@ def upgrade() -> None:
         sa.Column("sender", sa.String(320), nullable=False),
         sa.Column("recipient", sa.String(320), nullable=False),
         sa.Column("timezone", sa.String(64), nullable=False),
+        sa.Column("tracking_id", sa.String(32), nullable=True, unique=True),
+        sa.Column("links", JSONType, nullable=False),
         sa.Column("raw", sa.Text(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
