@@ -504,6 +504,9 @@ def run(
             "--until-idle", help="Stop once nothing is due (for demos, CI and cron-style use)."
         ),
     ] = False,
+    with_server: Annotated[
+        bool, typer.Option("--serve", help="Also run the tracking and API server.")
+    ] = False,
 ) -> None:
     """The daemon: passes every [daemon] interval seconds; SIGTERM or Ctrl-C stops it cleanly."""
     import asyncio
@@ -513,8 +516,66 @@ def run(
 
     logs.configure(json=log_json)
     st = state(ctx)
-    daemon = Daemon(st.engine(), st.config(), until_idle=until_idle)
+    daemon = Daemon(st.engine(), st.config(), until_idle=until_idle, serve=with_server)
     asyncio.run(daemon.main())
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on ([server] host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port ([server] port).")] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log lines as JSON.")] = False,
+) -> None:
+    """The tracking and API server: open pixel, click redirects, unsubscribe, /api/events."""
+    from nurture import logs
+    from nurture.server import serve as run_server
+
+    logs.configure(json=log_json)
+    st = state(ctx)
+    settings = st.config().settings.server
+    run_server(st.config(), st.engine(), host or settings.host, port or settings.port)
+
+
+@app.command()
+def event(
+    ctx: typer.Context,
+    type_: Annotated[str, typer.Argument(metavar="TYPE", help="e.g. meeting_booked.")],
+    lead: Annotated[str, typer.Option("--lead", help="The lead's email.")],
+    sequence: Annotated[str | None, typer.Option(help="The touch's sequence.")] = None,
+    step: Annotated[str | None, typer.Option(help="The touch's step.")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="ISO 8601 moment (default now; no offset: UTC).")
+    ] = None,
+    data: Annotated[
+        list[str] | None, typer.Option(help="key=value to store with it (repeatable).")
+    ] = None,
+) -> None:
+    """Record an event for a lead; it acts at once (exits, unsubscribes, conditions)."""
+    from nurture.ingest import EventInput, ingest
+    from nurture.store import session_scope
+
+    st = state(ctx)
+    values: dict[str, str] = {}
+    for item in data or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NurtureError(f"--data {item!r}: write key=value")
+        values[key.strip()] = value
+    if step and not sequence:
+        raise NurtureError("--step needs --sequence too")
+    from nurture.events import check_type
+
+    moment = _parse_moment("--at", at, "UTC") if at else None
+    event_input = EventInput(type=check_type(type_), lead=lead, sequence=sequence, step=step,
+                             at=moment, data=values)  # fmt: skip
+    with session_scope(st.engine()) as session:
+        recorded = ingest(session, event_input, source="cli")
+        when = recorded.event.occurred_at.isoformat()
+    if recorded.new:
+        say(f"recorded {type_} for {lead} at {when}")
+    else:
+        say(f"{type_} for {lead} was already recorded at {when}")
 
 
 @app.command()

@@ -92,6 +92,35 @@ class TrackingSection(Section):
         return value.rstrip("/")
 
 
+class ApiSection(Section):
+    #: The key ``POST /api/events`` wants (``Authorization: Bearer KEY`` or ``X-API-Key``);
+    #: empty: the API is off.
+    key: str = ""
+
+
+class ServerSection(Section):
+    #: Where ``nurture serve`` (and ``nurture run --serve``) listens.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class RepliesSection(Section):
+    #: IMAP server of the mailbox replies (and the unsubscribe mailto) arrive in; empty:
+    #: no reply detection.
+    host: str = ""
+    port: int = Field(default=993, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    #: Implicit TLS (port 993); else plain IMAP, upgraded with STARTTLS when ``starttls``.
+    tls: bool = True
+    starttls: bool = True
+    #: PEM file of the authority that signed the server's certificate; empty: the system's.
+    ca_file: str = ""
+    mailbox: str = "INBOX"
+    #: Seconds between polls of ``nurture run``.
+    interval: float = Field(default=60.0, gt=0)
+
+
 class LimitsSection(Section):
     #: Emails one sender mailbox may send per day (its local day in the project timezone).
     per_sender_daily: int = Field(default=500, ge=1)
@@ -124,6 +153,9 @@ class Settings(BaseSettings):
     sender: SenderSection = SenderSection()
     tracking: TrackingSection = TrackingSection()
     limits: LimitsSection = LimitsSection()
+    api: ApiSection = ApiSection()
+    server: ServerSection = ServerSection()
+    replies: RepliesSection = RepliesSection()
     daemon: DaemonSection = DaemonSection()
 
     @classmethod

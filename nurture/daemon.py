@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,7 +21,9 @@ from nurture.config import Config
 from nurture.delivery import DeliveryReport, deliver
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.outbox import OutboxMessage, OutboxStatus
+from nurture.replies import MailboxError, PollReport, poll
 from nurture.runner import Context, PassReport, run_pass
+from nurture.server import background_server
 from nurture.store import session_scope
 from nurture.transports import Transport, open_transport
 
@@ -80,8 +83,11 @@ def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
 class Daemon:
     """The long-running process behind ``nurture run``."""
 
-    def __init__(self, engine: Engine, config: Config, *, until_idle: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, config: Config, *, until_idle: bool = False, serve: bool = False
+    ) -> None:
         self.ctx = Context.open(engine, config)
+        self.serve = serve
         self.settings = config.settings.daemon
         self.reload = Reloader(self.ctx)
         self.transport: Transport = open_transport(config.settings.smtp, config.outbox_dir)
@@ -123,9 +129,15 @@ class Daemon:
             if any(vars(report).values()):
                 logs.action("delivery done", **vars(report))
 
+    async def replies_job(self) -> None:
+        if self.stopping.is_set():
+            return
+        await asyncio.to_thread(poll_replies, self.ctx)
+
     async def _guarded(self, job: str) -> None:
+        jobs = {"pass": self.pass_job, "deliver": self.delivery_job, "replies": self.replies_job}
         try:
-            await (self.pass_job() if job == "pass" else self.delivery_job())
+            await jobs[job]()
         except Exception:
             logs.logger.exception("%s job failed; it runs again at its next interval", job)
 
@@ -152,6 +164,26 @@ class Daemon:
             seconds=self.settings.delivery_interval,
             **common,
         )
+        replies = self.ctx.config.settings.replies
+        if replies.host:
+            scheduler.add_job(
+                self._guarded,
+                "interval",
+                args=["replies"],
+                id="replies",
+                seconds=replies.interval,
+                next_run_time=datetime.now(UTC),
+                **common,
+            )
+        server, thread = None, None
+        if self.serve:
+            settings = self.ctx.config.settings.server
+            server = background_server(
+                self.ctx.config, self.ctx.engine, settings.host, settings.port
+            )
+            thread = threading.Thread(target=server.run, name="nurture-server", daemon=True)
+            thread.start()
+            logs.action("server listening", url=f"http://{settings.host}:{settings.port}")
         scheduler.start()
         logs.action(
             "daemon started",
@@ -167,11 +199,37 @@ class Daemon:
             # Only now: shutting down cancels the jobs still running.
             scheduler.shutdown(wait=False)
             await self.transport.close()
+            if server is not None and thread is not None:
+                server.should_exit = True
+                await asyncio.to_thread(thread.join, 10)
         logs.action("daemon stopped", passes=self.passes)
 
 
+def poll_replies(ctx: Context) -> PollReport | None:
+    """Read the reply mailbox, if there is one; a mailbox that fails is logged, not fatal."""
+    settings = ctx.config.settings
+    if not settings.replies.host:
+        return None
+    try:
+        report = poll(
+            ctx.engine,
+            settings.replies,
+            secret=ctx.secret,
+            unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
+            now=clock.now(),
+        )
+    except MailboxError as exc:
+        logs.action("reply mailbox unreadable", level=logging.ERROR, error=str(exc))
+        return None
+    if any(vars(report).values()):
+        logs.action("reply mailbox read", **vars(report))
+    return report
+
+
 async def tick(ctx: Context, now: datetime) -> tuple[Catalog, PassReport, DeliveryReport]:
-    """One full pass at *now* and the deliveries it makes due (``nurture tick``)."""
+    """One full pass at *now* and the deliveries it makes due (``nurture tick``): the reply
+    mailbox is read first, so a reply stops its sequence in this very pass."""
+    await asyncio.to_thread(poll_replies, ctx)
     catalog = await asyncio.to_thread(Reloader(ctx), now)
     report = await asyncio.to_thread(run_pass, ctx, catalog, now)
     transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)

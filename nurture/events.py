@@ -149,7 +149,7 @@ def record_event(
     """
     moment = at or clock.now()
     earlier = _earlier(session, lead_id, type, sequence, step, moment, source, source_id,
-                       dedupe_within)  # fmt: skip
+                       dedupe_within, machine)  # fmt: skip
     if earlier is not None:
         return Recorded(earlier, new=False)
     event = Event(
@@ -160,7 +160,9 @@ def record_event(
         with session.begin_nested():
             session.add(event)
     except IntegrityError:  # another process stored the same source id just now
-        again = _earlier(session, lead_id, type, sequence, step, moment, source, source_id, None)
+        again = _earlier(
+            session, lead_id, type, sequence, step, moment, source, source_id, None, machine
+        )
         assert again is not None
         return Recorded(again, new=False)
     if machine:
@@ -182,6 +184,7 @@ def _earlier(
     source: str,
     source_id: str | None,
     within: timedelta | None,
+    machine: bool,
 ) -> Event | None:
     if source_id is not None:
         query = select(Event).where(Event.source == source).where(Event.source_id == source_id)
@@ -196,7 +199,7 @@ def _earlier(
         .where(col(Event.step) == step)
         .where(col(Event.occurred_at) >= moment - within)
         .where(col(Event.occurred_at) <= moment)
-        .where(col(Event.machine).is_(False))
+        .where(col(Event.machine) == machine)
     )
     return session.exec(query).first()
 

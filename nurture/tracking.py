@@ -56,18 +56,14 @@ def read_click(secret: str, token: str) -> tuple[str, int] | None:
     return (tracking_id, int(index)) if index.isdigit() else None
 
 
-def track(
-    body: str, *, base_url: str, secret: str, tracking_id: str
-) -> tuple[str, list[str]]:
+def track(body: str, *, base_url: str, secret: str, tracking_id: str) -> tuple[str, list[str]]:
     """*body* with its web links rewritten to click-tracking URLs and an open pixel added;
     and the original URLs, in order. The unsubscribe link and ``mailto:`` stay as they are."""
     links: list[str] = []
 
     def rewrite(match: re.Match[str]) -> str:
         url = html.unescape(match.group(3)).strip()
-        if not url.lower().startswith(("http://", "https://")) or url.startswith(
-            f"{base_url}/u/"
-        ):
+        if not url.lower().startswith(("http://", "https://")) or url.startswith(f"{base_url}/u/"):
             return match.group(0)
         links.append(url)
         tracked = click_url(base_url, secret, tracking_id, len(links) - 1)
@@ -111,7 +107,7 @@ def machine_reason(
         address = None
     if address is not None and any(address in net for net in _PRIVACY_PROXIES):
         return "mail privacy proxy"
-    if sent_at is not None and now - sent_at < TOO_SOON:
+    if sent_at is not None and timedelta(0) <= now - sent_at < TOO_SOON:
         return "within seconds of delivery"
     if other_links_just_clicked:
         return "several links clicked at once"

@@ -1,0 +1,321 @@
+"""Reply detection: poll the ``[replies]`` IMAP mailbox and turn what arrives into events.
+
+Each new message is classified (:func:`classify`, pure): a bounce report (DSN) becomes
+``email_bounced``; a mail to the ``List-Unsubscribe`` mailto becomes ``unsubscribed``; an
+out-of-office or other automatic answer becomes ``auto_reply``, which is not a reply and
+stops nothing; anything else is ``email_replied``. It is attributed to the email it
+answers through ``In-Reply-To`` and ``References`` (the Message-IDs nurture sent), or to
+the lead by the sender's address. Processed messages get the IMAP keyword
+``$NurtureProcessed``; the event's source id is the message's own Message-ID, so a
+message seen twice (a crash between the two) is still one event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import re
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parseaddr
+from typing import cast
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from nurture import logs
+from nurture.config import RepliesSection
+from nurture.errors import NurtureError
+from nurture.events import record_event
+from nurture.leads import Lead
+from nurture.messages import UNSUBSCRIBE_PURPOSE
+from nurture.outbox import OutboxMessage
+from nurture.store import session_scope
+from nurture.tokens import verify
+
+PROCESSED = "$NurtureProcessed"
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_AUTO_SUBJECTS = re.compile(
+    r"^(out of (the )?office|automatic reply|auto(matic)?[ -]?(reply|response)|auto:|"
+    r"away from|on vacation|on leave|abwesenheit|absence|réponse automatique|"
+    r"respuesta automática|fuori ufficio|niet aanwezig)",
+    re.IGNORECASE,
+)
+_BOUNCE_SENDERS = re.compile(r"^(mailer-daemon|postmaster)@", re.IGNORECASE)
+
+
+class MailboxError(NurtureError):
+    """The reply mailbox cannot be read."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Classified:
+    #: ``reply``, ``auto_reply``, ``bounce``, ``unsubscribe``, or ``ignore``.
+    kind: str
+    #: Message-IDs this message names as the ones it answers (or, for a bounce, the
+    #: bounced message), nearest first.
+    refers_to: tuple[str, ...] = ()
+    #: The address it came from (for a bounce: the recipient that failed).
+    address: str = ""
+    #: For an unsubscribe: the lead id its signed subject names.
+    lead_id: int | None = None
+    reason: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+
+
+def _ids(value: str | None) -> list[str]:
+    return _MESSAGE_ID.findall(value or "")
+
+
+def _is_automatic(message: Message) -> str | None:
+    auto = str(message.get("Auto-Submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    for header in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
+        if message.get(header) is not None:
+            return header
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    if precedence in ("auto_reply", "bulk", "junk", "list"):
+        return f"Precedence: {precedence}"
+    if message.get("X-MS-Exchange-Inbox-Rules-Loop") or message.get("X-Auto-Response-Suppress"):
+        if _AUTO_SUBJECTS.search(str(message.get("Subject", ""))):
+            return "Exchange automatic reply"
+    subject = str(message.get("Subject", "")).strip()
+    if _AUTO_SUBJECTS.search(subject):
+        return f"subject {subject[:60]!r}"
+    return None
+
+
+def _bounce(message: EmailMessage) -> Classified | None:
+    """A delivery status notification that reports a permanent failure."""
+    is_report = (
+        message.get_content_type() == "multipart/report"
+        and message.get_param("report-type") == "delivery-status"
+    )
+    sender = parseaddr(str(message.get("From", "")))[1]
+    if not is_report and not _BOUNCE_SENDERS.match(sender):
+        return None
+    action = status = recipient = ""
+    original: list[str] = []
+    for part in message.walk():
+        kind = part.get_content_type()
+        if kind == "message/delivery-status":
+            for block in part.get_payload() if part.is_multipart() else []:
+                assert isinstance(block, Message)
+                action = action or str(block.get("Action", "")).strip().lower()
+                status = status or str(block.get("Status", "")).strip()
+                final = str(block.get("Final-Recipient", "") or block.get("Original-Recipient", ""))
+                recipient = recipient or final.partition(";")[2].strip()
+        elif kind in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                original += _ids(str(inner[0].get("Message-ID", "")))
+            elif isinstance(inner, str):
+                found = re.search(r"^Message-ID:\s*(<[^>]+>)", inner, re.IGNORECASE | re.M)
+                if found:
+                    original.append(found.group(1))
+    if action and action != "failed":
+        return Classified("ignore", reason=f"delivery report: {action}")
+    if status.startswith("4"):
+        return Classified("ignore", reason=f"temporary failure {status}")
+    if not original and not recipient:
+        return None
+    return Classified(
+        "bounce",
+        tuple(original),
+        recipient.lower(),
+        reason=status or "bounce",
+        data={"status": status},
+    )
+
+
+def classify(message: EmailMessage, *, secret: str, unsubscribe_mailto: str) -> Classified:
+    """What a message that arrived in the reply mailbox means."""
+    sender = parseaddr(str(message.get("From", "")))[1].lower()
+    bounce = _bounce(message)
+    if bounce is not None:
+        return bounce
+    recipients = {
+        address.lower()
+        for _, address in getaddresses(
+            [str(message.get(h, "")) for h in ("To", "Cc", "Delivered-To", "X-Original-To")]
+        )
+    }
+    if unsubscribe_mailto and unsubscribe_mailto.lower() in recipients:
+        subject = str(message.get("Subject", "")).strip()
+        payload = verify(secret, UNSUBSCRIBE_PURPOSE, subject.split()[-1] if subject else "")
+        lead_id = payload.partition(":")[0] if payload else ""
+        return Classified(
+            "unsubscribe",
+            address=sender,
+            lead_id=int(lead_id) if lead_id.isdigit() else None,
+            reason="mail to the unsubscribe address",
+        )
+    refers = _ids(str(message.get("In-Reply-To", ""))) + list(
+        reversed(_ids(str(message.get("References", ""))))
+    )
+    automatic = _is_automatic(message)
+    kind = "auto_reply" if automatic else "reply"
+    subject = str(message.get("Subject", ""))[:200]
+    return Classified(
+        kind,
+        tuple(dict.fromkeys(refers)),
+        sender,
+        reason=automatic or "",
+        data={"subject": subject},
+    )
+
+
+@dataclass
+class PollReport:
+    replies: int = 0
+    auto_replies: int = 0
+    bounces: int = 0
+    unsubscribes: int = 0
+    #: Messages no lead could be found for.
+    unmatched: int = 0
+    ignored: int = 0
+
+
+#: The report's counter for each kind.
+COUNTERS = {
+    "reply": "replies",
+    "auto_reply": "auto_replies",
+    "bounce": "bounces",
+    "unsubscribe": "unsubscribes",
+}
+EVENTS = {
+    "reply": "email_replied",
+    "auto_reply": "auto_reply",
+    "bounce": "email_bounced",
+    "unsubscribe": "unsubscribed",
+}
+
+
+def attribute(session: Session, found: Classified) -> tuple[int, str | None, str | None] | None:
+    """``(lead id, sequence, step)`` the message belongs to, or ``None``."""
+    if found.refers_to:
+        row = session.exec(
+            select(OutboxMessage).where(col(OutboxMessage.message_id).in_(found.refers_to))
+        ).first()
+        if row is not None:
+            return row.lead_id, row.sequence, row.step
+    if found.lead_id is not None and session.get(Lead, found.lead_id) is not None:
+        return found.lead_id, None, None
+    if found.address:
+        lead = session.exec(select(Lead).where(Lead.email == found.address)).first()
+        if lead is not None and lead.id is not None:
+            return lead.id, None, None
+    return None
+
+
+def process(
+    session: Session,
+    raw: bytes,
+    *,
+    secret: str,
+    unsubscribe_mailto: str,
+    now: datetime,
+    report: PollReport,
+) -> None:
+    """Classify one message and record what it means."""
+    message = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
+    found = classify(message, secret=secret, unsubscribe_mailto=unsubscribe_mailto)
+    if found.kind == "ignore":
+        report.ignored += 1
+        return
+    target = attribute(session, found)
+    if target is None:
+        report.unmatched += 1
+        logs.action("mail matches no lead", kind=found.kind, sender=found.address)
+        return
+    lead_id, sequence, step = target
+    own_id = (_ids(str(message.get("Message-ID", ""))) or [""])[0]
+    source_id = own_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    recorded = record_event(
+        session,
+        lead_id,
+        EVENTS[found.kind],
+        sequence=sequence,
+        step=step,
+        data={**found.data, "reason": found.reason, "from": found.address},
+        at=now,
+        source="imap",
+        source_id=source_id,
+    )
+    if recorded.new:
+        counter = COUNTERS[found.kind]
+        setattr(report, counter, getattr(report, counter) + 1)
+        logs.action(
+            f"mail: {EVENTS[found.kind]}",
+            lead_id=lead_id,
+            sequence=sequence,
+            step=step,
+            reason=found.reason or None,
+        )
+
+
+@contextmanager
+def _mailbox(settings: RepliesSection) -> Iterator[imaplib.IMAP4]:
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    try:
+        if settings.tls:
+            imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                settings.host, settings.port, ssl_context=context, timeout=30
+            )
+        else:
+            imap = imaplib.IMAP4(settings.host, settings.port, timeout=30)
+            if settings.starttls and "STARTTLS" in imap.capabilities:
+                imap.starttls(context)
+        imap.login(settings.username, settings.password)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise MailboxError(f"[replies] {settings.host}:{settings.port}: {exc}") from None
+    try:
+        yield imap
+    finally:
+        try:
+            imap.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+
+
+def poll(
+    engine: Engine,
+    settings: RepliesSection,
+    *,
+    secret: str,
+    unsubscribe_mailto: str,
+    now: datetime,
+) -> PollReport:
+    """Read every message not processed yet, record its event, and mark it processed."""
+    report = PollReport()
+    with _mailbox(settings) as imap:
+        status, _ = imap.select(settings.mailbox)
+        if status != "OK":
+            raise MailboxError(f"[replies] mailbox {settings.mailbox!r} cannot be opened")
+        status, found = imap.uid("SEARCH", "UNKEYWORD", PROCESSED)
+        uids = found[0].split() if status == "OK" and found and found[0] else []
+        for uid in uids:
+            status, fetched = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+            parts = [item for item in fetched if isinstance(item, tuple)]
+            if status != "OK" or not parts:
+                continue
+            raw = parts[0][1]
+            with session_scope(engine) as session:
+                process(
+                    session,
+                    raw,
+                    secret=secret,
+                    unsubscribe_mailto=unsubscribe_mailto,
+                    now=now,
+                    report=report,
+                )
+            imap.uid("STORE", uid, "+FLAGS", f"({PROCESSED})")
+    return report
