@@ -77,8 +77,9 @@ class Site:
 
 
 @pytest.fixture
-def site(project: Path, db_url: str, smtp_server: SmtpServer,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:  # fmt: skip
+def site(
+    project: Path, db_url: str, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Site]:
     port = free_port()
     for path in (project / "sequences").iterdir():
         path.unlink()
@@ -91,10 +92,12 @@ def site(project: Path, db_url: str, smtp_server: SmtpServer,
     config = load_settings(project / "nurture.toml")
     engine = open_engine(db_url)
     with session_scope(engine) as session:
-        upsert_leads(session, [LeadChanges("maria@example.com",
-                                           {"first_name": "María", "source": "web"})])  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(create_app(config, engine), host="127.0.0.1",
-                                           port=port, log_level="warning"))  # fmt: skip
+        upsert_leads(
+            session, [LeadChanges("maria@example.com", {"first_name": "María", "source": "web"})]
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config, engine), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -170,8 +173,11 @@ def test_tampered_or_unknown_click_tokens_get_404_and_no_redirect(site: Site) ->
 def test_one_click_unsubscribe_post(site: Site) -> None:
     found = links(site.deliver())
     with site.client() as http:
-        response = http.post(found["header"], content="List-Unsubscribe=One-Click",
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        response = http.post(
+            found["header"],
+            content="List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
     assert response.status_code == 200
     [event] = site.events("unsubscribed")
     assert event.data["via"] == "one-click"
@@ -183,8 +189,11 @@ def test_machine_engagement_is_flagged_and_not_counted(site: Site) -> None:
     with site.client() as http:
         http.get(found["pixel"])  # at once after delivery: a scanner
         http.head(found["clicks"][1], follow_redirects=False)
-        http.get(found["clicks"][0], headers={"User-Agent": "Barracuda Sentinel (EE)"},
-                 follow_redirects=False)  # fmt: skip
+        http.get(
+            found["clicks"][0],
+            headers={"User-Agent": "Barracuda Sentinel (EE)"},
+            follow_redirects=False,
+        )
     events = site.events("email_opened") + site.events("email_clicked")
     assert len(events) == 3 and all(e.machine for e in events)
     reasons = {e.data["machine_reason"] for e in events}
@@ -211,18 +220,23 @@ def test_events_api_keys_batches_and_unknown_leads(site: Site) -> None:
         assert first.status_code == 201, first.text
         again = http.post(url, json=good, headers=auth)
         assert again.status_code == 200 and again.json()["duplicate"] is True
-        unknown = http.post(url, json={"type": "form_submitted", "lead": "who@example.com"},
-                            headers=auth)  # fmt: skip
+        unknown = http.post(
+            url, json={"type": "form_submitted", "lead": "who@example.com"}, headers=auth
+        )
         assert unknown.status_code == 404 and "no lead with email" in unknown.json()["error"]
-        batch = http.post(url, headers=auth, json=[
-            {"type": "page_visited", "lead": "maria@example.com", "data": {"path": "/pricing"}},
-            {"type": "Bad Type", "lead": "maria@example.com"},
-            {"lead": "maria@example.com"},
-            {"type": "form_submitted", "lead": "maria@example.com", "at": "yesterday"},
-            {"type": "form_submitted", "lead": "nobody@example.com"},
-            "not an object",
-            {"type": "webinar_attended", "lead": "MARIA@example.com", "colour": "red"},
-        ])  # fmt: skip
+        batch = http.post(
+            url,
+            headers=auth,
+            json=[
+                {"type": "page_visited", "lead": "maria@example.com", "data": {"path": "/pricing"}},
+                {"type": "Bad Type", "lead": "maria@example.com"},
+                {"lead": "maria@example.com"},
+                {"type": "form_submitted", "lead": "maria@example.com", "at": "yesterday"},
+                {"type": "form_submitted", "lead": "nobody@example.com"},
+                "not an object",
+                {"type": "webinar_attended", "lead": "MARIA@example.com", "colour": "red"},
+            ],
+        )
         assert batch.status_code == 207
         body = batch.json()
         assert [r["status"] for r in body["results"]] == [201, 422, 422, 422, 404, 422, 422]
