@@ -126,7 +126,8 @@ def _bounce(message: EmailMessage) -> Classified | None:
     if status.startswith("4"):
         return Classified("ignore", reason=f"temporary failure {status}")
     if not original and not recipient:
-        return None
+        # From a mailer daemon but unreadable: never mistaken for the lead's reply.
+        return Classified("ignore", reason="delivery report without a recipient")
     return Classified(
         "bounce",
         tuple(original),
