@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nurture import __version__, clock, logs
 from nurture.config import Config
-from nurture.errors import InvalidValueError, LeadNotFoundError
+from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.events import Event, record_event
 from nurture.ingest import ingest, parse_item
 from nurture.leads import Lead
@@ -35,6 +35,13 @@ from nurture.outbox import OutboxMessage
 from nurture.store import session_scope
 from nurture.tokens import project_secret, verify
 from nurture.tracking import LINK_BURST, machine_reason, read_click, read_open
+
+
+class ServerError(NurtureError):
+    """The server could not run."""
+
+    exit_code = 2
+
 
 #: A transparent 1x1 GIF.
 PIXEL = bytes.fromhex(
@@ -343,13 +350,25 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
 
 
 def serve(config: Config, engine: Engine, host: str, port: int) -> None:
-    """Run the server until SIGTERM or Ctrl-C."""
-    import uvicorn
+    """Run the server until SIGTERM or Ctrl-C, then finish the requests in flight and
+    return (exit code 0)."""
+    import signal
+    import threading
 
+    server = background_server(config, engine, host, port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: stop.set())
+    thread = threading.Thread(target=server.run, name="nurture-server")
+    thread.start()
     logs.action("server listening", url=f"http://{host}:{port}")
-    uvicorn.run(
-        create_app(config, engine), host=host, port=port, log_level="warning", access_log=False
-    )
+    while not stop.wait(0.5):
+        if not thread.is_alive():  # it could not start (the port is taken...)
+            raise ServerError(f"the server on {host}:{port} stopped; see the log above")
+    logs.action("stopping", reason="signal")
+    server.should_exit = True
+    thread.join()
+    logs.action("server stopped")
 
 
 def background_server(config: Config, engine: Engine, host: str, port: int) -> Any:

@@ -1,0 +1,123 @@
+"""Engagement through the commands: nurture event, nurture serve, nurture run --serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.acceptance.conftest import Run
+from tests.conftest import free_port
+
+
+def _project(nurture: Run, tmp_path: Path) -> Path:
+    assert nurture("init", "p").returncode == 0
+    project = tmp_path / "p"
+    assert nurture("db", "upgrade", cwd=project).returncode == 0
+    assert nurture("leads", "import", "leads.csv", cwd=project).returncode == 0
+    return project
+
+
+def test_event_command_records_once_and_acts(nurture: Run, tmp_path: Path) -> None:
+    project = _project(nurture, tmp_path)
+    lead = "maria.lopez@brightpath.io"
+    assert nurture("tick", "--now", "2026-11-23T10:00:00-08:00", cwd=project).returncode == 0
+    result = nurture(
+        "event",
+        "email_replied",
+        "--lead",
+        lead,
+        "--sequence",
+        "pricing-guide-welcome",
+        "--step",
+        "welcome",
+        "--data",
+        "note=hi",
+        cwd=project,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"recorded email_replied for {lead}")
+    tick = nurture("tick", "--now", "2026-11-23T10:05:00-08:00", cwd=project)
+    assert "exited 1" in tick.stdout
+    shown = nurture("enrollments", "list", "--lead", lead, "--json", cwd=project)
+    [enrollment] = json.loads(shown.stdout)
+    assert (enrollment["status"], enrollment["reason"]) == ("exited", "replied")
+    unsubscribe = nurture("event", "unsubscribed", "--lead", lead, cwd=project)
+    assert unsubscribe.returncode == 0
+    show = json.loads(nurture("leads", "show", lead, "--json", cwd=project).stdout)
+    assert show["status"] == "unsubscribed"
+    # A later import saying "subscribed" never undoes it.
+    (project / "again.csv").write_text(f"email,status\n{lead},subscribed\n")
+    nurture("leads", "import", "again.csv", cwd=project)
+    show = json.loads(nurture("leads", "show", lead, "--json", cwd=project).stdout)
+    assert show["status"] == "unsubscribed"
+    bad = nurture("event", "Not A Type", "--lead", lead, cwd=project)
+    assert bad.returncode == 1 and "event type 'Not A Type'" in bad.stderr
+    nobody = nurture("event", "form_submitted", "--lead", "x@example.com", cwd=project)
+    assert nobody.returncode == 1 and "no lead with email x@example.com" in nobody.stderr
+    assert "Traceback" not in bad.stderr + nobody.stderr
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not come up")
+
+
+def _start(project: Path, *args: str, port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env["NURTURE_SERVER_PORT"] = str(port)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nurture", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_serve_answers_and_stops_on_sigterm(nurture: Run, tmp_path: Path) -> None:
+    project = _project(nurture, tmp_path)
+    port = free_port()
+    server = _start(project, "serve", port=port)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", server)
+        off = httpx.post(f"http://127.0.0.1:{port}/api/events", json={}, timeout=5)
+        assert off.status_code == 503 and "[api] key" in off.json()["detail"]
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0
+
+
+def test_run_serve_runs_the_daemon_and_the_server_in_one_process(
+    nurture: Run, tmp_path: Path
+) -> None:
+    project = _project(nurture, tmp_path)
+    port = free_port()
+    daemon = _start(project, "run", "--serve", port=port)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", daemon)
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, stderr
+    assert "server listening" in stderr and "daemon stopped" in stderr
