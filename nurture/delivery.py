@@ -240,7 +240,8 @@ def _cancelled_because(
     if enrollment is not None and enrollment.status == EnrollmentStatus.exited:
         return f"lead left the sequence: {enrollment.reason}"
     if sequence is not None:
-        engagement = LeadEvents.of(events, sequence.name)
+        since = enrollment.enrolled_at if enrollment is not None else None
+        engagement = LeadEvents.of(events, sequence.name, since=since)
         names = context(LeadView.of(lead), engagement, now=now)
         reason = exit_reason(sequence.exit_when, engagement, lead.stage, names)
         if reason:

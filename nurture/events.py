@@ -86,15 +86,19 @@ class LeadEvents:
 
     ``opened('welcome')`` means an open of the ``welcome`` email of *this* sequence;
     ``occurred('call_completed')`` without a step means any such event of the lead.
-    Machine events are left out.
+    For an enrollment, only what happened since it began counts: a reply to last
+    year's sequence does not end this one. Machine events are left out.
     """
 
     pairs: frozenset[tuple[str, str | None]]
     types: frozenset[str]
 
     @classmethod
-    def of(cls, events: Iterable[Event], sequence: str) -> LeadEvents:
-        human = [e for e in events if not e.machine]
+    def of(
+        cls, events: Iterable[Event], sequence: str, since: datetime | None = None
+    ) -> LeadEvents:
+        """The lead's own events (of this enrollment: those *since* it began)."""
+        human = [e for e in events if not e.machine and (since is None or e.occurred_at >= since)]
         pairs = {(e.type, e.step) for e in human if e.sequence == sequence}
         return cls(frozenset(pairs), frozenset(e.type for e in human))
 

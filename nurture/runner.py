@@ -371,7 +371,7 @@ def _process(
             sequence,
             position,
             lead=view.as_dict(),
-            engagement=LeadEvents.of(events, sequence.name),
+            engagement=LeadEvents.of(events, sequence.name, since=enrollment.enrolled_at),
             now=now,
             tz=zone(tz_name),
         )

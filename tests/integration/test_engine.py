@@ -22,6 +22,7 @@ from nurture.daemon import tick
 from nurture.database import open_engine
 from nurture.delivery import DeliveryReport
 from nurture.enrollments import Enrollment
+from nurture.events import record_event
 from nurture.leads import Lead
 from nurture.outbox import OutboxMessage
 from nurture.runner import Context, PassReport
@@ -331,3 +332,18 @@ def test_a_lead_made_hot_or_unsubscribed_by_an_import_leaves_at_the_next_pass(
     assert reasons == {"lead is hot", "lead is unsubscribed"}
     # Neither queued welcome goes out: the lead left, or opted out.
     assert delivered.cancelled == 2 and harness.sent() == []
+
+
+def test_a_reply_to_an_earlier_sequence_does_not_end_a_new_one(harness: Harness) -> None:
+    with freeze_time(la(2026, 11, 1, 10, 0)), session_scope(harness.engine) as session:
+        lead = session.exec(select(Lead)).one()
+        record_event(session, lead.id or 0, "email_replied", sequence="welcome", step="welcome",
+                     source="imap", source_id="<old@example.com>")  # fmt: skip
+    report, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert report.exited == 0 and delivered.sent == 1
+    # A reply now, during this enrollment, ends it.
+    with freeze_time(la(2026, 11, 23, 11, 0)), session_scope(harness.engine) as session:
+        record_event(session, lead.id or 0, "email_replied", sequence="welcome", step="welcome",
+                     source="imap", source_id="<new@example.com>")  # fmt: skip
+    report, _ = harness.tick(la(2026, 11, 23, 11, 1))
+    assert report.exited == 1
