@@ -484,6 +484,7 @@ def tick(
                 ("notifications", report.notifications),
                 ("skipped", report.skipped),
                 ("exited", report.exited),
+                ("turned hot", report.hot),
                 ("completed", report.completed),
                 ("deferred", delivered.deferred),
                 ("retrying", delivered.retrying),

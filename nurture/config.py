@@ -121,6 +121,38 @@ class RepliesSection(Section):
     interval: float = Field(default=60.0, gt=0)
 
 
+class SalesSection(Section):
+    #: Salespeople who take hot leads that have no owner, in turn (round robin).
+    team: list[str] = Field(default_factory=list)
+    #: Who hears about a hot lead when nobody owns it and there is no team, and who gets
+    #: the reminders.
+    notify_email: str = ""
+    #: Slack-compatible incoming webhook for hot-lead notices; empty: none.
+    webhook_url: str = ""
+    #: Business days sales has to answer a hand-off before one reminder goes out.
+    accept_within: int = Field(default=2, ge=1, le=60)
+    #: The From address of hand-off notifications.
+    from_address: str = "nurture@localhost"
+
+    @field_validator("team")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        from nurture.errors import InvalidValueError
+        from nurture.leads import normalize_email
+
+        try:
+            return [normalize_email(address) for address in value]
+        except InvalidValueError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class LimitsSection(Section):
     #: Emails one sender mailbox may send per day (its local day in the project timezone).
     per_sender_daily: int = Field(default=500, ge=1)
@@ -153,6 +185,7 @@ class Settings(BaseSettings):
     sender: SenderSection = SenderSection()
     tracking: TrackingSection = TrackingSection()
     limits: LimitsSection = LimitsSection()
+    sales: SalesSection = SalesSection()
     api: ApiSection = ApiSection()
     server: ServerSection = ServerSection()
     replies: RepliesSection = RepliesSection()

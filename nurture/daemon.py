@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,9 +21,12 @@ from nurture.catalog import Catalog, load_catalog
 from nurture.config import Config
 from nurture.delivery import DeliveryReport, deliver
 from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.handoff_notice import deliver_webhooks, send_reminders
 from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.replies import MailboxError, PollReport, poll
 from nurture.runner import Context, PassReport, run_pass
+from nurture.scorer import score_pass
+from nurture.scoring import ScoringRules, load_scoring
 from nurture.server import background_server
 from nurture.store import session_scope
 from nurture.transports import Transport, open_transport
@@ -34,6 +38,7 @@ class Reloader:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._reported: set[str] = set()
+        self._scoring_reported: set[str] = set()
 
     def __call__(self, now: datetime) -> Catalog:
         config = self.ctx.config
@@ -55,6 +60,34 @@ class Reloader:
                 current.add(f"missing:{name}")
         self._reported = current
         return catalog
+
+    def scoring(self) -> ScoringRules | None:
+        """The scoring rules; problems in ``scoring.yaml`` are logged once per change and
+        leave scores as they are until fixed."""
+        rules, problems = load_scoring(self.ctx.config.scoring_file)
+        current = {str(problem) for problem in problems}
+        for line in sorted(current - self._scoring_reported):
+            logs.action(
+                "scoring.yaml has problems: scores wait", level=logging.WARNING, problem=line
+            )
+        self._scoring_reported = current
+        return rules
+
+
+def full_pass(
+    ctx: Context, reload: Reloader, now: datetime, stop: Callable[[], bool] | None = None
+) -> tuple[Catalog, PassReport]:
+    """Reload the files, score what happened, hand off hot leads, send due reminders,
+    then advance the enrollments."""
+    catalog = reload(now)
+    report = PassReport()
+    rules = reload.scoring()
+    if rules is not None:
+        scored = score_pass(ctx, rules, now)
+        report.stage_changes, report.hot = scored.stage_changes, scored.hot
+        report.reminders = send_reminders(ctx, now)
+    report.add(run_pass(ctx, catalog, now, stop))
+    return catalog, report
 
 
 def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
@@ -108,16 +141,16 @@ class Daemon:
             return
         async with self._pass_lock:
             now = clock.now()
-            self.catalog = await asyncio.to_thread(self.reload, now)
-            report = await asyncio.to_thread(
-                run_pass, self.ctx, self.catalog, now, self.stopping.is_set
+            catalog, report = await asyncio.to_thread(
+                full_pass, self.ctx, self.reload, now, self.stopping.is_set
             )
+            self.catalog = catalog
             self.passes += 1
             if any(vars(report).values()):
                 logs.action("pass done", **vars(report))
         await self.delivery_job()
         if self.until_idle and not self.stopping.is_set():
-            idle = not await asyncio.to_thread(has_work_due, self.ctx, self.catalog, clock.now())
+            idle = not await asyncio.to_thread(has_work_due, self.ctx, catalog, clock.now())
             if idle:
                 self.stop("nothing more is due (--until-idle)")
 
@@ -126,6 +159,7 @@ class Daemon:
             return
         async with self._delivery_lock:
             report = await deliver(self.ctx, self.catalog, self.transport, stopping=self.stopping)
+            await deliver_webhooks(self.ctx)
             if any(vars(report).values()):
                 logs.action("delivery done", **vars(report))
 
@@ -230,11 +264,11 @@ async def tick(ctx: Context, now: datetime) -> tuple[Catalog, PassReport, Delive
     """One full pass at *now* and the deliveries it makes due (``nurture tick``): the reply
     mailbox is read first, so a reply stops its sequence in this very pass."""
     await asyncio.to_thread(poll_replies, ctx)
-    catalog = await asyncio.to_thread(Reloader(ctx), now)
-    report = await asyncio.to_thread(run_pass, ctx, catalog, now)
+    catalog, report = await asyncio.to_thread(full_pass, ctx, Reloader(ctx), now)
     transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
     try:
         delivered = await deliver(ctx, catalog, transport)
     finally:
         await transport.close()
+    await deliver_webhooks(ctx)
     return catalog, report, delivered

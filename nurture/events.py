@@ -69,6 +69,9 @@ class Event(SQLModel, table=True):
     source_id: str | None = Field(default=None, max_length=300)
     #: A scanner or proxy did it, not the lead: stored, never counted.
     machine: bool = False
+    #: Engagement points it earned when scored (before decay); ``None`` until scored.
+    points: float | None = None
+    scored: bool = Field(default=False, index=True)
 
 
 def check_type(name: str) -> str:

@@ -69,6 +69,16 @@ class Lead(SQLModel, table=True):
     )
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: Engagement score as of ``scored_at`` (it decays from there), and fit score.
+    engagement: float = 0.0
+    fit: float = 0.0
+    scored_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Events before this moment no longer count (the lead was recycled).
+    score_reset_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The stage the scores gave at the last review; a crossing is a change of it.
+    score_stage: str = Field(default="cold", sa_type=String(16))
+    #: When decay may next move the lead down a stage: the pass looks again then.
+    stage_review_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
     @property
     def full_name(self) -> str:

@@ -33,6 +33,8 @@ class MessageKind(enum.StrEnum):
     email = "email"
     #: A ``notify`` step's message to a salesperson.
     notify = "notify"
+    #: A hot lead handed to sales, or a reminder about one.
+    handoff = "handoff"
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -67,6 +67,9 @@ class PassReport:
     exited: int = 0
     completed: int = 0
     failed: int = 0
+    stage_changes: int = 0
+    hot: int = 0
+    reminders: int = 0
 
     def add(self, other: PassReport) -> None:
         for item in fields(self):

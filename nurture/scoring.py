@@ -4,7 +4,9 @@ events and fields."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +170,83 @@ def load_scoring(path: Path) -> tuple[ScoringRules | None, list[Problem]]:
     except InputFileError as exc:
         return None, [problem_from_error(exc, path)]
     return parse_scoring(path, data)
+
+
+# --- applying the rules: pure functions of their inputs and `now` ---------------------
+
+#: Stages scoring moves leads between; the others are sales' answers and stay put.
+SCORED_STAGES = ("cold", "warm", "hot")
+
+
+def half_life_seconds(rules: ScoringRules) -> float | None:
+    """The half-life in seconds, or ``None`` when engagement does not decay."""
+    if rules.half_life is None:
+        return None
+    unit = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[rules.half_life.unit]
+    return float(rules.half_life.amount * unit)
+
+
+def decayed(value: float, since: datetime, now: datetime, rules: ScoringRules) -> float:
+    """*value* as of *since*, decayed to *now*."""
+    half_life = half_life_seconds(rules)
+    if half_life is None or now <= since:
+        return value
+    return value * 0.5 ** ((now - since).total_seconds() / half_life)
+
+
+def event_points(rules: ScoringRules, type: str, machine: bool, counted_today: int) -> float:
+    """The points an event earns: none for a machine's, none past the daily cap."""
+    rule = rules.engagement.get(type)
+    if rule is None or machine:
+        return 0.0
+    if rule.max_per_day is not None and counted_today >= rule.max_per_day:
+        return 0.0
+    return rule.points
+
+
+def fit_of(rules: ScoringRules, lead: Any, now: datetime) -> tuple[float, list[FitRule]]:
+    """The fit score of a lead (a :class:`~nurture.expressions.LeadView`) and the rules
+    that matched; a rule that cannot be evaluated for this lead does not match."""
+    from nurture.expressions import EventSet, context, truth
+
+    names = context(lead, EventSet(), now=now)
+    matched = []
+    for rule in rules.fit:
+        try:
+            if truth(rule.condition, names):
+                matched.append(rule)
+        except InvalidValueError:
+            continue
+    return sum(rule.points for rule in matched), matched
+
+
+def reaches(rules: ScoringRules, stage: str, engagement: float, fit: float) -> bool:
+    threshold = rules.stages.get(stage)
+    return threshold is not None and engagement >= threshold.engagement and fit >= threshold.fit
+
+
+def implied_stage(rules: ScoringRules, engagement: float, fit: float, approachable: bool) -> str:
+    """The stage the scores alone give: ``hot`` (which also needs an approachable lead),
+    ``warm`` or ``cold``."""
+    if approachable and reaches(rules, "hot", engagement, fit):
+        return "hot"
+    if reaches(rules, "warm", engagement, fit) or reaches(rules, "hot", engagement, fit):
+        return "warm" if "warm" in rules.stages else "cold"
+    return "cold"
+
+
+def falls_below_at(
+    rules: ScoringRules, stage: str, engagement: float, since: datetime
+) -> datetime | None:
+    """When decay takes *engagement* (as of *since*) below the threshold that keeps a
+    lead at *stage*; ``None`` if it never does."""
+    threshold = rules.stages.get(stage)
+    half_life = half_life_seconds(rules)
+    if stage not in ("warm", "hot") or threshold is None or half_life is None:
+        return None
+    if threshold.engagement <= 0 or engagement <= 0:
+        return None
+    if engagement < threshold.engagement:
+        return since
+    seconds = half_life * math.log2(engagement / threshold.engagement)
+    return since + timedelta(seconds=seconds + 1)

@@ -66,9 +66,7 @@ class MaildirTransport:
             os.fsync(handle.fileno())
         os.replace(temporary, final)
 
-    async def send(
-        self, message: bytes, sender: str, recipient: str, key: str
-    ) -> SendResult:
+    async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
         try:
             await asyncio.to_thread(self._write, message, key)
         except OSError as exc:
@@ -123,9 +121,7 @@ class SmtpTransport:
                 return
         self._idle.append(client)
 
-    async def send(
-        self, message: bytes, sender: str, recipient: str, key: str
-    ) -> SendResult:
+    async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.max_connections)
         async with self._slots:

@@ -27,7 +27,7 @@ def _project(nurture: Run, tmp_path: Path) -> Path:
 def test_event_command_records_once_and_acts(nurture: Run, tmp_path: Path) -> None:
     project = _project(nurture, tmp_path)
     lead = "maria.lopez@brightpath.io"
-    assert nurture("tick", "--now", "2026-11-23T10:00:00-08:00", cwd=project).returncode == 0
+    assert nurture("tick", "--now", "2026-11-20T10:00:00-08:00", cwd=project).returncode == 0
     result = nurture(
         "event",
         "email_replied",
@@ -39,11 +39,13 @@ def test_event_command_records_once_and_acts(nurture: Run, tmp_path: Path) -> No
         "welcome",
         "--data",
         "note=hi",
+        "--at",
+        "2026-11-20T18:01:00Z",
         cwd=project,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"recorded email_replied for {lead}")
-    tick = nurture("tick", "--now", "2026-11-23T10:05:00-08:00", cwd=project)
+    tick = nurture("tick", "--now", "2026-11-20T10:05:00-08:00", cwd=project)
     assert "exited 1" in tick.stdout
     shown = nurture("enrollments", "list", "--lead", lead, "--json", cwd=project)
     [enrollment] = json.loads(shown.stdout)

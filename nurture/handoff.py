@@ -1,0 +1,174 @@
+"""The hand-off to sales: a lead that turns hot is handed to one salesperson with the
+reasons, once per transition; sales accepts, rejects or recycles it.
+
+A hand-off is ``pending`` until answered: ``accepted`` (stage ``accepted``),
+``rejected`` (stage ``disqualified``, kept with the reason), or ``recycled`` (back to
+nurture: stage ``cold``, engagement reset, enrolled again by the audiences that match).
+Notices go out by email through the outbox and, with ``[sales] webhook_url``, as a
+Slack-compatible webhook; one reminder follows if nobody answers in time.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from nurture import clock
+from nurture.errors import InvalidValueError
+from nurture.sqltypes import JSONType, UTCDateTime
+
+
+class HandoffStatus(enum.StrEnum):
+    pending = "pending"
+    accepted = "accepted"
+    rejected = "rejected"
+    recycled = "recycled"
+
+
+ANSWERS = {"accept": "accepted", "reject": "rejected", "recycle": "recycled"}
+
+
+class Handoff(SQLModel, table=True):
+    """One hot lead handed to sales."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        Index("ix_handoffs_lead", "lead_id"),
+        Index("ix_handoffs_status_remind", "status", "remind_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
+    became_hot_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: The salesperson it went to; ``None`` when it went to ``[sales] notify_email``.
+    owner: str | None = Field(default=None, max_length=320)
+    status: str = Field(default=HandoffStatus.pending.value, sa_type=String(16))
+    #: Scores when it turned hot.
+    engagement: float = 0.0
+    fit: float = 0.0
+    #: Why it is hot: top events and fit rules, thresholds, timeline, sequences.
+    why: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    remind_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    #: ``cli`` or ``api``.
+    answered_via: str | None = Field(default=None, max_length=32)
+
+
+class WebhookStatus(enum.StrEnum):
+    queued = "queued"
+    sent = "sent"
+    failed = "failed"
+
+
+class Webhook(SQLModel, table=True):
+    """One webhook call, stored before it is made; made until it succeeds, once."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=300, unique=True)
+    url: str = Field(max_length=2000)
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    status: str = Field(default=WebhookStatus.queued.value, sa_type=String(16))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+def pending_handoff(session: Session, lead_id: int) -> Handoff | None:
+    query = (
+        select(Handoff)
+        .where(Handoff.lead_id == lead_id)
+        .where(Handoff.status == HandoffStatus.pending.value)
+        .order_by(col(Handoff.id).desc())
+    )
+    return session.exec(query).first()
+
+
+def parse_answer(word: str) -> str:
+    if word not in ANSWERS:
+        raise InvalidValueError(f"answer {word!r}: use accept, reject or recycle")
+    return word
+
+
+def answer_handoff(
+    session: Session,
+    email: str,
+    answer: str,
+    reason: str | None,
+    *,
+    via: str,
+    now: datetime | None = None,
+) -> Handoff:
+    """Record sales' answer for the lead with *email* (which must have been handed off)."""
+    from nurture.events import record_event
+    from nurture.store import get_lead
+
+    parse_answer(answer)
+    if answer in ("reject", "recycle") and not (reason or "").strip():
+        raise InvalidValueError(f"{answer} needs a reason (--reason TEXT)")
+    moment = now or clock.now()
+    lead = get_lead(session, email)
+    assert lead.id is not None
+    handoff = pending_handoff(session, lead.id)
+    if handoff is None:
+        raise InvalidValueError(f"{lead.email} is not waiting for an answer (no pending hand-off)")
+    handoff.status = ANSWERS[answer]
+    handoff.answered_at = moment
+    handoff.reason = (reason or "").strip() or None
+    handoff.answered_via = via
+    session.add(handoff)
+    if answer == "accept":
+        lead.stage = "accepted"
+    elif answer == "reject":
+        lead.stage = "disqualified"
+    else:
+        lead.stage = "cold"
+        lead.score_stage = "cold"
+        lead.engagement = 0.0
+        lead.scored_at = moment
+        lead.score_reset_at = moment
+        lead.stage_review_at = None
+        lead.attributes = {
+            **(lead.attributes or {}),
+            "recycled_at": moment.isoformat(),
+            "recycle_reason": handoff.reason,
+        }
+    lead.updated_at = moment
+    session.add(lead)
+    record_event(
+        session,
+        lead.id,
+        f"handoff_{ANSWERS[answer]}",
+        data={"reason": handoff.reason or "", "via": via, "handoff": handoff.id},
+        at=moment,
+        source=via,
+    )
+    return handoff
+
+
+def remind_due(session: Session, now: datetime) -> list[Handoff]:
+    """Pending hand-offs whose answer is overdue and not reminded yet."""
+    query = (
+        select(Handoff)
+        .where(Handoff.status == HandoffStatus.pending.value)
+        .where(col(Handoff.remind_at) <= now)
+        .where(col(Handoff.reminded_at).is_(None))
+    )
+    return list(session.exec(query))
+
+
+def business_days_after(moment: datetime, days: int, tz_name: str) -> datetime:
+    """*days* working days (Monday to Friday) after *moment*, at the same local time."""
+    from nurture.timing import Duration, Window, add_wait, zone
+
+    return add_wait(moment, Duration(days, "business_days"), zone(tz_name), Window())

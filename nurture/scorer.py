@@ -1,0 +1,272 @@
+"""Scoring in the pass: new events earn points, changed leads get their fit, and leads
+whose scores moved (or whose engagement has decayed past a threshold) change stage.
+
+The cost is per new event and per changed lead: engagement is stored as of
+``scored_at`` and decays on read; ``stage_review_at`` (indexed) says when decay could
+next move a lead down, so a pass looks only at those leads. A lead that turns hot is
+handed to sales (:mod:`nurture.handoff`) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from nurture import logs
+from nurture.events import Event, events_of, record_event
+from nurture.expressions import LeadView
+from nurture.leads import ContactStatus, Lead
+from nurture.runner import Context
+from nurture.scoring import (
+    SCORED_STAGES,
+    ScoringRules,
+    decayed,
+    event_points,
+    falls_below_at,
+    fit_of,
+    implied_stage,
+    load_scoring,
+)
+from nurture.store import session_scope
+from nurture.timing import zone
+from nurture.tokens import Meta
+
+FIT_CHECKED_KEY = "fit_checked_at"
+OVERLAP = timedelta(minutes=1)
+
+
+@dataclass
+class ScoreReport:
+    events: int = 0
+    leads: int = 0
+    stage_changes: int = 0
+    hot: int = 0
+    reminders: int = 0
+    #: ``(email, old stage, new stage)``.
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def load_rules(ctx: Context) -> ScoringRules | None:
+    """The project's scoring rules; ``None`` (logged) when ``scoring.yaml`` has problems."""
+    rules, problems = load_scoring(ctx.config.scoring_file)
+    for problem in problems:
+        logs.action(
+            "scoring.yaml has problems: scores wait", level=logging.WARNING, problem=str(problem)
+        )
+    return rules
+
+
+def _day_start(moment: datetime, tz_name: str) -> datetime:
+    tz = zone(tz_name)
+    local = moment.astimezone(tz)
+    return datetime.combine(local.date(), time(), tzinfo=tz)
+
+
+def score_event(
+    session: Session, rules: ScoringRules, lead: Lead, event: Event, tz_name: str
+) -> None:
+    """Give *event* its points and add them to the lead's engagement."""
+    counts = not (lead.score_reset_at and event.occurred_at < lead.score_reset_at)
+    points = 0.0
+    if counts:
+        cap = rules.engagement.get(event.type)
+        earned_today = 0
+        if cap is not None and cap.max_per_day is not None:
+            start = _day_start(event.occurred_at, tz_name)
+            earned_today = session.exec(
+                select(func.count())
+                .select_from(Event)
+                .where(Event.lead_id == lead.id)
+                .where(Event.type == event.type)
+                .where(col(Event.scored).is_(True))
+                .where(col(Event.points) > 0)
+                .where(col(Event.occurred_at) >= start)
+                .where(col(Event.occurred_at) < start + timedelta(days=1))
+            ).one()
+        points = event_points(rules, event.type, event.machine, earned_today)
+    event.points, event.scored = points, True
+    session.add(event)
+    if points:
+        base = lead.scored_at or event.occurred_at
+        moment = max(base, event.occurred_at)
+        lead.engagement = decayed(lead.engagement, base, moment, rules) + decayed(
+            points, event.occurred_at, moment, rules
+        )
+        lead.scored_at = moment
+
+
+def approachable(ctx: Context, lead: Lead) -> bool:
+    """Subscribed, and someone to hand it to."""
+    sales = ctx.config.settings.sales
+    return lead.status == ContactStatus.subscribed and bool(
+        lead.owner or sales.team or sales.notify_email
+    )
+
+
+def review_stage(
+    ctx: Context,
+    session: Session,
+    rules: ScoringRules,
+    lead: Lead,
+    now: datetime,
+    report: ScoreReport,
+) -> None:
+    """Move the lead to the stage its scores now give it; hand it off if it turned hot."""
+    from nurture.handoff_notice import hand_off
+
+    engagement = decayed(lead.engagement, lead.scored_at or now, now, rules)
+    implied = implied_stage(rules, engagement, lead.fit, approachable(ctx, lead))
+    lead.stage_review_at = falls_below_at(rules, implied, lead.engagement, lead.scored_at or now)
+    crossed = implied != lead.score_stage
+    lead.score_stage = implied
+    old = lead.stage
+    # Scores move a lead only when they cross a threshold, and never out of sales'
+    # stages (accepted, customer, disqualified).
+    new = implied if crossed and old in SCORED_STAGES else old
+    if new != old:
+        lead.stage = new
+        lead.updated_at = now
+        report.stage_changes += 1
+        report.changes.append((lead.email, old, new))
+        assert lead.id is not None
+        session.add(lead)
+        record_event(
+            session,
+            lead.id,
+            "stage_changed",
+            data={"from": old, "to": new, "engagement": round(engagement, 2), "fit": lead.fit},
+            at=now,
+        )
+        logs.action(
+            "stage changed",
+            lead=lead.email,
+            stage=new,
+            was=old,
+            engagement=round(engagement, 1),
+            fit=lead.fit,
+        )
+        if new == "hot":
+            report.hot += 1
+            hand_off(ctx, session, rules, lead, engagement, now)
+    session.add(lead)
+
+
+def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
+    """Score new events, refresh the fit of changed leads, and review stages."""
+    report = ScoreReport()
+    touched: set[int] = set()
+    default_tz = ctx.default_timezone
+    while True:
+        with session_scope(ctx.engine) as session:
+            events = list(
+                session.exec(
+                    select(Event)
+                    .where(col(Event.scored).is_(False))
+                    .order_by(col(Event.id))
+                    .limit(ctx.batch_size * 5)
+                )
+            )
+            if not events:
+                break
+            lead_ids = {e.lead_id for e in events}
+            leads = {
+                lead.id: lead
+                for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
+            }
+            for event in sorted(events, key=lambda e: (e.occurred_at, e.id or 0)):
+                lead = leads[event.lead_id]
+                score_event(session, rules, lead, event, lead.timezone or default_tz)
+                session.add(lead)
+                report.events += 1
+            touched |= {i for i in lead_ids if i is not None}
+    with session_scope(ctx.engine) as session:
+        mark = session.get(Meta, FIT_CHECKED_KEY)
+        query = select(Lead)
+        if mark is not None:
+            query = query.where(col(Lead.updated_at) > datetime.fromisoformat(mark.value) - OVERLAP)
+        for lead in session.exec(query):
+            fit, _ = fit_of(rules, LeadView.of(lead), now)
+            if fit != lead.fit:
+                lead.fit = fit
+                session.add(lead)
+            assert lead.id is not None
+            touched.add(lead.id)
+        session.merge(Meta(key=FIT_CHECKED_KEY, value=now.isoformat()))
+    with session_scope(ctx.engine) as session:
+        due = session.exec(select(Lead.id).where(col(Lead.stage_review_at) <= now))
+        touched |= {i for i in due if i is not None}
+    ids = sorted(touched)
+    for start in range(0, len(ids), 500):
+        with session_scope(ctx.engine) as session:
+            for lead in session.exec(
+                select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
+            ):
+                review_stage(ctx, session, rules, lead, now, report)
+                report.leads += 1
+    return report
+
+
+def rescore(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
+    """Score every lead again from its events under the current rules."""
+    report = ScoreReport()
+    default_tz = ctx.default_timezone
+    last_id = 0
+    while True:
+        with session_scope(ctx.engine) as session:
+            leads = list(
+                session.exec(
+                    select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(500)
+                )
+            )
+            if not leads:
+                break
+            last_id = leads[-1].id or 0
+            for lead in leads:
+                assert lead.id is not None
+                lead.engagement, lead.scored_at = 0.0, None
+                for event in events_of(session, lead.id):
+                    event.scored = False
+                    session.add(event)
+                session.flush()
+                for event in events_of(session, lead.id):
+                    score_event(session, rules, lead, event, lead.timezone or default_tz)
+                    session.flush()
+                    report.events += 1
+                lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
+                review_stage(ctx, session, rules, lead, now, report)
+                report.leads += 1
+    return report
+
+
+def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) -> dict[str, Any]:
+    """Why a lead scores what it does: each event's points now, each fit rule, thresholds."""
+    assert lead.id is not None
+    events = [
+        {
+            "type": e.type,
+            "at": e.occurred_at.isoformat(),
+            "sequence": e.sequence,
+            "step": e.step,
+            "points": e.points,
+            "now": round(decayed(e.points or 0.0, e.occurred_at, now, rules), 2),
+            "machine": e.machine,
+        }
+        for e in events_of(session, lead.id)
+        if e.points
+    ]
+    _, matched = fit_of(rules, LeadView.of(lead), now)
+    return {
+        "engagement": round(decayed(lead.engagement, lead.scored_at or now, now, rules), 2),
+        "fit": lead.fit,
+        "events": sorted(events, key=lambda e: -abs(e["now"])),
+        "fit_rules": [{"if": r.condition.source, "points": r.points} for r in matched],
+        "thresholds": {
+            name: {"engagement": t.engagement, "fit": t.fit} for name, t in rules.stages.items()
+        },
+        "half_life": str(rules.half_life) if rules.half_life else None,
+    }
