@@ -232,21 +232,71 @@ def leads_show(
     email: Annotated[str, typer.Argument(help="The lead's email address.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show one lead with all its fields and attributes."""
+    """Show one lead with all its fields and attributes, and why it scores what it does."""
+    from sqlmodel import col, select
+
+    from nurture import clock
+    from nurture.handoff import Handoff
+    from nurture.scorer import breakdown
+    from nurture.scoring import load_scoring
     from nurture.store import get_lead, session_scope
 
-    with session_scope(state(ctx).engine()) as session:
-        data = get_lead(session, email).to_dict()
+    st = state(ctx)
+    rules, _ = load_scoring(st.config().scoring_file)
+    with session_scope(st.engine()) as session:
+        lead = get_lead(session, email)
+        data = lead.to_dict()
+        if rules is not None:
+            data["score"] = breakdown(session, rules, lead, clock.now())
+        data["handoffs"] = [
+            {"became_hot_at": h.became_hot_at.isoformat(), "owner": h.owner,
+             "status": h.status, "reason": h.reason}
+            for h in session.exec(
+                select(Handoff).where(Handoff.lead_id == lead.id).order_by(col(Handoff.id))
+            )
+        ]  # fmt: skip
     if as_json:
         say(json.dumps(data, indent=2, ensure_ascii=False))
         return
     table = Table(show_header=False, box=None)
     for key, value in data.items():
-        if key != "attributes":
+        if key not in ("attributes", "score", "handoffs"):
             table.add_row(key, "" if value is None else str(value))
     for key, value in sorted(data["attributes"].items()):
         table.add_row(f"lead.{key}", str(value))
     out.print(table)
+    score = data.get("score")
+    if score is not None:
+        marks = ", ".join(
+            f"{name} at engagement {t['engagement']:g}"
+            + (f" and fit {t['fit']:g}" if t["fit"] else "")
+            for name, t in score["thresholds"].items()
+        )
+        say("")
+        say(
+            f"engagement {score['engagement']:g}, fit {score['fit']:g} ({marks}; "
+            f"half-life {score['half_life'] or 'none'})"
+        )
+        events = Table("points now", "earned", "event", "touch", "at (UTC)", title="engagement")
+        for item in score["events"]:
+            touch = "/".join(p for p in (item["sequence"], item["step"]) if p)
+            events.add_row(
+                f"{item['now']:g}",
+                f"{item['points']:g}",
+                item["type"],
+                touch,
+                item["at"][:16].replace("T", " "),
+            )
+        out.print(events)
+        rules_table = Table("points", "fit rule that matched", title="fit")
+        for rule in score["fit_rules"]:
+            rules_table.add_row(f"{rule['points']:g}", rule["if"])
+        out.print(rules_table)
+    for item in data["handoffs"]:
+        say(
+            f"hand-off {item['became_hot_at'][:16]} to {item['owner'] or 'the sales inbox'}: "
+            f"{item['status']}" + (f" ({item['reason']})" if item["reason"] else "")
+        )
 
 
 def _sequence(st: State, name: str) -> tuple[Any, Any]:
@@ -738,6 +788,77 @@ def enrollments_resume(
 ) -> None:
     """Resume paused enrollments, and retry failed ones (after fixing what failed them)."""
     _pause_or_resume(ctx, sequence, lead, pause=False)
+
+
+handoff_app = typer.Typer(no_args_is_help=True, help="Answer a hot lead: accept, reject, recycle.")
+app.add_typer(handoff_app, name="handoff")
+
+
+def _answer(ctx: typer.Context, email: str, answer: str, reason: str | None) -> None:
+    from nurture.handoff import answer_handoff
+    from nurture.store import session_scope
+
+    with session_scope(state(ctx).engine()) as session:
+        handoff = answer_handoff(session, email, answer, reason, via="cli")
+        status = handoff.status
+    follow = {
+        "accepted": "stage accepted",
+        "rejected": "stage disqualified, kept with the reason",
+        "recycled": "back to nurture: stage cold, engagement reset; the next pass enrolls it",
+    }[status]
+    say(f"{email}: {status} ({follow})")
+
+
+@handoff_app.command("accept")
+def handoff_accept(
+    ctx: typer.Context, email: Annotated[str, typer.Argument(help="The lead's email.")]
+) -> None:
+    """Take the lead: its stage becomes accepted."""
+    _answer(ctx, email, "accept", None)
+
+
+@handoff_app.command("reject")
+def handoff_reject(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The lead's email.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the lead).")],
+) -> None:
+    """Not a prospect: stage disqualified, kept with the reason, never deleted."""
+    _answer(ctx, email, "reject", reason)
+
+
+@handoff_app.command("recycle")
+def handoff_recycle(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The lead's email.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the lead).")],
+) -> None:
+    """Not now: back to nurture (stage cold, engagement reset, re-enrolled by audiences)."""
+    _answer(ctx, email, "recycle", reason)
+
+
+@app.command()
+def rescore(ctx: typer.Context) -> None:
+    """Score every lead again from its events after scoring.yaml changed."""
+    from nurture import clock
+    from nurture.runner import Context
+    from nurture.scorer import rescore as run_rescore
+    from nurture.scoring import load_scoring
+
+    st = state(ctx)
+    config = st.config()
+    rules, problems = load_scoring(config.scoring_file)
+    if rules is None:
+        for problem in problems:
+            warn(str(problem))
+        raise NurtureError("scoring.yaml has problems: fix them, then rescore")
+    report = run_rescore(Context.open(st.engine(), config), rules, clock.now())
+    say(
+        f"rescored {report.leads} leads from {report.events} events: "
+        f"{report.stage_changes} changed stage, {report.hot} turned hot"
+    )
+    for email, old, new in report.changes:
+        say(f"  {email}: {old} -> {new}")
 
 
 tasks_app = typer.Typer(no_args_is_help=True, help="Sales tasks: list them, mark them done.")

@@ -28,6 +28,7 @@ from nurture import __version__, clock, logs
 from nurture.config import Config
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.events import Event, record_event
+from nurture.handoff import answer_handoff
 from nurture.ingest import ingest, parse_item
 from nurture.leads import Lead
 from nurture.messages import UNSUBSCRIBE_PURPOSE
@@ -345,6 +346,52 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
             "results": results,
         }
         return JSONResponse(summary, 207 if refused else 200)
+
+    def answer(body: Any) -> tuple[int, dict[str, Any]]:
+        if not isinstance(body, dict) or set(body) - {"lead", "answer", "reason"}:
+            return 422, {
+                "detail": 'send {"lead": EMAIL, "answer": accept|reject|recycle, "reason": TEXT}'
+            }
+        try:
+            with session_scope(engine) as session:
+                handoff = answer_handoff(
+                    session,
+                    str(body.get("lead") or ""),
+                    str(body.get("answer") or ""),
+                    body.get("reason"),
+                    via="api",
+                )
+                result = {"lead": body["lead"], "status": handoff.status}
+        except LeadNotFoundError as exc:
+            return 404, {"detail": str(exc)}
+        except InvalidValueError as exc:
+            return 422, {"detail": str(exc)}
+        return 200, result
+
+    @app.post(
+        "/api/handoff",
+        summary="Answer a hand-off",
+        responses={
+            200: {"description": "Recorded."},
+            401: {"description": "Missing or wrong API key."},
+            404: {"description": "No such lead."},
+            422: {"description": "Bad answer, a missing reason, or no pending hand-off."},
+        },
+    )
+    async def post_handoff(request: Request) -> JSONResponse:
+        """Sales' answer for a hot lead: ``{"lead": EMAIL, "answer": "accept"}``, or
+        ``"reject"`` / ``"recycle"`` with a ``"reason"``. Accept: stage accepted. Reject:
+        stage disqualified, kept with the reason. Recycle: back to nurture."""
+        if not api_key:
+            return JSONResponse({"detail": "the API is off: set [api] key"}, 503)
+        if not authorized(request):
+            return JSONResponse({"detail": "missing or wrong API key"}, 401)
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            return JSONResponse({"detail": "the body must be JSON"}, 400)
+        status, result = await run_in_threadpool(answer, body)
+        return JSONResponse(result, status)
 
     return app
 

@@ -1,0 +1,57 @@
+"""Applying scoring.yaml: decay, caps, thresholds (pure)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nurture.scoring import (
+    ScoringRules,
+    decayed,
+    event_points,
+    falls_below_at,
+    implied_stage,
+    load_scoring,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def rules() -> ScoringRules:
+    loaded, problems = load_scoring(Path(__file__).parents[2] / "scoring.yaml")
+    assert problems == [] and loaded is not None
+    return loaded
+
+
+def test_engagement_halves_every_half_life(rules: ScoringRules) -> None:
+    assert decayed(20, NOW, NOW + timedelta(days=14), rules) == pytest.approx(10)
+    assert decayed(20, NOW, NOW + timedelta(days=28), rules) == pytest.approx(5)
+    assert decayed(20, NOW, NOW - timedelta(days=1), rules) == 20  # no growth backwards
+
+
+def test_points_stop_at_the_daily_cap_and_machines_earn_none(rules: ScoringRules) -> None:
+    assert [event_points(rules, "email_opened", False, n) for n in range(5)] == [1, 1, 1, 0, 0]
+    assert event_points(rules, "email_clicked", True, 0) == 0
+    assert event_points(rules, "unsubscribed", False, 0) == -100
+    assert event_points(rules, "something_else", False, 0) == 0
+
+
+def test_hot_needs_engagement_fit_and_someone_to_hand_it_to(rules: ScoringRules) -> None:
+    assert implied_stage(rules, 5, 30, True) == "cold"
+    assert implied_stage(rules, 12, 0, True) == "warm"
+    assert implied_stage(rules, 35, 10, True) == "warm"  # engaged but not a fit
+    assert implied_stage(rules, 35, 20, True) == "hot"
+    assert implied_stage(rules, 35, 20, False) == "warm"  # nobody to hand it to
+
+
+def test_decay_below_a_threshold_is_foreseen(rules: ScoringRules) -> None:
+    moment = falls_below_at(rules, "hot", 40, NOW)
+    assert moment is not None
+    expected = NOW + timedelta(days=14 * math.log2(40 / 30))
+    assert abs((moment - expected).total_seconds()) <= 1
+    assert decayed(40, NOW, moment, rules) < 30 <= decayed(40, NOW, moment - timedelta(1), rules)
+    assert falls_below_at(rules, "cold", 40, NOW) is None
