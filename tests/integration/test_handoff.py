@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from freezegun import freeze_time
@@ -202,8 +202,8 @@ def test_unowned_leads_go_round_the_team(sales: Sales, monkeypatch: pytest.Monke
 
 
 class _Hook(BaseHTTPRequestHandler):
-    answers: list[int] = []
-    received: list[tuple[dict[str, Any], str]] = []
+    answers: ClassVar[list[int]] = []
+    received: ClassVar[list[tuple[dict[str, Any], str]]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
