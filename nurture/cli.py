@@ -861,6 +861,62 @@ def rescore(ctx: typer.Context) -> None:
         say(f"  {email}: {old} -> {new}")
 
 
+@app.command()
+def report(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option(help="Only emails, events and hand-offs since this date.")
+    ] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML page.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The funnel: stages and conversion, time to hot, each step's results, hand-offs."""
+    from nurture import clock
+    from nurture.report import STEP_COLUMNS, funnel, to_html
+    from nurture.store import session_scope
+
+    st = state(ctx)
+    config = st.config()
+    start = (
+        _parse_moment("--since", since, config.settings.project.default_timezone) if since else None
+    )
+    with session_scope(st.engine()) as session:
+        data = funnel(session, since=start, now=clock.now())
+    if html_file is not None:
+        try:
+            html_file.write_text(to_html(data, config.settings.project.name), encoding="utf-8")
+        except OSError as exc:
+            raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
+        warn(f"report written to {html_file}")
+    if as_json:
+        say(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    stages = Table("stage", "leads now", "ever reached", title="stages")
+    for stage, count in data["stages"].items():
+        stages.add_row(stage, str(count), str(data["reached"].get(stage, "")))
+    out.print(stages)
+    for item in data["conversion"]:
+        rate = f"{100 * item['rate']:.1f}%" if item["rate"] is not None else "-"
+        say(f"{item['from']} -> {item['to']}: {item['leads']} leads ({rate})")
+    hot = data["days_to_hot"]
+    say(
+        f"days from first touch to hot: median {hot['median']}, p90 {hot['p90']} "
+        f"({hot['leads']} leads)"
+    )
+    steps = Table("sequence", "step", *STEP_COLUMNS, title="steps")
+    for row in data["steps"]:
+        steps.add_row(row["sequence"], row["step"], *(str(row[c]) for c in STEP_COLUMNS))
+    out.print(steps)
+    h = data["handoffs"]
+    say(
+        f"hand-offs: {h['total']} ({h['accepted']} accepted, {h['rejected']} rejected, "
+        f"{h['recycled']} recycled, {h['pending']} waiting); median time to answer "
+        f"{h['hours_to_answer_median']} hours"
+    )
+
+
 tasks_app = typer.Typer(no_args_is_help=True, help="Sales tasks: list them, mark them done.")
 app.add_typer(tasks_app, name="tasks")
 

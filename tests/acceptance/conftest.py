@@ -7,8 +7,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from nurture.cli import app
+from tests.conftest import SmtpServer
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -29,4 +34,28 @@ def nurture(tmp_path: Path) -> Run:
             timeout=120,
         )
 
+    return run
+
+
+class Cli:
+    """The nurture commands, in this process (so freezegun can move the clock)."""
+
+    def __init__(self, project: Path) -> None:
+        self.config = project / "nurture.toml"
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, ok: bool = True) -> Any:
+        result = self.runner.invoke(app, ["--config", str(self.config), *args])
+        if ok:
+            assert result.exit_code == 0, (args, result.output, result.exception)
+        return result
+
+
+@pytest.fixture
+def cli(project: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer) -> Cli:
+    monkeypatch.setenv("NURTURE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NURTURE_SMTP_PORT", str(smtp_server.port))
+    run = Cli(project)
+    run("db", "upgrade")
+    run("leads", "import", str(project / "leads.csv"))
     return run

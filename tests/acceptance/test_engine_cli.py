@@ -13,43 +13,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from freezegun import freeze_time
 from sqlmodel import select
-from typer.testing import CliRunner
 
-from nurture.cli import app
 from nurture.database import open_engine
 from nurture.outbox import OutboxMessage
 from nurture.store import session_scope
-from tests.acceptance.conftest import Run
+from tests.acceptance.conftest import Cli, Run
 from tests.conftest import SmtpServer
 
 START = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)  # Friday 15:30 in Los Angeles
-
-
-class Cli:
-    """The nurture commands, in this process (so freezegun can move the clock)."""
-
-    def __init__(self, project: Path) -> None:
-        self.config = project / "nurture.toml"
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, ok: bool = True) -> Any:
-        result = self.runner.invoke(app, ["--config", str(self.config), *args])
-        if ok:
-            assert result.exit_code == 0, (args, result.output, result.exception)
-        return result
-
-
-@pytest.fixture
-def cli(project: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer) -> Cli:
-    monkeypatch.setenv("NURTURE_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("NURTURE_SMTP_PORT", str(smtp_server.port))
-    run = Cli(project)
-    run("db", "upgrade")
-    run("leads", "import", str(project / "leads.csv"))
-    return run
 
 
 def _leads(project: Path) -> list[dict[str, str]]:

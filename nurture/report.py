@@ -1,0 +1,256 @@
+"""``nurture report``: the funnel, step by step, from the database.
+
+:func:`funnel` gathers the numbers (a plain dict, the same for the terminal, JSON and
+HTML); :func:`to_html` renders a single self-contained page with inline SVG charts.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import statistics
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from nurture.events import Event
+from nurture.handoff import Handoff
+from nurture.leads import Lead
+from nurture.outbox import MessageKind, OutboxMessage, OutboxStatus
+from nurture.tasks import Task, TaskStatus
+
+ORDER = ("cold", "warm", "hot", "accepted", "customer")
+STEP_COLUMNS = (
+    "sent",
+    "delivered",
+    "bounced",
+    "opened",
+    "clicked",
+    "replied",
+    "unsubscribed",
+    "tasks_done",
+)
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[str, Any]:
+    """Every number of the report."""
+    stages = dict(session.exec(select(Lead.stage, func.count()).group_by(col(Lead.stage))).all())
+    reached: dict[str, set[int]] = defaultdict(set)
+    for lead_id, stage in session.exec(select(Lead.id, Lead.stage)):
+        if stage in ORDER and lead_id is not None:
+            for earlier in ORDER[: ORDER.index(stage) + 1]:
+                reached[earlier].add(lead_id)
+    changes = select(Event.lead_id, Event.data).where(Event.type == "stage_changed")
+    for lead_id, data in session.exec(changes):
+        moved_to = str((data or {}).get("to"))
+        if moved_to in ORDER:
+            for earlier in ORDER[: ORDER.index(moved_to) + 1]:
+                reached[earlier].add(lead_id)
+    for lead_id, stage in session.exec(select(Lead.id, Lead.stage)):
+        if stage == "disqualified" and lead_id is not None:
+            reached["cold"].add(lead_id)
+    conversion = []
+    for before, after in itertools.pairwise(ORDER):
+        a, b = len(reached[before]), len(reached[after])
+        conversion.append(
+            {"from": before, "to": after, "leads": b, "rate": round(b / a, 3) if a else None}
+        )
+
+    def since_clause(column: Any) -> Any:
+        return column >= since if since is not None else column.is_not(None)
+
+    first_touch = dict(
+        session.exec(
+            select(Event.lead_id, func.min(Event.occurred_at))
+            .where(Event.type == "email_sent")
+            .group_by(col(Event.lead_id))
+        ).all()
+    )
+    handoffs = list(session.exec(select(Handoff).where(since_clause(col(Handoff.became_hot_at)))))
+    to_hot = [
+        (h.became_hot_at - first_touch[h.lead_id]).total_seconds() / 86400
+        for h in handoffs
+        if h.lead_id in first_touch and first_touch[h.lead_id] <= h.became_hot_at
+    ]
+    answered = [h for h in handoffs if h.answered_at is not None]
+    to_answer = [
+        (h.answered_at - h.became_hot_at).total_seconds() / 3600 for h in answered if h.answered_at
+    ]
+
+    steps: dict[tuple[str, str], dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys(STEP_COLUMNS, 0)
+    )
+    emails = select(OutboxMessage.sequence, OutboxMessage.step, OutboxMessage.status, func.count())
+    emails = emails.where(OutboxMessage.kind == MessageKind.email.value)
+    emails = emails.where(since_clause(col(OutboxMessage.created_at)))
+    for sequence, step, status, count in session.exec(
+        emails.group_by(
+            col(OutboxMessage.sequence), col(OutboxMessage.step), col(OutboxMessage.status)
+        )
+    ):
+        row = steps[(sequence, step)]
+        if status in (OutboxStatus.sent, OutboxStatus.bounced):
+            row["sent"] += count
+        if status == OutboxStatus.bounced:
+            row["bounced"] += count
+    kinds = {
+        "email_opened": "opened",
+        "email_clicked": "clicked",
+        "email_replied": "replied",
+        "unsubscribed": "unsubscribed",
+        "email_bounced": "bounced",
+    }
+    counted = (
+        select(Event.sequence, Event.step, Event.type, func.count(func.distinct(Event.lead_id)))
+        .where(col(Event.type).in_([k for k in kinds if k != "email_bounced"]))
+        .where(col(Event.machine).is_(False))
+        .where(col(Event.sequence).is_not(None))
+        .where(since_clause(col(Event.occurred_at)))
+        .group_by(col(Event.sequence), col(Event.step), col(Event.type))
+    )
+    for event_sequence, event_step, type_, count in session.exec(counted):
+        if event_sequence and event_step:
+            steps[(event_sequence, event_step)][kinds[type_]] += count
+    dsn = (
+        select(Event.sequence, Event.step, func.count())
+        .where(Event.type == "email_bounced")
+        .where(Event.source == "imap")
+        .where(since_clause(col(Event.occurred_at)))
+        .group_by(col(Event.sequence), col(Event.step))
+    )
+    for dsn_sequence, dsn_step, count in session.exec(dsn):
+        if dsn_sequence and dsn_step:
+            steps[(dsn_sequence, dsn_step)]["bounced"] += count
+    done = (
+        select(Task.sequence, Task.step, func.count())
+        .where(Task.status == TaskStatus.done.value)
+        .where(since_clause(col(Task.done_at)))
+        .group_by(col(Task.sequence), col(Task.step))
+    )
+    for task_sequence, task_step, count in session.exec(done):
+        steps[(task_sequence, task_step)]["tasks_done"] += count
+    rows = []
+    for (sequence, step), numbers in sorted(steps.items()):
+        numbers["delivered"] = max(numbers["sent"] - numbers["bounced"], 0)
+        rows.append({"sequence": sequence, "step": step, **numbers})
+    statuses: defaultdict[str, int] = defaultdict(int)
+    for h in handoffs:
+        statuses[h.status] += 1
+    return {
+        "generated_at": now.isoformat(),
+        "since": since.isoformat() if since else None,
+        "stages": {stage: stages.get(stage, 0) for stage in (*ORDER, "disqualified")},
+        "reached": {stage: len(reached[stage]) for stage in ORDER},
+        "conversion": conversion,
+        "days_to_hot": {
+            "leads": len(to_hot),
+            "median": round(statistics.median(to_hot), 2) if to_hot else None,
+            "p90": round(p, 2) if (p := _percentile(to_hot, 0.9)) is not None else None,
+        },
+        "steps": rows,
+        "handoffs": {
+            "total": len(handoffs),
+            **{s: statuses.get(s, 0) for s in ("pending", "accepted", "rejected", "recycled")},
+            "hours_to_answer_median": round(statistics.median(to_answer), 1) if to_answer else None,
+        },
+    }
+
+
+def _bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> str:
+    width, bar_height, label_width = 640, 22, 220
+    top = max((value for _, value in items), default=0) or 1
+    height = bar_height * len(items) + 10
+    parts = [
+        f'<svg role="img" aria-label="{html.escape(title)}" width="{width}" '
+        f'height="{height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for index, (label, value) in enumerate(items):
+        y = index * bar_height + 5
+        length = (width - label_width - 60) * value / top
+        parts.append(
+            f'<text x="0" y="{y + 15}" font-size="13">{html.escape(label)}</text>'
+            f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{bar_height - 6}"'
+            f' fill="#3b6fd8"/><text x="{label_width + length + 6:.1f}" y="{y + 15}" '
+            f'font-size="13">{value:g}{unit}</text>'
+        )
+    parts.append("</svg>")
+    return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
+
+
+def to_html(report: dict[str, Any], project: str) -> str:
+    """A single page, no network needed: tables and inline SVG charts."""
+
+    def table(head: list[str], rows: list[list[Any]]) -> str:
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row)
+            + "</tr>"
+            for row in rows
+        )
+        return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+    funnel_chart = _bar_chart(
+        "Funnel: leads that reached each stage", list(report["reached"].items())
+    )
+    step_chart = _bar_chart(
+        "Step performance: clicks per email sent",
+        [
+            (
+                f"{r['sequence']} / {r['step']}",
+                round(100 * r["clicked"] / r["sent"], 1) if r["sent"] else 0,
+            )
+            for r in report["steps"]
+        ],
+        unit="%",
+    )
+    conversion = table(
+        ["from", "to", "leads", "rate"],
+        [
+            [
+                c["from"],
+                c["to"],
+                c["leads"],
+                f"{100 * c['rate']:.1f}%" if c["rate"] is not None else "-",
+            ]
+            for c in report["conversion"]
+        ],
+    )
+    steps = table(
+        ["sequence", "step", *STEP_COLUMNS],
+        [[r["sequence"], r["step"], *(r[c] for c in STEP_COLUMNS)] for r in report["steps"]],
+    )
+    h = report["handoffs"]
+    hot = report["days_to_hot"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(project)}: funnel report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}
+table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;
+text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<h1>{html.escape(project)}: funnel report</h1>
+<p>Generated {html.escape(report["generated_at"][:16])} UTC{
+        ", since " + html.escape(report["since"][:10]) if report["since"] else ""
+    }.</p>
+<p>Leads by stage: {", ".join(f"{k} {v}" for k, v in report["stages"].items())}.</p>
+{funnel_chart}{conversion}
+<p>Days from first touch to hot: median {hot["median"]}, p90 {hot["p90"]} ({
+        hot["leads"]
+    } leads).</p>
+{step_chart}{steps}
+<h2>Hand-offs</h2>
+<p>{h["total"]} hand-offs: {h["accepted"]} accepted, {h["rejected"]} rejected,
+{h["recycled"]} recycled, {h["pending"]} waiting; median time to answer
+{h["hours_to_answer_median"]} hours.</p>
+</body></html>
+"""
