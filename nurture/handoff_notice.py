@@ -25,7 +25,7 @@ from nurture.handoff import (
 )
 from nurture.leads import Lead
 from nurture.messages import Sender, build_notification
-from nurture.outbox import MessageKind, OutboxMessage
+from nurture.outbox import MessageKind, queue_message
 from nurture.runner import Context
 from nurture.scoring import ScoringRules
 from nurture.store import session_scope
@@ -179,22 +179,11 @@ def _queue_email(
         message_id=make_msgid(domain=sender.domain),
     )
     assert lead.id is not None
-    session.add(
-        OutboxMessage(
-            kind=MessageKind.handoff.value,
-            idempotency_key=key,
-            message_id=str(message["Message-ID"]),
-            lead_id=lead.id,
-            sequence="handoff",
-            step=key.split(":")[0],
-            sender=sender.email,
-            recipient=to,
-            timezone=ctx.default_timezone,
-            raw=message.as_string(),
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
+    queue_message(
+        session, message, kind=MessageKind.handoff, key=key, lead_id=lead.id,
+        sequence="handoff", step=key.split(":")[0], sender=sender.email, recipient=to,
+        timezone=ctx.default_timezone, now=now,
+    )  # fmt: skip
 
 
 def hand_off(

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import Column, Index, String, Text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel
 
 from nurture import clock
 from nurture.sqltypes import JSONType, UTCDateTime
@@ -94,3 +95,38 @@ class OutboxMessage(SQLModel, table=True):
             "last_error": self.last_error,
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
         }
+
+
+def queue_message(
+    session: Session,
+    message: EmailMessage,
+    *,
+    kind: MessageKind,
+    key: str,
+    lead_id: int,
+    sequence: str,
+    step: str,
+    sender: str,
+    recipient: str,
+    timezone: str,
+    now: datetime,
+    **extra: Any,
+) -> OutboxMessage:
+    """Store *message* in the outbox, due now, in the caller's transaction."""
+    row = OutboxMessage(
+        kind=kind.value,
+        idempotency_key=key,
+        message_id=str(message["Message-ID"]),
+        lead_id=lead_id,
+        sequence=sequence,
+        step=step,
+        sender=sender,
+        recipient=recipient,
+        timezone=timezone,
+        raw=message.as_string(),
+        next_attempt_at=now,
+        created_at=now,
+        **extra,
+    )
+    session.add(row)
+    return row

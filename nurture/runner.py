@@ -39,7 +39,7 @@ from nurture.messages import (
     render_step_email,
     unsubscribe_url,
 )
-from nurture.outbox import MessageKind, OutboxMessage
+from nurture.outbox import MessageKind, queue_message
 from nurture.sequences import EmailAction, NotifyAction, Sequence, TaskAction
 from nurture.store import session_scope
 from nurture.tasks import Task, TaskStatus
@@ -561,26 +561,12 @@ def _carry_out(
         email = compose_email(ctx, sequence, step.id, touch.template, lead, view, now,
                               tracking_id)  # fmt: skip
         message = email.message
-        session.add(
-            OutboxMessage(
-                kind=MessageKind.email.value,
-                idempotency_key=key,
-                message_id=str(message["Message-ID"]),
-                lead_id=lead.id,
-                enrollment_id=enrollment.id,
-                sequence=sequence.name,
-                step=step.id,
-                template=touch.template,
-                sender=email.sender.email,
-                recipient=lead.email,
-                timezone=tz_name,
-                tracking_id=tracking_id,
-                links=email.links,
-                raw=message.as_string(),
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        queue_message(
+            session, message, kind=MessageKind.email, key=key, lead_id=lead.id,
+            sequence=sequence.name, step=step.id, sender=email.sender.email,
+            recipient=lead.email, timezone=tz_name, now=now, enrollment_id=enrollment.id,
+            template=touch.template, tracking_id=tracking_id, links=email.links,
+        )  # fmt: skip
         report.emails_queued += 1
         logs.action(
             "email queued",
@@ -640,23 +626,11 @@ def _carry_out(
             date=now,
             message_id=make_msgid(domain=sender.domain),
         )
-        session.add(
-            OutboxMessage(
-                kind=MessageKind.notify.value,
-                idempotency_key=key,
-                message_id=str(message["Message-ID"]),
-                lead_id=lead.id,
-                enrollment_id=enrollment.id,
-                sequence=sequence.name,
-                step=step.id,
-                sender=sender.email,
-                recipient=to,
-                timezone=tz_name,
-                raw=message.as_string(),
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        queue_message(
+            session, message, kind=MessageKind.notify, key=key, lead_id=lead.id,
+            sequence=sequence.name, step=step.id, sender=sender.email, recipient=to,
+            timezone=tz_name, now=now, enrollment_id=enrollment.id,
+        )  # fmt: skip
         report.notifications += 1
         logs.action(
             "notification queued", lead=lead.email, sequence=sequence.name, step=step.id, to=to

@@ -279,6 +279,18 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
             given = credential.strip()
         return bool(given) and hmac.compare_digest(given.encode(), api_key.encode())
 
+    async def api_body(request: Request) -> tuple[Any, JSONResponse | None]:
+        """The JSON body of an API call, or the answer refusing it (API off, wrong key,
+        not JSON)."""
+        if not api_key:
+            return None, JSONResponse({"detail": "the API is off: set [api] key"}, 503)
+        if not authorized(request):
+            return None, JSONResponse({"detail": "missing or wrong API key"}, 401)
+        try:
+            return json.loads(await request.body()), None
+        except (ValueError, UnicodeDecodeError):
+            return None, JSONResponse({"detail": "the body must be JSON"}, 400)
+
     def store(items: list[Any]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         with session_scope(engine) as session:
@@ -322,14 +334,9 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
         the same id again records nothing new). Items of a batch are judged one by one:
         the good ones are kept, each bad one gets its own 4xx in ``results``.
         """
-        if not api_key:
-            return JSONResponse({"detail": "the events API is off: set [api] key"}, 503)
-        if not authorized(request):
-            return JSONResponse({"detail": "missing or wrong API key"}, 401)
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"detail": "the body must be JSON"}, 400)
+        body, refused = await api_body(request)
+        if refused is not None:
+            return refused
         single = not isinstance(body, list)
         items = [body] if single else body
         if len(items) > MAX_BATCH:
@@ -338,14 +345,14 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
         if single:
             result = results[0]
             return JSONResponse({k: v for k, v in result.items() if k != "index"}, result["status"])
-        refused = [r for r in results if r["status"] >= 400]
+        bad = [r for r in results if r["status"] >= 400]
         summary = {
             "recorded": sum(r["status"] == 201 for r in results),
             "duplicates": sum(r["status"] == 200 for r in results),
-            "refused": len(refused),
+            "refused": len(bad),
             "results": results,
         }
-        return JSONResponse(summary, 207 if refused else 200)
+        return JSONResponse(summary, 207 if bad else 200)
 
     def answer(body: Any) -> tuple[int, dict[str, Any]]:
         if not isinstance(body, dict) or set(body) - {"lead", "answer", "reason"}:
@@ -382,14 +389,9 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
         """Sales' answer for a hot lead: ``{"lead": EMAIL, "answer": "accept"}``, or
         ``"reject"`` / ``"recycle"`` with a ``"reason"``. Accept: stage accepted. Reject:
         stage disqualified, kept with the reason. Recycle: back to nurture."""
-        if not api_key:
-            return JSONResponse({"detail": "the API is off: set [api] key"}, 503)
-        if not authorized(request):
-            return JSONResponse({"detail": "missing or wrong API key"}, 401)
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"detail": "the body must be JSON"}, 400)
+        body, refused = await api_body(request)
+        if refused is not None:
+            return refused
         status, result = await run_in_threadpool(answer, body)
         return JSONResponse(result, status)
 
