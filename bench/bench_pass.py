@@ -2,9 +2,9 @@
 
     python -m bench.bench_pass [--leads 20000] [--json FILE]
 
-Measures a first pass (enroll the audience, queue the first email of each), its
-delivery, an idle pass (nothing due: should cost next to nothing whatever N is), and
-the pass two days later that queues the second email of each.
+Measures a first pass (score every lead's fit, enroll the audience, queue the first
+email of each), its delivery, an idle pass (nothing due: should cost next to nothing
+whatever N is), and the pass two days later that queues the second email of each.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pathlib import Path
 
 from bench.bench_import import generate
 from nurture import clock, logs
-from nurture.catalog import load_catalog
 from nurture.config import load_settings
+from nurture.daemon import Reloader, full_pass
 from nurture.database import open_engine, upgrade
 from nurture.delivery import deliver
 from nurture.importer import import_csv
 from nurture.project import init_project
-from nurture.runner import Context, run_pass
+from nurture.runner import Context
 from nurture.transports import MaildirTransport
 
 SEQUENCE = """\
@@ -68,13 +68,13 @@ def main() -> dict[str, float]:
         import_csv(engine, Path(tmp) / "leads.csv")
         ctx = Context.open(engine, config)
         transport = MaildirTransport(config.outbox_dir)
+        reload = Reloader(ctx)
         start = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
         def timed(label: str, moment: datetime) -> None:
             with clock.pinned(moment):
                 began = time.perf_counter()
-                catalog = load_catalog(engine, config.sequences_dir, ctx.templates, moment)
-                report = run_pass(ctx, catalog, moment)
+                catalog, report = full_pass(ctx, reload, moment)
                 passed = time.perf_counter() - began
                 began = time.perf_counter()
                 delivered = asyncio.run(deliver(ctx, catalog, transport))
@@ -90,7 +90,8 @@ def main() -> dict[str, float]:
             )
 
         timed("first", start)
-        timed("idle", start + timedelta(minutes=10))
+        timed("after_delivery", start + timedelta(minutes=10))
+        timed("idle", start + timedelta(minutes=20))
         timed("second_email", start + timedelta(days=2))
         engine.dispose()
     if args.json:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from nurture import logs
@@ -161,6 +161,15 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     report = ScoreReport()
     touched: set[int] = set()
     default_tz = ctx.default_timezone
+    with session_scope(ctx.engine) as session:
+        # Events scoring.yaml gives no points to (email_sent, stage changes...) earn
+        # nothing and change no score: settle them in one statement.
+        session.execute(
+            update(Event)
+            .where(col(Event.scored).is_(False))
+            .where(col(Event.type).not_in(list(rules.engagement)))
+            .values(scored=True, points=0.0)
+        )
     while True:
         with session_scope(ctx.engine) as session:
             events = list(
@@ -183,7 +192,8 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                 score_event(session, rules, lead, event, lead.timezone or default_tz)
                 session.add(lead)
                 report.events += 1
-            touched |= {i for i in lead_ids if i is not None}
+                if event.points:
+                    touched.add(event.lead_id)
     with session_scope(ctx.engine) as session:
         mark = session.get(Meta, FIT_CHECKED_KEY)
         query = select(Lead)
