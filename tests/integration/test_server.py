@@ -248,3 +248,40 @@ def test_events_api_keys_batches_and_unknown_leads(site: Site) -> None:
         assert list(schema["paths"]) == ["/healthz", "/api/events", "/api/handoff"]
     assert len(site.events("meeting_booked")) == 1
     assert len(site.events("page_visited")) == 1
+
+
+def test_handoff_answers_over_the_api(site: Site) -> None:
+    from nurture.handoff import Handoff
+
+    with session_scope(site.engine) as session:
+        lead = session.exec(select(Lead)).one()
+        lead.stage = "hot"
+        session.add(lead)
+        session.add(Handoff(lead_id=lead.id or 0, owner="sam@example.com"))
+    url = f"{site.url}/api/handoff"
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(timeout=10) as http:
+        assert (
+            http.post(url, json={"lead": "maria@example.com", "answer": "accept"}).status_code
+            == 401
+        )
+        no_reason = http.post(
+            url, headers=auth, json={"lead": "maria@example.com", "answer": "reject"}
+        )
+        assert no_reason.status_code == 422 and "needs a reason" in no_reason.json()["detail"]
+        wrong = http.post(url, headers=auth, json={"lead": "maria@example.com", "answer": "maybe"})
+        assert wrong.status_code == 422
+        nobody = http.post(url, headers=auth, json={"lead": "x@example.com", "answer": "accept"})
+        assert nobody.status_code == 404
+        done = http.post(
+            url,
+            headers=auth,
+            json={"lead": "maria@example.com", "answer": "recycle", "reason": "next year"},
+        )
+        assert done.status_code == 200 and done.json()["status"] == "recycled"
+        again = http.post(url, headers=auth, json={"lead": "maria@example.com", "answer": "accept"})
+        assert again.status_code == 422 and "not waiting" in again.json()["detail"]
+    lead = site.lead()
+    assert lead.stage == "cold" and lead.attributes["recycle_reason"] == "next year"
+    [answered] = site.events("handoff_recycled")
+    assert answered.data["via"] == "api"
