@@ -26,6 +26,7 @@ from email.utils import getaddresses, parseaddr
 from typing import cast
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from nurture import logs
@@ -39,6 +40,8 @@ from nurture.store import session_scope
 from nurture.tokens import verify
 
 PROCESSED = "$NurtureProcessed"
+#: Also set on a message nurture could not process (a person should look at it).
+FAILED = "$NurtureFailed"
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _AUTO_SUBJECTS = re.compile(
     r"^(out of (the )?office|automatic reply|auto(matic)?[ -]?(reply|response)|auto:|"
@@ -309,14 +312,24 @@ def poll(
             if status != "OK" or not parts:
                 continue
             raw = parts[0][1]
-            with session_scope(engine) as session:
-                process(
-                    session,
-                    raw,
-                    secret=secret,
-                    unsubscribe_mailto=unsubscribe_mailto,
-                    now=now,
-                    report=report,
-                )
-            imap.uid("STORE", uid, "+FLAGS", f"({PROCESSED})")
+            flags = PROCESSED
+            try:
+                with session_scope(engine) as session:
+                    process(
+                        session,
+                        raw,
+                        secret=secret,
+                        unsubscribe_mailto=unsubscribe_mailto,
+                        now=now,
+                        report=report,
+                    )
+            except (SQLAlchemyError, OSError):
+                raise  # the database is away: leave the message for the next poll
+            except Exception:
+                # One message nurture cannot read must not stop every later one: it is
+                # flagged for a person to look at, and the poll goes on.
+                logs.logger.exception("cannot process mail uid %s; flagged %s", uid, FAILED)
+                flags = f"{PROCESSED} {FAILED}"
+                report.ignored += 1
+            imap.uid("STORE", uid, "+FLAGS", f"({flags})")
     return report

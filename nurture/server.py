@@ -127,7 +127,10 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
         tracking_id = read_open(secret, token)
         if tracking_id is not None:
             ip, agent = _client(request)
-            record_open(tracking_id, request.method, ip, agent)
+            try:
+                record_open(tracking_id, request.method, ip, agent)
+            except Exception:  # the image is served whatever happens to the record
+                logs.logger.exception("cannot record an open")
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
     @app.api_route("/c/{token}", methods=["GET", "HEAD"], include_in_schema=False)
