@@ -663,6 +663,10 @@ def status(
     )
     say("outbox: " + _summary(list(o.items())))
     say(f"open tasks: {data['tasks']['open']}")
+    h = data["handoffs"]
+    say(f"hand-offs waiting for sales: {h['pending']} ({h['overdue']} past their answer time)")
+    if data["webhooks"]:
+        say("webhooks: " + _summary(list(data["webhooks"].items())))
     for failure in data["failures"]:
         say(
             f"failed: {failure['lead']} in {failure['sequence']} at {failure['step']}: "

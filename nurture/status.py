@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.handoff import Handoff, HandoffStatus, Webhook
 from nurture.leads import Lead
 from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.tasks import Task, TaskStatus
@@ -73,6 +74,25 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
             select(func.count()).select_from(Task).where(col(Task.status) == TaskStatus.open.value)
         ).one(),
     }
+    handoffs = {
+        "pending": session.exec(
+            select(func.count())
+            .select_from(Handoff)
+            .where(col(Handoff.status) == HandoffStatus.pending.value)
+        ).one(),
+        "overdue": session.exec(
+            select(func.count())
+            .select_from(Handoff)
+            .where(col(Handoff.status) == HandoffStatus.pending.value)
+            .where(col(Handoff.remind_at) <= now)
+        ).one(),
+    }
+    webhooks = {
+        status: count
+        for status, count in session.exec(
+            select(Webhook.status, func.count()).group_by(col(Webhook.status))
+        )
+    }
     failed_rows = session.exec(
         select(Enrollment, Lead.email)
         .join(Lead, col(Lead.id) == col(Enrollment.lead_id))
@@ -98,6 +118,8 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         },
         "outbox": queue,
         "tasks": tasks,
+        "handoffs": handoffs,
+        "webhooks": webhooks,
         "failures": [
             {"lead": email, "sequence": e.sequence, "step": e.next_step, "error": e.reason}
             for e, email in failed_rows
