@@ -74,11 +74,19 @@ def explain(
                 "type": e.type,
                 "sequence": e.sequence,
                 "step": e.step,
+                "detail": f"{e.data.get('from')} -> {e.data.get('to')}"
+                if e.type == "stage_changed"
+                else "",
             }
             for e in reversed(timeline)
         ],
         "sequences": [
-            {"sequence": e.sequence, "status": e.status, "step": e.next_step, "reason": e.reason}
+            {
+                "sequence": e.sequence,
+                "status": e.status,
+                "step": e.next_step if e.status == "active" else None,
+                "reason": e.reason,
+            }
             for e in enrollments
         ],
     }
@@ -107,7 +115,8 @@ def notice_text(lead: Lead, why: dict[str, Any], base_url: str, reminder: bool =
     ]
     for event in why["top_events"]:
         lines.append(
-            f"  +{event['now']:g}  {event['type']}{_touch(event['sequence'], event['step'])}"
+            f"  +{round(event['now'], 1):g}  {event['type']}"
+            f"{_touch(event['sequence'], event['step'])}"
             f"  {event['at'][:16].replace('T', ' ')} UTC"
         )
     if not why["top_events"]:
@@ -122,11 +131,13 @@ def notice_text(lead: Lead, why: dict[str, Any], base_url: str, reminder: bool =
         lines.append(
             f"  {item['at'][:16].replace('T', ' ')} UTC  {item['type']}"
             f"{_touch(item['sequence'], item['step'])}"
+            + (f" {item['detail']}" if item.get("detail") else "")
         )
     lines += ["", "Sequences:"]
     for item in why["sequences"]:
         lines.append(
             f"  {item['sequence']}: {item['status']}"
+            + (f", next step {item['step']}" if item.get("step") else "")
             + (f" ({item['reason']})" if item["reason"] else "")
         )
     lines += [
