@@ -60,7 +60,7 @@ class MailboxError(NurtureError):
 
 @dataclass(frozen=True)
 class Classified:
-    #: ``reply``, ``auto_reply``, ``bounce``, ``unsubscribe``, or ``ignore``.
+    #: ``reply``, ``auto_reply``, ``bounce``, ``complaint``, ``unsubscribe``, or ``ignore``.
     kind: str
     #: Message-IDs this message names as the ones it answers (or, for a bounce, the
     #: bounced message), nearest first.
@@ -94,6 +94,45 @@ def _is_automatic(message: Message) -> str | None:
     if _AUTO_SUBJECTS.search(subject):
         return f"subject {subject[:60]!r}"
     return None
+
+
+def _original_ids(message: EmailMessage) -> list[str]:
+    """The Message-IDs of the message a report is about (its attached copy or headers)."""
+    found: list[str] = []
+    for part in message.walk():
+        kind = part.get_content_type()
+        if kind not in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+            continue
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            found += _ids(str(inner[0].get("Message-ID", "")))
+        elif isinstance(inner, str):
+            match = re.search(r"^Message-ID:\s*(<[^>]+>)", inner, re.IGNORECASE | re.M)
+            if match:
+                found.append(match.group(1))
+    return found
+
+
+def _complaint(message: EmailMessage) -> Classified | None:
+    """An abuse report from a mailbox provider's feedback loop (ARF, RFC 5965)."""
+    if not (
+        message.get_content_type() == "multipart/report"
+        and message.get_param("report-type") == "feedback-report"
+    ):
+        return None
+    recipient = ""
+    for part in message.walk():
+        if part.get_content_type() == "message/feedback-report":
+            blocks = part.get_payload() if part.is_multipart() else []
+            for block in blocks:
+                if isinstance(block, Message):
+                    recipient = recipient or str(block.get("Original-Rcpt-To", "")).strip()
+    return Classified(
+        "complaint",
+        tuple(_original_ids(message)),
+        recipient.lower(),
+        reason="feedback loop complaint",
+    )
 
 
 def _bounce(message: EmailMessage) -> Classified | None:
@@ -143,9 +182,9 @@ def _bounce(message: EmailMessage) -> Classified | None:
 def classify(message: EmailMessage, *, secret: str, unsubscribe_mailto: str) -> Classified:
     """What a message that arrived in the reply mailbox means."""
     sender = parseaddr(str(message.get("From", "")))[1].lower()
-    bounce = _bounce(message)
-    if bounce is not None:
-        return bounce
+    report = _complaint(message) or _bounce(message)
+    if report is not None:
+        return report
     recipients = {
         address.lower()
         for _, address in getaddresses(
@@ -183,6 +222,7 @@ class PollReport:
     auto_replies: int = 0
     bounces: int = 0
     unsubscribes: int = 0
+    complaints: int = 0
     #: Messages no lead could be found for.
     unmatched: int = 0
     ignored: int = 0
@@ -194,12 +234,14 @@ COUNTERS = {
     "auto_reply": "auto_replies",
     "bounce": "bounces",
     "unsubscribe": "unsubscribes",
+    "complaint": "complaints",
 }
 EVENTS = {
     "reply": "email_replied",
     "auto_reply": "auto_reply",
     "bounce": "email_bounced",
     "unsubscribe": "unsubscribed",
+    "complaint": "complained",
 }
 
 

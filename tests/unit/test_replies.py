@@ -119,3 +119,43 @@ def test_an_unreadable_mailer_daemon_message_is_never_a_reply() -> None:
     message = mail("Undelivered Mail Returned to Sender")
     message.replace_header("From", "MAILER-DAEMON@mx.example.com")
     assert kind(message) == "ignore"
+
+
+def test_a_feedback_loop_report_is_a_complaint_about_the_email_it_names() -> None:
+    from email import message_from_string, policy
+
+    raw = """\
+From: Abuse Desk <fbl@mailbox.example.net>
+To: ana@example.com
+Subject: Complaint about message
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b"
+
+--b
+Content-Type: text/plain
+
+This is an email abuse report.
+--b
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: ExampleFBL/1.0
+Version: 1
+Original-Rcpt-To: maria@example.com
+
+--b
+Content-Type: text/rfc822-headers
+
+Message-ID: <sent-9@example.com>
+Subject: Your pricing guide
+
+--b--
+"""
+    message = message_from_string(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    found = classify(message, secret=SECRET, unsubscribe_mailto="")
+    assert (found.kind, found.refers_to, found.address) == (
+        "complaint",
+        ("<sent-9@example.com>",),
+        "maria@example.com",
+    )
