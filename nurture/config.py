@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -153,6 +153,13 @@ class SalesSection(Section):
         return value
 
 
+class DeliverySection(Section):
+    #: A message whose sending process died mid-send may or may not have reached the
+    #: server. ``hold``: keep it for review (``nurture outbox``), never resend it on its
+    #: own. ``resend``: send it again, with the same Message-ID.
+    on_uncertain: Literal["hold", "resend"] = "hold"
+
+
 class LimitsSection(Section):
     #: Emails one sender mailbox may send per day (its local day in the project timezone).
     per_sender_daily: int = Field(default=500, ge=1)
@@ -185,6 +192,7 @@ class Settings(BaseSettings):
     sender: SenderSection = SenderSection()
     tracking: TrackingSection = TrackingSection()
     limits: LimitsSection = LimitsSection()
+    delivery: DeliverySection = DeliverySection()
     sales: SalesSection = SalesSection()
     api: ApiSection = ApiSection()
     server: ServerSection = ServerSection()

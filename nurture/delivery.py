@@ -18,7 +18,7 @@ from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
@@ -133,16 +133,41 @@ class _Caps:
         return None
 
 
-def requeue_expired(ctx: Context, now: datetime) -> int:
-    """Give back messages whose delivery loop died while sending them."""
+def settle_abandoned(ctx: Context, now: datetime) -> int:
+    """Messages whose delivery loop died while sending them (their lease ran out): the
+    server may have taken them. Held as ``uncertain`` for review, or queued again with
+    the same Message-ID when ``[delivery] on_uncertain = "resend"``."""
+    resend = ctx.config.settings.delivery.on_uncertain == "resend"
     with session_scope(ctx.engine) as session:
-        result = session.execute(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.status) == OutboxStatus.sending.value)
-            .where(col(OutboxMessage.lease_until) < now)
-            .values(status=OutboxStatus.queued.value, lease_until=None)
+        rows = list(
+            session.exec(
+                select(OutboxMessage)
+                .where(OutboxMessage.status == OutboxStatus.sending.value)
+                .where(col(OutboxMessage.lease_until) < now)
+                .with_for_update(skip_locked=True)
+            )
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        for row in rows:
+            row.lease_until = None
+            if resend:
+                row.status = OutboxStatus.queued.value
+            else:
+                row.status = OutboxStatus.uncertain.value
+                row.last_error = (
+                    "the sending process stopped mid-send: it may have been delivered; held "
+                    f"(`nurture outbox resend {row.id}` sends it again)"
+                )
+            session.add(row)
+            logs.action(
+                "uncertain send",
+                level=logging.WARNING,
+                lead=row.recipient,
+                sequence=row.sequence,
+                step=row.step,
+                message_id=row.message_id,
+                action="resent" if resend else "held",
+            )
+        return len(rows)
 
 
 def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport) -> list[Claimed]:
@@ -361,7 +386,7 @@ async def deliver(
     *stopping* is set: the batch in flight is finished first)."""
     report = DeliveryReport()
     now = clock.now()
-    await asyncio.to_thread(requeue_expired, ctx, now)
+    await asyncio.to_thread(settle_abandoned, ctx, now)
     while stopping is None or not stopping.is_set():
         now = clock.now()
         batch = await asyncio.to_thread(claim, ctx, catalog, now, report)

@@ -3,7 +3,8 @@ enrollment, before anything tries to send it.
 
 A message is ``queued`` → ``sending`` (leased to one delivery loop) → ``sent``; or
 ``bounced`` (5xx to RCPT), ``failed`` (permanently refused, or retried too long), or
-``cancelled`` (the lead opted out or exited before it went).
+``cancelled`` (the lead opted out or exited before it went), or ``uncertain`` (the
+process sending it died mid-send: held for review rather than risk a second copy).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import Column, Index, String, Text
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
 from nurture.sqltypes import JSONType, UTCDateTime
@@ -27,6 +28,9 @@ class OutboxStatus(enum.StrEnum):
     bounced = "bounced"
     failed = "failed"
     cancelled = "cancelled"
+    #: Its sender died mid-send: it may have gone. Held for review (``[delivery]
+    #: on_uncertain = "hold"``).
+    uncertain = "uncertain"
 
 
 class MessageKind(enum.StrEnum):
@@ -130,3 +134,40 @@ def queue_message(
     )
     session.add(row)
     return row
+
+
+def list_messages(session: Session, status: str | None, limit: int = 200) -> list[OutboxMessage]:
+    """Messages (in *status*, or all), newest first."""
+    query = select(OutboxMessage)
+    if status is not None:
+        query = query.where(col(OutboxMessage.status) == status)
+    return list(session.exec(query.order_by(col(OutboxMessage.id).desc()).limit(limit)))
+
+
+def set_status(
+    session: Session, ids: list[int], *, resend: bool, now: datetime
+) -> list[tuple[int, str]]:
+    """Queue again (*resend*) or cancel held and failed messages; return what became of
+    each id (an id in another state is left alone and says why)."""
+    results: list[tuple[int, str]] = []
+    allowed = (OutboxStatus.uncertain, OutboxStatus.failed, OutboxStatus.queued)
+    for message_id in ids:
+        row = session.get(OutboxMessage, message_id, with_for_update=True)
+        if row is None:
+            results.append((message_id, "no such message"))
+            continue
+        if row.status not in allowed or (resend and row.status == OutboxStatus.queued):
+            results.append((message_id, f"left as it is: it is {row.status}"))
+            continue
+        if resend:
+            row.status, row.next_attempt_at, row.first_failure_at = (
+                OutboxStatus.queued.value,
+                now,
+                None,
+            )
+        else:
+            row.status = OutboxStatus.cancelled.value
+            row.last_error = "cancelled by hand"
+        session.add(row)
+        results.append((message_id, "queued again" if resend else "cancelled"))
+    return results

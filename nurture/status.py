@@ -68,6 +68,7 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         "bounced": outbox.get(OutboxStatus.bounced.value, 0),
         "failed": outbox.get(OutboxStatus.failed.value, 0),
         "cancelled": outbox.get(OutboxStatus.cancelled.value, 0),
+        "uncertain": outbox.get(OutboxStatus.uncertain.value, 0),
     }
     tasks = {
         "open": session.exec(

@@ -101,8 +101,9 @@ class Harness:
 
 
 @pytest.fixture
-def harness(project: Path, db_url: str, smtp_server: SmtpServer,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:  # fmt: skip
+def harness(
+    project: Path, db_url: str, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
     for path in (project / "sequences").iterdir():
         path.unlink()
     monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
@@ -112,8 +113,15 @@ def harness(project: Path, db_url: str, smtp_server: SmtpServer,
     engine = open_engine(db_url)
     h = Harness(project, config, engine, smtp_server)
     h.write_sequence(SEQUENCE)
-    h.add_leads({"email": "maria@example.com", "first_name": "María", "source": "guide",
-                 "timezone": "America/Los_Angeles", "owner": "sam@example.com"})  # fmt: skip
+    h.add_leads(
+        {
+            "email": "maria@example.com",
+            "first_name": "María",
+            "source": "guide",
+            "timezone": "America/Los_Angeles",
+            "owner": "sam@example.com",
+        }
+    )
     yield h
     engine.dispose()
 
@@ -168,8 +176,10 @@ def test_a_5xx_to_rcpt_bounces_the_lead_out_of_every_sequence(harness: Harness) 
     assert harness.lead("maria@example.com").status == "bounced"
     harness.tick(la(2026, 11, 23, 10, 1))
     statuses = {(e.sequence, e.status, e.reason) for e in harness.enrollments()}
-    assert statuses == {("welcome", "exited", "lead is bounced"),
-                        ("other", "exited", "lead is bounced")}  # fmt: skip
+    assert statuses == {
+        ("welcome", "exited", "lead is bounced"),
+        ("other", "exited", "lead is bounced"),
+    }
     assert [row.status for row in harness.outbox()] == ["bounced", "bounced"]
     assert harness.sent() == []
 
@@ -190,12 +200,17 @@ def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
     assert delivered.sent == 1 and len(harness.sent()) == 1
 
 
-def test_daily_caps_defer_and_later_deliver(harness: Harness, monkeypatch: pytest.MonkeyPatch
-                                            ) -> None:  # fmt: skip
+def test_daily_caps_defer_and_later_deliver(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NURTURE_LIMITS_PER_SENDER_DAILY", "2")
     harness.config = load_settings(harness.project / "nurture.toml")
-    harness.add_leads(*({"email": f"lead{i}@example.com", "source": "guide",
-                         "timezone": "America/Los_Angeles"} for i in range(2)))  # fmt: skip
+    harness.add_leads(
+        *(
+            {"email": f"lead{i}@example.com", "source": "guide", "timezone": "America/Los_Angeles"}
+            for i in range(2)
+        )
+    )
     _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
     assert delivered.sent == 2 and delivered.deferred == 1
     held = [row for row in harness.outbox() if row.status == "queued"]
@@ -251,8 +266,9 @@ def test_a_task_not_done_times_out_and_the_sequence_goes_on(harness: Harness) ->
 
 def test_a_live_edit_that_removes_a_step_moves_waiting_leads_on(harness: Harness) -> None:
     harness.tick(la(2026, 11, 23, 10, 0))
-    harness.write_sequence(SEQUENCE.replace(
-        "  - id: case-study\n    wait: 2 days\n    email: case-study\n", ""))  # fmt: skip
+    harness.write_sequence(
+        SEQUENCE.replace("  - id: case-study\n    wait: 2 days\n    email: case-study\n", "")
+    )
     report, _ = harness.tick(la(2026, 11, 23, 10, 1))
     [enrollment] = harness.enrollments()
     assert enrollment.due_at == la(2026, 11, 24, 10, 0)  # the call: 1 business day on
@@ -292,8 +308,15 @@ def test_notify_emails_the_owner_and_reenroll_starts_a_new_cycle_after_a_change(
     harness: Harness,
 ) -> None:
     harness.write_sequence(REENGAGE, name="reengage")
-    harness.add_leads({"email": "ben@example.com", "first_name": "Ben", "source": "recycled",
-                       "owner": "lee@example.com", "timezone": "America/Denver"})  # fmt: skip
+    harness.add_leads(
+        {
+            "email": "ben@example.com",
+            "first_name": "Ben",
+            "source": "recycled",
+            "owner": "lee@example.com",
+            "timezone": "America/Denver",
+        }
+    )
     harness.tick(la(2026, 11, 23, 10, 0))
     report, _ = harness.tick(la(2026, 11, 24, 10, 0))
     assert report.notifications == 1 and report.completed == 1
@@ -316,15 +339,19 @@ def test_notify_emails_the_owner_and_reenroll_starts_a_new_cycle_after_a_change(
 def test_a_lead_made_hot_or_unsubscribed_by_an_import_leaves_at_the_next_pass(
     harness: Harness,
 ) -> None:
-    harness.add_leads({"email": "tom@example.com", "source": "guide",
-                       "timezone": "America/Los_Angeles"})  # fmt: skip
-    harness.write_sequence(SEQUENCE.replace("exit_when: [replied, unsubscribed, bounced]",
-                                            "exit_when: [replied, hot]"))  # fmt: skip
+    harness.add_leads(
+        {"email": "tom@example.com", "source": "guide", "timezone": "America/Los_Angeles"}
+    )
+    harness.write_sequence(
+        SEQUENCE.replace("exit_when: [replied, unsubscribed, bounced]", "exit_when: [replied, hot]")
+    )
     harness.smtp.stop()  # the welcome emails stay queued
     harness.tick(la(2026, 11, 23, 10, 0))
     with freeze_time(la(2026, 11, 23, 10, 30)):
-        harness.add_leads({"email": "maria@example.com", "stage": "hot"},
-                          {"email": "tom@example.com", "status": "unsubscribed"})  # fmt: skip
+        harness.add_leads(
+            {"email": "maria@example.com", "stage": "hot"},
+            {"email": "tom@example.com", "status": "unsubscribed"},
+        )
     harness.smtp.start()
     report, delivered = harness.tick(la(2026, 11, 23, 11, 0))
     assert report.exited == 2
@@ -337,13 +364,74 @@ def test_a_lead_made_hot_or_unsubscribed_by_an_import_leaves_at_the_next_pass(
 def test_a_reply_to_an_earlier_sequence_does_not_end_a_new_one(harness: Harness) -> None:
     with freeze_time(la(2026, 11, 1, 10, 0)), session_scope(harness.engine) as session:
         lead = session.exec(select(Lead)).one()
-        record_event(session, lead.id or 0, "email_replied", sequence="welcome", step="welcome",
-                     source="imap", source_id="<old@example.com>")  # fmt: skip
+        record_event(
+            session,
+            lead.id or 0,
+            "email_replied",
+            sequence="welcome",
+            step="welcome",
+            source="imap",
+            source_id="<old@example.com>",
+        )
     report, delivered = harness.tick(la(2026, 11, 23, 10, 0))
     assert report.exited == 0 and delivered.sent == 1
     # A reply now, during this enrollment, ends it.
     with freeze_time(la(2026, 11, 23, 11, 0)), session_scope(harness.engine) as session:
-        record_event(session, lead.id or 0, "email_replied", sequence="welcome", step="welcome",
-                     source="imap", source_id="<new@example.com>")  # fmt: skip
+        record_event(
+            session,
+            lead.id or 0,
+            "email_replied",
+            sequence="welcome",
+            step="welcome",
+            source="imap",
+            source_id="<new@example.com>",
+        )
     report, _ = harness.tick(la(2026, 11, 23, 11, 1))
     assert report.exited == 1
+
+
+def _abandon_a_send(harness: Harness, moment: datetime) -> OutboxMessage:
+    """A welcome email claimed by a delivery loop that then died (its lease ran out)."""
+    from nurture.catalog import load_catalog
+    from nurture.delivery import DeliveryReport, claim
+    from nurture.runner import run_pass
+
+    with freeze_time(moment):
+        ctx = Context.open(harness.engine, harness.config)
+        catalog = load_catalog(harness.engine, harness.config.sequences_dir, ctx.templates, moment)
+        run_pass(ctx, catalog, moment)
+        [claimed] = claim(ctx, catalog, moment, DeliveryReport())
+    [row] = harness.outbox()
+    assert row.id == claimed.id and row.status == "sending"
+    return row
+
+
+def test_a_send_cut_off_mid_way_is_held_not_sent_twice(harness: Harness) -> None:
+    row = _abandon_a_send(harness, la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 23, 10, 5))  # the lease still runs: nothing happens
+    assert harness.outbox()[0].status == "sending"
+    harness.tick(la(2026, 11, 23, 10, 30))
+    [held] = harness.outbox()
+    assert held.status == "uncertain" and f"outbox resend {row.id}" in (held.last_error or "")
+    harness.tick(la(2026, 11, 23, 11, 0))
+    assert harness.sent() == []
+    with freeze_time(la(2026, 11, 23, 11, 1)), session_scope(harness.engine) as session:
+        from nurture.outbox import set_status
+
+        assert set_status(session, [row.id or 0], resend=True, now=clock.now()) == [
+            (row.id, "queued again")
+        ]
+    harness.tick(la(2026, 11, 23, 11, 2))
+    [message] = harness.sent()
+    assert message["Message-ID"] == row.message_id
+
+
+def test_on_uncertain_resend_sends_again_with_the_same_message_id(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_DELIVERY_ON_UNCERTAIN", "resend")
+    harness.config = load_settings(harness.project / "nurture.toml")
+    row = _abandon_a_send(harness, la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 23, 10, 30))
+    [message] = harness.sent()
+    assert message["Message-ID"] == row.message_id
