@@ -158,6 +158,9 @@ class DeliverySection(Section):
     #: server. ``hold``: keep it for review (``nurture outbox``), never resend it on its
     #: own. ``resend``: send it again, with the same Message-ID.
     on_uncertain: Literal["hold", "resend"] = "hold"
+    #: Seconds a batch of messages stays with the delivery loop that claimed it; after
+    #: that a loop that died is taken to have died mid-send.
+    lease: float = Field(default=600.0, ge=1)
 
 
 class LimitsSection(Section):

@@ -4,7 +4,8 @@ Each batch is claimed (``queued`` → ``sending`` with a lease) in one transacti
 through the transport, and the results recorded in another. Before a message is claimed
 it is checked again: a lead who opted out or left the sequence since is not emailed;
 the sending window and the daily caps hold a message back (it waits, it is not dropped).
-A message whose lease ran out (the sender died mid-batch) is queued again.
+A message whose lease ran out (its sender died mid-batch) may have reached the server:
+it is held as ``uncertain`` (or queued again, ``[delivery] on_uncertain``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ from nurture.store import session_scope
 from nurture.timing import next_allowed, zone
 from nurture.transports import SendResult, Transport
 
-#: How long a claimed message stays with one delivery loop.
-LEASE = timedelta(minutes=10)
 #: Retry delays: first, cap.
 BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=1)
@@ -232,7 +231,7 @@ def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport)
                     session.add(row)
                     continue
             row.status = OutboxStatus.sending.value
-            row.lease_until = now + LEASE
+            row.lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
             session.add(row)
             assert row.id is not None
             claimed.append(
