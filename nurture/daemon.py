@@ -105,7 +105,11 @@ def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
             .select_from(OutboxMessage)
             .where(
                 col(OutboxMessage.status).in_(
-                    [OutboxStatus.queued.value, OutboxStatus.sending.value]
+                    [
+                        OutboxStatus.queued.value,
+                        OutboxStatus.leased.value,
+                        OutboxStatus.sending.value,
+                    ]
                 )
             )
             .where(col(OutboxMessage.next_attempt_at) <= now)

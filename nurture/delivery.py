@@ -19,7 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
@@ -133,11 +133,18 @@ class _Caps:
 
 
 def settle_abandoned(ctx: Context, now: datetime) -> int:
-    """Messages whose delivery loop died while sending them (their lease ran out): the
-    server may have taken them. Held as ``uncertain`` for review, or queued again with
-    the same Message-ID when ``[delivery] on_uncertain = "resend"``."""
+    """Messages of a delivery loop that died (their lease ran out). Those it had not
+    started are queued again. Those it was handing to the server may have gone: held as
+    ``uncertain`` for review, or queued again with the same Message-ID when ``[delivery]
+    on_uncertain = "resend"``. Return how many were uncertain."""
     resend = ctx.config.settings.delivery.on_uncertain == "resend"
     with session_scope(ctx.engine) as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.status) == OutboxStatus.leased.value)
+            .where(col(OutboxMessage.lease_until) < now)
+            .values(status=OutboxStatus.queued.value, lease_until=None)
+        )
         rows = list(
             session.exec(
                 select(OutboxMessage)
@@ -167,6 +174,42 @@ def settle_abandoned(ctx: Context, now: datetime) -> int:
                 action="resent" if resend else "held",
             )
         return len(rows)
+
+
+def _start(session: Session, message_id: int) -> bool:
+    """Mark a leased message as being handed to the server now."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id)
+        .where(col(OutboxMessage.status) == OutboxStatus.leased.value)
+        .values(status=OutboxStatus.sending.value)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _step(
+    ctx: Context,
+    done: tuple[Claimed, SendResult] | None,
+    following: Claimed | None,
+    report: DeliveryReport,
+) -> bool:
+    """One commit per message: record how the last send went and mark the next one as
+    sending. Return whether the next one may go."""
+    with session_scope(ctx.engine) as session:
+        if done is not None:
+            record(session, [done], clock.now(), report)
+        return following is not None and _start(session, following.id)
+
+
+def _release(ctx: Context, ids: list[int]) -> None:
+    """Give back leased messages that were not started (the loop is stopping)."""
+    with session_scope(ctx.engine) as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(ids))
+            .where(col(OutboxMessage.status) == OutboxStatus.leased.value)
+            .values(status=OutboxStatus.queued.value, lease_until=None)
+        )
 
 
 def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport) -> list[Claimed]:
@@ -230,7 +273,7 @@ def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport)
                     )
                     session.add(row)
                     continue
-            row.status = OutboxStatus.sending.value
+            row.status = OutboxStatus.leased.value
             row.lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
             session.add(row)
             assert row.id is not None
@@ -300,70 +343,72 @@ def with_date(raw: str, moment: datetime) -> bytes:
 
 
 def record(
-    ctx: Context, results: list[tuple[Claimed, SendResult]], now: datetime, report: DeliveryReport
+    session: Session,
+    results: list[tuple[Claimed, SendResult]],
+    now: datetime,
+    report: DeliveryReport,
 ) -> None:
-    """Write what happened to each message of a batch."""
-    with session_scope(ctx.engine) as session:
-        for item, result in results:
-            row = session.get(OutboxMessage, item.id)
-            if row is None or row.status != OutboxStatus.sending:
-                continue
-            row.lease_until = None
-            row.attempts += 1
-            fields: dict[str, Any] = {
-                "lead": item.recipient,
-                "sequence": item.sequence,
-                "step": item.step,
-            }
-            if result.outcome == "sent":
-                row.status, row.sent_at, row.last_error = OutboxStatus.sent.value, now, None
-                report.sent += 1
-                if item.kind == MessageKind.email:
-                    session.add(
-                        Event(
-                            lead_id=item.lead_id,
-                            type="email_sent",
-                            sequence=item.sequence,
-                            step=item.step,
-                            data={"message_id": row.message_id},
-                            occurred_at=now,
-                        )
-                    )
-                logs.action(f"{item.kind} sent", **fields, message_id=row.message_id)
-            elif result.outcome == "bounce":
-                row.status, row.last_error = OutboxStatus.bounced.value, result.detail
-                report.bounced += 1
-                if item.kind == MessageKind.email:  # the lead's status becomes bounced
-                    record_event(
-                        session,
-                        item.lead_id,
-                        "email_bounced",
+    """Write what happened to each message (in the caller's transaction)."""
+    for item, result in results:
+        row = session.get(OutboxMessage, item.id)
+        if row is None or row.status != OutboxStatus.sending:
+            continue
+        row.lease_until = None
+        row.attempts += 1
+        fields: dict[str, Any] = {
+            "lead": item.recipient,
+            "sequence": item.sequence,
+            "step": item.step,
+        }
+        if result.outcome == "sent":
+            row.status, row.sent_at, row.last_error = OutboxStatus.sent.value, now, None
+            report.sent += 1
+            if item.kind == MessageKind.email:
+                session.add(
+                    Event(
+                        lead_id=item.lead_id,
+                        type="email_sent",
                         sequence=item.sequence,
                         step=item.step,
-                        data={"reply": result.detail, "message_id": row.message_id},
-                        at=now,
-                        source="smtp",
-                        source_id=row.message_id,
+                        data={"message_id": row.message_id},
+                        occurred_at=now,
                     )
-                logs.action("email bounced", level=logging.WARNING, **fields, reply=result.detail)
-            elif result.outcome == "retry" and not _given_up(row, result, now):
-                row.status, row.last_error = OutboxStatus.queued.value, result.detail
-                row.first_failure_at = row.first_failure_at or now
-                row.next_attempt_at = now + backoff(row.attempts)
-                report.retrying += 1
-                logs.action(
-                    "send will be retried",
-                    level=logging.WARNING,
-                    **fields,
-                    attempt=row.attempts,
-                    at=row.next_attempt_at.isoformat(),
-                    error=result.detail,
                 )
-            else:
-                row.status, row.last_error = OutboxStatus.failed.value, result.detail
-                report.failed += 1
-                logs.action("send failed", level=logging.ERROR, **fields, error=result.detail)
-            session.add(row)
+            logs.action(f"{item.kind} sent", **fields, message_id=row.message_id)
+        elif result.outcome == "bounce":
+            row.status, row.last_error = OutboxStatus.bounced.value, result.detail
+            report.bounced += 1
+            if item.kind == MessageKind.email:  # the lead's status becomes bounced
+                record_event(
+                    session,
+                    item.lead_id,
+                    "email_bounced",
+                    sequence=item.sequence,
+                    step=item.step,
+                    data={"reply": result.detail, "message_id": row.message_id},
+                    at=now,
+                    source="smtp",
+                    source_id=row.message_id,
+                )
+            logs.action("email bounced", level=logging.WARNING, **fields, reply=result.detail)
+        elif result.outcome == "retry" and not _given_up(row, result, now):
+            row.status, row.last_error = OutboxStatus.queued.value, result.detail
+            row.first_failure_at = row.first_failure_at or now
+            row.next_attempt_at = now + backoff(row.attempts)
+            report.retrying += 1
+            logs.action(
+                "send will be retried",
+                level=logging.WARNING,
+                **fields,
+                attempt=row.attempts,
+                at=row.next_attempt_at.isoformat(),
+                error=result.detail,
+            )
+        else:
+            row.status, row.last_error = OutboxStatus.failed.value, result.detail
+            report.failed += 1
+            logs.action("send failed", level=logging.ERROR, **fields, error=result.detail)
+        session.add(row)
 
 
 def _given_up(row: OutboxMessage, result: SendResult, now: datetime) -> bool:
@@ -374,6 +419,30 @@ def _given_up(row: OutboxMessage, result: SendResult, now: datetime) -> bool:
     return temporary_reply and now - started > RETRY_LIFETIME
 
 
+async def _sender(
+    ctx: Context,
+    transport: Transport,
+    waiting: list[Claimed],
+    moment: datetime,
+    stopping: asyncio.Event | None,
+    report: DeliveryReport,
+) -> None:
+    """Send messages from *waiting* one at a time until it is empty (or stopping)."""
+    done: tuple[Claimed, SendResult] | None = None
+    while True:
+        stop = stopping is not None and stopping.is_set()
+        following = waiting.pop() if waiting and not stop else None
+        go = await asyncio.to_thread(_step, ctx, done, following, report)
+        done = None
+        if following is None:
+            return
+        if not go:
+            continue
+        message = with_date(following.raw, moment)
+        result = await transport.send(message, following.sender, following.recipient, following.key)
+        done = (following, result)
+
+
 async def deliver(
     ctx: Context,
     catalog: Catalog,
@@ -382,20 +451,22 @@ async def deliver(
     stopping: asyncio.Event | None = None,
 ) -> DeliveryReport:
     """Send every message that may go now, batch by batch, until none is left (or until
-    *stopping* is set: the batch in flight is finished first)."""
+    *stopping* is set: the messages being sent are finished and recorded, the rest of the
+    batch is given back)."""
     report = DeliveryReport()
     now = clock.now()
     await asyncio.to_thread(settle_abandoned, ctx, now)
+    # One sender per connection, each with at most one message "sending" at a time, so
+    # a crash leaves no more uncertain messages than there were connections.
+    senders = ctx.config.settings.smtp.max_connections
     while stopping is None or not stopping.is_set():
         now = clock.now()
         batch = await asyncio.to_thread(claim, ctx, catalog, now, report)
         if not batch:
             break
-
-        async def send(item: Claimed, moment: datetime = now) -> tuple[Claimed, SendResult]:
-            message = with_date(item.raw, moment)
-            return item, await transport.send(message, item.sender, item.recipient, item.key)
-
-        results = await asyncio.gather(*(send(item) for item in batch))
-        await asyncio.to_thread(record, ctx, list(results), clock.now(), report)
+        waiting = list(reversed(batch))
+        await asyncio.gather(
+            *(_sender(ctx, transport, waiting, now, stopping, report) for _ in range(senders))
+        )
+        await asyncio.to_thread(_release, ctx, [item.id for item in batch])
     return report

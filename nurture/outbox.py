@@ -1,7 +1,8 @@
 """The outbox: every email is stored here, in the transaction that advances its
 enrollment, before anything tries to send it.
 
-A message is ``queued`` → ``sending`` (leased to one delivery loop) → ``sent``; or
+A message is ``queued`` → ``leased`` (claimed by one delivery loop) → ``sending`` (its
+transmission began; at most one per connection) → ``sent``; or
 ``bounced`` (5xx to RCPT), ``failed`` (permanently refused, or retried too long), or
 ``cancelled`` (the lead opted out or exited before it went), or ``uncertain`` (the
 process sending it died mid-send: held for review rather than risk a second copy).
@@ -23,6 +24,9 @@ from nurture.sqltypes import JSONType, UTCDateTime
 
 class OutboxStatus(enum.StrEnum):
     queued = "queued"
+    #: Claimed by a delivery loop, not started yet: safe to give back.
+    leased = "leased"
+    #: Being handed to the server right now.
     sending = "sending"
     sent = "sent"
     bounced = "bounced"

@@ -63,7 +63,8 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
             col(OutboxMessage.attempts) == 0,
         ),
         "retrying": _count_outbox(session, queued, col(OutboxMessage.attempts) > 0),
-        "sending": outbox.get(OutboxStatus.sending.value, 0),
+        "sending": outbox.get(OutboxStatus.sending.value, 0)
+        + outbox.get(OutboxStatus.leased.value, 0),
         "sent": outbox.get(OutboxStatus.sent.value, 0),
         "bounced": outbox.get(OutboxStatus.bounced.value, 0),
         "failed": outbox.get(OutboxStatus.failed.value, 0),

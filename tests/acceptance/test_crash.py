@@ -85,7 +85,7 @@ def test_kill_9_loses_and_doubles_nothing(
     status = Counter(row.status for row in outbox)
     assert set(status) <= {"sent", "uncertain"}, status
     uncertain = [row for row in outbox if row.status == "uncertain"]
-    assert len(uncertain) <= KILLS * BATCH
+    assert len(uncertain) <= KILLS * 2  # at most the connections in flight at each kill
     sent = {row.recipient for row in outbox if row.status == "sent"}
     assert sent == set(received) - {row.recipient for row in uncertain}
     # Held messages were reported, not resent: those the server did not get are missing

@@ -390,10 +390,11 @@ def test_a_reply_to_an_earlier_sequence_does_not_end_a_new_one(harness: Harness)
     assert report.exited == 1
 
 
-def _abandon_a_send(harness: Harness, moment: datetime) -> OutboxMessage:
-    """A welcome email claimed by a delivery loop that then died (its lease ran out)."""
+def _abandon_a_send(harness: Harness, moment: datetime, started: bool = True) -> OutboxMessage:
+    """A welcome email claimed by a delivery loop that then died (its lease ran out),
+    after it began handing the email to the server (*started*) or before."""
     from nurture.catalog import load_catalog
-    from nurture.delivery import DeliveryReport, claim
+    from nurture.delivery import DeliveryReport, _start, claim
     from nurture.runner import run_pass
 
     with freeze_time(moment):
@@ -401,8 +402,11 @@ def _abandon_a_send(harness: Harness, moment: datetime) -> OutboxMessage:
         catalog = load_catalog(harness.engine, harness.config.sequences_dir, ctx.templates, moment)
         run_pass(ctx, catalog, moment)
         [claimed] = claim(ctx, catalog, moment, DeliveryReport())
+        if started:
+            with session_scope(harness.engine) as session:
+                assert _start(session, claimed.id)
     [row] = harness.outbox()
-    assert row.id == claimed.id and row.status == "sending"
+    assert row.id == claimed.id and row.status == ("sending" if started else "leased")
     return row
 
 
@@ -435,3 +439,11 @@ def test_on_uncertain_resend_sends_again_with_the_same_message_id(
     harness.tick(la(2026, 11, 23, 10, 30))
     [message] = harness.sent()
     assert message["Message-ID"] == row.message_id
+
+
+def test_a_claimed_email_not_yet_started_is_simply_sent_later(harness: Harness) -> None:
+    row = _abandon_a_send(harness, la(2026, 11, 23, 10, 0), started=False)
+    harness.tick(la(2026, 11, 23, 10, 30))
+    [message] = harness.sent()
+    assert message["Message-ID"] == row.message_id
+    assert harness.outbox()[0].status == "sent"
