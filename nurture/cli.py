@@ -665,6 +665,12 @@ def status(
     say(f"open tasks: {data['tasks']['open']}")
     h = data["handoffs"]
     say(f"hand-offs waiting for sales: {h['pending']} ({h['overdue']} past their answer time)")
+    for worker in data["workers"]:
+        if worker["alive"]:
+            say(
+                f"worker {worker['host']} pid {worker['pid']}: {worker['role']}, "
+                f"last heartbeat {worker['heartbeat_at'][11:19]} UTC"
+            )
     if data["webhooks"]:
         say("webhooks: " + _summary(list(data["webhooks"].items())))
     for failure in data["failures"]:

@@ -30,6 +30,10 @@ from nurture.scoring import ScoringRules, load_scoring
 from nurture.server import background_server
 from nurture.store import session_scope
 from nurture.transports import Transport, open_transport
+from nurture.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
+
+#: Seconds between a standby's attempts to take over the SQLite database.
+STANDBY_POLL = 2.0
 
 
 class Reloader:
@@ -179,10 +183,45 @@ class Daemon:
         except Exception:
             logs.logger.exception("%s job failed; it runs again at its next interval", job)
 
+    async def _standby(self, lock: SqliteLock, worker_id: str) -> bool:
+        """Wait until this process holds the SQLite database; ``False`` if told to stop
+        first."""
+        engine = self.ctx.engine
+        logs.action(
+            "another nurture run works on this SQLite database: waiting as a standby",
+            holder=lock.holder(),
+        )
+        await asyncio.to_thread(beat, engine, worker_id, role="standby")
+        while not lock.acquire():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=STANDBY_POLL)
+                return False
+            except TimeoutError:
+                await asyncio.to_thread(beat, engine, worker_id)
+        logs.action("the other worker stopped: taking over")
+        await asyncio.to_thread(beat, engine, worker_id, role="active")
+        return True
+
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
+        engine = self.ctx.engine
+        worker_id = await asyncio.to_thread(register, engine, "active")
+        database = sqlite_file(engine)
+        lock = SqliteLock(database) if database is not None else None
+        try:
+            if lock is not None and not lock.acquire():
+                if not await self._standby(lock, worker_id):
+                    logs.action("daemon stopped", passes=0)
+                    return
+            await self._work(worker_id)
+        finally:
+            await asyncio.to_thread(beat, engine, worker_id, stopped=True)
+            if lock is not None:
+                lock.release()
+
+    async def _work(self, worker_id: str) -> None:
         scheduler = AsyncIOScheduler(timezone=UTC)
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         scheduler.add_job(
@@ -200,6 +239,14 @@ class Daemon:
             args=["deliver"],
             id="deliver",
             seconds=self.settings.delivery_interval,
+            **common,
+        )
+        scheduler.add_job(
+            beat,
+            "interval",
+            args=[self.ctx.engine, worker_id],
+            id="heartbeat",
+            seconds=HEARTBEAT.total_seconds(),
             **common,
         )
         replies = self.ctx.config.settings.replies

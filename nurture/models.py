@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from nurture.enrollments import DeployedSequence, Enrollment
 from nurture.events import Event
+from nurture.handoff import Handoff, Webhook
 from nurture.leads import Lead
 from nurture.outbox import OutboxMessage
 from nurture.tasks import Task
 from nurture.tokens import Meta
+from nurture.workers import Worker
 
-__all__ = ["DeployedSequence", "Enrollment", "Event", "Lead", "Meta", "OutboxMessage", "Task"]
+__all__ = [
+    "DeployedSequence",
+    "Enrollment",
+    "Event",
+    "Handoff",
+    "Lead",
+    "Meta",
+    "OutboxMessage",
+    "Task",
+    "Webhook",
+    "Worker",
+]

@@ -13,6 +13,7 @@ from nurture.handoff import Handoff, HandoffStatus, Webhook
 from nurture.leads import Lead
 from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.tasks import Task, TaskStatus
+from nurture.workers import list_workers
 
 
 def collect_status(session: Session, now: datetime, *, failures: int = 10) -> dict[str, Any]:
@@ -121,6 +122,7 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         "outbox": queue,
         "tasks": tasks,
         "handoffs": handoffs,
+        "workers": list_workers(session, now),
         "webhooks": webhooks,
         "failures": [
             {"lead": email, "sequence": e.sequence, "step": e.next_step, "error": e.reason}

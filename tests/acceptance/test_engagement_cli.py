@@ -123,3 +123,63 @@ def test_run_serve_runs_the_daemon_and_the_server_in_one_process(
             daemon.kill()
     assert daemon.returncode == 0, stderr
     assert "server listening" in stderr and "daemon stopped" in stderr
+
+
+def test_a_second_run_on_the_same_sqlite_file_waits_as_a_standby(
+    nurture: Run, tmp_path: Path
+) -> None:
+    project = _project(nurture, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env["NURTURE_DAEMON_INTERVAL"] = "1"
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nurture", "run", "--log-json"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    first = start()
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            not (project / "nurture.db.lock").exists()
+            or "pid" not in (project / "nurture.db.lock").read_text()
+        ):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.1)
+        second = start()
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                status = json.loads(nurture("status", "--json", cwd=project).stdout)
+                roles = sorted(w["role"] for w in status["workers"] if w["alive"])
+                if roles == ["active", "standby"]:
+                    break
+                assert time.monotonic() < deadline, roles
+                time.sleep(0.2)
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(30) == 0
+            deadline = time.monotonic() + 30
+            while True:
+                status = json.loads(nurture("status", "--json", cwd=project).stdout)
+                roles = [w["role"] for w in status["workers"] if w["alive"]]
+                if roles == ["active"]:
+                    break
+                assert time.monotonic() < deadline, roles
+                time.sleep(0.2)
+            second.send_signal(signal.SIGTERM)
+            _, stderr = second.communicate(timeout=30)
+            assert second.returncode == 0
+            messages = [json.loads(line)["message"] for line in stderr.splitlines()]
+            assert messages[0].startswith("another nurture run works on this SQLite database")
+            assert "the other worker stopped: taking over" in messages
+        finally:
+            if second.poll() is None:
+                second.kill()
+    finally:
+        if first.poll() is None:
+            first.kill()
