@@ -6,6 +6,7 @@ delivery loop at their intervals; SIGTERM or SIGINT lets the work in flight fini
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import threading
@@ -25,13 +26,14 @@ from nurture.handoff_notice import deliver_webhooks, send_reminders
 from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.replies import MailboxError, PollReport, poll
 from nurture.runner import Context, PassReport, run_pass
-from nurture.scorer import score_pass
+from nurture.scorer import rescore, score_pass
 from nurture.scoring import ScoringRules, load_scoring
 from nurture.server import background_server
 from nurture.store import session_scope
 from nurture.transports import Transport, open_transport
 from nurture.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
 
+SCORING_DIGEST_KEY = "scoring_digest"
 #: Seconds between a standby's attempts to take over the SQLite database.
 STANDBY_POLL = 2.0
 
@@ -78,16 +80,43 @@ class Reloader:
         return rules
 
 
+def rules_changed(ctx: Context) -> bool:
+    """Whether ``scoring.yaml`` differs from the version the scores were computed with
+    (remembering this version; the first time there is nothing to redo)."""
+    from nurture.tokens import Meta
+
+    try:
+        digest = hashlib.sha256(ctx.config.scoring_file.read_bytes()).hexdigest()
+    except OSError:
+        return False
+    with session_scope(ctx.engine) as session:
+        mark = session.get(Meta, SCORING_DIGEST_KEY)
+        if mark is not None and mark.value == digest:
+            return False
+        session.merge(Meta(key=SCORING_DIGEST_KEY, value=digest))
+    return mark is not None
+
+
 def full_pass(
     ctx: Context, reload: Reloader, now: datetime, stop: Callable[[], bool] | None = None
 ) -> tuple[Catalog, PassReport]:
-    """Reload the files, score what happened, hand off hot leads, send due reminders,
-    then advance the enrollments."""
+    """Reload the files, score what happened (every lead again if ``scoring.yaml``
+    changed), hand off hot leads, send due reminders, then advance the enrollments."""
     catalog = reload(now)
     report = PassReport()
     rules = reload.scoring()
     if rules is not None:
         scored = score_pass(ctx, rules, now)
+        if rules_changed(ctx):
+            rescored = rescore(ctx, rules, now)
+            logs.action(
+                "scoring.yaml changed: every lead rescored",
+                leads=rescored.leads,
+                stage_changes=rescored.stage_changes,
+                hot=rescored.hot,
+            )
+            scored.stage_changes += rescored.stage_changes
+            scored.hot += rescored.hot
         report.stage_changes, report.hot = scored.stage_changes, scored.hot
         report.reminders = send_reminders(ctx, now)
     report.add(run_pass(ctx, catalog, now, stop))

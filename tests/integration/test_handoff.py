@@ -253,3 +253,16 @@ def test_the_webhook_is_retried_until_it_succeeds_and_never_sent_twice(
     assert first == second and key1 == key2
     assert second["text"] == "María López at BrightPath is a hot lead."
     assert second["nurture"]["lead"] == MARIA
+
+
+def test_changing_scoring_yaml_rescores_every_lead_in_the_next_pass(sales: Sales) -> None:
+    sales.tick(START)
+    sales.engaged(START + timedelta(hours=1))
+    sales.tick(START + timedelta(hours=1, minutes=5))
+    assert sales.lead().stage == "hot"
+    scoring = sales.project / "scoring.yaml"
+    scoring.write_text(scoring.read_text().replace("form_submitted: 10", "form_submitted: 2"))
+    report = sales.tick(START + timedelta(hours=2))
+    lead = sales.lead()
+    assert report.stage_changes == 1 and lead.stage == "warm"
+    assert lead.engagement == pytest.approx(11, abs=0.1)  # 5 for the click, 3 x 2 for forms
