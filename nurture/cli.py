@@ -385,7 +385,7 @@ def preview(
         )
     record, view = _lead_view(st, lead)
     context = Context.open(st.engine(), config)
-    template = step.action.template_for(f"{sequence.name}:{step.id}:{record.email}")
+    template = step.action.template_for_lead(sequence.name, step.id, record.email)
     tracking_id = "preview" if step.action.track else None
     email = compose_email(context, sequence, step.id, template, record, view, clock.now(),
                           tracking_id)  # fmt: skip
@@ -559,7 +559,7 @@ def run(
         bool, typer.Option("--serve", help="Also run the tracking and API server.")
     ] = False,
 ) -> None:
-    """The daemon: passes every [daemon] interval seconds; SIGTERM or Ctrl-C stops it cleanly."""
+    """The daemon: a pass every \\[daemon] interval seconds; SIGTERM or Ctrl-C stops it cleanly."""
     import asyncio
 
     from nurture import logs
@@ -574,8 +574,10 @@ def run(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Address to listen on ([server] host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port ([server] port).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (\\[server] host).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (\\[server] port).")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Log lines as JSON.")] = False,
 ) -> None:
     """The tracking and API server: open pixel, click redirects, unsubscribe, /api/events."""
@@ -849,7 +851,7 @@ def handoff_recycle(
 
 @app.command()
 def rescore(ctx: typer.Context) -> None:
-    """Score every lead again from its events after scoring.yaml changed."""
+    """Score every lead again now (a pass does it by itself when scoring.yaml changes)."""
     from nurture import clock
     from nurture.runner import Context
     from nurture.scorer import rescore as run_rescore

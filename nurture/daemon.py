@@ -83,7 +83,7 @@ class Reloader:
 def rules_changed(ctx: Context) -> bool:
     """Whether ``scoring.yaml`` differs from the version the scores were computed with
     (remembering this version; the first time there is nothing to redo)."""
-    from nurture.tokens import Meta
+    from nurture.meta import Meta
 
     try:
         digest = hashlib.sha256(ctx.config.scoring_file.read_bytes()).hexdigest()
@@ -106,17 +106,16 @@ def full_pass(
     report = PassReport()
     rules = reload.scoring()
     if rules is not None:
-        scored = score_pass(ctx, rules, now)
-        if rules_changed(ctx):
-            rescored = rescore(ctx, rules, now)
+        if rules_changed(ctx):  # every lead again, new events included
+            scored = rescore(ctx, rules, now)
             logs.action(
                 "scoring.yaml changed: every lead rescored",
-                leads=rescored.leads,
-                stage_changes=rescored.stage_changes,
-                hot=rescored.hot,
+                leads=scored.leads,
+                stage_changes=scored.stage_changes,
+                hot=scored.hot,
             )
-            scored.stage_changes += rescored.stage_changes
-            scored.hot += rescored.hot
+        else:
+            scored = score_pass(ctx, rules, now)
         report.stage_changes, report.hot = scored.stage_changes, scored.hot
         report.reminders = send_reminders(ctx, now)
     report.add(run_pass(ctx, catalog, now, stop))

@@ -1,7 +1,8 @@
 """The delivery loop: send what the outbox holds, when it may go.
 
-Each batch is claimed (``queued`` → ``sending`` with a lease) in one transaction, sent
-through the transport, and the results recorded in another. Before a message is claimed
+Each batch is claimed (``queued`` → ``leased``) in one transaction. One sender per
+connection then takes the messages one by one: a commit marks the message ``sending``
+(and records how the one before went) just before it is handed over. Before a message is claimed
 it is checked again: a lead who opted out or left the sequence since is not emailed;
 the sending window and the daily caps hold a message back (it waits, it is not dropped).
 A message whose lease ran out (its sender died mid-batch) may have reached the server:
@@ -13,27 +14,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
 from nurture.catalog import Catalog
+from nurture.engine import leaves_because
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.events import Event, LeadEvents, events_by_lead, record_event
-from nurture.expressions import LeadView, context
+from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
 from nurture.outbox import MessageKind, OutboxMessage, OutboxStatus
 from nurture.runner import Context
 from nurture.sequences import Sequence
-from nurture.simulate import exit_reason
 from nurture.store import session_scope
-from nurture.timing import next_allowed, zone
+from nurture.timing import day_start, next_allowed, zone
 from nurture.transports import SendResult, Transport
 
 #: Retry delays: first, cap.
@@ -59,18 +60,6 @@ def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     return ceiling * (rng or random).uniform(0.5, 1.0)
 
 
-def _day_start(moment: datetime, tz_name: str) -> datetime:
-    tz = zone(tz_name)
-    local = moment.astimezone(tz)
-    return datetime.combine(local.date(), time(), tzinfo=tz).astimezone(UTC)
-
-
-def _next_day(moment: datetime, tz_name: str) -> datetime:
-    tz = zone(tz_name)
-    local = moment.astimezone(tz).date() + timedelta(days=1)
-    return datetime.combine(local, time(), tzinfo=tz).astimezone(UTC)
-
-
 @dataclass(frozen=True)
 class Claimed:
     id: int
@@ -85,50 +74,57 @@ class Claimed:
 
 
 class _Caps:
-    """Emails sent today per sender mailbox and per lead, counted once per batch."""
+    """Emails sent today per sender mailbox and per lead, read in two queries per batch
+    and counted on as the batch is claimed."""
 
-    def __init__(self, session: Session, ctx: Context, now: datetime) -> None:
-        self.session, self.now = session, now
+    def __init__(
+        self, session: Session, ctx: Context, rows: list[OutboxMessage], now: datetime
+    ) -> None:
+        self.now = now
         self.limits = ctx.config.settings.limits
-        self.project_tz = ctx.default_timezone
-        self.senders: Counter[str] = Counter()
-        self.leads: Counter[int] = Counter()
-        self.loaded_senders: set[str] = set()
-        self.loaded_leads: set[int] = set()
-
-    def _sent_since(self, column: object, value: object, since: datetime) -> int:
-        query = (
-            select(func.count())
-            .select_from(OutboxMessage)
+        self.project_tz = zone(ctx.default_timezone)
+        sent = (
+            select(OutboxMessage.sender, OutboxMessage.lead_id, OutboxMessage.sent_at)
             .where(col(OutboxMessage.kind) == MessageKind.email.value)
             .where(col(OutboxMessage.status) == OutboxStatus.sent.value)
-            .where(col(OutboxMessage.sent_at) >= since)
-            .where(column == value)
         )
-        return int(self.session.exec(query).one())
+        today = day_start(now, self.project_tz)
+        self.senders: Counter[str] = Counter(
+            sender
+            for sender, _, _ in session.exec(
+                sent.where(col(OutboxMessage.sender).in_({r.sender for r in rows})).where(
+                    col(OutboxMessage.sent_at) >= today
+                )
+            )
+        )
+        # A lead's day is its own: read two days back, count from its midnight.
+        self.lead_sends: defaultdict[int, list[datetime]] = defaultdict(list)
+        for _, lead_id, sent_at in session.exec(
+            sent.where(col(OutboxMessage.lead_id).in_({r.lead_id for r in rows})).where(
+                col(OutboxMessage.sent_at) >= now - timedelta(days=2)
+            )
+        ):
+            if sent_at is not None:
+                self.lead_sends[lead_id].append(sent_at)
+        self.claimed: Counter[int] = Counter()
 
     def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
         """When *row* may go instead of now, and why; ``None`` if it may go now."""
-        if row.sender not in self.loaded_senders:
-            since = _day_start(self.now, self.project_tz)
-            self.senders[row.sender] += self._sent_since(OutboxMessage.sender, row.sender, since)
-            self.loaded_senders.add(row.sender)
-        if row.lead_id not in self.loaded_leads:
-            since = _day_start(self.now, row.timezone)
-            self.leads[row.lead_id] += self._sent_since(OutboxMessage.lead_id, row.lead_id, since)
-            self.loaded_leads.add(row.lead_id)
         if self.senders[row.sender] >= self.limits.per_sender_daily:
             return (
-                _next_day(self.now, self.project_tz),
+                day_start(self.now, self.project_tz, days_on=1),
                 f"{row.sender} reached its cap of {self.limits.per_sender_daily} emails today",
             )
-        if self.leads[row.lead_id] >= self.limits.per_lead_daily:
+        lead_tz = zone(row.timezone)
+        midnight = day_start(self.now, lead_tz)
+        today = sum(1 for moment in self.lead_sends[row.lead_id] if moment >= midnight)
+        if today + self.claimed[row.lead_id] >= self.limits.per_lead_daily:
             return (
-                _next_day(self.now, row.timezone),
+                day_start(self.now, lead_tz, days_on=1),
                 f"lead reached its cap of {self.limits.per_lead_daily} emails today",
             )
         self.senders[row.sender] += 1
-        self.leads[row.lead_id] += 1
+        self.claimed[row.lead_id] += 1
         return None
 
 
@@ -240,7 +236,7 @@ def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport)
             for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
         }
         events = events_by_lead(session, {r.lead_id for r in rows})
-        caps = _Caps(session, ctx, now)
+        caps = _Caps(session, ctx, rows, now)
         for row in rows:
             if row.kind == MessageKind.email:
                 lead = leads[row.lead_id]
@@ -309,8 +305,7 @@ def _cancelled_because(
     if sequence is not None:
         since = enrollment.enrolled_at if enrollment is not None else None
         engagement = LeadEvents.of(events, sequence.name, since=since)
-        names = context(LeadView.of(lead), engagement, now=now)
-        reason = exit_reason(sequence.exit_when, engagement, lead.stage, names)
+        reason = leaves_because(sequence, LeadView.of(lead).as_dict(), engagement, now)
         if reason:
             return f"lead left the sequence: {reason}"
     return None

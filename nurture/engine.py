@@ -20,12 +20,36 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from nurture.expressions import Engagement, LeadView, context, truth
-from nurture.sequences import EmailAction, Sequence, Step, TaskAction, UpdateAction
-from nurture.simulate import exit_reason
+from nurture.sequences import EmailAction, ExitRule, Sequence, Step, TaskAction, UpdateAction
 from nurture.timing import add_wait, due_moment
 
 #: Contact statuses that take a lead out of every sequence.
 OPTED_OUT = ("unsubscribed", "bounced", "complained")
+
+
+def exit_reason(
+    rules: tuple[ExitRule, ...], events: Engagement, stage: str, names: dict[str, Any]
+) -> str | None:
+    """The first ``exit_when`` rule that holds, described; ``None`` if none does."""
+    for rule in rules:
+        if rule.event is not None and events.occurred(rule.event):
+            return rule.source
+        if rule.stage is not None and stage == rule.stage:
+            return f"lead is {rule.stage}"
+        if rule.expression is not None and truth(rule.expression, names):
+            return rule.source
+    return None
+
+
+def leaves_because(
+    sequence: Sequence, lead: dict[str, Any], engagement: Engagement, now: datetime
+) -> str | None:
+    """Why the lead leaves *sequence* now: it opted out, or an ``exit_when`` rule holds."""
+    status = lead.get("status", "subscribed")
+    if status in OPTED_OUT:
+        return f"lead is {status}"
+    names = context(LeadView(lead), engagement, now=now)
+    return exit_reason(sequence.exit_when, engagement, lead.get("stage", "cold"), names)
 
 
 @dataclass(frozen=True)
@@ -123,10 +147,7 @@ def advance(
         return context(LeadView(values), engagement, now=now)
 
     def exit_check() -> str | None:
-        status = values.get("status", "subscribed")
-        if status in OPTED_OUT:
-            return f"lead is {status}"
-        return exit_reason(sequence.exit_when, engagement, values.get("stage", "cold"), names())
+        return leaves_because(sequence, values, engagement, now)
 
     reason = exit_check()
     if reason:
@@ -190,7 +211,7 @@ def _touch(
 ) -> Touch:
     action = step.action
     if isinstance(action, EmailAction):
-        template = action.template_for(f"{sequence.name}:{step.id}:{values.get('email')}")
+        template = action.template_for_lead(sequence.name, step.id, values.get("email", ""))
         return Touch(step, template=template, moved_because=moved_because)
     if isinstance(action, TaskAction) and action.timeout is not None:
         timeout_at = add_wait(now, action.timeout, tz, sequence.schedule.window)

@@ -25,11 +25,11 @@ from nurture.handoff import (
 )
 from nurture.leads import Lead
 from nurture.messages import Sender, build_notification
+from nurture.meta import Meta
 from nurture.outbox import MessageKind, queue_message
 from nurture.runner import Context
 from nurture.scoring import ScoringRules
 from nurture.store import session_scope
-from nurture.tokens import Meta
 
 ROUND_ROBIN_KEY = "sales_round_robin"
 TIMELINE = 10

@@ -6,9 +6,9 @@ from nurture.enrollments import DeployedSequence, Enrollment
 from nurture.events import Event
 from nurture.handoff import Handoff, Webhook
 from nurture.leads import Lead
+from nurture.meta import Meta
 from nurture.outbox import OutboxMessage
 from nurture.tasks import Task
-from nurture.tokens import Meta
 from nurture.workers import Worker
 
 __all__ = [

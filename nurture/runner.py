@@ -39,6 +39,7 @@ from nurture.messages import (
     render_step_email,
     unsubscribe_url,
 )
+from nurture.meta import advance_mark
 from nurture.outbox import MessageKind, queue_message
 from nurture.sequences import EmailAction, NotifyAction, Sequence, TaskAction
 from nurture.store import session_scope
@@ -185,14 +186,9 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
     Also wakes the enrollments of every lead changed since the last pass, so a change
     of stage or status (``exit_when: [hot]``, an unsubscribe) acts at once.
     """
-    from nurture.tokens import Meta
-
     enrolled = 0
     with session_scope(ctx.engine) as session:
-        mark = session.get(Meta, LEADS_CHECKED_KEY)
-        since = datetime.fromisoformat(mark.value) - OVERLAP if mark else None
-        wake_changed(session, since, now)
-        session.merge(Meta(key=LEADS_CHECKED_KEY, value=now.isoformat()))
+        wake_changed(session, advance_mark(session, LEADS_CHECKED_KEY, now, OVERLAP), now)
         rows = {row.name: row for row in session.exec(select(DeployedSequence))}
     for name, sequence in catalog.sequences.items():
         row = rows.get(name)

@@ -9,9 +9,8 @@ handed to sales (:mod:`nurture.handoff`) in the same transaction.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, update
@@ -21,6 +20,7 @@ from nurture import logs
 from nurture.events import Event, events_of, record_event
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
+from nurture.meta import advance_mark
 from nurture.runner import Context
 from nurture.scoring import (
     SCORED_STAGES,
@@ -30,11 +30,9 @@ from nurture.scoring import (
     falls_below_at,
     fit_of,
     implied_stage,
-    load_scoring,
 )
 from nurture.store import session_scope
-from nurture.timing import zone
-from nurture.tokens import Meta
+from nurture.timing import day_start, zone
 
 FIT_CHECKED_KEY = "fit_checked_at"
 OVERLAP = timedelta(minutes=1)
@@ -51,22 +49,6 @@ class ScoreReport:
     changes: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def load_rules(ctx: Context) -> ScoringRules | None:
-    """The project's scoring rules; ``None`` (logged) when ``scoring.yaml`` has problems."""
-    rules, problems = load_scoring(ctx.config.scoring_file)
-    for problem in problems:
-        logs.action(
-            "scoring.yaml has problems: scores wait", level=logging.WARNING, problem=str(problem)
-        )
-    return rules
-
-
-def _day_start(moment: datetime, tz_name: str) -> datetime:
-    tz = zone(tz_name)
-    local = moment.astimezone(tz)
-    return datetime.combine(local.date(), time(), tzinfo=tz)
-
-
 def score_event(
     session: Session, rules: ScoringRules, lead: Lead, event: Event, tz_name: str
 ) -> None:
@@ -77,7 +59,7 @@ def score_event(
         cap = rules.engagement.get(event.type)
         earned_today = 0
         if cap is not None and cap.max_per_day is not None:
-            start = _day_start(event.occurred_at, tz_name)
+            start = day_start(event.occurred_at, zone(tz_name))
             earned_today = session.exec(
                 select(func.count())
                 .select_from(Event)
@@ -86,7 +68,7 @@ def score_event(
                 .where(col(Event.scored).is_(True))
                 .where(col(Event.points) > 0)
                 .where(col(Event.occurred_at) >= start)
-                .where(col(Event.occurred_at) < start + timedelta(days=1))
+                .where(col(Event.occurred_at) < day_start(start, zone(tz_name), days_on=1))
             ).one()
         points = event_points(rules, event.type, event.machine, earned_today)
     event.points, event.scored = points, True
@@ -195,10 +177,10 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                 if event.points:
                     touched.add(event.lead_id)
     with session_scope(ctx.engine) as session:
-        mark = session.get(Meta, FIT_CHECKED_KEY)
+        since = advance_mark(session, FIT_CHECKED_KEY, now, OVERLAP)
         query = select(Lead)
-        if mark is not None:
-            query = query.where(col(Lead.updated_at) > datetime.fromisoformat(mark.value) - OVERLAP)
+        if since is not None:
+            query = query.where(col(Lead.updated_at) > since)
         for lead in session.exec(query):
             fit, _ = fit_of(rules, LeadView.of(lead), now)
             if fit != lead.fit:
@@ -206,7 +188,6 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                 session.add(lead)
             assert lead.id is not None
             touched.add(lead.id)
-        session.merge(Meta(key=FIT_CHECKED_KEY, value=now.isoformat()))
     with session_scope(ctx.engine) as session:
         due = session.exec(select(Lead.id).where(col(Lead.stage_review_at) <= now))
         touched |= {i for i in due if i is not None}
@@ -239,11 +220,11 @@ def rescore(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             for lead in leads:
                 assert lead.id is not None
                 lead.engagement, lead.scored_at = 0.0, None
-                for event in events_of(session, lead.id):
-                    event.scored = False
+                events = events_of(session, lead.id)
+                for event in events:
+                    event.scored, event.points = False, None
                     session.add(event)
-                session.flush()
-                for event in events_of(session, lead.id):
+                for event in events:  # oldest first; each daily cap counts the ones before
                     score_event(session, rules, lead, event, lead.timezone or default_tz)
                     session.flush()
                     report.events += 1

@@ -80,6 +80,11 @@ class EmailAction:
     #: Rewrite links for click tracking.
     track: bool = True
 
+    def template_for_lead(self, sequence: str, step: str, email: str) -> str:
+        """The template a lead gets at a step: the same in ``simulate``, ``preview`` and
+        the daemon."""
+        return self.template_for(f"{sequence}:{step}:{email}")
+
     def template_for(self, key: str) -> str:
         """The template a lead gets, chosen deterministically from *key* by weight."""
         if len(self.variants) == 1:

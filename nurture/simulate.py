@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from nurture.engine import exit_reason
 from nurture.errors import InvalidValueError
-from nurture.expressions import Engagement, EventSet, LeadView, context, truth
+from nurture.expressions import EventSet, LeadView, context, truth
 from nurture.sequences import (
     EXIT_EVENTS,
     EXIT_STAGES,
     EmailAction,
-    ExitRule,
     NotifyAction,
     Sequence,
     TaskAction,
@@ -76,20 +76,6 @@ class Entry:
         }
 
 
-def exit_reason(
-    rules: tuple[ExitRule, ...], events: Engagement, stage: str, names: dict[str, Any]
-) -> str | None:
-    """The first ``exit_when`` rule that holds, described; ``None`` if none does."""
-    for rule in rules:
-        if rule.event is not None and events.occurred(rule.event):
-            return rule.source
-        if rule.stage is not None and stage == rule.stage:
-            return f"lead is {rule.stage}"
-        if rule.expression is not None and truth(rule.expression, names):
-            return rule.source
-    return None
-
-
 def simulate(
     sequence: Sequence,
     lead: LeadView,
@@ -138,7 +124,7 @@ def simulate(
             continue
         action = step.action
         if isinstance(action, EmailAction):
-            template = action.template_for(f"{sequence.name}:{step.id}:{values.get('email')}")
+            template = action.template_for_lead(sequence.name, step.id, values.get("email", ""))
             if emailable:
                 add(moment, "email", step.id, f"email {template}", placement.moved_because or "")
             else:

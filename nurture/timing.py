@@ -158,6 +158,12 @@ def localize(day: date, minutes: int, tz: ZoneInfo) -> datetime:
     return naive.replace(tzinfo=tz).astimezone(UTC)
 
 
+def day_start(moment: datetime, tz: ZoneInfo, days_on: int = 0) -> datetime:
+    """The UTC moment the local day of *moment* in *tz* begins (*days_on* days later);
+    a midnight skipped by a DST change is the first moment after the gap."""
+    return localize(moment.astimezone(tz).date() + timedelta(days=days_on), 0, tz)
+
+
 def add_wait(base: datetime, wait: Duration, tz: ZoneInfo, window: Window) -> datetime:
     """The moment *wait* after *base*: elapsed time for minutes and hours; for days, weeks
     and business days the same local time of day, that many days (or working days) on."""

@@ -8,10 +8,10 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import Engine, String
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel
 
+from nurture.meta import Meta
 from nurture.store import session_scope
 
 _SEPARATOR = "."
@@ -50,15 +50,6 @@ def verify(secret: str, purpose: str, token: str) -> str | None:
         return data.decode()
     except UnicodeDecodeError:
         return None
-
-
-class Meta(SQLModel, table=True):
-    """Small values the whole installation shares, such as the generated signing key."""
-
-    __tablename__ = "meta"
-
-    key: str = Field(primary_key=True, max_length=64)
-    value: str = Field(sa_type=String(1024))
 
 
 def project_secret(configured: str, engine: Engine) -> str:
