@@ -66,30 +66,36 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
             )
 
 
-def main() -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def measure(rows: int) -> dict[str, float]:
+    """Import *rows* generated leads into a fresh SQLite database, twice."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         csv_path = directory / "leads.csv"
-        generate(csv_path, args.rows)
+        generate(csv_path, rows)
         engine = open_engine(f"sqlite:///{directory / 'bench.db'}")
         upgrade(engine)
-        results: dict[str, float] = {"rows": args.rows}
+        results: dict[str, float] = {"rows": rows}
         for label in ("first_import", "reimport"):
             started = time.perf_counter()
             report = import_csv(engine, csv_path)
             elapsed = time.perf_counter() - started
             assert not report.rejected, report.rejected[:3]
             results[f"{label}_seconds"] = round(elapsed, 2)
-            results[f"{label}_rows_per_second"] = round(args.rows / elapsed)
+            results[f"{label}_rows_per_second"] = round(rows / elapsed)
             print(
-                f"{label}: {args.rows} rows in {elapsed:.2f} s = "
-                f"{args.rows / elapsed:,.0f} rows/s ({report.summary()})"
+                f"{label}: {rows} rows in {elapsed:.2f} s = "
+                f"{rows / elapsed:,.0f} rows/s ({report.summary()})"
             )
         engine.dispose()
+    return results
+
+
+def main() -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = measure(args.rows)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results

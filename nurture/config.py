@@ -158,9 +158,13 @@ class DeliverySection(Section):
     #: server. ``hold``: keep it for review (``nurture outbox``), never resend it on its
     #: own. ``resend``: send it again, with the same Message-ID.
     on_uncertain: Literal["hold", "resend"] = "hold"
-    #: Seconds a batch of messages stays with the delivery loop that claimed it; after
-    #: that a loop that died is taken to have died mid-send.
-    lease: float = Field(default=600.0, ge=1)
+    #: Seconds a claimed message stays with its worker without a heartbeat (the worker
+    #: renews it three times per lease); after that the worker is taken to have died.
+    lease: float = Field(default=60.0, ge=1)
+    #: Seconds before the first retry of a send the server refused for now (or that
+    #: could not connect); the wait doubles with each attempt, up to ``retry_max``.
+    retry_after: float = Field(default=60.0, gt=0)
+    retry_max: float = Field(default=3600.0, gt=0)
 
 
 class LimitsSection(Section):

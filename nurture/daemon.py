@@ -23,8 +23,10 @@ from nurture.config import Config
 from nurture.delivery import DeliveryReport, deliver
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.handoff_notice import deliver_webhooks, send_reminders
+from nurture.locks import exclusive
 from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.replies import MailboxError, PollReport, poll
+from nurture.retry import is_transient, retry_transient
 from nurture.runner import Context, PassReport, run_pass
 from nurture.scorer import rescore, score_pass
 from nurture.scoring import ScoringRules, load_scoring
@@ -101,23 +103,27 @@ def full_pass(
     ctx: Context, reload: Reloader, now: datetime, stop: Callable[[], bool] | None = None
 ) -> tuple[Catalog, PassReport]:
     """Reload the files, score what happened (every lead again if ``scoring.yaml``
-    changed), hand off hot leads, send due reminders, then advance the enrollments."""
-    catalog = reload(now)
+    changed), hand off hot leads, send due reminders, then advance the enrollments.
+
+    Reloading and scoring are one worker's at a time (:func:`nurture.locks.exclusive`);
+    the due enrollments are shared between the workers."""
     report = PassReport()
-    rules = reload.scoring()
-    if rules is not None:
-        if rules_changed(ctx):  # every lead again, new events included
-            scored = rescore(ctx, rules, now)
-            logs.action(
-                "scoring.yaml changed: every lead rescored",
-                leads=scored.leads,
-                stage_changes=scored.stage_changes,
-                hot=scored.hot,
-            )
-        else:
-            scored = score_pass(ctx, rules, now)
-        report.stage_changes, report.hot = scored.stage_changes, scored.hot
-        report.reminders = send_reminders(ctx, now)
+    with exclusive(ctx.engine, "pass"):
+        catalog = reload(now)
+        rules = reload.scoring()
+        if rules is not None:
+            if rules_changed(ctx):  # every lead again, new events included
+                scored = rescore(ctx, rules, now)
+                logs.action(
+                    "scoring.yaml changed: every lead rescored",
+                    leads=scored.leads,
+                    stage_changes=scored.stage_changes,
+                    hot=scored.hot,
+                )
+            else:
+                scored = score_pass(ctx, rules, now)
+            report.stage_changes, report.hot = scored.stage_changes, scored.hot
+            report.reminders = send_reminders(ctx, now)
     report.add(run_pass(ctx, catalog, now, stop))
     return catalog, report
 
@@ -166,6 +172,9 @@ class Daemon:
         self._pass_lock = asyncio.Lock()
         self._delivery_lock = asyncio.Lock()
         self.passes = 0
+        #: Set while this worker holds a SQLite database: whatever a delivery loop left
+        #: in flight there was left by a process that is gone.
+        self._settle_all = False
 
     def stop(self, why: str) -> None:
         if not self.stopping.is_set():
@@ -194,7 +203,14 @@ class Daemon:
         if self.stopping.is_set() or self.catalog is None:
             return
         async with self._delivery_lock:
-            report = await deliver(self.ctx, self.catalog, self.transport, stopping=self.stopping)
+            report = await deliver(
+                self.ctx,
+                self.catalog,
+                self.transport,
+                stopping=self.stopping,
+                all_in_flight=self._settle_all,
+            )
+            self._settle_all = False
             await deliver_webhooks(self.ctx)
             if any(vars(report).values()):
                 logs.action("delivery done", **vars(report))
@@ -207,9 +223,23 @@ class Daemon:
     async def _guarded(self, job: str) -> None:
         jobs = {"pass": self.pass_job, "deliver": self.delivery_job, "replies": self.replies_job}
         try:
-            await jobs[job]()
-        except Exception:
-            logs.logger.exception("%s job failed; it runs again at its next interval", job)
+            # A lost database connection is waited out (with backoff) and the job runs
+            # again: what it had not committed was rolled back, so nothing is lost.
+            await retry_transient(jobs[job], job, stopping=self.stopping)
+        except Exception as exc:
+            if is_transient(exc):
+                logs.action("database unavailable while stopping", level=logging.WARNING,
+                            job=job)  # fmt: skip
+            else:
+                logs.logger.exception("%s job failed; it runs again at its next interval", job)
+
+    def _heartbeat(self, worker_id: str) -> None:
+        try:
+            beat(self.ctx.engine, worker_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            logs.action("heartbeat missed: database unavailable", level=logging.WARNING)
 
     async def _standby(self, lock: SqliteLock, worker_id: str) -> bool:
         """Wait until this process holds the SQLite database; ``False`` if told to stop
@@ -235,7 +265,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
         engine = self.ctx.engine
-        worker_id = await asyncio.to_thread(register, engine, "active")
+        worker_id = await asyncio.to_thread(register, engine, "active", self.ctx.worker_id)
         database = sqlite_file(engine)
         lock = SqliteLock(database) if database is not None else None
         try:
@@ -243,6 +273,7 @@ class Daemon:
                 if not await self._standby(lock, worker_id):
                     logs.action("daemon stopped", passes=0)
                     return
+            self._settle_all = lock is not None
             await self._work(worker_id)
         finally:
             await asyncio.to_thread(beat, engine, worker_id, stopped=True)
@@ -270,9 +301,9 @@ class Daemon:
             **common,
         )
         scheduler.add_job(
-            beat,
+            self._heartbeat,
             "interval",
-            args=[self.ctx.engine, worker_id],
+            args=[worker_id],
             id="heartbeat",
             seconds=HEARTBEAT.total_seconds(),
             **common,

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
@@ -31,15 +31,13 @@ from nurture.events import Event, LeadEvents, events_by_lead, record_event
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
 from nurture.outbox import MessageKind, OutboxMessage, OutboxStatus
+from nurture.retry import backoff, is_transient, retry_transient
 from nurture.runner import Context
 from nurture.sequences import Sequence
 from nurture.store import session_scope
 from nurture.timing import day_start, next_allowed, zone
 from nurture.transports import SendResult, Transport
 
-#: Retry delays: first, cap.
-BACKOFF_FIRST = timedelta(minutes=1)
-BACKOFF_CAP = timedelta(hours=1)
 #: A message the server keeps answering with 4xx is given up after this long.
 RETRY_LIFETIME = timedelta(days=5)
 
@@ -53,11 +51,17 @@ class DeliveryReport:
     failed: int = 0
     cancelled: int = 0
 
+    def add(self, other: DeliveryReport) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
-def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
-    """The wait before attempt *attempts* + 1: exponential, capped, with jitter."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * (2 ** max(attempts - 1, 0)))
-    return ceiling * (rng or random).uniform(0.5, 1.0)
+
+def send_backoff(ctx: Context, attempts: int, rng: random.Random | None = None) -> timedelta:
+    """The wait before attempt *attempts* + 1 of a send (or a webhook call):
+    ``[delivery] retry_after`` doubling up to ``retry_max``, with jitter."""
+    settings = ctx.config.settings.delivery
+    first = timedelta(seconds=settings.retry_after)
+    return backoff(attempts, first, max(first, timedelta(seconds=settings.retry_max)), rng)
 
 
 @dataclass(frozen=True)
@@ -83,29 +87,36 @@ class _Caps:
         self.now = now
         self.limits = ctx.config.settings.limits
         self.project_tz = zone(ctx.default_timezone)
-        sent = (
+        # Sent, or being sent by any worker right now (counted as sent now), so that
+        # workers sending side by side do not pass a cap between them.
+        in_flight = [OutboxStatus.leased.value, OutboxStatus.sending.value]
+        counted = (
             select(OutboxMessage.sender, OutboxMessage.lead_id, OutboxMessage.sent_at)
             .where(col(OutboxMessage.kind) == MessageKind.email.value)
-            .where(col(OutboxMessage.status) == OutboxStatus.sent.value)
+            .where(col(OutboxMessage.status).in_([OutboxStatus.sent.value, *in_flight]))
         )
+
+        def since(moment: datetime) -> Any:
+            sent_since = col(OutboxMessage.sent_at) >= moment
+            return or_(sent_since, col(OutboxMessage.status).in_(in_flight))
+
         today = day_start(now, self.project_tz)
         self.senders: Counter[str] = Counter(
             sender
             for sender, _, _ in session.exec(
-                sent.where(col(OutboxMessage.sender).in_({r.sender for r in rows})).where(
-                    col(OutboxMessage.sent_at) >= today
+                counted.where(col(OutboxMessage.sender).in_({r.sender for r in rows})).where(
+                    since(today)
                 )
             )
         )
         # A lead's day is its own: read two days back, count from its midnight.
         self.lead_sends: defaultdict[int, list[datetime]] = defaultdict(list)
         for _, lead_id, sent_at in session.exec(
-            sent.where(col(OutboxMessage.lead_id).in_({r.lead_id for r in rows})).where(
-                col(OutboxMessage.sent_at) >= now - timedelta(days=2)
+            counted.where(col(OutboxMessage.lead_id).in_({r.lead_id for r in rows})).where(
+                since(now - timedelta(days=2))
             )
         ):
-            if sent_at is not None:
-                self.lead_sends[lead_id].append(sent_at)
+            self.lead_sends[lead_id].append(sent_at or now)
         self.claimed: Counter[int] = Counter()
 
     def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
@@ -128,24 +139,31 @@ class _Caps:
         return None
 
 
-def settle_abandoned(ctx: Context, now: datetime) -> int:
-    """Messages of a delivery loop that died (their lease ran out). Those it had not
-    started are queued again. Those it was handing to the server may have gone: held as
-    ``uncertain`` for review, or queued again with the same Message-ID when ``[delivery]
-    on_uncertain = "resend"``. Return how many were uncertain."""
+def settle_abandoned(ctx: Context, now: datetime, *, all_in_flight: bool = False) -> int:
+    """Messages of a delivery loop that died (their lease ran out, or *all_in_flight*:
+    the caller knows no other loop is alive, as a worker that holds a SQLite database
+    does). Those it had not started are queued again. Those it was handing to the server
+    may have gone: held as ``uncertain`` for review, or queued again with the same
+    Message-ID when ``[delivery] on_uncertain = "resend"``. Return how many were
+    uncertain."""
     resend = ctx.config.settings.delivery.on_uncertain == "resend"
+    expired = (
+        col(OutboxMessage.lease_until).is_not(None)
+        if all_in_flight
+        else col(OutboxMessage.lease_until) < now
+    )
     with session_scope(ctx.engine) as session:
         session.execute(
             update(OutboxMessage)
             .where(col(OutboxMessage.status) == OutboxStatus.leased.value)
-            .where(col(OutboxMessage.lease_until) < now)
+            .where(expired)
             .values(status=OutboxStatus.queued.value, lease_until=None)
         )
         rows = list(
             session.exec(
                 select(OutboxMessage)
                 .where(OutboxMessage.status == OutboxStatus.sending.value)
-                .where(col(OutboxMessage.lease_until) < now)
+                .where(expired)
                 .with_for_update(skip_locked=True)
             )
         )
@@ -172,29 +190,66 @@ def settle_abandoned(ctx: Context, now: datetime) -> int:
         return len(rows)
 
 
-def _start(session: Session, message_id: int) -> bool:
-    """Mark a leased message as being handed to the server now."""
+def _start(session: Session, message_id: int, worker_id: str) -> bool:
+    """Mark a message this worker leased as being handed to the server now. (Already
+    ``sending`` by this worker means a commit whose answer was lost on the way: the
+    message has not been handed over yet, since that comes after this returns.)"""
     result = session.execute(
         update(OutboxMessage)
         .where(col(OutboxMessage.id) == message_id)
-        .where(col(OutboxMessage.status) == OutboxStatus.leased.value)
+        .where(col(OutboxMessage.worker) == worker_id)
+        .where(
+            col(OutboxMessage.status).in_([OutboxStatus.leased.value, OutboxStatus.sending.value])
+        )
         .values(status=OutboxStatus.sending.value)
     )
     return bool(getattr(result, "rowcount", 0))
 
 
 def _step(
-    ctx: Context,
-    done: tuple[Claimed, SendResult] | None,
-    following: Claimed | None,
-    report: DeliveryReport,
-) -> bool:
+    ctx: Context, done: tuple[Claimed, SendResult] | None, following: Claimed | None
+) -> tuple[bool, DeliveryReport]:
     """One commit per message: record how the last send went and mark the next one as
-    sending. Return whether the next one may go."""
+    sending. Return whether the next one may go, and what was recorded."""
+    report = DeliveryReport()
     with session_scope(ctx.engine) as session:
         if done is not None:
-            record(session, [done], clock.now(), report)
-        return following is not None and _start(session, following.id)
+            record(ctx, session, [done], clock.now(), report)
+        return following is not None and _start(session, following.id, ctx.worker_id), report
+
+
+def extend_leases(ctx: Context, now: datetime) -> int:
+    """Push back the lease of every message this worker holds (its heartbeat): a lease
+    runs out only when its worker stopped beating."""
+    with session_scope(ctx.engine) as session:
+        result = session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.worker) == ctx.worker_id)
+            .where(
+                col(OutboxMessage.status).in_(
+                    [OutboxStatus.leased.value, OutboxStatus.sending.value]
+                )
+            )
+            .values(lease_until=now + timedelta(seconds=ctx.config.settings.delivery.lease))
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def _keep_leases(ctx: Context, finished: asyncio.Event) -> None:
+    """Extend this worker's leases three times per lease until *finished*."""
+    period = ctx.config.settings.delivery.lease / 3
+    while True:
+        try:
+            await asyncio.wait_for(finished.wait(), timeout=period)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await asyncio.to_thread(extend_leases, ctx, clock.now())
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            logs.action("lease not extended: database unavailable", level=logging.WARNING)
 
 
 def _release(ctx: Context, ids: list[int]) -> None:
@@ -270,6 +325,7 @@ def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport)
                     session.add(row)
                     continue
             row.status = OutboxStatus.leased.value
+            row.worker = ctx.worker_id
             row.lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
             session.add(row)
             assert row.id is not None
@@ -338,6 +394,7 @@ def with_date(raw: str, moment: datetime) -> bytes:
 
 
 def record(
+    ctx: Context,
     session: Session,
     results: list[tuple[Claimed, SendResult]],
     now: datetime,
@@ -389,7 +446,7 @@ def record(
         elif result.outcome == "retry" and not _given_up(row, result, now):
             row.status, row.last_error = OutboxStatus.queued.value, result.detail
             row.first_failure_at = row.first_failure_at or now
-            row.next_attempt_at = now + backoff(row.attempts)
+            row.next_attempt_at = now + send_backoff(ctx, row.attempts)
             report.retrying += 1
             logs.action(
                 "send will be retried",
@@ -420,14 +477,24 @@ async def _sender(
     waiting: list[Claimed],
     moment: datetime,
     stopping: asyncio.Event | None,
+    halt: asyncio.Event,
     report: DeliveryReport,
 ) -> None:
-    """Send messages from *waiting* one at a time until it is empty (or stopping)."""
+    """Send messages from *waiting* one at a time until it is empty (or stopping, or
+    *halt*: the server cannot be reached)."""
     done: tuple[Claimed, SendResult] | None = None
     while True:
-        stop = stopping is not None and stopping.is_set()
+        stop = halt.is_set() or (stopping is not None and stopping.is_set())
         following = waiting.pop() if waiting and not stop else None
-        go = await asyncio.to_thread(_step, ctx, done, following, report)
+
+        async def step(
+            done: tuple[Claimed, SendResult] | None = done, following: Claimed | None = following
+        ) -> tuple[bool, DeliveryReport]:
+            return await asyncio.to_thread(_step, ctx, done, following)
+
+        # What was sent is known only here: keep trying to write it down.
+        go, recorded = await retry_transient(step, "delivery", stopping=stopping)
+        report.add(recorded)
         done = None
         if following is None:
             return
@@ -435,6 +502,8 @@ async def _sender(
             continue
         message = with_date(following.raw, moment)
         result = await transport.send(message, following.sender, following.recipient, following.key)
+        if result.unreachable:
+            halt.set()
         done = (following, result)
 
 
@@ -444,24 +513,39 @@ async def deliver(
     transport: Transport,
     *,
     stopping: asyncio.Event | None = None,
+    all_in_flight: bool = False,
 ) -> DeliveryReport:
     """Send every message that may go now, batch by batch, until none is left (or until
     *stopping* is set: the messages being sent are finished and recorded, the rest of the
-    batch is given back)."""
+    batch is given back). A server that cannot be reached ends the run: the rest waits
+    for the next one. *all_in_flight*: settle every message another loop left in flight
+    (see :func:`settle_abandoned`)."""
     report = DeliveryReport()
     now = clock.now()
-    await asyncio.to_thread(settle_abandoned, ctx, now)
+    await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
     # One sender per connection, each with at most one message "sending" at a time, so
     # a crash leaves no more uncertain messages than there were connections.
     senders = ctx.config.settings.smtp.max_connections
-    while stopping is None or not stopping.is_set():
-        now = clock.now()
-        batch = await asyncio.to_thread(claim, ctx, catalog, now, report)
-        if not batch:
-            break
-        waiting = list(reversed(batch))
-        await asyncio.gather(
-            *(_sender(ctx, transport, waiting, now, stopping, report) for _ in range(senders))
-        )
-        await asyncio.to_thread(_release, ctx, [item.id for item in batch])
+    halt, finished = asyncio.Event(), asyncio.Event()
+    keeper = asyncio.create_task(_keep_leases(ctx, finished))
+    try:
+        while not halt.is_set() and (stopping is None or not stopping.is_set()):
+            now = clock.now()
+            batch = await asyncio.to_thread(claim, ctx, catalog, now, report)
+            if not batch:
+                break
+            waiting = list(reversed(batch))
+            await asyncio.gather(
+                *(
+                    _sender(ctx, transport, waiting, now, stopping, halt, report)
+                    for _ in range(senders)
+                )
+            )
+            await asyncio.to_thread(_release, ctx, [item.id for item in batch])
+    finally:
+        finished.set()
+        await keeper
+    if halt.is_set():
+        logs.action("mail server unreachable: delivery waits for its next run",
+                    level=logging.WARNING)  # fmt: skip
     return report

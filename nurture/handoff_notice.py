@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import make_msgid
 from typing import Any
 
@@ -13,7 +13,7 @@ import httpx
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
-from nurture.delivery import backoff
+from nurture.delivery import send_backoff
 from nurture.enrollments import Enrollment
 from nurture.events import Event
 from nurture.handoff import (
@@ -282,16 +282,25 @@ async def deliver_webhooks(ctx: Context, request_timeout: float = 10.0) -> tuple
     now = clock.now()
 
     def due() -> list[Webhook]:
+        """Claim the due calls: other workers skip them, and they come due again only if
+        this one dies before recording how they went (the receiver sees the same
+        Idempotency-Key)."""
         with session_scope(ctx.engine) as session:
-            return list(
+            calls = list(
                 session.exec(
                     select(Webhook)
                     .where(Webhook.status == WebhookStatus.queued.value)
                     .where(col(Webhook.next_attempt_at) <= now)
                     .order_by(col(Webhook.id))
                     .limit(ctx.batch_size)
+                    .with_for_update(skip_locked=True)
                 )
             )
+            claimed_until = now + timedelta(seconds=request_timeout * (len(calls) + 6))
+            for call in calls:
+                call.next_attempt_at = claimed_until
+                session.add(call)
+            return calls
 
     calls = await asyncio.to_thread(due)
     if not calls:
@@ -327,7 +336,7 @@ async def deliver_webhooks(ctx: Context, request_timeout: float = 10.0) -> tuple
                     call.status, call.sent_at = WebhookStatus.sent.value, moment
                     sent += 1
                 elif retry:
-                    call.next_attempt_at = moment + backoff(call.attempts)
+                    call.next_attempt_at = moment + send_backoff(ctx, call.attempts)
                     retrying += 1
                     logs.action(
                         "webhook will be retried",

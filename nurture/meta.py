@@ -18,11 +18,16 @@ class Meta(SQLModel, table=True):
     value: str = Field(sa_type=String(1024))
 
 
-def advance_mark(session: Session, key: str, now: datetime, overlap: timedelta) -> datetime | None:
-    """Move the mark *key* to *now*; return where the caller should look from: the last
-    mark minus *overlap* (so a transaction that committed late is not missed), or
-    ``None`` the first time (look at everything)."""
+def read_mark(session: Session, key: str, overlap: timedelta) -> datetime | None:
+    """Where the job behind mark *key* should look from: the last mark minus *overlap*
+    (so a transaction that committed late is not missed), or ``None`` the first time
+    (look at everything)."""
     mark = session.get(Meta, key)
-    since = datetime.fromisoformat(mark.value) - overlap if mark is not None else None
-    session.merge(Meta(key=key, value=now.isoformat()))  # updates `mark` in place
+    return datetime.fromisoformat(mark.value) - overlap if mark is not None else None
+
+
+def advance_mark(session: Session, key: str, now: datetime, overlap: timedelta) -> datetime | None:
+    """Move the mark *key* to *now*; return :func:`read_mark` from before the move."""
+    since = read_mark(session, key, overlap)
+    session.merge(Meta(key=key, value=now.isoformat()))  # updates the mark in place
     return since

@@ -80,8 +80,11 @@ class OutboxMessage(SQLModel, table=True):
     status: str = Field(default=OutboxStatus.queued.value, sa_type=String(16))
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
-    #: While ``sending``: the moment after which another loop may take it over.
+    #: While ``leased`` or ``sending``: the moment after which its worker is taken to
+    #: have died (the worker's heartbeat keeps pushing it back).
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The worker that claimed it last (and so sent it, once ``sent``).
+    worker: str | None = Field(default=None, max_length=64)
     #: Why the last attempt did not send it, or why it waits (cap, window).
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)

@@ -32,6 +32,7 @@ from nurture.errors import InvalidValueError, NurtureError
 from nurture.events import Event, LeadEvents, events_by_lead, wake_changed
 from nurture.expressions import Expression, LeadView, context, truth
 from nurture.leads import ContactStatus, Lead, merge_status
+from nurture.locks import exclusive
 from nurture.messages import (
     Sender,
     build_message,
@@ -41,6 +42,7 @@ from nurture.messages import (
 )
 from nurture.meta import advance_mark
 from nurture.outbox import MessageKind, queue_message
+from nurture.retry import is_transient
 from nurture.sequences import EmailAction, NotifyAction, Sequence, TaskAction
 from nurture.store import session_scope
 from nurture.tasks import Task, TaskStatus
@@ -48,6 +50,7 @@ from nurture.templates import TemplateSet
 from nurture.timing import zone
 from nurture.tokens import project_secret
 from nurture.tracking import track
+from nurture.workers import new_worker_id
 
 #: Leads changed this long before the last check are looked at again, so that a
 #: transaction that committed late is not missed. Enrolling is idempotent.
@@ -86,6 +89,9 @@ class Context:
     templates: TemplateSet
     secret: str
     batch_size: int = 200
+    #: Who claims work in this process: the registered worker of ``nurture run``, or a
+    #: one-off id for ``nurture tick``.
+    worker_id: str = field(default_factory=lambda: new_worker_id())
 
     @classmethod
     def open(cls, engine: Engine, config: Config) -> Context:
@@ -304,7 +310,8 @@ def run_pass(
     *stop* is asked between batches: when it says so, the pass ends early.
     """
     report = PassReport()
-    report.enrolled = enroll_audiences(ctx, catalog, now)
+    with exclusive(ctx.engine, "audiences"):
+        report.enrolled = enroll_audiences(ctx, catalog, now)
     seen: set[int] = set()
     while stop is None or not stop():
         with session_scope(ctx.engine) as session:
@@ -381,6 +388,8 @@ def _process(
     except NurtureError as exc:
         _fail(session, enrollment, lead, str(exc), now, report)
     except Exception as exc:
+        if is_transient(exc):
+            raise  # the database, not this lead: the whole batch is tried again
         logs.logger.exception("unexpected error advancing %s", lead.email)
         _fail(
             session, enrollment, lead, f"internal error: {type(exc).__name__}: {exc}", now, report

@@ -20,7 +20,7 @@ from nurture import logs
 from nurture.events import Event, events_of, record_event
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
-from nurture.meta import advance_mark
+from nurture.meta import advance_mark, read_mark
 from nurture.runner import Context
 from nurture.scoring import (
     SCORED_STAGES,
@@ -176,18 +176,27 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                 report.events += 1
                 if event.points:
                     touched.add(event.lead_id)
+    # Changed leads get their fit and a review, a chunk at a time (after a large import
+    # that is every lead); the mark moves only once all are done.
     with session_scope(ctx.engine) as session:
-        since = advance_mark(session, FIT_CHECKED_KEY, now, OVERLAP)
-        query = select(Lead)
-        if since is not None:
-            query = query.where(col(Lead.updated_at) > since)
-        for lead in session.exec(query):
-            fit, _ = fit_of(rules, LeadView.of(lead), now)
-            if fit != lead.fit:
-                lead.fit = fit
-                session.add(lead)
-            assert lead.id is not None
-            touched.add(lead.id)
+        since = read_mark(session, FIT_CHECKED_KEY, OVERLAP)
+    last_id = 0
+    while True:
+        with session_scope(ctx.engine) as session:
+            query = select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(500)
+            if since is not None:
+                query = query.where(col(Lead.updated_at) > since)
+            leads = list(session.exec(query))
+            if not leads:
+                break
+            last_id = leads[-1].id or 0
+            for lead in leads:
+                lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
+                review_stage(ctx, session, rules, lead, now, report)
+                report.leads += 1
+                touched.discard(lead.id or 0)
+    with session_scope(ctx.engine) as session:
+        advance_mark(session, FIT_CHECKED_KEY, now, OVERLAP)
     with session_scope(ctx.engine) as session:
         due = session.exec(select(Lead.id).where(col(Lead.stage_review_at) <= now))
         touched |= {i for i in due if i is not None}

@@ -25,6 +25,9 @@ class SendResult:
     #: ``sent``, ``retry``, ``bounce`` or ``fail``.
     outcome: str
     detail: str = ""
+    #: The server (or the Maildir) could not be reached at all: the next messages would
+    #: fare no better, so the delivery run stops until its next turn.
+    unreachable: bool = False
 
 
 SENT = SendResult("sent")
@@ -70,7 +73,9 @@ class MaildirTransport:
         try:
             await asyncio.to_thread(self._write, message, key)
         except OSError as exc:
-            return SendResult("retry", f"cannot write to {self.directory}: {exc.strerror}")
+            return SendResult(
+                "retry", f"cannot write to {self.directory}: {exc.strerror}", unreachable=True
+            )
         return SENT
 
     async def close(self) -> None:
@@ -129,7 +134,12 @@ class SmtpTransport:
                 client: aiosmtplib.SMTP | None = None
                 reused = False
                 try:
-                    client, reused = await self._acquire()
+                    try:
+                        client, reused = await self._acquire()
+                    except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError,
+                            ConnectionError) as exc:  # fmt: skip
+                        detail = f"cannot connect: {type(exc).__name__}: {exc}"
+                        return SendResult("retry", detail, unreachable=True)
                     await client.sendmail(sender, [recipient], message)
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     refused = exc.recipients[0]

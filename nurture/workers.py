@@ -39,9 +39,14 @@ class Worker(SQLModel, table=True):
     stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-def register(engine: Engine, role: str) -> str:
+def new_worker_id() -> str:
+    """``host:pid:random``, unique across machines and restarts."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def register(engine: Engine, role: str, worker_id: str | None = None) -> str:
     """Record this process as a worker; return its id."""
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    worker_id = worker_id or new_worker_id()
     now = clock.now()
     with session_scope(engine) as session:
         session.add(

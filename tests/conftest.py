@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from bench.smtp_sink import SinkProcess
 from nurture.database import open_engine, upgrade
 
 PG_ADMIN_URL = os.environ.get(
@@ -212,6 +213,15 @@ def smtp_server() -> Iterator[SmtpServer]:
         server.controller.stop()
     except (AssertionError, RuntimeError):
         pass  # already stopped by the test
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[SinkProcess]:
+    """A real SMTP server in a process of its own (:mod:`bench.smtp_sink`), answering
+    each message after 5 ms; what it accepted is read from its log."""
+    server = SinkProcess(free_port(), tmp_path / "sink.log", delay=0.005).start()
+    yield server
+    server.stop()
 
 
 @dataclass

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import pytest
@@ -59,3 +60,42 @@ def cli(project: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer)
     run("db", "upgrade")
     run("leads", "import", str(project / "leads.csv"))
     return run
+
+
+BLAST = """\
+name: blast
+audience: "lead.source == 'bulk'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: hello
+    email: welcome
+"""
+
+
+def bulk_project(nurture: Run, directory: Path, leads: int, env: dict[str, str]) -> Path:
+    """A project whose one sequence emails each of *leads* imported leads once; its
+    database is migrated and the leads imported (with *env*, e.g. a PostgreSQL URL)."""
+    assert nurture("init", directory.name, cwd=directory.parent).returncode == 0
+    for path in (directory / "sequences").iterdir():
+        path.unlink()
+    (directory / "sequences" / "blast.yaml").write_text(BLAST)
+    rows = "\n".join(f"lead{i}@example.com,bulk" for i in range(leads))
+    (directory / "bulk.csv").write_text("email,source\n" + rows + "\n")
+    for command in (("db", "upgrade"), ("leads", "import", "bulk.csv")):
+        done = nurture(*command, cwd=directory, env=env)
+        assert done.returncode == 0, done.stderr
+    return directory
+
+
+def worker(directory: Path, env: dict[str, str], *args: str, log: Path | None = None) -> Popen[str]:
+    """Start ``nurture run`` in *directory* as an operator would: its own process."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    output = open(log, "a") if log is not None else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "nurture", "run", *args],
+        cwd=directory,
+        env={**base, **env},
+        stdout=output,
+        stderr=output,
+        text=True,
+    )

@@ -404,7 +404,7 @@ def _abandon_a_send(harness: Harness, moment: datetime, started: bool = True) ->
         [claimed] = claim(ctx, catalog, moment, DeliveryReport())
         if started:
             with session_scope(harness.engine) as session:
-                assert _start(session, claimed.id)
+                assert _start(session, claimed.id, ctx.worker_id)
     [row] = harness.outbox()
     assert row.id == claimed.id and row.status == ("sending" if started else "leased")
     return row
@@ -412,7 +412,7 @@ def _abandon_a_send(harness: Harness, moment: datetime, started: bool = True) ->
 
 def test_a_send_cut_off_mid_way_is_held_not_sent_twice(harness: Harness) -> None:
     row = _abandon_a_send(harness, la(2026, 11, 23, 10, 0))
-    harness.tick(la(2026, 11, 23, 10, 5))  # the lease still runs: nothing happens
+    harness.tick(la(2026, 11, 23, 10, 0, 30))  # the lease still runs: nothing happens
     assert harness.outbox()[0].status == "sending"
     harness.tick(la(2026, 11, 23, 10, 30))
     [held] = harness.outbox()

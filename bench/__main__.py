@@ -1,0 +1,574 @@
+"""The benchmark suite: one command runs every benchmark, prints a table against the
+goals, and writes the figures as JSON.
+
+    python -m bench [--quick] [--only NAME ...] [--json bench-results.json]
+
+Benchmarks (names for ``--only``):
+
+- ``throughput``: emails per second from due enrollments to the 250 of an SMTP sink in
+  a process of its own, against a raw aiosmtplib blast of the same, pre-built messages
+  to the same sink over as many connections. Goal: at least 0.8 of the raw blast.
+- ``idle``: the cost of a pass when nothing is due, with 10k, 100k and 1M enrolled
+  leads on SQLite. Goal: flat, under 20 ms at 1M.
+- ``memory``: peak RSS of ``nurture run`` on the 1M-lead database while it works
+  through 1,000 due touches. Goal: under 200 MB. (Runs after ``idle``, on its database.)
+- ``events``: events per second through ``POST /api/events`` batches of 1,000, with the
+  pass that scores them. Goal: at least 5,000/s.
+- ``import``: a 100k-lead CSV. Goal: under 30 s.
+- ``scaleout``: throughput with 1, 2 and 4 workers on PostgreSQL, sending to a sink that
+  answers after 50 ms (so the figure shows how workers share the load, not the cores).
+
+``--quick`` runs smaller sizes (for a smoke test; the goals are for the full sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import httpx
+from sqlalchemy import Engine, create_engine, insert, text, update
+from sqlmodel import select
+
+from bench.bench_import import measure as measure_import
+from bench.smtp_sink import SinkProcess
+from nurture import clock, logs
+from nurture.config import Config, load_settings
+from nurture.daemon import SCORING_DIGEST_KEY, Reloader, full_pass
+from nurture.database import open_engine, upgrade
+from nurture.delivery import deliver, with_date
+from nurture.enrollments import DeployedSequence, Enrollment
+from nurture.leads import Lead
+from nurture.meta import Meta
+from nurture.outbox import OutboxMessage
+from nurture.project import init_project
+from nurture.runner import LEADS_CHECKED_KEY, Context
+from nurture.scorer import FIT_CHECKED_KEY, score_pass
+from nurture.scoring import load_scoring
+from nurture.store import session_scope
+from nurture.transports import SmtpTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get(
+    "NURTURE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+SEQUENCE = """\
+name: blast
+audience: "lead.source == 'bulk'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: hello
+    email: welcome
+  - id: follow-up
+    wait: 30 days
+    email: case-study
+"""
+#: Settings every benchmark project gets (as NURTURE_* variables).
+BASE_ENV = {
+    "NURTURE_LIMITS_PER_SENDER_DAILY": "100000000",
+    "NURTURE_LIMITS_PER_LEAD_DAILY": "100",
+    "NURTURE_SENDER_POSTAL_ADDRESS": "Acme, 1 Main St, Springfield",
+    "NURTURE_DAEMON_INTERVAL": "1",
+    "NURTURE_DAEMON_DELIVERY_INTERVAL": "1",
+    "NURTURE_SMTP_STARTTLS": "false",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def make_project(directory: Path) -> Path:
+    """The example project with one two-email sequence for leads of source ``bulk``."""
+    init_project(directory)
+    for path in (directory / "sequences").iterdir():
+        path.unlink()
+    (directory / "sequences" / "blast.yaml").write_text(SEQUENCE)
+    return directory
+
+
+def populate(engine: Engine, leads: int, *, due: int, now: datetime) -> None:
+    """*leads* leads, each enrolled in ``blast``; the first *due* are due now, the rest
+    in 30 days. Inserted in bulk, as a long-running installation would hold them."""
+    chunk = 20_000
+    later = now + timedelta(days=30)
+    with engine.begin() as connection:
+        for start in range(0, leads, chunk):
+            rows = [
+                {
+                    "email": f"lead{i}@company{i % 5000}.example.com",
+                    "first_name": f"First{i}",
+                    "company": f"Company {i % 5000}",
+                    "source": "bulk",
+                    "stage": "cold",
+                    "status": "subscribed",
+                    "score_stage": "cold",
+                    "attributes": {"employees": i % 500},
+                    "engagement": 0.0,
+                    "fit": 0.0,
+                    "created_at": now - timedelta(days=1),
+                    "updated_at": now - timedelta(days=1),
+                }
+                for i in range(start, min(start + chunk, leads))
+            ]
+            connection.execute(insert(Lead), rows)
+        for start in range(0, leads, chunk):
+            rows = [
+                {
+                    "lead_id": i + 1,
+                    "sequence": "blast",
+                    "cycle": 1,
+                    "status": "active",
+                    "next_step": "hello",
+                    "base_at": now - timedelta(days=1),
+                    "due_at": now if i < due else later,
+                    "done_steps": [],
+                    "enrolled_by": "auto",
+                    "enrolled_at": now - timedelta(days=1),
+                    "updated_at": now - timedelta(days=1),
+                }
+                for i in range(start, min(start + chunk, leads))
+            ]
+            connection.execute(insert(Enrollment), rows)
+
+
+def prime(ctx: Context, now: datetime) -> None:
+    """Mark the installation as running: sequences deployed and every incremental scan
+    (audiences, fit, scoring rules) up to date, as after its first pass."""
+    Reloader(ctx)(now)
+    import hashlib
+
+    digest = hashlib.sha256(ctx.config.scoring_file.read_bytes()).hexdigest()
+    with session_scope(ctx.engine) as session:
+        for key, value in (
+            (LEADS_CHECKED_KEY, now.isoformat()),
+            (FIT_CHECKED_KEY, now.isoformat()),
+            (SCORING_DIGEST_KEY, digest),
+        ):
+            session.merge(Meta(key=key, value=value))
+        session.execute(update(DeployedSequence).values(audience_checked_at=now))
+
+
+def load(project: Path, env: dict[str, str]) -> Config:
+    with environment({**BASE_ENV, **env}):
+        return load_settings(project / "nurture.toml")
+
+
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    return {**base, **BASE_ENV, **env, "PYTHONPATH": str(ROOT)}
+
+
+# --- 1. throughput ----------------------------------------------------------------------
+
+
+async def raw_blast(messages: list[tuple[bytes, str, str]], port: int, connections: int) -> float:
+    """Send pre-built messages over *connections* reused connections; return seconds."""
+    queue = list(reversed(messages))
+
+    async def one() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        while queue:
+            raw, sender, recipient = queue.pop()
+            await client.sendmail(sender, [recipient], raw)
+        await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return time.perf_counter() - started
+
+
+def bench_throughput(tmp: Path, quick: bool) -> dict[str, Any]:
+    emails = 1000 if quick else 5000
+    connections = 4
+    sink = SinkProcess(free_port(), tmp / "sink.log").start()
+    try:
+        project = make_project(tmp / "throughput")
+        env = {
+            "NURTURE_SMTP_HOST": "127.0.0.1",
+            "NURTURE_SMTP_PORT": str(sink.port),
+            "NURTURE_SMTP_MAX_CONNECTIONS": str(connections),
+        }
+        config = load(project, env)
+        engine = open_engine(config.database_url)
+        upgrade(engine)
+        now = datetime.now(UTC).replace(microsecond=0)
+        populate(engine, emails, due=emails, now=now)
+        ctx = Context.open(engine, config)
+        prime(ctx, now)
+        reload = Reloader(ctx)
+        transport = SmtpTransport(config.settings.smtp)
+        # End to end: a pass queues every due email, delivery sends them.
+        started = time.perf_counter()
+        catalog, report = full_pass(ctx, reload, clock.now())
+        queued_in = time.perf_counter() - started
+        delivered = asyncio.run(_deliver_and_close(ctx, catalog, transport))
+        end_to_end = time.perf_counter() - started
+        assert report.emails_queued == emails and delivered.sent == emails, (report, delivered)
+        assert len(sink.received()) == emails
+        # The raw blast: the very same messages, already built, to the same sink.
+        with session_scope(engine) as session:
+            messages = [
+                (with_date(row.raw, now), row.sender, row.recipient)
+                for row in session.exec(select(OutboxMessage))
+            ]
+        raw = asyncio.run(raw_blast(messages, sink.port, connections))
+        engine.dispose()
+    finally:
+        sink.stop()
+    ours, blast = emails / end_to_end, emails / raw
+    return {
+        "emails": emails,
+        "connections": connections,
+        "end_to_end_seconds": round(end_to_end, 2),
+        "queue_seconds": round(queued_in, 2),
+        "deliver_seconds": round(end_to_end - queued_in, 2),
+        "end_to_end_per_second": round(ours),
+        "raw_blast_per_second": round(blast),
+        "ratio": round(ours / blast, 3),
+    }
+
+
+async def _deliver_and_close(ctx: Context, catalog: Any, transport: SmtpTransport) -> Any:
+    try:
+        return await deliver(ctx, catalog, transport)
+    finally:
+        await transport.close()
+
+
+# --- 2. idle pass, 5. memory --------------------------------------------------------------
+
+
+def bench_idle(tmp: Path, quick: bool, memory: bool) -> dict[str, Any]:
+    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+    results: dict[str, Any] = {}
+    for size in sizes:
+        project = make_project(tmp / f"idle-{size}")
+        config = load(project, {})
+        engine = open_engine(config.database_url)
+        upgrade(engine)
+        now = datetime.now(UTC).replace(microsecond=0)
+        started = time.perf_counter()
+        populate(engine, size, due=0, now=now)
+        print(f"  idle: {size:,} leads and enrollments written in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+        ctx = Context.open(engine, config)
+        prime(ctx, now)
+        reload = Reloader(ctx)
+        full_pass(ctx, reload, clock.now())  # warm: files read, statements compiled
+        timings = []
+        for _ in range(15):
+            began = time.perf_counter()
+            _, report = full_pass(ctx, reload, clock.now())
+            timings.append((time.perf_counter() - began) * 1000)
+            assert not any(vars(report).values()), report
+        results[f"{size}"] = round(statistics.median(timings), 1)
+        engine.dispose()
+        if memory and size == sizes[-1]:
+            results["memory"] = bench_memory(project, config, size)
+    return results
+
+
+def bench_memory(project: Path, config: Config, size: int) -> dict[str, Any]:
+    """``nurture run --until-idle`` on the big database with 1,000 touches due."""
+    due = 1000
+    engine = open_engine(config.database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Enrollment).where(Enrollment.id <= due).values(due_at=datetime.now(UTC))  # type: ignore[arg-type, operator]
+        )
+    engine.dispose()
+    sink = SinkProcess(free_port(), project / "sink.log").start()
+    try:
+        env = worker_env({"NURTURE_SMTP_HOST": "127.0.0.1", "NURTURE_SMTP_PORT": str(sink.port)})
+        began = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nurture", "run", "--until-idle"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - began
+        stderr = process.stderr.read() if process.stderr else ""
+        process.returncode = os.waitstatus_to_exitcode(status)
+        assert process.returncode == 0, stderr[-2000:]
+        sent = len(sink.received())
+    finally:
+        sink.stop()
+    return {
+        "leads": size,
+        "due": due,
+        "sent": sent,
+        "seconds": round(elapsed, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+# --- 3. events --------------------------------------------------------------------------
+
+
+def bench_events(tmp: Path, quick: bool) -> dict[str, Any]:
+    leads, events, batch = 10_000, (10_000 if quick else 50_000), 1000
+    project = make_project(tmp / "events")
+    port = free_port()
+    env = {"NURTURE_API_KEY": "bench-key", "NURTURE_SERVER_PORT": str(port)}
+    config = load(project, env)
+    engine = open_engine(config.database_url)
+    upgrade(engine)
+    now = datetime.now(UTC).replace(microsecond=0)
+    populate(engine, leads, due=0, now=now)
+    ctx = Context.open(engine, config)
+    prime(ctx, now)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nurture", "serve"],
+        cwd=project,
+        env=worker_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{url}/healthz")
+        types = ["email_opened", "email_clicked", "page_visited", "form_submitted"]
+        bodies = [
+            [
+                {
+                    "type": types[(n + i) % len(types)],
+                    "lead": f"lead{(n * 7 + i * 13) % leads}@company{((n * 7 + i * 13) % leads) % 5000}.example.com",  # noqa: E501
+                    "id": f"bench-{n}-{i}",
+                }
+                for i in range(batch)
+            ]
+            for n in range(events // batch)
+        ]
+        headers = {"Authorization": "Bearer bench-key"}
+        with httpx.Client(timeout=120) as client:
+            started = time.perf_counter()
+            for body in bodies:
+                response = client.post(f"{url}/api/events", json=body, headers=headers)
+                assert response.status_code == 200, response.text[:500]
+            posted = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(30)
+    rules, problems = load_scoring(config.scoring_file)
+    assert rules is not None, problems
+    began = time.perf_counter()
+    scored = score_pass(ctx, rules, clock.now())
+    scoring = time.perf_counter() - began
+    engine.dispose()
+    assert scored.events >= events, scored
+    return {
+        "events": events,
+        "batch": batch,
+        "api_seconds": round(posted, 2),
+        "api_per_second": round(events / posted),
+        "scoring_seconds": round(scoring, 2),
+        "per_second_with_scoring": round(events / (posted + scoring)),
+    }
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer")
+        time.sleep(0.2)
+
+
+# --- 6. scale-out -----------------------------------------------------------------------
+
+
+def bench_scaleout(tmp: Path, quick: bool) -> dict[str, Any]:
+    touches, delay = (400 if quick else 1200), 0.05
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:
+        return {"skipped": f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"}
+    results: dict[str, Any] = {"touches": touches, "sink_delay_ms": delay * 1000}
+    for workers in (1, 2, 4):
+        name = f"nurture_bench_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        sink = SinkProcess(free_port(), tmp / f"scale-{workers}.log", delay=delay).start()
+        try:
+            project = make_project(tmp / f"scale-{workers}")
+            env = {
+                "NURTURE_DATABASE_URL": url,
+                "NURTURE_SMTP_HOST": "127.0.0.1",
+                "NURTURE_SMTP_PORT": str(sink.port),
+                "NURTURE_SMTP_MAX_CONNECTIONS": "2",
+                "NURTURE_DAEMON_BATCH_SIZE": "50",
+            }
+            config = load(project, env)
+            engine = open_engine(config.database_url)
+            upgrade(engine)
+            now = datetime.now(UTC).replace(microsecond=0)
+            populate(engine, touches, due=touches, now=now)
+            prime(Context.open(engine, config), now)
+            engine.dispose()
+            started = time.time()
+            processes = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "nurture", "run", "--until-idle"],
+                    cwd=project,
+                    env=worker_env(env),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for _ in range(workers)
+            ]
+            for process in processes:
+                assert process.wait(900) == 0
+            received = sink.received()
+            assert len(received) == touches, len(received)
+            last = max(moment for moment, _, _ in received)
+            results[f"{workers}"] = round(touches / (last - started))
+        finally:
+            sink.stop()
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+    return results
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, figure, goal, verdict) rows."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    if "throughput" in results:
+        t = results["throughput"]
+        rows.append((
+            "1. throughput (SMTP sink)",
+            f"{t['end_to_end_per_second']}/s vs raw {t['raw_blast_per_second']}/s = "
+            f"{t['ratio']:.2f}",
+            ">= 0.8 of raw",
+            verdict(t["ratio"] >= 0.8),
+        ))  # fmt: skip
+    if "idle" in results:
+        idle = results["idle"]
+        sizes = [key for key in idle if key.isdigit()]
+        figure = ", ".join(f"{int(size):,}: {idle[size]} ms" for size in sizes)
+        biggest = max(sizes, key=int)
+        rows.append((
+            "2. idle pass (SQLite)", figure, "flat, < 20 ms at 1M",
+            verdict(int(biggest) >= 1_000_000 and idle[biggest] < 20),
+        ))  # fmt: skip
+        if "memory" in idle:
+            m = idle["memory"]
+            rows.append((
+                "5. memory: nurture run",
+                f"{m['peak_rss_mb']} MB peak RSS ({m['leads']:,} leads, {m['sent']} sent)",
+                "< 200 MB", verdict(m["peak_rss_mb"] < 200 and m["leads"] >= 1_000_000),
+            ))  # fmt: skip
+    if "events" in results:
+        e = results["events"]
+        rows.append((
+            "3. event ingestion",
+            f"{e['per_second_with_scoring']}/s with scoring (API alone {e['api_per_second']}/s)",
+            ">= 5,000/s", verdict(e["per_second_with_scoring"] >= 5000),
+        ))  # fmt: skip
+    if "import" in results:
+        i = results["import"]
+        rows.append((
+            "4. import", f"{i['rows']:,} rows in {i['first_import_seconds']} s",
+            "< 30 s (100k)", verdict(i["first_import_seconds"] < 30 and i["rows"] >= 100_000),
+        ))  # fmt: skip
+    if "scaleout" in results:
+        s = results["scaleout"]
+        if "skipped" in s:
+            rows.append(("6. scale-out (PostgreSQL)", s["skipped"], "-", "skipped"))
+        else:
+            figure = ", ".join(f"{n} worker(s): {s[n]}/s" for n in ("1", "2", "4"))
+            rows.append(("6. scale-out (PostgreSQL)", figure, "grows with workers",
+                         verdict(s["4"] > s["2"] > s["1"])))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    names = ["throughput", "idle", "memory", "events", "import", "scaleout"]
+    parser.add_argument("--only", nargs="+", choices=names, help="run only these")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
+    args = parser.parse_args()
+    chosen = set(args.only or names)
+    logs.configure(level=logging.WARNING)
+    results: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count()}
+    runs: list[tuple[str, Callable[[Path], dict[str, Any]]]] = [
+        ("throughput", lambda tmp: bench_throughput(tmp, args.quick)),
+        ("idle", lambda tmp: bench_idle(tmp, args.quick, "memory" in chosen)),
+        ("events", lambda tmp: bench_events(tmp, args.quick)),
+        ("import", lambda _: measure_import(20_000 if args.quick else 100_000)),
+        ("scaleout", lambda tmp: bench_scaleout(tmp, args.quick)),
+    ]
+    for name, run in runs:
+        if name not in chosen and not (name == "idle" and "memory" in chosen):
+            continue
+        print(f"running {name}...", flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"nurture-bench-{name}-") as tmp:
+            results[name] = run(Path(tmp))
+        print(f"  {json.dumps(results[name])}", flush=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    rows = table(results)
+    widths = [max(len(row[i]) for row in [("benchmark", "figure", "goal", "verdict"), *rows])
+              for i in range(4)]  # fmt: skip
+    for row in [("benchmark", "figure", "goal", "verdict"), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print(f"(JSON written to {args.json})")
+
+
+if __name__ == "__main__":
+    main()
