@@ -35,6 +35,7 @@ def test_kill_9_loses_and_doubles_nothing(nurture: Run, tmp_path: Path, sink: Si
         "NURTURE_DAEMON_BATCH_SIZE": "50",
         "NURTURE_DAEMON_INTERVAL": "1",
         "NURTURE_DAEMON_DELIVERY_INTERVAL": "1",
+        "NURTURE_LIMITS_PER_SENDER_DAILY": "100000",  # the daily cap is not under test
     }
     project = bulk_project(nurture, tmp_path / "p", LEADS, env)
     log = tmp_path / "worker.log"

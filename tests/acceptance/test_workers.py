@@ -29,6 +29,7 @@ def _env(sink: SinkProcess, **more: str) -> dict[str, str]:
         "NURTURE_DAEMON_BATCH_SIZE": "100",
         "NURTURE_DAEMON_INTERVAL": "1",
         "NURTURE_DAEMON_DELIVERY_INTERVAL": "1",
+        "NURTURE_LIMITS_PER_SENDER_DAILY": "100000",  # the daily cap is not under test
         **more,
     }
 
