@@ -186,11 +186,11 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             query = select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(500)
             if since is not None:
                 query = query.where(col(Lead.updated_at) > since)
-            leads = list(session.exec(query))
-            if not leads:
+            changed = list(session.exec(query))
+            if not changed:
                 break
-            last_id = leads[-1].id or 0
-            for lead in leads:
+            last_id = changed[-1].id or 0
+            for lead in changed:
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
                 review_stage(ctx, session, rules, lead, now, report)
                 report.leads += 1
