@@ -120,8 +120,10 @@ def make_project(directory: Path) -> Path:
 
 
 def populate(engine: Engine, leads: int, *, due: int, now: datetime) -> None:
-    """*leads* leads, each enrolled in ``blast``; the first *due* are due now, the rest
-    in 30 days. Inserted in bulk, as a long-running installation would hold them."""
+    """*leads* leads, each enrolled in ``blast`` a day ago: the first *due* wait for its
+    first email (due now), the others got it and wait 30 days for the second. Inserted
+    in bulk, as a long-running installation holds them (after :func:`prime`: deploying
+    a sequence wakes its enrollments)."""
     chunk = 20_000
     later = now + timedelta(days=30)
     with engine.begin() as connection:
@@ -151,10 +153,10 @@ def populate(engine: Engine, leads: int, *, due: int, now: datetime) -> None:
                     "sequence": "blast",
                     "cycle": 1,
                     "status": "active",
-                    "next_step": "hello",
+                    "next_step": "hello" if i < due else "follow-up",
                     "base_at": now - timedelta(days=1),
-                    "due_at": now if i < due else later,
-                    "done_steps": [],
+                    "due_at": now if i < due else later - timedelta(days=1),
+                    "done_steps": [] if i < due else ["hello"],
                     "enrolled_by": "auto",
                     "enrolled_at": now - timedelta(days=1),
                     "updated_at": now - timedelta(days=1),
@@ -166,7 +168,8 @@ def populate(engine: Engine, leads: int, *, due: int, now: datetime) -> None:
 
 def prime(ctx: Context, now: datetime) -> None:
     """Mark the installation as running: sequences deployed and every incremental scan
-    (audiences, fit, scoring rules) up to date, as after its first pass."""
+    (audiences, fit, scoring rules) up to date, as after its first pass. Before
+    :func:`populate`."""
     Reloader(ctx)(now)
     import hashlib
 
@@ -226,9 +229,9 @@ def bench_throughput(tmp: Path, quick: bool) -> dict[str, Any]:
         engine = open_engine(config.database_url)
         upgrade(engine)
         now = datetime.now(UTC).replace(microsecond=0)
-        populate(engine, emails, due=emails, now=now)
         ctx = Context.open(engine, config)
         prime(ctx, now)
+        populate(engine, emails, due=emails, now=now)
         reload = Reloader(ctx)
         transport = SmtpTransport(config.settings.smtp)
         # End to end: a pass queues every due email, delivery sends them.
@@ -281,12 +284,12 @@ def bench_idle(tmp: Path, quick: bool, memory: bool) -> dict[str, Any]:
         engine = open_engine(config.database_url)
         upgrade(engine)
         now = datetime.now(UTC).replace(microsecond=0)
+        ctx = Context.open(engine, config)
+        prime(ctx, now)
         started = time.perf_counter()
         populate(engine, size, due=0, now=now)
         print(f"  idle: {size:,} leads and enrollments written in "
               f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
-        ctx = Context.open(engine, config)
-        prime(ctx, now)
         reload = Reloader(ctx)
         full_pass(ctx, reload, clock.now())  # warm: files read, statements compiled
         timings = []
@@ -352,9 +355,9 @@ def bench_events(tmp: Path, quick: bool) -> dict[str, Any]:
     engine = open_engine(config.database_url)
     upgrade(engine)
     now = datetime.now(UTC).replace(microsecond=0)
-    populate(engine, leads, due=0, now=now)
     ctx = Context.open(engine, config)
     prime(ctx, now)
+    populate(engine, leads, due=0, now=now)
     server = subprocess.Popen(
         [sys.executable, "-m", "nurture", "serve"],
         cwd=project,
@@ -448,8 +451,8 @@ def bench_scaleout(tmp: Path, quick: bool) -> dict[str, Any]:
             engine = open_engine(config.database_url)
             upgrade(engine)
             now = datetime.now(UTC).replace(microsecond=0)
-            populate(engine, touches, due=touches, now=now)
             prime(Context.open(engine, config), now)
+            populate(engine, touches, due=touches, now=now)
             engine.dispose()
             started = time.time()
             processes = [

@@ -369,6 +369,7 @@ def preview(
 ) -> None:
     """Show the email exactly as it would be sent to a lead; nothing is sent or stored."""
     from nurture import clock
+    from nurture.messages import parse
     from nurture.runner import Context, compose_email
     from nurture.sequences import EmailAction
 
@@ -389,7 +390,7 @@ def preview(
     tracking_id = "preview" if step.action.track else None
     email = compose_email(context, sequence, step.id, template, record, view, clock.now(),
                           tracking_id)  # fmt: skip
-    message = email.message
+    message = parse(email.message.as_string())  # exactly what would be queued
     html_part = message.get_body(("html",))
     text_part = message.get_body(("plain",))
     html = html_part.get_content() if html_part is not None else ""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import Connection, bindparam, insert, or_, update
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
@@ -38,6 +38,30 @@ from nurture.store import session_scope
 from nurture.timing import day_start, next_allowed, zone
 from nurture.transports import SendResult, Transport
 
+# The statements a delivery run makes once per message, built once.
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_START = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("message"))
+    .where(_OUTBOX.c.worker == bindparam("by_worker"))
+    .where(_OUTBOX.c.status.in_([OutboxStatus.leased.value, OutboxStatus.sending.value]))
+    .values(status=OutboxStatus.sending.value)
+)
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("message"))
+    .where(_OUTBOX.c.status == OutboxStatus.sending.value)
+    .values(
+        status=OutboxStatus.sent.value,
+        sent_at=bindparam("now"),
+        last_error=None,
+        lease_until=None,
+        attempts=_OUTBOX.c.attempts + 1,
+    )
+)
+_EMAIL_SENT = insert(Event.__table__).values(  # type: ignore[attr-defined]
+    type="email_sent", source="engine", machine=False, scored=False
+)
 #: A message the server keeps answering with 4xx is given up after this long.
 RETRY_LIFETIME = timedelta(days=5)
 
@@ -75,6 +99,7 @@ class Claimed:
     lead_id: int
     sequence: str
     step: str
+    message_id: str
 
 
 class _Caps:
@@ -194,16 +219,8 @@ def _start(session: Session, message_id: int, worker_id: str) -> bool:
     """Mark a message this worker leased as being handed to the server now. (Already
     ``sending`` by this worker means a commit whose answer was lost on the way: the
     message has not been handed over yet, since that comes after this returns.)"""
-    result = session.execute(
-        update(OutboxMessage)
-        .where(col(OutboxMessage.id) == message_id)
-        .where(col(OutboxMessage.worker) == worker_id)
-        .where(
-            col(OutboxMessage.status).in_([OutboxStatus.leased.value, OutboxStatus.sending.value])
-        )
-        .values(status=OutboxStatus.sending.value)
-    )
-    return bool(getattr(result, "rowcount", 0))
+    result = session.connection().execute(_START, {"message": message_id, "by_worker": worker_id})
+    return bool(result.rowcount)
 
 
 def _step(
@@ -340,6 +357,7 @@ def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport)
                     row.lead_id,
                     row.sequence,
                     row.step,
+                    row.message_id,
                 )
             )
     return claimed
@@ -402,6 +420,10 @@ def record(
 ) -> None:
     """Write what happened to each message (in the caller's transaction)."""
     for item, result in results:
+        if result.outcome == "sent":
+            if _record_sent(session.connection(), item, now):
+                report.sent += 1
+            continue
         row = session.get(OutboxMessage, item.id)
         if row is None or row.status != OutboxStatus.sending:
             continue
@@ -412,22 +434,7 @@ def record(
             "sequence": item.sequence,
             "step": item.step,
         }
-        if result.outcome == "sent":
-            row.status, row.sent_at, row.last_error = OutboxStatus.sent.value, now, None
-            report.sent += 1
-            if item.kind == MessageKind.email:
-                session.add(
-                    Event(
-                        lead_id=item.lead_id,
-                        type="email_sent",
-                        sequence=item.sequence,
-                        step=item.step,
-                        data={"message_id": row.message_id},
-                        occurred_at=now,
-                    )
-                )
-            logs.action(f"{item.kind} sent", **fields, message_id=row.message_id)
-        elif result.outcome == "bounce":
+        if result.outcome == "bounce":
             row.status, row.last_error = OutboxStatus.bounced.value, result.detail
             report.bounced += 1
             if item.kind == MessageKind.email:  # the lead's status becomes bounced
@@ -461,6 +468,28 @@ def record(
             report.failed += 1
             logs.action("send failed", level=logging.ERROR, **fields, error=result.detail)
         session.add(row)
+
+
+def _record_sent(connection: Connection, item: Claimed, now: datetime) -> bool:
+    """Mark a message sent (and record ``email_sent``) in two plain statements: the
+    commonest write of a delivery run, kept off the ORM's unit of work."""
+    done = connection.execute(_MARK_SENT, {"message": item.id, "now": now})
+    if not done.rowcount:
+        return False
+    if item.kind == MessageKind.email:
+        connection.execute(
+            _EMAIL_SENT,
+            {
+                "lead_id": item.lead_id,
+                "sequence": item.sequence,
+                "step": item.step,
+                "data": {"message_id": item.message_id},
+                "occurred_at": now,
+            },
+        )
+    logs.action(f"{item.kind} sent", lead=item.recipient, sequence=item.sequence,
+                step=item.step, message_id=item.message_id)  # fmt: skip
+    return True
 
 
 def _given_up(row: OutboxMessage, result: SendResult, now: datetime) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 
 from sqlalchemy import Column, Index, String, Text
@@ -110,7 +110,7 @@ class OutboxMessage(SQLModel, table=True):
 
 def queue_message(
     session: Session,
-    message: EmailMessage,
+    message: Message,
     *,
     kind: MessageKind,
     key: str,

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from email.message import EmailMessage
+from email.message import Message
 from email.utils import make_msgid
 from typing import Any
 
@@ -501,7 +501,7 @@ def _update_lead(lead: Lead, changes: dict[str, Any], now: datetime) -> None:
 
 @dataclass(frozen=True)
 class ComposedEmail:
-    message: EmailMessage
+    message: Message
     sender: Sender
     #: The tracked links' original URLs, in order.
     links: list[str]
