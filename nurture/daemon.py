@@ -38,6 +38,8 @@ from nurture.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
 SCORING_DIGEST_KEY = "scoring_digest"
 #: Seconds between a standby's attempts to take over the SQLite database.
 STANDBY_POLL = 2.0
+#: While a pass runs, seconds between looks for what it has queued so far.
+PIPELINE_POLL = 0.2
 
 
 class Reloader:
@@ -100,16 +102,23 @@ def rules_changed(ctx: Context) -> bool:
 
 
 def full_pass(
-    ctx: Context, reload: Reloader, now: datetime, stop: Callable[[], bool] | None = None
+    ctx: Context,
+    reload: Reloader,
+    now: datetime,
+    stop: Callable[[], bool] | None = None,
+    loaded: Callable[[Catalog], None] | None = None,
 ) -> tuple[Catalog, PassReport]:
     """Reload the files, score what happened (every lead again if ``scoring.yaml``
     changed), hand off hot leads, send due reminders, then advance the enrollments.
 
     Reloading and scoring are one worker's at a time (:func:`nurture.locks.exclusive`);
-    the due enrollments are shared between the workers."""
+    the due enrollments are shared between the workers. *loaded* is told the catalog
+    as soon as it is loaded."""
     report = PassReport()
     with exclusive(ctx.engine, "pass"):
         catalog = reload(now)
+        if loaded is not None:
+            loaded(catalog)
         rules = reload.scoring()
         if rules is not None:
             if rules_changed(ctx):  # every lead again, new events included
@@ -176,6 +185,9 @@ class Daemon:
         #: in flight there was left by a process that is gone.
         self._settle_all = False
 
+    def _loaded(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
     def stop(self, why: str) -> None:
         if not self.stopping.is_set():
             logs.action("stopping", reason=why)
@@ -186,9 +198,21 @@ class Daemon:
             return
         async with self._pass_lock:
             now = clock.now()
-            catalog, report = await asyncio.to_thread(
-                full_pass, self.ctx, self.reload, now, self.stopping.is_set
+            passing = asyncio.ensure_future(
+                asyncio.to_thread(
+                    full_pass, self.ctx, self.reload, now, self.stopping.is_set, self._loaded
+                )
             )
+            # Send what the pass queues while it goes on (it commits batch by batch),
+            # rather than after it.
+            try:
+                while not passing.done():
+                    await asyncio.wait({passing}, timeout=PIPELINE_POLL)
+                    if not passing.done():
+                        await self.delivery_job()
+            finally:  # never leave the pass running behind the lock
+                await asyncio.wait({passing})
+            catalog, report = passing.result()
             self.catalog = catalog
             self.passes += 1
             if any(vars(report).values()):

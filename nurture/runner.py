@@ -314,42 +314,54 @@ def run_pass(
         report.enrolled = enroll_audiences(ctx, catalog, now)
     seen: set[int] = set()
     while stop is None or not stop():
-        with session_scope(ctx.engine) as session:
-            due = [
-                e
-                for e in claim_due(session, list(catalog.sequences), now, ctx.batch_size)
-                if e.id not in seen
-            ]
-            if not due:
-                break
-            seen.update(e.id for e in due if e.id is not None)
-            lead_ids = {e.lead_id for e in due}
-            leads = {
-                lead.id: lead
-                for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
-            }
-            events = events_by_lead(session, lead_ids)
-            waiting = [e.waiting_task_id for e in due if e.waiting_task_id is not None]
-            tasks = {
-                task.id: task
-                for task in session.exec(select(Task).where(col(Task.id).in_(waiting)))
-            }
-            for enrollment in due:
-                sequence = catalog.sequences[enrollment.sequence]
-                lead = leads[enrollment.lead_id]
-                task = tasks.get(enrollment.waiting_task_id or -1)
-                _process(
-                    ctx,
-                    session,
-                    sequence,
-                    enrollment,
-                    lead,
-                    events[lead.id or 0],
-                    task,
-                    now,
-                    report,
-                )
+        try:
+            batch, ids = _advance_batch(ctx, catalog, now, seen, isolated=False)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # A write that failed spoils the whole batch's transaction: do the batch
+            # again with each enrollment in a savepoint of its own, so that only the
+            # enrollment at fault fails.
+            logs.action("a batch failed: its enrollments are done one by one",
+                        level=logging.WARNING, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            batch, ids = _advance_batch(ctx, catalog, now, seen, isolated=True)
+        if not ids:
+            break
+        seen.update(ids)
+        report.add(batch)
     return report
+
+
+def _advance_batch(
+    ctx: Context, catalog: Catalog, now: datetime, seen: set[int], *, isolated: bool
+) -> tuple[PassReport, list[int]]:
+    """Claim the next batch of due enrollments (skipping *seen*) and carry each forward,
+    in one transaction; return what was done and the enrollments' ids."""
+    report = PassReport()
+    with session_scope(ctx.engine) as session:
+        due = [
+            e
+            for e in claim_due(session, list(catalog.sequences), now, ctx.batch_size)
+            if e.id not in seen
+        ]
+        if not due:
+            return report, []
+        lead_ids = {e.lead_id for e in due}
+        leads = {
+            lead.id: lead for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
+        }
+        events = events_by_lead(session, lead_ids)
+        waiting = [e.waiting_task_id for e in due if e.waiting_task_id is not None]
+        tasks = {
+            task.id: task for task in session.exec(select(Task).where(col(Task.id).in_(waiting)))
+        }
+        for enrollment in due:
+            sequence = catalog.sequences[enrollment.sequence]
+            lead = leads[enrollment.lead_id]
+            task = tasks.get(enrollment.waiting_task_id or -1)
+            _process(ctx, session, sequence, enrollment, lead, events[lead.id or 0], task, now,
+                     report, isolated=isolated)  # fmt: skip
+    return report, [e.id for e in due if e.id is not None]
 
 
 def _process(
@@ -362,7 +374,12 @@ def _process(
     task: Task | None,
     now: datetime,
     report: PassReport,
+    *,
+    isolated: bool,
 ) -> None:
+    """Carry one enrollment forward. What can fail for this lead (rendering its touches)
+    happens before anything is written, and fails the enrollment alone; a write that
+    fails is left to the caller unless *isolated* (a savepoint around the writes)."""
     tz_name = ctx.timezone_for(sequence, lead)
     position = Position(
         next_step=enrollment.next_step,
@@ -381,15 +398,22 @@ def _process(
             now=now,
             tz=zone(tz_name),
         )
+        writes = [
+            _prepare(ctx, sequence, enrollment, lead, view, touch, tz_name, now)
+            for touch in outcome.touches
+        ]
+        if not isolated:
+            _apply(session, sequence, enrollment, lead, task, outcome, writes, report, now)
+            return
+        done = PassReport()  # counted only if the savepoint holds
         with session.begin_nested():
-            _apply(
-                ctx, session, sequence, enrollment, lead, view, task, outcome, tz_name, now, report
-            )
+            _apply(session, sequence, enrollment, lead, task, outcome, writes, done, now)
+        report.add(done)
     except NurtureError as exc:
         _fail(session, enrollment, lead, str(exc), now, report)
     except Exception as exc:
-        if is_transient(exc):
-            raise  # the database, not this lead: the whole batch is tried again
+        if is_transient(exc) or not isolated:
+            raise  # the database, or a batch to do again one enrollment at a time
         logs.logger.exception("unexpected error advancing %s", lead.email)
         _fail(
             session, enrollment, lead, f"internal error: {type(exc).__name__}: {exc}", now, report
@@ -420,18 +444,20 @@ def _fail(
     )
 
 
+#: Writes a prepared touch into the session; returns the task it created, if any.
+Write = Callable[[Session, PassReport], "Task | None"]
+
+
 def _apply(
-    ctx: Context,
     session: Session,
     sequence: Sequence,
     enrollment: Enrollment,
     lead: Lead,
-    view: LeadView,
     task: Task | None,
     outcome: Outcome,
-    tz_name: str,
-    now: datetime,
+    writes: list[Write],
     report: PassReport,
+    now: datetime,
 ) -> None:
     for note in outcome.notes:
         logs.action(note, lead=lead.email, sequence=sequence.name)
@@ -444,10 +470,8 @@ def _apply(
             "step skipped", lead=lead.email, sequence=sequence.name, step=step_id, reason=reason
         )
     new_task: Task | None = None
-    for touch in outcome.touches:
-        made = _carry_out(
-            ctx, session, sequence, enrollment, lead, view, touch, tz_name, now, report
-        )
+    for write in writes:
+        made = write(session, report)
         if isinstance(made, Task):
             new_task = made
     if outcome.lead_changes:
@@ -544,9 +568,8 @@ def compose_email(
     return ComposedEmail(message, sender, links)
 
 
-def _carry_out(
+def _prepare(
     ctx: Context,
-    session: Session,
     sequence: Sequence,
     enrollment: Enrollment,
     lead: Lead,
@@ -554,74 +577,69 @@ def _carry_out(
     touch: Touch,
     tz_name: str,
     now: datetime,
-    report: PassReport,
-) -> Task | None:
+) -> Write:
+    """Render one touch (what can fail for this lead: a template, a note) and return
+    what writes it."""
     step = touch.step
     action = step.action
     key = f"{enrollment.id}:{step.id}"
-    assert lead.id is not None
+    lead_id = lead.id
+    assert lead_id is not None
+    where: dict[str, Any] = {"lead": lead.email, "sequence": sequence.name, "step": step.id}
     if isinstance(action, EmailAction):
         assert touch.template is not None
+        template = touch.template
         tracking_id = secrets.token_urlsafe(12) if action.track else None
-        email = compose_email(ctx, sequence, step.id, touch.template, lead, view, now,
-                              tracking_id)  # fmt: skip
-        message = email.message
-        queue_message(
-            session, message, kind=MessageKind.email, key=key, lead_id=lead.id,
-            sequence=sequence.name, step=step.id, sender=email.sender.email,
-            recipient=lead.email, timezone=tz_name, now=now, enrollment_id=enrollment.id,
-            template=touch.template, tracking_id=tracking_id, links=email.links,
-        )  # fmt: skip
-        report.emails_queued += 1
-        logs.action(
-            "email queued",
-            lead=lead.email,
-            sequence=sequence.name,
-            step=step.id,
-            template=touch.template,
-            moved=touch.moved_because,
-        )
-        return None
+        email = compose_email(ctx, sequence, step.id, template, lead, view, now, tracking_id)
+
+        def queue_email(session: Session, report: PassReport) -> Task | None:
+            queue_message(
+                session, email.message, kind=MessageKind.email, key=key, lead_id=lead_id,
+                sequence=sequence.name, step=step.id, sender=email.sender.email,
+                recipient=lead.email, timezone=tz_name, now=now, enrollment_id=enrollment.id,
+                template=template, tracking_id=tracking_id, links=email.links,
+            )  # fmt: skip
+            report.emails_queued += 1
+            logs.action("email queued", **where, template=template, moved=touch.moved_because)
+            return None
+
+        return queue_email
     if isinstance(action, TaskAction):
         note = ""
         if action.note:
             note = ctx.templates.render_text(action.note, {"lead": view}, str(sequence.path))
-        task = Task(
-            lead_id=lead.id,
-            enrollment_id=enrollment.id,
-            sequence=sequence.name,
-            step=step.id,
-            kind=action.kind,
-            note=note,
-            assignee=action.assignee or lead.owner,
-            due_at=now,
-            timeout_at=touch.timeout_at,
-            created_at=now,
-        )
-        session.add(task)
-        report.tasks_created += 1
-        logs.action(
-            "task created",
-            lead=lead.email,
-            sequence=sequence.name,
-            step=step.id,
-            kind=action.kind,
-            assignee=task.assignee or "unassigned",
-        )
-        return task
+        kind, assignee = action.kind, action.assignee or lead.owner
+
+        def create_task(session: Session, report: PassReport) -> Task | None:
+            task = Task(
+                lead_id=lead_id,
+                enrollment_id=enrollment.id,
+                sequence=sequence.name,
+                step=step.id,
+                kind=kind,
+                note=note,
+                assignee=assignee,
+                due_at=now,
+                timeout_at=touch.timeout_at,
+                created_at=now,
+            )
+            session.add(task)
+            report.tasks_created += 1
+            logs.action("task created", **where, kind=kind, assignee=assignee or "unassigned")
+            return task
+
+        return create_task
     if isinstance(action, NotifyAction):
         to = action.to or lead.owner
         body = ctx.templates.render_text(action.message, {"lead": view}, str(sequence.path))
         if not to:
-            logs.action(
-                "nobody to notify: the lead has no owner",
-                level=logging.WARNING,
-                lead=lead.email,
-                sequence=sequence.name,
-                step=step.id,
-                note=body,
-            )
-            return None
+
+            def nobody(session: Session, report: PassReport) -> Task | None:
+                logs.action("nobody to notify: the lead has no owner", level=logging.WARNING,
+                            **where, note=body)  # fmt: skip
+                return None
+
+            return nobody
         sender = ctx.sender(sequence)
         message = build_notification(
             sender=sender,
@@ -631,15 +649,21 @@ def _carry_out(
             date=now,
             message_id=make_msgid(domain=sender.domain),
         )
-        queue_message(
-            session, message, kind=MessageKind.notify, key=key, lead_id=lead.id,
-            sequence=sequence.name, step=step.id, sender=sender.email, recipient=to,
-            timezone=tz_name, now=now, enrollment_id=enrollment.id,
-        )  # fmt: skip
-        report.notifications += 1
-        logs.action(
-            "notification queued", lead=lead.email, sequence=sequence.name, step=step.id, to=to
-        )
+
+        def queue_notice(session: Session, report: PassReport) -> Task | None:
+            queue_message(
+                session, message, kind=MessageKind.notify, key=key, lead_id=lead_id,
+                sequence=sequence.name, step=step.id, sender=sender.email, recipient=to,
+                timezone=tz_name, now=now, enrollment_id=enrollment.id,
+            )  # fmt: skip
+            report.notifications += 1
+            logs.action("notification queued", **where, to=to)
+            return None
+
+        return queue_notice
+
+    def log_update(session: Session, report: PassReport) -> Task | None:
+        logs.action("lead updated", **where)
         return None
-    logs.action("lead updated", lead=lead.email, sequence=sequence.name, step=step.id)
-    return None
+
+    return log_update

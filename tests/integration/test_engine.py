@@ -447,3 +447,32 @@ def test_a_claimed_email_not_yet_started_is_simply_sent_later(harness: Harness) 
     [message] = harness.sent()
     assert message["Message-ID"] == row.message_id
     assert harness.outbox()[0].status == "sent"
+
+
+def test_a_write_that_fails_fails_only_its_enrollment(harness: Harness) -> None:
+    # Given two enrolled leads, one of whose welcome emails cannot be written (an outbox
+    # row already holds its idempotency key)
+    harness.add_leads({"email": "li@example.com", "source": "guide", "timezone": "UTC"})
+    harness.tick(la(2026, 11, 21, 11, 0))  # Saturday: both enrolled, due Monday
+    maria, li = harness.enrollments()
+    with session_scope(harness.engine) as session:
+        session.add(
+            OutboxMessage(
+                idempotency_key=f"{li.id}:welcome", message_id="<x@example.com>",
+                lead_id=li.lead_id, sequence="welcome", step="welcome",
+                sender="ana@example.com", recipient="li@example.com", timezone="UTC",
+                raw="", status="cancelled",
+            )
+        )  # fmt: skip
+
+    # When the pass writes the batch holding both
+    report, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+
+    # Then the batch is done again one enrollment at a time: Maria gets her email, and
+    # only Li's enrollment fails, with the reason
+    assert report.emails_queued == 1 and report.failed == 1 and delivered.sent == 1
+    [message] = harness.sent()
+    assert message["To"] == "María <maria@example.com>"
+    maria, li = harness.enrollments()
+    assert maria.status == "active" and maria.next_step == "case-study"
+    assert li.status == "failed" and "IntegrityError" in (li.reason or "")
