@@ -188,6 +188,20 @@ def load(project: Path, env: dict[str, str]) -> Config:
         return load_settings(project / "nurture.toml")
 
 
+def installation(
+    project: Path, env: dict[str, str], leads: int, *, due: int
+) -> tuple[Config, Engine, Context]:
+    """A migrated, primed database holding *leads* enrolled leads (*due* of them due)."""
+    config = load(project, env)
+    engine = open_engine(config.database_url)
+    upgrade(engine)
+    now = datetime.now(UTC).replace(microsecond=0)
+    ctx = Context.open(engine, config)
+    prime(ctx, now)
+    populate(engine, leads, due=due, now=now)
+    return config, engine, ctx
+
+
 def worker_env(env: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
     return {**base, **BASE_ENV, **env, "PYTHONPATH": str(ROOT)}
@@ -224,13 +238,8 @@ def bench_throughput(tmp: Path, quick: bool) -> dict[str, Any]:
             "NURTURE_SMTP_PORT": str(sink.port),
             "NURTURE_SMTP_MAX_CONNECTIONS": str(connections),
         }
-        config = load(project, env)
-        engine = open_engine(config.database_url)
-        upgrade(engine)
-        now = datetime.now(UTC).replace(microsecond=0)
-        ctx = Context.open(engine, config)
-        prime(ctx, now)
-        populate(engine, emails, due=emails, now=now)
+        config, engine, _ = installation(project, env, emails, due=emails)
+        now = datetime.now(UTC)
         # End to end: the daemon (in this process) until nothing is due: its pass queues
         # the due emails batch by batch while its delivery loop sends them.
         daemon = Daemon(engine, config, until_idle=True)
@@ -269,14 +278,8 @@ def bench_idle(tmp: Path, quick: bool, memory: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for size in sizes:
         project = make_project(tmp / f"idle-{size}")
-        config = load(project, {})
-        engine = open_engine(config.database_url)
-        upgrade(engine)
-        now = datetime.now(UTC).replace(microsecond=0)
-        ctx = Context.open(engine, config)
-        prime(ctx, now)
         started = time.perf_counter()
-        populate(engine, size, due=0, now=now)
+        config, engine, ctx = installation(project, {}, size, due=0)
         print(f"  idle: {size:,} leads and enrollments written in "
               f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
         reload = Reloader(ctx)
@@ -340,13 +343,7 @@ def bench_events(tmp: Path, quick: bool) -> dict[str, Any]:
     project = make_project(tmp / "events")
     port = free_port()
     env = {"NURTURE_API_KEY": "bench-key", "NURTURE_SERVER_PORT": str(port)}
-    config = load(project, env)
-    engine = open_engine(config.database_url)
-    upgrade(engine)
-    now = datetime.now(UTC).replace(microsecond=0)
-    ctx = Context.open(engine, config)
-    prime(ctx, now)
-    populate(engine, leads, due=0, now=now)
+    config, engine, ctx = installation(project, env, leads, due=0)
     server = subprocess.Popen(
         [sys.executable, "-m", "nurture", "serve"],
         cwd=project,
@@ -436,12 +433,7 @@ def bench_scaleout(tmp: Path, quick: bool) -> dict[str, Any]:
                 "NURTURE_SMTP_MAX_CONNECTIONS": "2",
                 "NURTURE_DAEMON_BATCH_SIZE": "50",
             }
-            config = load(project, env)
-            engine = open_engine(config.database_url)
-            upgrade(engine)
-            now = datetime.now(UTC).replace(microsecond=0)
-            prime(Context.open(engine, config), now)
-            populate(engine, touches, due=touches, now=now)
+            _, engine, _ = installation(project, env, touches, due=touches)
             engine.dispose()
             started = time.time()
             processes = [

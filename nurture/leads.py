@@ -68,7 +68,8 @@ class Lead(SQLModel, table=True):
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: Indexed: each pass looks at the leads changed since the one before.
+    updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime, index=True)
     #: Engagement score as of ``scored_at`` (it decays from there), and fit score.
     engagement: float = 0.0
     fit: float = 0.0

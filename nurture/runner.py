@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from email.message import Message
@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, select
 
 from nurture import logs
 from nurture.catalog import Catalog
@@ -44,7 +44,7 @@ from nurture.meta import advance_mark
 from nurture.outbox import MessageKind, queue_message
 from nurture.retry import is_transient
 from nurture.sequences import EmailAction, NotifyAction, Sequence, TaskAction
-from nurture.store import session_scope
+from nurture.store import changed_lead_ids, session_scope
 from nurture.tasks import Task, TaskStatus
 from nurture.templates import TemplateSet
 from nurture.timing import zone
@@ -219,6 +219,32 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
     return enrolled
 
 
+def _audience_candidates(
+    engine: Engine, since: datetime | None, now: datetime, chunk: int
+) -> Iterator[list[int]]:
+    """The ids of the leads an audience is checked against, *chunk* at a time: every
+    lead, or (after *since*) those changed or with an event of their own since, found
+    through the indexes."""
+    if since is None:
+        yield from changed_lead_ids(engine, None, now, chunk)
+        return
+    with session_scope(engine) as session:
+        acted = set(
+            session.exec(
+                select(Event.lead_id)
+                .where(col(Event.occurred_at) > since)
+                .where(col(Event.type) != "email_sent")  # our own doing, not the lead's
+                .distinct()
+            )
+        )
+    for ids in changed_lead_ids(engine, since, now, chunk):
+        acted.difference_update(ids)
+        yield ids
+    ordered = sorted(acted)
+    for start in range(0, len(ordered), chunk):
+        yield ordered[start : start + chunk]
+
+
 def enroll_matching(
     engine: Engine,
     sequence: Sequence,
@@ -236,25 +262,12 @@ def enroll_matching(
     matching one was not enrolled.
     """
     report = EnrollReport()
-    last_id = 0
-    while True:
+    for candidates in _audience_candidates(engine, since, now, chunk):
         with session_scope(engine) as session:
-            query = select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(chunk)
+            query = select(Lead).where(col(Lead.id).in_(candidates)).order_by(col(Lead.id))
             if by == "auto":
                 query = query.where(Lead.status == ContactStatus.subscribed.value)
-            if since is not None:
-                with_events = (
-                    select(Event.lead_id)
-                    .where(col(Event.occurred_at) > since)
-                    .where(col(Event.type) != "email_sent")  # our own doing, not the lead's
-                )
-                query = query.where(
-                    or_(col(Lead.updated_at) > since, col(Lead.id).in_(with_events))
-                )
             leads = list(session.exec(query))
-            if not leads:
-                return report
-            last_id = leads[-1].id or 0
             ids = [lead.id for lead in leads if lead.id is not None]
             events = events_by_lead(session, ids)
             previous: dict[int, list[Enrollment]] = defaultdict(list)
@@ -281,6 +294,7 @@ def enroll_matching(
                     report.refused.append(why)
                 else:
                     report.enrolled += 1
+    return report
 
 
 # --- advancing -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from nurture.scoring import (
     fit_of,
     implied_stage,
 )
-from nurture.store import session_scope
+from nurture.store import changed_lead_ids, session_scope
 from nurture.timing import day_start, zone
 
 FIT_CHECKED_KEY = "fit_checked_at"
@@ -180,17 +180,9 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     # that is every lead); the mark moves only once all are done.
     with session_scope(ctx.engine) as session:
         since = read_mark(session, FIT_CHECKED_KEY, OVERLAP)
-    last_id = 0
-    while True:
+    for ids in changed_lead_ids(ctx.engine, since, now):
         with session_scope(ctx.engine) as session:
-            query = select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(500)
-            if since is not None:
-                query = query.where(col(Lead.updated_at) > since)
-            changed = list(session.exec(query))
-            if not changed:
-                break
-            last_id = changed[-1].id or 0
-            for lead in changed:
+            for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
                 review_stage(ctx, session, rules, lead, now, report)
                 report.leads += 1

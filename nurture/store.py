@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, and_, insert, or_, update
 from sqlmodel import Session, col, select
 
 from nurture import clock
@@ -28,6 +29,44 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def changed_lead_ids(
+    engine: Engine, since: datetime | None, until: datetime, chunk: int = 500
+) -> Iterator[list[int]]:
+    """The ids of the leads changed after *since* and by *until* (every lead when
+    *since* is ``None``), *chunk* at a time. It reads the ``updated_at`` index, so an
+    idle pass costs nothing however many leads there are; a lead changed while the
+    caller works on a chunk is left for the next call."""
+    last: tuple[datetime, int] | None = None
+    last_id = 0
+    while True:
+        with session_scope(engine) as session:
+            if since is None:
+                query = select(Lead.id, Lead.updated_at).where(col(Lead.id) > last_id)
+                query = query.order_by(col(Lead.id))
+            else:
+                query = (
+                    select(Lead.id, Lead.updated_at)
+                    .where(col(Lead.updated_at) > since)
+                    .where(col(Lead.updated_at) <= until)
+                    .order_by(col(Lead.updated_at), col(Lead.id))
+                )
+                if last is not None:
+                    moment, lead_id = last  # after the last one seen, in that order
+                    query = query.where(
+                        or_(
+                            col(Lead.updated_at) > moment,
+                            and_(col(Lead.updated_at) == moment, col(Lead.id) > lead_id),
+                        )
+                    )
+            rows = list(session.exec(query.limit(chunk)))
+        if not rows:
+            return
+        ids = [lead_id for lead_id, _ in rows if lead_id is not None]
+        last_id = ids[-1]
+        last = (rows[-1][1], last_id)
+        yield ids
 
 
 def get_lead(session: Session, email: str) -> Lead:

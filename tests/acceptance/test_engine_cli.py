@@ -19,7 +19,7 @@ from sqlmodel import select
 from nurture.database import open_engine
 from nurture.outbox import OutboxMessage
 from nurture.store import session_scope
-from tests.acceptance.conftest import Cli, Run
+from tests.acceptance.conftest import BLAST, Cli, Run
 from tests.conftest import SmtpServer
 
 START = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)  # Friday 15:30 in Los Angeles
@@ -137,16 +137,6 @@ def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-ALWAYS = """\
-name: blast
-audience: "lead.source == 'bulk'"
-from: "Ana Ruiz <ana@example.com>"
-steps:
-  - id: hello
-    email: welcome
-"""
-
-
 def test_sigterm_finishes_the_sends_in_flight_and_loses_nothing(
     nurture: Run, tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
@@ -154,7 +144,7 @@ def test_sigterm_finishes_the_sends_in_flight_and_loses_nothing(
     project = tmp_path / "p"
     for path in (project / "sequences").iterdir():
         path.unlink()
-    (project / "sequences" / "blast.yaml").write_text(ALWAYS)
+    (project / "sequences" / "blast.yaml").write_text(BLAST)
     rows = "\n".join(f"lead{i}@example.com,bulk" for i in range(30))
     (project / "bulk.csv").write_text("email,source\n" + rows + "\n")
     env = {"NURTURE_SMTP_HOST": "127.0.0.1", "NURTURE_SMTP_PORT": str(smtp_server.port),
@@ -198,7 +188,7 @@ def test_run_until_idle_on_the_embedded_defaults_writes_the_maildir(
 ) -> None:
     assert nurture("init", "p").returncode == 0
     project = tmp_path / "p"
-    (project / "sequences" / "blast.yaml").write_text(ALWAYS)
+    (project / "sequences" / "blast.yaml").write_text(BLAST)
     (project / "bulk.csv").write_text("email,source\nbulk1@example.com,bulk\n")
     assert nurture("db", "upgrade", cwd=project).returncode == 0
     assert nurture("leads", "import", "leads.csv", cwd=project).returncode == 0

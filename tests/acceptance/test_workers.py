@@ -34,6 +34,14 @@ def _env(sink: SinkProcess, **more: str) -> dict[str, str]:
     }
 
 
+def _enrolled(nurture: Run, directory: Path, leads: int, env: dict[str, str]) -> Path:
+    """A project on *env*'s database whose *leads* leads are enrolled, due now."""
+    project = bulk_project(nurture, directory, leads, env)
+    enrolled = nurture("enroll", "blast", "--where", "lead.source == 'bulk'", cwd=project, env=env)
+    assert enrolled.returncode == 0, enrolled.stderr
+    return project
+
+
 def _outbox(url: str) -> list[OutboxMessage]:
     engine = open_engine(url)
     with session_scope(engine) as session:
@@ -69,9 +77,7 @@ def test_four_workers_share_the_work_and_deliver_each_touch_once(
     # Given 5,000 leads enrolled in a one-email sequence on PostgreSQL
     leads = 5000
     env = _env(sink, NURTURE_DATABASE_URL=pg_url)
-    project = bulk_project(nurture, tmp_path / "p", leads, env)
-    enrolled = nurture("enroll", "blast", "--where", "lead.source == 'bulk'", cwd=project, env=env)
-    assert enrolled.returncode == 0, enrolled.stderr
+    project = _enrolled(nurture, tmp_path / "p", leads, env)
 
     # When four workers run until nothing is due
     log = tmp_path / "workers.log"
@@ -97,9 +103,7 @@ def test_workers_recover_when_postgresql_drops_their_connections(
     # Given two workers sending 1,500 due touches on PostgreSQL
     leads = 1500
     env = _env(sink, NURTURE_DATABASE_URL=pg_url)
-    project = bulk_project(nurture, tmp_path / "p", leads, env)
-    enrolled = nurture("enroll", "blast", "--where", "lead.source == 'bulk'", cwd=project, env=env)
-    assert enrolled.returncode == 0, enrolled.stderr
+    project = _enrolled(nurture, tmp_path / "p", leads, env)
     log = tmp_path / "workers.log"
     workers = [worker(project, env, "--until-idle", log=log) for _ in range(2)]
 

@@ -103,3 +103,29 @@ def test_times_come_back_aware_utc(engine: Engine) -> None:
         lead = get_lead(session, "ann@example.com")
     assert lead.created_at.utcoffset() is not None
     assert lead.created_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+def test_changed_leads_are_found_in_chunks_once_each(engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from nurture.leads import Lead
+    from nurture.store import changed_lead_ids
+
+    # Given leads changed at various moments, several at the same one
+    base = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    minutes = [0, 5, 5, 5, 10, 20, 30, 30]
+    with session_scope(engine) as session:
+        for i, minute in enumerate(minutes):
+            moment = base + timedelta(minutes=minute)
+            session.add(Lead(email=f"l{i}@example.com", created_at=base, updated_at=moment))
+    # When they are read two at a time, changed after 09:01 and by 09:20
+    chunks = list(changed_lead_ids(engine, base + timedelta(minutes=1),
+                                   base + timedelta(minutes=20), chunk=2))  # fmt: skip
+    # Then each lead changed in that span comes once, in the order of change
+    assert all(len(chunk) <= 2 for chunk in chunks)
+    found = [lead_id for chunk in chunks for lead_id in chunk]
+    assert found == [2, 3, 4, 5, 6]
+    # and without a lower bound, every lead comes
+    assert sorted(i for chunk in changed_lead_ids(engine, None, base, chunk=3) for i in chunk) == (
+        list(range(1, 9))
+    )
