@@ -303,7 +303,9 @@ def bench_memory(project: Path, config: Config, size: int) -> dict[str, Any]:
     engine = open_engine(config.database_url)
     with engine.begin() as connection:
         connection.execute(
-            update(Enrollment).where(Enrollment.id <= due).values(due_at=datetime.now(UTC))  # type: ignore[arg-type, operator]
+            update(Enrollment)
+            .where(Enrollment.id <= due)
+            .values(due_at=datetime.now(UTC), next_step="hello", done_steps=[])  # type: ignore[arg-type, operator]
         )
     engine.dispose()
     sink = SinkProcess(free_port(), project / "sink.log").start()

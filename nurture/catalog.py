@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.errors import InputFileError
 from nurture.problems import Problem
-from nurture.sequences import Sequence, Step, load_sequences, parse_sequence
+from nurture.sequences import Sequence, SequenceFiles, Step, load_sequences, parse_sequence
 from nurture.store import session_scope
 from nurture.templates import TemplateSet
 from nurture.yamlfile import parse_yaml
@@ -70,10 +70,15 @@ def _from_source(row: DeployedSequence, templates: TemplateSet) -> Sequence | No
 
 
 def load_catalog(
-    engine: Engine, sequences_dir: Path, templates: TemplateSet, now: datetime
+    engine: Engine,
+    sequences_dir: Path,
+    templates: TemplateSet,
+    now: datetime,
+    loaded: SequenceFiles | None = None,
 ) -> Catalog:
-    """Reload the sequence files, deploy the good changes, and keep the last good versions."""
-    found, problems = load_sequences(sequences_dir, templates.exists)
+    """Reload the sequence files (or take what *loaded* says of them), deploy the good
+    changes, and keep the last good versions."""
+    found, problems = loaded or load_sequences(sequences_dir, templates.exists)
     catalog = Catalog(problems=problems)
     bad_files = {Path(p.path).name for p in problems}
     with session_scope(engine) as session:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, func
@@ -25,11 +28,13 @@ from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.handoff_notice import deliver_webhooks, send_reminders
 from nurture.locks import exclusive
 from nurture.outbox import OutboxMessage, OutboxStatus
+from nurture.problems import Problem
 from nurture.replies import MailboxError, PollReport, poll
 from nurture.retry import is_transient, retry_transient
 from nurture.runner import Context, PassReport, run_pass
 from nurture.scorer import rescore, score_pass
 from nurture.scoring import ScoringRules, load_scoring
+from nurture.sequences import SequenceFiles, load_sequences
 from nurture.server import background_server
 from nurture.store import session_scope
 from nurture.transports import Transport, open_transport
@@ -42,17 +47,43 @@ STANDBY_POLL = 2.0
 PIPELINE_POLL = 0.2
 
 
+def files_stamp(*directories: Path) -> tuple[tuple[str, int, int], ...]:
+    """The name, modification time and size of every file in *directories*: when it is
+    the same as before, nothing there needs parsing again."""
+    stamps = []
+    for directory in directories:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat()
+            except OSError:
+                continue
+            stamps.append((entry.path, info.st_mtime_ns, info.st_size))
+    return tuple(stamps)
+
+
 class Reloader:
-    """Reloads the sequences for each pass and logs what changed, once per change."""
+    """Reloads the sequences and the scoring rules for each pass (parsing them again
+    only when a file changed) and logs what changed, once per change."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._reported: set[str] = set()
         self._scoring_reported: set[str] = set()
+        self._sequences: tuple[Any, SequenceFiles] | None = None
+        self._rules: tuple[bytes, tuple[ScoringRules | None, list[Problem]]] | None = None
 
     def __call__(self, now: datetime) -> Catalog:
         config = self.ctx.config
-        catalog = load_catalog(self.ctx.engine, config.sequences_dir, self.ctx.templates, now)
+        stamp = files_stamp(config.sequences_dir, config.templates_dir)
+        if self._sequences is None or self._sequences[0] != stamp:
+            loaded = load_sequences(config.sequences_dir, self.ctx.templates.exists)
+            self._sequences = (stamp, loaded)
+        catalog = load_catalog(self.ctx.engine, config.sequences_dir, self.ctx.templates, now,
+                               loaded=self._sequences[1])  # fmt: skip
         for name in catalog.deployed:
             logs.action("sequence deployed", sequence=name)
         current = {str(problem) for problem in catalog.problems}
@@ -74,7 +105,14 @@ class Reloader:
     def scoring(self) -> ScoringRules | None:
         """The scoring rules; problems in ``scoring.yaml`` are logged once per change and
         leave scores as they are until fixed."""
-        rules, problems = load_scoring(self.ctx.config.scoring_file)
+        path = self.ctx.config.scoring_file
+        try:
+            content = path.read_bytes()
+        except OSError:
+            content = b""
+        if self._rules is None or self._rules[0] != content or not content:
+            self._rules = (content, load_scoring(path))
+        rules, problems = self._rules[1]
         current = {str(problem) for problem in problems}
         for line in sorted(current - self._scoring_reported):
             logs.action(

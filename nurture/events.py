@@ -242,7 +242,11 @@ def wake_changed(session: Session, since: datetime | None, moment: datetime) -> 
     """Wake the enrollments of every lead changed after *since* (all leads if ``None``)."""
     from nurture.leads import Lead
 
-    changed = select(Lead.id)
-    if since is not None:
-        changed = changed.where(col(Lead.updated_at) > since)
-    wake(session, changed, moment)
+    if since is None:
+        wake(session, select(Lead.id), moment)
+        return
+    # The few changed leads first (the updated_at index), then their enrollments: a
+    # subquery would let the database walk every active enrollment instead.
+    changed = list(session.exec(select(Lead.id).where(col(Lead.updated_at) > since)))
+    for start in range(0, len(changed), 500):
+        wake(session, [i for i in changed[start : start + 500] if i is not None], moment)

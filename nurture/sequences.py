@@ -572,7 +572,11 @@ def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, li
     return parse_sequence(path, data, template_exists)
 
 
-def load_sequences(directory: Path, template_exists: Any) -> tuple[list[Sequence], list[Problem]]:
+#: What :func:`load_sequences` found: the valid sequences, and the problems of the others.
+SequenceFiles = tuple[list["Sequence"], list[Problem]]
+
+
+def load_sequences(directory: Path, template_exists: Any) -> SequenceFiles:
     """Every valid sequence in *directory* and every problem of the others."""
     sequences: list[Sequence] = []
     problems: list[Problem] = []
