@@ -44,7 +44,7 @@ from typing import Any
 import aiosmtplib
 import httpx
 from sqlalchemy import Engine, create_engine, insert, text, update
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bench.bench_import import measure as measure_import
 from bench.smtp_sink import SinkProcess
@@ -304,27 +304,27 @@ def bench_memory(project: Path, config: Config, size: int) -> dict[str, Any]:
     with engine.begin() as connection:
         connection.execute(
             update(Enrollment)
-            .where(Enrollment.id <= due)
-            .values(due_at=datetime.now(UTC), next_step="hello", done_steps=[])  # type: ignore[arg-type, operator]
+            .where(col(Enrollment.id) <= due)
+            .values(due_at=datetime.now(UTC), next_step="hello", done_steps=[])
         )
     engine.dispose()
     sink = SinkProcess(free_port(), project / "sink.log").start()
     try:
         env = worker_env({"NURTURE_SMTP_HOST": "127.0.0.1", "NURTURE_SMTP_PORT": str(sink.port)})
+        log = project / "run.log"  # a file: a pipe nobody reads would stall the daemon
         began = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nurture", "run", "--until-idle"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _, status, usage = os.wait4(process.pid, 0)
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "nurture", "run", "--until-idle"],
+                cwd=project,
+                env=env,
+                stdout=output,
+                stderr=output,
+            )
+            _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - began
-        stderr = process.stderr.read() if process.stderr else ""
         process.returncode = os.waitstatus_to_exitcode(status)
-        assert process.returncode == 0, stderr[-2000:]
+        assert process.returncode == 0, log.read_text()[-2000:]
         sent = len(sink.received())
     finally:
         sink.stop()

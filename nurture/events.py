@@ -181,6 +181,53 @@ def record_event(
     return Recorded(event, new=True)
 
 
+def record_events(session: Session, events: list[Event]) -> list[Recorded]:
+    """Store many new events at once, as :func:`record_event` stores one: each once (an
+    event whose source id was recorded before, or earlier in *events*, is not stored
+    again), applied, and waking their leads' enrollments; in the caller's transaction.
+
+    Raises :class:`~sqlalchemy.exc.IntegrityError` when another process stored one of
+    the same source ids meanwhile: the caller then records them one by one.
+    """
+    keyed = [e for e in events if e.source_id is not None]
+    earlier: dict[tuple[str, str], Event] = {}
+    for source in {e.source for e in keyed}:
+        ids = [e.source_id for e in keyed if e.source == source]
+        for start in range(0, len(ids), 500):
+            for row in session.exec(
+                select(Event)
+                .where(Event.source == source)
+                .where(col(Event.source_id).in_(ids[start : start + 500]))
+            ):
+                earlier[(row.source, row.source_id or "")] = row
+    results: list[Recorded] = []
+    new: list[Event] = []
+    for event in events:
+        key = (event.source, event.source_id or "")
+        if event.source_id is not None and key in earlier:
+            results.append(Recorded(earlier[key], new=False))
+            continue
+        if event.source_id is not None:
+            earlier[key] = event
+        new.append(event)
+        results.append(Recorded(event, new=True))
+    session.add_all(new)
+    session.flush()
+    woken: dict[datetime, set[int]] = {}
+    for event in new:
+        if event.machine:
+            continue
+        status = STATUS_EVENTS.get(event.type)
+        if status is not None:
+            _set_status(session, event.lead_id, status, event.occurred_at)
+        woken.setdefault(event.occurred_at, set()).add(event.lead_id)
+    for moment, lead_ids in woken.items():
+        ordered = sorted(lead_ids)
+        for start in range(0, len(ordered), 500):
+            wake(session, ordered[start : start + 500], moment)
+    return results
+
+
 def _earlier(
     session: Session,
     lead_id: int,

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from nurture import clock
-from nurture.errors import InvalidValueError, LeadNotFoundError
-from nurture.events import Recorded, check_type, record_event
+from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
+from nurture.events import Event, Recorded, check_type, record_event, record_events
+from nurture.leads import Lead, normalize_email
 from nurture.store import get_lead
 
 #: Events may be reported late, but not from the future (clocks drift a little).
@@ -71,11 +72,62 @@ def parse_item(item: Any) -> EventInput:
     )
 
 
+def _check_moment(event: EventInput, now: datetime) -> None:
+    if event.at is not None and event.at > now + FUTURE_SLACK:
+        raise InvalidValueError(f"at: {event.at.isoformat()} is in the future")
+
+
+def ingest_many(
+    session: Session, events: list[EventInput], source: str
+) -> list[Recorded | NurtureError]:
+    """Record a batch of events for their leads, in a few statements: what became of
+    each, or why it was refused (:class:`InvalidValueError`, :class:`LeadNotFoundError`).
+    May raise :class:`~sqlalchemy.exc.IntegrityError` (see
+    :func:`~nurture.events.record_events`): then :func:`ingest` them one by one."""
+    now = clock.now()
+    outcome: list[Recorded | NurtureError | None] = []
+    emails: list[str | None] = []
+    for event in events:
+        try:
+            _check_moment(event, now)
+            emails.append(normalize_email(event.lead))
+            outcome.append(None)
+        except InvalidValueError as exc:
+            emails.append(None)
+            outcome.append(exc)
+    wanted = sorted({email for email in emails if email is not None})
+    lead_ids: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        for lead_id, address in session.exec(
+            select(Lead.id, Lead.email).where(col(Lead.email).in_(wanted[start : start + 500]))
+        ):
+            if lead_id is not None:
+                lead_ids[address] = lead_id
+    rows: list[tuple[int, Event]] = []
+    for index, (event, email) in enumerate(zip(events, emails, strict=True)):
+        if email is None:
+            continue
+        if email not in lead_ids:
+            outcome[index] = LeadNotFoundError(f"no lead with email {email}")
+            continue
+        row = Event(
+            lead_id=lead_ids[email], type=event.type, sequence=event.sequence,
+            step=event.step, data=event.data, occurred_at=event.at or now, source=source,
+            source_id=event.id,
+        )  # fmt: skip
+        rows.append((index, row))
+    recorded = record_events(session, [row for _, row in rows])
+    for (index, _), result in zip(rows, recorded, strict=True):
+        outcome[index] = result
+    done = [item for item in outcome if item is not None]
+    assert len(done) == len(events)
+    return done
+
+
 def ingest(session: Session, event: EventInput, source: str) -> Recorded:
     """Record *event* for its lead; :class:`LeadNotFoundError` if there is no such lead."""
     now = clock.now()
-    if event.at is not None and event.at > now + FUTURE_SLACK:
-        raise InvalidValueError(f"at: {event.at.isoformat()} is in the future")
+    _check_moment(event, now)
     lead = get_lead(session, event.lead)
     assert lead.id is not None
     return record_event(

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import logs
-from nurture.events import Event, events_of, record_event
+from nurture.events import Event, events_of, record_event, record_events
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
 from nurture.meta import advance_mark, read_mark
@@ -35,6 +36,12 @@ from nurture.store import changed_lead_ids, session_scope
 from nurture.timing import day_start, zone
 
 FIT_CHECKED_KEY = "fit_checked_at"
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+_SCORED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("event"))
+    .values(points=bindparam("points"), scored=True)
+)
 OVERLAP = timedelta(minutes=1)
 
 
@@ -49,30 +56,99 @@ class ScoreReport:
     changes: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def score_event(
-    session: Session, rules: ScoringRules, lead: Lead, event: Event, tz_name: str
+#: Events of one lead and type that earned points on one local day: ``(lead id, type,
+#: day start)`` → count. A scoring run keeps it, so each day is counted in the database
+#: once, not once per event.
+EarnedToday = dict[tuple[int, str, datetime], int]
+
+
+def count_earned(
+    session: Session,
+    rules: ScoringRules,
+    events: list[Any],
+    zones: dict[int, str],
+    earned: EarnedToday,
 ) -> None:
-    """Give *event* its points and add them to the lead's engagement."""
+    """Count, in one query, what the leads of *events* (in the timezones *zones*) earned
+    already on the days of those events, for the types with a daily cap; add the days
+    *earned* does not know yet."""
+    capped = {name for name, rule in rules.engagement.items() if rule.max_per_day is not None}
+    fresh: set[tuple[int, str, datetime]] = set()
+    for event in events:
+        if event.type in capped:
+            key = (
+                event.lead_id,
+                event.type,
+                day_start(event.occurred_at, zone(zones[event.lead_id])),
+            )
+            if key not in earned:
+                fresh.add(key)
+                earned[key] = 0
+    if not fresh:
+        return
+    moments = [key[2] for key in fresh]
+    rows = session.exec(
+        select(Event.lead_id, Event.type, Event.occurred_at)
+        .where(col(Event.lead_id).in_({key[0] for key in fresh}))
+        .where(col(Event.type).in_({key[1] for key in fresh}))
+        .where(col(Event.scored).is_(True))
+        .where(col(Event.points) > 0)
+        .where(col(Event.occurred_at) >= min(moments))
+        .where(col(Event.occurred_at) < max(moments) + timedelta(days=2))
+    )
+    for lead_id, type_, moment in rows:
+        key = (lead_id, type_, day_start(moment, zone(zones[lead_id])))
+        if key in fresh:
+            earned[key] += 1
+
+
+class Scorable(Protocol):
+    """What scoring reads of an event (an :class:`Event`, or a row of those columns)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def machine(self) -> bool: ...
+
+
+def score_event(
+    session: Session,
+    rules: ScoringRules,
+    lead: Lead,
+    event: Scorable,
+    tz_name: str,
+    earned: EarnedToday | None = None,
+) -> float:
+    """Add the points *event* earns to the lead's engagement and return them (the caller
+    stores them on the event). Events must come oldest first; *earned* carries the
+    daily caps' counts from one event to the next."""
     counts = not (lead.score_reset_at and event.occurred_at < lead.score_reset_at)
     points = 0.0
     if counts:
         cap = rules.engagement.get(event.type)
         earned_today = 0
+        key = None
         if cap is not None and cap.max_per_day is not None:
             start = day_start(event.occurred_at, zone(tz_name))
-            earned_today = session.exec(
-                select(func.count())
-                .select_from(Event)
-                .where(Event.lead_id == lead.id)
-                .where(Event.type == event.type)
-                .where(col(Event.scored).is_(True))
-                .where(col(Event.points) > 0)
-                .where(col(Event.occurred_at) >= start)
-                .where(col(Event.occurred_at) < day_start(start, zone(tz_name), days_on=1))
-            ).one()
+            key = (lead.id or 0, event.type, start)
+            if earned is None or key not in earned:
+                earned_today = session.exec(
+                    select(func.count())
+                    .select_from(Event)
+                    .where(Event.lead_id == lead.id)
+                    .where(Event.type == event.type)
+                    .where(col(Event.scored).is_(True))
+                    .where(col(Event.points) > 0)
+                    .where(col(Event.occurred_at) >= start)
+                    .where(col(Event.occurred_at) < day_start(start, zone(tz_name), days_on=1))
+                ).one()
+            else:
+                earned_today = earned[key]
         points = event_points(rules, event.type, event.machine, earned_today)
-    event.points, event.scored = points, True
-    session.add(event)
+        if key is not None and earned is not None:
+            earned[key] = earned_today + (1 if points > 0 else 0)
     if points:
         base = lead.scored_at or event.occurred_at
         moment = max(base, event.occurred_at)
@@ -80,6 +156,7 @@ def score_event(
             points, event.occurred_at, moment, rules
         )
         lead.scored_at = moment
+    return points
 
 
 def approachable(ctx: Context, lead: Lead) -> bool:
@@ -97,8 +174,12 @@ def review_stage(
     lead: Lead,
     now: datetime,
     report: ScoreReport,
+    pending: list[Event] | None = None,
 ) -> None:
-    """Move the lead to the stage its scores now give it; hand it off if it turned hot."""
+    """Move the lead to the stage its scores now give it; hand it off if it turned hot.
+    The ``stage_changed`` event goes to *pending*, if given, for the caller to record
+    with a chunk of others (:func:`~nurture.events.record_events`); a lead that turned
+    hot has it recorded at once, for its hand-off notice."""
     from nurture.handoff_notice import hand_off
 
     engagement = decayed(lead.engagement, lead.scored_at or now, now, rules)
@@ -117,13 +198,11 @@ def review_stage(
         report.changes.append((lead.email, old, new))
         assert lead.id is not None
         session.add(lead)
-        record_event(
-            session,
-            lead.id,
-            "stage_changed",
-            data={"from": old, "to": new, "engagement": round(engagement, 2), "fit": lead.fit},
-            at=now,
-        )
+        data = {"from": old, "to": new, "engagement": round(engagement, 2), "fit": lead.fit}
+        if pending is not None and new != "hot":
+            pending.append(Event(lead_id=lead.id, type="stage_changed", data=data, occurred_at=now))
+        else:
+            record_event(session, lead.id, "stage_changed", data=data, at=now)
         logs.action(
             "stage changed",
             lead=lead.email,
@@ -142,6 +221,7 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     """Score new events, refresh the fit of changed leads, and review stages."""
     report = ScoreReport()
     touched: set[int] = set()
+    earned: EarnedToday = {}
     default_tz = ctx.default_timezone
     with session_scope(ctx.engine) as session:
         # Events scoring.yaml gives no points to (email_sent, stage changes...) earn
@@ -154,11 +234,12 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
         )
     while True:
         with session_scope(ctx.engine) as session:
-            events = list(
-                session.exec(
-                    select(Event)
-                    .where(col(Event.scored).is_(False))
-                    .order_by(col(Event.id))
+            columns = ("id", "lead_id", "type", "occurred_at", "machine")
+            events: list[Any] = list(  # rows of the columns scoring reads
+                session.connection().execute(
+                    sa_select(*(_EVENTS.c[name] for name in columns))
+                    .where(_EVENTS.c.scored.is_(False))
+                    .order_by(_EVENTS.c.id)
                     .limit(ctx.batch_size * 5)
                 )
             )
@@ -169,24 +250,34 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                 lead.id: lead
                 for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
             }
+            scored: list[dict[str, Any]] = []
+            zones = {i: lead.timezone or default_tz for i, lead in leads.items() if i is not None}
+            count_earned(session, rules, events, zones, earned)
             for event in sorted(events, key=lambda e: (e.occurred_at, e.id or 0)):
                 lead = leads[event.lead_id]
-                score_event(session, rules, lead, event, lead.timezone or default_tz)
+                points = score_event(
+                    session, rules, lead, event, lead.timezone or default_tz, earned
+                )
+                scored.append({"event": event.id, "points": points})
                 session.add(lead)
                 report.events += 1
-                if event.points:
+                if points:
                     touched.add(event.lead_id)
+            # One executemany, not an ORM update per event.
+            session.connection().execute(_SCORED, scored)
     # Changed leads get their fit and a review, a chunk at a time (after a large import
     # that is every lead); the mark moves only once all are done.
     with session_scope(ctx.engine) as session:
         since = read_mark(session, FIT_CHECKED_KEY, OVERLAP)
     for ids in changed_lead_ids(ctx.engine, since, now):
         with session_scope(ctx.engine) as session:
+            pending: list[Event] = []
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
-                review_stage(ctx, session, rules, lead, now, report)
+                review_stage(ctx, session, rules, lead, now, report, pending)
                 report.leads += 1
                 touched.discard(lead.id or 0)
+            record_events(session, pending)
     with session_scope(ctx.engine) as session:
         advance_mark(session, FIT_CHECKED_KEY, now, OVERLAP)
     with session_scope(ctx.engine) as session:
@@ -195,11 +286,13 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     ids = sorted(touched)
     for start in range(0, len(ids), 500):
         with session_scope(ctx.engine) as session:
+            pending = []
             for lead in session.exec(
                 select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
             ):
-                review_stage(ctx, session, rules, lead, now, report)
+                review_stage(ctx, session, rules, lead, now, report, pending)
                 report.leads += 1
+            record_events(session, pending)
     return report
 
 
@@ -226,7 +319,10 @@ def rescore(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                     event.scored, event.points = False, None
                     session.add(event)
                 for event in events:  # oldest first; each daily cap counts the ones before
-                    score_event(session, rules, lead, event, lead.timezone or default_tz)
+                    event.points = score_event(
+                        session, rules, lead, event, lead.timezone or default_tz
+                    )
+                    event.scored = True
                     session.flush()
                     report.events += 1
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)

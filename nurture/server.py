@@ -21,15 +21,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import Engine, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from nurture import __version__, clock, logs
 from nurture.config import Config
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
-from nurture.events import Event, record_event
+from nurture.events import Event, Recorded, record_event
 from nurture.handoff import answer_handoff
-from nurture.ingest import ingest, parse_item
+from nurture.ingest import EventInput, ingest, ingest_many, parse_item
 from nurture.leads import Lead
 from nurture.messages import UNSUBSCRIBE_PURPOSE
 from nurture.outbox import OutboxMessage
@@ -52,6 +53,20 @@ NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private"}
 #: The same open or click of the same email this soon again is the same engagement.
 REPEAT_WINDOW = timedelta(minutes=10)
 MAX_BATCH = 1000
+
+
+def _item_result(index: int, outcome: Recorded | NurtureError) -> dict[str, Any]:
+    """What the events API answers for one item of a batch."""
+    if isinstance(outcome, LeadNotFoundError):
+        return {"index": index, "status": 404, "error": str(outcome)}
+    if isinstance(outcome, NurtureError):
+        return {"index": index, "status": 422, "error": str(outcome)}
+    return {
+        "index": index,
+        "status": 201 if outcome.new else 200,
+        "id": outcome.event.id,
+        "duplicate": not outcome.new,
+    }
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -295,26 +310,29 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
             return None, JSONResponse({"detail": "the body must be JSON"}, 400)
 
     def store(items: list[Any]) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
-        with session_scope(engine) as session:
-            for index, item in enumerate(items):
-                result: dict[str, Any] = {"index": index}
-                try:
-                    event = parse_item(item)
-                    with session.begin_nested():
-                        recorded = ingest(session, event, source="api")
-                except LeadNotFoundError as exc:
-                    result.update(status=404, error=str(exc))
-                except InvalidValueError as exc:
-                    result.update(status=422, error=str(exc))
-                else:
-                    result.update(
-                        status=201 if recorded.new else 200,
-                        id=recorded.event.id,
-                        duplicate=not recorded.new,
-                    )
-                results.append(result)
-        return results
+        outcome: dict[int, Recorded | NurtureError] = {}
+        parsed: list[tuple[int, EventInput]] = []
+        for index, item in enumerate(items):
+            try:
+                parsed.append((index, parse_item(item)))
+            except InvalidValueError as exc:
+                outcome[index] = exc
+        try:  # the whole batch in a few statements
+            with session_scope(engine) as session:
+                done = ingest_many(session, [event for _, event in parsed], source="api")
+                outcome.update(
+                    (index, result) for (index, _), result in zip(parsed, done, strict=True)
+                )
+        except IntegrityError:
+            # Another process stored one of these ids meanwhile: one at a time.
+            with session_scope(engine) as session:
+                for index, event in parsed:
+                    try:
+                        with session.begin_nested():
+                            outcome[index] = ingest(session, event, source="api")
+                    except NurtureError as exc:
+                        outcome[index] = exc
+        return [_item_result(index, outcome[index]) for index in range(len(items))]
 
     @app.post(
         "/api/events",

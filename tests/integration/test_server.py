@@ -285,3 +285,33 @@ def test_handoff_answers_over_the_api(site: Site) -> None:
     assert lead.stage == "cold" and lead.attributes["recycle_reason"] == "next year"
     [answered] = site.events("handoff_recycled")
     assert answered.data["via"] == "api"
+
+
+def test_a_batch_stores_each_event_once_and_acts_on_it(site: Site) -> None:
+    # Given an event recorded before, under its id
+    url = f"{site.url}/api/events"
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    first = {"type": "form_submitted", "lead": "maria@example.com", "id": "crm-1"}
+    with httpx.Client(timeout=10) as http:
+        assert http.post(url, json=first, headers=auth).status_code == 201
+        # When a batch repeats it, repeats one of its own items, and unsubscribes the lead
+        batch = http.post(
+            url,
+            headers=auth,
+            json=[
+                first,
+                {"type": "page_visited", "lead": "maria@example.com", "id": "crm-2"},
+                {"type": "page_visited", "lead": "Maria@Example.com", "id": "crm-2"},
+                {"type": "unsubscribed", "lead": "maria@example.com", "id": "crm-3"},
+            ],
+        )
+    # Then each event is stored once, the repeats point at the stored ones, and the
+    # unsubscribe acts at once
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert [(r["status"], r["duplicate"]) for r in results] == [
+        (200, True), (201, False), (200, True), (201, False),
+    ]  # fmt: skip
+    assert results[1]["id"] == results[2]["id"] and results[1]["id"] is not None
+    assert len(site.events("form_submitted")) == 1 and len(site.events("page_visited")) == 1
+    assert site.lead().status == "unsubscribed"
