@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, or_, update
@@ -515,12 +516,7 @@ async def _sender(
     while True:
         stop = halt.is_set() or (stopping is not None and stopping.is_set())
         following = waiting.pop() if waiting and not stop else None
-
-        async def step(
-            done: tuple[Claimed, SendResult] | None = done, following: Claimed | None = following
-        ) -> tuple[bool, DeliveryReport]:
-            return await asyncio.to_thread(_step, ctx, done, following)
-
+        step = partial(asyncio.to_thread, _step, ctx, done, following)
         # What was sent is known only here: keep trying to write it down.
         go, recorded = await retry_transient(step, "delivery", stopping=stopping)
         report.add(recorded)

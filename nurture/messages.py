@@ -83,8 +83,9 @@ def _header(value: str) -> str:
 
 
 def _address(name: str, email: str) -> str:
-    """``Name <email>``, the name cleaned of line breaks, quoted or encoded as needed."""
-    return formataddr((clean_header(name), email), "utf-8")
+    """``Name <email>``, both cleaned of line breaks, the name quoted or encoded as
+    needed."""
+    return formataddr((clean_header(name), clean_header(email)), "utf-8")
 
 
 def build_message(
@@ -154,7 +155,7 @@ def build_notification(
     """A plain-text message to a salesperson (a ``notify`` step): no unsubscribe headers."""
     message = _text_part(body, "plain")
     message["From"] = _address(sender.name, sender.email)
-    message["To"] = to_email
+    message["To"] = _address("", to_email)
     message["Subject"] = _header(clean_header(subject))
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id

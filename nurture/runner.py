@@ -403,7 +403,7 @@ def _process(
         task_timeout_at=task.timeout_at if task is not None else None,
     )
     view = LeadView.of(lead)
-    try:
+    try:  # nothing is written yet: a failure here is this enrollment's alone
         outcome = advance(
             sequence,
             position,
@@ -416,22 +416,38 @@ def _process(
             _prepare(ctx, sequence, enrollment, lead, view, touch, tz_name, now)
             for touch in outcome.touches
         ]
-        if not isolated:
-            _apply(session, sequence, enrollment, lead, task, outcome, writes, report, now)
-            return
-        done = PassReport()  # counted only if the savepoint holds
+    except Exception as exc:
+        _fail_because(session, enrollment, lead, exc, now, report)
+        return
+    if not isolated:  # a write that fails spoils the batch: the caller does it again
+        _apply(session, sequence, enrollment, lead, task, outcome, writes, report, now)
+        return
+    done = PassReport()  # counted only if the savepoint holds
+    try:
         with session.begin_nested():
             _apply(session, sequence, enrollment, lead, task, outcome, writes, done, now)
-        report.add(done)
-    except NurtureError as exc:
-        _fail(session, enrollment, lead, str(exc), now, report)
     except Exception as exc:
-        if is_transient(exc) or not isolated:
-            raise  # the database, or a batch to do again one enrollment at a time
-        logs.logger.exception("unexpected error advancing %s", lead.email)
-        _fail(
-            session, enrollment, lead, f"internal error: {type(exc).__name__}: {exc}", now, report
-        )
+        _fail_because(session, enrollment, lead, exc, now, report)
+        return
+    report.add(done)
+
+
+def _fail_because(
+    session: Session,
+    enrollment: Enrollment,
+    lead: Lead,
+    exc: Exception,
+    now: datetime,
+    report: PassReport,
+) -> None:
+    """Fail the enrollment for *exc*; a lost database is not its fault, and propagates."""
+    if is_transient(exc):
+        raise exc
+    if isinstance(exc, NurtureError):
+        _fail(session, enrollment, lead, str(exc), now, report)
+        return
+    logs.logger.exception("unexpected error advancing %s", lead.email, exc_info=exc)
+    _fail(session, enrollment, lead, f"internal error: {type(exc).__name__}: {exc}", now, report)
 
 
 def _fail(
