@@ -583,7 +583,7 @@ def serve(
 ) -> None:
     """The tracking and API server: open pixel, click redirects, unsubscribe, /api/events."""
     from nurture import logs
-    from nurture.server import serve as run_server
+    from nurture.web import serve as run_server
 
     logs.configure(json=log_json)
     st = state(ctx)

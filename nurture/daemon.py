@@ -35,9 +35,9 @@ from nurture.runner import Context, PassReport, run_pass
 from nurture.scorer import rescore, score_pass
 from nurture.scoring import ScoringRules, load_scoring
 from nurture.sequences import SequenceFiles, load_sequences
-from nurture.server import background_server
 from nurture.store import session_scope
 from nurture.transports import Transport, open_transport
+from nurture.web import background_server
 from nurture.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
 
 SCORING_DIGEST_KEY = "scoring_digest"

@@ -334,7 +334,9 @@ def test_notify_emails_the_owner_and_reenroll_starts_a_new_cycle_after_a_change(
     report, _ = harness.tick(la(2026, 11, 25, 10, 0))
     assert report.enrolled == 0
     # Sales sends the lead back (its record changes): a second cycle begins.
-    harness.add_leads({"email": "ben@example.com", "title": "Head of Sales"}, at=la(2026, 11, 26, 9, 0))
+    harness.add_leads(
+        {"email": "ben@example.com", "title": "Head of Sales"}, at=la(2026, 11, 26, 9, 0)
+    )
     report, _ = harness.tick(la(2026, 11, 26, 10, 0))
     assert report.enrolled == 1
     cycles = [(e.cycle, e.status) for e in harness.enrollments() if e.sequence == "reengage"]

@@ -27,8 +27,8 @@ from nurture.database import open_engine
 from nurture.events import Event
 from nurture.leads import Lead
 from nurture.runner import Context
-from nurture.server import create_app
 from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.web import create_app
 from tests.conftest import SmtpServer, free_port
 
 SEQUENCE = """\

@@ -1,0 +1,222 @@
+"""Recipients' links: what the people we email reach by clicking.
+
+- ``GET|HEAD /o/{token}``: the open pixel, always served; records ``email_opened``.
+- ``GET|HEAD /c/{token}``: a tracked link; redirects only to the URL the signed token
+  names in that email's own list of links; anything else is a 404, never a redirect.
+- ``GET /u/{token}``: a page with a confirm button (link scanners prefetch GETs, so a GET
+  never unsubscribes); ``POST /u/{token}``: unsubscribes, including RFC 8058 one-click.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import timedelta
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+
+from nurture import clock, logs
+from nurture.events import Event, record_event
+from nurture.leads import Lead
+from nurture.messages import UNSUBSCRIBE_PURPOSE
+from nurture.outbox import OutboxMessage
+from nurture.store import session_scope
+from nurture.tokens import verify
+from nurture.tracking import LINK_BURST, machine_reason, read_click, read_open
+from nurture.web.state import NO_CACHE, WebState, client, not_found, page
+
+#: A transparent 1x1 GIF.
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b"
+)
+#: The same open or click of the same email this soon again is the same engagement.
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
+def _message_for(session: Session, tracking_id: str) -> OutboxMessage | None:
+    query = select(OutboxMessage).where(OutboxMessage.tracking_id == tracking_id)
+    return session.exec(query).first()
+
+
+def router(state: WebState) -> APIRouter:
+    """The recipients' routes of one project."""
+    routes = APIRouter(include_in_schema=False)
+    engine, secret = state.engine, state.secret
+
+    def record_open(tracking_id: str, method: str, ip: str, agent: str) -> None:
+        now = clock.now()
+        with session_scope(engine) as session:
+            row = _message_for(session, tracking_id)
+            if row is None:
+                return
+            reason = machine_reason(
+                method=method, user_agent=agent, ip=ip, sent_at=row.sent_at, now=now
+            )
+            recorded = record_event(
+                session,
+                row.lead_id,
+                "email_opened",
+                sequence=row.sequence,
+                step=row.step,
+                data={"ip": ip, "user_agent": agent, "machine_reason": reason},
+                at=now,
+                source="pixel",
+                machine=reason is not None,
+                dedupe_within=REPEAT_WINDOW,
+            )
+            if recorded.new:
+                logs.action(
+                    "email opened",
+                    lead=row.recipient,
+                    sequence=row.sequence,
+                    step=row.step,
+                    machine=reason,
+                )
+
+    @routes.api_route("/o/{token}", methods=["GET", "HEAD"])
+    def open_pixel(token: str, request: Request) -> Response:
+        tracking_id = read_open(secret, token)
+        if tracking_id is not None:
+            ip, agent = client(request)
+            try:
+                record_open(tracking_id, request.method, ip, agent)
+            except Exception:  # the image is served whatever happens to the record
+                logs.logger.exception("cannot record an open")
+        return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+
+    @routes.api_route("/c/{token}", methods=["GET", "HEAD"])
+    def click(token: str, request: Request) -> Response:
+        found = read_click(secret, token)
+        if found is None:
+            return not_found()
+        tracking_id, index = found
+        ip, agent = client(request)
+        now = clock.now()
+        with session_scope(engine) as session:
+            row = _message_for(session, tracking_id)
+            if row is None or index >= len(row.links):
+                return not_found()
+            url = row.links[index]
+            recent = list(
+                session.exec(
+                    select(Event)
+                    .where(Event.lead_id == row.lead_id)
+                    .where(Event.type == "email_clicked")
+                    .where(col(Event.sequence) == row.sequence)
+                    .where(col(Event.step) == row.step)
+                    .where(col(Event.occurred_at) >= now - LINK_BURST)
+                )
+            )
+            others = [e for e in recent if e.data.get("url") != url]
+            reason = machine_reason(
+                method=request.method,
+                user_agent=agent,
+                ip=ip,
+                sent_at=row.sent_at,
+                now=now,
+                other_links_just_clicked=len(others),
+            )
+            if others and reason == "several links clicked at once":
+                # The earlier clicks of the burst were the same scanner.
+                session.execute(
+                    update(Event)
+                    .where(col(Event.id).in_([e.id for e in others]))
+                    .values(machine=True)
+                )
+            recorded = record_event(
+                session,
+                row.lead_id,
+                "email_clicked",
+                sequence=row.sequence,
+                step=row.step,
+                data={"url": url, "ip": ip, "user_agent": agent, "machine_reason": reason},
+                at=now,
+                source="click",
+                machine=reason is not None,
+                dedupe_within=REPEAT_WINDOW if reason is None else None,
+            )
+            if recorded.new:
+                logs.action(
+                    "email clicked",
+                    lead=row.recipient,
+                    sequence=row.sequence,
+                    step=row.step,
+                    url=url,
+                    machine=reason,
+                )
+        return RedirectResponse(url, status_code=302, headers=NO_CACHE)
+
+    def unsubscribe_target(token: str) -> tuple[int, str, str] | None:
+        payload = verify(secret, UNSUBSCRIBE_PURPOSE, token)
+        if payload is None:
+            return None
+        lead_id, _, rest = payload.partition(":")
+        sequence, _, step = rest.partition(":")
+        return (int(lead_id), sequence, step) if lead_id.isdigit() else None
+
+    @routes.get("/u/{token}")
+    def unsubscribe_page(token: str) -> HTMLResponse:
+        target = unsubscribe_target(token)
+        if target is None:
+            return not_found()
+        with session_scope(engine) as session:
+            lead = session.get(Lead, target[0])
+        if lead is None:
+            return not_found()
+        if lead.status == "unsubscribed":
+            return page(
+                "Unsubscribed",
+                "<h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>",
+            )
+        return page(
+            "Unsubscribe",
+            f"<h1>Unsubscribe {html.escape(lead.email)}?</h1>"
+            "<p>You will get no more emails from us.</p>"
+            '<form method="post"><button type="submit">Unsubscribe</button></form>',
+        )
+
+    def unsubscribe_now(target: tuple[int, str, str], one_click: bool, ip: str) -> bool:
+        lead_id, sequence, step = target
+        with session_scope(engine) as session:
+            lead = session.get(Lead, lead_id)
+            if lead is None:
+                return False
+            recorded = record_event(
+                session,
+                lead_id,
+                "unsubscribed",
+                sequence=sequence or None,
+                step=step or None,
+                data={"via": "one-click" if one_click else "page", "ip": ip},
+                source="unsubscribe",
+                dedupe_within=timedelta(days=1),
+            )
+            if recorded.new:
+                logs.action(
+                    "unsubscribed",
+                    lead=lead.email,
+                    sequence=sequence,
+                    step=step,
+                    via="one-click" if one_click else "page",
+                )
+        return True
+
+    @routes.post("/u/{token}")
+    async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+        target = unsubscribe_target(token)
+        if target is None:
+            return not_found()
+        body = (await request.body())[:1000]
+        one_click = b"List-Unsubscribe=One-Click" in body
+        ip, _ = client(request)
+        if not await run_in_threadpool(unsubscribe_now, target, one_click, ip):
+            return not_found()
+        return page(
+            "Unsubscribed",
+            "<h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>",
+        )
+
+    return routes
