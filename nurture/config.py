@@ -75,6 +75,22 @@ class SenderSection(Section):
     title: str = ""
 
 
+def _email(value: str) -> str:
+    """An address setting, normalised as leads' addresses are."""
+    from nurture.errors import InvalidValueError
+    from nurture.leads import normalize_email
+
+    try:
+        return normalize_email(value)
+    except InvalidValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _optional_email(value: str) -> str:
+    """An address setting that may be empty."""
+    return _email(value) if value.strip() else ""
+
+
 class TrackingSection(Section):
     #: Public base URL of the tracking server (``nurture serve``), for links in emails.
     base_url: str = "http://localhost:8080"
@@ -83,6 +99,8 @@ class TrackingSection(Section):
     secret: str = ""
     #: Address for ``List-Unsubscribe: <mailto:...>``; empty leaves the mailto out.
     unsubscribe_mailto: str = ""
+
+    _mailto = field_validator("unsubscribe_mailto")(lambda value: _optional_email(value))
 
     @field_validator("base_url")
     @classmethod
@@ -134,16 +152,12 @@ class SalesSection(Section):
     #: The From address of hand-off notifications.
     from_address: str = "nurture@localhost"
 
+    _notify = field_validator("notify_email")(lambda value: _optional_email(value))
+
     @field_validator("team")
     @classmethod
     def _emails(cls, value: list[str]) -> list[str]:
-        from nurture.errors import InvalidValueError
-        from nurture.leads import normalize_email
-
-        try:
-            return [normalize_email(address) for address in value]
-        except InvalidValueError as exc:
-            raise ValueError(str(exc)) from None
+        return [_email(address) for address in value]
 
     @field_validator("webhook_url")
     @classmethod

@@ -10,9 +10,11 @@ from email.header import Header
 from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
-from email.utils import format_datetime, formataddr, make_msgid, parseaddr
+from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any
+from urllib.parse import quote
 
+from nurture.addresses import header_address, wire_address, wire_domain
 from nurture.expressions import LeadView, View
 from nurture.templates import RenderedEmail, TemplateSet, clean_header
 from nurture.tokens import sign
@@ -39,7 +41,8 @@ class Sender:
 
     @property
     def domain(self) -> str:
-        return self.email.rpartition("@")[2] or "localhost"
+        """The ASCII form of the sender's domain (for Message-IDs)."""
+        return wire_domain(self.email)
 
     def view(self) -> View:
         values = {
@@ -82,10 +85,10 @@ def _header(value: str) -> str:
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 
-def _address(name: str, email: str) -> str:
-    """``Name <email>``, both cleaned of line breaks, the name quoted or encoded as
-    needed."""
-    return formataddr((clean_header(name), clean_header(email)), "utf-8")
+def _set_address(message: Message, header: str, name: str, email: str) -> None:
+    """Set an address header (see :func:`~nurture.addresses.header_address`: a
+    :class:`~nurture.addresses.Utf8Header` when the local part is not ASCII)."""
+    message[header] = header_address(name, email)  # type: ignore[assignment]
 
 
 def build_message(
@@ -109,17 +112,17 @@ def build_message(
     with :func:`parse` for the modern API.
     """
     message = MIMEMultipart("alternative")
-    message["From"] = _address(sender.name, sender.email)
-    message["To"] = _address(to_name, to_email)
+    _set_address(message, "From", sender.name, sender.email)
+    _set_address(message, "To", to_name, to_email)
     if reply_to:
-        name, address = parseaddr(reply_to)
-        message["Reply-To"] = _address(name, address)
+        _set_address(message, "Reply-To", *parseaddr(reply_to))
     message["Subject"] = _header(clean_header(rendered.subject))
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id or make_msgid(domain=sender.domain)
     targets = [f"<{unsubscribe}>"]
     if unsubscribe_mailto:
-        targets.append(f"<mailto:{unsubscribe_mailto}?subject={unsubscribe.rsplit('/', 1)[-1]}>")
+        mailto = quote(wire_address(clean_header(unsubscribe_mailto)), safe="@")  # RFC 6068
+        targets.append(f"<mailto:{mailto}?subject={unsubscribe.rsplit('/', 1)[-1]}>")
     message["List-Unsubscribe"] = ", ".join(targets)
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.attach(_text_part(rendered.text, "plain"))
@@ -154,8 +157,8 @@ def build_notification(
 ) -> Message:
     """A plain-text message to a salesperson (a ``notify`` step): no unsubscribe headers."""
     message = _text_part(body, "plain")
-    message["From"] = _address(sender.name, sender.email)
-    message["To"] = _address("", to_email)
+    _set_address(message, "From", sender.name, sender.email)
+    _set_address(message, "To", "", to_email)
     message["Subject"] = _header(clean_header(subject))
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id

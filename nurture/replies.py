@@ -30,10 +30,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from nurture import logs
+from nurture.addresses import wire_address
 from nurture.config import RepliesSection
-from nurture.errors import NurtureError
+from nurture.errors import InvalidValueError, NurtureError
 from nurture.events import record_event
-from nurture.leads import Lead
+from nurture.leads import Lead, normalize_email
 from nurture.messages import UNSUBSCRIBE_PURPOSE
 from nurture.outbox import OutboxMessage
 from nurture.store import session_scope
@@ -191,7 +192,7 @@ def classify(message: EmailMessage, *, secret: str, unsubscribe_mailto: str) -> 
             [str(message.get(h, "")) for h in ("To", "Cc", "Delivered-To", "X-Original-To")]
         )
     }
-    if unsubscribe_mailto and unsubscribe_mailto.lower() in recipients:
+    if unsubscribe_mailto and wire_address(unsubscribe_mailto).lower() in recipients:
         subject = str(message.get("Subject", "")).strip()
         payload = verify(secret, UNSUBSCRIBE_PURPOSE, subject.split()[-1] if subject else "")
         lead_id = payload.partition(":")[0] if payload else ""
@@ -256,7 +257,11 @@ def attribute(session: Session, found: Classified) -> tuple[int, str | None, str
     if found.lead_id is not None and session.get(Lead, found.lead_id) is not None:
         return found.lead_id, None, None
     if found.address:
-        lead = session.exec(select(Lead).where(Lead.email == found.address)).first()
+        try:  # stored as normalize_email gives it (a Unicode domain, not A-labels)
+            address = normalize_email(found.address)
+        except InvalidValueError:
+            return None
+        lead = session.exec(select(Lead).where(Lead.email == address)).first()
         if lead is not None and lead.id is not None:
             return lead.id, None, None
     return None

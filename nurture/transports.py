@@ -17,7 +17,9 @@ from typing import Protocol
 
 import aiosmtplib
 
+from nurture.addresses import NO_SMTPUTF8, wire_address
 from nurture.config import SmtpSection
+from nurture.errors import InvalidValueError
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,14 @@ class SmtpTransport:
         self._idle.append(client)
 
     async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
+        # The envelope carries ASCII domains; a local part (or an address header) that
+        # is not ASCII needs the server's SMTPUTF8.
+        try:
+            sender, recipient = wire_address(sender), wire_address(recipient)
+        except InvalidValueError as exc:
+            return SendResult("fail", str(exc))
+        utf8 = not (sender.isascii() and recipient.isascii() and message.isascii())
+        options = ["SMTPUTF8"] if utf8 else []
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.max_connections)
         async with self._slots:
@@ -140,12 +150,15 @@ class SmtpTransport:
                             ConnectionError) as exc:  # fmt: skip
                         detail = f"cannot connect: {type(exc).__name__}: {exc}"
                         return SendResult("retry", detail, unreachable=True)
-                    await client.sendmail(sender, [recipient], message)
+                    await client.sendmail(sender, [recipient], message, mail_options=options)
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     refused = exc.recipients[0]
                     await self._keep(client, reset=True)  # type: ignore[arg-type]
                     detail = f"{refused.code} {refused.message}"
                     return SendResult("bounce" if refused.code >= 500 else "retry", detail)
+                except aiosmtplib.SMTPNotSupported:
+                    await self._keep(client, reset=True)  # type: ignore[arg-type]
+                    return SendResult("fail", NO_SMTPUTF8)
                 except aiosmtplib.SMTPServerDisconnected as exc:
                     await self._discard(client)
                     if reused:

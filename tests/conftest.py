@@ -160,7 +160,7 @@ class SmtpHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         import asyncio
-        from email import message_from_bytes, policy
+        from email import message_from_string, policy
 
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -170,7 +170,9 @@ class SmtpHandler:
             return "421 closing"
         if self.data_replies:
             return self.data_replies.pop(0)
-        message = message_from_bytes(envelope.original_content, policy=policy.default)
+        # Headers may be UTF-8 (RFC 6532, with SMTPUTF8): read them as such.
+        raw = envelope.original_content.decode("utf-8", "surrogateescape")
+        message = message_from_string(raw, policy=policy.default)
         self.messages.append(message)
         return "250 Message accepted"
 

@@ -36,6 +36,7 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         """Whether the server and its database answer."""
