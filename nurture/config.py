@@ -8,6 +8,7 @@ example ``NURTURE_DATABASE_URL`` or ``NURTURE_SMTP_PORT``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -120,6 +121,19 @@ class ServerSection(Section):
     #: Where ``nurture serve`` (and ``nurture run --serve``) listens.
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    #: Reverse proxies (addresses or networks, like ``10.0.0.0/8``) whose
+    #: ``X-Forwarded-For`` names the client; from any other peer it is ignored.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return [item.strip() for item in value]
 
 
 class RepliesSection(Section):

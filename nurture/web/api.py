@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,6 +19,7 @@ from nurture.events import Recorded
 from nurture.handoff import answer_handoff
 from nurture.ingest import EventInput, ingest, ingest_many, parse_item
 from nurture.store import session_scope
+from nurture.web.guard import read_json
 from nurture.web.state import WebState
 
 MAX_BATCH = 1000
@@ -60,9 +60,9 @@ def router(state: WebState) -> APIRouter:
         if not authorized(request):
             return None, JSONResponse({"detail": "missing or wrong API key"}, 401)
         try:
-            return json.loads(await request.body()), None
-        except (ValueError, UnicodeDecodeError):
-            return None, JSONResponse({"detail": "the body must be JSON"}, 400)
+            return read_json(await request.body()), None
+        except InvalidValueError as exc:
+            return None, JSONResponse({"detail": str(exc)}, 400)
 
     def store(items: list[Any]) -> list[dict[str, Any]]:
         outcome: dict[int, Recorded | NurtureError] = {}

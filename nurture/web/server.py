@@ -16,7 +16,8 @@ from nurture.config import Config
 from nurture.errors import NurtureError
 from nurture.tokens import project_secret
 from nurture.web import api, tracking
-from nurture.web.state import WebState
+from nurture.web.guard import Guard, TrustedProxies, content_security_policy
+from nurture.web.state import PAGE_STYLE, WebState
 
 
 class ServerError(NurtureError):
@@ -26,13 +27,18 @@ class ServerError(NurtureError):
 
 
 def create_app(config: Config, engine: Engine) -> FastAPI:
-    """The server's app for one project: recipients' links, machines' API, health."""
+    """The server's app for one project: recipients' links, machines' API, health.
+
+    Every route, of any router, is behind :class:`~nurture.web.guard.Guard` (body and
+    JSON limits, security headers) and reads ``X-Forwarded-For`` only from ``[server]
+    trusted_proxies``. There is no interactive API page (it would load a script from a
+    CDN): the OpenAPI description is at ``/api/openapi.json``."""
     settings = config.settings
     state = WebState(config, engine, project_secret(settings.tracking.secret, engine))
     app = FastAPI(
         title=f"nurture API ({settings.project.name})",
         version=__version__,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -49,6 +55,8 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
 
     app.include_router(tracking.router(state))
     app.include_router(api.router(state))
+    app.add_middleware(Guard, csp=content_security_policy([PAGE_STYLE]))
+    app.add_middleware(TrustedProxies, trusted_proxies=settings.server.trusted_proxies)
     return app
 
 
@@ -72,13 +80,19 @@ def serve(config: Config, engine: Engine, host: str, port: int) -> None:
 
 
 def background_server(config: Config, engine: Engine, host: str, port: int) -> Any:
-    """A uvicorn server for ``nurture run --serve``; ``.run()`` it in a thread and set
-    ``.should_exit`` to stop it."""
+    """A uvicorn server for ``nurture serve`` and ``nurture run --serve``; ``.run()`` it
+    in a thread and set ``.should_exit`` to stop it. uvicorn's own reading of proxy
+    headers is off: the app trusts only ``[server] trusted_proxies``."""
     import uvicorn
 
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     return uvicorn.Server(
         uvicorn.Config(
-            create_app(config, engine), host=host, port=port, log_level="warning", access_log=False
+            create_app(config, engine),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
         )
     )

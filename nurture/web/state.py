@@ -13,6 +13,11 @@ from sqlalchemy import Engine
 from nurture.config import Config
 
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private"}
+#: The inline stylesheet of :func:`page` (allowed by its hash in the pages' CSP).
+PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;"
+    "padding:0 1rem;line-height:1.5}button{font-size:1rem;padding:.6rem 1.2rem}"
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,8 @@ class WebState:
 
 
 def client(request: Request) -> tuple[str, str]:
-    """The peer's IP address and user agent."""
+    """The client's IP address (the peer's, or what a trusted proxy says it is: see
+    ``[server] trusted_proxies``) and user agent."""
     ip = request.client.host if request.client else ""
     return ip, request.headers.get("user-agent", "")
 
@@ -37,8 +43,7 @@ def page(title: str, body: str, status: int = 200) -> HTMLResponse:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;"
-        "padding:0 1rem;line-height:1.5}button{font-size:1rem;padding:.6rem 1.2rem}</style>"
+        f"<style>{PAGE_STYLE}</style>"
         f"</head><body>{body}</body></html>"
     )
     return HTMLResponse(document, status_code=status, headers=NO_CACHE)

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -16,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import Engine
 from sqlmodel import select
 
@@ -28,7 +28,7 @@ from nurture.events import Event
 from nurture.leads import Lead
 from nurture.runner import Context
 from nurture.store import LeadChanges, session_scope, upsert_leads
-from nurture.web import create_app
+from nurture.web import background_server
 from tests.conftest import SmtpServer, free_port
 
 SEQUENCE = """\
@@ -95,19 +95,27 @@ def site(
         upsert_leads(
             session, [LeadChanges("maria@example.com", {"first_name": "María", "source": "web"})]
         )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, engine), host="127.0.0.1", port=port, log_level="warning")
-    )
+    with running_server(config, engine, port) as url:
+        yield Site(url, project, config, engine, smtp_server)
+    engine.dispose()
+
+
+@contextmanager
+def running_server(config: Config, engine: Engine, port: int) -> Iterator[str]:
+    """The server as ``nurture serve`` runs it, on a loopback *port*; yields its URL."""
+    server = background_server(config, engine, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
+        assert thread.is_alive(), "server stopped"
         time.sleep(0.02)
-    yield Site(f"http://127.0.0.1:{port}", project, config, engine, smtp_server)
-    server.should_exit = True
-    thread.join(10)
-    engine.dispose()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def links(message: EmailMessage) -> dict[str, Any]:

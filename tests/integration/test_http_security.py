@@ -1,0 +1,140 @@
+"""What protects every route of the server, over real HTTP (uvicorn on a loopback
+port, started as ``nurture serve`` starts it): body limits, JSON depth, security
+headers, no CDN docs page, and X-Forwarded-For only from trusted proxies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from nurture.config import load_settings
+from nurture.web.guard import MAX_JSON_DEPTH
+from tests.conftest import free_port
+from tests.integration import test_server
+from tests.integration.test_server import API_KEY, BROWSER, Site, links, running_server
+
+site = test_server.site
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b"x" * min(size, total - sent)
+        sent += size
+
+
+def test_bodies_over_the_route_class_limit_get_413_and_change_nothing(site: Site) -> None:
+    found = links(site.deliver())
+    with site.client() as http:
+        # Unsubscribe and link routes: a few KB, announced or streamed without a length.
+        announced = http.post(found["unsubscribe"], content=b"x" * 5000)
+        assert announced.status_code == 413
+        streamed = http.post(found["unsubscribe"], content=_chunks(50 * 1024 * 1024))
+        assert streamed.status_code == 413
+        assert http.post(found["unsubscribe"], content=b"List-Unsubscribe=One-Click").is_success
+    assert [e.data["via"] for e in site.events("unsubscribed")] == ["one-click"]
+    with site.client() as http:
+        # The API: 1 MiB a request, whether one large event or a large batch.
+        big = {"x": "y" * 2**21}
+        big_event = {"type": "page_visited", "lead": "maria@example.com", "data": big}
+        assert http.post("/api/events", json=big_event, headers=AUTH).status_code == 413
+        batch = [
+            {"type": "page_visited", "lead": "maria@example.com", "data": {"x": "y" * 50_000}}
+        ] * 1000
+        refused = http.post("/api/events", json=batch, headers=AUTH)
+        assert refused.status_code == 413 and "1048576 bytes" in refused.json()["detail"]
+        # Under the limit the same event is taken.
+        small = {**big_event, "data": {"x": "y" * 1000}}
+        assert http.post("/api/events", json=small, headers=AUTH).status_code == 201
+    assert len(site.events("page_visited")) == 1
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(site: Site) -> None:
+    deep = "[" * 2000 + "]" * 2000
+    deep_data = (
+        '{"type": "page_visited", "lead": "maria@example.com", "data": '
+        + '{"a": ' * 990
+        + "1"
+        + "}" * 990
+        + "}"
+    )
+    within = {"type": "page_visited", "lead": "maria@example.com", "data": {}}
+    inner: dict[str, object] = within["data"]  # type: ignore[assignment]
+    for _ in range(MAX_JSON_DEPTH - 3):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    with site.client() as http:
+        for body in (deep, deep_data):
+            for kind in ("application/json", "text/plain"):
+                answer = http.post(
+                    "/api/events", content=body, headers={**AUTH, "Content-Type": kind}
+                )
+                assert answer.status_code == 400, (kind, answer.text)
+                assert "deeper than" in answer.json()["detail"]
+        # Brackets inside strings are text, not nesting.
+        texty = {**within, "data": {"note": "[" * 5000}}
+        assert http.post("/api/events", json=texty, headers=AUTH).status_code == 201
+        assert http.post("/api/events", json=within, headers=AUTH).status_code == 201
+    assert len(site.events("page_visited")) == 2
+
+
+def test_every_answer_carries_security_headers_and_docs_load_nothing_from_a_cdn(
+    site: Site,
+) -> None:
+    found = links(site.deliver())
+    with site.client() as http:
+        answers = [
+            http.get(found["unsubscribe"]),
+            http.get(found["pixel"]),
+            http.get(found["clicks"][0], follow_redirects=False),
+            http.get("/c/not-a-token"),
+            http.post("/api/events", json={}, headers=AUTH),
+            http.get("/api/openapi.json"),
+            http.get("/healthz"),
+        ]
+        docs = http.get("/api/docs")
+    for answer in answers:
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.url
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "script-src" not in csp and "http" not in csp
+    assert answers[5].status_code == 200 and answers[5].json()["paths"]["/api/events"]
+    assert docs.status_code == 404 and "cdn" not in docs.text.lower()
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = links(site.deliver())
+    # Apple's privacy proxy range, claimed by an untrusted peer: ignored.
+    spoofed = {"X-Forwarded-For": "17.0.0.1", "User-Agent": BROWSER}
+    with site.client() as http:
+        http.get(found["clicks"][0], headers=spoofed, follow_redirects=False)
+    [clicked] = site.events("email_clicked")
+    assert clicked.data["ip"] == "127.0.0.1" and not clicked.machine
+
+    monkeypatch.setenv("NURTURE_SERVER_TRUSTED_PROXIES", json.dumps(["127.0.0.0/8"]))
+    config = load_settings(site.project / "nurture.toml")
+    assert config.settings.server.trusted_proxies == ["127.0.0.0/8"]
+    with running_server(config, site.engine, free_port()) as url:
+        proxied = {"X-Forwarded-For": "203.0.113.9, 127.0.0.5", "User-Agent": BROWSER}
+        with httpx.Client(base_url=url, timeout=10) as http:
+            path = found["clicks"][1].removeprefix(site.url)
+            http.get(path, headers=proxied, follow_redirects=False)
+    second = [e for e in site.events("email_clicked") if e.id != clicked.id]
+    assert [e.data["ip"] for e in second] == ["203.0.113.9"]
+
+
+def test_trusted_proxies_must_be_addresses(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nurture.errors import ConfigError
+
+    monkeypatch.setenv("NURTURE_SERVER_TRUSTED_PROXIES", json.dumps(["proxy.example"]))
+    with pytest.raises(ConfigError, match=r"proxy\.example' is not an IP address or network"):
+        load_settings(site.project / "nurture.toml")
