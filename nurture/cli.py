@@ -42,6 +42,8 @@ class State:
 
     config_path: Path | None = None
     debug: bool = False
+    #: The global ``--now`` (or ``NURTURE_NOW``) as typed, if any.
+    now_text: str | None = None
     _config: Config | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
@@ -60,6 +62,31 @@ class State:
         if check_schema:
             check(self._engine)
         return self._engine
+
+    def timezone(self) -> str:
+        """The project's default timezone: the one rule for moments typed without an offset."""
+        return self.config().settings.project.default_timezone
+
+    def moment(self, option: str, text: str, *, project: bool = True) -> Any:
+        """A moment typed for *option*, in UTC (no offset: the project's timezone)."""
+        from nurture.clock import parse_moment
+        from nurture.errors import InvalidValueError, OptionError
+
+        local = project and not _has_offset(text)
+        try:
+            return parse_moment(text, self.timezone() if local else "UTC", what=option)
+        except InvalidValueError as exc:
+            raise OptionError(str(exc)) from None
+
+
+def _has_offset(text: str) -> bool:
+    """Whether an ISO 8601 moment names its offset (then no project is needed to read it)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.strip()).tzinfo is not None
+    except ValueError:
+        return True  # parse_moment reports it, without reading any project
 
 
 app = typer.Typer(
@@ -95,13 +122,32 @@ def root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
     ] = False,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            envvar="NURTURE_NOW",
+            metavar="ISO8601",
+            help="Run the command as if it were this moment (without an offset: the "
+            "project's default timezone): what it reads, writes and logs. `run` and "
+            "`serve` start their clock there.",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """Run `nurture init DIR` to start a project."""
-    ctx.obj = State(config_path=config, debug=debug)
+    st = State(config_path=config, debug=debug, now_text=now or None)
+    ctx.obj = st
+    if st.now_text:
+        from nurture import clock
+
+        # `init` has no project yet: its (unused) clock reads offset-less moments as UTC.
+        moment = st.moment("--now", st.now_text, project=ctx.invoked_subcommand != "init")
+        running = ctx.invoked_subcommand in ("run", "serve")
+        ctx.with_resource(clock.pinned(moment, running=running))
 
 
 def state(ctx: typer.Context) -> State:
@@ -421,7 +467,7 @@ def simulate(
     start: Annotated[
         str | None,
         typer.Option(
-            help="ISO 8601 start; without an offset it is the lead's local time (default: now)."
+            help="ISO 8601 start (default: now; without an offset: the project's timezone)."
         ),
     ] = None,
     days: Annotated[int, typer.Option(min=1, max=3650, help="How many days to simulate.")] = 60,
@@ -443,7 +489,7 @@ def simulate(
     _, view = _lead_view(st, lead)
     default_tz = config.settings.project.default_timezone
     tz_name = sequence.schedule.timezone_for(view.get("timezone"), default_tz)
-    moment = _parse_moment("--start", start, tz_name) if start else clock.now()
+    moment = st.moment("--start", start) if start else clock.now()
     assumptions = [Assumption.parse(text, sequence) for text in assume or []]
 
     def render_note(source: str, lead_view: Any) -> str:
@@ -469,24 +515,6 @@ def simulate(
             entry.reason,
         )
     out.print(table)
-
-
-def _parse_moment(option: str, text: str, tz_name: str) -> Any:
-    """An ISO 8601 moment; without an offset it is local time in *tz_name*."""
-    from datetime import datetime
-
-    from nurture.clock import as_utc
-    from nurture.timing import zone
-
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise NurtureError(
-            f"{option} {text!r}: not an ISO 8601 moment like 2026-11-20T15:30"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone(tz_name))
-    return as_utc(moment)
 
 
 def _summary(pairs: list[tuple[str, int]]) -> str:
@@ -516,11 +544,7 @@ def tick(
     logs.configure(json=log_json)
     st = state(ctx)
     config = st.config()
-    moment = (
-        _parse_moment("--now", now, config.settings.project.default_timezone)
-        if now
-        else clock.now()
-    )
+    moment = st.moment("--now", now) if now else clock.now()
     with clock.pinned(moment):
         context = Context.open(st.engine(), config)
         _, report, delivered = asyncio.run(run_tick(context, moment))
@@ -599,7 +623,10 @@ def event(
     sequence: Annotated[str | None, typer.Option(help="The touch's sequence.")] = None,
     step: Annotated[str | None, typer.Option(help="The touch's step.")] = None,
     at: Annotated[
-        str | None, typer.Option(help="ISO 8601 moment (default now; no offset: UTC).")
+        str | None,
+        typer.Option(
+            help="ISO 8601 moment (default: now; without an offset: the project's timezone)."
+        ),
     ] = None,
     data: Annotated[
         list[str] | None, typer.Option(help="key=value to store with it (repeatable).")
@@ -620,7 +647,7 @@ def event(
         raise NurtureError("--step needs --sequence too")
     from nurture.events import check_type
 
-    moment = _parse_moment("--at", at, "UTC") if at else None
+    moment = st.moment("--at", at) if at else None
     event_input = EventInput(type=check_type(type_), lead=lead, sequence=sequence, step=step,
                              at=moment, data=values)  # fmt: skip
     with session_scope(st.engine()) as session:
@@ -892,9 +919,7 @@ def report(
 
     st = state(ctx)
     config = st.config()
-    start = (
-        _parse_moment("--since", since, config.settings.project.default_timezone) if since else None
-    )
+    start = st.moment("--since", since) if since else None
     with session_scope(st.engine()) as session:
         data = funnel(session, since=start, now=clock.now())
     if html_file is not None:

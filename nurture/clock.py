@@ -1,26 +1,50 @@
 """The one clock of nurture.
 
 Every part of the package asks :func:`now` for the current moment. It is always
-timezone-aware UTC. Tests move it with freezegun; ``nurture tick --now`` pins it with
-:func:`pinned`.
+timezone-aware UTC. Tests move it with freezegun; the global ``nurture --now`` (or
+``NURTURE_NOW``) pins it for a whole command with :func:`pinned`.
+
+One rule reads the moments people type (:func:`parse_moment`): ISO 8601, and a moment
+without an offset is wall-clock time in the project's default timezone.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_pinned: ContextVar[datetime | None] = ContextVar("nurture_pinned_now", default=None)
+from nurture.errors import InvalidValueError
+
+
+@dataclass(frozen=True)
+class _Pin:
+    #: The moment the clock was set to (UTC).
+    moment: datetime
+    #: ``time.monotonic()`` when it was set, if the clock runs on from there; else frozen.
+    since: float | None
+
+
+_pinned: ContextVar[_Pin | None] = ContextVar("nurture_pinned_now", default=None)
 
 
 def now() -> datetime:
     """Return the current moment as an aware UTC datetime."""
-    moment = _pinned.get()
-    if moment is not None:
-        return moment
-    return datetime.now(UTC)
+    pin = _pinned.get()
+    if pin is None:
+        return datetime.now(UTC)
+    if pin.since is None:
+        return pin.moment
+    return pin.moment + timedelta(seconds=time.monotonic() - pin.since)
+
+
+def is_pinned() -> bool:
+    """Whether :func:`now` answers a moment set by :func:`pinned` rather than the real time."""
+    return _pinned.get() is not None
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -31,10 +55,36 @@ def as_utc(moment: datetime) -> datetime:
 
 
 @contextmanager
-def pinned(moment: datetime) -> Iterator[datetime]:
-    """Make :func:`now` answer *moment* (converted to UTC) inside the block."""
-    token = _pinned.set(as_utc(moment))
+def pinned(moment: datetime, *, running: bool = False) -> Iterator[datetime]:
+    """Make :func:`now` answer *moment* (converted to UTC) inside the block.
+
+    Frozen there by default (one command, one moment); with *running* the clock starts at
+    *moment* and goes on at the real pace (a daemon or a server rehearsing a date).
+    """
+    token = _pinned.set(_Pin(as_utc(moment), time.monotonic() if running else None))
     try:
         yield as_utc(moment)
     finally:
         _pinned.reset(token)
+
+
+def parse_moment(text: str, timezone: str, *, what: str = "moment") -> datetime:
+    """Read an ISO 8601 moment a person typed (``2026-11-20T15:30``, ``...Z``,
+    ``...+02:00``, or a date for its midnight) and return it in UTC.
+
+    The one rule for moments without an offset: they are wall-clock time in *timezone*
+    (the project's default timezone). Raises :class:`InvalidValueError` naming *what*.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidValueError(
+            f"{what} {text!r}: not an ISO 8601 moment like 2026-11-20T15:30 "
+            "(or 2026-11-20T15:30+01:00)"
+        ) from None
+    if moment.tzinfo is None:
+        try:
+            moment = moment.replace(tzinfo=ZoneInfo(timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidValueError(f"{what} {text!r}: unknown timezone {timezone!r}") from None
+    return as_utc(moment)

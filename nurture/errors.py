@@ -49,3 +49,9 @@ class LeadNotFoundError(NurtureError):
 
 class InvalidValueError(NurtureError, ValueError):
     """A value is not valid for its field."""
+
+
+class OptionError(NurtureError):
+    """A command-line option has a value nurture cannot use."""
+
+    exit_code = 2

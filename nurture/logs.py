@@ -14,6 +14,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from nurture import clock
+
 logger = logging.getLogger("nurture")
 
 #: Attributes every LogRecord has; the rest are the action's fields.
@@ -45,6 +47,15 @@ def _quote(value: Any) -> str:
     return text
 
 
+def _clock_time(record: logging.LogRecord) -> bool:
+    """Stamp a record with nurture's clock when it is pinned (``--now``): a rehearsal's
+    log reads at the moment it rehearses."""
+    if clock.is_pinned():
+        record.created = clock.now().timestamp()
+        record.msecs = (record.created % 1) * 1000
+    return True
+
+
 def configure(*, json: bool = False, level: int = logging.INFO) -> None:
     """Send nurture's log to stderr, one line per record."""
     handler = logging.StreamHandler(sys.stderr)
@@ -59,6 +70,7 @@ def configure(*, json: bool = False, level: int = logging.INFO) -> None:
         handler.setFormatter(formatter)
     else:
         handler.setFormatter(TextFormatter())
+    handler.addFilter(_clock_time)
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
