@@ -84,10 +84,10 @@ def test_check_names_every_planted_error(nurture: Run, demo: Path) -> None:
 
 
 def test_simulate_friday_afternoon_in_los_angeles(nurture: Run, demo: Path) -> None:
-    # Given María (America/Los_Angeles) and a start on Friday 2026-11-20 at 15:30 local
+    # Given María (America/Los_Angeles) and a start on Friday 2026-11-20 at 15:30 her time
     result = nurture(
         "simulate", "pricing-guide-welcome", "--lead", "maria.lopez@brightpath.io",
-        "--start", "2026-11-20T15:30", "--json", cwd=demo,
+        "--start", "2026-11-20T15:30-08:00", "--json", cwd=demo,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     timeline = [(e["step"], e["kind"], e["local"], e["utc"]) for e in json.loads(result.stdout)]
@@ -105,7 +105,7 @@ def test_simulate_friday_afternoon_in_los_angeles(nurture: Run, demo: Path) -> N
 
 def test_simulate_honours_assumed_clicks_and_replies(nurture: Run, demo: Path) -> None:
     base = ["simulate", "pricing-guide-welcome", "--lead", "maria.lopez@brightpath.io",
-            "--start", "2026-11-20T15:30", "--json"]  # fmt: skip
+            "--start", "2026-11-20T15:30-08:00", "--json"]  # fmt: skip
     clicked = json.loads(nurture(*base, "--assume", "clicked:welcome", cwd=demo).stdout)
     assert [(e["step"], e["kind"]) for e in clicked][:2] == [
         ("welcome", "email"),
