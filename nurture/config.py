@@ -151,6 +151,10 @@ class RepliesSection(Section):
     mailbox: str = "INBOX"
     #: Seconds between polls of ``nurture run``.
     interval: float = Field(default=60.0, gt=0)
+    #: The authserv-id the receiving mail server writes in its ``Authentication-Results``
+    #: header (like ``mx.example.com``). A reply matched only by its From address
+    #: earns points only when that server says the From domain passed; empty: never.
+    authserv_id: str = ""
 
 
 class SalesSection(Section):

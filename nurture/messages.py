@@ -17,7 +17,7 @@ from urllib.parse import quote
 from nurture.addresses import header_address, wire_address, wire_domain
 from nurture.expressions import LeadView, View
 from nurture.templates import RenderedEmail, TemplateSet, clean_header
-from nurture.tokens import sign
+from nurture.tokens import seal, unseal, verify
 
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
 #: UTF-8 bodies as quoted-printable (readable, and safe for any line length).
@@ -56,9 +56,26 @@ class Sender:
 
 
 def unsubscribe_url(base_url: str, secret: str, lead_id: int, sequence: str, step: str) -> str:
-    """The signed one-click unsubscribe link for one email."""
-    token = sign(secret, UNSUBSCRIBE_PURPOSE, f"{lead_id}:{sequence}:{step}")
+    """The one-click unsubscribe link for one email: its token is sealed (signed and
+    unreadable: it names the lead, the sequence and the step)."""
+    token = seal(secret, UNSUBSCRIBE_PURPOSE, f"{lead_id}:{sequence}:{step}")
     return f"{base_url}/u/{token}"
+
+
+def read_unsubscribe(secret: str, token: str) -> tuple[int, str, str] | None:
+    """``(lead id, sequence, step)`` of a genuine unsubscribe token, else ``None``.
+
+    Emails sent before tokens were sealed carry a signed token whose payload is
+    readable (``payload.mac``): it cannot be forged either, and the law wants an
+    unsubscribe link to keep working, so it is still honoured."""
+    payload = unseal(secret, UNSUBSCRIBE_PURPOSE, token)
+    if payload is None and "." in token:
+        payload = verify(secret, UNSUBSCRIBE_PURPOSE, token)
+    if payload is None:
+        return None
+    lead_id, _, rest = payload.partition(":")
+    sequence, _, step = rest.partition(":")
+    return (int(lead_id), sequence, step) if lead_id.isdigit() and lead_id.isascii() else None
 
 
 def template_variables(

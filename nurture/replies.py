@@ -1,13 +1,26 @@
 """Reply detection: poll the ``[replies]`` IMAP mailbox and turn what arrives into events.
 
 Each new message is classified (:func:`classify`, pure): a bounce report (DSN) becomes
-``email_bounced``; a mail to the ``List-Unsubscribe`` mailto becomes ``unsubscribed``; an
-out-of-office or other automatic answer becomes ``auto_reply``, which is not a reply and
-stops nothing; anything else is ``email_replied``. It is attributed to the email it
-answers through ``In-Reply-To`` and ``References`` (the Message-IDs nurture sent), or to
-the lead by the sender's address. Processed messages get the IMAP keyword
+``email_bounced``; an abuse report (ARF) ``complained``; a mail to the
+``List-Unsubscribe`` mailto becomes ``unsubscribed``; an out-of-office or other
+automatic answer becomes ``auto_reply``, which is not a reply and stops nothing;
+anything else is ``email_replied``. Processed messages get the IMAP keyword
 ``$NurtureProcessed``; the event's source id is the message's own Message-ID, so a
 message seen twice (a crash between the two) is still one event.
+
+Anyone can send mail to the mailbox, so nothing in it changes a lead without proof
+(:func:`attribute`):
+
+- a bounce or complaint counts only when it cites the Message-ID of an email we sent
+  to that lead (the address named inside a report proves nothing);
+- an unsubscribe mail counts only with the sealed token of the ``List-Unsubscribe``
+  mailto in its subject;
+- a reply is matched to the email it answers through ``In-Reply-To``/``References``;
+  one matched only by its From address is recorded and stops the lead's sequences,
+  but earns nothing (no points, no hand-off) unless the receiving server's
+  ``Authentication-Results`` say the From domain passed (:func:`authenticated_from`);
+- mail about a notification to a salesperson (a reply to a hand-off notice, its
+  bounce) never touches the lead.
 """
 
 from __future__ import annotations
@@ -25,20 +38,21 @@ from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr
 from typing import cast
 
-from sqlalchemy import Engine
+import authres
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from nurture import logs
 from nurture.addresses import wire_address
 from nurture.config import RepliesSection
+from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.events import record_event
 from nurture.leads import Lead, normalize_email
-from nurture.messages import UNSUBSCRIBE_PURPOSE
-from nurture.outbox import OutboxMessage
+from nurture.messages import read_unsubscribe
+from nurture.outbox import MessageKind, OutboxMessage
 from nurture.store import session_scope
-from nurture.tokens import verify
 
 PROCESSED = "$NurtureProcessed"
 #: Also set on a message nurture could not process (a person should look at it).
@@ -194,12 +208,11 @@ def classify(message: EmailMessage, *, secret: str, unsubscribe_mailto: str) -> 
     }
     if unsubscribe_mailto and wire_address(unsubscribe_mailto).lower() in recipients:
         subject = str(message.get("Subject", "")).strip()
-        payload = verify(secret, UNSUBSCRIBE_PURPOSE, subject.split()[-1] if subject else "")
-        lead_id = payload.partition(":")[0] if payload else ""
+        target = read_unsubscribe(secret, subject.split()[-1]) if subject else None
         return Classified(
             "unsubscribe",
             address=sender,
-            lead_id=int(lead_id) if lead_id.isdigit() else None,
+            lead_id=target[0] if target is not None else None,
             reason="mail to the unsubscribe address",
         )
     refers = _ids(str(message.get("In-Reply-To", ""))) + list(
@@ -246,25 +259,96 @@ EVENTS = {
 }
 
 
-def attribute(session: Session, found: Classified) -> tuple[int, str | None, str | None] | None:
-    """``(lead id, sequence, step)`` the message belongs to, or ``None``."""
+@dataclass(frozen=True)
+class Target:
+    """The lead (and touch) a message is about."""
+
+    lead_id: int
+    sequence: str | None = None
+    step: str | None = None
+    #: Matched only by the sender's address, which anyone can write.
+    by_address: bool = False
+
+
+def attribute(session: Session, found: Classified) -> Target | str:
+    """The lead a message is about, or why it is about none we may touch."""
+    sent = None
     if found.refers_to:
-        row = session.exec(
+        sent = session.exec(
             select(OutboxMessage).where(col(OutboxMessage.message_id).in_(found.refers_to))
         ).first()
-        if row is not None:
-            return row.lead_id, row.sequence, row.step
-    if found.lead_id is not None and session.get(Lead, found.lead_id) is not None:
-        return found.lead_id, None, None
+    if sent is not None and sent.kind != MessageKind.email.value:
+        return f"about a {sent.kind} message to {sent.recipient}, not about the lead"
+    if sent is not None:
+        return Target(sent.lead_id, sent.sequence, sent.step)
+    if found.kind in ("bounce", "complaint"):
+        return "cites no message we sent"
+    if found.kind == "unsubscribe":
+        if found.lead_id is not None and session.get(Lead, found.lead_id) is not None:
+            return Target(found.lead_id)
+        return "no valid unsubscribe token in the subject"
     if found.address:
         try:  # stored as normalize_email gives it (a Unicode domain, not A-labels)
             address = normalize_email(found.address)
         except InvalidValueError:
-            return None
+            return "no lead with the sender's address"
         lead = session.exec(select(Lead).where(Lead.email == address)).first()
         if lead is not None and lead.id is not None:
-            return lead.id, None, None
+            return Target(lead.id, by_address=True)
+    return "no lead with the sender's address"
+
+
+def _aligned(domain: str, other: str) -> bool:
+    """Relaxed alignment (DMARC): the same domain, or one a subdomain of the other."""
+    domain, other = domain.lower().rstrip("."), other.lower().rstrip(".")
+    if not domain or not other:
+        return False
+    return domain == other or domain.endswith("." + other) or other.endswith("." + domain)
+
+
+def authenticated_from(message: Message, authserv_id: str) -> str | None:
+    """Which check of the receiving server (the ``Authentication-Results`` headers it
+    wrote, named by *authserv_id*) says the From domain is genuine: ``dmarc=pass`` for
+    it, or ``dkim=pass``/``spf=pass`` for an aligned domain; ``None`` if none does.
+
+    Headers with another authserv-id are anyone's and ignored; the receiving server
+    removes ones with its own id that come from outside (RFC 8601, section 5)."""
+    if not authserv_id:
+        return None
+    from_domain = parseaddr(str(message.get("From", "")))[1].rpartition("@")[2]
+    for value in message.get_all("Authentication-Results") or []:
+        try:
+            header = authres.AuthenticationResultsHeader.parse(
+                "Authentication-Results: " + " ".join(str(value).split())
+            )
+        except authres.AuthResError:
+            continue
+        if str(header.authserv_id).lower() != authserv_id.lower():
+            continue
+        for result in header.results:
+            if str(result.result).lower() != "pass":
+                continue
+            values = {
+                f"{p.type}.{p.name}".lower(): str(p.value).rpartition("@")[2]
+                for p in result.properties
+            }
+            method = str(result.method).lower()
+            checked = {"dmarc": "header.from", "dkim": "header.d", "spf": "smtp.mailfrom"}
+            if method in checked and _aligned(values.get(checked[method], ""), from_domain):
+                if method != "dmarc" or values["header.from"].lower() == from_domain.lower():
+                    return f"{method}=pass"
     return None
+
+
+def _stop_sequences(session: Session, lead_id: int, reason: str, now: datetime) -> int:
+    """End the lead's active enrollments (a queued email of theirs is not sent)."""
+    result = session.execute(
+        update(Enrollment)
+        .where(col(Enrollment.lead_id) == lead_id)
+        .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+        .values(status=EnrollmentStatus.exited.value, reason=reason, ended_at=now, updated_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def process(
@@ -275,6 +359,7 @@ def process(
     unsubscribe_mailto: str,
     now: datetime,
     report: PollReport,
+    authserv_id: str = "",
 ) -> None:
     """Classify one message and record what it means."""
     message = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
@@ -283,33 +368,46 @@ def process(
         report.ignored += 1
         return
     target = attribute(session, found)
-    if target is None:
+    if isinstance(target, str):
         report.unmatched += 1
-        logs.action("mail matches no lead", kind=found.kind, sender=found.address)
+        logs.action("mail left alone", kind=found.kind, sender=found.address, why=target)
         return
-    lead_id, sequence, step = target
+    data: dict[str, object] = {**found.data, "reason": found.reason, "from": found.address}
+    unproven = None
+    if target.by_address and found.kind == "reply":
+        passed = authenticated_from(message, authserv_id)
+        data["authenticated"] = passed or False
+        if passed is None:
+            unproven = "sender not authenticated (no In-Reply-To of ours)"
+            data["machine_reason"] = unproven
     own_id = (_ids(str(message.get("Message-ID", ""))) or [""])[0]
     source_id = own_id or "sha256:" + hashlib.sha256(raw).hexdigest()
     recorded = record_event(
         session,
-        lead_id,
+        target.lead_id,
         EVENTS[found.kind],
-        sequence=sequence,
-        step=step,
-        data={**found.data, "reason": found.reason, "from": found.address},
+        sequence=target.sequence,
+        step=target.step,
+        data=data,
         at=now,
         source="imap",
         source_id=source_id,
+        # Stored, never counted: no points, no condition, no hand-off.
+        machine=unproven is not None,
     )
+    if recorded.new and unproven is not None:
+        # Stopping is the safe side: whoever wrote it, the lead gets no more email now.
+        _stop_sequences(session, target.lead_id, "replied (sender not authenticated)", now)
     if recorded.new:
         counter = COUNTERS[found.kind]
         setattr(report, counter, getattr(report, counter) + 1)
         logs.action(
             f"mail: {EVENTS[found.kind]}",
-            lead_id=lead_id,
-            sequence=sequence,
-            step=step,
+            lead_id=target.lead_id,
+            sequence=target.sequence,
+            step=target.step,
             reason=found.reason or None,
+            unproven=unproven,
         )
 
 
@@ -369,6 +467,7 @@ def poll(
                         unsubscribe_mailto=unsubscribe_mailto,
                         now=now,
                         report=report,
+                        authserv_id=settings.authserv_id,
                     )
             except (SQLAlchemyError, OSError):
                 raise  # the database is away: leave the message for the next poll

@@ -21,10 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from nurture import clock, logs
 from nurture.events import Event, record_event
 from nurture.leads import Lead
-from nurture.messages import UNSUBSCRIBE_PURPOSE
+from nurture.messages import read_unsubscribe
 from nurture.outbox import OutboxMessage
 from nurture.store import session_scope
-from nurture.tokens import verify
 from nurture.tracking import LINK_BURST, machine_reason, read_click, read_open
 from nurture.web.state import NO_CACHE, WebState, client, not_found, page
 
@@ -149,17 +148,9 @@ def router(state: WebState) -> APIRouter:
                 )
         return RedirectResponse(url, status_code=302, headers=NO_CACHE)
 
-    def unsubscribe_target(token: str) -> tuple[int, str, str] | None:
-        payload = verify(secret, UNSUBSCRIBE_PURPOSE, token)
-        if payload is None:
-            return None
-        lead_id, _, rest = payload.partition(":")
-        sequence, _, step = rest.partition(":")
-        return (int(lead_id), sequence, step) if lead_id.isdigit() else None
-
     @routes.get("/u/{token}")
     def unsubscribe_page(token: str) -> HTMLResponse:
-        target = unsubscribe_target(token)
+        target = read_unsubscribe(secret, token)
         if target is None:
             return not_found()
         with session_scope(engine) as session:
@@ -206,7 +197,7 @@ def router(state: WebState) -> APIRouter:
 
     @routes.post("/u/{token}")
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
-        target = unsubscribe_target(token)
+        target = read_unsubscribe(secret, token)
         if target is None:
             return not_found()
         body = (await request.body())[:1000]

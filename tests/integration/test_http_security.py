@@ -4,6 +4,7 @@ headers, no CDN docs page, and X-Forwarded-For only from trusted proxies."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 
@@ -11,6 +12,8 @@ import httpx
 import pytest
 
 from nurture.config import load_settings
+from nurture.messages import UNSUBSCRIBE_PURPOSE
+from nurture.tokens import project_secret, sign
 from nurture.web.guard import MAX_JSON_DEPTH
 from tests.conftest import free_port
 from tests.integration import test_server
@@ -138,3 +141,21 @@ def test_trusted_proxies_must_be_addresses(site: Site, monkeypatch: pytest.Monke
     monkeypatch.setenv("NURTURE_SERVER_TRUSTED_PROXIES", json.dumps(["proxy.example"]))
     with pytest.raises(ConfigError, match=r"proxy\.example' is not an IP address or network"):
         load_settings(site.project / "nurture.toml")
+
+
+def test_tokens_are_opaque_strict_and_old_unsubscribe_links_keep_working(site: Site) -> None:
+    found = links(site.deliver())
+    token = found["unsubscribe"].rsplit("/", 1)[1]
+    lead_id = site.lead().id
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert b"tracked" not in raw and b"hello" not in raw and f"{lead_id}:".encode() not in raw
+    click = found["clicks"][0]
+    with site.client() as http:
+        for spelling in (click + "=", click + "==", click.replace("-", "+").replace("_", "/")):
+            if spelling != click:
+                assert http.get(spelling, follow_redirects=False).status_code == 404, spelling
+        # An email sent before tokens were sealed: its signed, readable link still works.
+        secret = project_secret("", site.engine)
+        legacy = sign(secret, UNSUBSCRIBE_PURPOSE, f"{lead_id}:tracked:hello")
+        assert "You are unsubscribed" in http.post(f"/u/{legacy}").text
+    assert site.lead().status == "unsubscribed"
