@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,14 @@ from nurture.errors import ConfigError, ProjectError
 
 CONFIG_FILENAME = "nurture.toml"
 ENV_PREFIX = "NURTURE_"
+#: The name ``[api] key`` is known by in records.
+DEFAULT_KEY_NAME = "default"
+KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: What a ``[[webhooks]]`` entry may ask for.
+WEBHOOK_EVENTS = (
+    "lead.created", "lead.updated", "lead.stage_changed", "lead.hot", "lead.unsubscribed",
+    "lead.confirmed", "form.submitted", "handoff.answered", "task.completed",
+)  # fmt: skip
 
 
 class Section(BaseModel):
@@ -112,9 +121,31 @@ class TrackingSection(Section):
 
 
 class ApiSection(Section):
-    #: The key ``POST /api/events`` wants (``Authorization: Bearer KEY`` or ``X-API-Key``);
-    #: empty: the API is off.
+    #: The key the API wants (``Authorization: Bearer KEY`` or ``X-API-Key``); its name
+    #: is ``default``. Empty, and no ``keys``: the API is off.
     key: str = ""
+    #: Named keys (``[api.keys]``: ``website = "..."``, ``crm = "..."``), so that one can
+    #: be revoked alone; each event and lead change records the name of the key.
+    keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("keys")
+    @classmethod
+    def _named_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, key in value.items():
+            if not KEY_NAME.fullmatch(name):
+                raise ValueError(f"key name {name!r}: use letters, digits, - and _")
+            if len(key) < 16:
+                raise ValueError(f"{name}: a key needs at least 16 characters")
+        if len(set(value.values())) != len(value):
+            raise ValueError("two names share one key: give each its own")
+        return value
+
+    def named_keys(self) -> dict[str, str]:
+        """Every key by name: ``[api.keys]``, and ``[api] key`` as ``default``."""
+        named = dict(self.keys)
+        if self.key:
+            named.setdefault(DEFAULT_KEY_NAME, self.key)
+        return named
 
 
 class ServerSection(Section):
@@ -215,6 +246,54 @@ class DaemonSection(Section):
     batch_size: int = Field(default=200, ge=1, le=10000)
 
 
+class WebhookEndpoint(Section):
+    """One ``[[webhooks]]`` entry: where signed event deliveries go."""
+
+    #: What ``nurture webhooks list`` and ``test`` call it.
+    name: str
+    url: str
+    #: The event types it wants (``lead.created``, ...; ``"*"``: every one).
+    events: list[str]
+    #: Signs each delivery (``X-Nurture-Signature``); the receiver checks it.
+    secret: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not KEY_NAME.fullmatch(value):
+            raise ValueError(f"name {value!r}: use letters, digits, - and _")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"name at least one event ({', '.join(WEBHOOK_EVENTS)}, or *)")
+        for name in value:
+            if name != "*" and name not in WEBHOOK_EVENTS:
+                raise ValueError(
+                    f"unknown event {name!r}{_did_you_mean(name, list(WEBHOOK_EVENTS))}"
+                )
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if len(value) < 16:
+            raise ValueError("a secret needs at least 16 characters")
+        return value
+
+    def wants(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events
+
+
 class Settings(BaseSettings):
     """All settings of one project. Build it with :func:`load_settings`."""
 
@@ -237,6 +316,21 @@ class Settings(BaseSettings):
     server: ServerSection = ServerSection()
     replies: RepliesSection = RepliesSection()
     daemon: DaemonSection = DaemonSection()
+    #: ``[[webhooks]]``: signed outbound event deliveries.
+    webhooks: list[WebhookEndpoint] = Field(default_factory=list)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_names(cls, value: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        names = [endpoint.name for endpoint in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two [[webhooks]] entries are named {name!r}")
+        return value
+
+    def webhook(self, name: str) -> WebhookEndpoint | None:
+        """The ``[[webhooks]]`` entry called *name*."""
+        return next((e for e in self.webhooks if e.name == name), None)
 
     @classmethod
     def settings_customise_sources(
@@ -277,6 +371,10 @@ class Config:
     @property
     def scoring_file(self) -> Path:
         return self.project_dir / "scoring.yaml"
+
+    @property
+    def forms_dir(self) -> Path:
+        return self.project_dir / "forms"
 
     @property
     def outbox_dir(self) -> Path:
@@ -344,11 +442,19 @@ def load_settings(config_file: Path | None = None) -> Config:
     return config
 
 
+#: Sections written as arrays of tables (``[[webhooks]]``).
+LIST_SECTIONS = ("webhooks",)
+
+
 def _check_sections(path: Path, data: dict[str, Any]) -> None:
     known = list(Settings.model_fields)
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown section [{key}]{_did_you_mean(key, known)}")
+        if key in LIST_SECTIONS:
+            if not isinstance(value, list):
+                raise ConfigError(f"{path}: {key} must be written as [[{key}]] entries")
+            continue
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: {key} must be a [{key}] table, not a single value")
 
@@ -358,6 +464,14 @@ def _describe(path: Path, exc: ValidationError) -> str:
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     section, key = [*loc, ""][:2]
+    if section in LIST_SECTIONS and key.isdigit():  # [[webhooks]] entry N, field
+        field = loc[2] if len(loc) > 2 else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "required setting is missing"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        return f"{path}: [[{section}]] entry {int(key) + 1}: {field}: {message}"
     env_name = f"{ENV_PREFIX}{section}_{key}".upper()
     where = env_name if env_name in os.environ else f"{path}: [{section}] {key}"
     if error["type"] == "extra_forbidden":

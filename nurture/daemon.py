@@ -25,7 +25,7 @@ from nurture.catalog import Catalog, load_catalog
 from nurture.config import Config
 from nurture.delivery import DeliveryReport, deliver
 from nurture.enrollments import Enrollment, EnrollmentStatus
-from nurture.handoff_notice import deliver_webhooks, send_reminders
+from nurture.handoff_notice import send_reminders
 from nurture.locks import exclusive
 from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.problems import Problem
@@ -38,6 +38,7 @@ from nurture.sequences import SequenceFiles, load_sequences
 from nurture.store import session_scope
 from nurture.transports import Transport, open_transport
 from nurture.web import background_server
+from nurture.webhooks import deliver_webhooks
 from nurture.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
 
 SCORING_DIGEST_KEY = "scoring_digest"

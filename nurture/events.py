@@ -26,6 +26,7 @@ from sqlmodel import Field, Session, SQLModel, col, or_, select
 from nurture import clock
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError
+from nurture.outbound import note
 from nurture.sqltypes import JSONType, UTCDateTime
 
 #: Events that change whether the lead may be emailed, and to what.
@@ -69,6 +70,8 @@ class Event(SQLModel, table=True):
     source_id: str | None = Field(default=None, max_length=300)
     #: A scanner or proxy did it, not the lead: stored, never counted.
     machine: bool = False
+    #: The name (never the value) of the API key that sent it (``[api.keys]``).
+    via_key: str | None = Field(default=None, max_length=64)
     #: Engagement points it earned when scored (before decay); ``None`` until scored.
     points: float | None = None
     scored: bool = Field(default=False, index=True)
@@ -147,6 +150,7 @@ def record_event(
     source_id: str | None = None,
     machine: bool = False,
     dedupe_within: timedelta | None = None,
+    via_key: str | None = None,
 ) -> Recorded:
     """Store an event once, apply it, and wake the lead's enrollments (in the caller's
     transaction).
@@ -162,6 +166,7 @@ def record_event(
     event = Event(
         lead_id=lead_id, type=type, sequence=sequence, step=step, data=data or {},
         occurred_at=moment, source=source, source_id=source_id, machine=machine,
+        via_key=via_key,
     )  # fmt: skip
     try:
         with session.begin_nested():
@@ -174,6 +179,7 @@ def record_event(
         return Recorded(again, new=False)
     if machine:
         return Recorded(event, new=True)
+    note(session, [event])
     status = STATUS_EVENTS.get(type)
     if status is not None:
         _set_status(session, lead_id, status, moment)
@@ -213,6 +219,7 @@ def record_events(session: Session, events: list[Event]) -> list[Recorded]:
         results.append(Recorded(event, new=True))
     session.add_all(new)
     session.flush()
+    note(session, [event for event in new if not event.machine])
     woken: dict[datetime, set[int]] = {}
     for event in new:
         if event.machine:

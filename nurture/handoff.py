@@ -82,6 +82,13 @@ class Webhook(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The ``[[webhooks]]`` entry it goes to (signed); ``None``: the Slack-compatible
+    #: hand-off notice of ``[sales] webhook_url``.
+    endpoint: str | None = Field(default=None, max_length=64)
+    #: The event it delivers (``lead.created``...), for ``[[webhooks]]`` deliveries.
+    event_type: str | None = Field(default=None, max_length=40)
+    #: The lead it is about: erasing the lead erases its deliveries.
+    lead_id: int | None = Field(default=None, index=True)
 
 
 def pending_handoff(session: Session, lead_id: int) -> Handoff | None:

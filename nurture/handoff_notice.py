@@ -1,25 +1,20 @@
-"""What sales hears: the hand-off notice (email and webhook), the reminder, and the
-webhook delivery loop."""
+"""What sales hears: the hand-off notice (email and webhook) and the reminder. The
+webhook calls are made by :mod:`nurture.webhooks`."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import make_msgid
 from typing import Any
 
-import httpx
 from sqlmodel import Session, col, select
 
-from nurture import clock, logs
-from nurture.delivery import send_backoff
+from nurture import logs
 from nurture.enrollments import Enrollment
 from nurture.events import Event
 from nurture.handoff import (
     Handoff,
     Webhook,
-    WebhookStatus,
     business_days_after,
     remind_due,
 )
@@ -233,6 +228,7 @@ def hand_off(
             Webhook(
                 idempotency_key=f"handoff:{handoff.id}",
                 url=sales.webhook_url,
+                lead_id=lead.id,
                 body=slack_body(lead, why, text, "hot"),
                 next_attempt_at=now,
                 created_at=now,
@@ -264,6 +260,7 @@ def send_reminders(ctx: Context, now: datetime) -> int:
                     Webhook(
                         idempotency_key=f"reminder:{handoff.id}",
                         url=sales.webhook_url,
+                        lead_id=lead.id,
                         body=slack_body(lead, handoff.why, text, "reminder"),
                         next_attempt_at=now,
                         created_at=now,
@@ -274,82 +271,3 @@ def send_reminders(ctx: Context, now: datetime) -> int:
             count += 1
             logs.action("hand-off reminder", lead=lead.email, handoff=handoff.id)
     return count
-
-
-async def deliver_webhooks(ctx: Context, request_timeout: float = 10.0) -> tuple[int, int]:
-    """Make every due webhook call; return (sent, to retry). A 2xx is success; a 408,
-    429 or 5xx answer or a network error is retried with backoff; another 4xx fails."""
-    now = clock.now()
-
-    def due() -> list[Webhook]:
-        """Claim the due calls: other workers skip them, and they come due again only if
-        this one dies before recording how they went (the receiver sees the same
-        Idempotency-Key)."""
-        with session_scope(ctx.engine) as session:
-            calls = list(
-                session.exec(
-                    select(Webhook)
-                    .where(Webhook.status == WebhookStatus.queued.value)
-                    .where(col(Webhook.next_attempt_at) <= now)
-                    .order_by(col(Webhook.id))
-                    .limit(ctx.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            claimed_until = now + timedelta(seconds=request_timeout * (len(calls) + 6))
-            for call in calls:
-                call.next_attempt_at = claimed_until
-                session.add(call)
-            return calls
-
-    calls = await asyncio.to_thread(due)
-    if not calls:
-        return 0, 0
-    results: list[tuple[int, str | None, bool]] = []
-    async with httpx.AsyncClient(timeout=request_timeout) as client:
-        for call in calls:
-            assert call.id is not None
-            try:
-                response = await client.post(
-                    call.url, json=call.body, headers={"Idempotency-Key": call.idempotency_key}
-                )
-            except httpx.HTTPError as exc:
-                results.append((call.id, f"{type(exc).__name__}: {exc}", True))
-                continue
-            if response.is_success:
-                results.append((call.id, None, False))
-            else:
-                retry = response.status_code in (408, 429) or response.status_code >= 500
-                results.append((call.id, f"HTTP {response.status_code}", retry))
-
-    def record() -> tuple[int, int]:
-        sent = retrying = 0
-        moment = clock.now()
-        with session_scope(ctx.engine) as session:
-            for call_id, error, retry in results:
-                call = session.get(Webhook, call_id)
-                if call is None:
-                    continue
-                call.attempts += 1
-                call.last_error = error
-                if error is None:
-                    call.status, call.sent_at = WebhookStatus.sent.value, moment
-                    sent += 1
-                elif retry:
-                    call.next_attempt_at = moment + send_backoff(ctx, call.attempts)
-                    retrying += 1
-                    logs.action(
-                        "webhook will be retried",
-                        level=logging.WARNING,
-                        key=call.idempotency_key,
-                        error=error,
-                    )
-                else:
-                    call.status = WebhookStatus.failed.value
-                    logs.action(
-                        "webhook failed", level=logging.ERROR, key=call.idempotency_key, error=error
-                    )
-                session.add(call)
-        return sent, retrying
-
-    return await asyncio.to_thread(record)

@@ -78,7 +78,7 @@ def _check_moment(event: EventInput, now: datetime) -> None:
 
 
 def ingest_many(
-    session: Session, events: list[EventInput], source: str
+    session: Session, events: list[EventInput], source: str, via_key: str | None = None
 ) -> list[Recorded | NurtureError]:
     """Record a batch of events for their leads, in a few statements: what became of
     each, or why it was refused (:class:`InvalidValueError`, :class:`LeadNotFoundError`).
@@ -113,7 +113,7 @@ def ingest_many(
         row = Event(
             lead_id=lead_ids[email], type=event.type, sequence=event.sequence,
             step=event.step, data=event.data, occurred_at=event.at or now, source=source,
-            source_id=event.id,
+            source_id=event.id, via_key=via_key,
         )  # fmt: skip
         rows.append((index, row))
     recorded = record_events(session, [row for _, row in rows])
@@ -124,7 +124,9 @@ def ingest_many(
     return done
 
 
-def ingest(session: Session, event: EventInput, source: str) -> Recorded:
+def ingest(
+    session: Session, event: EventInput, source: str, via_key: str | None = None
+) -> Recorded:
     """Record *event* for its lead; :class:`LeadNotFoundError` if there is no such lead."""
     now = clock.now()
     _check_moment(event, now)
@@ -140,6 +142,7 @@ def ingest(session: Session, event: EventInput, source: str) -> Recorded:
         at=event.at or now,
         source=source,
         source_id=event.id,
+        via_key=via_key,
     )
 
 

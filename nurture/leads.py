@@ -32,6 +32,9 @@ class ContactStatus(enum.StrEnum):
     """Whether a lead may be emailed."""
 
     subscribed = "subscribed"
+    #: Signed up through a double opt-in form and not confirmed yet: never emailed by
+    #: sequences.
+    pending = "pending"
     unsubscribed = "unsubscribed"
     bounced = "bounced"
     complained = "complained"
@@ -63,6 +66,9 @@ class Lead(SQLModel, table=True):
     source: str | None = Field(default=None, max_length=200, index=True)
     stage: str = Field(default=Stage.cold.value, sa_type=String(16), index=True)
     status: str = Field(default=ContactStatus.subscribed.value, sa_type=String(16))
+    #: The last consent given (a form's, or an API item's): what was agreed to (text,
+    #: version), when, where (form, API key) and from which IP.
+    consent: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
     #: Every other column of the import, as ``lead.NAME`` in expressions.
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
@@ -101,6 +107,7 @@ class Lead(SQLModel, table=True):
             "stage": str(self.stage),
             "status": str(self.status),
             "attributes": dict(self.attributes or {}),
+            "consent": dict(self.consent) if self.consent else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
@@ -178,9 +185,13 @@ def _max_length(name: str) -> int | None:
 def merge_status(current: str, incoming: str) -> str:
     """The status after new data says *incoming*: an opt-out or bounce is never undone.
 
-    Only a deliberate act (a new opt-in recorded by the tracking server) resubscribes a
-    lead, never a later import.
+    Only a deliberate act (a new opt-in recorded by the tracking server, such as a
+    confirmed double opt-in) resubscribes a lead, never a later import. ``pending``
+    (waiting for a double opt-in) is only ever a new lead's status: it holds back no one
+    who is already known.
     """
     if current != ContactStatus.subscribed and incoming == ContactStatus.subscribed:
+        return current
+    if incoming == ContactStatus.pending and current != ContactStatus.pending:
         return current
     return incoming

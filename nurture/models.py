@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from nurture.arrivals import Arrival
 from nurture.enrollments import DeployedSequence, Enrollment
 from nurture.events import Event
 from nurture.handoff import Handoff, Webhook
 from nurture.leads import Lead
 from nurture.meta import Meta
+from nurture.outbound import WebhookEvent
 from nurture.outbox import OutboxMessage
+from nurture.suppression import Suppression
 from nurture.tasks import Task
 from nurture.workers import Worker
 
 __all__ = [
+    "Arrival",
     "DeployedSequence",
     "Enrollment",
     "Event",
@@ -19,7 +23,9 @@ __all__ = [
     "Lead",
     "Meta",
     "OutboxMessage",
+    "Suppression",
     "Task",
     "Webhook",
+    "WebhookEvent",
     "Worker",
 ]
