@@ -10,14 +10,18 @@ the safety net: a lead whose announcement was missed is enrolled by the next pas
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
-from sqlalchemy import Index, delete, text
+from sqlalchemy import Engine, Index, delete, text
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from nurture import clock
+from nurture import clock, logs
+from nurture.retry import backoff
 from nurture.sqltypes import UTCDateTime
+from nurture.store import session_scope
 
 #: The PostgreSQL channel the server notifies and the daemons listen on.
 CHANNEL = "nurture_arrivals"
@@ -63,3 +67,52 @@ def take(session: Session, limit: int) -> list[int]:
 def waiting(session: Session) -> bool:
     """Whether any arrival waits (the cheap look of the SQLite poll)."""
     return session.exec(select(Arrival.id).limit(1)).first() is not None
+
+
+def drain(engine: Engine, limit: int = 500) -> list[int]:
+    """Take up to *limit* waiting arrivals (see :func:`take`), in a transaction of its
+    own."""
+    with session_scope(engine) as session:
+        return take(session, limit)
+
+
+class Listener:
+    """``LISTEN`` on PostgreSQL in a thread of its own, calling *wake* for each
+    notification; a lost connection is logged and made again with backoff (the poll
+    catches what arrives meanwhile)."""
+
+    def __init__(self, engine: Engine, wake: Callable[[], None]) -> None:
+        self.conninfo = engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        self.wake = wake
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="nurture-listen", daemon=True)
+
+    def start(self) -> Listener:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        attempt = 0
+        while not self.stopped.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    attempt = 0
+                    while not self.stopped.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            self.wake()
+            except psycopg.Error as exc:
+                attempt += 1
+                wait = backoff(attempt, timedelta(seconds=1), timedelta(seconds=30))
+                logs.action("arrivals listener lost its connection: retrying",
+                            level=logging.WARNING, error=type(exc).__name__,
+                            wait=round(wait.total_seconds(), 1))  # fmt: skip
+                self.stopped.wait(wait.total_seconds())

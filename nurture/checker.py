@@ -14,6 +14,7 @@ from nurture import clock
 from nurture.config import Config
 from nurture.errors import InputFileError, InvalidValueError, NurtureError
 from nurture.expressions import EventSet, LeadView, View, context, truth
+from nurture.forms import load_forms
 from nurture.messages import Sender
 from nurture.problems import Problem, problem_from_error
 from nurture.scoring import ScoringRules, load_scoring
@@ -39,11 +40,13 @@ class CheckResult:
     sequences: list[Sequence] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     scoring: ScoringRules | None = None
+    forms: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     def summary(self) -> str:
         what = (
             f"{len(self.sequences)} sequences, {len(self.templates)} templates"
+            f"{f', {len(self.forms)} forms' if self.forms else ''}"
             f"{', scoring.yaml' if self.scoring else ''}"
         )
         if self.problems:
@@ -98,6 +101,9 @@ def check_project(config: Config) -> CheckResult:
         result.problems.extend(_check_template(templates, name, lead, sequence, config))
     for sequence in sequences:
         result.problems.extend(_check_sequence_texts(templates, sequence, lead, config))
+    forms, problems = load_forms(config.forms_dir)
+    result.forms = sorted(forms)
+    result.problems.extend(problems)
     scoring, problems = load_scoring(config.scoring_file)
     result.scoring = scoring
     result.problems.extend(problems)

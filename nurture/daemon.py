@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
 from nurture import clock, logs
+from nurture.arrivals import Listener, drain
 from nurture.catalog import Catalog, load_catalog
 from nurture.config import Config
 from nurture.delivery import DeliveryReport, deliver
@@ -31,7 +33,7 @@ from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.problems import Problem
 from nurture.replies import MailboxError, PollReport, poll
 from nurture.retry import is_transient, retry_transient
-from nurture.runner import Context, PassReport, run_pass
+from nurture.runner import Context, PassReport, run_pass, serve_arrivals
 from nurture.scorer import rescore, score_pass
 from nurture.scoring import ScoringRules, load_scoring
 from nurture.sequences import SequenceFiles, load_sequences
@@ -46,6 +48,10 @@ SCORING_DIGEST_KEY = "scoring_digest"
 STANDBY_POLL = 2.0
 #: While a pass runs, seconds between looks for what it has queued so far.
 PIPELINE_POLL = 0.2
+#: Seconds between looks for arrived leads on SQLite (a cheap query), and on PostgreSQL
+#: (where a NOTIFY wakes the daemon at once; the look catches one that was missed).
+ARRIVALS_POLL = 0.25
+ARRIVALS_POLL_PG = 5.0
 
 
 def files_stamp(*directories: Path) -> tuple[tuple[str, int, int], ...]:
@@ -219,6 +225,10 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._delivery_lock = asyncio.Lock()
+        self._arrivals_lock = asyncio.Lock()
+        #: Set (from any thread, through :meth:`wake`) when leads arrived.
+        self._arrived = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
         #: Set while this worker holds a SQLite database: whatever a delivery loop left
         #: in flight there was left by a process that is gone.
@@ -278,13 +288,60 @@ class Daemon:
             if any(vars(report).values()):
                 logs.action("delivery done", **vars(report))
 
+    def wake(self) -> None:
+        """Leads arrived (the server in this process, or a ``NOTIFY``): serve them now.
+        Safe to call from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._arrived.set)
+
+    async def arrivals_job(self) -> None:
+        """Speed to lead: enroll the leads that just arrived and send what is due for
+        them, without waiting for the pass (nor for a long one in progress)."""
+        if self.stopping.is_set() or self.catalog is None:
+            return
+        async with self._arrivals_lock:
+            while not self.stopping.is_set():
+                lead_ids = await asyncio.to_thread(drain, self.ctx.engine, self.ctx.batch_size)
+                if not lead_ids:
+                    return
+                catalog = self.catalog
+                started = time.perf_counter()
+                report = await asyncio.to_thread(
+                    serve_arrivals, self.ctx, catalog, lead_ids, clock.now()
+                )
+                queued = time.perf_counter()
+                delivered = await deliver(self.ctx, catalog, self.transport,
+                                          stopping=self.stopping, only_leads=lead_ids)  # fmt: skip
+                logs.action("arrivals served", leads=len(lead_ids), enrolled=report.enrolled,
+                            queued=report.emails_queued, sent=delivered.sent,
+                            queue_ms=round((queued - started) * 1000),
+                            send_ms=round((time.perf_counter() - queued) * 1000))  # fmt: skip
+
+    async def _fast_lane(self) -> None:
+        """Wait for arrivals: woken at once in this process or by ``NOTIFY``, and
+        looking a few times a second on SQLite (once in a while on PostgreSQL, in case
+        a notification was missed)."""
+        poll = ARRIVALS_POLL if sqlite_file(self.ctx.engine) is not None else ARRIVALS_POLL_PG
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=poll)
+            except TimeoutError:
+                pass
+            self._arrived.clear()
+            await self._guarded("arrivals")
+
     async def replies_job(self) -> None:
         if self.stopping.is_set():
             return
         await asyncio.to_thread(poll_replies, self.ctx)
 
     async def _guarded(self, job: str) -> None:
-        jobs = {"pass": self.pass_job, "deliver": self.delivery_job, "replies": self.replies_job}
+        jobs = {
+            "pass": self.pass_job,
+            "deliver": self.delivery_job,
+            "replies": self.replies_job,
+            "arrivals": self.arrivals_job,
+        }
         try:
             # A lost database connection is waited out (with backoff) and the job runs
             # again: what it had not committed was rolled back, so nothing is lost.
@@ -382,11 +439,16 @@ class Daemon:
                 next_run_time=datetime.now(UTC),
                 **common,
             )
+        self._loop = asyncio.get_running_loop()
+        lane = asyncio.create_task(self._fast_lane())
+        listener = None
+        if self.ctx.engine.dialect.name == "postgresql":
+            listener = await asyncio.to_thread(Listener(self.ctx.engine, self.wake).start)
         server, thread = None, None
         if self.serve:
             settings = self.ctx.config.settings.server
             server = background_server(
-                self.ctx.config, self.ctx.engine, settings.host, settings.port
+                self.ctx.config, self.ctx.engine, settings.host, settings.port, wake=self.wake
             )
             thread = threading.Thread(target=server.run, name="nurture-server", daemon=True)
             thread.start()
@@ -401,8 +463,12 @@ class Daemon:
             await self.stopping.wait()
         finally:
             scheduler.pause()  # no new jobs; the running ones see `stopping` and wind down
-            async with self._pass_lock, self._delivery_lock:
+            self._arrived.set()  # the fast lane sees `stopping` and ends
+            await lane
+            async with self._pass_lock, self._delivery_lock, self._arrivals_lock:
                 pass  # the work in flight is finished and recorded
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             # Only now: shutting down cancels the jobs still running.
             scheduler.shutdown(wait=False)
             await self.transport.close()
@@ -437,6 +503,8 @@ async def tick(ctx: Context, now: datetime) -> tuple[Catalog, PassReport, Delive
     """One full pass at *now* and the deliveries it makes due (``nurture tick``): the reply
     mailbox is read first, so a reply stops its sequence in this very pass."""
     await asyncio.to_thread(poll_replies, ctx)
+    while await asyncio.to_thread(drain, ctx.engine):
+        pass  # the leads that arrived are changed leads: this pass enrolls them
     catalog, report = await asyncio.to_thread(full_pass, ctx, Reloader(ctx), now)
     transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
     try:

@@ -281,20 +281,28 @@ def _release(ctx: Context, ids: list[int]) -> None:
         )
 
 
-def claim(ctx: Context, catalog: Catalog, now: datetime, report: DeliveryReport) -> list[Claimed]:
-    """Lease the next batch of messages that may go now; hold back or cancel the others."""
+def claim(
+    ctx: Context,
+    catalog: Catalog,
+    now: datetime,
+    report: DeliveryReport,
+    only_leads: list[int] | None = None,
+) -> list[Claimed]:
+    """Lease the next batch of messages that may go now (to *only_leads*, if given);
+    hold back or cancel the others."""
     claimed: list[Claimed] = []
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.status == OutboxStatus.queued.value)
+        .where(col(OutboxMessage.next_attempt_at) <= now)
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+        .limit(ctx.batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    if only_leads is not None:
+        query = query.where(col(OutboxMessage.lead_id).in_(only_leads))
     with session_scope(ctx.engine) as session:
-        rows = list(
-            session.exec(
-                select(OutboxMessage)
-                .where(OutboxMessage.status == OutboxStatus.queued.value)
-                .where(col(OutboxMessage.next_attempt_at) <= now)
-                .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
-                .limit(ctx.batch_size)
-                .with_for_update(skip_locked=True)
-            )
-        )
+        rows = list(session.exec(query))
         if not rows:
             return []
         leads = {
@@ -539,12 +547,14 @@ async def deliver(
     *,
     stopping: asyncio.Event | None = None,
     all_in_flight: bool = False,
+    only_leads: list[int] | None = None,
 ) -> DeliveryReport:
     """Send every message that may go now, batch by batch, until none is left (or until
     *stopping* is set: the messages being sent are finished and recorded, the rest of the
     batch is given back). A server that cannot be reached ends the run: the rest waits
     for the next one. *all_in_flight*: settle every message another loop left in flight
-    (see :func:`settle_abandoned`)."""
+    (see :func:`settle_abandoned`). *only_leads*: send only the messages to these leads
+    (the arrivals' fast lane, beside a delivery run that may be long)."""
     report = DeliveryReport()
     now = clock.now()
     await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
@@ -556,7 +566,7 @@ async def deliver(
     try:
         while not halt.is_set() and (stopping is None or not stopping.is_set()):
             now = clock.now()
-            batch = await asyncio.to_thread(claim, ctx, catalog, now, report)
+            batch = await asyncio.to_thread(claim, ctx, catalog, now, report, only_leads)
             if not batch:
                 break
             waiting = list(reversed(batch))

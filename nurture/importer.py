@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from nurture.errors import InputFileError, InvalidValueError
 from nurture.leads import SETTABLE_FIELDS, parse_field
 from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.suppression import suppressed
 
 #: Other spellings of the known columns (after :func:`column_key`).
 ALIASES = {
@@ -290,6 +291,9 @@ def _flush(
     if not batch:
         return
     with session_scope(engine) as session:
+        for email in suppressed(session, batch):
+            why = f"{email} was erased at the person's request (suppression list): not imported"
+            report.rejected.append(Problem(batch.pop(email).line, why))
         result = upsert_leads(session, [record.changes for record in batch.values()])
     report.created += len(result.created)
     report.updated += sum(1 for email in result.updated if email not in carried)

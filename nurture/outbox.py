@@ -44,6 +44,8 @@ class MessageKind(enum.StrEnum):
     notify = "notify"
     #: A hot lead handed to sales, or a reminder about one.
     handoff = "handoff"
+    #: A double opt-in form's confirmation link, to a ``pending`` lead.
+    confirm = "confirm"
 
 
 class OutboxMessage(SQLModel, table=True):

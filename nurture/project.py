@@ -9,7 +9,7 @@ from nurture.config import CONFIG_FILENAME
 from nurture.errors import ProjectError
 
 #: What a project holds, in the order ``init`` copies it.
-PROJECT_ITEMS = (CONFIG_FILENAME, "scoring.yaml", "leads.csv", "sequences", "templates")
+PROJECT_ITEMS = (CONFIG_FILENAME, "scoring.yaml", "leads.csv", "sequences", "templates", "forms")
 
 
 def example_dir() -> Path:

@@ -107,6 +107,8 @@ class UpsertResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    #: The fields (``attributes`` for any attribute) each updated lead had changed.
+    changed: dict[str, list[str]] = field(default_factory=dict)
 
 
 def upsert_leads(session: Session, batch: Sequence[LeadChanges]) -> UpsertResult:
@@ -151,6 +153,7 @@ def upsert_leads(session: Session, batch: Sequence[LeadChanges]) -> UpsertResult
             continue
         updates.append({**values, "id": row.id, "updated_at": moment})
         result.updated.append(item.email)
+        result.changed[item.email] = sorted(values)
     if inserts:
         session.execute(insert(Lead), inserts)
     # Bulk UPDATE by primary key wants the same keys in every row: group by key set.

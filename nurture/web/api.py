@@ -1,4 +1,4 @@
-"""Machines' API (``/api/...``), behind ``[api] key``.
+"""Machines' API (``/api/...``), behind ``[api] key`` and ``[api.keys]``.
 
 - ``POST /api/events``: events from other systems, one or a batch.
 - ``POST /api/handoff``: sales' answer for a hot lead.
@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,10 +18,8 @@ from nurture.events import Recorded
 from nurture.handoff import answer_handoff
 from nurture.ingest import EventInput, ingest, ingest_many, parse_item
 from nurture.store import session_scope
-from nurture.web.guard import read_json
+from nurture.web.keys import ApiKeys, batch_answer, batch_items
 from nurture.web.state import WebState
-
-MAX_BATCH = 1000
 
 
 def _item_result(index: int, outcome: Recorded | NurtureError) -> dict[str, Any]:
@@ -43,28 +40,9 @@ def router(state: WebState) -> APIRouter:
     """The machines' routes of one project."""
     routes = APIRouter()
     engine = state.engine
-    api_key = state.config.settings.api.key
+    keys = ApiKeys(state.config.settings.api)
 
-    def authorized(request: Request) -> bool:
-        given = request.headers.get("x-api-key") or ""
-        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            given = credential.strip()
-        return bool(given) and hmac.compare_digest(given.encode(), api_key.encode())
-
-    async def api_body(request: Request) -> tuple[Any, JSONResponse | None]:
-        """The JSON body of an API call, or the answer refusing it (API off, wrong key,
-        not JSON)."""
-        if not api_key:
-            return None, JSONResponse({"detail": "the API is off: set [api] key"}, 503)
-        if not authorized(request):
-            return None, JSONResponse({"detail": "missing or wrong API key"}, 401)
-        try:
-            return read_json(await request.body()), None
-        except InvalidValueError as exc:
-            return None, JSONResponse({"detail": str(exc)}, 400)
-
-    def store(items: list[Any]) -> list[dict[str, Any]]:
+    def store(items: list[Any], key: str) -> list[dict[str, Any]]:
         outcome: dict[int, Recorded | NurtureError] = {}
         parsed: list[tuple[int, EventInput]] = []
         for index, item in enumerate(items):
@@ -74,7 +52,9 @@ def router(state: WebState) -> APIRouter:
                 outcome[index] = exc
         try:  # the whole batch in a few statements
             with session_scope(engine) as session:
-                done = ingest_many(session, [event for _, event in parsed], source="api")
+                done = ingest_many(
+                    session, [event for _, event in parsed], source="api", via_key=key
+                )
                 outcome.update(
                     (index, result) for (index, _), result in zip(parsed, done, strict=True)
                 )
@@ -84,7 +64,7 @@ def router(state: WebState) -> APIRouter:
                 for index, event in parsed:
                     try:
                         with session.begin_nested():
-                            outcome[index] = ingest(session, event, source="api")
+                            outcome[index] = ingest(session, event, source="api", via_key=key)
                     except NurtureError as exc:
                         outcome[index] = exc
         return [_item_result(index, outcome[index]) for index in range(len(items))]
@@ -110,25 +90,22 @@ def router(state: WebState) -> APIRouter:
         the same id again records nothing new). Items of a batch are judged one by one:
         the good ones are kept, each bad one gets its own 4xx in ``results``.
         """
-        body, refused = await api_body(request)
+        key, body, refused = await keys.body(request)
         if refused is not None:
             return refused
-        single = not isinstance(body, list)
-        items = [body] if single else body
-        if len(items) > MAX_BATCH:
-            return JSONResponse({"detail": f"at most {MAX_BATCH} events per request"}, 400)
-        results = await run_in_threadpool(store, items)
-        if single:
-            result = results[0]
-            return JSONResponse({k: v for k, v in result.items() if k != "index"}, result["status"])
-        bad = [r for r in results if r["status"] >= 400]
-        summary = {
-            "recorded": sum(r["status"] == 201 for r in results),
-            "duplicates": sum(r["status"] == 200 for r in results),
-            "refused": len(bad),
-            "results": results,
-        }
-        return JSONResponse(summary, 207 if bad else 200)
+        found = batch_items(body, "events")
+        if isinstance(found, JSONResponse):
+            return found
+        items, single = found
+        results = await run_in_threadpool(store, items, key)
+        return batch_answer(
+            results,
+            single,
+            {
+                "recorded": sum(r["status"] == 201 for r in results),
+                "duplicates": sum(r["status"] == 200 for r in results),
+            },
+        )
 
     def answer(body: Any) -> tuple[int, dict[str, Any]]:
         if not isinstance(body, dict) or set(body) - {"lead", "answer", "reason"}:
@@ -165,7 +142,7 @@ def router(state: WebState) -> APIRouter:
         """Sales' answer for a hot lead: ``{"lead": EMAIL, "answer": "accept"}``, or
         ``"reject"`` / ``"recycle"`` with a ``"reason"``. Accept: stage accepted. Reject:
         stage disqualified, kept with the reason. Recycle: back to nurture."""
-        body, refused = await api_body(request)
+        _, body, refused = await keys.body(request)
         if refused is not None:
             return refused
         status, result = await run_in_threadpool(answer, body)

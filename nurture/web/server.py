@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,7 +16,7 @@ from nurture import __version__, logs
 from nurture.config import Config
 from nurture.errors import NurtureError
 from nurture.tokens import project_secret
-from nurture.web import api, tracking
+from nurture.web import api, forms, leads, tracking
 from nurture.web.guard import Guard, TrustedProxies, content_security_policy
 from nurture.web.state import PAGE_STYLE, WebState
 
@@ -26,15 +27,16 @@ class ServerError(NurtureError):
     exit_code = 2
 
 
-def create_app(config: Config, engine: Engine) -> FastAPI:
-    """The server's app for one project: recipients' links, machines' API, health.
+def create_app(config: Config, engine: Engine, wake: Callable[[], None] | None = None) -> FastAPI:
+    """The server's app for one project: recipients' links, forms, machines' API,
+    health. *wake* tells a daemon in this process that leads arrived.
 
     Every route, of any router, is behind :class:`~nurture.web.guard.Guard` (body and
     JSON limits, security headers) and reads ``X-Forwarded-For`` only from ``[server]
     trusted_proxies``. There is no interactive API page (it would load a script from a
     CDN): the OpenAPI description is at ``/api/openapi.json``."""
     settings = config.settings
-    state = WebState(config, engine, project_secret(settings.tracking.secret, engine))
+    state = WebState(config, engine, project_secret(settings.tracking.secret, engine), wake)
     app = FastAPI(
         title=f"nurture API ({settings.project.name})",
         version=__version__,
@@ -55,6 +57,8 @@ def create_app(config: Config, engine: Engine) -> FastAPI:
 
     app.include_router(tracking.router(state))
     app.include_router(api.router(state))
+    app.include_router(leads.router(state))
+    app.include_router(forms.router(state))
     app.add_middleware(Guard, csp=content_security_policy([PAGE_STYLE]))
     app.add_middleware(TrustedProxies, trusted_proxies=settings.server.trusted_proxies)
     return app
@@ -79,7 +83,9 @@ def serve(config: Config, engine: Engine, host: str, port: int) -> None:
     logs.action("server stopped")
 
 
-def background_server(config: Config, engine: Engine, host: str, port: int) -> Any:
+def background_server(
+    config: Config, engine: Engine, host: str, port: int, wake: Callable[[], None] | None = None
+) -> Any:
     """A uvicorn server for ``nurture serve`` and ``nurture run --serve``; ``.run()`` it
     in a thread and set ``.should_exit`` to stop it. uvicorn's own reading of proxy
     headers is off: the app trusts only ``[server] trusted_proxies``."""
@@ -88,7 +94,7 @@ def background_server(config: Config, engine: Engine, host: str, port: int) -> A
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     return uvicorn.Server(
         uvicorn.Config(
-            create_app(config, engine),
+            create_app(config, engine, wake),
             host=host,
             port=port,
             log_level="warning",

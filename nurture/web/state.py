@@ -4,7 +4,8 @@ the key that signs tokens, plus the small helpers for answers."""
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -28,6 +29,13 @@ class WebState:
     engine: Engine
     #: The key that signs tracking and unsubscribe tokens.
     secret: str
+    #: Wakes the daemon of this process (``nurture run --serve``) when leads arrive.
+    wake: Callable[[], None] | None = field(default=None)
+
+    def arrived(self) -> None:
+        """Tell the daemon in this process, if any, that leads arrived."""
+        if self.wake is not None:
+            self.wake()
 
 
 def client(request: Request) -> tuple[str, str]:

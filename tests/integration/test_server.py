@@ -253,7 +253,13 @@ def test_events_api_keys_batches_and_unknown_leads(site: Site) -> None:
         assert http.post(url, content=b"{not json", headers=auth).status_code == 400
         assert http.get(f"{site.url}/healthz").json()["status"] == "ok"
         schema = http.get(f"{site.url}/api/openapi.json").json()
-        assert list(schema["paths"]) == ["/healthz", "/api/events", "/api/handoff"]
+        assert list(schema["paths"]) == [
+            "/healthz",
+            "/api/events",
+            "/api/handoff",
+            "/api/leads",
+            "/api/leads/{email}",
+        ]
     assert len(site.events("meeting_booked")) == 1
     assert len(site.events("page_visited")) == 1
 

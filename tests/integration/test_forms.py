@@ -1,0 +1,220 @@
+"""Web forms over real HTTP (uvicorn on a loopback port) with a real SMTP server: a
+plain HTML form post makes a lead whose welcome email arrives; spam stores nothing;
+double opt-in holds every email but the confirmation until the link is followed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from nurture import clock
+from nurture.config import Config, load_settings
+from nurture.daemon import tick
+from nurture.database import open_engine
+from nurture.events import Event
+from nurture.forms import time_token
+from nurture.leads import Lead
+from nurture.runner import Context
+from nurture.store import session_scope
+from nurture.web import create_app
+from tests.conftest import SmtpServer, free_port
+from tests.web import WEB_WELCOME as SEQUENCE
+from tests.web import serving
+
+SECRET = "form-test-secret-0123456789"
+CONTACT = """\
+fields: {email: email, first_name: first_name, company: company, employees: employees}
+required: [email, first_name]
+set: {source: web-form}
+origins: ["https://www.example.com"]
+consent: {required: true, text: "Email me about Acme", version: "v3"}
+min_seconds: 3
+rate_limit: 3 per 10 minutes
+"""
+NEWSLETTER = """\
+fields: {email: email, first_name: first_name}
+set: {source: web-form}
+success_url: https://www.example.com/check-your-inbox
+double_opt_in: true
+confirm_from: "Ana Ruiz <ana@example.com>"
+min_seconds: 0
+"""
+
+
+@dataclass
+class Site:
+    url: str
+    config: Config
+    engine: Engine
+    smtp: SmtpServer
+
+    def client(self, ip_headers: dict[str, str] | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10, headers=ip_headers or {})
+
+    def aged_token(self, form: str, seconds: float = 10) -> str:
+        """The token the snippet's script got when the page loaded *seconds* ago."""
+        return time_token(SECRET, form, clock.now().timestamp() - seconds)
+
+    def tick(self) -> list[EmailMessage]:
+        """One pass and its deliveries; the messages the SMTP server got by then."""
+        asyncio.run(tick(Context.open(self.engine, self.config), clock.now()))
+        return list(self.smtp.handler.messages)
+
+    def leads(self) -> dict[str, Lead]:
+        with session_scope(self.engine) as session:
+            return {lead.email: lead for lead in session.exec(select(Lead))}
+
+    def events(self, type: str) -> list[Event]:
+        with session_scope(self.engine) as session:
+            return list(session.exec(select(Event).where(Event.type == type)))
+
+
+@pytest.fixture
+def site(
+    project: Path, db_url: str, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Site]:
+    for path in (project / "sequences").iterdir():
+        path.unlink()
+    (project / "sequences" / "web-welcome.yaml").write_text(SEQUENCE)
+    (project / "forms" / "contact.yaml").write_text(CONTACT)
+    (project / "forms" / "newsletter.yaml").write_text(NEWSLETTER)
+    port = free_port()
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    monkeypatch.setenv("NURTURE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NURTURE_SMTP_PORT", str(smtp_server.port))
+    monkeypatch.setenv("NURTURE_TRACKING_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NURTURE_TRACKING_SECRET", SECRET)
+    config = load_settings(project / "nurture.toml")
+    engine = open_engine(db_url)
+    with serving(create_app(config, engine), port) as url:
+        yield Site(url, config, engine, smtp_server)
+    engine.dispose()
+
+
+def test_a_plain_html_form_post_makes_a_lead_and_its_welcome_email_arrives(site: Site) -> None:
+    form = {"email": "Maria@Example.com", "first_name": "María", "company": "Brightpath",
+            "employees": "120", "consent": "yes", "nickname": "",
+            "_t": site.aged_token("contact")}  # fmt: skip
+    with site.client() as http:
+        posted = http.post("/f/contact", data=form, headers={
+            "Origin": "https://www.example.com"}, follow_redirects=False)  # fmt: skip
+        assert posted.status_code == 303, posted.text
+        assert posted.headers["location"] == "/f/contact/thanks"
+        assert "Thank you" in http.get("/f/contact/thanks").text
+    lead = site.leads()["maria@example.com"]
+    assert (lead.first_name, lead.company, lead.source) == ("María", "Brightpath", "web-form")
+    assert lead.attributes == {"employees": "120"} and lead.status == "subscribed"
+    assert lead.consent is not None
+    assert (lead.consent["text"], lead.consent["version"]) == ("Email me about Acme", "v3")
+    assert lead.consent["form"] == "contact" and lead.consent["ip"] == "127.0.0.1"
+    [submitted] = site.events("form_submitted")
+    assert submitted.data["form"] == "contact" and submitted.source == "form"
+    [welcome] = site.tick()
+    assert welcome["To"] == "María <maria@example.com>" or "maria@example.com" in welcome["To"]
+    assert "pricing guide" in welcome["Subject"].lower()
+
+
+def test_the_same_answer_whether_the_address_was_known(site: Site) -> None:
+    def post(email: str) -> httpx.Response:
+        with site.client() as http:
+            return http.post(
+                "/f/contact",
+                json={
+                    "email": email,
+                    "first_name": "Ann",
+                    "consent": True,
+                    "_t": site.aged_token("contact"),
+                },
+                headers={"Origin": "https://www.example.com"},
+            )
+
+    first, again = post("ann@example.com"), post("ANN@example.com")
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json() == {"ok": True}
+    assert first.headers["access-control-allow-origin"] == "https://www.example.com"
+    assert len(site.leads()) == 1 and len(site.events("form_submitted")) == 2
+
+
+def test_spam_stores_nothing(site: Site) -> None:
+    good = {"email": "bot@example.com", "first_name": "Bot", "consent": "yes"}
+    with site.client() as http:
+        honeypot = http.post(
+            "/f/contact",
+            data={**good, "nickname": "buy now", "_t": site.aged_token("contact")},
+            follow_redirects=False,
+        )
+        assert honeypot.status_code == 303  # the bot is told it worked
+        fresh = http.get("/f/contact/t").json()["token"]  # the page just loaded
+        too_fast = http.post("/f/contact", data={**good, "_t": fresh})
+        assert too_fast.status_code == 400 and "wait a moment" in too_fast.text
+        no_token = http.post("/f/contact", data=good)
+        assert no_token.status_code == 400
+        forged = http.post("/f/contact", data={**good, "_t": time_token("not-ours", "contact",
+                                                                          0)})  # fmt: skip
+        assert forged.status_code == 400
+        other_site = http.post("/f/contact", data={**good, "_t": site.aged_token("contact")},
+                               headers={"Origin": "https://evil.example"})  # fmt: skip
+        assert other_site.status_code == 403
+        no_consent = http.post("/f/contact", data={"email": "x@example.com", "first_name": "X",
+                               "_t": site.aged_token("contact")})  # fmt: skip
+        assert no_consent.status_code == 400 and "consent" in no_consent.text
+        assert site.leads() == {}
+        # Too many from one IP: every attempt that passed the checks above counts (the
+        # one without consent too), and the fourth within ten minutes stores nothing.
+        for index in range(2):
+            ok = http.post("/f/contact", json={**good, "email": f"p{index}@example.com",
+                           "_t": site.aged_token("contact")})  # fmt: skip
+            assert ok.status_code == 200
+        fourth = http.post("/f/contact", json={**good, "email": "p2@example.com",
+                           "_t": site.aged_token("contact")})  # fmt: skip
+        assert fourth.status_code == 429
+    assert set(site.leads()) == {"p0@example.com", "p1@example.com"}
+
+
+def test_unknown_forms_and_preflight(site: Site) -> None:
+    with site.client() as http:
+        assert http.post("/f/nope", data={"email": "a@example.com"}).status_code == 404
+        assert http.get("/f/nope/t").status_code == 404
+        allowed = http.options("/f/contact", headers={"Origin": "https://www.example.com",
+                               "Access-Control-Request-Method": "POST"})  # fmt: skip
+        assert allowed.status_code == 204
+        assert allowed.headers["access-control-allow-methods"] == "POST"
+        refused = http.options("/f/contact", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in refused.headers
+
+
+def test_double_opt_in_holds_email_until_confirmed(site: Site) -> None:
+    with site.client() as http:
+        posted = http.post("/f/newsletter", data={"email": "nina@example.com",
+                           "first_name": "Nina"}, follow_redirects=False)  # fmt: skip
+        assert posted.headers["location"] == "https://www.example.com/check-your-inbox"
+    assert site.leads()["nina@example.com"].status == "pending"
+    [confirmation] = site.tick()  # the confirmation only: no welcome for a pending lead
+    assert confirmation["Subject"] == "Please confirm your email address"
+    link = re.search(r"(http://\S+/optin/\S+)", confirmation.get_content()).group(1)  # type: ignore[union-attr]
+    with site.client() as http:
+        shown = http.get(link)
+        assert shown.status_code == 200 and '<form method="post">' in shown.text
+        assert site.leads()["nina@example.com"].status == "pending"  # a GET changes nothing
+        assert len(site.tick()) == 1
+        assert http.post(link + "x").status_code == 404
+        confirmed = http.post(link)
+        assert confirmed.status_code == 200 and "confirmed" in confirmed.text
+    assert site.leads()["nina@example.com"].status == "subscribed"
+    assert [e.type for e in site.events("opt_in_confirmed")] == ["opt_in_confirmed"]
+    messages = site.tick()
+    assert len(messages) == 2 and "nina@example.com" in messages[1]["To"]
+    # A known, subscribed lead sending the form again is not held back nor asked again.
+    with site.client() as http:
+        http.post("/f/newsletter", data={"email": "nina@example.com"})
+    assert site.leads()["nina@example.com"].status == "subscribed"
+    assert len(site.tick()) == 2
