@@ -46,7 +46,7 @@ from nurture.leads import ContactStatus, Lead
 from nurture.messages import Sender, build_notification
 from nurture.outbox import MessageKind, OutboxMessage, queue_message
 from nurture.store import session_scope
-from nurture.tokens import sign, verify
+from nurture.tokens import seal, unseal
 from nurture.web.guard import read_json
 from nurture.web.state import NO_CACHE, WebState, client, not_found, page
 
@@ -119,7 +119,7 @@ def _read_body(raw: bytes, content_type: str) -> dict[str, str]:
 
 
 def optin_url(base_url: str, secret: str, lead_id: int, form: str, now: datetime) -> str:
-    token = sign(secret, OPTIN_PURPOSE, f"{lead_id}:{form}:{int(now.timestamp())}")
+    token = seal(secret, OPTIN_PURPOSE, f"{lead_id}:{form}:{int(now.timestamp())}")
     return f"{base_url}/optin/{token}"
 
 
@@ -252,7 +252,7 @@ def router(state: WebState) -> APIRouter:
         return page("Thank you", f"<h1>Thank you</h1><p>{more}</p>")
 
     def optin_target(token: str) -> tuple[int, str] | None:
-        payload = verify(secret, OPTIN_PURPOSE, token)
+        payload = unseal(secret, OPTIN_PURPOSE, token)
         parts = (payload or "").split(":")
         if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
             return None

@@ -31,7 +31,7 @@ from nurture.ingest import parse_moment
 from nurture.intake import LeadItem, Origin, SuppressedError, Taken, parse_lead, take_leads
 from nurture.leads import Lead, normalize_email, parse_stage
 from nurture.store import get_lead, session_scope
-from nurture.tokens import sign, verify
+from nurture.tokens import seal, unseal
 from nurture.web.keys import MAX_BATCH, ApiKeys, batch_answer, batch_items
 from nurture.web.state import WebState
 from nurture.webhooks import lead_payload
@@ -192,7 +192,7 @@ def router(state: WebState) -> APIRouter:
         return rows[:limit], len(rows) > limit
 
     def position(cursor: str) -> tuple[datetime, int]:
-        payload = verify(secret, CURSOR_PURPOSE, cursor)
+        payload = unseal(secret, CURSOR_PURPOSE, cursor)
         moment, _, lead_id = (payload or "").partition("|")
         try:
             return datetime.fromisoformat(moment), int(lead_id)
@@ -229,7 +229,7 @@ def router(state: WebState) -> APIRouter:
         next_cursor = cursor
         if leads:
             last = leads[-1]
-            next_cursor = sign(secret, CURSOR_PURPOSE, f"{last.updated_at.isoformat()}|{last.id}")
+            next_cursor = seal(secret, CURSOR_PURPOSE, f"{last.updated_at.isoformat()}|{last.id}")
         return JSONResponse(
             {"leads": [lead_payload(lead) for lead in leads], "next_cursor": next_cursor,
              "has_more": more}
