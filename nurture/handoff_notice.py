@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from nurture import logs
+from nurture import logs, slack
 from nurture.enrollments import Enrollment
 from nurture.events import Event
 from nurture.handoff import (
@@ -152,14 +152,13 @@ def notice_text(lead: Lead, why: dict[str, Any], base_url: str, reminder: bool =
 
 
 def slack_body(lead: Lead, why: dict[str, Any], text: str, kind: str) -> dict[str, Any]:
-    """A Slack-compatible incoming-webhook body, with the facts for other receivers."""
-    headline = text.splitlines()[0]
+    """A Slack-compatible incoming-webhook body, with the facts for other receivers.
+    Lead data goes through :mod:`nurture.slack`: it can ping nobody, make no link and
+    close no code block."""
+    headline = slack.escape(text.splitlines()[0])
     return {
         "text": headline,
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*"}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": "```" + text + "```"}},
-        ],
+        "blocks": [slack.section(f"*{headline}*"), slack.section(slack.code_block(text))],
         "nurture": {"kind": kind, "lead": lead.email, "owner": lead.owner, "why": why},
     }
 
