@@ -834,12 +834,22 @@ handoff_app = typer.Typer(no_args_is_help=True, help="Answer a hot lead: accept,
 app.add_typer(handoff_app, name="handoff")
 
 
+def _who() -> str:
+    """Who runs a command, for the record of an answer: the system user."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def _answer(ctx: typer.Context, email: str, answer: str, reason: str | None) -> None:
     from nurture.handoff import answer_handoff
     from nurture.store import session_scope
 
     with session_scope(state(ctx).engine()) as session:
-        handoff = answer_handoff(session, email, answer, reason, via="cli")
+        handoff = answer_handoff(session, email, answer, reason, via="cli", by=_who())
         status = handoff.status
     follow = {
         "accepted": "stage accepted",
@@ -881,6 +891,7 @@ def handoff_recycle(
 def rescore(ctx: typer.Context) -> None:
     """Score every lead again now (a pass does it by itself when scoring.yaml changes)."""
     from nurture import clock
+    from nurture.handoff_notice import hand_off_hot_leads
     from nurture.runner import Context
     from nurture.scorer import rescore as run_rescore
     from nurture.scoring import load_scoring
@@ -892,7 +903,10 @@ def rescore(ctx: typer.Context) -> None:
         for problem in problems:
             warn(str(problem))
         raise NurtureError("scoring.yaml has problems: fix them, then rescore")
-    report = run_rescore(Context.open(st.engine(), config), rules, clock.now())
+    now = clock.now()
+    run_ctx = Context.open(st.engine(), config)
+    report = run_rescore(run_ctx, rules, now)
+    hand_off_hot_leads(run_ctx, rules, now)  # the notices go out with the next delivery
     say(
         f"rescored {report.leads} leads from {report.events} events: "
         f"{report.stage_changes} changed stage, {report.hot} turned hot"
@@ -1116,15 +1130,21 @@ def tasks_done(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", help="The task's id.")],
     outcome: Annotated[
-        str | None, typer.Option("--outcome", help="What came of it, e.g. 'left voicemail'.")
+        str | None,
+        typer.Option(
+            "--outcome",
+            help="What came of it: one of the outcomes the task's step declares "
+            "(e.g. qualified), else free text such as 'left voicemail'.",
+        ),
     ] = None,
 ) -> None:
-    """Mark a task done; its sequence goes on, and conditions see e.g. call_completed."""
+    """Mark a task done; its sequence goes on, and conditions see e.g. call_completed
+    and outcome('call')."""
     from nurture.store import session_scope
     from nurture.tasks import complete_task
 
     with session_scope(state(ctx).engine()) as session:
-        task = complete_task(session, task_id, outcome)
+        task = complete_task(session, task_id, outcome, by=_who(), via="cli")
         kind, step, sequence = task.kind, task.step, task.sequence
     say(f"task {task_id} done ({kind} at {sequence}/{step})")
 

@@ -198,15 +198,62 @@ class SalesSection(Section):
     webhook_url: str = ""
     #: Business days sales has to answer a hand-off before one reminder goes out.
     accept_within: int = Field(default=2, ge=1, le=60)
-    #: The From address of hand-off notifications.
+    #: The From address of hand-off notifications (a display name is welcome:
+    #: ``"Acme leads <nurture@example.com>"``).
     from_address: str = "nurture@localhost"
+    #: Sales managers: they see every salesperson's leads, tasks and hand-offs in the app.
+    managers: list[str] = Field(default_factory=list)
+    #: Where a salesperson's reply to a notice goes (a person, not a robot); empty: the
+    #: first manager, else ``notify_email``.
+    reply_to: str = ""
+    #: Local time of the daily digest (each salesperson's own timezone); empty: no digest.
+    digest_at: str = "08:00"
+    #: Sales' timezone: times in notices, the app and the digest (empty: the project's).
+    timezone: str = ""
+    #: One salesperson's own timezone, by address: ``{"ana@example.com" = "Europe/Madrid"}``.
+    timezones: dict[str, str] = Field(default_factory=dict)
 
     _notify = field_validator("notify_email")(lambda value: _optional_email(value))
 
-    @field_validator("team")
+    @field_validator("team", "managers")
     @classmethod
     def _emails(cls, value: list[str]) -> list[str]:
         return [_email(address) for address in value]
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from nurture.leads import check_timezone
+
+        return check_timezone(value) if value else value
+
+    @field_validator("timezones")
+    @classmethod
+    def _zones(cls, value: dict[str, str]) -> dict[str, str]:
+        from nurture.errors import InvalidValueError
+        from nurture.leads import check_timezone, normalize_email
+
+        try:
+            return {normalize_email(k): check_timezone(v) for k, v in value.items()}
+        except InvalidValueError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("digest_at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        from nurture.errors import InvalidValueError
+        from nurture.timing import parse_time_of_day
+
+        if value:
+            try:
+                parse_time_of_day(value)
+            except InvalidValueError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def timezone_of(self, email: str | None, default: str) -> str:
+        """The timezone of salesperson *email*: their own, else sales', else *default*."""
+        return self.timezones.get(email or "", "") or self.timezone or default
 
     @field_validator("webhook_url")
     @classmethod
@@ -214,6 +261,15 @@ class SalesSection(Section):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+
+class AppSection(Section):
+    #: Days a sign-in to the sales app lasts.
+    session_days: int = Field(default=30, ge=1, le=365)
+    #: Days the link in a hand-off notice opens the lead's page without signing in.
+    link_days: int = Field(default=14, ge=1, le=90)
+    #: Minutes a sign-in link sent by email stays valid (it works once).
+    signin_minutes: int = Field(default=30, ge=5, le=1440)
 
 
 class DeliverySection(Section):
@@ -312,6 +368,7 @@ class Settings(BaseSettings):
     limits: LimitsSection = LimitsSection()
     delivery: DeliverySection = DeliverySection()
     sales: SalesSection = SalesSection()
+    app: AppSection = AppSection()
     api: ApiSection = ApiSection()
     server: ServerSection = ServerSection()
     replies: RepliesSection = RepliesSection()

@@ -26,8 +26,9 @@ from nurture.arrivals import Listener, drain
 from nurture.catalog import Catalog, load_catalog
 from nurture.config import Config
 from nurture.delivery import DeliveryReport, deliver
+from nurture.digest import send_digests
 from nurture.enrollments import Enrollment, EnrollmentStatus
-from nurture.handoff_notice import send_reminders
+from nurture.handoff_notice import hand_off_hot_leads, send_reminders
 from nurture.locks import exclusive
 from nurture.outbox import OutboxMessage, OutboxStatus
 from nurture.problems import Problem
@@ -154,7 +155,9 @@ def full_pass(
     loaded: Callable[[Catalog], None] | None = None,
 ) -> tuple[Catalog, PassReport]:
     """Reload the files, score what happened (every lead again if ``scoring.yaml``
-    changed), hand off hot leads, send due reminders, then advance the enrollments.
+    changed), advance the enrollments, then hand off the leads that turned hot (the
+    notice tells the sequences' state after this pass) and send due reminders and
+    digests.
 
     Reloading and scoring are one worker's at a time (:func:`nurture.locks.exclusive`);
     the due enrollments are shared between the workers. *loaded* is told the catalog
@@ -177,8 +180,11 @@ def full_pass(
             else:
                 scored = score_pass(ctx, rules, now)
             report.stage_changes, report.hot = scored.stage_changes, scored.hot
-            report.reminders = send_reminders(ctx, now)
     report.add(run_pass(ctx, catalog, now, stop))
+    with exclusive(ctx.engine, "sales"):
+        hand_off_hot_leads(ctx, rules, now)
+        report.reminders = send_reminders(ctx, now, rules)
+        send_digests(ctx, now)
     return catalog, report
 
 

@@ -97,7 +97,8 @@ class Claimed:
     raw: str
     sender: str
     recipient: str
-    lead_id: int
+    #: ``None`` for mail to sales that names no lead.
+    lead_id: int | None
     sequence: str
     step: str
     message_id: str
@@ -138,11 +139,12 @@ class _Caps:
         # A lead's day is its own: read two days back, count from its midnight.
         self.lead_sends: defaultdict[int, list[datetime]] = defaultdict(list)
         for _, lead_id, sent_at in session.exec(
-            counted.where(col(OutboxMessage.lead_id).in_({r.lead_id for r in rows})).where(
+            counted.where(col(OutboxMessage.lead_id).in_(_lead_ids(rows))).where(
                 since(now - timedelta(days=2))
             )
         ):
-            self.lead_sends[lead_id].append(sent_at or now)
+            if lead_id is not None:
+                self.lead_sends[lead_id].append(sent_at or now)
         self.claimed: Counter[int] = Counter()
 
     def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
@@ -152,6 +154,7 @@ class _Caps:
                 day_start(self.now, self.project_tz, days_on=1),
                 f"{row.sender} reached its cap of {self.limits.per_sender_daily} emails today",
             )
+        assert row.lead_id is not None  # only a lead's email is capped
         lead_tz = zone(row.timezone)
         midnight = day_start(self.now, lead_tz)
         today = sum(1 for moment in self.lead_sends[row.lead_id] if moment >= midnight)
@@ -281,6 +284,10 @@ def _release(ctx: Context, ids: list[int]) -> None:
         )
 
 
+def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
+    return {r.lead_id for r in rows if r.lead_id is not None}
+
+
 def claim(
     ctx: Context,
     catalog: Catalog,
@@ -307,19 +314,17 @@ def claim(
             return []
         leads = {
             lead.id: lead
-            for lead in session.exec(
-                select(Lead).where(col(Lead.id).in_({r.lead_id for r in rows}))
-            )
+            for lead in session.exec(select(Lead).where(col(Lead.id).in_(_lead_ids(rows))))
         }
         enrollment_ids = {r.enrollment_id for r in rows if r.enrollment_id is not None}
         enrollments = {
             e.id: e
             for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
         }
-        events = events_by_lead(session, {r.lead_id for r in rows})
+        events = events_by_lead(session, _lead_ids(rows))
         caps = _Caps(session, ctx, rows, now)
         for row in rows:
-            if row.kind == MessageKind.email:
+            if row.kind == MessageKind.email and row.lead_id is not None:
                 lead = leads[row.lead_id]
                 enrollment = enrollments.get(row.enrollment_id or -1)
                 sequence = catalog.sequences.get(row.sequence)
@@ -446,7 +451,8 @@ def record(
         if result.outcome == "bounce":
             row.status, row.last_error = OutboxStatus.bounced.value, result.detail
             report.bounced += 1
-            if item.kind == MessageKind.email:  # the lead's status becomes bounced
+            if item.kind == MessageKind.email and item.lead_id is not None:
+                # the lead's status becomes bounced
                 record_event(
                     session,
                     item.lead_id,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from nurture import clock
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError
 from nurture.outbound import note
+from nurture.sequences import TASK_DONE
 from nurture.sqltypes import JSONType, UTCDateTime
 
 #: Events that change whether the lead may be emailed, and to what.
@@ -98,6 +99,8 @@ class LeadEvents:
 
     pairs: frozenset[tuple[str, str | None]]
     types: frozenset[str]
+    #: Step id → the outcome of the task done there (the latest), in this sequence.
+    outcomes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -106,12 +109,20 @@ class LeadEvents:
         """The lead's own events (of this enrollment: those *since* it began)."""
         human = [e for e in events if not e.machine and (since is None or e.occurred_at >= since)]
         pairs = {(e.type, e.step) for e in human if e.sequence == sequence}
-        return cls(frozenset(pairs), frozenset(e.type for e in human))
+        outcomes = {
+            e.step: str(e.data.get("outcome"))
+            for e in sorted(human, key=lambda e: e.occurred_at)
+            if e.sequence == sequence and e.step and e.type in TASK_DONE and e.data.get("outcome")
+        }
+        return cls(frozenset(pairs), frozenset(e.type for e in human), outcomes)
 
     def occurred(self, event: str, step: str | None = None) -> bool:
         if step is None:
             return event in self.types
         return (event, step) in self.pairs
+
+    def outcome(self, step: str) -> str | None:
+        return self.outcomes.get(step)
 
 
 def events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[Event]]:

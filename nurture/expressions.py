@@ -3,6 +3,7 @@ the sandbox.
 
 Names an expression can use: ``lead`` (fields and custom attributes as ``lead.NAME``),
 ``opened(step)``, ``clicked(step)``, ``replied(step=None)``, ``occurred(event, step=None)``,
+``outcome(step)`` (what sales recorded when doing the task at that step, or ``None``),
 ``engagement``, ``fit``, ``stage`` and ``now``. What the engagement helpers answer comes
 from an :class:`Engagement` the caller supplies: recorded events in the daemon, assumed
 ones in ``nurture simulate``.
@@ -23,7 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from nurture.errors import InvalidValueError
 
 #: Helpers that take a step id as their first argument.
-STEP_HELPERS = ("opened", "clicked", "replied")
+STEP_HELPERS = ("opened", "clicked", "replied", "outcome")
 #: Every name an expression may use.
 NAMES = ("lead", *STEP_HELPERS, "occurred", "engagement", "fit", "stage", "now")
 
@@ -85,15 +86,23 @@ class Engagement(Protocol):
 
     def occurred(self, event: str, step: str | None = None) -> bool: ...
 
+    def outcome(self, step: str) -> str | None:
+        """The outcome recorded for the task at *step*, or ``None`` (not done, or none)."""
+        ...
+
 
 @dataclass
 class EventSet:
-    """An :class:`Engagement` over a set of ``(event, step)`` pairs."""
+    """An :class:`Engagement` over a set of ``(event, step)`` pairs and task outcomes."""
 
     events: set[tuple[str, str | None]] = field(default_factory=set)
+    outcomes: dict[str, str] = field(default_factory=dict)
 
     def add(self, event: str, step: str | None = None) -> None:
         self.events.add((event, step))
+
+    def outcome(self, step: str) -> str | None:
+        return self.outcomes.get(step)
 
     def occurred(self, event: str, step: str | None = None) -> bool:
         if step is None:
@@ -178,12 +187,16 @@ def context(
     def occurred(event: str, step: str | None = None) -> bool:
         return engagement.occurred(event, step)
 
+    def outcome(step: str) -> str | None:
+        return engagement.outcome(step)
+
     return {
         "lead": lead,
         "opened": opened,
         "clicked": clicked,
         "replied": replied,
         "occurred": occurred,
+        "outcome": outcome,
         "engagement": score,
         "fit": fit,
         "stage": lead.get("stage", "cold"),

@@ -19,6 +19,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
 from nurture.errors import InvalidValueError
+from nurture.leads import Lead
 from nurture.sqltypes import JSONType, UTCDateTime
 
 
@@ -27,6 +28,8 @@ class HandoffStatus(enum.StrEnum):
     accepted = "accepted"
     rejected = "rejected"
     recycled = "recycled"
+    #: Still unanswered when the lead turned hot again: the newer hand-off stands.
+    superseded = "superseded"
 
 
 ANSWERS = {"accept": "accepted", "reject": "rejected", "recycle": "recycled"}
@@ -39,6 +42,7 @@ class Handoff(SQLModel, table=True):
     __table_args__ = (
         Index("ix_handoffs_lead", "lead_id"),
         Index("ix_handoffs_status_remind", "status", "remind_at"),
+        Index("ux_handoffs_stage_event", "stage_event_id", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -56,8 +60,13 @@ class Handoff(SQLModel, table=True):
     reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    #: ``cli`` or ``api``.
+    #: How the answer came: ``cli``, ``api``, ``app`` (signed in) or ``link`` (a notice's).
     answered_via: str | None = Field(default=None, max_length=32)
+    #: Who gave it: the salesperson's address (the app, a notice link), else the system
+    #: user running the command, or ``api``.
+    answered_by: str | None = Field(default=None, max_length=320)
+    #: The ``stage_changed`` event it answers; ``None`` for a claim (a manual hand-off).
+    stage_event_id: int | None = None
 
 
 class WebhookStatus(enum.StrEnum):
@@ -114,9 +123,11 @@ def answer_handoff(
     reason: str | None,
     *,
     via: str,
+    by: str | None = None,
     now: datetime | None = None,
 ) -> Handoff:
-    """Record sales' answer for the lead with *email* (which must have been handed off)."""
+    """Record sales' answer for the lead with *email* (which must have been handed off),
+    with who gave it (*by*) and how (*via*)."""
     from nurture.events import record_event
     from nurture.store import get_lead
 
@@ -133,6 +144,7 @@ def answer_handoff(
     handoff.answered_at = moment
     handoff.reason = (reason or "").strip() or None
     handoff.answered_via = via
+    handoff.answered_by = by
     session.add(handoff)
     if answer == "accept":
         lead.stage = "accepted"
@@ -156,10 +168,50 @@ def answer_handoff(
         session,
         lead.id,
         f"handoff_{ANSWERS[answer]}",
-        data={"reason": handoff.reason or "", "via": via, "handoff": handoff.id},
+        data={"reason": handoff.reason or "", "via": via, "by": by or "", "handoff": handoff.id},
         at=moment,
         source=via,
     )
+    return handoff
+
+
+def claim_lead(
+    session: Session, lead: Lead, email: str, *, via: str, now: datetime | None = None
+) -> Handoff:
+    """A manual hand-off of a lead nobody handed off, to *email*, accepted at once: the
+    lead becomes theirs and its stage ``accepted`` (sequences that exit on it stop)."""
+    from nurture.events import record_event
+
+    moment = now or clock.now()
+    assert lead.id is not None
+    if pending_handoff(session, lead.id) is not None:
+        raise InvalidValueError(f"{lead.email} is already handed off: answer it instead")
+    if lead.stage in ("accepted", "customer"):
+        raise InvalidValueError(f"{lead.email} is already {lead.stage}")
+    if lead.owner and lead.owner != email:
+        raise InvalidValueError(f"{lead.email} belongs to {lead.owner}")
+    handoff = Handoff(
+        lead_id=lead.id,
+        became_hot_at=moment,
+        owner=email,
+        status=HandoffStatus.accepted.value,
+        engagement=lead.engagement,
+        fit=lead.fit,
+        why={"claimed": True, "stage": lead.stage},
+        answered_at=moment,
+        answered_via=via,
+        answered_by=email,
+    )
+    session.add(handoff)
+    session.flush()
+    lead.owner = email
+    lead.stage = "accepted"
+    lead.updated_at = moment
+    session.add(lead)
+    record_event(
+        session, lead.id, "handoff_claimed",
+        data={"via": via, "by": email, "handoff": handoff.id}, at=moment, source=via,
+    )  # fmt: skip
     return handoff
 
 

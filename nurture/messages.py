@@ -170,12 +170,30 @@ def render_step_email(
 
 
 def build_notification(
-    *, sender: Sender, to_email: str, subject: str, body: str, date: datetime, message_id: str
+    *,
+    sender: Sender,
+    to_email: str,
+    subject: str,
+    body: str,
+    date: datetime,
+    message_id: str,
+    html: str = "",
+    reply_to: str = "",
 ) -> Message:
-    """A plain-text message to a salesperson (a ``notify`` step): no unsubscribe headers."""
-    message = _text_part(body, "plain")
+    """A message to a salesperson (a ``notify`` step, a hand-off notice, a sign-in link,
+    a digest): plain text, or text and *html* as alternatives; no unsubscribe headers."""
+    message: Message
+    if html:
+        message = MIMEMultipart("alternative")
+        message.attach(_text_part(body, "plain"))
+        message.attach(_text_part(html, "html"))
+    else:
+        message = _text_part(body, "plain")
     _set_address(message, "From", sender.name, sender.email)
     _set_address(message, "To", "", to_email)
+    if reply_to:
+        name, address = parseaddr(reply_to)
+        _set_address(message, "Reply-To", name, address)
     message["Subject"] = _header(clean_header(subject))
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nurture.access import AccessLink, AppSession
 from nurture.arrivals import Arrival
 from nurture.enrollments import DeployedSequence, Enrollment
 from nurture.events import Event
@@ -15,6 +16,8 @@ from nurture.tasks import Task
 from nurture.workers import Worker
 
 __all__ = [
+    "AccessLink",
+    "AppSession",
     "Arrival",
     "DeployedSequence",
     "Enrollment",

@@ -46,6 +46,10 @@ class MessageKind(enum.StrEnum):
     handoff = "handoff"
     #: A double opt-in form's confirmation link, to a ``pending`` lead.
     confirm = "confirm"
+    #: A sign-in link to the sales app.
+    signin = "signin"
+    #: A salesperson's daily digest.
+    digest = "digest"
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -63,7 +67,9 @@ class OutboxMessage(SQLModel, table=True):
     #: ``enrollment id:step id``: one message per step of an enrollment, ever.
     idempotency_key: str = Field(max_length=300, unique=True)
     message_id: str = Field(max_length=300)
-    lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
+    #: The lead it is about; ``None`` for mail to sales that names no lead (a sign-in
+    #: link, a digest).
+    lead_id: int | None = Field(default=None, foreign_key="leads.id", ondelete="CASCADE")
     enrollment_id: int | None = Field(default=None, foreign_key="enrollments.id")
     sequence: str = Field(max_length=200)
     step: str = Field(max_length=200)
@@ -116,7 +122,7 @@ def queue_message(
     *,
     kind: MessageKind,
     key: str,
-    lead_id: int,
+    lead_id: int | None,
     sequence: str,
     step: str,
     sender: str,

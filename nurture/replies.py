@@ -49,6 +49,7 @@ from nurture.config import RepliesSection
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.events import record_event
+from nurture.excerpt import reply_excerpt
 from nurture.leads import Lead, normalize_email
 from nurture.messages import read_unsubscribe
 from nurture.outbox import MessageKind, OutboxMessage
@@ -221,12 +222,15 @@ def classify(message: EmailMessage, *, secret: str, unsubscribe_mailto: str) -> 
     automatic = _is_automatic(message)
     kind = "auto_reply" if automatic else "reply"
     subject = str(message.get("Subject", ""))[:200]
+    data = {"subject": subject}
+    if not automatic:  # what they wrote, for sales' notice
+        data["first_lines"] = reply_excerpt(message)
     return Classified(
         kind,
         tuple(dict.fromkeys(refers)),
         sender,
         reason=automatic or "",
-        data={"subject": subject},
+        data=data,
     )
 
 
@@ -280,6 +284,8 @@ def attribute(session: Session, found: Classified) -> Target | str:
     if sent is not None and sent.kind != MessageKind.email.value:
         return f"about a {sent.kind} message to {sent.recipient}, not about the lead"
     if sent is not None:
+        if sent.lead_id is None:
+            return "not about a lead"
         return Target(sent.lead_id, sent.sequence, sent.step)
     if found.kind in ("bounce", "complaint"):
         return "cites no message we sent"

@@ -689,6 +689,7 @@ def _prepare(
         if action.note:
             note = ctx.templates.render_text(action.note, {"lead": view}, str(sequence.path))
         kind, assignee = action.kind, action.assignee or lead.owner
+        outcomes = action.outcomes
 
         def create_task(session: Session, report: PassReport) -> Task | None:
             task = Task(
@@ -701,6 +702,7 @@ def _prepare(
                 assignee=assignee,
                 due_at=now,
                 timeout_at=touch.timeout_at,
+                outcomes=list(outcomes),
                 created_at=now,
             )
             session.add(task)

@@ -3,8 +3,11 @@ whose scores moved (or whose engagement has decayed past a threshold) change sta
 
 The cost is per new event and per changed lead: engagement is stored as of
 ``scored_at`` and decays on read; ``stage_review_at`` (indexed) says when decay could
-next move a lead down, so a pass looks only at those leads. A lead that turns hot is
-handed to sales (:mod:`nurture.handoff`) in the same transaction.
+next move a lead down, so a pass looks only at those leads.
+
+Scoring decides stage changes and records each as a ``stage_changed`` event; it knows
+nothing of sales. The hand-off reacts to those events later in the pass
+(:func:`nurture.handoff_notice.hand_off_hot_leads`).
 """
 
 from __future__ import annotations
@@ -176,12 +179,9 @@ def review_stage(
     report: ScoreReport,
     pending: list[Event] | None = None,
 ) -> None:
-    """Move the lead to the stage its scores now give it; hand it off if it turned hot.
-    The ``stage_changed`` event goes to *pending*, if given, for the caller to record
-    with a chunk of others (:func:`~nurture.events.record_events`); a lead that turned
-    hot has it recorded at once, for its hand-off notice."""
-    from nurture.handoff_notice import hand_off
-
+    """Move the lead to the stage its scores now give it. The ``stage_changed`` event
+    goes to *pending*, if given, for the caller to record with a chunk of others
+    (:func:`~nurture.events.record_events`)."""
     engagement = decayed(lead.engagement, lead.scored_at or now, now, rules)
     implied = implied_stage(rules, engagement, lead.fit, approachable(ctx, lead))
     lead.stage_review_at = falls_below_at(rules, implied, lead.engagement, lead.scored_at or now)
@@ -199,7 +199,7 @@ def review_stage(
         assert lead.id is not None
         session.add(lead)
         data = {"from": old, "to": new, "engagement": round(engagement, 2), "fit": lead.fit}
-        if pending is not None and new != "hot":
+        if pending is not None:
             pending.append(Event(lead_id=lead.id, type="stage_changed", data=data, occurred_at=now))
         else:
             record_event(session, lead.id, "stage_changed", data=data, at=now)
@@ -213,7 +213,6 @@ def review_stage(
         )
         if new == "hot":
             report.hot += 1
-            hand_off(ctx, session, rules, lead, engagement, now)
     session.add(lead)
 
 
@@ -336,6 +335,7 @@ def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) 
     assert lead.id is not None
     events = [
         {
+            "id": e.id,
             "type": e.type,
             "at": e.occurred_at.isoformat(),
             "sequence": e.sequence,
@@ -352,7 +352,9 @@ def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) 
         "engagement": round(decayed(lead.engagement, lead.scored_at or now, now, rules), 2),
         "fit": lead.fit,
         "events": sorted(events, key=lambda e: -abs(e["now"])),
-        "fit_rules": [{"if": r.condition.source, "points": r.points} for r in matched],
+        "fit_rules": [
+            {"if": r.condition.source, "points": r.points, "label": r.label} for r in matched
+        ],
         "thresholds": {
             name: {"engagement": t.engagement, "fit": t.fit} for name, t in rules.stages.items()
         },

@@ -32,6 +32,8 @@ class FitRule:
     condition: Expression
     points: float
     line: int
+    #: What the rule means in sales' words (``label: VP title``), shown as the reason.
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,15 +120,19 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
         if not isinstance(rule, dict) or "if" not in rule or _number(rule.get("points")) is None:
             problem(line, "each fit rule needs 'if' (an expression) and 'points' (a number)")
             continue
-        unknown = set(rule) - {"if", "points"}
+        unknown = set(rule) - {"if", "points", "label"}
         if unknown:
-            problem(line, f"unknown fit rule key {sorted(unknown)[0]!r} (use: if, points)")
+            problem(line, f"unknown fit rule key {sorted(unknown)[0]!r} (use: if, points, label)")
+        label = rule.get("label", "")
+        if not isinstance(label, str):
+            problem(value_line(rule, "label", line), "label must be text, like 'VP title'")
+            label = ""
         try:
             condition = compile_expression(rule["if"])
         except InvalidValueError as exc:
             problem(value_line(rule, "if", line), str(exc))
             continue
-        fit.append(FitRule(condition, float(rule["points"]), line))
+        fit.append(FitRule(condition, float(rule["points"]), line, label.strip()))
 
     stages: dict[str, Threshold] = {}
     node = data.get("stages") or {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import time
@@ -36,7 +37,7 @@ SEQUENCE_KEYS = (
     "steps", "reenroll",
 )  # fmt: skip
 SCHEDULE_KEYS = ("timezone", "days", "hours", "holidays")
-STEP_KEYS = ("id", "wait", "at", "if", "track", "note", "assignee", "timeout", "to")
+STEP_KEYS = ("id", "wait", "at", "if", "track", "note", "assignee", "timeout", "outcomes", "to")
 ACTIONS = ("email", "task", "notify", "update")
 TASK_KINDS = ("call", "linkedin", "todo")
 #: ``exit_when`` words and the events they stand for.
@@ -52,8 +53,12 @@ EXIT_EVENTS = {
     "page_visited": "page_visited",
     "call_completed": "call_completed",
 }
+#: An outcome a task step declares.
+OUTCOME_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: The event a task records when it is done, by kind (others: ``task_completed``).
 TASK_EVENTS = {"call": "call_completed", "linkedin": "linkedin_completed"}
+#: Every event a done task records (its outcome in ``data["outcome"]``).
+TASK_DONE = frozenset({*TASK_EVENTS.values(), "task_completed"})
 #: ``exit_when: [hot]`` ends the sequence when the lead reaches that stage.
 EXIT_STAGES = ("hot", "accepted", "customer", "disqualified")
 
@@ -107,6 +112,8 @@ class TaskAction:
     assignee: str = ""
     #: After this long without the task done, the sequence goes on.
     timeout: Duration | None = None
+    #: What doing it may come to (``[qualified, not_now]``); empty: free text, or none.
+    outcomes: tuple[str, ...] = ()
 
     @property
     def completion_event(self) -> str:
@@ -387,10 +394,11 @@ class _Reader:
     def action(self, kind: str, node: dict[str, Any], line: int, step_id: str) -> Action | None:
         value = node[kind]
         at = value_line(node, kind, line)
-        misplaced = {"email": ("note", "assignee", "timeout", "to"),
+        misplaced = {"email": ("note", "assignee", "timeout", "outcomes", "to"),
                      "task": ("track", "to"),
-                     "notify": ("note", "assignee", "timeout", "track"),
-                     "update": ("note", "assignee", "timeout", "track", "to")}[kind]  # fmt: skip
+                     "notify": ("note", "assignee", "timeout", "outcomes", "track"),
+                     "update": ("note", "assignee", "timeout", "outcomes", "track",
+                                "to")}[kind]  # fmt: skip
         for key in misplaced:
             if key in node:
                 self.problem(key_line(node, key, line), f"{key!r} does not go with {kind!r}")
@@ -448,7 +456,27 @@ class _Reader:
         self.text_template(note, value_line(node, "note", step_line))
         assignee = self.email_field(node, "assignee", step_line)
         timeout = self.duration(node, "timeout", step_line)
-        return TaskAction(str(value), note, assignee, timeout)
+        outcomes = self.outcomes(node, step_line)
+        return TaskAction(str(value), note, assignee, timeout, outcomes)
+
+    def outcomes(self, node: dict[str, Any], step_line: int) -> tuple[str, ...]:
+        if "outcomes" not in node:
+            return ()
+        value = node["outcomes"]
+        line = value_line(node, "outcomes", step_line)
+        if not isinstance(value, list) or not value:
+            self.problem(line, "outcomes must be a list of names, like [qualified, not_now]")
+            return ()
+        names: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or not OUTCOME_NAME.fullmatch(item):
+                self.problem(line, f"outcome {item!r}: use lower-case letters, digits and _ "
+                                   "(like not_now)")  # fmt: skip
+            elif item in names:
+                self.problem(line, f"outcome {item!r} is listed twice")
+            else:
+                names.append(item)
+        return tuple(names)
 
     def notify(self, value: Any, node: dict[str, Any], line: int) -> NotifyAction | None:
         if not isinstance(value, str) or not value.strip():

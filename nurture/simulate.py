@@ -3,7 +3,8 @@ same timing and conditions the daemon uses, with nothing sent or stored.
 
 Engagement is what the caller assumes (``--assume clicked:welcome``): an assumed event
 happens right after the step it names. Tasks are taken as done when they fall due, and
-record their event then (``call_completed`` for a call).
+record their event then (``call_completed`` for a call); ``--assume qualified:call``
+gives the task at step ``call`` the outcome ``qualified`` (one its step declares).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Assumption:
 
     event: str
     step: str
+    #: ``OUTCOME:STEP`` for a task step that declares it: the task ends with it.
+    outcome: str | None = None
 
     @classmethod
     def parse(cls, text: str, sequence: Sequence) -> Assumption:
@@ -45,6 +48,10 @@ class Assumption:
             raise InvalidValueError(
                 f"--assume {text!r}: no step {step!r} in {sequence.name} ({ids})"
             )
+        found = sequence.step(step)
+        if found is not None and isinstance(found.action, TaskAction):
+            if word in found.action.outcomes:
+                return cls(found.action.completion_event, step, outcome=word)
         if word in EXIT_STAGES:
             return cls(word, step)
         return cls(EXIT_EVENTS.get(word, word), step)
@@ -152,7 +159,9 @@ def simulate(
             add(moment, "update", step.id, f"update {changes}", placement.moved_because or "")
         for assumption in assumptions:
             if assumption.step == step.id:
-                if assumption.event in EXIT_STAGES:
+                if assumption.outcome is not None:
+                    events.outcomes[step.id] = assumption.outcome
+                elif assumption.event in EXIT_STAGES:
                     values["stage"] = assumption.event
                 else:
                     events.add(assumption.event, step.id)

@@ -7,6 +7,7 @@ conditions can read.
 
 from __future__ import annotations
 
+import difflib
 import enum
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,7 +21,7 @@ from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError
 from nurture.events import record_event
 from nurture.sequences import TaskAction
-from nurture.sqltypes import UTCDateTime
+from nurture.sqltypes import JSONType, UTCDateTime
 
 
 class TaskStatus(enum.StrEnum):
@@ -56,6 +57,12 @@ class Task(SQLModel, table=True):
     timeout_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     status: str = Field(default=TaskStatus.open.value, sa_type=String(16))
     outcome: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    #: The outcomes its step declares (``outcomes: [qualified, not_now]``); empty: any.
+    outcomes: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    #: Who did it (an address, or the system user of the command) and how (``cli``,
+    #: ``app``).
+    done_by: str | None = Field(default=None, max_length=320)
+    done_via: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
@@ -71,6 +78,8 @@ class Task(SQLModel, table=True):
             "due_at": self.due_at.isoformat(),
             "timeout_at": self.timeout_at.isoformat() if self.timeout_at else None,
             "outcome": self.outcome,
+            "outcomes": list(self.outcomes),
+            "done_by": self.done_by,
             "done_at": self.done_at.isoformat() if self.done_at else None,
         }
 
@@ -91,8 +100,33 @@ def list_tasks(
     return session.exec(query.order_by(col(Task.due_at), col(Task.id))).all()
 
 
-def complete_task(session: Session, task_id: int, outcome: str | None) -> Task:
-    """Mark a task done, record its event, and let its enrollment go on from now."""
+def check_outcome(task: Task, outcome: str | None) -> str | None:
+    """*outcome* cleaned, if the task's step allows it; raise saying what it allows."""
+    cleaned = (outcome or "").strip() or None
+    if not task.outcomes:
+        return cleaned
+    if cleaned in task.outcomes:
+        return cleaned
+    allowed = ", ".join(task.outcomes)
+    where = f"task {task.id} ({task.kind} at {task.sequence}/{task.step})"
+    if cleaned is None:
+        raise InvalidValueError(f"{where} needs an outcome: one of {allowed}")
+    close = difflib.get_close_matches(cleaned, task.outcomes, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise InvalidValueError(f"{where}: outcome {cleaned!r} is not one of {allowed}{hint}")
+
+
+def complete_task(
+    session: Session,
+    task_id: int,
+    outcome: str | None,
+    *,
+    by: str | None = None,
+    via: str = "cli",
+) -> Task:
+    """Mark a task done with its *outcome* (checked against the outcomes its step
+    declares), record its event with who did it (*by*) and how (*via*), and let its
+    enrollment go on from now."""
     task = session.get(Task, task_id, with_for_update=True)
     if task is None:
         raise InvalidValueError(f"no task {task_id}")
@@ -100,13 +134,17 @@ def complete_task(session: Session, task_id: int, outcome: str | None) -> Task:
         raise InvalidValueError(f"task {task_id} was already done at {task.done_at:%Y-%m-%d %H:%M}")
     if task.status == TaskStatus.cancelled:
         raise InvalidValueError(f"task {task_id} was cancelled: the lead left {task.sequence}")
+    outcome = check_outcome(task, outcome)
     moment = clock.now()
     task.status = TaskStatus.done.value
     task.done_at = moment
     task.outcome = outcome
+    task.done_by = by
+    task.done_via = via
     session.add(task)
     event = TaskAction(task.kind).completion_event
-    data = {"task": task_id, "kind": task.kind, "outcome": outcome or ""}
+    data = {"task": task_id, "kind": task.kind, "outcome": outcome or "", "by": by or "",
+            "via": via}  # fmt: skip
     if task.enrollment_id is not None:
         enrollment = session.get(Enrollment, task.enrollment_id, with_for_update=True)
         if (
@@ -124,4 +162,16 @@ def complete_task(session: Session, task_id: int, outcome: str | None) -> Task:
         session, task.lead_id, event, sequence=task.sequence, step=task.step, data=data,
         at=moment, source="tasks", source_id=f"task:{task_id}",
     )  # fmt: skip
+    return task
+
+
+def snooze_task(session: Session, task_id: int, until: datetime) -> Task:
+    """Put an open task off until *until* (its step's timeout still runs)."""
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None:
+        raise InvalidValueError(f"no task {task_id}")
+    if task.status not in (TaskStatus.open, TaskStatus.expired):
+        raise InvalidValueError(f"task {task_id} is {task.status}: nothing to snooze")
+    task.due_at = until
+    session.add(task)
     return task

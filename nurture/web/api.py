@@ -108,10 +108,14 @@ def router(state: WebState) -> APIRouter:
         )
 
     def answer(body: Any) -> tuple[int, dict[str, Any]]:
-        if not isinstance(body, dict) or set(body) - {"lead", "answer", "reason"}:
+        if not isinstance(body, dict) or set(body) - {"lead", "answer", "reason", "by"}:
             return 422, {
-                "detail": 'send {"lead": EMAIL, "answer": accept|reject|recycle, "reason": TEXT}'
+                "detail": 'send {"lead": EMAIL, "answer": accept|reject|recycle, "reason": TEXT,'
+                ' "by": WHO}'
             }
+        by = body.get("by")
+        if by is not None and (not isinstance(by, str) or not 0 < len(by.strip()) <= 320):
+            return 422, {"detail": '"by" names who answered: text of at most 320 characters'}
         try:
             with session_scope(engine) as session:
                 handoff = answer_handoff(
@@ -120,6 +124,7 @@ def router(state: WebState) -> APIRouter:
                     str(body.get("answer") or ""),
                     body.get("reason"),
                     via="api",
+                    by=by.strip() if by else "api",
                 )
                 result = {"lead": body["lead"], "status": handoff.status}
         except LeadNotFoundError as exc:
@@ -140,7 +145,8 @@ def router(state: WebState) -> APIRouter:
     )
     async def post_handoff(request: Request) -> JSONResponse:
         """Sales' answer for a hot lead: ``{"lead": EMAIL, "answer": "accept"}``, or
-        ``"reject"`` / ``"recycle"`` with a ``"reason"``. Accept: stage accepted. Reject:
+        ``"reject"`` / ``"recycle"`` with a ``"reason"``; ``"by"`` names who answered
+        (kept with the answer; default ``api``). Accept: stage accepted. Reject:
         stage disqualified, kept with the reason. Recycle: back to nurture."""
         _, body, refused = await keys.body(request)
         if refused is not None:

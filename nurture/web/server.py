@@ -17,6 +17,7 @@ from nurture.config import Config
 from nurture.errors import NurtureError
 from nurture.tokens import project_secret
 from nurture.web import api, forms, leads, tracking
+from nurture.web import app as sales_app
 from nurture.web.guard import Guard, TrustedProxies, content_security_policy
 from nurture.web.state import PAGE_STYLE, WebState
 
@@ -59,6 +60,7 @@ def create_app(config: Config, engine: Engine, wake: Callable[[], None] | None =
     app.include_router(api.router(state))
     app.include_router(leads.router(state))
     app.include_router(forms.router(state))
+    app.include_router(sales_app.router(state))
     app.add_middleware(Guard, csp=content_security_policy([PAGE_STYLE]))
     app.add_middleware(TrustedProxies, trusted_proxies=settings.server.trusted_proxies)
     return app

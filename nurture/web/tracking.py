@@ -49,7 +49,7 @@ def router(state: WebState) -> APIRouter:
         now = clock.now()
         with session_scope(engine) as session:
             row = _message_for(session, tracking_id)
-            if row is None:
+            if row is None or row.lead_id is None:
                 return
             reason = machine_reason(
                 method=method, user_agent=agent, ip=ip, sent_at=row.sent_at, now=now
@@ -96,7 +96,7 @@ def router(state: WebState) -> APIRouter:
         now = clock.now()
         with session_scope(engine) as session:
             row = _message_for(session, tracking_id)
-            if row is None or index >= len(row.links):
+            if row is None or row.lead_id is None or index >= len(row.links):
                 return not_found()
             url = row.links[index]
             recent = list(

@@ -68,11 +68,13 @@ def test_tick_through_two_weeks_delivers_exactly_what_simulate_predicts(
         grid += timedelta(hours=3)
     for moment in sorted(moments):
         cli("tick", "--now", moment.isoformat())
-        # Salespeople do each task as soon as it is due (what simulate assumes).
+        # Salespeople do each task as soon as it is due (what simulate assumes), and
+        # nobody answers the calls (simulate assumes no outcome).
         listed = json.loads(cli("tasks", "list", "--json").stdout)
         with freeze_time(moment):
             for task in listed:
-                cli("tasks", "done", str(task["id"]), "--outcome", "spoke to them")
+                outcome = "no_answer" if task["outcomes"] else "spoke to them"
+                cli("tasks", "done", str(task["id"]), "--outcome", outcome)
     engine = open_engine(f"sqlite:///{project / 'nurture.db'}")
     with session_scope(engine) as session:
         rows = {row.message_id: row for row in session.exec(select(OutboxMessage))}

@@ -28,7 +28,10 @@ def test_hot_lead_notice_stop_and_recycle(cli: Cli, smtp_server: SmtpServer) -> 
     assert "turned hot 1" in tick.stdout and "exited 1" in tick.stdout
     [notice] = [m for m in smtp_server.handler.messages if m["To"] == "sam@example.com"]
     assert notice["Subject"] == "Hot lead: María López (BrightPath)"
-    assert "form_submitted" in notice.get_content()
+    text = notice.get_body(("plain",)).get_content()
+    assert "Filled in a form 3 times" in text and "/app/l/" in text
+    assert notice["Reply-To"] == "sales@example.com"  # a person reads replies
+    assert notice["From"].startswith('"Acme demo leads"') or "Acme demo leads" in notice["From"]
     shown = json.loads(cli("leads", "show", MARIA, "--json").stdout)
     assert shown["stage"] == "hot"
     assert [e["type"] for e in shown["score"]["events"]][:1] == ["form_submitted"]

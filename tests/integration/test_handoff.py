@@ -97,11 +97,12 @@ def test_an_engaged_lead_turns_hot_in_one_pass_and_sales_hears_once(sales: Sales
     assert lead.stage == "hot" and lead.fit == 30
     [notice] = sales.notices()
     assert notice["To"] == "sam@example.com"
-    body = notice.get_content()
-    assert "María López at BrightPath is a hot lead." in body
-    assert "form_submitted" in body and "email_clicked pricing-guide-welcome/welcome" in body
-    assert "lead.title is defined" in body  # the fit rule that matched
-    assert f"nurture handoff accept {MARIA}" in body
+    body = notice.get_body(("plain",)).get_content()
+    assert "María López at BrightPath is a hot lead for you" in body
+    assert "Filled in a form 3 times, last on Fri 19:33: +30" in body
+    assert 'Clicked a link in "María, your Acme pricing guide" on Fri 19:30' in body
+    assert "VP or Head title: +20 fit" in body  # the fit rule that matched, by its label
+    assert "/app/l/" in body and f"nurture handoff accept {MARIA}" in body
     # Her marketing sequence stops.
     assert ("pricing-guide-welcome", "exited", "lead is hot") in sales.enrollments()
     # More events and more passes: still one notice.
@@ -251,7 +252,7 @@ def test_the_webhook_is_retried_until_it_succeeds_and_never_sent_twice(
     assert len(hook.handler.received) == 2
     (first, key1), (second, key2) = hook.handler.received
     assert first == second and key1 == key2
-    assert second["text"] == "María López at BrightPath is a hot lead."
+    assert second["text"] == "María López at BrightPath is a hot lead for sam@example.com"
     assert second["nurture"]["lead"] == MARIA
 
 

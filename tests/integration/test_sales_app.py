@@ -1,0 +1,178 @@
+"""The sales app over real HTTP (uvicorn on a loopback port): signing in by emailed
+link, notice links, CSRF, who may open what. A GET never changes anything."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import col, func, select
+
+from nurture import clock
+from nurture.access import AccessLink, AppSession, LinkPurpose, issue_link
+from nurture.handoff import Handoff
+from nurture.store import session_scope
+from tests.salesdesk import BOSS, LEE, SAM, Desk, ask, csrf_of, sales_desk
+
+__all__ = ["sales_desk"]
+
+
+def sessions(desk: Desk) -> int:
+    with session_scope(desk.engine) as session:
+        return session.exec(select(func.count()).select_from(AppSession)).one()
+
+
+def handoff(desk: Desk) -> Handoff:
+    with session_scope(desk.engine) as session:
+        return session.exec(select(Handoff).order_by(col(Handoff.id).desc())).first()  # type: ignore[return-value]
+
+
+def test_a_scanners_get_of_a_sign_in_link_signs_nobody_in(sales_desk: Desk) -> None:
+    desk = sales_desk
+    with desk.client() as browser:
+        ask(browser, SAM)
+        link = desk.link(SAM, "signin", "signin")
+        # A mail scanner fetches the link (twice, without cookies): nothing happens.
+        with desk.client() as scanner:
+            for _ in range(2):
+                page = scanner.get(link)
+                assert page.status_code == 200 and "Sign in as sam@example.com?" in page.text
+        assert sessions(desk) == 0
+        # The person presses the button: signed in, once.
+        page = browser.get(link)
+        done = browser.post(link, data={"csrf": csrf_of(page.text)})
+        assert done.status_code == 303 and done.headers["location"] == "/app/"
+        cookie = done.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "path=/app" in cookie
+        home = browser.get("/app/")
+        assert home.status_code == 200 and "María López" in home.text
+        assert home.headers["content-security-policy"].startswith("default-src 'none'")
+        # The same link again (reused): refused.
+        again = browser.post(link, data={"csrf": csrf_of(page.text)})
+        assert again.status_code == 404 and "used already" in again.text
+    assert sessions(desk) == 1
+
+
+def test_known_and_unknown_addresses_get_the_same_answer_and_requests_are_limited(
+    sales_desk: Desk,
+) -> None:
+    desk = sales_desk
+    with desk.client() as browser:
+        known = ask(browser, SAM).text.replace(SAM, "ADDRESS")
+        unknown = ask(browser, "stranger@example.org").text.replace(
+            "stranger@example.org", "ADDRESS"
+        )
+        assert known == unknown
+        assert desk.mail("stranger@example.org", "signin") == []
+        for _ in range(4):
+            ask(browser, SAM)
+    assert len(desk.mail(SAM, "signin")) == 3  # at most 3 links per 15 minutes
+
+
+def test_forged_expired_and_wrong_purpose_tokens_are_refused(sales_desk: Desk) -> None:
+    desk = sales_desk
+    notice = desk.link(SAM, "handoff", "l")
+    token = notice.rsplit("/", 1)[1]
+    with session_scope(desk.engine) as session:
+        lead_id = desk.lead().id
+        expired = issue_link(session, desk.context().secret, LinkPurpose.lead, SAM,
+                             lifetime=timedelta(days=14), lead_id=lead_id,
+                             now=clock.now() - timedelta(days=15))  # fmt: skip
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with desk.client() as anyone:
+        assert anyone.get(notice).status_code == 200
+        for bad in (forged, expired, token + "x", "x" * 40, token.replace(".", "")):
+            page = anyone.get(f"/app/l/{bad}")
+            assert page.status_code == 404, bad
+        # A notice token is not a sign-in token, nor the reverse.
+        assert anyone.get(f"/app/signin/{token}").status_code == 404
+        assert anyone.post(f"/app/signin/{token}", data={"csrf": "x"}).status_code == 403
+        assert anyone.post(f"/app/l/{forged}/answer", data={"answer": "accept"}).status_code == 404
+
+
+def test_a_notice_links_get_changes_nothing_and_posts_need_the_csrf_token(
+    sales_desk: Desk,
+) -> None:
+    desk = sales_desk
+    notice = desk.link(SAM, "handoff", "l")
+    with desk.client() as anyone:
+        page = anyone.get(notice)
+        assert page.status_code == 200
+        assert "Replied to" in page.text and "Could we see a demo next week?" in page.text
+        assert desk.lead().stage == "hot" and handoff(desk).status == "pending"
+        # No CSRF token, or a wrong one: refused, nothing changes.
+        for data in ({"answer": "accept"}, {"answer": "accept", "csrf": "nope"}):
+            refused = anyone.post(f"{notice}/answer", data=data)
+            assert refused.status_code == 403
+        assert desk.lead().stage == "hot"
+        # A reject without a reason is refused with a clear line.
+        csrf = csrf_of(page.text)
+        empty = anyone.post(f"{notice}/answer", data={"csrf": csrf, "answer": "reject"})
+        assert empty.status_code == 200 and "Say why you reject this lead" in empty.text
+        accepted = anyone.post(f"{notice}/answer", data={"csrf": csrf, "answer": "accept"})
+        assert accepted.status_code == 303
+    answered = handoff(desk)
+    assert desk.lead().stage == "accepted"
+    assert (answered.answered_by, answered.answered_via) == (SAM, "link")
+
+
+def test_a_signed_in_post_without_the_csrf_token_is_refused(sales_desk: Desk) -> None:
+    desk = sales_desk
+    lead_id = desk.lead().id
+    with desk.client() as browser:
+        desk.sign_in(browser, SAM)
+        page = browser.get(f"/app/leads/{lead_id}")
+        assert page.status_code == 200 and "Accept: I take it" in page.text
+        refused = browser.post(f"/app/leads/{lead_id}/answer", data={"answer": "accept"})
+        assert refused.status_code == 403 and desk.lead().stage == "hot"
+        cross = browser.post(
+            f"/app/leads/{lead_id}/answer",
+            data={"answer": "accept", "csrf": csrf_of(page.text)},
+            headers={"Sec-Fetch-Site": "cross-site"},
+        )
+        assert cross.status_code == 403 and desk.lead().stage == "hot"
+        done = browser.post(
+            f"/app/leads/{lead_id}/answer",
+            data={"answer": "recycle", "reason": "budget next quarter", "csrf": csrf_of(page.text)},
+        )
+        assert done.status_code == 303 and done.headers["location"].endswith("?m=recycled")
+    assert desk.lead().stage == "cold"
+    assert (handoff(desk).answered_by, handoff(desk).answered_via) == (SAM, "app")
+
+
+def test_a_salesperson_cannot_open_anothers_lead_unless_a_manager(sales_desk: Desk) -> None:
+    desk = sales_desk
+    lead_id = desk.lead().id
+    with desk.client() as lee:
+        desk.sign_in(lee, LEE)
+        assert lee.get(f"/app/leads/{lead_id}").status_code == 404
+        assert "María" not in lee.get("/app/").text
+        assert "María" not in lee.get("/app/leads?q=maria").text
+        page = lee.get("/app/")
+        refused = lee.post(
+            f"/app/leads/{lead_id}/answer", data={"answer": "accept", "csrf": csrf_of(page.text)}
+        )
+        assert refused.status_code == 404 and desk.lead().stage == "hot"
+    with desk.client() as boss:
+        desk.sign_in(boss, BOSS)
+        assert boss.get(f"/app/leads/{lead_id}").status_code == 200
+        home = boss.get("/app/").text
+        assert "Everyone else's hot leads" in home and "María López" in home
+    # Unsigned visitors are sent to the sign-in page.
+    with desk.client() as nobody:
+        answer = nobody.get(f"/app/leads/{lead_id}", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/app/login"
+
+
+def test_sign_in_links_expire(sales_desk: Desk) -> None:
+    desk = sales_desk
+    with session_scope(desk.engine) as session:
+        token = issue_link(session, desk.context().secret, LinkPurpose.signin, SAM,
+                           lifetime=timedelta(minutes=30),
+                           now=clock.now() - timedelta(minutes=31))  # fmt: skip
+    with desk.client() as browser:
+        page = browser.get(f"/app/signin/{token}")
+        assert page.status_code == 404 and "Ask for a new one" in page.text
+    with session_scope(desk.engine) as session:
+        assert (
+            session.exec(select(AccessLink).where(col(AccessLink.used_at).is_not(None))).all() == []
+        )
