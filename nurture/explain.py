@@ -69,8 +69,8 @@ def _subject(subjects: Subjects, sequence: str | None, step: str | None) -> str:
     found = subjects.get((sequence, step))
     if found:
         return f'"{found}"'
-    if sequence and step:
-        return f"the {humanize(step).lower()} email of {sequence}"
+    if step:
+        return f"the {humanize(step).lower()} email"
     return "an email"
 
 
@@ -120,7 +120,7 @@ def describe(
         to, was = str(data.get("to") or "?"), str(data.get("from") or "?")
         scores = ""
         if "engagement" in data:
-            scores = f"engagement {data['engagement']:g}, fit {data.get('fit', 0):g}"
+            scores = f"engagement {round(data['engagement']):g}, fit {round(data.get('fit', 0)):g}"
         return "stage", f"Became {to} (was {was})", scores
     if type_.startswith("handoff_"):
         answer = type_.removeprefix("handoff_")

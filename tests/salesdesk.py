@@ -56,9 +56,20 @@ class Desk:
         return Context.open(self.engine, self.config)
 
     def tick(self, moment: datetime | None = None) -> Any:
-        moment = moment or clock.now()
-        with clock.pinned(moment):
-            return asyncio.run(tick(self.context(), moment))
+        """One pass at *moment*, in a thread of its own (a browser driver may own this
+        thread's event loop)."""
+        at = moment or clock.now()
+        result: list[Any] = []
+
+        def run() -> None:
+            with clock.pinned(at):
+                result.append(asyncio.run(tick(self.context(), at)))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        assert result, "the pass failed"
+        return result[0]
 
     def lead(self, email: str = MARIA) -> Lead:
         with session_scope(self.engine) as session:

@@ -267,3 +267,20 @@ def test_changing_scoring_yaml_rescores_every_lead_in_the_next_pass(sales: Sales
     lead = sales.lead()
     assert report.stage_changes == 1 and lead.stage == "warm"
     assert lead.engagement == pytest.approx(11, abs=0.1)  # 5 for the click, 3 x 2 for forms
+
+
+def test_the_daily_digest_goes_once_per_business_morning_to_who_has_work(sales: Sales) -> None:
+    sales.tick(START)
+    sales.engaged(START + timedelta(hours=1))
+    sales.tick(START + timedelta(hours=1, minutes=5))  # Friday evening: hot, sam's
+    monday = START + timedelta(days=2, hours=14)  # Monday 08:30 in New York
+    sales.tick(START + timedelta(days=1, hours=9))  # Sunday morning: no digest
+    assert sales.notices("Your day") == []
+    sales.tick(monday)
+    sales.tick(monday + timedelta(hours=1))
+    [digest] = sales.notices("Your day")
+    assert digest["To"] == "sam@example.com" and "1 hot lead" in digest["Subject"]
+    text = digest.get_body(("plain",)).get_content()
+    assert "María López, BrightPath" in text and "/app/l/" in text
+    sales.tick(monday + timedelta(days=1, hours=9))  # Tuesday 17:30: too late for one
+    assert len(sales.notices("Your day")) == 1
