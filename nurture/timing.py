@@ -82,14 +82,22 @@ def parse_time_of_day(text: Any) -> time:
 def parse_hours(text: Any) -> tuple[int, int]:
     """``"09:00-17:00"`` -> minutes from midnight (start, end); the end may be ``24:00``."""
     match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", str(text))
-    if match:
-        h1, m1, h2, m2 = (int(g) for g in match.groups())
-        start, end = h1 * 60 + m1, h2 * 60 + m2
-        if h1 < 24 and m1 < 60 and m2 < 60 and end <= MINUTES_PER_DAY and start < end:
-            return start, end
-        if start >= end and end <= MINUTES_PER_DAY:
-            raise InvalidValueError(f"hours {text!r} must end after they start, on the same day")
-    raise InvalidValueError(f"bad hours {text!r}: write 'HH:MM-HH:MM', like '09:00-17:00'")
+    if not match:
+        raise InvalidValueError(f"bad hours {text!r}: write 'HH:MM-HH:MM', like '09:00-17:00'")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    for hour, minute, end in ((h1, m1, False), (h2, m2, True)):
+        if minute > 59:
+            raise InvalidValueError(f"bad hours {text!r}: minute {minute} is not a minute (00-59)")
+        if hour > 24 or (hour == 24 and (minute or not end)):
+            shown = f"{hour:02d}:{minute:02d}"
+            raise InvalidValueError(
+                f"bad hours {text!r}: hour {hour} in {shown} is not an hour "
+                "(00-23; the end may be 24:00)"
+            )
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start >= end:
+        raise InvalidValueError(f"hours {text!r} must end after they start, on the same day")
+    return start, end
 
 
 def parse_day(text: Any) -> int:
@@ -189,13 +197,26 @@ def add_wait(base: datetime, wait: Duration, tz: ZoneInfo, window: Window) -> da
 
 def apply_at(target: datetime, at: time, wait: Duration | None, tz: ZoneInfo) -> datetime:
     """Put *target* at local time *at*: on the same local day after a calendar wait, else
-    at the first *at* that is not before *target*."""
+    at the first *at* that is not before *target* (on the night clocks go back, that may
+    be the second of the two moments the wall clock reads *at*)."""
     local_day = target.astimezone(tz).date()
     minutes = at.hour * 60 + at.minute
     candidate = localize(local_day, minutes, tz)
     if candidate < target and not (wait and wait.is_calendar):
+        second = repeated(local_day, minutes, tz)
+        if second is not None and second >= target:
+            return second
         candidate = localize(local_day + timedelta(days=1), minutes, tz)
     return candidate
+
+
+def repeated(day: date, minutes: int, tz: ZoneInfo) -> datetime | None:
+    """The second UTC moment of local wall time *minutes* on *day*, when a DST change
+    repeats it; ``None`` when it happens once."""
+    naive = datetime.combine(day, time(minutes // 60, minutes % 60))
+    first = naive.replace(tzinfo=tz).astimezone(UTC)
+    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    return second if second > first else None
 
 
 def next_allowed(

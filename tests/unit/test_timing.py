@@ -158,3 +158,34 @@ def test_an_at_inside_a_dst_gap_falls_after_it() -> None:
     base = local(NY, 2026, 3, 7, 12, 0)
     due = due_moment(base, parse_duration("1 day"), time(2, 30), Window(), NY)
     assert at_local(due.moment, NY) == "Sun 2026-03-08 03:30 EDT"
+
+
+def test_an_at_on_the_night_clocks_go_back_takes_the_second_occurrence() -> None:
+    # Given New York on Sunday 2026-11-01, when 01:00-01:59 happens twice: a step
+    # happened at the second 01:20 (EST, 06:20 UTC)
+    base = datetime(2026, 11, 1, 6, 20, tzinfo=UTC)
+    assert at_local(base, NY) == "Sun 2026-11-01 01:20 EST"
+    # When the next one waits 10 minutes and goes at 01:45
+    due = due_moment(base, parse_duration("10 minutes"), time(1, 45), Window(), NY)
+    # Then it is the second 01:45 that night (EST), not 01:45 the next day
+    assert due.moment == datetime(2026, 11, 1, 6, 45, tzinfo=UTC)
+    # And from the first 01:20 (EDT) the first 01:45 (EDT) is the one
+    first = datetime(2026, 11, 1, 5, 20, tzinfo=UTC)
+    assert due_moment(first, parse_duration("10 minutes"), time(1, 45), Window(), NY).moment == (
+        datetime(2026, 11, 1, 5, 45, tzinfo=UTC)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("9:60-10:00", "minute 60"),
+        ("09:00-17:75", "minute 75"),
+        ("25:00-26:00", "hour 25"),
+        ("09:00-24:30", "24:30"),
+    ],
+)
+def test_hours_with_an_impossible_time_say_which(text: str, message: str) -> None:
+    with pytest.raises(InvalidValueError, match=message) as caught:
+        parse_hours(text)
+    assert "must end after" not in str(caught.value)
