@@ -115,6 +115,13 @@ def snooze_until(choice: str, now: datetime, tz_name: str) -> datetime:
     return localize(day, 9 * 60, tz)
 
 
+def with_actions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Task rows whose forms post to ``/app/tasks/ID``."""
+    for row in rows:
+        row["action"] = f"/app/tasks/{row['id']}"
+    return rows
+
+
 def router(state: WebState) -> APIRouter:
     """The people's routes of one project."""
     routes = APIRouter(include_in_schema=False)
@@ -308,8 +315,7 @@ def router(state: WebState) -> APIRouter:
         who = who_of(me.email)
         with session_scope(engine) as session:
             queues = desk.home(session, who, clock.now())
-        for row in queues["tasks"]:
-            row["action"] = f"/app/tasks/{row['id']}"
+        with_actions(queues["tasks"])
         return show("home", who=who, csrf=me.csrf, message=message_of(request),
                     tz=tz_of(me.email), snoozes=SNOOZES, **queues)  # fmt: skip
 
@@ -317,18 +323,19 @@ def router(state: WebState) -> APIRouter:
     def home_slash() -> RedirectResponse:
         return RedirectResponse("/app/", status_code=308)
 
+    def tasks_view(me: Viewer, status: int = 200, **extra: Any) -> HTMLResponse:
+        who = who_of(me.email)
+        with session_scope(engine) as session:
+            rows = desk.my_tasks(session, who, clock.now())
+        return show("tasks", status, who=who, csrf=me.csrf, tasks=with_actions(rows),
+                    tz=tz_of(me.email), snoozes=SNOOZES, **extra)  # fmt: skip
+
     @routes.get("/app/tasks")
     def tasks_page(request: Request) -> Response:
         me = signed_in(request)
         if me is None:
             return to_login()
-        who = who_of(me.email)
-        with session_scope(engine) as session:
-            rows = desk.my_tasks(session, who, clock.now())
-        for row in rows:
-            row["action"] = f"/app/tasks/{row['id']}"
-        return show("tasks", who=who, csrf=me.csrf, tasks=rows, message=message_of(request),
-                    tz=tz_of(me.email), snoozes=SNOOZES)  # fmt: skip
+        return tasks_view(me, message=message_of(request))
 
     @routes.get("/app/leads")
     def leads_page(request: Request) -> Response:
@@ -457,32 +464,22 @@ def router(state: WebState) -> APIRouter:
         me = signed_in(request)
         return (who_of(me.email) if me else None), me
 
-    @routes.post("/app/leads/{lead_id}/answer")
-    async def answer_in_app(lead_id: int, request: Request) -> Response:
-        who, me = session_who(request)
-        csrf = me.csrf if me else ""
-        return await post_for_lead(
-            request, who, lead_id, lambda given: same(csrf, given), answer("app"),
-            f"/app/leads/{lead_id}", {"csrf": csrf},
-        )  # fmt: skip
+    def in_app(name: str, action: Act) -> None:
+        """``POST /app/leads/ID/NAME``: *action* for a signed-in salesperson."""
 
-    @routes.post("/app/leads/{lead_id}/claim")
-    async def claim_in_app(lead_id: int, request: Request) -> Response:
-        who, me = session_who(request)
-        csrf = me.csrf if me else ""
-        return await post_for_lead(
-            request, who, lead_id, lambda given: same(csrf, given), claim,
-            f"/app/leads/{lead_id}", {"csrf": csrf},
-        )  # fmt: skip
+        async def route(lead_id: int, request: Request) -> Response:
+            who, me = session_who(request)
+            csrf = me.csrf if me else ""
+            return await post_for_lead(
+                request, who, lead_id, lambda given: same(csrf, given), action,
+                f"/app/leads/{lead_id}", {"csrf": csrf},
+            )  # fmt: skip
 
-    @routes.post("/app/leads/{lead_id}/task")
-    async def task_in_lead(lead_id: int, request: Request) -> Response:
-        who, me = session_who(request)
-        csrf = me.csrf if me else ""
-        return await post_for_lead(
-            request, who, lead_id, lambda given: same(csrf, given), task_action("app", True),
-            f"/app/leads/{lead_id}", {"csrf": csrf},
-        )  # fmt: skip
+        routes.add_api_route(f"/app/leads/{{lead_id}}/{name}", route, methods=["POST"])
+
+    in_app("answer", answer("app"))
+    in_app("claim", claim)
+    in_app("task", task_action("app", True))
 
     @routes.post("/app/tasks/{task_id}")
     async def task_in_list(task_id: int, request: Request) -> Response:
@@ -512,12 +509,7 @@ def router(state: WebState) -> APIRouter:
         try:
             message = await run_in_threadpool(run)
         except NurtureError as exc:
-            with session_scope(engine) as session:
-                rows = desk.my_tasks(session, who, clock.now())
-            for row in rows:
-                row["action"] = f"/app/tasks/{row['id']}"
-            return show("tasks", 422, who=who, csrf=me.csrf, tasks=rows, error=str(exc),
-                        tz=tz_of(me.email), snoozes=SNOOZES)  # fmt: skip
+            return tasks_view(me, 422, error=str(exc))
         return go(back, message)
 
     def link_who(token: str) -> tuple[desk.Who | None, int]:
@@ -527,37 +519,23 @@ def router(state: WebState) -> APIRouter:
         email, lead_id = found
         return desk.Who(email, False, people.sees_desk(email), zone(tz_of(email))), lead_id
 
-    @routes.post("/app/l/{token}/answer")
-    async def answer_by_link(token: str, request: Request) -> Response:
-        who, lead_id = await run_in_threadpool(link_who, token)
-        if who is None:
-            return not_found()
-        csrf = link_csrf(secret, token)
-        return await post_for_lead(
-            request, who, lead_id, lambda given: check_link_csrf(secret, token, given),
-            answer("link"), f"/app/l/{token}", {"csrf": csrf, "via_link": True},
-        )  # fmt: skip
+    def by_link(name: str, action: Act) -> None:
+        """``POST /app/l/TOKEN/NAME``: *action* from a notice link's page."""
 
-    @routes.post("/app/l/{token}/task")
-    async def task_by_link(token: str, request: Request) -> Response:
-        who, lead_id = await run_in_threadpool(link_who, token)
-        if who is None:
-            return not_found()
-        csrf = link_csrf(secret, token)
-        return await post_for_lead(
-            request, who, lead_id, lambda given: check_link_csrf(secret, token, given),
-            task_action("link", True), f"/app/l/{token}", {"csrf": csrf, "via_link": True},
-        )  # fmt: skip
+        async def route(token: str, request: Request) -> Response:
+            who, lead_id = await run_in_threadpool(link_who, token)
+            if who is None:
+                return not_found()
+            csrf = link_csrf(secret, token)
+            return await post_for_lead(
+                request, who, lead_id, lambda given: check_link_csrf(secret, token, given),
+                action, f"/app/l/{token}", {"csrf": csrf, "via_link": True},
+            )  # fmt: skip
 
-    @routes.post("/app/l/{token}/claim")
-    async def claim_by_link(token: str, request: Request) -> Response:
-        who, lead_id = await run_in_threadpool(link_who, token)
-        if who is None:
-            return not_found()
-        csrf = link_csrf(secret, token)
-        return await post_for_lead(
-            request, who, lead_id, lambda given: check_link_csrf(secret, token, given),
-            claim, f"/app/l/{token}", {"csrf": csrf, "via_link": True},
-        )  # fmt: skip
+        routes.add_api_route(f"/app/l/{{token}}/{name}", route, methods=["POST"])
+
+    by_link("answer", answer("link"))
+    by_link("claim", claim)
+    by_link("task", task_action("link", True))
 
     return routes
