@@ -42,6 +42,15 @@ KNOWN_TYPES = (
     "auto_reply", "unsubscribed", "complained", "form_submitted", "page_visited",
     "meeting_booked", "call_completed", "linkedin_completed", "task_completed",
 )  # fmt: skip
+#: Types only nurture records, from its own evidence (its sends, links, mailbox, scores,
+#: hand-offs, leads and opt-in links): the events API refuses them.
+ENGINE_TYPES = frozenset(
+    {
+        "email_sent", "email_opened", "email_clicked", "auto_reply", "stage_changed",
+        "lead_created", "lead_updated", "opt_in_confirmed",
+    }
+)  # fmt: skip
+ENGINE_PREFIXES = ("handoff_",)
 TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
@@ -52,7 +61,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ix_events_lead", "lead_id", "occurred_at"),
         Index("ix_events_occurred", "occurred_at"),
-        UniqueConstraint("source", "source_id", name="uq_events_source_id"),
+        UniqueConstraint("source", "source_id", "lead_id", name="uq_events_lead_source_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -67,7 +76,8 @@ class Event(SQLModel, table=True):
     #: Where it came from: ``engine``, ``cli``, ``api``, ``pixel``, ``click``,
     #: ``unsubscribe``, ``imap``, ``tasks``.
     source: str = Field(default="engine", max_length=32)
-    #: The sender's own id for it: a second delivery with the same id is the same event.
+    #: The sender's own id for it: a second delivery with the same id for the same lead
+    #: is the same event (ids are per lead: one lead's id never names another's event).
     source_id: str | None = Field(default=None, max_length=300)
     #: A scanner or proxy did it, not the lead: stored, never counted.
     machine: bool = False
@@ -83,6 +93,18 @@ def check_type(name: str) -> str:
     if not TYPE_PATTERN.fullmatch(name):
         raise InvalidValueError(
             f"event type {name!r}: use lower-case letters, digits and _ (like form_submitted)"
+        )
+    return name
+
+
+def check_external_type(name: str) -> str:
+    """*name* if a system outside nurture may report it (see :data:`ENGINE_TYPES`)."""
+    check_type(name)
+    if name in ENGINE_TYPES or name.startswith(ENGINE_PREFIXES):
+        raise InvalidValueError(
+            f"type {name!r} is recorded by nurture itself (from its own emails, links, "
+            "mailbox and scores); other systems report what they saw, like "
+            "form_submitted, meeting_booked, page_visited or email_replied"
         )
     return name
 
@@ -207,20 +229,20 @@ def record_events(session: Session, events: list[Event]) -> list[Recorded]:
     the same source ids meanwhile: the caller then records them one by one.
     """
     keyed = [e for e in events if e.source_id is not None]
-    earlier: dict[tuple[str, str], Event] = {}
+    earlier: dict[tuple[int, str, str], Event] = {}
     for source in {e.source for e in keyed}:
-        ids = [e.source_id for e in keyed if e.source == source]
+        ids = sorted({e.source_id or "" for e in keyed if e.source == source})
         for start in range(0, len(ids), 500):
             for row in session.exec(
                 select(Event)
                 .where(Event.source == source)
                 .where(col(Event.source_id).in_(ids[start : start + 500]))
             ):
-                earlier[(row.source, row.source_id or "")] = row
+                earlier[(row.lead_id, row.source, row.source_id or "")] = row
     results: list[Recorded] = []
     new: list[Event] = []
     for event in events:
-        key = (event.source, event.source_id or "")
+        key = (event.lead_id, event.source, event.source_id or "")
         if event.source_id is not None and key in earlier:
             results.append(Recorded(earlier[key], new=False))
             continue
@@ -259,7 +281,12 @@ def _earlier(
     machine: bool,
 ) -> Event | None:
     if source_id is not None:
-        query = select(Event).where(Event.source == source).where(Event.source_id == source_id)
+        query = (
+            select(Event)
+            .where(Event.lead_id == lead_id)
+            .where(Event.source == source)
+            .where(Event.source_id == source_id)
+        )
         return session.exec(query).first()
     if within is None:
         return None

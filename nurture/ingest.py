@@ -11,7 +11,13 @@ from sqlmodel import Session, col, select
 
 from nurture import clock
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
-from nurture.events import Event, Recorded, check_type, record_event, record_events
+from nurture.events import (
+    Event,
+    Recorded,
+    check_external_type,
+    record_event,
+    record_events,
+)
 from nurture.leads import Lead, normalize_email
 from nurture.store import get_lead
 
@@ -44,7 +50,9 @@ def parse_moment(text: str) -> datetime:
 
 
 def parse_item(item: Any) -> EventInput:
-    """Check one event object; raise :class:`InvalidValueError` naming the bad field."""
+    """Check one event object from another system (``POST /api/events``); raise
+    :class:`InvalidValueError` naming the bad field. Types nurture records itself
+    (:data:`~nurture.events.ENGINE_TYPES`) are refused."""
     if not isinstance(item, dict):
         raise InvalidValueError("an event must be a JSON object with type and lead")
     unknown = [key for key in item if key not in ITEM_KEYS]
@@ -62,7 +70,7 @@ def parse_item(item: Any) -> EventInput:
     if not isinstance(data, dict):
         raise InvalidValueError("data: must be a JSON object")
     return EventInput(
-        type=check_type(item["type"].strip()),
+        type=check_external_type(item["type"].strip()),
         lead=item["lead"].strip(),
         sequence=item.get("sequence") or None,
         step=item.get("step") or None,

@@ -106,10 +106,12 @@ def router(state: WebState) -> APIRouter:
                     .where(Event.type == "email_clicked")
                     .where(col(Event.sequence) == row.sequence)
                     .where(col(Event.step) == row.step)
-                    .where(col(Event.occurred_at) >= now - LINK_BURST)
+                    .where(col(Event.occurred_at) >= now - REPEAT_WINDOW)
                 )
             )
-            others = [e for e in recent if e.data.get("url") != url]
+            others = [
+                e for e in recent if e.data.get("url") != url and e.occurred_at >= now - LINK_BURST
+            ]
             reason = machine_reason(
                 method=request.method,
                 user_agent=agent,
@@ -125,6 +127,9 @@ def router(state: WebState) -> APIRouter:
                     .where(col(Event.id).in_([e.id for e in others]))
                     .values(machine=True)
                 )
+            if reason is not None and any(e.machine and e.data.get("url") == url for e in recent):
+                # A machine hitting the same link again within the window: once is enough.
+                return RedirectResponse(url, status_code=302, headers=NO_CACHE)
             recorded = record_event(
                 session,
                 row.lead_id,

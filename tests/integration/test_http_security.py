@@ -13,6 +13,7 @@ import pytest
 
 from nurture.config import load_settings
 from nurture.messages import UNSUBSCRIBE_PURPOSE
+from nurture.store import LeadChanges, session_scope, upsert_leads
 from nurture.tokens import project_secret, sign
 from nurture.web.guard import MAX_JSON_DEPTH
 from tests.conftest import free_port
@@ -159,3 +160,59 @@ def test_tokens_are_opaque_strict_and_old_unsubscribe_links_keep_working(site: S
         legacy = sign(secret, UNSUBSCRIBE_PURPOSE, f"{lead_id}:tracked:hello")
         assert "You are unsubscribed" in http.post(f"/u/{legacy}").text
     assert site.lead().status == "unsubscribed"
+
+
+def test_a_machine_hitting_one_link_again_and_again_is_stored_once(site: Site) -> None:
+    found = links(site.deliver())
+    with site.client() as http:
+        for _ in range(100):
+            assert http.head(found["clicks"][0]).status_code == 302
+        http.get(found["clicks"][0], follow_redirects=False)  # then the person
+    clicks = site.events("email_clicked")
+    assert sorted(e.machine for e in clicks) == [False, True]
+
+
+def test_event_ids_are_per_lead_and_never_answer_with_another_leads_event(
+    site: Site,
+) -> None:
+    with session_scope(site.engine) as session:
+        upsert_leads(session, [LeadChanges("ben@example.com", {"first_name": "Ben"})])
+    event = {"type": "meeting_booked", "id": "cal-1"}
+    with site.client() as http:
+        first = http.post("/api/events", json={**event, "lead": "maria@example.com"}, headers=AUTH)
+        other = http.post("/api/events", json={**event, "lead": "ben@example.com"}, headers=AUTH)
+        again = http.post("/api/events", json={**event, "lead": "maria@example.com"}, headers=AUTH)
+        batch = http.post(
+            "/api/events",
+            json=[{**event, "lead": "ben@example.com"}, {**event, "lead": "maria@example.com"}],
+            headers=AUTH,
+        )
+    assert first.status_code == 201 and other.status_code == 201
+    assert other.json()["id"] != first.json()["id"]
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert [r["id"] for r in batch.json()["results"]] == [other.json()["id"], first.json()["id"]]
+    assert len(site.events("meeting_booked")) == 2
+
+
+def test_the_api_refuses_the_types_nurture_records_itself(site: Site) -> None:
+    lead = "maria@example.com"
+    owned = ["email_sent", "email_opened", "email_clicked", "auto_reply", "stage_changed",
+             "handoff_accepted", "lead_created", "opt_in_confirmed"]  # fmt: skip
+    with site.client() as http:
+        for type_ in owned:
+            answer = http.post("/api/events", json={"type": type_, "lead": lead}, headers=AUTH)
+            assert answer.status_code == 422, type_
+            assert "recorded by nurture itself" in answer.json()["error"]
+        mixed = http.post(
+            "/api/events",
+            json=[{"type": "email_clicked", "lead": lead}, {"type": "email_replied", "lead": lead}],
+            headers=AUTH,
+        )
+        assert mixed.status_code == 207
+        assert [r["status"] for r in mixed.json()["results"]] == [422, 201]
+        # What other systems see may come in, opt-outs included.
+        opt_out = http.post(
+            "/api/events", json={"type": "unsubscribed", "lead": lead}, headers=AUTH
+        )
+        assert opt_out.status_code == 201
+    assert site.events("email_clicked") == [] and site.lead().status == "unsubscribed"
