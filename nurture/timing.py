@@ -85,10 +85,10 @@ def parse_hours(text: Any) -> tuple[int, int]:
     if not match:
         raise InvalidValueError(f"bad hours {text!r}: write 'HH:MM-HH:MM', like '09:00-17:00'")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
-    for hour, minute, end in ((h1, m1, False), (h2, m2, True)):
+    for hour, minute, is_end in ((h1, m1, False), (h2, m2, True)):
         if minute > 59:
             raise InvalidValueError(f"bad hours {text!r}: minute {minute} is not a minute (00-59)")
-        if hour > 24 or (hour == 24 and (minute or not end)):
+        if hour > 24 or (hour == 24 and (minute or not is_end)):
             shown = f"{hour:02d}:{minute:02d}"
             raise InvalidValueError(
                 f"bad hours {text!r}: hour {hour} in {shown} is not an hour "
