@@ -13,11 +13,11 @@ from typing import Any
 from nurture import clock
 from nurture.config import Config
 from nurture.errors import InputFileError, InvalidValueError, NurtureError
-from nurture.expressions import EventSet, LeadView, View, context, truth
+from nurture.expressions import EventSet, LeadView, Scores, View, context, truth
 from nurture.forms import load_forms
 from nurture.messages import Sender
 from nurture.problems import Problem, problem_from_error
-from nurture.scoring import ScoringRules, load_scoring
+from nurture.scoring import ScoringRules, fit_of, load_scoring
 from nurture.sequences import NotifyAction, Sequence, TaskAction, load_sequences
 from nurture.templates import HTML_SUFFIX, TemplateSet
 
@@ -99,14 +99,16 @@ def check_project(config: Config) -> CheckResult:
     for name in result.templates:
         sequence = users.get(name)
         result.problems.extend(_check_template(templates, name, lead, sequence, config))
-    for sequence in sequences:
-        result.problems.extend(_check_sequence_texts(templates, sequence, lead, config))
     forms, problems = load_forms(config.forms_dir)
     result.forms = sorted(forms)
     result.problems.extend(problems)
     scoring, problems = load_scoring(config.scoring_file)
     result.scoring = scoring
     result.problems.extend(problems)
+    # The sample lead's scores: its fit by scoring.yaml, no engagement yet.
+    scores = Scores(0.0, fit_of(scoring, lead, clock.now())[0]) if scoring else Scores()
+    for sequence in sequences:
+        result.problems.extend(_check_sequence_texts(templates, sequence, lead, config, scores))
     if scoring is not None:
         result.problems.extend(_check_fit_rules(scoring, lead, config.scoring_file))
     result.problems.sort(key=lambda p: (p.path, p.line or 0))
@@ -160,7 +162,7 @@ def _path_in(error: Exception, default: Path) -> str:
 
 
 def _check_sequence_texts(
-    templates: TemplateSet, sequence: Sequence, lead: LeadView, config: Config
+    templates: TemplateSet, sequence: Sequence, lead: LeadView, config: Config, scores: Scores
 ) -> list[Problem]:
     """Task notes and notifications render against the sample lead."""
     problems = []
@@ -178,7 +180,7 @@ def _check_sequence_texts(
         except NurtureError as exc:
             message = str(exc).split(": ", 2)[-1]
             problems.append(Problem(str(sequence.path), step.line, f"step {step.id!r}: {message}"))
-    context_names = context(lead, EventSet(), now=clock.now())
+    context_names = context(lead, EventSet(), now=clock.now(), scores=scores)
     if sequence.audience is not None:
         try:
             truth(sequence.audience, context_names)

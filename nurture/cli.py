@@ -365,6 +365,14 @@ def _sequence(st: State, name: str) -> tuple[Any, Any]:
     raise NurtureError(f"no sequence {name!r} in {config.sequences_dir} (known: {known})")
 
 
+def _scoring_rules(config: Any) -> Any:
+    """The project's scoring rules, or ``None`` when scoring.yaml has problems (then
+    expressions see the scores as stored, without decay)."""
+    from nurture.scoring import load_scoring
+
+    return load_scoring(config.scoring_file)[0]
+
+
 def _lead_view(st: State, email: str) -> tuple[Any, Any]:
     from nurture.expressions import LeadView
     from nurture.store import get_lead, session_scope
@@ -479,6 +487,7 @@ def simulate(
 ) -> None:
     """Show the timeline a lead would get; nothing is sent or stored."""
     from nurture import clock
+    from nurture.scoring import scores_now
     from nurture.simulate import Assumption
     from nurture.simulate import simulate as run_simulation
     from nurture.timing import zone
@@ -486,7 +495,7 @@ def simulate(
     st = state(ctx)
     config = st.config()
     templates, sequence = _sequence(st, sequence_name)
-    _, view = _lead_view(st, lead)
+    record, view = _lead_view(st, lead)
     default_tz = config.settings.project.default_timezone
     tz_name = sequence.schedule.timezone_for(view.get("timezone"), default_tz)
     moment = st.moment("--start", start) if start else clock.now()
@@ -495,9 +504,14 @@ def simulate(
     def render_note(source: str, lead_view: Any) -> str:
         return templates.render_text(source, {"lead": lead_view}, str(sequence.path))
 
+    rules = _scoring_rules(config)
+    sales = config.settings.sales
     entries = run_simulation(
         sequence, view, start=moment, days=days, assumptions=assumptions,
-        default_timezone=default_tz, render_note=render_note,
+        default_timezone=default_tz, render_note=render_note, rules=rules,
+        scores=scores_now(rules, record, moment),
+        approachable=record.status == "subscribed"
+        and bool(record.owner or sales.team or sales.notify_email),
     )  # fmt: skip
     if as_json:
         say(json.dumps([entry.to_dict() for entry in entries], indent=2, ensure_ascii=False))
@@ -745,7 +759,8 @@ def enroll(
         expression = compile_expression(where)
     except NurtureError as exc:
         raise NurtureError(f"--where: {exc}") from None
-    report = enroll_matching(engine, sequence, expression, now, by="hand")
+    report = enroll_matching(engine, sequence, expression, now, by="hand",
+                             rules=_scoring_rules(st.config()))  # fmt: skip
     for why in report.refused:
         warn(f"not enrolled: {why}")
     if report.errors:

@@ -168,6 +168,7 @@ def full_pass(
         if loaded is not None:
             loaded(catalog)
         rules = reload.scoring()
+        ctx.rules = rules  # expressions see engagement decayed by these
         if rules is not None:
             if rules_changed(ctx):  # every lead again, new events included
                 scored = rescore(ctx, rules, now)

@@ -328,7 +328,8 @@ def claim(
                 lead = leads[row.lead_id]
                 enrollment = enrollments.get(row.enrollment_id or -1)
                 sequence = catalog.sequences.get(row.sequence)
-                why_not = _cancelled_because(lead, enrollment, sequence, events[row.lead_id], now)
+                why_not = _cancelled_because(ctx, lead, enrollment, sequence, events[row.lead_id],
+                                             now)  # fmt: skip
                 if why_not:
                     row.status, row.last_error = OutboxStatus.cancelled.value, why_not
                     report.cancelled += 1
@@ -378,6 +379,7 @@ def claim(
 
 
 def _cancelled_because(
+    ctx: Context,
     lead: Lead,
     enrollment: Enrollment | None,
     sequence: Sequence | None,
@@ -393,7 +395,8 @@ def _cancelled_because(
     if sequence is not None:
         since = enrollment.enrolled_at if enrollment is not None else None
         engagement = LeadEvents.of(events, sequence.name, since=since)
-        reason = leaves_because(sequence, LeadView.of(lead).as_dict(), engagement, now)
+        view = LeadView.of(lead).as_dict()
+        reason = leaves_because(sequence, view, engagement, now, ctx.scores(lead, now))
         if reason:
             return f"lead left the sequence: {reason}"
     return None

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from nurture.expressions import Engagement, LeadView, context, truth
+from nurture.expressions import NO_SCORES, Engagement, LeadView, Scores, context, truth
 from nurture.sequences import EmailAction, ExitRule, Sequence, Step, TaskAction, UpdateAction
 from nurture.timing import add_wait, due_moment
 
@@ -42,13 +42,17 @@ def exit_reason(
 
 
 def leaves_because(
-    sequence: Sequence, lead: dict[str, Any], engagement: Engagement, now: datetime
+    sequence: Sequence,
+    lead: dict[str, Any],
+    engagement: Engagement,
+    now: datetime,
+    scores: Scores = NO_SCORES,
 ) -> str | None:
     """Why the lead leaves *sequence* now: it opted out, or an ``exit_when`` rule holds."""
     status = lead.get("status", "subscribed")
     if status in OPTED_OUT:
         return f"lead is {status}"
-    names = context(LeadView(lead), engagement, now=now)
+    names = context(LeadView(lead), engagement, now=now, scores=scores)
     return exit_reason(sequence.exit_when, engagement, lead.get("stage", "cold"), names)
 
 
@@ -135,8 +139,9 @@ def advance(
     engagement: Engagement,
     now: datetime,
     tz: ZoneInfo,
+    scores: Scores = NO_SCORES,
 ) -> Outcome:
-    """Carry one enrollment as far as it goes at *now*."""
+    """Carry one enrollment as far as it goes at *now*; *scores* are the lead's at *now*."""
     values = dict(lead)
     done = list(position.done)
     base = position.base_at
@@ -144,10 +149,10 @@ def advance(
     window = sequence.schedule.window
 
     def names() -> dict[str, Any]:
-        return context(LeadView(values), engagement, now=now)
+        return context(LeadView(values), engagement, now=now, scores=scores)
 
     def exit_check() -> str | None:
-        return leaves_because(sequence, values, engagement, now)
+        return leaves_because(sequence, values, engagement, now, scores)
 
     reason = exit_check()
     if reason:

@@ -165,13 +165,21 @@ def compile_expression(source: Any, extra_names: tuple[str, ...] = ()) -> Expres
     return Expression(source, tuple(steps), compiled)
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A lead's scores at one moment: ``engagement`` (decayed to that moment) and
+    ``fit``, as expressions see them."""
+
+    engagement: float = 0.0
+    fit: float = 0.0
+
+
+#: A lead nothing has been scored for.
+NO_SCORES = Scores()
+
+
 def context(
-    lead: LeadView,
-    engagement: Engagement,
-    *,
-    now: datetime,
-    score: float = 0.0,
-    fit: float = 0.0,
+    lead: LeadView, engagement: Engagement, *, now: datetime, scores: Scores = NO_SCORES
 ) -> dict[str, Any]:
     """The names an expression sees, for one lead at one moment."""
 
@@ -197,8 +205,8 @@ def context(
         "replied": replied,
         "occurred": occurred,
         "outcome": outcome,
-        "engagement": score,
-        "fit": fit,
+        "engagement": scores.engagement,
+        "fit": scores.fit,
         "stage": lead.get("stage", "cold"),
         "now": now,
     }

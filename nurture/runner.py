@@ -30,7 +30,7 @@ from nurture.engine import Outcome, Position, Touch, advance
 from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.events import Event, LeadEvents, events_by_lead, wake_changed
-from nurture.expressions import Expression, LeadView, context, truth
+from nurture.expressions import Expression, LeadView, Scores, context, truth
 from nurture.leads import ContactStatus, Lead, merge_status
 from nurture.locks import exclusive
 from nurture.messages import (
@@ -43,6 +43,7 @@ from nurture.messages import (
 from nurture.meta import advance_mark
 from nurture.outbox import MessageKind, queue_message
 from nurture.retry import is_transient
+from nurture.scoring import ScoringRules, scores_now
 from nurture.sequences import EmailAction, NotifyAction, Sequence, TaskAction
 from nurture.store import changed_lead_ids, session_scope
 from nurture.tasks import Task, TaskStatus
@@ -92,6 +93,13 @@ class Context:
     #: Who claims work in this process: the registered worker of ``nurture run``, or a
     #: one-off id for ``nurture tick``.
     worker_id: str = field(default_factory=lambda: new_worker_id())
+    #: The scoring rules the last pass read: expressions see each lead's engagement
+    #: decayed by their half-life (``None``: scoring.yaml unreadable, as stored).
+    rules: ScoringRules | None = None
+
+    def scores(self, lead: Lead, now: datetime) -> Scores:
+        """The lead's scores at *now*, as expressions see them."""
+        return scores_now(self.rules, lead, now)
 
     @classmethod
     def open(cls, engine: Engine, config: Config) -> Context:
@@ -204,6 +212,7 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
         report = enroll_matching(
             ctx.engine, sequence, sequence.audience, now,
             since=checked - OVERLAP if checked else None, chunk=ctx.batch_size * 5,
+            rules=ctx.rules,
         )  # fmt: skip
         enrolled += report.enrolled
         if report.errors:
@@ -255,12 +264,13 @@ def enroll_matching(
     since: datetime | None = None,
     chunk: int = 1000,
     lead_ids: list[int] | None = None,
+    rules: ScoringRules | None = None,
 ) -> EnrollReport:
     """Enroll every lead for which *expression* holds, a chunk of leads at a time.
 
     Automatic enrollment (``by="auto"``) looks only at subscribed leads changed, or with
     events, after *since*; enrollment by hand looks at every lead and says why a
-    matching one was not enrolled.
+    matching one was not enrolled. *rules* decay the engagement expressions see.
     """
     report = EnrollReport()
     chunks = _audience_candidates(engine, since, now, chunk) if lead_ids is None else [lead_ids]
@@ -283,7 +293,9 @@ def enroll_matching(
                 assert lead.id is not None
                 engagement = LeadEvents.of(events.get(lead.id, []), sequence.name)
                 try:
-                    matches = truth(expression, context(LeadView.of(lead), engagement, now=now))
+                    names = context(LeadView.of(lead), engagement, now=now,
+                                    scores=scores_now(rules, lead, now))  # fmt: skip
+                    matches = truth(expression, names)
                 except InvalidValueError as exc:
                     report.errors += 1
                     report.first_error = report.first_error or f"{lead.email}: {exc}"
@@ -352,7 +364,7 @@ def serve_arrivals(
         if sequence.audience is None:
             continue
         enrolled = enroll_matching(ctx.engine, sequence, sequence.audience, now,
-                                   lead_ids=lead_ids)  # fmt: skip
+                                   lead_ids=lead_ids, rules=ctx.rules)  # fmt: skip
         report.enrolled += enrolled.enrolled
     report.add(advance_due(ctx, catalog, now, lead_ids=lead_ids))
     return report
@@ -461,6 +473,7 @@ def _process(
             engagement=LeadEvents.of(events, sequence.name, since=enrollment.enrolled_at),
             now=now,
             tz=zone(tz_name),
+            scores=ctx.scores(lead, now),
         )
         writes = [
             _prepare(ctx, sequence, enrollment, lead, view, touch, tz_name, now)

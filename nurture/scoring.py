@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nurture.errors import InputFileError, InvalidValueError
-from nurture.expressions import Expression, compile_expression
+from nurture.expressions import Expression, Scores, compile_expression
 from nurture.problems import Problem, problem_from_error
 from nurture.timing import Duration, parse_duration
 from nurture.yamlfile import item_line, key_line, load_yaml, node_line, value_line
@@ -198,6 +198,15 @@ def decayed(value: float, since: datetime, now: datetime, rules: ScoringRules) -
     if half_life is None or now <= since:
         return value
     return value * 0.5 ** ((now - since).total_seconds() / half_life)
+
+
+def scores_now(rules: ScoringRules | None, lead: Any, now: datetime) -> Scores:
+    """A lead's scores at *now*, as expressions see them: its engagement decayed to *now*
+    (by *rules*' half-life; as stored when the rules cannot be read) and its fit."""
+    engagement = float(lead.engagement or 0.0)
+    if rules is not None and lead.scored_at is not None:
+        engagement = decayed(engagement, lead.scored_at, now, rules)
+    return Scores(engagement, float(lead.fit or 0.0))
 
 
 def event_points(rules: ScoringRules, type: str, machine: bool, counted_today: int) -> float:

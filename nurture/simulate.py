@@ -15,7 +15,8 @@ from typing import Any
 
 from nurture.engine import exit_reason
 from nurture.errors import InvalidValueError
-from nurture.expressions import EventSet, LeadView, context, truth
+from nurture.expressions import NO_SCORES, EventSet, LeadView, Scores, context, truth
+from nurture.scoring import SCORED_STAGES, ScoringRules, decayed, event_points, implied_stage
 from nurture.sequences import (
     EXIT_EVENTS,
     EXIT_STAGES,
@@ -25,7 +26,7 @@ from nurture.sequences import (
     TaskAction,
     UpdateAction,
 )
-from nurture.timing import due_moment, zone
+from nurture.timing import day_start, due_moment, zone
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,45 @@ class Entry:
         }
 
 
+class ScoreTrack:
+    """The lead's scores along a simulated timeline: its scores at the start, plus the
+    points each assumed event (and each task taken as done) earns by ``scoring.yaml``,
+    decaying as in the daemon."""
+
+    def __init__(
+        self, rules: ScoringRules | None, start: datetime, scores: Scores, tz_name: str
+    ) -> None:
+        self.rules, self.start, self.base, self.tz = rules, start, scores, zone(tz_name)
+        self.earned: list[tuple[datetime, float]] = []
+        self.per_day: dict[tuple[str, datetime], int] = {}
+
+    def record(self, event: str, moment: datetime) -> None:
+        if self.rules is None:
+            return
+        key = (event, day_start(moment, self.tz))
+        points = event_points(self.rules, event, False, self.per_day.get(key, 0))
+        if points:
+            self.per_day[key] = self.per_day.get(key, 0) + (1 if points > 0 else 0)
+            self.earned.append((moment, points))
+
+    def at(self, moment: datetime) -> Scores:
+        if self.rules is None:
+            return self.base
+        engagement = decayed(self.base.engagement, self.start, moment, self.rules) + sum(
+            decayed(points, earned_at, moment, self.rules)
+            for earned_at, points in self.earned
+            if earned_at <= moment
+        )
+        return Scores(engagement, self.base.fit)
+
+    def stage(self, moment: datetime, approachable: bool) -> str | None:
+        """The stage the scores give at *moment* (``None`` without rules)."""
+        if self.rules is None:
+            return None
+        scores = self.at(moment)
+        return implied_stage(self.rules, scores.engagement, scores.fit, approachable)
+
+
 def simulate(
     sequence: Sequence,
     lead: LeadView,
@@ -92,8 +132,13 @@ def simulate(
     assumptions: list[Assumption],
     default_timezone: str,
     render_note: Any = None,
+    rules: ScoringRules | None = None,
+    scores: Scores = NO_SCORES,
+    approachable: bool = True,
 ) -> list[Entry]:
-    """The timeline of *lead* in *sequence* from *start* for *days* days."""
+    """The timeline of *lead* in *sequence* from *start* for *days* days. *scores* are
+    the lead's at *start*; assumed events earn points by *rules*, and a lead whose scores
+    cross a threshold changes stage as in the daemon (hot only if *approachable*)."""
     tz_name = sequence.schedule.timezone_for(lead.get("timezone"), default_timezone)
     tz = zone(tz_name)
     window = sequence.schedule.window
@@ -105,8 +150,16 @@ def simulate(
     def add(moment: datetime, kind: str, step: str | None, detail: str, reason: str = "") -> None:
         entries.append(Entry(moment, tz_name, kind, step, detail, reason))
 
+    track = ScoreTrack(rules, start, scores, tz_name)
+    scored_stage = [track.stage(start, approachable)]
+
     def names(moment: datetime) -> dict[str, Any]:
-        return context(LeadView(values), events, now=moment)
+        implied = track.stage(moment, approachable)
+        if implied is not None and implied != scored_stage[0]:
+            scored_stage[0] = implied  # the scores crossed a threshold: the stage moves
+            if values.get("stage", "cold") in SCORED_STAGES:
+                values["stage"] = implied
+        return context(LeadView(values), events, now=moment, scores=track.at(moment))
 
     if sequence.audience is not None and not truth(sequence.audience, names(start)):
         add(start, "note", None, "not in the audience: would be enrolled only by hand",
@@ -114,7 +167,8 @@ def simulate(
     emailable = values.get("status", "subscribed") == "subscribed"
     if not emailable:
         add(start, "note", None, f"lead is {values.get('status')}: never emailed")
-    reason = exit_reason(sequence.exit_when, events, values.get("stage", "cold"), names(start))
+    first = names(start)
+    reason = exit_reason(sequence.exit_when, events, values.get("stage", "cold"), first)
     if reason:
         add(start, "exited", None, "exits before the first step", reason)
         return entries
@@ -148,6 +202,7 @@ def simulate(
             detail = f"{action.kind} task for {assignee}" + (f": {note}" if note else "")
             add(moment, "task", step.id, detail, placement.moved_because or "")
             events.add(action.completion_event, step.id)  # taken as done when due
+            track.record(action.completion_event, moment)
         elif isinstance(action, NotifyAction):
             to = action.to or values.get("owner") or "the sales team"
             note = render_note(action.message, LeadView(values)) if render_note else action.message
@@ -165,7 +220,9 @@ def simulate(
                     values["stage"] = assumption.event
                 else:
                     events.add(assumption.event, step.id)
-        reason = exit_reason(sequence.exit_when, events, values.get("stage", "cold"), names(moment))
+                    track.record(assumption.event, moment)
+        current = names(moment)
+        reason = exit_reason(sequence.exit_when, events, values.get("stage", "cold"), current)
         if reason:
             add(moment, "exited", step.id, f"exits after {step.id}", reason)
             return entries
