@@ -32,15 +32,16 @@ def test_hot_lead_notice_stop_and_recycle(cli: Cli, smtp_server: SmtpServer) -> 
     assert "Filled in a form 3 times" in text and "/app/l/" in text
     assert notice["Reply-To"] == "sales@example.com"  # a person reads replies
     assert notice["From"].startswith('"Acme demo leads"') or "Acme demo leads" in notice["From"]
-    shown = json.loads(cli("leads", "show", MARIA, "--json").stdout)
+    week_later = ("--now", "2026-11-23T19:00:00Z")
+    shown = json.loads(cli(*week_later, "leads", "show", MARIA, "--json").stdout)
     assert shown["stage"] == "hot"
     assert [e["type"] for e in shown["score"]["events"]][:1] == ["form_submitted"]
     assert shown["handoffs"][0]["status"] == "pending"
-    text = cli("leads", "show", MARIA).stdout
+    text = cli(*week_later, "leads", "show", MARIA).stdout
     assert "hot at engagement 30 and fit 20" in text and "half-life 14 days" in text
-    # Shown as of today: a week of decay since the events.
-    assert 20 < shown["score"]["engagement"] < 35 and shown["score"]["fit"] == 30
-    result = cli("handoff", "recycle", MARIA, "--reason", "budget next quarter")
+    # Shown a week later: a week of decay since the events (35 points, half-life 14 days).
+    assert 24 < shown["score"]["engagement"] < 25 and shown["score"]["fit"] == 30
+    result = cli("--now", "2026-11-16T19:30:00Z", "handoff", "recycle", MARIA, "--reason", "budget next quarter")
     assert "recycled" in result.stdout
     cli("tick", "--now", "2026-11-16T20:00:00Z")
     enrollments = json.loads(cli("enrollments", "list", "--lead", MARIA, "--json").stdout)
