@@ -199,16 +199,46 @@ def leads_import(
         str | None,
         typer.Option(help="Column separator (default: guessed from the header: , ; tab |)."),
     ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            metavar='"COLUMN=FIELD"',
+            help="Which column gives which field, e.g. --map 'Work Email=email' "
+            "(repeat it; FIELD '-' ignores the column; another name keeps it as that "
+            "attribute).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Say what would be created, updated and rejected; write nothing."
+        ),
+    ] = False,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the rejected rows to this CSV file with a reject_reason column, "
+            "to fix and import again (readable by you only)."
+        ),
+    ] = None,
 ) -> None:
     """Create or update leads from a CSV file (upsert by email).
 
     Known columns (email, first_name, last_name, company, title, phone, timezone, owner,
-    source, stage, status) set fields; every other column becomes a custom attribute.
-    Rejected rows are listed with their line numbers; the good rows are imported.
-    Exit code 1 when any row was rejected.
+    source, stage, status), and the usual spellings of CRM exports ('E-mail Address',
+    'Job Title', 'Contact owner'...), set fields; every other column becomes a custom
+    attribute. Rejected rows are listed with their line numbers; the good rows are
+    imported. A timezone that is not an IANA name keeps the lead on the project's
+    timezone, with a warning. Exit code 1 when any row was rejected.
     """
-    from nurture.importer import import_csv
+    from nurture.errors import InputFileError, InvalidValueError, OptionError
+    from nurture.importer import import_csv, parse_mapping
 
+    try:
+        mapping = parse_mapping(map_ or [])
+    except InvalidValueError as exc:
+        raise OptionError(str(exc)) from None
     engine = state(ctx).engine()
     size = file.stat().st_size if file.is_file() else 0
     progress = Progress(
@@ -226,6 +256,8 @@ def leads_import(
             engine,
             file,
             delimiter=delimiter,
+            mapping=mapping,
+            dry_run=dry_run,
             on_progress=lambda done: progress.update(task, completed=done),
         )
     problems = sorted(
@@ -235,6 +267,14 @@ def leads_import(
     for line, message in problems:
         warn(f"{file}:{line}: {message}")
     say(report.summary())
+    if rejects is not None and report.rejected:
+        try:
+            count = report.write_rejects(rejects)
+        except OSError as exc:
+            raise InputFileError(
+                f"{rejects}: cannot write the rejected rows: {exc.strerror}"
+            ) from None
+        say(f"{count} rejected rows written to {rejects}")
     if report.rejected:
         raise typer.Exit(1)
 

@@ -7,7 +7,6 @@ example ``NURTURE_DATABASE_URL`` or ``NURTURE_SMTP_PORT``.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nurture.errors import ConfigError, ProjectError
+from nurture.suggest import did_you_mean
 
 CONFIG_FILENAME = "nurture.toml"
 ENV_PREFIX = "NURTURE_"
@@ -335,7 +335,7 @@ class WebhookEndpoint(Section):
         for name in value:
             if name != "*" and name not in WEBHOOK_EVENTS:
                 raise ValueError(
-                    f"unknown event {name!r}{_did_you_mean(name, list(WEBHOOK_EVENTS))}"
+                    f"unknown event {name!r}{did_you_mean(name, list(WEBHOOK_EVENTS))}"
                 )
         return value
 
@@ -507,7 +507,7 @@ def _check_sections(path: Path, data: dict[str, Any]) -> None:
     known = list(Settings.model_fields)
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"{path}: unknown section [{key}]{_did_you_mean(key, known)}")
+            raise ConfigError(f"{path}: unknown section [{key}]{did_you_mean(key, known)}")
         if key in LIST_SECTIONS:
             if not isinstance(value, list):
                 raise ConfigError(f"{path}: {key} must be written as [[{key}]] entries")
@@ -534,7 +534,7 @@ def _describe(path: Path, exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         fields = Settings.model_fields.get(section)
         names = list(fields.annotation.model_fields) if fields and fields.annotation else []
-        return f"{path}: [{section}] {key}: unknown setting{_did_you_mean(key, names)}"
+        return f"{path}: [{section}] {key}: unknown setting{did_you_mean(key, names)}"
     if error["type"] == "missing":
         return f"{where}: required setting is missing"
     message = error["msg"]
@@ -543,8 +543,3 @@ def _describe(path: Path, exc: ValidationError) -> str:
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     return f"{where}: {message}"
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -11,7 +11,6 @@ ones in ``nurture simulate``.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +21,7 @@ from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from nurture.errors import InvalidValueError
+from nurture.suggest import did_you_mean
 
 #: Helpers that take a step id as their first argument.
 STEP_HELPERS = ("opened", "clicked", "replied", "outcome")
@@ -153,8 +153,7 @@ def compile_expression(source: Any, extra_names: tuple[str, ...] = ()) -> Expres
     known = (*NAMES, *extra_names)
     for name in tree.find_all(nodes.Name):
         if name.ctx == "load" and name.name not in known and name.name not in env.globals:
-            close = difflib.get_close_matches(name.name, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(name.name, known)
             raise InvalidValueError(f"expression {source!r} uses unknown name '{name.name}'{hint}")
     steps = []
     for call in tree.find_all(nodes.Call):

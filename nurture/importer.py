@@ -9,44 +9,80 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from nurture.errors import InputFileError, InvalidValueError
-from nurture.leads import SETTABLE_FIELDS, parse_field
-from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.leads import SETTABLE_FIELDS, check_storable, parse_field
+from nurture.store import LeadChanges, upsert_leads
+from nurture.suggest import close_match, did_you_mean
 from nurture.suppression import suppressed
 
-#: Other spellings of the known columns (after :func:`column_key`).
-ALIASES = {
-    "e_mail": "email",
-    "email_address": "email",
-    "mail": "email",
-    "firstname": "first_name",
-    "given_name": "first_name",
-    "lastname": "last_name",
-    "surname": "last_name",
-    "family_name": "last_name",
-    "job_title": "title",
-    "organization": "company",
-    "organisation": "company",
-    "company_name": "company",
-    "phone_number": "phone",
-    "telephone": "phone",
-    "tz": "timezone",
-    "time_zone": "timezone",
-    "contact_status": "status",
-    "lead_owner": "owner",
-    "lead_source": "source",
-    "lead_stage": "stage",
+#: Other spellings of the known columns (after :func:`column_key`), as the usual exports
+#: write them (HubSpot, Salesforce, Pipedrive, Zoho, Mailchimp, Outlook, Google Contacts,
+#: LinkedIn, Apollo...). Where a file has several columns for one field (Outlook's
+#: "Business Phone" and "Mobile Phone"), the one earliest in its list wins and the others
+#: stay custom attributes.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "email": (
+        "e_mail",
+        "email_address",
+        "e_mail_address",
+        "emailaddress",
+        "mail",
+        "work_email",
+        "business_email",
+        "primary_email",
+        "contact_email",
+        "person_email",
+        "email_1",
+        "e_mail_1_value",
+        "email_1_value",
+        "email_s",
+    ),
+    "first_name": ("firstname", "first", "given_name", "fname", "person_first_name"),
+    "last_name": ("lastname", "last", "surname", "family_name", "lname", "person_last_name"),
+    "company": (
+        "company_name",
+        "organization",
+        "organisation",
+        "organization_name",
+        "account_name",
+        "account",
+        "employer",
+        "organization_1_name",
+    ),
+    "title": ("job_title", "position", "designation", "job_position", "role"),
+    "phone": (
+        "phone_number",
+        "telephone",
+        "work_phone",
+        "business_phone",
+        "direct_phone",
+        "work_direct_phone",
+        "phone_1_value",
+        "mobile",
+        "mobile_phone",
+        "mobile_number",
+    ),
+    "timezone": ("tz", "time_zone", "timezone_name"),
+    "owner": ("lead_owner", "contact_owner", "owner_email", "record_owner", "account_owner"),
+    "source": ("lead_source", "original_source", "source_name"),
+    "stage": ("lead_stage",),
+    "status": ("contact_status",),
 }
+ALIASES = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
 #: Columns nurture manages itself: ignored, with a warning, if a file has them.
 RESERVED = frozenset({"id", "attributes", "created_at", "updated_at"})
+#: The column ``--rejects`` adds: ignored when the fixed file comes back.
+REASON_COLUMN = "reject_reason"
 DELIMITERS = (",", ";", "\t", "|")
 BATCH_SIZE = 1000
 
@@ -71,6 +107,8 @@ class Record:
 
     line: int
     changes: LeadChanges
+    #: The row as it stood in the file (for ``--rejects`` if the write refuses it).
+    values: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,15 +133,45 @@ class ImportReport:
     duplicates: int = 0
     rejected: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    #: Nothing was written: the counts say what an import would do.
+    dry_run: bool = False
+    #: The file's header and its rejected rows as they stood, by line (for ``--rejects``).
+    header: list[str] = field(default_factory=list)
+    rejected_rows: dict[int, list[str]] = field(default_factory=dict)
+
+    def reject(self, line: int, message: str, values: Sequence[str] | None) -> None:
+        """Note a rejected row, keeping its values for the rejects file."""
+        self.rejected.append(Problem(line, message))
+        self.rejected_rows[line] = list(values) if values is not None else []
+
+    def write_rejects(self, path: Path) -> int:
+        """Write the rejected rows as CSV (the file's header plus a ``reject_reason``
+        column), readable by the owner only: it holds personal data. Returns the count."""
+        reasons = {problem.line: problem.message for problem in self.rejected}
+        header = [h for h in self.header if column_key(h) != REASON_COLUMN]
+        keep = [i for i, h in enumerate(self.header) if column_key(h) != REASON_COLUMN]
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "w", encoding="utf-8", newline="", errors="replace") as out:
+            writer = csv.writer(out)
+            writer.writerow([*header, REASON_COLUMN])
+            for line in sorted(reasons):
+                values = self.rejected_rows.get(line, [])
+                row = [values[i] if i < len(values) else "" for i in keep]
+                writer.writerow([*row, f"line {line}: {reasons[line]}"])
+        return len(reasons)
 
     def summary(self) -> str:
-        parts = [f"{self.created} created", f"{self.updated} updated"]
+        if self.dry_run:
+            parts = [f"{self.created} would be created", f"{self.updated} would be updated"]
+        else:
+            parts = [f"{self.created} created", f"{self.updated} updated"]
         if self.unchanged:
             parts.append(f"{self.unchanged} unchanged")
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicate rows merged")
         parts.append(f"{len(self.rejected)} rejected")
-        return f"{self.path}: {self.rows} rows: " + ", ".join(parts)
+        prefix = "(dry run, nothing written) " if self.dry_run else ""
+        return f"{prefix}{self.path}: {self.rows} rows: " + ", ".join(parts)
 
 
 def open_text(raw: IO[bytes]) -> io.TextIOWrapper:
@@ -128,40 +196,132 @@ def _pick_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _map_header(name: str, header: list[str]) -> tuple[list[Column], list[Problem]]:
+def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
+    """``--map "Column Name=field"`` options -> {column key: field or attribute name}.
+
+    The field is a lead field (``email``, ``company``...), ``-`` to ignore the column,
+    or any other name for a custom attribute.
+    """
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, target = pair.rpartition("=")
+        if not sep or not column.strip() or not target.strip():
+            raise InvalidValueError(f'--map {pair!r}: write it as "Column Name=field"')
+        wanted = target.strip()
+        if wanted != "-":
+            wanted = column_key(wanted)
+            if not wanted:
+                raise InvalidValueError(f"--map {pair!r}: {target.strip()!r} is not a name")
+            if wanted not in SETTABLE_FIELDS and close_match(wanted, SETTABLE_FIELDS):
+                hint = did_you_mean(wanted, SETTABLE_FIELDS)
+                raise InvalidValueError(
+                    f"--map {pair!r}: {target.strip()!r} is not a lead field{hint}; "
+                    "to keep it as a custom attribute, name it so it is not that close"
+                )
+        mapping[column_key(column)] = wanted
+    return mapping
+
+
+def _alias_rank(key: str, field_name: str) -> int:
+    if key == field_name:
+        return 0
+    return 1 + FIELD_ALIASES.get(field_name, ()).index(key)
+
+
+def _map_header(
+    name: str, header: list[str], mapping: dict[str, str] | None = None
+) -> tuple[list[Column], list[Problem]]:
+    mapping = mapping or {}
     columns: list[Column] = []
     warnings: list[Problem] = []
-    seen: dict[str, int] = {}
     if _has_bad_bytes(header):
         raise InputFileError(
             f"{name}:1: the header is not valid UTF-8 text: save the file as UTF-8"
         )
+    keys = [column_key(text) for text in header]
+    unknown = [column for column in mapping if column not in keys]
+    if unknown:
+        found = ", ".join(repr(h) for h in header if h.strip()) or "nothing"
+        raise InputFileError(
+            f"{name}:1: --map names a column the file does not have: "
+            f"{', '.join(repr(c) for c in unknown)} (found {found})"
+        )
+    # Which column gives each field: a --map first, then the exact name, then the
+    # earliest alias; every other column stays a custom attribute under its own name.
+    chosen: dict[str, tuple[int, int]] = {}  # field -> (rank, index)
+    for index, key in enumerate(keys):
+        target = mapping.get(key)
+        if target is not None:
+            if target == "-" or target not in SETTABLE_FIELDS:
+                continue
+            rank = -1
+        else:
+            target = ALIASES.get(key, key)
+            if target not in SETTABLE_FIELDS:
+                continue
+            rank = _alias_rank(key, target)
+        if target in chosen and chosen[target][0] == rank:
+            raise InputFileError(
+                f"{name}:1: columns {chosen[target][1] + 1} and {index + 1} both give "
+                f"{target!r}: keep one of them, or say which with --map"
+            )
+        if target not in chosen or rank < chosen[target][0]:
+            chosen[target] = (rank, index)
+    giver = {index: target for target, (_rank, index) in chosen.items()}
+    attributes: set[str] = set()
     for index, text in enumerate(header):
-        key = column_key(text)
+        key = keys[index]
+        if mapping.get(key) == "-":
+            continue
         if not key:
             warnings.append(Problem(1, f"column {index + 1} has no name: its values are ignored"))
             continue
-        key = ALIASES.get(key, key)
-        if key in RESERVED:
+        if key == REASON_COLUMN:
+            warnings.append(Problem(1, f"column {text!r} (from --rejects) is ignored"))
+            continue
+        if index in giver:
+            columns.append(Column(index, text, giver[index], giver[index]))
+            continue
+        attribute = mapping.get(key, key)
+        if attribute in RESERVED:
             warnings.append(
                 Problem(1, f"column {text!r} is managed by nurture: its values are ignored")
             )
             continue
-        if key in seen:
-            raise InputFileError(
-                f"{name}:1: columns {seen[key] + 1} and {index + 1} both give {key!r}: "
-                "keep one of them"
+        target = ALIASES.get(attribute, attribute)
+        if target in chosen:
+            winner = header[chosen[target][1]]
+            warnings.append(
+                Problem(
+                    1,
+                    f"column {text!r} would also give {target}: {winner!r} gives it, "
+                    f"this one is kept as the attribute {attribute!r} "
+                    f'(--map "{text}=FIELD" to choose)',
+                )
             )
-        seen[key] = index
-        columns.append(Column(index, text, key if key in SETTABLE_FIELDS else None, key))
-    if "email" not in seen:
+        if attribute in attributes:
+            raise InputFileError(
+                f"{name}:1: two columns give the attribute {attribute!r}: keep one of them"
+            )
+        attributes.add(attribute)
+        columns.append(Column(index, text, None, attribute))
+    if "email" not in chosen:
         found = ", ".join(repr(h) for h in header if h.strip()) or "nothing"
-        raise InputFileError(f"{name}:1: no email column in the header (found {found})")
+        raise InputFileError(
+            f"{name}:1: no email column in the header (found {found}); "
+            'name it with --map "Column Name=email"'
+        )
     return columns, warnings
 
 
-def parse_row(columns: list[Column], values: list[str]) -> LeadChanges:
-    """Validate one row; raise :class:`InvalidValueError` naming every bad field."""
+def parse_row(
+    columns: list[Column], values: list[str], warnings: list[str] | None = None
+) -> LeadChanges:
+    """Validate one row; raise :class:`InvalidValueError` naming every bad field.
+
+    An unknown timezone does not lose the lead: it is left out (the project's default
+    timezone applies) and a warning with a did-you-mean goes to *warnings*.
+    """
     fields: dict[str, object] = {}
     attributes: dict[str, object] = {}
     errors: list[str] = []
@@ -171,12 +331,16 @@ def parse_row(columns: list[Column], values: list[str]) -> LeadChanges:
             if column.field == "email":
                 errors.append("email is empty")
             continue
-        if column.field is None:
-            attributes[column.key] = value.strip()
-            continue
         try:
+            if column.field is None:
+                check_storable(column.header, value)
+                attributes[column.key] = value.strip()
+                continue
             fields[column.field] = parse_field(column.field, value)
         except InvalidValueError as exc:
+            if column.field == "timezone" and warnings is not None:
+                warnings.append(f"{exc}: the project's default timezone is used")
+                continue
             errors.append(str(exc))
     if errors:
         raise InvalidValueError("; ".join(errors))
@@ -185,7 +349,11 @@ def parse_row(columns: list[Column], values: list[str]) -> LeadChanges:
 
 
 def read_records(
-    name: str, text: IO[str], report: ImportReport, delimiter: str | None = None
+    name: str,
+    text: IO[str],
+    report: ImportReport,
+    delimiter: str | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> Iterator[Record]:
     """Yield each accepted row of a CSV stream; add problems and counts to *report*."""
     header_line = text.readline()
@@ -195,8 +363,9 @@ def read_records(
         )
     delimiter = delimiter or _pick_delimiter(header_line)
     header = next(csv.reader([header_line], delimiter=delimiter))
-    columns, warnings = _map_header(name, header)
+    columns, warnings = _map_header(name, header, mapping)
     report.warnings.extend(warnings)
+    report.header = header
     reader = csv.reader(text, delimiter=delimiter)
     line_after = 1  # the reader's line count starts after the header we read ourselves
     while True:
@@ -208,24 +377,27 @@ def read_records(
         except csv.Error as exc:
             line_after = reader.line_num + 1
             report.rows += 1
-            report.rejected.append(Problem(start, f"cannot parse this row: {exc}"))
+            report.reject(start, f"cannot parse this row: {exc}", None)
             continue
         line_after = reader.line_num + 1
         if not any(value.strip() for value in values):
             continue
         report.rows += 1
         if _has_bad_bytes(values):
-            report.rejected.append(Problem(start, "not valid UTF-8 text: save the file as UTF-8"))
+            report.reject(start, "not valid UTF-8 text: save the file as UTF-8", values)
             continue
         if len(values) > len(header):
-            report.rejected.append(
-                Problem(start, f"{len(values)} values but the header has {len(header)} columns")
-            )
+            why = f"{len(values)} values but the header has {len(header)} columns"
+            report.reject(start, why, values)
             continue
+        notes: list[str] = []
         try:
-            yield Record(start, parse_row(columns, values))
+            changes = parse_row(columns, values, notes)
         except InvalidValueError as exc:
-            report.rejected.append(Problem(start, str(exc)))
+            report.reject(start, str(exc), values)
+            continue
+        report.warnings.extend(Problem(start, note) for note in notes)
+        yield Record(start, changes, tuple(values))
 
 
 def import_csv(
@@ -233,6 +405,8 @@ def import_csv(
     path: Path,
     *,
     delimiter: str | None = None,
+    mapping: dict[str, str] | None = None,
+    dry_run: bool = False,
     batch_size: int = BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
@@ -240,10 +414,12 @@ def import_csv(
 
     Rows are written in batches of *batch_size*, each in its own transaction, so a very
     large file neither holds one long lock nor loses finished batches on an interruption.
+    *mapping* (from :func:`parse_mapping`) says which column gives which field. With
+    *dry_run*, every batch is rolled back: the report says what the import would do.
     *on_progress* is called with the number of bytes read so far.
     """
     name = str(path)
-    report = ImportReport(path=name)
+    report = ImportReport(path=name, dry_run=dry_run)
     first_line: dict[str, int] = {}
     try:
         raw = path.open("rb")
@@ -255,7 +431,7 @@ def import_csv(
         # counted as duplicates, not again as updates.
         carried: set[str] = set()
         try:
-            for record in read_records(name, text, report, delimiter):
+            for record in read_records(name, text, report, delimiter, mapping):
                 email = record.changes.email
                 if email in first_line:
                     report.duplicates += 1
@@ -274,27 +450,40 @@ def import_csv(
                     first_line[email] = record.line
                 batch[email] = record
                 if len(batch) >= batch_size:
-                    _flush(engine, batch, report, carried)
+                    _flush(engine, batch, report, carried, dry_run)
                     if on_progress:
                         on_progress(raw.tell())
         except UnicodeDecodeError as exc:
             raise InputFileError(f"{name}: cannot decode the file: {exc}") from None
-        _flush(engine, batch, report, carried)
+        _flush(engine, batch, report, carried, dry_run)
         if on_progress:
             on_progress(raw.tell())
     return report
 
 
 def _flush(
-    engine: Engine, batch: dict[str, Record], report: ImportReport, carried: set[str]
+    engine: Engine,
+    batch: dict[str, Record],
+    report: ImportReport,
+    carried: set[str],
+    dry_run: bool = False,
 ) -> None:
     if not batch:
         return
-    with session_scope(engine) as session:
-        for email in suppressed(session, batch):
-            why = f"{email} was erased at the person's request (suppression list): not imported"
-            report.rejected.append(Problem(batch.pop(email).line, why))
-        result = upsert_leads(session, [record.changes for record in batch.values()])
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            for email in suppressed(session, batch):
+                why = f"{email} was erased at the person's request (suppression list): not imported"
+                record = batch.pop(email)
+                report.reject(record.line, why, record.values)
+            result = upsert_leads(session, [record.changes for record in batch.values()])
+            if dry_run:
+                session.rollback()
+            else:
+                session.commit()
+        except BaseException:
+            session.rollback()
+            raise
     report.created += len(result.created)
     report.updated += sum(1 for email in result.updated if email not in carried)
     report.unchanged += sum(1 for email in result.unchanged if email not in carried)

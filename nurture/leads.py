@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
@@ -15,6 +16,7 @@ from sqlmodel import Field, SQLModel
 from nurture import clock
 from nurture.errors import InvalidValueError
 from nurture.sqltypes import JSONType, UTCDateTime
+from nurture.suggest import close_match, did_you_mean
 
 
 class Stage(enum.StrEnum):
@@ -131,12 +133,61 @@ def _timezones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+#: Characters no database column can hold (PostgreSQL refuses NUL and unpaired
+#: surrogates) and control characters that have no place in a name, title or note.
+UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def describe_character(character: str) -> str:
+    """``"\\x00"`` -> ``"the NUL character (U+0000)"``: a bad character, named for a person."""
+    code = f"U+{ord(character):04X}"
+    if character == "\x00":
+        return f"the NUL character ({code})"
+    if "\ud800" <= character <= "\udfff":
+        return f"an unpaired surrogate ({code})"
+    return f"a control character ({code})"
+
+
+def check_storable(name: str, value: str) -> None:
+    """Raise :class:`InvalidValueError` naming *name* if *value* holds a character that
+    cannot be stored (NUL, an unpaired surrogate, a control character)."""
+    bad = UNSTORABLE.search(value)
+    if bad:
+        raise InvalidValueError(f"{name}: {describe_character(bad.group())} is not allowed")
+
+
+_OFFSET = re.compile(r"(?:utc|gmt)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
+
+
+def suggest_timezone(value: str) -> str:
+    """A hint for a timezone that is not an IANA name: ``Paris`` -> ``Europe/Paris``."""
+    name = value.strip()
+    if not name:
+        return ""
+    if _OFFSET.fullmatch(name):
+        # Etc/GMT+1 is UTC-1: never suggest the POSIX names with their reversed sign.
+        return (
+            " (an offset has no daylight saving and is not a place:"
+            " use an IANA name like 'Europe/Berlin')"
+        )
+    zones = _timezones()
+    by_city = {zone.rsplit("/", 1)[-1].lower(): zone for zone in zones if "/" in zone}
+    folded = name.replace(" ", "_").lower()
+    exact = {zone.lower(): zone for zone in zones}.get(folded) or by_city.get(folded)
+    if exact:
+        return f" (did you mean '{exact}'?)"
+    close = close_match(folded, by_city)
+    if close:
+        return f" (did you mean '{by_city[close]}'?)"
+    return did_you_mean(name, zones) or " (use an IANA name like 'Europe/Warsaw')"
+
+
 def check_timezone(value: str) -> str:
-    """Return *value* if it is an IANA timezone name, or raise."""
+    """Return *value* if it is an IANA timezone name, or raise with a did-you-mean."""
     name = value.strip()
     if name in _timezones():
         return name
-    raise InvalidValueError(f"unknown timezone {value!r} (use an IANA name like 'Europe/Warsaw')")
+    raise InvalidValueError(f"unknown timezone {value!r}{suggest_timezone(value)}")
 
 
 def parse_stage(value: str) -> Stage:
@@ -159,6 +210,7 @@ def parse_status(value: str) -> ContactStatus:
 
 def parse_field(name: str, value: str) -> Any:
     """Validate and convert the text *value* for the lead field *name*."""
+    check_storable(name, value)
     if name == "email":
         return normalize_email(value)
     if name == "owner":

@@ -6,7 +6,6 @@ every problem found, each with its ``path:line``; a bad file never hides a good 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from nurture.errors import InputFileError, InvalidValueError
 from nurture.expressions import Expression, compile_expression
 from nurture.leads import SETTABLE_FIELDS, check_timezone, normalize_email, parse_field
 from nurture.problems import Problem, problem_from_error
+from nurture.suggest import did_you_mean
 from nurture.timing import (
     DAY_NAMES,
     Duration,
@@ -189,11 +189,6 @@ class Sequence:
         return next((i for i, step in enumerate(self.steps) if step.id == step_id), None)
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 class _Reader:
     """Collects problems while turning one file's YAML into a :class:`Sequence`."""
 
@@ -211,7 +206,7 @@ class _Reader:
             if key not in allowed:
                 self.problem(
                     key_line(node, key, node_line(node)),
-                    f"unknown {what} key {key!r}{_did_you_mean(key, allowed)}",
+                    f"unknown {what} key {key!r}{did_you_mean(key, allowed)}",
                 )
 
     def expression(
@@ -446,7 +441,7 @@ class _Reader:
             self.problem(
                 line,
                 f"unknown task {value!r}: use one of {', '.join(TASK_KINDS)}"
-                f"{_did_you_mean(value, TASK_KINDS)}",
+                f"{did_you_mean(value, TASK_KINDS)}",
             )
             return None
         note = node.get("note", "")
@@ -578,7 +573,7 @@ class _Reader:
             if name not in ids:
                 self.problem(
                     line,
-                    f"unknown step {name!r} in {expression.source!r}{_did_you_mean(name, ids)}",
+                    f"unknown step {name!r} in {expression.source!r}{did_you_mean(name, ids)}",
                 )
 
 

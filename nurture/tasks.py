@@ -7,7 +7,6 @@ conditions can read.
 
 from __future__ import annotations
 
-import difflib
 import enum
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,6 +21,7 @@ from nurture.errors import InvalidValueError
 from nurture.events import record_event
 from nurture.sequences import TaskAction
 from nurture.sqltypes import JSONType, UTCDateTime
+from nurture.suggest import did_you_mean
 
 
 class TaskStatus(enum.StrEnum):
@@ -111,8 +111,7 @@ def check_outcome(task: Task, outcome: str | None) -> str | None:
     where = f"task {task.id} ({task.kind} at {task.sequence}/{task.step})"
     if cleaned is None:
         raise InvalidValueError(f"{where} needs an outcome: one of {allowed}")
-    close = difflib.get_close_matches(cleaned, task.outcomes, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(cleaned, task.outcomes)
     raise InvalidValueError(f"{where}: outcome {cleaned!r} is not one of {allowed}{hint}")
 
 

@@ -133,3 +133,35 @@ def test_missing_file_is_one_line(nurture: Run, tmp_path: Path) -> None:
     result = nurture("leads", "import", "nope.csv", cwd=demo)
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "nope.csv: cannot open")
+
+
+def test_an_export_from_another_tool_dry_run_map_and_rejects(nurture: Run, tmp_path: Path) -> None:
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    (demo / "export.csv").write_text(
+        "E-mail Address,First Name,Correo personal,Time Zone\n"
+        "ann@example.com,Ann,ann@home.example,Paris\n"
+        "bob,Bob,,\n",
+        encoding="utf-8",
+    )
+    dry = nurture("leads", "import", "export.csv", "--dry-run", "--rejects", "fix.csv", cwd=demo)
+    assert dry.returncode == 1 and "Traceback" not in dry.stderr
+    assert "(dry run, nothing written)" in dry.stdout and "1 would be created" in dry.stdout
+    assert "export.csv:2: warning: unknown timezone 'Paris' (did you mean 'Europe/Paris'?)" in (
+        dry.stderr
+    )
+    assert "export.csv:3: rejected: invalid email 'bob'" in dry.stderr
+    assert "1 rejected rows written to fix.csv" in dry.stdout
+    assert (demo / "fix.csv").read_text().splitlines()[1].startswith("bob,Bob,,,line 3: ")
+    listed = nurture("leads", "list", "--json", cwd=demo)
+    assert json.loads(listed.stdout) == []
+    mapped = nurture("leads", "import", "export.csv", "--map", "Correo personal=email", cwd=demo)
+    assert "1 created" in mapped.stdout
+    shown = json.loads(nurture("leads", "show", "ann@home.example", "--json", cwd=demo).stdout)
+    assert shown["first_name"] == "Ann" and shown["attributes"]["e_mail_address"] == (
+        "ann@example.com"
+    )
+    typo = nurture("leads", "import", "export.csv", "--map", "Org=compnay", cwd=demo)
+    assert typo.returncode == 2
+    assert_one_line_error(typo.stderr, "'compnay' is not a lead field (did you mean 'company'?)")

@@ -41,7 +41,8 @@ def test_hot_lead_notice_stop_and_recycle(cli: Cli, smtp_server: SmtpServer) -> 
     assert "hot at engagement 30 and fit 20" in text and "half-life 14 days" in text
     # Shown a week later: a week of decay since the events (35 points, half-life 14 days).
     assert 24 < shown["score"]["engagement"] < 25 and shown["score"]["fit"] == 30
-    result = cli("--now", "2026-11-16T19:30:00Z", "handoff", "recycle", MARIA, "--reason", "budget next quarter")
+    answer = ("--now", "2026-11-16T19:30:00Z", "handoff", "recycle", MARIA)
+    result = cli(*answer, "--reason", "budget next quarter")
     assert "recycled" in result.stdout
     cli("tick", "--now", "2026-11-16T20:00:00Z")
     enrollments = json.loads(cli("enrollments", "list", "--lead", MARIA, "--json").stdout)

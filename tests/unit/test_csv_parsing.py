@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from nurture.errors import InputFileError
-from nurture.importer import ImportReport, Record, column_key, open_text, read_records
+from nurture.errors import InputFileError, InvalidValueError
+from nurture.importer import (
+    ImportReport,
+    Record,
+    column_key,
+    open_text,
+    parse_mapping,
+    read_records,
+)
 
 
 def parse(text: str, delimiter: str | None = None) -> tuple[list[Record], ImportReport]:
@@ -42,9 +49,77 @@ def test_each_bad_row_is_rejected_with_its_line_and_every_reason() -> None:
     ]
     message = report.rejected[0].message
     assert "invalid email 'bad@'" in message
-    assert "unknown timezone 'Mars/Base'" in message
     assert "unknown stage 'boiling'" in message
     assert report.rows == 4
+
+
+def test_an_unknown_timezone_keeps_the_lead_on_the_projects_timezone_with_a_hint() -> None:
+    records, report = parse(
+        "email,timezone\na@example.com,Paris\nb@example.com,GMT+1\nc@example.com,Mars/Base\n"
+    )
+    assert [r.changes.email for r in records] == ["a@example.com", "b@example.com", "c@example.com"]
+    assert all("timezone" not in r.changes.fields for r in records)
+    assert report.rejected == []
+    warnings = {w.line: w.message for w in report.warnings}
+    assert "unknown timezone 'Paris' (did you mean 'Europe/Paris'?)" in warnings[2]
+    assert "the project's default timezone is used" in warnings[2]
+    # Etc/GMT+1 is UTC-1: an offset is never "corrected" into the reversed POSIX name.
+    assert "Etc/GMT" not in warnings[3] and "an offset has no daylight saving" in warnings[3]
+    assert "Mars/Base" in warnings[4]
+
+
+def test_the_usual_export_headers_of_crms_and_mail_tools_are_known() -> None:
+    outlook = "First Name,Last Name,Company,Job Title,Business Phone,Mobile Phone,E-mail Address\n"
+    records, report = parse(outlook + "Ann,Lee,Acme,CTO,+1 555,+1 666,Ann@Acme.com\n")
+    changes = records[0].changes
+    assert changes.email == "ann@acme.com"
+    assert changes.fields == {
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "company": "Acme",
+        "title": "CTO",
+        "phone": "+1 555",
+    }
+    # The second phone stays with the lead, and the file says so.
+    assert changes.attributes == {"mobile_phone": "+1 666"}
+    assert "'Business Phone' gives it" in report.warnings[0].message
+    hubspot = "Record ID,Email,Contact owner,Time Zone,Company Name\n"
+    records, _ = parse(hubspot + "7,b@x.io,Sam@Example.com,Europe/Paris,Beta\n")
+    assert records[0].changes.fields == {
+        "owner": "sam@example.com",
+        "timezone": "Europe/Paris",
+        "company": "Beta",
+    }
+    assert records[0].changes.attributes == {"record_id": "7"}
+
+
+def test_map_says_which_column_gives_which_field() -> None:
+    mapping = parse_mapping(["Correo=email", "Mobile Phone=phone", "Notes=-", "Size=employees"])
+    report = ImportReport(path="leads.csv")
+    text = "Correo,Business Phone,Mobile Phone,Notes,Size\nz@x.io,1,2,secret,40\n"
+    [record] = read_records("leads.csv", io.StringIO(text), report, None, mapping)
+    assert record.changes.email == "z@x.io"
+    assert record.changes.fields == {"phone": "2"}
+    assert record.changes.attributes == {"business_phone": "1", "employees": "40"}
+    typo = r"'compnay' is not a lead field \(did you mean 'company'\?\)"
+    with pytest.raises(InvalidValueError, match=typo):
+        parse_mapping(["Org=compnay"])
+    with pytest.raises(InvalidValueError, match="write it as"):
+        parse_mapping(["Org"])
+    wrong = parse_mapping(["Nope=email"])
+    with pytest.raises(InputFileError, match="--map names a column the file does not have: 'nope'"):
+        list(read_records("leads.csv", io.StringIO(text), report, None, wrong))
+
+
+def test_nul_and_control_characters_reject_their_row_only() -> None:
+    records, report = parse(
+        "email,first_name,notes\na@x.io,A\x00n,ok\nb@x.io,Bo,x\x1b[2J\nc@x.io,Cy,fine\n"
+    )
+    assert [r.changes.email for r in records] == ["c@x.io"]
+    assert [(p.line, p.message) for p in report.rejected] == [
+        (2, "first_name: the NUL character (U+0000) is not allowed"),
+        (3, "notes: a control character (U+001B) is not allowed"),
+    ]
 
 
 def test_line_numbers_count_quoted_newlines_and_skip_blank_lines() -> None:
@@ -81,7 +156,9 @@ def test_file_without_email_column_names_what_it_found() -> None:
 
 def test_two_columns_for_one_field_are_refused() -> None:
     with pytest.raises(InputFileError, match=r"columns 1 and 3 both give 'email'"):
-        parse("email,name,E-mail\n")
+        parse("email,name,EMAIL\n")
+    with pytest.raises(InputFileError, match=r"columns 1 and 2 both give 'phone'.*--map"):
+        parse("Phone_number,Phone Number,email\n")
 
 
 def test_unnamed_and_reserved_columns_are_ignored_with_a_warning() -> None:
