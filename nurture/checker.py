@@ -19,7 +19,7 @@ from nurture.messages import Sender
 from nurture.problems import Problem, problem_from_error
 from nurture.scoring import ScoringRules, fit_of, load_scoring
 from nurture.sequences import NotifyAction, Sequence, TaskAction, load_sequences
-from nurture.templates import HTML_SUFFIX, TemplateSet
+from nurture.templates import HTML_SUFFIX, TemplateSet, inside_folder
 
 SAMPLE_LEAD = {
     "email": "sample.lead@example.com",
@@ -94,6 +94,7 @@ def check_project(config: Config) -> CheckResult:
                 "every email must carry the sender's postal address",
             )
         )
+    result.problems.extend(_links_outside(templates.directory))
     lead = sample_lead(config.project_dir)
     users = _template_users(sequences)
     for name in result.templates:
@@ -113,6 +114,18 @@ def check_project(config: Config) -> CheckResult:
         result.problems.extend(_check_fit_rules(scoring, lead, config.scoring_file))
     result.problems.sort(key=lambda p: (p.path, p.line or 0))
     return result
+
+
+def _links_outside(folder: Path) -> list[Problem]:
+    """Templates and partials that are links to files outside the templates folder."""
+    if not folder.is_dir():
+        return []
+    return [
+        Problem(str(path), None, "links to a file outside the templates folder: refused "
+                "(copy the file into the folder instead)")
+        for path in sorted(folder.iterdir())
+        if path.is_symlink() and not inside_folder(path, folder)
+    ]  # fmt: skip
 
 
 def _template_users(sequences: list[Sequence]) -> dict[str, Sequence]:
@@ -168,18 +181,19 @@ def _check_sequence_texts(
     problems = []
     names = {"lead": lead, "sender": _sender_for(sequence, config).view()}
     for step in sequence.steps:
-        source = ""
+        source, line = "", step.line
         if isinstance(step.action, TaskAction):
-            source = step.action.note
+            source, line = step.action.note, step.action.note_line or step.line
         elif isinstance(step.action, NotifyAction):
-            source = step.action.message
+            source, line = step.action.message, step.action.message_line or step.line
         if not source:
             continue
         try:
-            templates.render_text(source, names, str(sequence.path))
+            templates.render_text(source, names, str(sequence.path), line)
         except NurtureError as exc:
-            message = str(exc).split(": ", 2)[-1]
-            problems.append(Problem(str(sequence.path), step.line, f"step {step.id!r}: {message}"))
+            found = problem_from_error(exc, str(sequence.path))
+            message = f"step {step.id!r}: {found.message}"
+            problems.append(Problem(found.path, found.line or line, message))
     context_names = context(lead, EventSet(), now=clock.now(), scores=scores)
     if sequence.audience is not None:
         try:

@@ -18,9 +18,9 @@ from functools import cache
 from typing import Any, Protocol
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
-from nurture.errors import InvalidValueError
+from nurture.errors import InvalidValueError, NurtureError
+from nurture.sandbox import BoundedSandbox, bounded
 from nurture.suggest import did_you_mean
 
 #: Helpers that take a step id as their first argument.
@@ -111,9 +111,9 @@ class EventSet:
 
 
 @cache
-def environment() -> SandboxedEnvironment:
-    """The sandboxed, strict environment expressions are compiled in."""
-    return SandboxedEnvironment(undefined=StrictUndefined)
+def environment() -> BoundedSandbox:
+    """The sandboxed, bounded, strict environment expressions are compiled in."""
+    return BoundedSandbox(undefined=StrictUndefined)
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,15 @@ class Expression:
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The value of the expression; raise :class:`InvalidValueError` if it fails."""
         try:
-            value = self._compiled(**context)
+            with bounded():
+                value = self._compiled(**context)
         except TemplateError as exc:
             raise InvalidValueError(f"{self.source!r}: {exc.message or exc}") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        except RecursionError:
+            raise InvalidValueError(f"{self.source!r}: recursion too deep") from None
+        except NurtureError:
+            raise
+        except Exception as exc:
             raise InvalidValueError(f"{self.source!r}: {exc}") from None
         if isinstance(value, Undefined):
             raise InvalidValueError(f"{self.source!r}: {value._undefined_message}")
@@ -150,6 +155,9 @@ def compile_expression(source: Any, extra_names: tuple[str, ...] = ()) -> Expres
         raise InvalidValueError(
             f"expression {source!r} does not parse: {exc.message or exc}"
         ) from None
+    except (RecursionError, MemoryError):
+        shown = source if len(source) <= 60 else source[:57] + "..."
+        raise InvalidValueError(f"expression {shown!r} is nested too deeply to read") from None
     known = (*NAMES, *extra_names)
     for name in tree.find_all(nodes.Name):
         if name.ctx == "load" and name.name not in known and name.name not in env.globals:

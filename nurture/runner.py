@@ -700,7 +700,9 @@ def _prepare(
     if isinstance(action, TaskAction):
         note = ""
         if action.note:
-            note = ctx.templates.render_text(action.note, {"lead": view}, str(sequence.path))
+            note = ctx.templates.render_text(
+                action.note, {"lead": view}, str(sequence.path), action.note_line
+            )
         kind, assignee = action.kind, action.assignee or lead.owner
         outcomes = action.outcomes
 
@@ -726,7 +728,9 @@ def _prepare(
         return create_task
     if isinstance(action, NotifyAction):
         to = action.to or lead.owner
-        body = ctx.templates.render_text(action.message, {"lead": view}, str(sequence.path))
+        body = ctx.templates.render_text(
+            action.message, {"lead": view}, str(sequence.path), action.message_line
+        )
         if not to:
 
             def nobody(session: Session, report: PassReport) -> Task | None:

@@ -114,6 +114,8 @@ class TaskAction:
     timeout: Duration | None = None
     #: What doing it may come to (``[qualified, not_now]``); empty: free text, or none.
     outcomes: tuple[str, ...] = ()
+    #: The file line where the note's text starts (for errors in it).
+    note_line: int = 0
 
     @property
     def completion_event(self) -> str:
@@ -127,6 +129,8 @@ class NotifyAction:
     message: str
     #: Who hears it: an email; empty means the lead's owner.
     to: str = ""
+    #: The file line where the message's text starts (for errors in it).
+    message_line: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,14 @@ class Sequence:
 
     def index(self, step_id: str) -> int | None:
         return next((i for i, step in enumerate(self.steps) if step.id == step_id), None)
+
+
+def text_line(value: Any, line: int) -> int:
+    """The line where a text value's content starts: the line after ``note: |`` for a
+    block scalar, else the value's own line."""
+    from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
+
+    return line + 1 if isinstance(value, (LiteralScalarString, FoldedScalarString)) else line
 
 
 class _Reader:
@@ -448,11 +460,12 @@ class _Reader:
         if not isinstance(note, str):
             self.problem(value_line(node, "note", step_line), "note must be text")
             note = ""
-        self.text_template(note, value_line(node, "note", step_line))
+        note_line = text_line(note, value_line(node, "note", step_line))
+        self.text_template(note, note_line)
         assignee = self.email_field(node, "assignee", step_line)
         timeout = self.duration(node, "timeout", step_line)
         outcomes = self.outcomes(node, step_line)
-        return TaskAction(str(value), note, assignee, timeout, outcomes)
+        return TaskAction(str(value), note, assignee, timeout, outcomes, note_line)
 
     def outcomes(self, node: dict[str, Any], step_line: int) -> tuple[str, ...]:
         if "outcomes" not in node:
@@ -477,8 +490,9 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             self.problem(line, "notify must be the message text")
             return None
-        self.text_template(value, line)
-        return NotifyAction(value, self.email_field(node, "to", line))
+        message_line = text_line(value, line)
+        self.text_template(value, message_line)
+        return NotifyAction(value, self.email_field(node, "to", line), message_line)
 
     def update(self, value: Any, line: int) -> UpdateAction | None:
         if not isinstance(value, dict) or not value:
@@ -518,7 +532,9 @@ class _Reader:
         try:
             environment().parse(source)
         except TemplateSyntaxError as exc:
-            self.problem(line, f"template does not parse: {exc.message}")
+            self.problem(line + exc.lineno - 1, f"template does not parse: {exc.message}")
+        except RecursionError:
+            self.problem(line, "template is nested too deeply to read")
 
     def exit_rules(self, data: dict[str, Any], top: int) -> list[ExitRule]:
         node = data.get("exit_when")
@@ -590,9 +606,11 @@ def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, li
     """Read one sequence file."""
     try:
         data = load_yaml(path)
+        return parse_sequence(path, data, template_exists)
     except InputFileError as exc:
         return None, [problem_from_error(exc, path)]
-    return parse_sequence(path, data, template_exists)
+    except RecursionError:  # a value nested past what any reader can follow
+        return None, [Problem(str(path), None, "nested too deeply to read: refused")]
 
 
 #: What :func:`load_sequences` found: the valid sequences, and the problems of the others.

@@ -26,9 +26,11 @@ from jinja2 import (
     meta,
     nodes,
 )
-from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from nurture.errors import InputFileError, NurtureError
+from nurture.sandbox import BoundedSandbox, bounded
+from nurture.suggest import did_you_mean
 from nurture.yamlfile import key_line, parse_yaml
 
 HTML_SUFFIX = ".html.j2"
@@ -52,10 +54,50 @@ def split_front_matter(source: str) -> tuple[str | None, str]:
     return match.group(1), "\n" * match.group(0).count("\n") + source[match.end() :]
 
 
+def inside_folder(path: Path, folder: Path) -> bool:
+    """Whether *path*, links followed, is a file inside *folder*: a template that is a
+    link to ``../nurture.toml`` must never put the settings into an email."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+class LinkOutsideError(InputFileError):
+    """A template is a link to a file outside the templates folder."""
+
+
+def _refuse_outside(path: Path, folder: Path) -> None:
+    if path.exists() and not inside_folder(path, folder):
+        raise LinkOutsideError(
+            f"{path}: links to a file outside the templates folder: refused "
+            "(copy the file into the folder instead)"
+        )
+
+
 class _ProjectLoader(FileSystemLoader):
     def get_source(self, environment: Any, template: str) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
+        folder = Path(self.searchpath[0])
+        if not inside_folder(Path(filename), folder):
+            raise TemplateNotFound(
+                template, f"{template} links to a file outside the templates folder"
+            )
         return split_front_matter(source)[1], filename, uptodate
+
+
+#: Control characters that have no place in an email (NUL above all: some servers refuse
+#: the message); tab, line feed and carriage return stay.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(value: Any) -> Any:
+    """Every ``{{ value }}`` passes here: lead data loses its control characters."""
+    if isinstance(value, Markup):
+        return Markup(_CONTROL.sub("", value))
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    return value
 
 
 def _autoescape(name: str | None) -> bool:
@@ -82,6 +124,9 @@ class EmailTemplate:
     preheader: str
     #: A hand-written ``NAME.txt.j2`` exists for the plain-text part.
     has_text_part: bool
+    #: Lines of the front matter's subject and preheader (for errors in them).
+    subject_line: int = 2
+    preheader_line: int = 2
 
 
 def clean_header(value: str) -> str:
@@ -96,11 +141,12 @@ class TemplateSet:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._loaded: dict[str, tuple[tuple[int, bool], EmailTemplate]] = {}
-        self.env = SandboxedEnvironment(
+        self.env = BoundedSandbox(
             loader=_ProjectLoader(str(directory)),
             undefined=StrictUndefined,
             autoescape=_autoescape,
             keep_trailing_newline=True,
+            finalize=_printable,
         )
         #: Subjects, preheaders and notes: plain text, compiled once per source.
         self._text_env = self.env.overlay(autoescape=False)
@@ -139,6 +185,8 @@ class TemplateSet:
         return template
 
     def _load(self, name: str, path: Path) -> EmailTemplate:
+        _refuse_outside(path, self.directory)
+        _refuse_outside(self.directory / f"{name}{TEXT_SUFFIX}", self.directory)
         try:
             source = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -170,6 +218,8 @@ class TemplateSet:
             subject=subject,
             preheader=str(preheader),
             has_text_part=(self.directory / f"{name}{TEXT_SUFFIX}").is_file(),
+            subject_line=key_line(data, "subject", 1) + 1,
+            preheader_line=key_line(data, "preheader", 1) + 1,
         )
 
     def unknown_variables(self, name: str) -> list[tuple[int, str]]:
@@ -182,7 +232,12 @@ class TemplateSet:
         for file_name, _ in sources:
             source = self.env.loader.get_source(self.env, file_name)[0]  # type: ignore[union-attr]
             tree = self._parse(source, file_name)
-            undeclared = meta.find_undeclared_variables(tree) - set(VARIABLES)
+            try:
+                undeclared = meta.find_undeclared_variables(tree) - set(VARIABLES)
+                undeclared -= set(self.env.globals)
+            except TemplateSyntaxError as exc:  # an unknown filter or test
+                exc.filename = str(self.directory / file_name)
+                raise RenderError(self._located(exc)) from None
             for node in tree.find_all(nodes.Name):
                 if node.name in undeclared:
                     found.append((node.lineno, node.name))
@@ -193,14 +248,30 @@ class TemplateSet:
         try:
             return self.env.parse(source, file_name, str(self.directory / file_name))
         except TemplateSyntaxError as exc:
-            raise RenderError(_located(exc, self.directory)) from None
+            raise RenderError(self._located(exc)) from None
+        except RecursionError:
+            raise RenderError(f"{self.directory / file_name}: nested too deeply to read") from None
+
+    def _located(self, exc: TemplateSyntaxError) -> str:
+        """``path:line: message`` of a syntax error, with a did-you-mean for an unknown
+        filter or test."""
+        message = _located(exc, self.directory)
+        unknown = re.search(r"No (filter|test) named '([^']+)'", exc.message or "")
+        if unknown:
+            known = self.env.filters if unknown.group(1) == "filter" else self.env.tests
+            message = message.rstrip(".") + did_you_mean(unknown.group(2), known)
+        return message
 
     def render(self, name: str, variables: Mapping[str, Any]) -> RenderedEmail:
         """Render email *name*; raise :class:`RenderError` as ``path:line: message``."""
         template = self.load(name)
         context = dict(variables)
-        subject = clean_header(self._render_string(template.subject, context, template.path))
-        preheader = clean_header(self._render_string(template.preheader, context, template.path))
+        subject = clean_header(
+            self._render_string(template.subject, context, template.path, template.subject_line)
+        )
+        preheader = clean_header(
+            self._render_string(template.preheader, context, template.path, template.preheader_line)
+        )
         context["preheader"] = preheader
         body = self._render_file(f"{name}{HTML_SUFFIX}", context).lstrip()
         unsubscribe = str(context.get("unsubscribe_url", ""))
@@ -214,32 +285,53 @@ class TemplateSet:
         text = _with_text_footer(text, unsubscribe, postal)
         return RenderedEmail(subject=subject, preheader=preheader, html=body, text=text)
 
-    def render_text(self, source: str, variables: Mapping[str, Any], where: str) -> str:
-        """Render a one-off text template (a task note, a notification)."""
-        return self._render_string(source, dict(variables), Path(where))
+    def render_text(
+        self, source: str, variables: Mapping[str, Any], where: str, line: int = 1
+    ) -> str:
+        """Render a one-off text template (a task note, a notification) that starts at
+        *line* of the file *where*; errors name that file and the line inside it."""
+        return self._render_string(source, dict(variables), Path(where), line or 1)
 
     def _render_file(self, file_name: str, context: dict[str, Any]) -> str:
         try:
-            return self.env.get_template(file_name).render(context)
+            with bounded():
+                return self.env.get_template(file_name).render(context)
         except TemplateNotFound as exc:
+            where = _runtime_location(exc, self.directory / file_name).rsplit(": ", 1)[0]
+            if exc.name == file_name:
+                where = str(self.directory / file_name)
+            why = exc.message if exc.message and "outside" in exc.message else None
             raise RenderError(
-                f"{self.directory / file_name}: includes or extends missing template {exc.name!r}"
+                f"{where}: {why or f'includes or extends missing template {exc.name!r}'}"
             ) from None
         except TemplateSyntaxError as exc:
-            raise RenderError(_located(exc, self.directory)) from None
-        except TemplateError as exc:
+            raise RenderError(self._located(exc)) from None
+        except RecursionError:
+            raise RenderError(
+                f"{self.directory / file_name}: recursion too deep (a macro that calls itself?)"
+            ) from None
+        except Exception as exc:
             raise RenderError(_runtime_location(exc, self.directory / file_name)) from None
 
-    def _render_string(self, source: str, context: dict[str, Any], path: Path) -> str:
+    def _render_string(self, source: str, context: dict[str, Any], path: Path, line: int) -> str:
         try:
             template = self._strings.get(source)
             if template is None:
                 if len(self._strings) > 1000:
                     self._strings.clear()
                 template = self._strings[source] = self._text_env.from_string(source)
-            return template.render(context)
-        except TemplateError as exc:
-            raise RenderError(f"{path}:2: {_explain(exc)}") from None
+            with bounded():
+                return template.render(context)
+        except TemplateSyntaxError as exc:
+            message = self._located(exc).split(": ", 1)[-1]
+            raise RenderError(f"{path}:{line + max(exc.lineno - 1, 0)}: {message}") from None
+        except RecursionError:
+            raise RenderError(f"{path}:{line}: recursion too deep") from None
+        except Exception as exc:
+            inner = [n for f, n in traceback.walk_tb(exc.__traceback__)
+                     if f.f_code.co_filename == "<template>"]  # fmt: skip
+            at = line + (inner[-1] - 1 if inner else 0)
+            raise RenderError(f"{path}:{at}: {_explain(exc)}") from None
 
 
 def _postal_address(context: Mapping[str, Any]) -> str:
@@ -253,7 +345,7 @@ def _located(exc: TemplateSyntaxError, directory: Path) -> str:
     return f"{where}:{exc.lineno}: {exc.message}"
 
 
-def _runtime_location(exc: TemplateError, default: Path) -> str:
+def _runtime_location(exc: Exception, default: Path) -> str:
     """``path:line: message`` of a rendering error, from the template frames Jinja keeps
     in the traceback."""
     where = f"{default}"
@@ -264,9 +356,11 @@ def _runtime_location(exc: TemplateError, default: Path) -> str:
     return f"{where}: {_explain(exc)}"
 
 
-def _explain(exc: TemplateError) -> str:
+def _explain(exc: Exception) -> str:
     """The error's message in a marketer's words."""
-    message = exc.message or str(exc)
+    message = (exc.message if isinstance(exc, TemplateError) else None) or str(exc)
+    if not isinstance(exc, TemplateError):
+        message = f"{type(exc).__name__}: {message}"
     message = message.replace("'nurture.expressions.LeadView object'", "lead")
     message = message.replace("'nurture.expressions.View object'", "the variable")
     if "is undefined" in message or "has no attribute" in message:

@@ -8,6 +8,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from nurture.errors import InputFileError
 
@@ -23,10 +24,25 @@ def load_yaml(path: Path) -> Any:
     return parse_yaml(text, str(path))
 
 
+#: Values a file may hold once its aliases are expanded (a "billion laughs" file of nine
+#: levels of nine aliases would hold 387 million).
+MAX_EXPANDED_VALUES = 100_000
+
+
 def parse_yaml(text: str, name: str, first_line: int = 1) -> Any:
-    """Parse YAML *text*; lines in errors count from *first_line*."""
+    """Parse YAML *text*; lines in errors count from *first_line*.
+
+    A file whose aliases expand to more than :data:`MAX_EXPANDED_VALUES` values, or that
+    nests too deeply to read, is refused with the line where it happens.
+    """
+    yaml = YAML(typ="rt")
     try:
-        return YAML(typ="rt").load(text)
+        root = yaml.compose(text)
+        if root is not None:
+            _check_expansion(root, name, first_line)
+        return yaml.load(text)
+    except RecursionError:
+        raise InputFileError(f"{name}: nested too deeply to read") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = (mark.line + first_line) if mark is not None else first_line
@@ -34,6 +50,33 @@ def parse_yaml(text: str, name: str, first_line: int = 1) -> Any:
         raise InputFileError(f"{name}:{line}: invalid YAML: {problem}") from None
     except YAMLError as exc:
         raise InputFileError(f"{name}: invalid YAML: {exc}") from None
+
+
+def _check_expansion(root: Node, name: str, first_line: int) -> None:
+    """Refuse a node graph whose aliases expand past :data:`MAX_EXPANDED_VALUES`."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        size = 1 + sum(sizes.get(id(child), 1) for child in children)
+        if size > MAX_EXPANDED_VALUES:
+            line = node.start_mark.line + first_line
+            raise InputFileError(
+                f"{name}:{line}: aliases here expand to over {MAX_EXPANDED_VALUES:,} values: "
+                "refused (write the values out, or use fewer aliases)"
+            )
+        sizes[id(node)] = size
 
 
 def key_line(node: Any, key: Any, default: int) -> int:
