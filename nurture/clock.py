@@ -47,6 +47,23 @@ def is_pinned() -> bool:
     return _pinned.get() is not None
 
 
+#: Moments from outside must fall in these years: earlier or later ones are typing
+#: mistakes or probes, and the far ends overflow date arithmetic.
+FIRST_YEAR, LAST_YEAR = 1970, 2100
+
+
+def check_sane(moment: datetime, what: str) -> datetime:
+    """Return *moment* if it lies in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`;
+    raise :class:`InvalidValueError` naming *what*."""
+    from nurture.errors import InvalidValueError
+
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise InvalidValueError(
+            f"{what}: {moment.isoformat()} is outside the years {FIRST_YEAR} to {LAST_YEAR}"
+        )
+    return moment
+
+
 def as_utc(moment: datetime) -> datetime:
     """Return *moment* in UTC; a naive datetime is taken to be UTC already."""
     if moment.tzinfo is None:
@@ -82,6 +99,7 @@ def parse_moment(text: str, timezone: str, *, what: str = "moment") -> datetime:
             f"{what} {text!r}: not an ISO 8601 moment like 2026-11-20T15:30 "
             "(or 2026-11-20T15:30+01:00)"
         ) from None
+    check_sane(moment, what)
     if moment.tzinfo is None:
         try:
             moment = moment.replace(tzinfo=ZoneInfo(timezone))

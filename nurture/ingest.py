@@ -3,6 +3,7 @@ field by field and recorded through :func:`nurture.events.record_event`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from nurture.events import (
     record_event,
     record_events,
 )
-from nurture.leads import Lead, normalize_email
+from nurture.leads import Lead, check_storable, normalize_email
 from nurture.store import get_lead
 
 #: Events may be reported late, but not from the future (clocks drift a little).
@@ -46,7 +47,33 @@ def parse_moment(text: str) -> datetime:
         raise InvalidValueError(f"at: {text!r} is not an ISO 8601 moment") from None
     if moment.tzinfo is None:
         raise InvalidValueError(f"at: {text!r} needs an offset, like Z or +02:00")
-    return clock.as_utc(moment)
+    return clock.as_utc(clock.check_sane(moment, "at"))
+
+
+#: The longest text each field may hold (the database's columns).
+FIELD_LIMITS = {"type": 64, "lead": 320, "sequence": 200, "step": 200, "id": 300}
+#: How much JSON an event's ``data`` may hold, serialised.
+MAX_DATA_BYTES = 16_384
+
+
+def _check_text(name: str, value: str) -> None:
+    check_storable(name, value)
+    limit = FIELD_LIMITS.get(name)
+    if limit is not None and len(value) > limit:
+        raise InvalidValueError(f"{name}: longer than {limit} characters")
+
+
+def _check_data(value: Any, path: str = "data") -> None:
+    """Every key and string inside ``data`` must be storable (no NUL, no lone surrogate)."""
+    if isinstance(value, str):
+        check_storable(path, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(f"{path} key", str(key))
+            _check_data(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_data(item, f"{path}[{index}]")
 
 
 def parse_item(item: Any) -> EventInput:
@@ -64,11 +91,19 @@ def parse_item(item: Any) -> EventInput:
     for key in ("sequence", "step", "id", "at"):
         if item.get(key) is not None and not isinstance(item[key], str):
             raise InvalidValueError(f"{key}: must be a string")
+    for key in FIELD_LIMITS:
+        if item.get(key):
+            _check_text(key, item[key])
     if item.get("step") and not item.get("sequence"):
         raise InvalidValueError("step: give the sequence too")
     data = item.get("data") or {}
     if not isinstance(data, dict):
         raise InvalidValueError("data: must be a JSON object")
+    _check_data(data)
+    if len(json.dumps(data, ensure_ascii=False, default=str).encode("utf-8", "replace")) > (
+        MAX_DATA_BYTES
+    ):
+        raise InvalidValueError(f"data: over {MAX_DATA_BYTES // 1024} KiB")
     return EventInput(
         type=check_external_type(item["type"].strip()),
         lead=item["lead"].strip(),

@@ -17,9 +17,13 @@ from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.events import Recorded
 from nurture.handoff import answer_handoff
 from nurture.ingest import EventInput, ingest, ingest_many, parse_item
+from nurture.leads import check_storable
 from nurture.store import session_scope
 from nurture.web.keys import ApiKeys, batch_answer, batch_items
 from nurture.web.state import WebState
+
+#: The longest reason a hand-off answer may give.
+MAX_REASON = 2000
 
 
 def _item_result(index: int, outcome: Recorded | NurtureError) -> dict[str, Any]:
@@ -116,6 +120,19 @@ def router(state: WebState) -> APIRouter:
         by = body.get("by")
         if by is not None and (not isinstance(by, str) or not 0 < len(by.strip()) <= 320):
             return 422, {"detail": '"by" names who answered: text of at most 320 characters'}
+        for name in ("lead", "answer", "reason"):
+            value = body.get(name)
+            if value is not None and not isinstance(value, str):
+                return 422, {"detail": f'"{name}" must be a string'}
+        reason = body.get("reason")
+        if reason is not None and len(reason) > MAX_REASON:
+            return 422, {"detail": f'"reason": at most {MAX_REASON} characters'}
+        try:
+            for name in ("lead", "answer", "reason", "by"):
+                if isinstance(body.get(name), str):
+                    check_storable(name, body[name])
+        except InvalidValueError as exc:
+            return 422, {"detail": str(exc)}
         try:
             with session_scope(engine) as session:
                 handoff = answer_handoff(

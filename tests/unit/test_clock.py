@@ -64,3 +64,11 @@ def test_log_lines_carry_the_pinned_moment(capsys: pytest.CaptureFixture[str]) -
     with clock.pinned(datetime(2040, 1, 1, 12, 30, tzinfo=UTC)):
         logs.action("email sent", lead="a@b.c")
     assert capsys.readouterr().err.startswith("2040-01-01T12:30:00Z INFO email sent lead=a@b.c")
+
+
+@pytest.mark.parametrize(
+    "text", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59-14:00", "1969-12-31T23:59", "2101-01-01"]
+)
+def test_typed_moments_outside_1970_to_2100_are_refused_by_name(text: str) -> None:
+    with pytest.raises(InvalidValueError, match=r"^--at: .* is outside the years 1970 to 2100"):
+        clock.parse_moment(text, "Europe/Warsaw", what="--at")
