@@ -1354,8 +1354,18 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        warn(
-            f"nurture: internal error: {type(exc).__name__}: {exc} "
-            "(run with --debug for the traceback)"
-        )
+        warn(f"nurture: internal error: {_safe_error(exc)} (run with --debug for the traceback)")
         sys.exit(70)
+
+
+def _safe_error(exc: Exception) -> str:
+    """An unexpected error in one line that never shows data: a database error's SQL and
+    its parameters (every row's personal data) are left out."""
+    from sqlalchemy.exc import DBAPIError, StatementError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        first = str(exc.orig).strip().splitlines()[:1]
+        return f"database error: {type(exc.orig).__name__}: {first[0] if first else ''}"
+    if isinstance(exc, StatementError):
+        return f"database error: {type(exc.orig or exc).__name__}"
+    return f"{type(exc).__name__}: {exc}"

@@ -18,16 +18,26 @@ class Meta(SQLModel, table=True):
     value: str = Field(sa_type=String(1024))
 
 
-def read_mark(session: Session, key: str, overlap: timedelta) -> datetime | None:
-    """Where the job behind mark *key* should look from: the last mark minus *overlap*
-    (so a transaction that committed late is not missed), or ``None`` the first time
-    (look at everything)."""
-    mark = session.get(Meta, key)
-    return datetime.fromisoformat(mark.value) - overlap if mark is not None else None
+def since_mark(mark: datetime | None, now: datetime, overlap: timedelta) -> datetime | None:
+    """Where a job that last looked at *mark* should look from at *now*: *mark* minus
+    *overlap* (so a transaction that committed late is not missed), or ``None`` (look at
+    everything) the first time, and when the mark is later than *now*: a rehearsal ran
+    ahead (``tick --now`` in the future), and what changed since at the real time must
+    not be skipped."""
+    if mark is None or mark > now:
+        return None
+    return mark - overlap
+
+
+def read_mark(session: Session, key: str, overlap: timedelta, now: datetime) -> datetime | None:
+    """:func:`since_mark` for the mark stored under *key*."""
+    stored = session.get(Meta, key)
+    mark = datetime.fromisoformat(stored.value) if stored is not None else None
+    return since_mark(mark, now, overlap)
 
 
 def advance_mark(session: Session, key: str, now: datetime, overlap: timedelta) -> datetime | None:
     """Move the mark *key* to *now*; return :func:`read_mark` from before the move."""
-    since = read_mark(session, key, overlap)
+    since = read_mark(session, key, overlap, now)
     session.merge(Meta(key=key, value=now.isoformat()))  # updates the mark in place
     return since

@@ -40,7 +40,7 @@ from nurture.messages import (
     render_step_email,
     unsubscribe_url,
 )
-from nurture.meta import advance_mark
+from nurture.meta import advance_mark, since_mark
 from nurture.outbox import MessageKind, queue_message
 from nurture.retry import is_transient
 from nurture.scoring import ScoringRules, scores_now
@@ -211,7 +211,7 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
         checked = row.audience_checked_at
         report = enroll_matching(
             ctx.engine, sequence, sequence.audience, now,
-            since=checked - OVERLAP if checked else None, chunk=ctx.batch_size * 5,
+            since=since_mark(checked, now, OVERLAP), chunk=ctx.batch_size * 5,
             rules=ctx.rules,
         )  # fmt: skip
         enrolled += report.enrolled

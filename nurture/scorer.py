@@ -267,7 +267,7 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     # Changed leads get their fit and a review, a chunk at a time (after a large import
     # that is every lead); the mark moves only once all are done.
     with session_scope(ctx.engine) as session:
-        since = read_mark(session, FIT_CHECKED_KEY, OVERLAP)
+        since = read_mark(session, FIT_CHECKED_KEY, OVERLAP, now)
     for ids in changed_lead_ids(ctx.engine, since, now):
         with session_scope(ctx.engine) as session:
             pending: list[Event] = []

@@ -483,3 +483,25 @@ def test_a_write_that_fails_fails_only_its_enrollment(harness: Harness) -> None:
     maria, li = harness.enrollments()
     assert maria.status == "active" and maria.next_step == "case-study"
     assert li.status == "failed" and "IntegrityError" in (li.reason or "")
+
+
+def test_a_rehearsal_ahead_in_time_never_hides_later_leads(harness: Harness) -> None:
+    # A pass pinned a month ahead (tick --now, as a rehearsal does) moves the marks there;
+    harness.tick(la(2026, 12, 23, 10, 0))
+    assert len(harness.enrollments()) == 1
+    # leads arriving later at the real time are still enrolled, and their fit computed,
+    # by the real-time passes after it.
+    harness.add_leads(
+        {"email": "tom@example.com", "source": "guide", "timezone": "America/Los_Angeles",
+         "title": "VP Sales"},
+        at=la(2026, 11, 23, 9, 0),
+    )  # fmt: skip
+    harness.tick(la(2026, 11, 23, 10, 0))
+    enrolled = {e.lead_id for e in harness.enrollments()}
+    assert harness.lead("tom@example.com").id in enrolled
+    harness.add_leads(
+        {"email": "ann@example.com", "source": "guide", "timezone": "America/Los_Angeles"},
+        at=la(2026, 11, 24, 9, 0),
+    )
+    harness.tick(la(2026, 11, 24, 10, 0))
+    assert len(harness.enrollments()) == 3
