@@ -6,13 +6,17 @@ Templates are rendered against the sample lead (the first row of the project's
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from nurture import clock
 from nurture.config import Config
 from nurture.errors import InputFileError, InvalidValueError, NurtureError
+from nurture.events import ENGINE_TYPES, KNOWN_TYPES, likely_typo
 from nurture.expressions import EventSet, LeadView, Scores, View, context, truth
 from nurture.forms import load_forms
 from nurture.messages import Sender
@@ -42,6 +46,10 @@ class CheckResult:
     scoring: ScoringRules | None = None
     forms: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    #: What will work but is probably not what was meant (``--strict`` fails on them).
+    warnings: list[Problem] = field(default_factory=list)
+    #: Custom event names the sequences and scoring.yaml use, with where they stand.
+    custom_events: dict[str, Problem] = field(default_factory=dict)
 
     def summary(self) -> str:
         what = (
@@ -49,9 +57,10 @@ class CheckResult:
             f"{f', {len(self.forms)} forms' if self.forms else ''}"
             f"{', scoring.yaml' if self.scoring else ''}"
         )
+        warned = f", {len(self.warnings)} warnings" if self.warnings else ""
         if self.problems:
-            return f"{len(self.problems)} problems in {what} checked"
-        return f"ok: {what} checked, no problems"
+            return f"{len(self.problems)} problems{warned} in {what} checked"
+        return f"ok: {what} checked, no problems{warned}"
 
 
 def sample_lead(project_dir: Path) -> LeadView:
@@ -112,8 +121,80 @@ def check_project(config: Config) -> CheckResult:
         result.problems.extend(_check_sequence_texts(templates, sequence, lead, config, scores))
     if scoring is not None:
         result.problems.extend(_check_fit_rules(scoring, lead, config.scoring_file))
+    _check_event_names(result, sequences, scoring, config.scoring_file)
+    result.warnings.extend(_check_links_reach_people(config))
     result.problems.sort(key=lambda p: (p.path, p.line or 0))
+    result.warnings.sort(key=lambda p: (p.path, p.line or 0))
     return result
+
+
+def _line_of(path: Path, word: str) -> int | None:
+    """The first line of *path* that names *word* (for names the parsed form keeps no
+    line for)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    pattern = re.compile(rf"(?<![\w.]){re.escape(word)}(?![\w])")
+    return next((n for n, text in enumerate(lines, 1) if pattern.search(text)), None)
+
+
+def _check_event_names(
+    result: CheckResult,
+    sequences: list[Sequence],
+    scoring: ScoringRules | None,
+    scoring_file: Path,
+) -> None:
+    """Event names in ``exit_when`` and ``scoring.yaml`` that look like typos of known
+    ones are warnings with a did-you-mean; the other custom names are collected."""
+    used: list[tuple[str, Path]] = [
+        (rule.event, sequence.path)
+        for sequence in sequences
+        for rule in sequence.exit_when
+        if rule.event
+    ]
+    if scoring is not None:
+        used += [(name, scoring_file) for name in scoring.engagement]
+    for name, path in used:
+        if name in KNOWN_TYPES or name in ENGINE_TYPES:
+            continue
+        where = Problem(str(path), _line_of(path, name), "")
+        guess = likely_typo(name)
+        if guess:
+            result.warnings.append(
+                Problem(where.path, where.line,
+                        f"event {name!r} is not one nurture knows (did you mean {guess!r}?)")
+            )  # fmt: skip
+        else:
+            result.custom_events.setdefault(name, where)
+
+
+def _check_links_reach_people(config: Config) -> list[Problem]:
+    """A real mail server with links to this machine: every link would be dead."""
+    smtp_host = config.settings.smtp.host.strip().lower()
+    base_url = config.settings.tracking.base_url
+    if not smtp_host or _is_local(smtp_host):
+        return []
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host and not _is_local(host):
+        return []
+    return [
+        Problem(
+            str(config.config_file), _line_of(config.config_file, "base_url"),
+            f"[tracking] base_url is {base_url!r} while [smtp] host is a real server: "
+            "unsubscribe and tracking links in sent emails would not open for anyone; "
+            "set it to the public https address of nurture serve",
+        )
+    ]  # fmt: skip
+
+
+def _is_local(host: str) -> bool:
+    if host in ("localhost", "") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _links_outside(folder: Path) -> list[Problem]:

@@ -423,19 +423,57 @@ def _lead_view(st: State, email: str) -> tuple[Any, Any]:
 
 
 @app.command()
-def check(ctx: typer.Context) -> None:
-    """Check every sequence, template and scoring.yaml; list every problem as path:line."""
+def check(
+    ctx: typer.Context,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Warnings fail the check too (exit 1).")
+    ] = False,
+) -> None:
+    """Check every sequence, template and scoring.yaml; list every problem as path:line.
+
+    Warnings (a likely typo of an event name, a custom event nothing has recorded yet,
+    links that would not reach anyone) are listed as path:line: warning: ...; they fail
+    the check only with --strict.
+    """
     from nurture.checker import check_project
 
     st = state(ctx)
     result = check_project(st.config())
+    result.warnings.extend(_unrecorded_events(st, result.custom_events))
+    result.warnings.sort(key=lambda p: (p.path, p.line or 0))
     for problem in result.problems:
         say(str(problem))
+    for warning in result.warnings:
+        where = warning.path if warning.line is None else f"{warning.path}:{warning.line}"
+        say(f"{where}: warning: {warning.message}")
     for impact in _edit_impact(st, result.sequences):
         say(str(impact))
     say(result.summary())
-    if result.problems:
+    if result.problems or (strict and result.warnings):
         raise typer.Exit(1)
+
+
+def _unrecorded_events(st: State, custom: dict[str, Any]) -> list[Any]:
+    """Custom event names nothing has recorded yet; nothing without a database."""
+    from nurture.events import ever_recorded
+    from nurture.problems import Problem
+    from nurture.store import session_scope
+
+    if not custom:
+        return []
+    try:
+        engine = st.engine()
+    except NurtureError:
+        return []
+    with session_scope(engine) as session:
+        seen = ever_recorded(session, custom)
+    return [
+        Problem(where.path, where.line,
+                f"custom event {name!r}: nothing has recorded it yet (nurture event, the "
+                "API or a form records it; check the spelling)")
+        for name, where in sorted(custom.items())
+        if name not in seen
+    ]  # fmt: skip
 
 
 def _edit_impact(st: State, sequences: list[Any]) -> list[Any]:
@@ -685,8 +723,20 @@ def event(
     data: Annotated[
         list[str] | None, typer.Option(help="key=value to store with it (repeatable).")
     ] = None,
+    custom: Annotated[
+        bool,
+        typer.Option(
+            "--custom",
+            help="TYPE is a new custom event even though it looks like a known one.",
+        ),
+    ] = False,
 ) -> None:
-    """Record an event for a lead; it acts at once (exits, unsubscribes, conditions)."""
+    """Record an event for a lead; it acts at once (exits, unsubscribes, conditions).
+
+    A TYPE that looks like a typo of a known one (clicked, email_click) and was never
+    recorded is refused with a did-you-mean (--custom records it all the same); a
+    --step must be a step of the --sequence.
+    """
     from nurture.ingest import EventInput, ingest
     from nurture.store import session_scope
 
@@ -699,12 +749,28 @@ def event(
         values[key.strip()] = value
     if step and not sequence:
         raise NurtureError("--step needs --sequence too")
-    from nurture.events import check_type
+    from nurture.events import check_type, ever_recorded, likely_typo
+    from nurture.suggest import did_you_mean
 
+    if sequence:
+        _, found = _sequence(st, sequence)
+        ids = [s.id for s in found.steps]
+        if step and step not in ids:
+            raise NurtureError(
+                f"--step {step!r} is not a step of {found.name}{did_you_mean(step, ids)} "
+                f"(steps: {', '.join(ids)})"
+            )
+        sequence = found.name
     moment = st.moment("--at", at) if at else None
     event_input = EventInput(type=check_type(type_), lead=lead, sequence=sequence, step=step,
                              at=moment, data=values)  # fmt: skip
     with session_scope(st.engine()) as session:
+        guess = None if custom else likely_typo(type_)
+        if guess and not ever_recorded(session, [type_]):
+            raise NurtureError(
+                f"event type {type_!r} is not one nurture knows (did you mean {guess!r}?); "
+                "to record a new custom event of that name, add --custom"
+            )
         recorded = ingest(session, event_input, source="cli")
         when = recorded.event.occurred_at.isoformat()
     if recorded.new:

@@ -29,6 +29,7 @@ from nurture.errors import InvalidValueError
 from nurture.outbound import note
 from nurture.sequences import TASK_DONE
 from nurture.sqltypes import JSONType, UTCDateTime
+from nurture.suggest import close_match
 
 #: Events that change whether the lead may be emailed, and to what.
 STATUS_EVENTS = {
@@ -95,6 +96,24 @@ def check_type(name: str) -> str:
             f"event type {name!r}: use lower-case letters, digits and _ (like form_submitted)"
         )
     return name
+
+
+def likely_typo(name: str) -> str | None:
+    """The known type a custom event name is most likely a typo of (``email_click`` ->
+    ``email_clicked``, ``clicked`` -> ``email_clicked``), or ``None``."""
+    known = (*KNOWN_TYPES, *ENGINE_TYPES)
+    if name in known or name.startswith(ENGINE_PREFIXES):
+        return None
+    return close_match(name, known, cutoff=0.7)
+
+
+def ever_recorded(session: Session, names: Iterable[str]) -> set[str]:
+    """Which of *names* any event of the installation has (one indexed query)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return set()
+    query = select(Event.type).where(col(Event.type).in_(wanted)).distinct()
+    return set(session.exec(query))
 
 
 def check_external_type(name: str) -> str:

@@ -6,9 +6,9 @@ import difflib
 from collections.abc import Iterable
 
 
-def close_match(word: str, choices: Iterable[str]) -> str | None:
+def close_match(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The choice closest to *word*, or ``None`` when nothing is close."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
     return close[0] if close else None
 
 

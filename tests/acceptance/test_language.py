@@ -16,7 +16,8 @@ def demo(nurture: Run, tmp_path: Path) -> Path:
     assert nurture("init", "demo").returncode == 0
     directory = tmp_path / "demo"
     assert nurture("db", "upgrade", cwd=directory).returncode == 0
-    assert nurture("leads", "import", "leads.csv", cwd=directory).returncode == 0
+    imported = nurture("--now", "2026-11-16T09:00Z", "leads", "import", "leads.csv", cwd=directory)
+    assert imported.returncode == 0
     return directory
 
 
@@ -138,3 +139,50 @@ def test_preview_shows_the_message_and_writes_html(nurture: Run, demo: Path) -> 
         "preview", "pricing-guide-welcome", "call", "--lead", "maria.lopez@brightpath.io", cwd=demo
     )
     assert not_email.returncode == 1 and "not an email" in not_email.stderr
+
+
+def test_check_warns_of_likely_typos_unrecorded_events_and_dead_links(
+    nurture: Run, demo: Path
+) -> None:
+    seq = demo / "sequences" / "pricing-guide-welcome.yaml"
+    replace(seq, "exit_when: [", "exit_when: [meeting_book, webinar_attended, ")  # line 10
+    replace(demo / "scoring.yaml", "  form_submitted:", "  email_click: 3\n  form_submitted:")
+    real = {"NURTURE_SMTP_HOST": "smtp.example.com"}
+    result = nurture("check", cwd=demo, env=real)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert f"{seq}:10: warning: event 'meeting_book' is not one nurture knows " in (
+        "\n".join(lines)
+    )
+    assert "(did you mean 'meeting_booked'?)" in result.stdout
+    assert f"{demo / 'scoring.yaml'}:6: warning: event 'email_click'" in result.stdout
+    assert "(did you mean 'email_clicked'?)" in result.stdout
+    assert "custom event 'webinar_attended': nothing has recorded it yet" in result.stdout
+    assert "[tracking] base_url is 'http://localhost:8080' while [smtp] host" in result.stdout
+    assert lines[-1].endswith("no problems, 4 warnings")
+    strict = nurture("check", "--strict", cwd=demo, env=real)
+    assert strict.returncode == 1
+    # A loopback mail server (a test sink, a local relay) is not a reason to warn.
+    local = nurture("check", cwd=demo, env={"NURTURE_SMTP_HOST": "127.0.0.1"})
+    assert "base_url" not in local.stdout
+
+
+def test_event_refuses_likely_typos_and_unknown_steps(nurture: Run, demo: Path) -> None:
+    maria = ("--lead", "maria.lopez@brightpath.io")
+    now = ("--now", "2026-11-20T09:00Z")
+    typo = nurture(*now, "event", "clicked", *maria, cwd=demo)
+    assert typo.returncode == 1 and "Traceback" not in typo.stderr
+    assert "event type 'clicked' is not one nurture knows (did you mean 'email_clicked'?)" in (
+        typo.stderr
+    )
+    where = ("--sequence", "pricing-guide-welcome")
+    step = nurture(*now, "event", "email_clicked", *maria, *where, "--step", "welcom", cwd=demo)
+    assert step.returncode == 1
+    assert "--step 'welcom' is not a step of pricing-guide-welcome (did you mean 'welcome'?)" in (
+        step.stderr
+    )
+    forced = nurture(*now, "event", "clicked", *maria, "--custom", cwd=demo)
+    assert forced.returncode == 0, forced.stderr
+    # Once recorded, the custom name is the team's own: no more questions.
+    again = nurture(*now, "event", "clicked", *maria, "--at", "2026-11-20T08:00Z", cwd=demo)
+    assert again.returncode == 0, again.stderr
