@@ -498,9 +498,24 @@ def preview(
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Also write the HTML part to this file.")
     ] = None,
+    send_to: Annotated[
+        str | None,
+        typer.Option(
+            "--send-to",
+            metavar="EMAIL",
+            help="Also send this email, as a test ('[test]' before the subject, links "
+            "working), to EMAIL through the configured transport; never counted in reports.",
+        ),
+    ] = None,
 ) -> None:
-    """Show the email exactly as it would be sent to a lead; nothing is sent or stored."""
+    """Show the email exactly as it would be sent to a lead (the bytes the outbox holds);
+    nothing is stored or sent, unless --send-to sends it as a test to your own address."""
+    import asyncio
+    import secrets
+
     from nurture import clock
+    from nurture.errors import InvalidValueError, OptionError
+    from nurture.leads import normalize_email
     from nurture.messages import parse
     from nurture.runner import Context, compose_email
     from nurture.sequences import EmailAction
@@ -529,12 +544,12 @@ def preview(
     text = text_part.get_content() if text_part is not None else ""
     for key, value in message.items():
         say(f"{key}: {value}")
-    say(f"X-Nurture-Template: {template}")
     say("")
     say("----- text/plain -----")
     say(text.rstrip("\n"))
     say("----- text/html -----")
     say(html.rstrip("\n"))
+    warn(f"template: {template}")
     if email.links:
         warn(f"{len(email.links)} links are tracked: " + ", ".join(email.links))
     if html_file is not None:
@@ -543,6 +558,49 @@ def preview(
         except OSError as exc:
             raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
         warn(f"HTML part written to {html_file}")
+    if send_to is not None:
+        try:
+            address = normalize_email(send_to)
+        except InvalidValueError as exc:
+            raise OptionError(f"--send-to: {exc}") from None
+        test_id = secrets.token_urlsafe(12)
+        test = compose_email(context, sequence, step.id, template, record, view, clock.now(),
+                             test_id if step.action.track else None, test_to=address)  # fmt: skip
+        outcome = asyncio.run(_send_test(context, test, address, sequence.name, step.id,
+                                         test_id, config))  # fmt: skip
+        if outcome.status != "sent":
+            raise NurtureError(f"the test to {address} was not sent: {outcome.last_error}")
+        say(f"test sent to {address} (subject '[test] …'; never counted in reports)")
+
+
+async def _send_test(
+    ctx: Any, email: Any, address: str, sequence: str, step: str, test_id: str, config: Config
+) -> Any:
+    """Queue a test send and deliver that one message now; return its outbox row."""
+    from nurture import clock
+    from nurture.catalog import Catalog
+    from nurture.delivery import deliver
+    from nurture.outbox import MessageKind, OutboxMessage, queue_message
+    from nurture.store import session_scope
+    from nurture.transports import open_transport
+
+    now = clock.now()
+    with session_scope(ctx.engine) as session:
+        row = queue_message(
+            session, email.message, kind=MessageKind.test, key=f"test:{test_id}", lead_id=None,
+            sequence=sequence, step=step, sender=email.sender.email, recipient=address,
+            timezone=config.settings.project.default_timezone, now=now,
+            tracking_id=test_id, links=email.links,
+        )  # fmt: skip
+        session.flush()
+        row_id = int(row.id or 0)
+    transport = open_transport(config.settings.smtp, config.outbox_dir)
+    try:
+        await deliver(ctx, Catalog(), transport, only_messages=[row_id])
+    finally:
+        await transport.close()
+    with session_scope(ctx.engine) as session:
+        return session.get(OutboxMessage, row_id)
 
 
 @app.command()
@@ -1049,7 +1107,7 @@ def report(
 ) -> None:
     """The funnel: stages and conversion, time to hot, each step's results, hand-offs."""
     from nurture import clock
-    from nurture.report import STEP_COLUMNS, funnel, to_html
+    from nurture.report import STEP_COLUMNS, funnel, shown, to_html
     from nurture.store import session_scope
 
     st = state(ctx)
@@ -1075,7 +1133,7 @@ def report(
         say(f"{item['from']} -> {item['to']}: {item['leads']} leads ({rate})")
     hot = data["days_to_hot"]
     say(
-        f"days from first touch to hot: median {hot['median']}, p90 {hot['p90']} "
+        f"days from first touch to hot: median {shown(hot['median'])}, p90 {shown(hot['p90'])} "
         f"({hot['leads']} leads)"
     )
     steps = Table("sequence", "step", *STEP_COLUMNS, title="steps")
@@ -1086,7 +1144,7 @@ def report(
     say(
         f"hand-offs: {h['total']} ({h['accepted']} accepted, {h['rejected']} rejected, "
         f"{h['recycled']} recycled, {h['pending']} waiting); median time to answer "
-        f"{h['hours_to_answer_median']} hours"
+        f"{shown(h['hours_to_answer_median'])} hours"
     )
 
 

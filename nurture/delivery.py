@@ -294,6 +294,7 @@ def claim(
     now: datetime,
     report: DeliveryReport,
     only_leads: list[int] | None = None,
+    only_messages: list[int] | None = None,
 ) -> list[Claimed]:
     """Lease the next batch of messages that may go now (to *only_leads*, if given);
     hold back or cancel the others."""
@@ -308,6 +309,8 @@ def claim(
     )
     if only_leads is not None:
         query = query.where(col(OutboxMessage.lead_id).in_(only_leads))
+    if only_messages is not None:
+        query = query.where(col(OutboxMessage.id).in_(only_messages))
     with session_scope(ctx.engine) as session:
         rows = list(session.exec(query))
         if not rows:
@@ -557,13 +560,15 @@ async def deliver(
     stopping: asyncio.Event | None = None,
     all_in_flight: bool = False,
     only_leads: list[int] | None = None,
+    only_messages: list[int] | None = None,
 ) -> DeliveryReport:
     """Send every message that may go now, batch by batch, until none is left (or until
     *stopping* is set: the messages being sent are finished and recorded, the rest of the
     batch is given back). A server that cannot be reached ends the run: the rest waits
     for the next one. *all_in_flight*: settle every message another loop left in flight
     (see :func:`settle_abandoned`). *only_leads*: send only the messages to these leads
-    (the arrivals' fast lane, beside a delivery run that may be long)."""
+    (the arrivals' fast lane, beside a delivery run that may be long). *only_messages*:
+    send only these messages (a test send)."""
     report = DeliveryReport()
     now = clock.now()
     await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
@@ -575,7 +580,9 @@ async def deliver(
     try:
         while not halt.is_set() and (stopping is None or not stopping.is_set()):
             now = clock.now()
-            batch = await asyncio.to_thread(claim, ctx, catalog, now, report, only_leads)
+            batch = await asyncio.to_thread(
+                claim, ctx, catalog, now, report, only_leads, only_messages
+            )
             if not batch:
                 break
             waiting = list(reversed(batch))

@@ -55,6 +55,10 @@ class Sender:
         return View({key: value for key, value in values.items() if value})
 
 
+#: The lead id a test send's unsubscribe link names: no lead has it.
+TEST_LEAD_ID = 0
+
+
 def unsubscribe_url(base_url: str, secret: str, lead_id: int, sequence: str, step: str) -> str:
     """The one-click unsubscribe link for one email: its token is sealed (signed and
     unreadable: it names the lead, the sequence and the step)."""

@@ -48,6 +48,9 @@ class MessageKind(enum.StrEnum):
     confirm = "confirm"
     #: A sign-in link to the sales app.
     signin = "signin"
+    #: A marketer's test send (``nurture preview --send-to``): about no lead, never
+    #: counted in reports; its links redirect and record nothing.
+    test = "test"
     #: A salesperson's daily digest.
     digest = "digest"
 

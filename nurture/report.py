@@ -244,13 +244,18 @@ text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head
     }.</p>
 <p>Leads by stage: {", ".join(f"{k} {v}" for k, v in report["stages"].items())}.</p>
 {funnel_chart}{conversion}
-<p>Days from first touch to hot: median {hot["median"]}, p90 {hot["p90"]} ({
+<p>Days from first touch to hot: median {shown(hot["median"])}, p90 {shown(hot["p90"])} ({
         hot["leads"]
     } leads).</p>
 {step_chart}{steps}
 <h2>Hand-offs</h2>
 <p>{h["total"]} hand-offs: {h["accepted"]} accepted, {h["rejected"]} rejected,
 {h["recycled"]} recycled, {h["pending"]} waiting; median time to answer
-{h["hours_to_answer_median"]} hours.</p>
+{shown(h["hours_to_answer_median"])} hours.</p>
 </body></html>
 """
+
+
+def shown(value: object) -> str:
+    """A figure for people: ``-`` where there is none yet (never ``None``)."""
+    return "-" if value is None else str(value)

@@ -34,6 +34,7 @@ from nurture.expressions import Expression, LeadView, Scores, context, truth
 from nurture.leads import ContactStatus, Lead, merge_status
 from nurture.locks import exclusive
 from nurture.messages import (
+    TEST_LEAD_ID,
     Sender,
     build_message,
     build_notification,
@@ -50,7 +51,7 @@ from nurture.tasks import Task, TaskStatus
 from nurture.templates import TemplateSet
 from nurture.timing import zone
 from nurture.tokens import project_secret
-from nurture.tracking import track
+from nurture.tracking import track, track_text
 from nurture.workers import new_worker_id
 
 #: Leads changed this long before the last check are looked at again, so that a
@@ -633,25 +634,33 @@ def compose_email(
     view: LeadView,
     now: datetime,
     tracking_id: str | None,
+    test_to: str | None = None,
 ) -> ComposedEmail:
     """The email *lead* gets at a step: rendered, tracked (with a *tracking_id*), with
-    every header set. ``nurture preview`` shows exactly this."""
+    every header set. ``nurture preview`` shows exactly this. With *test_to*, the same
+    email as a test for that address: ``[test]`` before the subject, and an unsubscribe
+    link that names no lead (it opens a page that says so, and changes nothing)."""
     assert lead.id is not None
     sender = ctx.sender(sequence)
     settings = ctx.config.settings
     base = settings.tracking.base_url
-    link = unsubscribe_url(base, ctx.secret, lead.id, sequence.name, step_id)
+    lead_id = TEST_LEAD_ID if test_to else lead.id
+    link = unsubscribe_url(base, ctx.secret, lead_id, sequence.name, step_id)
     rendered = render_step_email(ctx.templates, template, view, sender, sequence, step_id, link)
     links: list[str] = []
     if tracking_id is not None:
         body, links = track(rendered.html, base_url=base, secret=ctx.secret,
                             tracking_id=tracking_id)  # fmt: skip
-        rendered = replace(rendered, html=body)
+        text = track_text(rendered.text, links, base_url=base, secret=ctx.secret,
+                          tracking_id=tracking_id)  # fmt: skip
+        rendered = replace(rendered, html=body, text=text)
+    if test_to:
+        rendered = replace(rendered, subject=f"[test] {rendered.subject}")
     message = build_message(
         rendered,
         sender=sender,
-        to_email=lead.email,
-        to_name=lead.full_name,
+        to_email=test_to or lead.email,
+        to_name="" if test_to else lead.full_name,
         date=now,
         unsubscribe=link,
         unsubscribe_mailto=settings.tracking.unsubscribe_mailto,

@@ -36,7 +36,7 @@ from nurture.yamlfile import key_line, parse_yaml
 HTML_SUFFIX = ".html.j2"
 TEXT_SUFFIX = ".txt.j2"
 #: Names every email template may use.
-VARIABLES = ("lead", "sender", "sequence", "step", "unsubscribe_url", "preheader")
+VARIABLES = ("lead", "sender", "sequence", "step", "unsubscribe_url", "preheader", "subject")
 FRONT_MATTER_KEYS = ("subject", "preheader")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n", re.S | re.M)
 
@@ -273,6 +273,7 @@ class TemplateSet:
             self._render_string(template.preheader, context, template.path, template.preheader_line)
         )
         context["preheader"] = preheader
+        context["subject"] = subject
         body = self._render_file(f"{name}{HTML_SUFFIX}", context).lstrip()
         unsubscribe = str(context.get("unsubscribe_url", ""))
         postal = _postal_address(context)
@@ -369,18 +370,46 @@ def _explain(exc: Exception) -> str:
 
 
 def html_to_text(body: str) -> str:
-    """The plain-text part derived from the HTML part."""
+    """The plain-text part derived from the HTML part: the words as they read, and each
+    web link's URL on a line of its own after the paragraph that has it (never wrapped,
+    never broken at a hyphen, no Markdown)."""
+    urls: list[str] = []
+
+    def mark(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(2)).strip()
+        inner = match.group(3)
+        if not url.lower().startswith(("http://", "https://")):
+            return inner
+        urls.append(url)
+        label = html.unescape(re.sub(r"<[^>]+>", "", inner)).strip()
+        shown = "" if label == url else inner
+        return f"{shown}{_LINK_MARK}{len(urls) - 1}{_LINK_MARK}"
+
+    visible = _HIDDEN.sub("", body)
+    visible = _HEADING.sub(r"<\1p>", visible)  # headings read as paragraphs, without '#'
+    visible = _ANCHOR.sub(mark, visible)
     converter = html2text.HTML2Text()
-    converter.body_width = 78
+    converter.body_width = 0  # a mail client wraps; a URL must never be broken
     converter.ignore_images = True
     converter.ignore_emphasis = True
-    converter.protect_links = True
+    converter.ignore_links = True
     converter.ignore_tables = True
-    visible = _HIDDEN.sub("", body)
-    return converter.handle(visible).strip() + "\n"
+    lines: list[str] = []
+    for line in converter.handle(visible).splitlines():
+        found = [urls[int(n)] for n in _MARKED.findall(line)]
+        text = _MARKED.sub("", line).rstrip()
+        text = re.sub(r" +([.,;:!?])", r"\1", text)  # "calendar ." once the link is out
+        if text.strip() or not found:
+            lines.append(text)
+        lines.extend(found)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
 _HIDDEN = re.compile(r"<(div|span)[^>]*display:\s*none[^>]*>.*?</\1>", re.I | re.S)
+_ANCHOR = re.compile(r"<a\b[^>]*?\bhref\s*=\s*([\"'])(.*?)\1[^>]*>(.*?)</a\s*>", re.I | re.S)
+_HEADING = re.compile(r"<(/?)h[1-6]\b[^>]*>", re.I)
+_LINK_MARK = "NURTURELINKMARK"
+_MARKED = re.compile(rf"{_LINK_MARK}(\d+){_LINK_MARK}")
 
 
 def _with_preheader(body: str, preheader: str) -> str:

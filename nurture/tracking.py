@@ -84,6 +84,18 @@ def track(body: str, *, base_url: str, secret: str, tracking_id: str) -> tuple[s
     return body, links
 
 
+def track_text(text: str, links: list[str], *, base_url: str, secret: str, tracking_id: str) -> str:
+    """The plain-text part with the same click tracking as the HTML part: each of *links*
+    (the HTML part's tracked URLs, in order) standing as a whole word becomes its
+    tracked URL."""
+    index = {url: n for n, url in reversed(list(enumerate(links)))}
+    if not index:
+        return text
+    words = "|".join(re.escape(url) for url in sorted(index, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\S)({words})(?=$|[\s.,;:!?)\]>])", re.M)
+    return pattern.sub(lambda m: click_url(base_url, secret, tracking_id, index[m.group(1)]), text)
+
+
 def machine_reason(
     *,
     method: str,

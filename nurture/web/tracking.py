@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from nurture import clock, logs
 from nurture.events import Event, record_event
 from nurture.leads import Lead
-from nurture.messages import read_unsubscribe
-from nurture.outbox import OutboxMessage
+from nurture.messages import TEST_LEAD_ID, read_unsubscribe
+from nurture.outbox import MessageKind, OutboxMessage
 from nurture.store import session_scope
 from nurture.tracking import LINK_BURST, machine_reason, read_click, read_open
 from nurture.web.state import NO_CACHE, WebState, client, not_found, page
@@ -33,6 +33,13 @@ PIXEL = bytes.fromhex(
 )
 #: The same open or click of the same email this soon again is the same engagement.
 REPEAT_WINDOW = timedelta(minutes=10)
+
+
+#: What a test send's unsubscribe link shows (GET or POST): nothing changes.
+TEST_UNSUBSCRIBE = (
+    "<h1>This was a test email</h1><p>In a real email, this link unsubscribes the "
+    "person it was sent to. Nothing was changed.</p>"
+)
 
 
 def _message_for(session: Session, tracking_id: str) -> OutboxMessage | None:
@@ -96,6 +103,8 @@ def router(state: WebState) -> APIRouter:
         now = clock.now()
         with session_scope(engine) as session:
             row = _message_for(session, tracking_id)
+            if row is not None and row.kind == MessageKind.test and index < len(row.links):
+                return RedirectResponse(row.links[index], status_code=302, headers=NO_CACHE)
             if row is None or row.lead_id is None or index >= len(row.links):
                 return not_found()
             url = row.links[index]
@@ -158,6 +167,8 @@ def router(state: WebState) -> APIRouter:
         target = read_unsubscribe(secret, token)
         if target is None:
             return not_found()
+        if target[0] == TEST_LEAD_ID:
+            return page("Test email", TEST_UNSUBSCRIBE)
         with session_scope(engine) as session:
             lead = session.get(Lead, target[0])
         if lead is None:
@@ -205,6 +216,8 @@ def router(state: WebState) -> APIRouter:
         target = read_unsubscribe(secret, token)
         if target is None:
             return not_found()
+        if target[0] == TEST_LEAD_ID:
+            return page("Test email", TEST_UNSUBSCRIBE)
         body = (await request.body())[:1000]
         one_click = b"List-Unsubscribe=One-Click" in body
         ip, _ = client(request)

@@ -104,3 +104,31 @@ def test_missing_front_matter_and_subject_are_reported(tmp_path: Path) -> None:
         templates.load("a")
     with pytest.raises(Exception, match=r"b\.html\.j2:2: .*needs a subject"):
         templates.load("b")
+
+
+def test_the_plain_text_part_is_words_then_urls_on_lines_of_their_own() -> None:
+    from nurture.templates import html_to_text
+
+    body = (
+        "<html><head><title>Hi</title></head><body><h2>Weekly reporting</h2>"
+        '<p>Would it be worth 15 minutes? <a href="https://example.com/book?a=1&amp;b=2">'
+        "Here is my\ncalendar</a>.</p>"
+        '<p>Read <a href="https://example.com/a-very-long-path/with-hyphens-that-must-never'
+        '-be-broken-across-lines/ok">the case study</a> and '
+        '<a href="mailto:ana@example.com">write to me</a>.</p>'
+        '<p><a href="https://example.com/u/token-with-hyphens">Unsubscribe</a></p>'
+        "</body></html>"
+    )
+    assert html_to_text(body).splitlines() == [
+        "Weekly reporting",
+        "",
+        "Would it be worth 15 minutes? Here is my calendar.",
+        "https://example.com/book?a=1&b=2",
+        "",
+        "Read the case study and write to me.",
+        "https://example.com/a-very-long-path/with-hyphens-that-must-never-be-broken-across"
+        "-lines/ok",
+        "",
+        "Unsubscribe",
+        "https://example.com/u/token-with-hyphens",
+    ]
