@@ -1106,8 +1106,10 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The funnel: stages and conversion, time to hot, each step's results, hand-offs."""
+    import itertools
+
     from nurture import clock
-    from nurture.report import STEP_COLUMNS, funnel, shown, to_html
+    from nurture.report import confidence, counted, funnel, shown, to_html
     from nurture.store import session_scope
 
     st = state(ctx)
@@ -1136,10 +1138,28 @@ def report(
         f"days from first touch to hot: median {shown(hot['median'])}, p90 {shown(hot['p90'])} "
         f"({hot['leads']} leads)"
     )
-    steps = Table("sequence", "step", *STEP_COLUMNS, title="steps")
-    for row in data["steps"]:
-        steps.add_row(row["sequence"], row["step"], *(str(row[c]) for c in STEP_COLUMNS))
-    out.print(steps)
+    for sequence, rows in itertools.groupby(data["steps"], key=lambda r: r["sequence"]):
+        steps = Table("step", "sent", "deliv.", "opened", "clicked", "replied", "unsub.", "tasks",
+                      title=sequence, title_justify="left")  # fmt: skip
+        for row in rows:
+            steps.add_row(row["step"], str(row["sent"]), str(row["delivered"]),
+                          *(counted(row, what) for what in ("opened", "clicked", "replied")),
+                          str(row["unsubscribed"]), str(row["tasks_done"]))  # fmt: skip
+        out.print(steps)
+    if data["variants"]:
+        tests = Table("step", "variant", "deliv.", "clicked", "replied", "difference",
+                      title="A/B variants", title_justify="left")  # fmt: skip
+        for row in data["variants"]:
+            versus = row["compared_with"]
+            sure = (
+                f"clicks {confidence(row['clicked_p_value'])}, "
+                f"replies {confidence(row['replied_p_value'])}"
+                if versus else "(the first variant)"
+            )  # fmt: skip
+            tests.add_row(f"{row['sequence']}/{row['step']}", row["variant"],
+                          str(row["delivered"]), counted(row, "clicked"),
+                          counted(row, "replied"), sure)  # fmt: skip
+        out.print(tests)
     h = data["handoffs"]
     say(
         f"hand-offs: {h['total']} ({h['accepted']} accepted, {h['rejected']} rejected, "

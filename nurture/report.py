@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 import statistics
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from nurture.enrollments import DeployedSequence
 from nurture.events import Event
 from nurture.handoff import Handoff
 from nurture.leads import Lead
@@ -140,10 +143,12 @@ def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[s
     )
     for task_sequence, task_step, count in session.exec(done):
         steps[(task_sequence, task_step)]["tasks_done"] += count
+    order = _step_order(session)
     rows = []
-    for (sequence, step), numbers in sorted(steps.items()):
+    for (sequence, step), numbers in sorted(steps.items(), key=lambda item: order(*item[0])):
         numbers["delivered"] = max(numbers["sent"] - numbers["bounced"], 0)
-        rows.append({"sequence": sequence, "step": step, **numbers})
+        rows.append({"sequence": sequence, "step": step, **numbers, **rates(numbers)})
+    variants = _variants(session, since_clause, order)
     statuses: defaultdict[str, int] = defaultdict(int)
     for h in handoffs:
         statuses[h.status] += 1
@@ -159,12 +164,143 @@ def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[s
             "p90": round(p, 2) if (p := _percentile(to_hot, 0.9)) is not None else None,
         },
         "steps": rows,
+        "variants": variants,
         "handoffs": {
             "total": len(handoffs),
             **{s: statuses.get(s, 0) for s in ("pending", "accepted", "rejected", "recycled")},
             "hours_to_answer_median": round(statistics.median(to_answer), 1) if to_answer else None,
         },
     }
+
+
+#: Rates per delivered email, as the report shows them.
+RATES = {"opened": "open_rate", "clicked": "click_rate", "replied": "reply_rate",
+         "unsubscribed": "unsubscribe_rate"}  # fmt: skip
+
+
+def rates(numbers: dict[str, int]) -> dict[str, float | None]:
+    """Opens, clicks, replies and unsubscribes per delivered email (``None``: none yet)."""
+    delivered = numbers.get("delivered", 0)
+    return {
+        name: round(numbers.get(count, 0) / delivered, 4) if delivered else None
+        for count, name in RATES.items()
+    }
+
+
+def _step_order(session: Session) -> Any:
+    """A sort key putting sequences by name and their steps in the deployed order."""
+    positions: dict[tuple[str, str], int] = {}
+    for name, steps in session.exec(select(DeployedSequence.name, DeployedSequence.steps)):
+        for index, (step_id, *_rest) in enumerate(steps or []):
+            positions[(name, step_id)] = index
+
+    def key(sequence: str, step: str) -> tuple[str, int, str]:
+        return (sequence, positions.get((sequence, step), 10_000), step)
+
+    return key
+
+
+def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float | None:
+    """The two-sided p-value that two rates differ only by chance (a two-proportion z-test
+    with a pooled rate); ``None`` when either side has no emails or nothing differs."""
+    if not n_a or not n_b:
+        return None
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if spread == 0:
+        return None
+    z = (hits_a / n_a - hits_b / n_b) / spread
+    return round(math.erfc(abs(z) / math.sqrt(2)), 4)
+
+
+def _variants(session: Session, since_clause: Any, order: Any) -> list[dict[str, Any]]:
+    """Per step with more than one template variant: each variant's numbers and rates,
+    and how sure the difference from the first variant is (p-values of clicks and
+    replies per delivered email)."""
+    counts: dict[tuple[str, str, str], dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys(("sent", "bounced", *RATES), 0)
+    )
+    emails = (
+        sa_select(col(OutboxMessage.sequence), col(OutboxMessage.step),
+                  col(OutboxMessage.template), col(OutboxMessage.status), func.count())
+        .where(col(OutboxMessage.kind) == MessageKind.email.value)
+        .where(col(OutboxMessage.template).is_not(None))
+        .where(since_clause(col(OutboxMessage.created_at)))
+        .group_by(col(OutboxMessage.sequence), col(OutboxMessage.step),
+                  col(OutboxMessage.template), col(OutboxMessage.status))
+    )  # fmt: skip
+    for sequence, step, template, status, count in session.execute(emails):
+        if status in (OutboxStatus.sent, OutboxStatus.bounced):
+            counts[(sequence, step, template)]["sent"] += count
+        if status == OutboxStatus.bounced:
+            counts[(sequence, step, template)]["bounced"] += count
+    by_step: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for sequence, step, template in counts:
+        by_step[(sequence, step)].add(template)
+    tested = {key for key, templates in by_step.items() if len(templates) > 1}
+    if not tested:
+        return []
+    # An event counts for the variant that lead was sent at that step.
+    engaged = (
+        sa_select(col(OutboxMessage.sequence), col(OutboxMessage.step),
+                  col(OutboxMessage.template), col(Event.type),
+                  func.count(func.distinct(Event.lead_id)))
+        .join(Event, (col(Event.lead_id) == col(OutboxMessage.lead_id))
+              & (col(Event.sequence) == col(OutboxMessage.sequence))
+              & (col(Event.step) == col(OutboxMessage.step)))
+        .where(col(OutboxMessage.kind) == MessageKind.email.value)
+        .where(col(Event.type).in_(["email_opened", "email_clicked", "email_replied",
+                                    "unsubscribed"]))
+        .where(col(Event.machine).is_(False))
+        .where(since_clause(col(Event.occurred_at)))
+        .group_by(col(OutboxMessage.sequence), col(OutboxMessage.step),
+                  col(OutboxMessage.template), col(Event.type))
+    )  # fmt: skip
+    names = {"email_opened": "opened", "email_clicked": "clicked", "email_replied": "replied",
+             "unsubscribed": "unsubscribed"}  # fmt: skip
+    for sequence, step, template, type_, count in session.execute(engaged):
+        if (sequence, step) in tested:
+            counts[(sequence, step, template)][names[type_]] += count
+    rows: list[dict[str, Any]] = []
+    for sequence, step in sorted(tested, key=lambda key: order(*key)):
+        first: dict[str, int] | None = None
+        for template in sorted(by_step[(sequence, step)]):
+            numbers = dict(counts[(sequence, step, template)])
+            numbers["delivered"] = max(numbers["sent"] - numbers["bounced"], 0)
+            row: dict[str, Any] = {"sequence": sequence, "step": step, "variant": template,
+                                   **numbers, **rates(numbers)}  # fmt: skip
+            if first is None:
+                first = numbers
+                row["compared_with"] = None
+            else:
+                row["compared_with"] = next(
+                    r["variant"]
+                    for r in rows
+                    if (r["sequence"], r["step"]) == (sequence, step) and r["compared_with"] is None
+                )
+                for what in ("clicked", "replied"):
+                    row[f"{what}_p_value"] = two_proportion_p(
+                        numbers[what], numbers["delivered"], first[what], first["delivered"]
+                    )
+            rows.append(row)
+    return rows
+
+
+def counted(row: dict[str, Any], what: str) -> str:
+    """``3 (30%)``: a count with its rate per delivered email."""
+    rate = row.get(RATES[what])
+    return f"{row[what]} ({100 * rate:.0f}%)" if rate is not None else str(row[what])
+
+
+def confidence(p_value: float | None) -> str:
+    """How sure a difference is, in words."""
+    if p_value is None:
+        return "not enough data"
+    if p_value < 0.01:
+        return f"very likely real (p={p_value:.3f})"
+    if p_value < 0.05:
+        return f"likely real (p={p_value:.3f})"
+    return f"could be chance (p={p_value:.2f})"
 
 
 def _bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> str:
@@ -227,10 +363,28 @@ def to_html(report: dict[str, Any], project: str) -> str:
             for c in report["conversion"]
         ],
     )
-    steps = table(
-        ["sequence", "step", *STEP_COLUMNS],
-        [[r["sequence"], r["step"], *(r[c] for c in STEP_COLUMNS)] for r in report["steps"]],
-    )
+    steps = "".join(
+        f"<h3>{html.escape(sequence)}</h3>"
+        + table(
+            ["step", "sent", "delivered", "bounced", "opened", "clicked", "replied",
+             "unsubscribed", "tasks done"],
+            [[r["step"], r["sent"], r["delivered"], r["bounced"], counted(r, "opened"),
+              counted(r, "clicked"), counted(r, "replied"), counted(r, "unsubscribed"),
+              r["tasks_done"]] for r in rows],
+        )
+        for sequence, rows in itertools.groupby(report["steps"], key=lambda r: r["sequence"])
+    )  # fmt: skip
+    variants = ""
+    if report["variants"]:
+        variants = "<h2>A/B variants</h2>" + table(
+            ["sequence / step", "variant", "delivered", "opened", "clicked", "replied",
+             "clicks vs the first", "replies vs the first"],
+            [[f"{r['sequence']} / {r['step']}", r["variant"], r["delivered"],
+              counted(r, "opened"), counted(r, "clicked"), counted(r, "replied"),
+              confidence(r["clicked_p_value"]) if r["compared_with"] else "-",
+              confidence(r["replied_p_value"]) if r["compared_with"] else "-"]
+             for r in report["variants"]],
+        )  # fmt: skip
     h = report["handoffs"]
     hot = report["days_to_hot"]
     return f"""<!doctype html>
@@ -247,7 +401,7 @@ text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head
 <p>Days from first touch to hot: median {shown(hot["median"])}, p90 {shown(hot["p90"])} ({
         hot["leads"]
     } leads).</p>
-{step_chart}{steps}
+{step_chart}<h2>Steps, sequence by sequence</h2>{steps}{variants}
 <h2>Hand-offs</h2>
 <p>{h["total"]} hand-offs: {h["accepted"]} accepted, {h["rejected"]} rejected,
 {h["recycled"]} recycled, {h["pending"]} waiting; median time to answer

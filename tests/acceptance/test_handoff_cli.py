@@ -82,7 +82,12 @@ def test_report_numbers_match_a_hand_count(cli: Cli, tmp_path: Path) -> None:
         "replied": 0,
         "unsubscribed": 0,
         "tasks_done": 0,
+        "open_rate": 0.5,
+        "click_rate": 0.5,
+        "reply_rate": 0.0,
+        "unsubscribe_rate": 0.0,
     }
+    assert data["variants"] == []  # the example sequences test no variants
     assert data["days_to_hot"] == {"leads": 1, "median": 0.08, "p90": 0.08}
     assert data["handoffs"]["total"] == 1 and data["handoffs"]["accepted"] == 1
     html = page.read_text()
@@ -93,3 +98,4 @@ def test_report_numbers_match_a_hand_count(cli: Cli, tmp_path: Path) -> None:
     )
     table = cli("report").stdout
     assert "hand-offs: 1 (1 accepted" in table
+    assert "None" not in table and "1 (50%)" in table
