@@ -154,7 +154,7 @@ def _check_event_names(
         if rule.event
     ]
     if scoring is not None:
-        used += [(name, scoring_file) for name in scoring.engagement]
+        used += [(name, scoring_file) for name in (*scoring.engagement, *scoring.hot_on)]
     for name, path in used:
         if name in KNOWN_TYPES or name in ENGINE_TYPES:
             continue

@@ -159,6 +159,15 @@ def score_event(
             points, event.occurred_at, moment, rules
         )
         lead.scored_at = moment
+    if counts and event.type in rules.hot_on and not event.machine and "hot" in rules.stages:
+        # A buying signal (hot_on): at least the hot threshold's engagement, at once.
+        base = lead.scored_at or event.occurred_at
+        moment = max(base, event.occurred_at)
+        needed = rules.stages["hot"].engagement
+        current = decayed(lead.engagement, base, moment, rules)
+        if current < needed:
+            points += needed - current
+            lead.engagement, lead.scored_at = needed, moment
     return points
 
 
@@ -228,7 +237,7 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
         session.execute(
             update(Event)
             .where(col(Event.scored).is_(False))
-            .where(col(Event.type).not_in(list(rules.engagement)))
+            .where(col(Event.type).not_in([*rules.engagement, *rules.hot_on]))
             .values(scored=True, points=0.0)
         )
     while True:

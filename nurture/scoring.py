@@ -16,7 +16,7 @@ from nurture.problems import Problem, problem_from_error
 from nurture.timing import Duration, parse_duration
 from nurture.yamlfile import item_line, key_line, load_yaml, node_line, value_line
 
-SCORING_KEYS = ("engagement", "half_life", "fit", "stages")
+SCORING_KEYS = ("engagement", "half_life", "fit", "stages", "hot_on")
 STAGE_NAMES = ("warm", "hot")
 
 
@@ -48,6 +48,9 @@ class ScoringRules:
     half_life: Duration | None
     fit: tuple[FitRule, ...]
     stages: dict[str, Threshold]
+    #: Events that make an approachable lead hot at once (``hot_on: [meeting_booked]``):
+    #: they lift its engagement to at least the hot threshold; fit still counts.
+    hot_on: tuple[str, ...] = ()
 
 
 def _number(value: Any) -> float | None:
@@ -164,7 +167,19 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
 
     if problems:
         return None, problems
-    return ScoringRules(engagement, half_life, tuple(fit), stages), []
+    hot_on: list[str] = []
+    node_hot = data.get("hot_on")
+    if node_hot is not None:
+        hot_line = value_line(data, "hot_on", top)
+        if not isinstance(node_hot, list) or not all(isinstance(v, str) for v in node_hot):
+            problem(hot_line, "hot_on must be a list of event names, like [meeting_booked]")
+        else:
+            hot_on = [name.strip() for name in node_hot]
+            if "hot" not in stages:
+                problem(hot_line, "hot_on needs a hot stage in stages")
+    if problems:
+        return None, problems
+    return ScoringRules(engagement, half_life, tuple(fit), stages, tuple(hot_on)), []
 
 
 def load_scoring(path: Path) -> tuple[ScoringRules | None, list[Problem]]:

@@ -99,3 +99,19 @@ def test_report_numbers_match_a_hand_count(cli: Cli, tmp_path: Path) -> None:
     table = cli("report").stdout
     assert "hand-offs: 1 (1 accepted" in table
     assert "None" not in table and "1 (50%)" in table
+
+
+def test_a_cto_who_books_a_meeting_is_handed_off_at_once(cli: Cli, smtp_server: SmtpServer) -> None:
+    priya = "priya@northwind.dev"  # CTO: the example fit rule reads titles in any case
+    cli("tick", "--now", T0)
+    cli("event", "meeting_booked", "--lead", priya, "--at", "2026-11-16T18:00:00Z")
+    tick = cli("tick", "--now", "2026-11-16T18:05:00Z")
+    assert "turned hot 1" in tick.stdout
+    shown = json.loads(
+        cli("--now", "2026-11-16T18:05:00Z", "leads", "show", priya, "--json").stdout
+    )
+    assert shown["stage"] == "hot" and shown["score"]["fit"] >= 20
+    assert shown["handoffs"][0]["status"] == "pending"
+    notices = [m for m in smtp_server.handler.messages if str(m["Subject"]).startswith("Hot lead")]
+    assert [m["Subject"] for m in notices] == ["Hot lead: Priya Natarajan (Northwind Dev)"]
+    assert "Booked a meeting" in notices[0].get_body(("plain",)).get_content()
