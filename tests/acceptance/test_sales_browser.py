@@ -104,7 +104,7 @@ def test_sign_in_open_a_hot_lead_see_why_accept(
     phone.get_by_role("link", name="María López").first.click()
     phone.get_by_role("heading", name="María López").wait_for()
     why = phone.inner_text("ul.reasons")
-    assert "Replied to" in why and "VP or Head title" in why and "+20" in why
+    assert "Replied to" in why and "Decision-maker title" in why and "+20" in why
     assert "Could we see a demo next week?" in phone.inner_text("blockquote")
     assert phone.get_by_role("link", name="Call +1 415 555 0142").get_attribute("href") == (
         "tel:+14155550142"

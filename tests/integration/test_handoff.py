@@ -101,7 +101,7 @@ def test_an_engaged_lead_turns_hot_in_one_pass_and_sales_hears_once(sales: Sales
     assert "María López at BrightPath is a hot lead for you" in body
     assert "Filled in a form 3 times, last on Fri 19:33: +30" in body
     assert 'Clicked a link in "María, your Acme pricing guide" on Fri 19:30' in body
-    assert "VP or Head title: +20 fit" in body  # the fit rule that matched, by its label
+    assert "Decision-maker title: +20 fit" in body  # the fit rule that matched, by its label
     assert "/app/l/" in body and f"nurture handoff accept {MARIA}" in body
     # Her marketing sequence stops.
     assert ("pricing-guide-welcome", "exited", "lead is hot") in sales.enrollments()

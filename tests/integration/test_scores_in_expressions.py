@@ -32,7 +32,7 @@ def _lead(email: str, title: str) -> dict[str, str]:
 
 
 def test_fit_and_engagement_reach_audience_if_and_exit_when(harness: Harness) -> None:
-    # Given the shipped scoring.yaml (a VP or Head gets fit 20; a click earns 5, a reply 20,
+    # Given the shipped scoring.yaml (a decision-maker gets fit 20; a click earns 5, a reply 20,
     # a meeting 40) and a sequence whose audience, `if` and `exit_when` use the scores
     harness.write_sequence(SCORED)
     harness.add_leads(
