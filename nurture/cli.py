@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,24 +17,44 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Table as RichTable
+from rich.text import Text
 from sqlalchemy import Engine
 
 from nurture import __version__
 from nurture.config import Config, load_settings
 from nurture.errors import ConfigError, NurtureError, ProjectError
 
-out = Console(highlight=False, soft_wrap=True)
+#: Characters that would drive the terminal (escape sequences, carriage returns,
+#: bells): lead data from outside never reaches the terminal with them.
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe_text(value: object) -> str:
+    """*value* as text a terminal shows as it is: control characters become ``?``."""
+    return _TERMINAL_CONTROL.sub("?", str(value))
+
+
+class Table(RichTable):
+    """A Rich table whose cells are plain text: no markup, no control characters."""
+
+    def add_row(self, *cells: Any, **options: Any) -> None:
+        super().add_row(
+            *(Text(safe_text(c)) if isinstance(c, str) else c for c in cells), **options
+        )
+
+
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def say(message: str) -> None:
-    """Print one plain line on stdout (no markup, no wrapping)."""
-    typer.echo(message)
+    """Print one plain line on stdout (no markup, no wrapping, no control characters)."""
+    typer.echo(safe_text(message))
 
 
 def warn(message: str) -> None:
-    """Print one plain line on stderr."""
-    typer.echo(message, err=True)
+    """Print one plain line on stderr (no control characters)."""
+    typer.echo(safe_text(message), err=True)
 
 
 @dataclass

@@ -42,6 +42,12 @@ def now() -> datetime:
     return pin.moment + timedelta(seconds=time.monotonic() - pin.since)
 
 
+def wall() -> datetime:
+    """The real moment, whatever :func:`pinned` says (freezegun still moves it): what a
+    row written by an unpinned command gets."""
+    return datetime.now(UTC)
+
+
 def is_pinned() -> bool:
     """Whether :func:`now` answers a moment set by :func:`pinned` rather than the real time."""
     return _pinned.get() is not None

@@ -516,6 +516,10 @@ def _check_sections(path: Path, data: dict[str, Any]) -> None:
             raise ConfigError(f"{path}: {key} must be a [{key}] table, not a single value")
 
 
+#: Settings whose values are never shown, even when they are wrong.
+SECRET_WORDS = ("password", "secret", "key", "token")
+
+
 def _describe(path: Path, exc: ValidationError) -> str:
     """One line naming the first bad key and where its value came from."""
     error = exc.errors()[0]
@@ -538,7 +542,8 @@ def _describe(path: Path, exc: ValidationError) -> str:
     if error["type"] == "missing":
         return f"{where}: required setting is missing"
     message = error["msg"]
-    if error.get("input") is not None and error["type"] != "value_error":
+    secret = any(word in str(part).lower() for part in loc for word in SECRET_WORDS)
+    if error.get("input") is not None and error["type"] != "value_error" and not secret:
         message += f", got {error['input']!r}"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")

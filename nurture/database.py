@@ -6,6 +6,7 @@ owned by the Alembic migrations in ``nurture/migrations``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,44 @@ def open_engine(url: str, **options: Any) -> Engine:
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
+            make_private(parsed.database)
             engine = create_engine(parsed, connect_args={"timeout": 30}, **options)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         return create_engine(parsed, pool_pre_ping=True, **options)
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise DatabaseError(f"cannot use database URL {_safe(url)}: {exc}") from None
+    except ArgumentError:
+        raise DatabaseError(
+            f"cannot use database URL {_safe(url)}: not a URL like sqlite:///nurture.db "
+            "or postgresql://user@host/db"
+        ) from None
+    except NoSuchModuleError:
+        raise DatabaseError(
+            f"cannot use database URL {_safe(url)}: unknown database kind "
+            "(use sqlite:// or postgresql://)"
+        ) from None
     except ModuleNotFoundError as exc:
         raise DatabaseError(
             f"database URL {_safe(url)} needs the {exc.name} driver: "
             "pip install 'nurture[postgresql]'"
         ) from None
+
+
+def make_private(database: str | None) -> None:
+    """Create the SQLite file readable by its owner only (0600), or make an existing one
+    so: it holds every lead's personal data and the signing secret. SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if member.exists() and member.stat().st_mode & 0o077:
+                member.chmod(0o600)
+    except OSError:
+        return  # the connection will say what is wrong with the path
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

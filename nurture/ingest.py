@@ -4,6 +4,7 @@ field by field and recorded through :func:`nurture.events.record_event`."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +68,8 @@ def _check_data(value: Any, path: str = "data") -> None:
     """Every key and string inside ``data`` must be storable (no NUL, no lone surrogate)."""
     if isinstance(value, str):
         check_storable(path, value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidValueError(f"{path}: a finite number")
     elif isinstance(value, dict):
         for key, item in value.items():
             check_storable(f"{path} key", str(key))

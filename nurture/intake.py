@@ -10,6 +10,7 @@ keeps the consent, and announces the leads to the daemon (:mod:`nurture.arrivals
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from nurture import clock
 from nurture.arrivals import announce
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.events import Event, record_events
-from nurture.leads import SETTABLE_FIELDS, Lead, parse_field
+from nurture.leads import SETTABLE_FIELDS, Lead, check_storable, parse_field
 from nurture.store import LeadChanges, upsert_leads
 from nurture.suppression import lift, suppressed
 
@@ -28,6 +29,8 @@ from nurture.suppression import lift, suppressed
 MAX_ATTRIBUTE = 2000
 #: Most attributes one item may carry.
 MAX_ATTRIBUTES = 100
+#: Longest name of an attribute (and of a consent version).
+MAX_ATTRIBUTE_NAME = 100
 
 
 class SuppressedError(NurtureError):
@@ -76,13 +79,19 @@ def parse_attributes(value: Any) -> dict[str, Any]:
         raise InvalidValueError(f"attributes: at most {MAX_ATTRIBUTES}")
     attributes: dict[str, Any] = {}
     for key, item in value.items():
+        check_storable("attributes key", str(key))
+        if not 0 < len(str(key)) <= MAX_ATTRIBUTE_NAME:
+            raise InvalidValueError(f"attributes: a name of 1 to {MAX_ATTRIBUTE_NAME} characters")
         if key in SETTABLE_FIELDS:
             raise InvalidValueError(f"attributes.{key}: {key} is a field: send it as one")
         if item is None or item == "":
             continue  # empty keeps what is stored
         if not isinstance(item, str | int | float | bool):
             raise InvalidValueError(f"attributes.{key}: a string, number or boolean")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidValueError(f"attributes.{key}: a finite number")
         if isinstance(item, str):
+            check_storable(f"attributes.{key}", item)
             item = item.strip()
             if len(item) > MAX_ATTRIBUTE:
                 raise InvalidValueError(f"attributes.{key}: longer than {MAX_ATTRIBUTE}")
@@ -94,12 +103,17 @@ def parse_consent(value: Any) -> dict[str, Any]:
     """``{"text": ..., "version": ...}``: what the person agreed to."""
     if not isinstance(value, dict) or not isinstance(value.get("text"), str):
         raise InvalidValueError('consent: {"text": WHAT THEY AGREED TO, "version": "..."}')
+    check_storable("consent.text", value["text"])
     text = value["text"].strip()
     if not text or len(text) > MAX_ATTRIBUTE:
         raise InvalidValueError(f"consent.text: 1 to {MAX_ATTRIBUTE} characters")
     version = value.get("version")
     if version is not None and not isinstance(version, str):
         raise InvalidValueError("consent.version: must be a string")
+    if version is not None:
+        check_storable("consent.version", version)
+        if len(version) > MAX_ATTRIBUTE_NAME:
+            raise InvalidValueError(f"consent.version: at most {MAX_ATTRIBUTE_NAME} characters")
     return {"text": text, "version": version}
 
 

@@ -7,6 +7,7 @@ same call gives ``... email sent lead=a@b.c sequence=welcome`` and a JSON object
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -41,10 +42,18 @@ class TextFormatter(logging.Formatter):
 
 
 def _quote(value: Any) -> str:
+    """A value as one token of a log line: quoted when it has spaces, quotes or control
+    characters, which are escaped (a lead's name can never forge a line or move the
+    cursor of the terminal that reads the log)."""
     text = str(value)
-    if not text or any(ch in text for ch in ' ="\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not text or any(ch in text for ch in ' ="') or _CONTROL.search(text):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        return '"' + _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", escaped) + '"'
     return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _clock_time(record: logging.LogRecord) -> bool:

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import String
 from sqlmodel import Field, Session, SQLModel
 
+from nurture import clock
+
 
 class Meta(SQLModel, table=True):
     """One named value."""
@@ -36,8 +38,16 @@ def read_mark(session: Session, key: str, overlap: timedelta, now: datetime) -> 
     return since_mark(mark, now, overlap)
 
 
+def mark_for(now: datetime) -> datetime:
+    """The mark a job that looked at everything up to *now* may set: never past the real
+    time. A rehearsal pinned ahead (``tick --now`` next month) looks that far, but a lead
+    written at the real time afterwards must still be after the mark."""
+    return min(now, clock.wall())
+
+
 def advance_mark(session: Session, key: str, now: datetime, overlap: timedelta) -> datetime | None:
-    """Move the mark *key* to *now*; return :func:`read_mark` from before the move."""
+    """Move the mark *key* to *now* (:func:`mark_for`); return :func:`read_mark` from
+    before the move."""
     since = read_mark(session, key, overlap, now)
-    session.merge(Meta(key=key, value=now.isoformat()))  # updates the mark in place
+    session.merge(Meta(key=key, value=mark_for(now).isoformat()))  # updates in place
     return since

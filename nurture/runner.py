@@ -41,7 +41,7 @@ from nurture.messages import (
     render_step_email,
     unsubscribe_url,
 )
-from nurture.meta import advance_mark, since_mark
+from nurture.meta import advance_mark, mark_for, since_mark
 from nurture.outbox import MessageKind, queue_message
 from nurture.retry import is_transient
 from nurture.scoring import ScoringRules, scores_now
@@ -224,7 +224,7 @@ def enroll_audiences(ctx: Context, catalog: Catalog, now: datetime) -> int:
                 update(DeployedSequence)
                 .where(col(DeployedSequence.name) == name)
                 .where(col(DeployedSequence.digest) == row.digest)
-                .values(audience_checked_at=now)
+                .values(audience_checked_at=mark_for(now))
             )
     return enrolled
 

@@ -87,7 +87,13 @@ def _sized(value: Any) -> Any:
 
 
 def _length(value: Any) -> int | None:
-    return len(value) if isinstance(value, (str, list, tuple)) else None
+    """The characters or items *value* holds, strings inside a list counted by their
+    characters (a list of one long string repeated must not pass as short)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(len(item) if isinstance(item, str) else 1 for item in value)
+    return None
 
 
 def _check_count(count: Any) -> None:
@@ -149,6 +155,9 @@ class BoundedSandbox(SandboxedEnvironment):
         for name in ("center", "indent"):
             self.filters[name] = _guarded_filter(self.filters[name])
         self.filters["format"] = _guarded_format(self.filters["format"])
+        self.filters["join"] = _guarded_join(self.filters["join"])
+        for name, function in list(self.filters.items()):  # every result is sized
+            self.filters[name] = _sized_result(function)
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         """Parse, then pass every ``{% for %}`` loop's iterable through the loop guard."""
@@ -210,6 +219,31 @@ def _guarded_filter(function: Any) -> Any:
         for argument in (*args, *kwargs.values()):
             _check_count(argument)
         return _sized(function(*args, **kwargs))
+
+    return guarded
+
+
+def _sized_result(function: Any) -> Any:
+    """A filter whose result is refused past :data:`MAX_SIZE`."""
+
+    @functools.wraps(function)
+    def sized(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        return _sized(function(*args, **kwargs))
+
+    return sized
+
+
+def _guarded_join(function: Any) -> Any:
+    """``join``, refusing before it builds a string past :data:`MAX_SIZE`."""
+
+    @functools.wraps(function)
+    def guarded(eval_ctx: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        items = list(value) if not isinstance(value, str) else value
+        total = sum(len(item) if isinstance(item, str) else 1 for item in items)
+        if total > MAX_SIZE:
+            raise SecurityError(f"builds a value of over {MAX_SIZE:,} characters or items")
+        return function(eval_ctx, items, *args, **kwargs)
 
     return guarded
 

@@ -56,16 +56,25 @@ class MaildirTransport:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.hostname = socket.gethostname().replace("/", "_").replace(":", "_")
+        self._private = False
 
     def _write(self, message: bytes, key: str) -> None:
-        for part in ("tmp", "new", "cur"):
-            (self.directory / part).mkdir(parents=True, exist_ok=True)
+        # The messages hold personal data: the folders are the owner's only (0700), and
+        # so is each message (0600).
+        if not self._private:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for folder in (self.directory, *(self.directory / p for p in ("tmp", "new", "cur"))):
+                folder.mkdir(mode=0o700, exist_ok=True)
+                if folder.stat().st_mode & 0o077:  # made by an older nurture, or by hand
+                    folder.chmod(0o700)
+            self._private = True
         name = "nurture-" + hashlib.sha256(key.encode()).hexdigest()[:24] + "." + self.hostname
         final = self.directory / "new" / name
         if final.exists() or any((self.directory / "cur").glob(name + ":*")):
             return
         temporary = self.directory / "tmp" / name
-        with open(temporary, "wb") as handle:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "wb") as handle:
             handle.write(message.replace(b"\r\n", b"\n"))  # Maildir files use LF
             handle.flush()
             os.fsync(handle.fileno())

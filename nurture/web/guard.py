@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable
 from itertools import accumulate
@@ -68,9 +69,22 @@ def read_json(raw: bytes) -> Any:
     if too_deep(raw):
         raise InvalidValueError(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except InvalidValueError:
+        raise
     except (ValueError, RecursionError):
         raise InvalidValueError("the body must be JSON") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidValueError(f"{name} is not a JSON number: send a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidValueError(f"{text} is too large a number: send a finite number")
+    return value
 
 
 def content_security_policy(inline_styles: Iterable[str] = ()) -> str:

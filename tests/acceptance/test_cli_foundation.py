@@ -165,3 +165,36 @@ def test_an_export_from_another_tool_dry_run_map_and_rejects(nurture: Run, tmp_p
     typo = nurture("leads", "import", "export.csv", "--map", "Org=compnay", cwd=demo)
     assert typo.returncode == 2
     assert_one_line_error(typo.stderr, "'compnay' is not a lead field (did you mean 'company'?)")
+
+
+def test_files_with_personal_data_are_private_and_secrets_never_printed(
+    nurture: Run, tmp_path: Path
+) -> None:
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    nurture("--now", "2026-11-16T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    assert nurture("--now", "2026-11-16T17:00Z", "tick", cwd=demo).returncode == 0
+    private = [demo / "nurture.db", *demo.glob("nurture.db-*"), *(demo / "outbox").rglob("*")]
+    assert any(p.is_file() and "outbox" in str(p) for p in private)  # an email was written
+    for path in private:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    settings = demo / "nurture.toml"
+    text = settings.read_text()
+    settings.write_text(text.replace('password = ""', "password = 98765432123", 1))
+    assert "password = 98765432123" in settings.read_text()
+    bad = nurture("status", cwd=demo)
+    assert bad.returncode == 2 and "98765432123" not in bad.stdout + bad.stderr
+    assert "[smtp] password" in bad.stderr
+    settings.write_text(text)
+    url = nurture("status", cwd=demo, env={"NURTURE_DATABASE_URL": "postgresql://u:s3cr3t@"})
+    assert "s3cr3t" not in url.stdout + url.stderr
+
+
+def test_terminal_output_never_carries_control_characters() -> None:
+    from nurture.cli import safe_text
+    from nurture.logs import _quote
+
+    assert safe_text("Ann\x1b]0;owned\x07\x1b[2J\r") == "Ann?]0;owned??[2J?"
+    assert safe_text("two\nlines\tand tabs") == "two\nlines\tand tabs"
+    assert _quote("a\rb") == '"a\\rb"' and _quote("x\x1b[2J") == '"x\\x1b[2J"'

@@ -57,3 +57,23 @@ def test_a_handoff_answer_with_a_reason_that_is_not_text_is_a_422(site: Site) ->
             assert answer.json()["detail"] == '"reason" must be a string'
         nul = {"lead": MARIA, "answer": "reject", "reason": "no\u0000"}
         assert http.post("/api/handoff", headers=AUTH, json=nul).status_code == 422
+
+
+def test_non_finite_numbers_and_unstorable_attributes_are_refused_per_item(site: Site) -> None:
+    with site.client() as http:
+        for constant in ("NaN", "Infinity", "1e999"):
+            body = (
+                '{"type": "page_visited", "lead": "' + MARIA + '", "data": {"x": ' + constant + "}}"
+            )
+            answer = http.post("/api/events", content=body.encode(), headers=AUTH)
+            assert answer.status_code == 400 and "finite number" in answer.text
+        batch = [
+            {"email": "good@example.com", "attributes": {"plan": "pro"}},
+            {"email": "nul@example.com", "attributes": {"plan": "a\u0000b"}},
+            {"email": "key@example.com", "attributes": {"a\u0000": "x"}},
+            {"email": "consent@example.com", "consent": {"text": "ok\u0000"}},
+        ]
+        answer = http.post("/api/leads", json=batch, headers=AUTH)
+    assert answer.status_code == 207, answer.text
+    assert [r["status"] for r in answer.json()["results"]] == [201, 422, 422, 422]
+    assert site.lead("good@example.com").attributes == {"plan": "pro"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -505,3 +505,30 @@ def test_a_rehearsal_ahead_in_time_never_hides_later_leads(harness: Harness) -> 
     )
     harness.tick(la(2026, 11, 24, 10, 0))
     assert len(harness.enrollments()) == 3
+
+
+def test_leads_written_at_the_real_time_between_two_rehearsal_passes_are_enrolled(
+    harness: Harness,
+) -> None:
+    # The real time is 23 November; two passes are pinned a month ahead (tick --now),
+    # and a lead is imported at the real time between them.
+    real = la(2026, 11, 23, 9, 0)
+    ahead = la(2026, 12, 23, 10, 0)
+    with freeze_time(real, real_asyncio=True), clock.pinned(ahead):
+        ctx = Context.open(harness.engine, harness.config)
+        asyncio.run(tick(ctx, clock.now()))
+    harness.add_leads(
+        {"email": "tom@example.com", "source": "guide", "timezone": "America/Los_Angeles",
+         "title": "CTO"},
+        at=real + timedelta(minutes=5),
+    )  # fmt: skip
+    with (
+        freeze_time(real + timedelta(minutes=10), real_asyncio=True),
+        clock.pinned(ahead + timedelta(days=1)),
+    ):
+        ctx = Context.open(harness.engine, harness.config)
+        asyncio.run(tick(ctx, clock.now()))
+    tom = harness.lead("tom@example.com")
+    assert tom.id in {e.lead_id for e in harness.enrollments()}
+    # Its fit was computed by the same pass (the example fit rule: a decision-maker).
+    assert tom.fit == 20
