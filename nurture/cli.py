@@ -460,6 +460,7 @@ def check(
 
     st = state(ctx)
     result = check_project(st.config())
+    result.problems.extend(_leads_problems(st, result))
     result.warnings.extend(_unrecorded_events(st, result.custom_events))
     result.warnings.sort(key=lambda p: (p.path, p.line or 0))
     for problem in result.problems:
@@ -472,6 +473,18 @@ def check(
     say(result.summary())
     if result.problems or (strict and result.warnings):
         raise typer.Exit(1)
+
+
+def _leads_problems(st: State, result: Any) -> list[Any]:
+    """What would fail for the leads in the database (nothing without one)."""
+    from nurture import clock
+    from nurture.checker import check_against_leads
+
+    try:
+        engine = st.engine()
+    except NurtureError:
+        return []
+    return check_against_leads(st.config(), engine, result.sequences, result.scoring, clock.now())
 
 
 def _unrecorded_events(st: State, custom: dict[str, Any]) -> list[Any]:

@@ -186,3 +186,35 @@ def test_event_refuses_likely_typos_and_unknown_steps(nurture: Run, demo: Path) 
     # Once recorded, the custom name is the team's own: no more questions.
     again = nurture(*now, "event", "clicked", *maria, "--at", "2026-11-20T08:00Z", cwd=demo)
     assert again.returncode == 0, again.stderr
+
+
+def test_check_renders_against_the_leads_of_each_audience(nurture: Run, demo: Path) -> None:
+    # Two outbound leads without a company, and a note that needs one (line 17 on purpose).
+    (demo / "noco.csv").write_text(
+        "email,first_name,source\nal@example.com,Al,outbound\nbo@example.com,Bo,outbound\n"
+    )
+    now = ("--now", "2026-11-16T09:00Z")
+    assert nurture(*now, "leads", "import", "noco.csv", cwd=demo).returncode == 0
+    seq = demo / "sequences" / "outbound-first-touch.yaml"
+    assert nurture("check", cwd=demo).returncode == 0  # the examples allow a missing company
+    replace(seq, "at {{ lead.company | default('their company') }} on LinkedIn",
+            "at {{ lead.company }} on LinkedIn")  # fmt: skip
+    result = nurture("check", cwd=demo)
+    assert result.returncode == 1
+    assert (
+        f"{seq}:17: 2 leads in the audience of outbound-first-touch have no company "
+        "(e.g. al@example.com); use | default(...)"
+    ) in result.stdout
+    # The run fails those leads' enrollments naming the note's own file and line.
+    replace(seq, "at {{ lead.company }} on LinkedIn",
+            "at {{ lead.company | default('their company') }} on LinkedIn")  # fmt: skip
+    call = demo / "sequences" / "call-first.yaml"
+    call.write_text(
+        "name: call-first\naudience: \"lead.source == 'outbound'\"\n"
+        'from: "Sam Patel <sam@example.com>"\nsteps:\n  - id: call\n    task: call\n'
+        "    note: |\n      Call {{ lead.first_name }}\n      at {{ lead.company }}\n"
+    )
+    nurture(*now, "tick", cwd=demo)
+    failed = nurture("enrollments", "list", "--status", "failed", "--json", cwd=demo)
+    reasons = {e["lead"]: e["reason"] for e in json.loads(failed.stdout)}
+    assert f"{call}:9:" in reasons["al@example.com"], reasons
