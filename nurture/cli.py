@@ -88,6 +88,17 @@ class State:
         """The project's default timezone: the one rule for moments typed without an offset."""
         return self.config().settings.project.default_timezone
 
+    def local(self, moment: Any) -> str:
+        """A stored moment (ISO text or datetime, UTC) as the project's wall-clock time,
+        ``2026-11-16 09:00 PST``; ``""`` for none."""
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        if not moment:
+            return ""
+        value = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+        return str(value.astimezone(ZoneInfo(self.timezone())).strftime("%Y-%m-%d %H:%M %Z"))
+
     def moment(self, option: str, text: str, *, project: bool = True) -> Any:
         """A moment typed for *option*, in UTC (no offset: the project's timezone)."""
         from nurture.clock import parse_moment
@@ -881,7 +892,8 @@ def status(
     from nurture.status import collect_status
     from nurture.store import session_scope
 
-    with session_scope(state(ctx).engine()) as session:
+    st = state(ctx)
+    with session_scope(st.engine()) as session:
         data = collect_status(session, clock.now())
     if as_json:
         say(json.dumps(data, indent=2, ensure_ascii=False))
@@ -901,7 +913,7 @@ def status(
     e, o = data["enrollments"], data["outbox"]
     say(
         f"due now: {e['due_now']}; waiting for tasks: {e['waiting_for_tasks']}; "
-        f"next due: {e['next_due'] or 'nothing scheduled'}"
+        f"next due: {st.local(e['next_due']) or 'nothing scheduled'}"
     )
     say("outbox: " + _summary(list(o.items())))
     say(f"open tasks: {data['tasks']['open']}")
@@ -911,7 +923,7 @@ def status(
         if worker["alive"]:
             say(
                 f"worker {worker['host']} pid {worker['pid']}: {worker['role']}, "
-                f"last heartbeat {worker['heartbeat_at'][11:19]} UTC"
+                f"last heartbeat {st.local(worker['heartbeat_at'])}"
             )
     if data["webhooks"]:
         say("webhooks: " + _summary(list(data["webhooks"].items())))
@@ -993,7 +1005,8 @@ def enrollments_list(
     from nurture.store import session_scope
 
     wanted = parse_status(status_) if status_ else None
-    with session_scope(state(ctx).engine()) as session:
+    st = state(ctx)
+    with session_scope(st.engine()) as session:
         rows = [
             {**enrollment.to_dict(), "lead": email}
             for enrollment, email in list_enrollments(
@@ -1003,9 +1016,9 @@ def enrollments_list(
     if as_json:
         say(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("id", "lead", "sequence", "status", "next step", "due (UTC)", "reason")
+    table = Table("id", "lead", "sequence", "status", "next step", "due", "reason")
     for row in rows:
-        due = (row["due_at"] or "")[:16].replace("T", " ")
+        due = st.local(row["due_at"])
         table.add_row(str(row["id"]), row["lead"], row["sequence"], row["status"],
                       row["next_step"] or "", due, row["reason"] or "")  # fmt: skip
     out.print(table)
@@ -1331,13 +1344,13 @@ def tasks_list(
         say(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table()
-    for column in ("id", "due (UTC)", "kind", "lead", "company", "phone", "their time",
+    for column in ("id", "due", "kind", "lead", "company", "phone", "their time",
                    "assignee", "note"):  # fmt: skip
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             str(row["id"]),
-            row["due_at"][:16].replace("T", " "),
+            st.local(row["due_at"]),
             row["kind"],
             f"{row['lead']['name']} <{row['lead']['email']}>",
             row["lead"]["company"] or "",

@@ -218,3 +218,14 @@ def test_check_renders_against_the_leads_of_each_audience(nurture: Run, demo: Pa
     failed = nurture("enrollments", "list", "--status", "failed", "--json", cwd=demo)
     reasons = {e["lead"]: e["reason"] for e in json.loads(failed.stdout)}
     assert f"{call}:9:" in reasons["al@example.com"], reasons
+
+
+def test_status_and_lists_show_the_projects_time(nurture: Run, demo: Path) -> None:
+    now = ("--now", "2026-11-16T17:00Z")
+    nurture(*now, "tick", cwd=demo)
+    listed = nurture(*now, "enrollments", "list", cwd=demo, env={"COLUMNS": "250"})
+    # The project's timezone (America/New_York in the example): never bare UTC.
+    assert "(UTC)" not in listed.stdout
+    assert "EST" in listed.stdout
+    status = nurture(*now, "status", cwd=demo)
+    assert "next due: 2026-" in status.stdout and "EST" in status.stdout
