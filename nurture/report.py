@@ -11,7 +11,7 @@ import itertools
 import math
 import statistics
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -149,6 +149,7 @@ def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[s
         numbers["delivered"] = max(numbers["sent"] - numbers["bounced"], 0)
         rows.append({"sequence": sequence, "step": step, **numbers, **rates(numbers)})
     variants = _variants(session, since_clause, order)
+    weekly = _weekly(session, now, [h.became_hot_at for h in handoffs])
     statuses: defaultdict[str, int] = defaultdict(int)
     for h in handoffs:
         statuses[h.status] += 1
@@ -165,6 +166,7 @@ def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[s
         },
         "steps": rows,
         "variants": variants,
+        "weekly": weekly,
         "handoffs": {
             "total": len(handoffs),
             **{s: statuses.get(s, 0) for s in ("pending", "accepted", "rejected", "recycled")},
@@ -292,6 +294,52 @@ def counted(row: dict[str, Any], what: str) -> str:
     return f"{row[what]} ({100 * rate:.0f}%)" if rate is not None else str(row[what])
 
 
+#: Weeks the trend shows, the current one last.
+TREND_WEEKS = 12
+
+
+def week_of(moment: datetime) -> str:
+    """``2026-W47``: the ISO week of a moment (UTC)."""
+    year, week, _ = moment.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _weekly(session: Session, now: datetime, hot_moments: list[datetime]) -> list[dict[str, Any]]:
+    """Emails sent, people who opened, clicked and replied, and leads turned hot, per ISO
+    week, for the last :data:`TREND_WEEKS` weeks."""
+    start = now - timedelta(weeks=TREND_WEEKS - 1)
+    start = start - timedelta(days=start.weekday())
+    columns = ("sent", "opened", "clicked", "replied", "hot")
+    weeks = {
+        week_of(start + timedelta(weeks=n)): dict.fromkeys(columns, 0) for n in range(TREND_WEEKS)
+    }
+    sent = (
+        select(OutboxMessage.sent_at)
+        .where(col(OutboxMessage.kind) == MessageKind.email.value)
+        .where(col(OutboxMessage.sent_at) >= start)
+    )
+    for moment in session.exec(sent):
+        if moment is not None and week_of(moment) in weeks:
+            weeks[week_of(moment)]["sent"] += 1
+    names = {"email_opened": "opened", "email_clicked": "clicked", "email_replied": "replied"}
+    engaged = (
+        select(Event.occurred_at, Event.type, Event.lead_id)
+        .where(col(Event.type).in_(list(names)))
+        .where(col(Event.machine).is_(False))
+        .where(col(Event.occurred_at) >= start)
+    )
+    seen: set[tuple[str, str, int]] = set()
+    for moment, type_, lead_id in session.exec(engaged):
+        key = (week_of(moment), type_, lead_id)
+        if key[0] in weeks and key not in seen:
+            seen.add(key)
+            weeks[key[0]][names[type_]] += 1
+    for moment in hot_moments:
+        if week_of(moment) in weeks:
+            weeks[week_of(moment)]["hot"] += 1
+    return [{"week": week, **numbers} for week, numbers in weeks.items()]
+
+
 def confidence(p_value: float | None) -> str:
     """How sure a difference is, in words."""
     if p_value is None:
@@ -385,6 +433,13 @@ def to_html(report: dict[str, Any], project: str) -> str:
               confidence(r["replied_p_value"]) if r["compared_with"] else "-"]
              for r in report["variants"]],
         )  # fmt: skip
+    trend = _bar_chart(
+        "Weekly trend: emails sent", [(w["week"], w["sent"]) for w in report["weekly"]]
+    ) + table(
+        ["week", "emails sent", "opened", "clicked", "replied", "turned hot"],
+        [[w["week"], w["sent"], w["opened"], w["clicked"], w["replied"], w["hot"]]
+         for w in report["weekly"]],
+    )  # fmt: skip
     h = report["handoffs"]
     hot = report["days_to_hot"]
     return f"""<!doctype html>
@@ -401,7 +456,7 @@ text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head
 <p>Days from first touch to hot: median {shown(hot["median"])}, p90 {shown(hot["p90"])} ({
         hot["leads"]
     } leads).</p>
-{step_chart}<h2>Steps, sequence by sequence</h2>{steps}{variants}
+{step_chart}<h2>Steps, sequence by sequence</h2>{steps}{variants}{trend}
 <h2>Hand-offs</h2>
 <p>{h["total"]} hand-offs: {h["accepted"]} accepted, {h["rejected"]} rejected,
 {h["recycled"]} recycled, {h["pending"]} waiting; median time to answer

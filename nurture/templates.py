@@ -256,6 +256,10 @@ class TemplateSet:
         """``path:line: message`` of a syntax error, with a did-you-mean for an unknown
         filter or test."""
         message = _located(exc, self.directory)
+        opened = unclosed_quote_line(getattr(exc, "source", None) or "", exc.lineno)
+        if opened is not None:
+            where = exc.filename or str(self.directory / (exc.name or "?"))
+            return f"{where}:{opened}: a quote opened here is never closed in its tag"
         unknown = re.search(r"No (filter|test) named '([^']+)'", exc.message or "")
         if unknown:
             known = self.env.filters if unknown.group(1) == "filter" else self.env.tests
@@ -333,6 +337,23 @@ class TemplateSet:
                      if f.f_code.co_filename == "<template>"]  # fmt: skip
             at = line + (inner[-1] - 1 if inner else 0)
             raise RenderError(f"{path}:{at}: {_explain(exc)}") from None
+
+
+_TAG = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}")
+_STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
+
+
+def unclosed_quote_line(source: str, reported: int) -> int | None:
+    """The line, before *reported*, of a one-line tag with an odd number of quotes of a
+    kind (``{{ "unclosed }}``): Jinja reads on until the next quote and reports where it
+    stumbles, lines later."""
+    for number, line in enumerate(source.splitlines()[: max(reported - 1, 0)], 1):
+        for match in _TAG.finditer(line):
+            inside = match.group(1) if match.group(1) is not None else match.group(2)
+            left = _STRING.sub("", re.sub(r"\\.", "", inside))
+            if '"' in left or "'" in left:
+                return number
+    return None
 
 
 def _postal_address(context: Mapping[str, Any]) -> str:

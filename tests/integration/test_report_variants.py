@@ -64,6 +64,11 @@ def test_variants_are_counted_with_rates_and_a_confidence(engine: Engine) -> Non
     assert confidence(second["clicked_p_value"]).startswith("very likely real")
     page = to_html(report, "demo")
     assert "<h2>A/B variants</h2>" in page and "welcome-b" in page and "None" not in page
+    # The weekly trend: twelve ISO weeks, this one last, with what happened in each.
+    assert len(report["weekly"]) == 12 and report["weekly"][-1]["week"] == "2026-W47"
+    assert report["weekly"][-1]["sent"] == 400 and report["weekly"][-1]["clicked"] == 50
+    assert sum(w["sent"] for w in report["weekly"][:-1]) == 0
+    assert "Weekly trend: emails sent" in page and "2026-W47" in page
 
 
 def test_the_two_proportion_test_against_a_known_value() -> None:

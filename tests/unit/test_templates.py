@@ -132,3 +132,12 @@ def test_the_plain_text_part_is_words_then_urls_on_lines_of_their_own() -> None:
         "Unsubscribe",
         "https://example.com/u/token-with-hyphens",
     ]
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path) -> None:
+    (tmp_path / "q.html.j2").write_text(
+        '---\nsubject: Hi\n---\n<p>{{ "it\'s fine" }}</p>\n<p>{{ "unclosed }}</p>\n'
+        '<p>line 6</p>\n<p>{{ lead.name }} said "hi"</p>\n'
+    )
+    with pytest.raises(RenderError, match=r"q.html.j2:5: a quote opened here is never closed"):
+        TemplateSet(tmp_path).unknown_variables("q")
