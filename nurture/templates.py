@@ -302,7 +302,8 @@ class TemplateSet:
             with bounded():
                 return self.env.get_template(file_name).render(context)
         except TemplateNotFound as exc:
-            where = _runtime_location(exc, self.directory / file_name).rsplit(": ", 1)[0]
+            located = re.match(r"(.+?:\d+): ", _runtime_location(exc, self.directory / file_name))
+            where = located.group(1) if located else str(self.directory / file_name)
             if exc.name == file_name:
                 where = str(self.directory / file_name)
             why = exc.message if exc.message and "outside" in exc.message else None

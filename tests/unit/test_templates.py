@@ -141,3 +141,14 @@ def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path) -> None:
     )
     with pytest.raises(RenderError, match=r"q.html.j2:5: a quote opened here is never closed"):
         TemplateSet(tmp_path).unknown_variables("q")
+
+
+def test_a_missing_partial_is_named_with_the_line_that_includes_it(tmp_path: Path) -> None:
+    (tmp_path / "t.html.j2").write_text(
+        '---\nsubject: Hi\n---\n<p>a</p>\n<p>b</p>\n{% include "_nope.html.j2" %}\n'
+    )
+    with pytest.raises(RenderError) as caught:
+        TemplateSet(tmp_path).render("t", {"lead": {}})
+    assert str(caught.value) == (
+        f"{tmp_path / 't.html.j2'}:6: includes or extends missing template '_nope.html.j2'"
+    )
