@@ -88,16 +88,21 @@ class State:
         """The project's default timezone: the one rule for moments typed without an offset."""
         return self.config().settings.project.default_timezone
 
-    def local(self, moment: Any) -> str:
+    def local(self, moment: Any, lead_timezone: str | None = None) -> str:
         """A stored moment (ISO text or datetime, UTC) as the project's wall-clock time,
-        ``2026-11-16 09:00 PST``; ``""`` for none."""
+        ``2026-11-16 09:00 PST``, with the lead's own beside it when the lead lives
+        elsewhere (``(their Tue 00:00)``); ``""`` for none."""
         from datetime import datetime
         from zoneinfo import ZoneInfo
 
         if not moment:
             return ""
         value = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
-        return str(value.astimezone(ZoneInfo(self.timezone())).strftime("%Y-%m-%d %H:%M %Z"))
+        shown = value.astimezone(ZoneInfo(self.timezone())).strftime("%Y-%m-%d %H:%M %Z")
+        if lead_timezone and lead_timezone != self.timezone():
+            theirs = value.astimezone(ZoneInfo(lead_timezone)).strftime("%a %H:%M")
+            shown += f" (their {theirs})"
+        return str(shown)
 
     def moment(self, option: str, text: str, *, project: bool = True) -> Any:
         """A moment typed for *option*, in UTC (no offset: the project's timezone)."""
@@ -1016,9 +1021,17 @@ def enrollments_list(
     if as_json:
         say(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    from sqlmodel import col, select
+
+    from nurture.leads import Lead
+
+    with session_scope(st.engine()) as session:
+        emails = sorted({row["lead"] for row in rows})
+        query = select(Lead.email, Lead.timezone).where(col(Lead.email).in_(emails))
+        zones = {email: zone for email, zone in session.exec(query).all()}
     table = Table("id", "lead", "sequence", "status", "next step", "due", "reason")
     for row in rows:
-        due = st.local(row["due_at"])
+        due = st.local(row["due_at"], zones.get(row["lead"]))
         table.add_row(str(row["id"]), row["lead"], row["sequence"], row["status"],
                       row["next_step"] or "", due, row["reason"] or "")  # fmt: skip
     out.print(table)

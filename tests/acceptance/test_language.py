@@ -227,5 +227,6 @@ def test_status_and_lists_show_the_projects_time(nurture: Run, demo: Path) -> No
     # The project's timezone (America/New_York in the example): never bare UTC.
     assert "(UTC)" not in listed.stdout
     assert "EST" in listed.stdout
+    assert "(their " in listed.stdout  # leads elsewhere see their own time beside
     status = nurture(*now, "status", cwd=demo)
     assert "next due: 2026-" in status.stdout and "EST" in status.stdout
