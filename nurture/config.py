@@ -447,8 +447,11 @@ def resolve_database_url(url: str, project_dir: Path) -> str:
         return f"sqlite:///{project_dir / 'nurture.db'}"
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"[database] url: cannot parse {url!r}: {exc}") from None
+    except (ArgumentError, ValueError):  # the URL may hold a password: never shown
+        raise ConfigError(
+            "[database] url: cannot parse it (not a URL like sqlite:///nurture.db or "
+            "postgresql://user@host/db)"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

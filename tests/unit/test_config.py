@@ -113,6 +113,7 @@ def test_bad_default_timezone_is_named(tmp_path: Path) -> None:
 
 
 def test_unparsable_database_url_is_named(tmp_path: Path) -> None:
-    path = write(tmp_path / "nurture.toml", '[database]\nurl = "not a url"\n')
-    with pytest.raises(ConfigError, match=r"\[database\] url: cannot parse"):
+    path = write(tmp_path / "nurture.toml", '[database]\nurl = "pg sql://admin:Hunter2Pw@db/x"\n')
+    with pytest.raises(ConfigError, match=r"\[database\] url: cannot parse") as caught:
         load_settings(path)
+    assert "Hunter2Pw" not in str(caught.value)  # the URL may hold a password
