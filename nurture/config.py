@@ -519,8 +519,9 @@ def _check_sections(path: Path, data: dict[str, Any]) -> None:
             raise ConfigError(f"{path}: {key} must be a [{key}] table, not a single value")
 
 
-#: Settings whose values are never shown, even when they are wrong.
-SECRET_WORDS = ("password", "secret", "key", "token")
+#: Settings whose values are never shown, even when they are wrong (a webhook URL holds
+#: its own secret in its path, as Slack's do).
+SECRET_WORDS = ("password", "secret", "key", "token", "url")
 
 
 def _describe(path: Path, exc: ValidationError) -> str:

@@ -198,3 +198,43 @@ def test_terminal_output_never_carries_control_characters() -> None:
     assert safe_text("Ann\x1b]0;owned\x07\x1b[2J\r") == "Ann?]0;owned??[2J?"
     assert safe_text("two\nlines\tand tabs") == "two\nlines\tand tabs"
     assert _quote("a\rb") == '"a\\rb"' and _quote("x\x1b[2J") == '"x\\x1b[2J"'
+
+
+def test_lead_fields_written_by_another_tool_reach_the_terminal_without_escapes(
+    nurture: Run, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    nurture("--now", "2026-11-16T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    email = nurture("leads", "list", "--json", cwd=demo)
+    address = json.loads(email.stdout)[0]["email"]
+    # Import and the API refuse control characters; a script writing the table does not.
+    with sqlite3.connect(demo / "nurture.db") as db:
+        db.execute(
+            "UPDATE leads SET first_name = ?, company = ? WHERE email = ?",
+            ("Ann\x1b]0;owned\x07", "Acme\x1b[2J\r", address),
+        )
+    for args in (("leads", "list"), ("leads", "show", address)):
+        shown = nurture(*args, cwd=demo)
+        assert shown.returncode == 0, shown.stderr
+        assert "Ann?]0;owned?" in shown.stdout and "Acme?[2J?" in shown.stdout
+        assert not any(ch in shown.stdout + shown.stderr for ch in "\x1b\x07\r")
+
+
+def test_the_wal_files_of_an_open_database_are_private(tmp_path: Path) -> None:
+    from sqlalchemy import text as sql
+
+    from nurture.database import open_engine
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'n.db'}")
+    with engine.begin() as connection:  # WAL: the -wal and -shm files exist while open
+        connection.execute(sql("CREATE TABLE t (x TEXT)"))
+        connection.execute(sql("INSERT INTO t VALUES ('personal data')"))
+        files = sorted(p.name for p in tmp_path.iterdir())
+        assert files == ["n.db", "n.db-shm", "n.db-wal"]
+        for path in tmp_path.iterdir():
+            assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+    engine.dispose()

@@ -117,3 +117,29 @@ def test_unparsable_database_url_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[database\] url: cannot parse") as caught:
         load_settings(path)
     assert "Hunter2Pw" not in str(caught.value)  # the URL may hold a password
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[smtp]\npassword = 98765432123\n", "[smtp] password"),
+        ("[api]\nkey = 98765432123\n", "[api] key"),
+        ("[api.keys]\ncrm = 98765432123\n", "[api] keys"),
+        ("[tracking]\nsecret = 98765432123\n", "[tracking] secret"),
+        ("[sales]\nwebhook_url = 98765432123\n", "[sales] webhook_url"),
+        (
+            '[[webhooks]]\nname = "crm"\nurl = "https://crm.example/in"\n'
+            'events = ["*"]\nsecret = 98765432123\n',
+            "[[webhooks]] entry 1: secret",
+        ),
+        (
+            '[[webhooks]]\nname = "crm"\nurl = 98765432123\nevents = ["*"]\nsecret = "s"\n',
+            "[[webhooks]] entry 1: url",
+        ),
+    ],
+)
+def test_a_wrong_secret_is_named_but_never_printed(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path / "nurture.toml", text))
+    assert names in str(caught.value)
+    assert "98765432123" not in str(caught.value)

@@ -146,3 +146,27 @@ def test_a_sequence_nested_past_any_reader_is_that_files_problem(tmp_path: Path)
     deep.write_text("name: deep\naudience: " + "[" * 5000 + "]" * 5000 + "\n")
     found, problems = load_sequence(deep, lambda name: True)
     assert found is None and "nested too deeply" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # CVE-2025-27516: jinja2 3.1.5's sandbox let |attr("format") reach str.format.
+        '{{ ("{0.__class__.__mro__}" | attr("format"))(lead) }}',
+        '{% set f = "{0.__init__.__globals__[os].environ}" | attr("format") %}{{ f(cycler) }}',
+        '{{ "{0.__class__}".format(lead) }}',
+    ],
+)
+def test_format_cannot_escape_the_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str
+) -> None:
+    monkeypatch.setenv("NURTURE_SMTP_PASSWORD", "smtp-secret-value")
+    with pytest.raises(RenderError, match=r"t.html.j2:5: access to attribute .* is unsafe") as one:
+        templates(tmp_path, body).render("t", {"lead": {"first_name": "Ann"}})
+    assert "smtp-secret-value" not in str(one.value)
+
+
+def test_range_is_a_real_range(tmp_path: Path) -> None:
+    body = "{{ range(5) | length }} {{ range(10)[3] }} {{ range(3) | list }} {{ range(4) | sum }}"
+    html = templates(tmp_path, body).render("t", {"lead": {}}).html
+    assert "5 3 [0, 1, 2] 6" in html
