@@ -277,10 +277,14 @@ class Target:
 def attribute(session: Session, found: Classified) -> Target | str:
     """The lead a message is about, or why it is about none we may touch."""
     sent = None
-    if found.refers_to:
-        sent = session.exec(
-            select(OutboxMessage).where(col(OutboxMessage.message_id).in_(found.refers_to))
-        ).first()
+    if found.refers_to:  # the one it answers (In-Reply-To), else the latest it cites
+        cited = {
+            message.message_id: message
+            for message in session.exec(
+                select(OutboxMessage).where(col(OutboxMessage.message_id).in_(found.refers_to))
+            )
+        }
+        sent = next((cited[i] for i in found.refers_to if i in cited), None)
     if sent is not None and sent.kind != MessageKind.email.value:
         return f"about a {sent.kind} message to {sent.recipient}, not about the lead"
     if sent is not None:

@@ -176,3 +176,56 @@ def test_mail_about_a_notification_never_touches_the_lead(inbox: Inbox) -> None:
     assert inbox.lead().status == "subscribed"
     assert inbox.events("email_replied") == [] and inbox.events("email_bounced") == []
     assert inbox.enrollment().status == "active"
+
+
+def test_mail_about_a_hand_off_notice_never_touches_the_lead(inbox: Inbox) -> None:
+    from nurture.events import record_event
+
+    with session_scope(inbox.engine) as session:
+        upsert_leads(
+            session,
+            [
+                LeadChanges(
+                    "maria@example.com",
+                    {"owner": "lee@example.com", "title": "VP Sales"},
+                )
+            ],
+        )
+        lead = inbox.lead()
+        record_event(session, lead.id or 0, "meeting_booked", at=START, source="test")
+    inbox.tick(START)
+    notice = next(m for m in inbox.sent() if m["To"] == "lee@example.com")
+    assert "hot" in str(notice["Subject"]).lower()
+    inbox.imap.append(
+        plain_mail(
+            "Lee <lee@example.com>",
+            str(notice["Reply-To"] or notice["From"]),
+            "Re: " + str(notice["Subject"]),
+            In_Reply_To=str(notice["Message-ID"]),
+        )
+    )
+    inbox.imap.append(dsn("lee@example.com", str(notice["Message-ID"])))
+    inbox.imap.append(arf("lee@example.com", str(notice["Message-ID"])))
+    inbox.tick(START + timedelta(hours=1))
+    assert inbox.lead().status == "subscribed"
+    for kind in ("email_replied", "email_bounced", "email_complained"):
+        assert inbox.events(kind) == []
+
+
+def test_a_reply_citing_several_of_our_emails_is_credited_to_the_one_it_answers(
+    inbox: Inbox,
+) -> None:
+    inbox.tick(START)
+    inbox.tick(START + timedelta(days=2, hours=1))
+    first, second = (m for m in inbox.sent() if "maria@example.com" in str(m["To"]))
+    reply = plain_mail(
+        "María López <maria@example.com>",
+        str(second["Reply-To"] or second["From"]),
+        "Re: " + str(second["Subject"]),
+        In_Reply_To=str(second["Message-ID"]),
+        References=f"{first['Message-ID']} {second['Message-ID']}",
+    )
+    inbox.imap.append(reply)
+    inbox.tick(START + timedelta(days=2, hours=2))
+    [replied] = inbox.events("email_replied")
+    assert (replied.sequence, replied.step) == ("nudge", "later")
