@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import html
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -33,6 +33,12 @@ PIXEL = bytes.fromhex(
 )
 #: The same open or click of the same email this soon again is the same engagement.
 REPEAT_WINDOW = timedelta(minutes=10)
+
+
+def _machine_hit(tracking_id: str, index: int, now: datetime) -> str:
+    """One name for every machine hit of link *index* in the same repeat window."""
+    window = int(now.timestamp() // REPEAT_WINDOW.total_seconds())
+    return f"machine:{tracking_id}:{index}:{window}"
 
 
 #: What a test send's unsubscribe link shows (GET or POST): nothing changes.
@@ -150,6 +156,8 @@ def router(state: WebState) -> APIRouter:
                 source="click",
                 machine=reason is not None,
                 dedupe_within=REPEAT_WINDOW if reason is None else None,
+                # Concurrent machine hits of one link: the database keeps one per window.
+                source_id=None if reason is None else _machine_hit(tracking_id, index, now),
             )
             if recorded.new:
                 logs.action(

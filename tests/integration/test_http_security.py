@@ -172,6 +172,22 @@ def test_a_machine_hitting_one_link_again_and_again_is_stored_once(site: Site) -
     assert sorted(e.machine for e in clicks) == [False, True]
 
 
+def test_a_machine_hitting_one_link_at_once_from_many_connections_is_stored_once(
+    site: Site,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    link = links(site.deliver())["clicks"][0]
+
+    def hit(_: int) -> int:
+        with site.client() as http:
+            return http.head(link).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(hit, range(40))) == {302}
+    assert [e.machine for e in site.events("email_clicked")] == [True]
+
+
 def test_event_ids_are_per_lead_and_never_answer_with_another_leads_event(
     site: Site,
 ) -> None:
