@@ -124,10 +124,11 @@ def answer_handoff(
     *,
     via: str,
     by: str | None = None,
+    via_key: str | None = None,
     now: datetime | None = None,
 ) -> Handoff:
     """Record sales' answer for the lead with *email* (which must have been handed off),
-    with who gave it (*by*) and how (*via*)."""
+    with who gave it (*by*), how (*via*) and, through the API, with which key."""
     from nurture.events import record_event
     from nurture.store import get_lead
 
@@ -171,6 +172,7 @@ def answer_handoff(
         data={"reason": handoff.reason or "", "via": via, "by": by or "", "handoff": handoff.id},
         at=moment,
         source=via,
+        via_key=via_key,
     )
     return handoff
 

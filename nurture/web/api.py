@@ -111,7 +111,7 @@ def router(state: WebState) -> APIRouter:
             },
         )
 
-    def answer(body: Any) -> tuple[int, dict[str, Any]]:
+    def answer(body: Any, key: str) -> tuple[int, dict[str, Any]]:
         if not isinstance(body, dict) or set(body) - {"lead", "answer", "reason", "by"}:
             return 422, {
                 "detail": 'send {"lead": EMAIL, "answer": accept|reject|recycle, "reason": TEXT,'
@@ -142,6 +142,7 @@ def router(state: WebState) -> APIRouter:
                     body.get("reason"),
                     via="api",
                     by=by.strip() if by else "api",
+                    via_key=key,
                 )
                 result = {"lead": body["lead"], "status": handoff.status}
         except LeadNotFoundError as exc:
@@ -165,10 +166,10 @@ def router(state: WebState) -> APIRouter:
         ``"reject"`` / ``"recycle"`` with a ``"reason"``; ``"by"`` names who answered
         (kept with the answer; default ``api``). Accept: stage accepted. Reject:
         stage disqualified, kept with the reason. Recycle: back to nurture."""
-        _, body, refused = await keys.body(request)
+        key, body, refused = await keys.body(request)
         if refused is not None:
             return refused
-        status, result = await run_in_threadpool(answer, body)
+        status, result = await run_in_threadpool(answer, body, key)
         return JSONResponse(result, status)
 
     return routes

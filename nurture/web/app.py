@@ -287,7 +287,10 @@ def router(state: WebState) -> APIRouter:
     @routes.post("/app/logout")
     async def logout(request: Request) -> Response:
         me = signed_in(request)
-        fields = await form(request)
+        try:
+            fields = await form(request)
+        except InvalidValueError:
+            return refused(400, "The form could not be read.")
         if me is None or not same(me.csrf, fields.get(CSRF_FIELD, "")):
             return refused()
 
@@ -353,13 +356,14 @@ def router(state: WebState) -> APIRouter:
             ]  # fmt: skip
         return show("leads", who=who, csrf=me.csrf, leads=found, q=text)
 
-    def lead_view(who: desk.Who, lead_id: int, **extra: Any) -> HTMLResponse:
+    def lead_view(who: desk.Who, lead_id: int, status: int = 200, **extra: Any) -> HTMLResponse:
         with session_scope(engine) as session:
             lead = session.get(Lead, lead_id)
             if lead is None or not desk.may_open(session, who, lead):
                 return not_found()
             page = desk.lead_page(session, who, lead, rules(), clock.now())
-        return show("lead", who=who, tz=tz_of(who.email), page=page, snoozes=SNOOZES, **extra)
+        return show("lead", status, who=who, tz=tz_of(who.email), page=page, snoozes=SNOOZES,
+                    **extra)  # fmt: skip
 
     @routes.get("/app/leads/{lead_id}")
     def lead_page(lead_id: int, request: Request) -> Response:
@@ -374,7 +378,7 @@ def router(state: WebState) -> APIRouter:
     def link_of(token: str) -> tuple[str, int] | None:
         with session_scope(engine) as session:
             link: AccessLink | None = find_link(session, secret, LinkPurpose.lead, token)
-            if link is None or link.lead_id is None:
+            if link is None or link.lead_id is None or not people.known(session, link.email):
                 return None
             return link.email, link.lead_id
 
@@ -418,10 +422,13 @@ def router(state: WebState) -> APIRouter:
 
         return run
 
-    def claim(session: Session, who: desk.Who, lead: Lead, fields: dict[str, str]) -> str:
-        claim_lead(session, lead, who.email, via="app")
-        logs.action("lead claimed", lead=lead.email, by=who.email)
-        return "claimed"
+    def claim(via: str) -> Act:
+        def run(session: Session, who: desk.Who, lead: Lead, fields: dict[str, str]) -> str:
+            claim_lead(session, lead, who.email, via=via)
+            logs.action("lead claimed", lead=lead.email, by=who.email, via=via)
+            return "claimed"
+
+        return run
 
     def task_action(via: str, lead_bound: bool) -> Act:
         def run(session: Session, who: desk.Who, lead: Lead, fields: dict[str, str]) -> str:
@@ -434,6 +441,8 @@ def router(state: WebState) -> APIRouter:
             if fields.get("do") == "snooze":
                 until = snooze_until(fields.get("until", ""), clock.now(), tz_of(who.email))
                 snooze_task(session, task_id, until)
+                logs.action("task snoozed", task=task_id, lead=lead.email, until=until,
+                            by=who.email, via=via)  # fmt: skip
                 return "snoozed"
             complete_task(session, task_id, fields.get("outcome"), by=who.email, via=via)
             return "done"
@@ -457,7 +466,7 @@ def router(state: WebState) -> APIRouter:
         except LeadNotFoundError:
             return not_found()
         except NurtureError as exc:
-            return lead_view(who, lead_id, error=str(exc), base=back, **extra)
+            return lead_view(who, lead_id, error=str(exc), base=back, status=422, **extra)
         return go(back, message)
 
     def session_who(request: Request) -> tuple[desk.Who | None, Viewer | None]:
@@ -478,7 +487,7 @@ def router(state: WebState) -> APIRouter:
         routes.add_api_route(f"/app/leads/{{lead_id}}/{name}", route, methods=["POST"])
 
     in_app("answer", answer("app"))
-    in_app("claim", claim)
+    in_app("claim", claim("app"))
     in_app("task", task_action("app", True))
 
     @routes.post("/app/tasks/{task_id}")
@@ -535,7 +544,7 @@ def router(state: WebState) -> APIRouter:
         routes.add_api_route(f"/app/l/{{token}}/{name}", route, methods=["POST"])
 
     by_link("answer", answer("link"))
-    by_link("claim", claim)
+    by_link("claim", claim("link"))
     by_link("task", task_action("link", True))
 
     return routes

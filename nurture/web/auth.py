@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from nurture import clock
-from nurture.access import AppSession, find_session
+from nurture.access import AppSession, People, find_session
 from nurture.store import session_scope
 from nurture.web.state import WebState
 
@@ -44,7 +44,14 @@ def viewer(state: WebState, request: Request) -> Viewer | None:
         return None
     with session_scope(state.engine) as session:
         row: AppSession | None = find_session(session, state.secret, token, clock.now())
-        return Viewer(row.email, row.csrf) if row is not None else None
+        if row is None:
+            return None
+        if not People(state.config.settings.sales).known(session, row.email):
+            # Taken off the sales side since signing in: the session ends now.
+            row.ended_at = clock.now()
+            session.add(row)
+            return None
+        return Viewer(row.email, row.csrf)
 
 
 def set_session_cookie(state: WebState, response: Response, token: str) -> None:

@@ -107,7 +107,7 @@ def test_a_notice_links_get_changes_nothing_and_posts_need_the_csrf_token(
         # A reject without a reason is refused with a clear line.
         csrf = csrf_of(page.text)
         empty = anyone.post(f"{notice}/answer", data={"csrf": csrf, "answer": "reject"})
-        assert empty.status_code == 200 and "Say why you reject this lead" in empty.text
+        assert empty.status_code == 422 and "Say why you reject this lead" in empty.text
         accepted = anyone.post(f"{notice}/answer", data={"csrf": csrf, "answer": "accept"})
         assert accepted.status_code == 303
     answered = handoff(desk)
@@ -176,3 +176,54 @@ def test_sign_in_links_expire(sales_desk: Desk) -> None:
         assert (
             session.exec(select(AccessLink).where(col(AccessLink.used_at).is_not(None))).all() == []
         )
+
+
+def test_claiming_and_answering_are_recorded_with_how(sales_desk: Desk) -> None:
+    desk = sales_desk
+    notice = desk.link(SAM, "handoff", "l")
+    with desk.client() as anyone:
+        csrf = csrf_of(anyone.get(notice).text)
+        recycled = anyone.post(
+            f"{notice}/answer", data={"csrf": csrf, "answer": "recycle", "reason": "later"}
+        )
+        assert recycled.status_code == 303 and desk.lead().stage == "cold"
+        # Back in nurture, Sam takes her anyway, from the same notice's page.
+        page = anyone.get(notice)
+        assert "Claim" in page.text
+        claimed = anyone.post(f"{notice}/claim", data={"csrf": csrf_of(page.text)})
+        assert claimed.status_code == 303 and claimed.headers["location"].endswith("?m=claimed")
+    claim = handoff(desk)
+    assert (claim.status, claim.answered_by, claim.answered_via) == ("accepted", SAM, "link")
+    assert desk.lead().stage == "accepted" and desk.lead().owner == SAM
+
+
+def test_a_session_ends_when_its_salesperson_leaves_the_sales_side(sales_desk: Desk) -> None:
+    from nurture.store import LeadChanges, upsert_leads
+
+    desk = sales_desk
+    kim = "kim@example.com"  # not on the team: known only as María's owner
+    with session_scope(desk.engine) as session:
+        upsert_leads(session, [LeadChanges(desk.lead().email, {"owner": kim})])
+    with desk.client() as browser:
+        desk.sign_in(browser, kim)
+        assert browser.get("/app/").status_code == 200
+        with session_scope(desk.engine) as session:
+            upsert_leads(session, [LeadChanges(desk.lead().email, {"owner": SAM})])
+        gone = browser.get("/app/", follow_redirects=False)
+        assert gone.status_code == 303 and gone.headers["location"] == "/app/login"
+    with session_scope(desk.engine) as session:
+        row = session.exec(select(AppSession).where(AppSession.email == kim)).one()
+        assert row.ended_at is not None
+
+
+def test_a_malformed_sign_out_is_refused_not_a_crash(sales_desk: Desk) -> None:
+    desk = sales_desk
+    with desk.client() as browser:
+        desk.sign_in(browser, SAM)
+        bad = browser.post(
+            "/app/logout",
+            content=b"csrf=%ZZ%\xff" + bytes([0xFF, 0xFE]),
+            headers={"Content-Type": "multipart/form-data; boundary=nope"},
+        )
+        assert bad.status_code in (400, 403), bad.text
+        assert browser.get("/app/").status_code == 200  # still signed in

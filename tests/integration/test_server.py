@@ -298,7 +298,7 @@ def test_handoff_answers_over_the_api(site: Site) -> None:
     lead = site.lead()
     assert lead.stage == "cold" and lead.attributes["recycle_reason"] == "next year"
     [answered] = site.events("handoff_recycled")
-    assert answered.data["via"] == "api"
+    assert answered.data["via"] == "api" and answered.via_key == "default"
 
 
 def test_a_batch_stores_each_event_once_and_acts_on_it(site: Site) -> None:
