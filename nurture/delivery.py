@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 from collections import Counter, defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -75,10 +76,18 @@ class DeliveryReport:
     bounced: int = 0
     failed: int = 0
     cancelled: int = 0
+    #: Failed because the server refuses to send for us (a sending problem).
+    refused: int = 0
+    #: The connection was lost while the message was handed over: it may have gone.
+    uncertain: int = 0
 
     def add(self, other: DeliveryReport) -> None:
         for name, value in vars(other).items():
             setattr(self, name, getattr(self, name) + value)
+
+
+#: How the ``last_error`` of a message failed by a sending problem begins.
+SENDING_PROBLEM = "sending problem: "
 
 
 def send_backoff(ctx: Context, attempts: int, rng: random.Random | None = None) -> timedelta:
@@ -471,6 +480,29 @@ def record(
                     source_id=row.message_id,
                 )
             logs.action("email bounced", level=logging.WARNING, **fields, reply=result.detail)
+        elif result.outcome == "refused":
+            # The server will not send for us: no lead is at fault, each stays subscribed.
+            row.status = OutboxStatus.failed.value
+            row.last_error = f"{SENDING_PROBLEM}{result.detail}"
+            row.next_attempt_at = now  # when it was refused: `status` reads it
+            report.failed += 1
+            report.refused += 1
+            logs.action("mail server refuses to send for us: delivery stops",
+                        level=logging.ERROR, **fields, reply=result.detail,
+                        resend=f"nurture outbox resend {row.id}")  # fmt: skip
+        elif result.outcome == "uncertain":
+            report.uncertain += 1
+            if ctx.config.settings.delivery.on_uncertain == "resend":
+                row.status, row.last_error = OutboxStatus.queued.value, result.detail
+                row.next_attempt_at = now
+            else:
+                row.status = OutboxStatus.uncertain.value
+                row.last_error = (
+                    f"{result.detail}: it may have been delivered; held "
+                    f"(`nurture outbox resend {row.id}` sends it again)"
+                )
+            logs.action("uncertain send", level=logging.WARNING, **fields,
+                        message_id=row.message_id, error=result.detail)  # fmt: skip
         elif result.outcome == "retry" and not _given_up(row, result, now):
             row.status, row.last_error = OutboxStatus.queued.value, result.detail
             row.first_failure_at = row.first_failure_at or now
@@ -546,7 +578,14 @@ async def _sender(
         if not go:
             continue
         message = with_date(following.raw, moment)
-        result = await transport.send(message, following.sender, following.recipient, following.key)
+        try:
+            result = await transport.send(
+                message, following.sender, following.recipient, following.key
+            )
+        except Exception as exc:  # a transport's bug: the message may have gone
+            logs.action("sending raised an error: delivery stops", level=logging.ERROR,
+                        lead=following.recipient, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            result = SendResult("uncertain", f"sending raised {type(exc).__name__}: {exc}", True)
         if result.unreachable:
             halt.set()
         done = (following, result)
@@ -572,6 +611,8 @@ async def deliver(
     report = DeliveryReport()
     now = clock.now()
     await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
+    if ctx.sending_paused_until is not None and now < ctx.sending_paused_until:
+        return report  # the server refused to send for us a moment ago
     # One sender per connection, each with at most one message "sending" at a time, so
     # a crash leaves no more uncertain messages than there were connections.
     senders = ctx.config.settings.smtp.max_connections
@@ -586,17 +627,40 @@ async def deliver(
             if not batch:
                 break
             waiting = list(reversed(batch))
-            await asyncio.gather(
-                *(
-                    _sender(ctx, transport, waiting, now, stopping, halt, report)
-                    for _ in range(senders)
-                )
-            )
-            await asyncio.to_thread(_release, ctx, [item.id for item in batch])
+            run = [
+                _halting(halt, _sender(ctx, transport, waiting, now, stopping, halt, report))
+                for _ in range(senders)
+            ]
+            try:
+                outcomes = await asyncio.gather(*run, return_exceptions=True)
+            finally:  # whatever a sender did, the rest of the batch goes back
+                await asyncio.to_thread(_release, ctx, [item.id for item in batch])
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                raise failures[0]
     finally:
         finished.set()
         await keeper
-    if halt.is_set():
-        logs.action("mail server unreachable: delivery waits for its next run",
-                    level=logging.WARNING)  # fmt: skip
+    if report.refused:
+        ctx.sending_refusals += 1
+        pause = send_backoff(ctx, ctx.sending_refusals)
+        ctx.sending_paused_until = clock.now() + pause
+        logs.action("delivery paused: the mail server refuses to send for us",
+                    level=logging.ERROR, until=ctx.sending_paused_until.isoformat(),
+                    fix="check [smtp] settings, then nurture outbox resend")  # fmt: skip
+    else:
+        if report.sent:
+            ctx.sending_refusals, ctx.sending_paused_until = 0, None
+        if halt.is_set():
+            logs.action("mail server unreachable: delivery waits for its next run",
+                        level=logging.WARNING)  # fmt: skip
     return report
+
+
+async def _halting(halt: asyncio.Event, sender: Coroutine[Any, Any, None]) -> None:
+    """Run *sender*; if it fails, stop the others at their next message."""
+    try:
+        await sender
+    except BaseException:
+        halt.set()
+        raise

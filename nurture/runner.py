@@ -97,6 +97,10 @@ class Context:
     #: The scoring rules the last pass read: expressions see each lead's engagement
     #: decayed by their half-life (``None``: scoring.yaml unreadable, as stored).
     rules: ScoringRules | None = None
+    #: After the mail server refused to send for us: no delivery before this moment, and
+    #: how many delivery runs in a row met a refusal (the pause doubles).
+    sending_paused_until: datetime | None = None
+    sending_refusals: int = 0
 
     def scores(self, lead: Lead, now: datetime) -> Scores:
         """The lead's scores at *now*, as expressions see them."""

@@ -1,8 +1,10 @@
 """Where messages go: an SMTP server through a pool of connections, or a local Maildir.
 
 A transport answers each message with a :class:`SendResult`: sent, retry later (a 4xx
-reply, a dropped or refused connection), bounced (a 5xx reply to RCPT), or failed (the
-server refused the message itself for good).
+reply, a dropped or refused connection), bounced (the recipient's mailbox is gone),
+refused (the server will not send for us: relay, authentication, policy), failed (the
+server refused this message for good), or uncertain (the connection dropped while the
+message was handed over). :mod:`nurture.smtpreply` reads the replies.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import aiosmtplib
 from nurture.addresses import NO_SMTPUTF8, wire_address
 from nurture.config import SmtpSection
 from nurture.errors import InvalidValueError
+from nurture.smtpreply import Stage, classify
 
 
 @dataclass(frozen=True)
 class SendResult:
-    #: ``sent``, ``retry``, ``bounce`` or ``fail``.
+    #: ``sent``, ``retry``, ``bounce``, ``fail``, ``refused`` (a sending problem: the
+    #: server refuses to send for us; see :mod:`nurture.smtpreply`) or ``uncertain``
+    #: (the connection was lost while the message was handed over).
     outcome: str
     detail: str = ""
     #: The server (or the Maildir) could not be reached at all: the next messages would
@@ -144,48 +149,65 @@ class SmtpTransport:
             sender, recipient = wire_address(sender), wire_address(recipient)
         except InvalidValueError as exc:
             return SendResult("fail", str(exc))
-        utf8 = not (sender.isascii() and recipient.isascii() and message.isascii())
-        options = ["SMTPUTF8"] if utf8 else []
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.max_connections)
         async with self._slots:
             for _ in range(2):
-                client: aiosmtplib.SMTP | None = None
-                reused = False
-                try:
-                    try:
-                        client, reused = await self._acquire()
-                    except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError,
-                            ConnectionError) as exc:  # fmt: skip
-                        detail = f"cannot connect: {type(exc).__name__}: {exc}"
-                        return SendResult("retry", detail, unreachable=True)
-                    await client.sendmail(sender, [recipient], message, mail_options=options)
-                except aiosmtplib.SMTPRecipientsRefused as exc:
-                    refused = exc.recipients[0]
-                    await self._keep(client, reset=True)  # type: ignore[arg-type]
-                    detail = f"{refused.code} {refused.message}"
-                    return SendResult("bounce" if refused.code >= 500 else "retry", detail)
-                except aiosmtplib.SMTPNotSupported:
-                    await self._keep(client, reset=True)  # type: ignore[arg-type]
-                    return SendResult("fail", NO_SMTPUTF8)
-                except aiosmtplib.SMTPServerDisconnected as exc:
-                    await self._discard(client)
-                    if reused:
-                        continue  # an idle connection the server closed: try a fresh one
-                    return SendResult("retry", f"connection dropped: {exc}")
-                except aiosmtplib.SMTPResponseException as exc:
-                    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or client is None:
-                        await self._discard(client)
-                        return SendResult("retry", f"{exc.code} {exc.message}")
-                    await self._keep(client, reset=True)
-                    detail = f"{exc.code} {exc.message}"
-                    return SendResult("fail" if exc.code >= 500 else "retry", detail)
-                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                    await self._discard(client)
-                    return SendResult("retry", f"{type(exc).__name__}: {exc}")
-                await self._keep(client, reset=False)
-                return SENT
+                result = await self._attempt(message, sender, recipient)
+                if result is not None:
+                    return result
             return SendResult("retry", "connection dropped twice")
+
+    async def _attempt(self, message: bytes, sender: str, recipient: str) -> SendResult | None:
+        """One transaction; ``None``: an idle connection had been closed by the server
+        before it began (try again on a fresh one)."""
+        utf8 = not (sender.isascii() and recipient.isascii() and message.isascii())
+        encoding = "utf-8" if utf8 else "ascii"
+        client: aiosmtplib.SMTP | None = None
+        reused = False
+        stage: Stage = "mail"
+        try:
+            try:
+                client, reused = await self._acquire()
+            except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError,
+                    ConnectionError) as exc:  # fmt: skip
+                detail = f"cannot connect: {type(exc).__name__}: {exc}"
+                return SendResult("retry", detail, unreachable=True)
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            if utf8 and not client.supports_extension("smtputf8"):
+                await self._keep(client, reset=False)
+                return SendResult("fail", NO_SMTPUTF8)
+            options = ["SMTPUTF8"] if utf8 else []
+            if client.supports_extension("size"):
+                options.insert(0, f"SIZE={len(message)}")
+            await client.mail(sender, options=options, encoding=encoding)
+            stage = "rcpt"
+            await client.rcpt(recipient, encoding=encoding)
+            stage = "data"
+            await client.data(message)
+        except aiosmtplib.SMTPResponseException as exc:
+            detail = f"{exc.code} {exc.message}"
+            verdict = classify(exc.code, exc.message, stage)
+            if client is None or isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+                # Our login was refused: no message is at fault, each waits for a fix.
+                await self._discard(client)
+                return SendResult("retry", detail, unreachable=True)
+            await self._keep(client, reset=True)
+            if verdict == "refused":
+                return SendResult("refused", detail, unreachable=True)
+            return SendResult(verdict, detail)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError,
+                TimeoutError, aiosmtplib.SMTPException) as exc:  # fmt: skip
+            await self._discard(client)
+            if stage == "data":
+                # The message was being handed over: the server may have taken it.
+                return SendResult("uncertain", f"connection lost during DATA: {exc}")
+            if reused and isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+                return None  # an idle connection the server closed: try a fresh one
+            return SendResult("retry", f"{type(exc).__name__}: {exc}")
+        await self._keep(client, reset=False)
+        return SENT
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -143,12 +143,22 @@ class SmtpHandler:
         self.connections = 0
         #: Drop the connection at the next DATA, without a reply.
         self.drop_next = False
+        #: Answer MAIL FROM with this (``None``: accept the sender).
+        self.mail_reply: str | None = None
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:  # fmt: skip
         self.connections += 1
         session.host_name = hostname
         return responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:  # fmt: skip
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           options: list[str]) -> str:  # fmt: skip

@@ -133,6 +133,66 @@ def test_replies_decide_retry_bounce_or_failure() -> None:
         [ok] = send_all(settings)
     assert (gone.outcome, gone.detail) == ("bounce", "550 5.1.1 no such user")
     assert full.outcome == "retry"
-    assert refused.outcome == "fail"
-    assert dropped.outcome == "retry" and "dropped" in dropped.detail
+    assert refused.outcome == "refused"  # 5.7.x: a sending problem, not the lead's
+    # Dropped once the message was handed over: the server may have it.
+    assert dropped.outcome == "uncertain" and "DATA" in dropped.detail
     assert ok.outcome == "sent"
+
+
+#: RFC 3463 replies as real servers word them, and what each means.
+REPLIES = {
+    "550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown": "bounce",
+    "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found": "bounce",
+    "550 5.2.1 The email account that you tried to reach is disabled": "bounce",
+    "552 5.2.2 Mailbox full": "bounce",
+    "550 No such user here": "bounce",
+    "554 5.7.1 <gone@example.com>: Relay access denied": "refused",
+    "550 5.7.1 Authentication required": "refused",
+    "550 5.7.26 Unauthenticated email from example.com is not accepted": "refused",
+    "553 5.1.8 Sender address rejected: Domain not found": "refused",
+    "554 Relay access denied": "refused",
+    "550 5.3.4 Message size exceeds fixed maximum message size": "fail",
+    "554 Transaction failed": "fail",
+    "450 4.2.1 Mailbox busy, try later": "retry",
+}
+
+
+@pytest.mark.parametrize("reply", sorted(REPLIES))
+def test_recipient_replies_are_read_by_their_enhanced_code(reply: str) -> None:
+    handler = SmtpHandler()
+    handler.rcpt_replies = {"gone@example.com": reply}
+    for port in _serve(handler):
+        settings = SmtpSection(host="127.0.0.1", port=port, starttls=False)
+        [result] = send_all(settings, recipient="gone@example.com")
+    assert (result.outcome, result.detail) == (REPLIES[reply], reply)
+    assert result.unreachable == (REPLIES[reply] == "refused")  # a refusal stops delivery
+
+
+def test_any_refusal_of_our_sender_is_a_sending_problem() -> None:
+    handler = SmtpHandler()
+    handler.mail_reply = "550 5.1.1 Sender unknown"  # 5.1.1, but of MAIL FROM: our address
+    for port in _serve(handler):
+        settings = SmtpSection(host="127.0.0.1", port=port, starttls=False)
+        [result] = send_all(settings)
+    assert result.outcome == "refused" and result.unreachable
+
+
+def test_a_drop_after_data_on_a_reused_connection_is_uncertain_not_resent() -> None:
+    handler = SmtpHandler()
+    for port in _serve(handler):
+        settings = SmtpSection(host="127.0.0.1", port=port, starttls=False, max_connections=1)
+
+        async def run() -> list[Any]:
+            transport = SmtpTransport(settings)
+            try:
+                first = await transport.send(MESSAGE, "ana@example.com", "a@example.com", "k1")
+                handler.drop_next = True  # the reused connection drops after DATA
+                second = await transport.send(MESSAGE, "ana@example.com", "b@example.com", "k2")
+                return [first, second]
+            finally:
+                await transport.close()
+
+        first, second = asyncio.run(run())
+    assert first.outcome == "sent" and second.outcome == "uncertain"
+    assert len(handler.messages) == 1  # not sent again on a fresh connection
+    assert handler.connections == 1
