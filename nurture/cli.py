@@ -915,6 +915,15 @@ def status(
             ),
         )
     out.print(table)
+    problem = data["sending_problem"]
+    if problem:
+        ids = " ".join(str(i) for i in problem["failed"][:20])
+        say(
+            f"SENDING PROBLEM since {st.local(problem['at'])}: the mail server refuses to "
+            f"send for us ({problem['reply']}); {len(problem['failed'])} messages failed, "
+            "their leads stay subscribed; delivery pauses and tries again. Fix [smtp], "
+            f"then: nurture outbox resend {ids}"
+        )
     e, o = data["enrollments"], data["outbox"]
     say(
         f"due now: {e['due_now']}; waiting for tasks: {e['waiting_for_tasks']}; "

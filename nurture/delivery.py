@@ -32,7 +32,7 @@ from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.events import Event, LeadEvents, events_by_lead, record_event
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
-from nurture.outbox import MessageKind, OutboxMessage, OutboxStatus
+from nurture.outbox import SENDING_PROBLEM, MessageKind, OutboxMessage, OutboxStatus
 from nurture.retry import backoff, is_transient, retry_transient
 from nurture.runner import Context
 from nurture.sequences import Sequence
@@ -84,10 +84,6 @@ class DeliveryReport:
     def add(self, other: DeliveryReport) -> None:
         for name, value in vars(other).items():
             setattr(self, name, getattr(self, name) + value)
-
-
-#: How the ``last_error`` of a message failed by a sending problem begins.
-SENDING_PROBLEM = "sending problem: "
 
 
 def send_backoff(ctx: Context, attempts: int, rng: random.Random | None = None) -> timedelta:

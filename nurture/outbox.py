@@ -55,6 +55,11 @@ class MessageKind(enum.StrEnum):
     digest = "digest"
 
 
+#: How the ``last_error`` of a message failed by a sending problem (the server refused
+#: to send for us) begins.
+SENDING_PROBLEM = "sending problem: "
+
+
 class OutboxMessage(SQLModel, table=True):
     """One email waiting to go, or gone."""
 

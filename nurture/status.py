@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.handoff import Handoff, HandoffStatus, Webhook
 from nurture.leads import Lead
-from nurture.outbox import OutboxMessage, OutboxStatus
+from nurture.outbox import SENDING_PROBLEM, OutboxMessage, OutboxStatus
 from nurture.tasks import Task, TaskStatus
 from nurture.workers import list_workers
 
@@ -113,6 +113,7 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
     ).all()
     return {
         "now": now.isoformat(),
+        "sending_problem": sending_problem(session),
         "enrollments": {
             "by_sequence": sequences,
             "due_now": due_now,
@@ -147,3 +148,31 @@ def _count_outbox(session: Session, status: str, *conditions: Any) -> int:
     for condition in conditions:
         query = query.where(condition)
     return int(session.exec(query).one())
+
+
+def sending_problem(session: Session) -> dict[str, Any] | None:
+    """The mail server's latest refusal to send for us (relay, authentication, policy),
+    unless an email has gone since: when, its reply, and the messages it failed."""
+    failed = session.exec(
+        select(OutboxMessage)
+        .where(col(OutboxMessage.status) == OutboxStatus.failed.value)
+        .order_by(col(OutboxMessage.next_attempt_at).desc())
+        .limit(500)
+    ).all()
+    refused = [m for m in failed if (m.last_error or "").startswith(SENDING_PROBLEM)]
+    if not refused:
+        return None
+    latest = refused[0]
+    last_sent = session.exec(
+        select(func.max(OutboxMessage.sent_at)).where(
+            col(OutboxMessage.status) == OutboxStatus.sent.value
+        )
+    ).one()
+    if last_sent is not None and last_sent >= latest.next_attempt_at:
+        return None  # mail has gone since: fixed
+    since = [m for m in refused if last_sent is None or m.next_attempt_at > last_sent]
+    return {
+        "at": latest.next_attempt_at.isoformat(),
+        "reply": (latest.last_error or "").removeprefix(SENDING_PROBLEM),
+        "failed": [m.id for m in since],
+    }

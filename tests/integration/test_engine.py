@@ -190,6 +190,59 @@ def test_a_5xx_to_rcpt_bounces_the_lead_out_of_every_sequence(harness: Harness) 
     assert harness.sent() == []
 
 
+def test_a_relay_refusal_is_a_sending_problem_not_a_bounce(harness: Harness) -> None:
+    from nurture.status import collect_status
+
+    others = [f"lead{i}@example.com" for i in range(6)]
+    harness.add_leads(*({"email": a, "first_name": "Al", "source": "guide"} for a in others))
+    everyone = ["maria@example.com", *others]
+    for address in everyone:
+        harness.smtp.handler.rcpt_replies[address] = "554 5.7.1 <x>: Relay access denied"
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    # The first refusal stops the run: no more than one per connection failed.
+    connections = harness.config.settings.smtp.max_connections
+    assert 1 <= delivered.refused == delivered.failed <= connections and delivered.bounced == 0
+    rows = harness.outbox()
+    failed = [r for r in rows if r.status == "failed"]
+    assert len(failed) == delivered.refused
+    assert sorted({r.status for r in rows}) == ["failed", "queued"]
+    for row in failed:
+        assert row.last_error == "sending problem: 554 5.7.1 <x>: Relay access denied"
+    for address in everyone:
+        assert harness.lead(address).status == "subscribed"
+    assert {e.status for e in harness.enrollments()} == {"active"}
+    with freeze_time(la(2026, 11, 23, 10, 5)), session_scope(harness.engine) as session:
+        problem = collect_status(session, clock.now())["sending_problem"]
+    assert problem["reply"] == "554 5.7.1 <x>: Relay access denied"
+    assert sorted(problem["failed"]) == sorted(r.id for r in failed)
+    # The relay is fixed: the waiting ones go; the failed ones wait to be resent by hand.
+    harness.smtp.handler.rcpt_replies.clear()
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 10))
+    assert delivered.sent == len(rows) - len(failed)
+    with freeze_time(la(2026, 11, 23, 10, 11)), session_scope(harness.engine) as session:
+        assert collect_status(session, clock.now())["sending_problem"] is None
+
+
+def test_after_a_sending_problem_delivery_pauses_instead_of_failing_every_message(
+    harness: Harness,
+) -> None:
+    others = [f"lead{i}@example.com" for i in range(9)]
+    harness.add_leads(*({"email": a, "first_name": "Al", "source": "guide"} for a in others))
+    for address in ["maria@example.com", *others]:
+        harness.smtp.handler.rcpt_replies[address] = "550 5.7.1 Authentication required"
+    ctx = Context.open(harness.engine, harness.config)  # one daemon: its passes share it
+    moment = la(2026, 11, 23, 10, 0)
+    with freeze_time(moment, real_asyncio=True):
+        _, _, first = asyncio.run(tick(ctx, clock.now()))
+    assert first.refused >= 1
+    with freeze_time(moment + timedelta(seconds=5), real_asyncio=True):
+        _, _, second = asyncio.run(tick(ctx, clock.now()))
+    assert second.refused == second.failed == 0  # paused: nothing more is failed
+    assert ctx.sending_paused_until is not None and ctx.sending_paused_until > moment
+    failed = [r for r in harness.outbox() if r.status == "failed"]
+    assert len(failed) == first.refused
+
+
 def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
     harness: Harness,
 ) -> None:
