@@ -22,7 +22,8 @@ from email.utils import format_datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
@@ -120,22 +121,36 @@ class _Caps:
         self.limits = ctx.config.settings.limits
         self.project_tz = zone(ctx.default_timezone)
         # Sent, or being sent by any worker right now (counted as sent now), so that
-        # workers sending side by side do not pass a cap between them.
+        # workers sending side by side do not pass a cap between them; and uncertain
+        # (it may have gone: counted at the moment it was tried).
         in_flight = [OutboxStatus.leased.value, OutboxStatus.sending.value]
+        uncertain = OutboxStatus.uncertain.value
         counted = (
-            select(OutboxMessage.sender, OutboxMessage.lead_id, OutboxMessage.sent_at)
+            sa_select(
+                col(OutboxMessage.sender),
+                col(OutboxMessage.lead_id),
+                col(OutboxMessage.sent_at),
+                col(OutboxMessage.status),
+                col(OutboxMessage.next_attempt_at),
+            )
             .where(col(OutboxMessage.kind) == MessageKind.email.value)
-            .where(col(OutboxMessage.status).in_([OutboxStatus.sent.value, *in_flight]))
+            .where(col(OutboxMessage.status).in_([OutboxStatus.sent.value, uncertain, *in_flight]))
         )
 
         def since(moment: datetime) -> Any:
-            sent_since = col(OutboxMessage.sent_at) >= moment
-            return or_(sent_since, col(OutboxMessage.status).in_(in_flight))
+            return or_(
+                col(OutboxMessage.sent_at) >= moment,
+                col(OutboxMessage.status).in_(in_flight),
+                and_(
+                    col(OutboxMessage.status) == uncertain,
+                    col(OutboxMessage.next_attempt_at) >= moment,
+                ),
+            )
 
         today = day_start(now, self.project_tz)
         self.senders: Counter[str] = Counter(
             sender
-            for sender, _, _ in session.exec(
+            for sender, *_ in session.execute(
                 counted.where(col(OutboxMessage.sender).in_({r.sender for r in rows})).where(
                     since(today)
                 )
@@ -143,13 +158,14 @@ class _Caps:
         )
         # A lead's day is its own: read two days back, count from its midnight.
         self.lead_sends: defaultdict[int, list[datetime]] = defaultdict(list)
-        for _, lead_id, sent_at in session.exec(
+        for _, lead_id, sent_at, status, tried_at in session.execute(
             counted.where(col(OutboxMessage.lead_id).in_(_lead_ids(rows))).where(
                 since(now - timedelta(days=2))
             )
         ):
             if lead_id is not None:
-                self.lead_sends[lead_id].append(sent_at or now)
+                moment = sent_at or (tried_at if status == uncertain else now)
+                self.lead_sends[lead_id].append(moment)
         self.claimed: Counter[int] = Counter()
 
     def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
@@ -206,7 +222,7 @@ def settle_abandoned(ctx: Context, now: datetime, *, all_in_flight: bool = False
             if resend:
                 row.status = OutboxStatus.queued.value
             else:
-                row.status = OutboxStatus.uncertain.value
+                row.status, row.next_attempt_at = OutboxStatus.uncertain.value, now
                 row.last_error = (
                     "the sending process stopped mid-send: it may have been delivered; held "
                     f"(`nurture outbox resend {row.id}` sends it again)"
@@ -492,7 +508,7 @@ def record(
                 row.status, row.last_error = OutboxStatus.queued.value, result.detail
                 row.next_attempt_at = now
             else:
-                row.status = OutboxStatus.uncertain.value
+                row.status, row.next_attempt_at = OutboxStatus.uncertain.value, now
                 row.last_error = (
                     f"{result.detail}: it may have been delivered; held "
                     f"(`nurture outbox resend {row.id}` sends it again)"

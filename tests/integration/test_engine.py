@@ -490,6 +490,21 @@ def test_a_send_cut_off_mid_way_is_held_not_sent_twice(harness: Harness) -> None
     assert message["Message-ID"] == row.message_id
 
 
+def test_an_uncertain_send_counts_toward_the_lead_s_daily_cap(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_LIMITS_PER_LEAD_DAILY", "1")
+    harness.config = load_settings(harness.project / "nurture.toml")
+    _abandon_a_send(harness, la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 23, 10, 30))
+    assert harness.outbox()[0].status == "uncertain"  # it may have reached her today
+    harness.write_sequence(SEQUENCE.replace("name: welcome", "name: other"), name="other")
+    _, delivered = harness.tick(la(2026, 11, 23, 11, 0))
+    assert delivered.sent == 0 and delivered.deferred == 1 and harness.sent() == []
+    _, delivered = harness.tick(la(2026, 11, 24, 9, 0))
+    assert delivered.sent == 1
+
+
 def test_on_uncertain_resend_sends_again_with_the_same_message_id(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
