@@ -354,6 +354,18 @@ def claim(
                 sequence = catalog.sequences.get(row.sequence)
                 why_not = _cancelled_because(ctx, lead, enrollment, sequence, events[row.lead_id],
                                              now)  # fmt: skip
+                if (
+                    why_not is None
+                    and enrollment is not None
+                    and (enrollment.status == EnrollmentStatus.paused)
+                ):  # paused after this one was queued: it waits for the resume
+                    row.status, row.last_error = (
+                        OutboxStatus.held.value,
+                        "held: its enrollment is paused",
+                    )
+                    report.deferred += 1
+                    session.add(row)
+                    continue
                 if why_not:
                     row.status, row.last_error = OutboxStatus.cancelled.value, why_not
                     report.cancelled += 1

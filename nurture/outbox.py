@@ -5,7 +5,8 @@ A message is ``queued`` → ``leased`` (claimed by one delivery loop) → ``send
 transmission began; at most one per connection) → ``sent``; or
 ``bounced`` (5xx to RCPT), ``failed`` (permanently refused, or retried too long), or
 ``cancelled`` (the lead opted out or exited before it went), or ``uncertain`` (the
-process sending it died mid-send: held for review rather than risk a second copy).
+process sending it died mid-send: held for review rather than risk a second copy). A
+queued email whose enrollment is paused is ``held`` until it resumes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text
+from sqlalchemy import Column, Index, String, Text, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
@@ -35,6 +36,8 @@ class OutboxStatus(enum.StrEnum):
     #: Its sender died mid-send: it may have gone. Held for review (``[delivery]
     #: on_uncertain = "hold"``).
     uncertain = "uncertain"
+    #: Its enrollment is paused: it waits, and goes back to ``queued`` on resume.
+    held = "held"
 
 
 class MessageKind(enum.StrEnum):
@@ -173,13 +176,15 @@ def set_status(
     """Queue again (*resend*) or cancel held and failed messages; return what became of
     each id (an id in another state is left alone and says why)."""
     results: list[tuple[int, str]] = []
-    allowed = (OutboxStatus.uncertain, OutboxStatus.failed, OutboxStatus.queued)
+    allowed = (OutboxStatus.uncertain, OutboxStatus.failed, OutboxStatus.queued, OutboxStatus.held)
     for message_id in ids:
         row = session.get(OutboxMessage, message_id, with_for_update=True)
         if row is None:
             results.append((message_id, "no such message"))
             continue
-        if row.status not in allowed or (resend and row.status == OutboxStatus.queued):
+        if row.status not in allowed or (
+            resend and row.status in (OutboxStatus.queued, OutboxStatus.held)
+        ):
             results.append((message_id, f"left as it is: it is {row.status}"))
             continue
         if resend:
@@ -194,3 +199,20 @@ def set_status(
         session.add(row)
         results.append((message_id, "queued again" if resend else "cancelled"))
     return results
+
+
+def hold_for_pause(session: Session, enrollment_ids: Any, *, pause: bool, now: datetime) -> int:
+    """Hold the queued emails of the enrollments *enrollment_ids* (a list or a subquery)
+    while they are paused, or release them on resume (due at once: the sending window and
+    the caps are checked again when they go). Return how many changed."""
+    query = update(OutboxMessage).where(col(OutboxMessage.enrollment_id).in_(enrollment_ids))
+    if pause:
+        query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value).values(
+            status=OutboxStatus.held.value, last_error="held: its enrollment is paused"
+        )
+    else:
+        query = query.where(col(OutboxMessage.status) == OutboxStatus.held.value).values(
+            status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None
+        )
+    result = session.execute(query)
+    return int(getattr(result, "rowcount", 0) or 0)

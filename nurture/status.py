@@ -71,6 +71,7 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         "failed": outbox.get(OutboxStatus.failed.value, 0),
         "cancelled": outbox.get(OutboxStatus.cancelled.value, 0),
         "uncertain": outbox.get(OutboxStatus.uncertain.value, 0),
+        "held": outbox.get(OutboxStatus.held.value, 0),
     }
     tasks = {
         "open": session.exec(

@@ -243,6 +243,60 @@ def test_after_a_sending_problem_delivery_pauses_instead_of_failing_every_messag
     assert len(failed) == first.refused
 
 
+def test_pausing_holds_queued_and_retrying_emails_and_resuming_releases_them(
+    harness: Harness,
+) -> None:
+    from nurture.enrollments import set_paused
+
+    harness.smtp.handler.data_replies = ["451 4.3.0 try again later"]
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.retrying == 1  # queued, to be retried
+    with freeze_time(la(2026, 11, 23, 10, 1)), session_scope(harness.engine) as session:
+        assert set_paused(session, "welcome", None, pause=True, now=clock.now()) == 1
+    [row] = harness.outbox()
+    assert row.status == "held"
+    harness.tick(la(2026, 11, 23, 11, 0))
+    harness.tick(la(2026, 11, 24, 11, 0))
+    assert harness.sent() == [] and harness.outbox()[0].status == "held"
+    with freeze_time(la(2026, 11, 24, 11, 5)), session_scope(harness.engine) as session:
+        assert set_paused(session, "welcome", None, pause=False, now=clock.now()) == 1
+    assert harness.outbox()[0].status == "queued"
+    _, delivered = harness.tick(la(2026, 11, 24, 11, 6))
+    assert delivered.sent == 1 and len(harness.sent()) == 1
+
+
+def test_an_email_queued_before_a_pause_is_held_when_it_comes_due(harness: Harness) -> None:
+    # Queued and waiting for a retry; the enrollment is then paused by something that
+    # does not touch the outbox (an older nurture, a script).
+    harness.smtp.handler.data_replies = ["451 4.3.0 try again later"]
+    harness.tick(la(2026, 11, 23, 10, 0))
+    assert harness.outbox()[0].status == "queued"
+    with session_scope(harness.engine) as session:
+        [enrollment] = session.exec(select(Enrollment)).all()
+        enrollment.status = "paused"
+        session.add(enrollment)
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 30))
+    assert delivered.sent == 0 and harness.sent() == []
+    assert harness.outbox()[0].status == "held"
+
+
+def test_held_emails_of_a_lead_who_left_meanwhile_are_cancelled_on_resume(
+    harness: Harness,
+) -> None:
+    from nurture.enrollments import set_paused
+
+    harness.smtp.handler.data_replies = ["451 4.3.0 try again later"]
+    harness.tick(la(2026, 11, 23, 10, 0))  # queued, to be retried
+    with freeze_time(la(2026, 11, 23, 10, 1)), session_scope(harness.engine) as session:
+        set_paused(session, "welcome", None, pause=True, now=clock.now())
+        lead = session.exec(select(Lead).where(Lead.email == "maria@example.com")).one()
+        record_event(session, lead.id or 0, "unsubscribed", at=clock.now(), source="test")
+    with freeze_time(la(2026, 11, 24, 9, 0)), session_scope(harness.engine) as session:
+        set_paused(session, "welcome", None, pause=False, now=clock.now())
+    harness.tick(la(2026, 11, 24, 9, 1))
+    assert harness.sent() == [] and harness.outbox()[0].status == "cancelled"
+
+
 def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
     harness: Harness,
 ) -> None:
