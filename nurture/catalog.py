@@ -40,6 +40,14 @@ class Catalog:
     deployed: list[str] = field(default_factory=list)
     #: Names deployed earlier whose file is gone: their enrollments wait.
     missing: list[str] = field(default_factory=list)
+    #: The last deployed version of each sequence that does not run now (its file is
+    #: gone, or neither it nor its deployed version can be loaded as it stands): emails
+    #: it queued earlier still keep its sending window and its exit rules.
+    retired: dict[str, Sequence] = field(default_factory=dict)
+
+    def for_delivery(self, name: str) -> Sequence | None:
+        """The version of sequence *name* whose rules its queued emails keep."""
+        return self.sequences.get(name) or self.retired.get(name)
 
 
 def step_digest(step: Step) -> str:
@@ -60,12 +68,15 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _from_source(row: DeployedSequence, templates: TemplateSet) -> Sequence | None:
+def _from_source(row: DeployedSequence, templates: TemplateSet | None) -> Sequence | None:
+    """The deployed version of a sequence, if it loads (with its templates, unless
+    *templates* is ``None``: the rules alone)."""
     try:
         data = parse_yaml(row.source, row.path)
     except InputFileError:
         return None
-    sequence, problems = parse_sequence(Path(row.path), data, templates.exists)
+    exists = templates.exists if templates is not None else (lambda name: True)
+    sequence, problems = parse_sequence(Path(row.path), data, exists)
     return None if problems else sequence
 
 
@@ -125,6 +136,9 @@ def load_catalog(
                     continue
             if not (sequences_dir / Path(row.path).name).exists():
                 catalog.missing.append(name)
+            retired = _from_source(row, None)
+            if retired is not None:
+                catalog.retired[name] = retired
     return catalog
 
 

@@ -351,7 +351,7 @@ def claim(
             if row.kind == MessageKind.email and row.lead_id is not None:
                 lead = leads[row.lead_id]
                 enrollment = enrollments.get(row.enrollment_id or -1)
-                sequence = catalog.sequences.get(row.sequence)
+                sequence = catalog.for_delivery(row.sequence)
                 why_not = _cancelled_because(ctx, lead, enrollment, sequence, events[row.lead_id],
                                              now)  # fmt: skip
                 if (
@@ -441,7 +441,7 @@ def _cancelled_because(
 def _window_hold(
     catalog: Catalog, row: OutboxMessage, now: datetime
 ) -> tuple[datetime, str] | None:
-    sequence = catalog.sequences.get(row.sequence)
+    sequence = catalog.for_delivery(row.sequence)
     if sequence is None:
         return None
     placement = next_allowed(now, sequence.schedule.window, zone(row.timezone))

@@ -297,6 +297,31 @@ def test_held_emails_of_a_lead_who_left_meanwhile_are_cancelled_on_resume(
     assert harness.sent() == [] and harness.outbox()[0].status == "cancelled"
 
 
+def test_a_removed_sequence_s_queued_email_keeps_its_window_and_exit_rules(
+    harness: Harness,
+) -> None:
+    harness.add_leads({"email": "ben@example.com", "first_name": "Ben", "source": "guide",
+                       "timezone": "America/Los_Angeles"})  # fmt: skip
+    harness.smtp.handler.data_replies = ["451 4.3.0 try again later"] * 2
+    harness.tick(la(2026, 11, 23, 16, 58))  # both queued, to be retried
+    assert [r.status for r in harness.outbox()] == ["queued", "queued"]
+    (harness.project / "sequences" / "welcome.yaml").unlink()
+    with freeze_time(la(2026, 11, 23, 17, 30)), session_scope(harness.engine) as session:
+        ben = session.exec(select(Lead).where(Lead.email == "ben@example.com")).one()
+        record_event(session, ben.id or 0, "email_replied", sequence="welcome",
+                     step="welcome", at=clock.now(), source="test")  # fmt: skip
+    # After hours: nothing goes, and Ben, who replied, is never emailed again.
+    _, delivered = harness.tick(la(2026, 11, 23, 21, 0))
+    assert harness.sent() == [] and delivered.cancelled == 1
+    rows = {r.recipient: r for r in harness.outbox()}
+    assert rows["ben@example.com"].status == "cancelled"
+    assert rows["maria@example.com"].next_attempt_at == la(2026, 11, 24, 9, 0)
+    _, delivered = harness.tick(la(2026, 11, 24, 9, 0))
+    assert delivered.sent == 1 and [str(m["To"]) for m in harness.sent()] == [
+        "María <maria@example.com>"
+    ]
+
+
 def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
     harness: Harness,
 ) -> None:

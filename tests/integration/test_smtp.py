@@ -179,20 +179,20 @@ def test_any_refusal_of_our_sender_is_a_sending_problem() -> None:
 
 def test_a_drop_after_data_on_a_reused_connection_is_uncertain_not_resent() -> None:
     handler = SmtpHandler()
+
+    async def run(settings: SmtpSection) -> list[Any]:
+        transport = SmtpTransport(settings)
+        try:
+            first = await transport.send(MESSAGE, "ana@example.com", "a@example.com", "k1")
+            handler.drop_next = True  # the reused connection drops after DATA
+            second = await transport.send(MESSAGE, "ana@example.com", "b@example.com", "k2")
+            return [first, second]
+        finally:
+            await transport.close()
+
     for port in _serve(handler):
         settings = SmtpSection(host="127.0.0.1", port=port, starttls=False, max_connections=1)
-
-        async def run() -> list[Any]:
-            transport = SmtpTransport(settings)
-            try:
-                first = await transport.send(MESSAGE, "ana@example.com", "a@example.com", "k1")
-                handler.drop_next = True  # the reused connection drops after DATA
-                second = await transport.send(MESSAGE, "ana@example.com", "b@example.com", "k2")
-                return [first, second]
-            finally:
-                await transport.close()
-
-        first, second = asyncio.run(run())
+        first, second = asyncio.run(run(settings))
     assert first.outcome == "sent" and second.outcome == "uncertain"
     assert len(handler.messages) == 1  # not sent again on a fresh connection
     assert handler.connections == 1
