@@ -22,7 +22,14 @@ from sqlmodel import Session, col, select
 from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.errors import InputFileError
 from nurture.problems import Problem
-from nurture.sequences import Sequence, SequenceFiles, Step, load_sequences, parse_sequence
+from nurture.sequences import (
+    EmailAction,
+    Sequence,
+    SequenceFiles,
+    Step,
+    load_sequences,
+    parse_sequence,
+)
 from nurture.store import session_scope
 from nurture.templates import TemplateSet
 from nurture.yamlfile import parse_yaml
@@ -44,6 +51,9 @@ class Catalog:
     #: gone, or neither it nor its deployed version can be loaded as it stands): emails
     #: it queued earlier still keep its sending window and its exit rules.
     retired: dict[str, Sequence] = field(default_factory=dict)
+    #: Sequences that run without some of their templates (deleted since they were
+    #: deployed): name -> the missing templates. Steps that need one are held.
+    missing_templates: dict[str, list[str]] = field(default_factory=dict)
 
     def for_delivery(self, name: str) -> Sequence | None:
         """The version of sequence *name* whose rules its queued emails keep."""
@@ -78,6 +88,16 @@ def _from_source(row: DeployedSequence, templates: TemplateSet | None) -> Sequen
     exists = templates.exists if templates is not None else (lambda name: True)
     sequence, problems = parse_sequence(Path(row.path), data, exists)
     return None if problems else sequence
+
+
+def _missing_templates(sequence: Sequence, templates: TemplateSet) -> list[str]:
+    names = {
+        name
+        for step in sequence.steps
+        if isinstance(step.action, EmailAction)
+        for name, _ in step.action.variants
+    }
+    return sorted(name for name in names if not templates.exists(name))
 
 
 def load_catalog(
@@ -130,6 +150,13 @@ def load_catalog(
                 continue
             if Path(row.path).name in bad_files:
                 kept = _from_source(row, templates)
+                if kept is None:  # perhaps only templates are gone: run the other steps
+                    kept = _from_source(row, None)
+                    gone = _missing_templates(kept, templates) if kept is not None else []
+                    if gone:
+                        catalog.missing_templates[name] = gone
+                    else:
+                        kept = None
                 if kept is not None:
                     catalog.sequences[name] = kept
                     catalog.kept.append(name)

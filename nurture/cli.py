@@ -941,6 +941,11 @@ def status(
             )
     if data["webhooks"]:
         say("webhooks: " + _summary(list(data["webhooks"].items())))
+    for held in data["held"]:
+        say(
+            f"held: {held['enrollments']} in {held['sequence']} at {held['step']}: "
+            f"{held['reason'].removeprefix('held: ')}"
+        )
     for failure in data["failures"]:
         say(
             f"failed: {failure['lead']} in {failure['sequence']} at {failure['step']}: "

@@ -101,6 +101,13 @@ class Reloader:
             if f"kept:{name}" not in self._reported:
                 logs.action("keeping the last good version", level=logging.WARNING, sequence=name)
                 current.add(f"kept:{name}")
+        for name, templates in sorted(catalog.missing_templates.items()):
+            key = f"templates:{name}:{','.join(templates)}"
+            if key not in self._reported:
+                logs.action("templates are missing: the steps that use them are held, the "
+                            "rest of the sequence runs", level=logging.WARNING, sequence=name,
+                            templates=", ".join(templates))  # fmt: skip
+                current.add(key)
         for name in catalog.missing:
             if f"missing:{name}" not in self._reported:
                 logs.action(

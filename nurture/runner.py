@@ -73,6 +73,8 @@ class PassReport:
     exited: int = 0
     completed: int = 0
     failed: int = 0
+    #: Enrollments kept waiting at a step whose template is missing.
+    held: int = 0
     stage_changes: int = 0
     hot: int = 0
     reminders: int = 0
@@ -480,6 +482,19 @@ def _process(
             tz=zone(tz_name),
             scores=ctx.scores(lead, now),
         )
+        missing = sorted(
+            {t.template for t in outcome.touches if t.template}
+            - {
+                t.template
+                for t in outcome.touches
+                if t.template and ctx.templates.exists(t.template)
+            }
+        )
+        if missing:
+            _hold_for_templates(session, enrollment, missing, now, report)
+            return
+        if enrollment.reason and enrollment.reason.startswith(HELD):
+            enrollment.reason = None  # its templates are back
         writes = [
             _prepare(ctx, sequence, enrollment, lead, view, touch, tz_name, now)
             for touch in outcome.touches
@@ -498,6 +513,25 @@ def _process(
         _fail_because(session, enrollment, lead, exc, now, report)
         return
     report.add(done)
+
+
+#: How often an enrollment held for a missing template looks again.
+TEMPLATE_RECHECK = timedelta(minutes=15)
+#: How the reason of an enrollment held for a missing template begins.
+HELD = "held: "
+
+
+def _hold_for_templates(
+    session: Session, enrollment: Enrollment, missing: list[str], now: datetime, report: PassReport
+) -> None:
+    """Keep the enrollment where it is, active, until the templates its next touch needs
+    are back (looked at again every :data:`TEMPLATE_RECHECK`); nothing is written."""
+    names = ", ".join(repr(name) for name in missing)
+    enrollment.reason = f"{HELD}template {names} is missing (templates/{missing[0]}.html.j2)"
+    enrollment.due_at = now + TEMPLATE_RECHECK
+    enrollment.updated_at = now
+    session.add(enrollment)
+    report.held += 1
 
 
 def _fail_because(

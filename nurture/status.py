@@ -104,6 +104,12 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         .order_by(col(Enrollment.updated_at).desc())
         .limit(failures)
     ).all()
+    held = session.exec(
+        select(Enrollment.sequence, Enrollment.next_step, Enrollment.reason, func.count())
+        .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+        .where(col(Enrollment.reason).startswith("held: "))
+        .group_by(col(Enrollment.sequence), col(Enrollment.next_step), col(Enrollment.reason))
+    ).all()
     failed_messages = session.exec(
         select(OutboxMessage)
         .where(
@@ -126,6 +132,10 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         "handoffs": handoffs,
         "workers": list_workers(session, now),
         "webhooks": webhooks,
+        "held": [
+            {"sequence": name, "step": step, "reason": reason, "enrollments": count}
+            for name, step, reason, count in held
+        ],
         "failures": [
             {"lead": email, "sequence": e.sequence, "step": e.next_step, "error": e.reason}
             for e, email in failed_rows

@@ -322,6 +322,38 @@ def test_a_removed_sequence_s_queued_email_keeps_its_window_and_exit_rules(
     ]
 
 
+def test_a_deleted_template_holds_only_the_steps_that_use_it(harness: Harness) -> None:
+    from nurture.status import collect_status
+
+    harness.tick(la(2026, 11, 23, 10, 0))  # María gets the welcome
+    template = harness.project / "templates" / "case-study.html.j2"
+    text = template.read_text()
+    template.unlink()
+    harness.add_leads({"email": "ben@example.com", "first_name": "Ben", "source": "guide",
+                       "timezone": "America/Los_Angeles"}, at=la(2026, 11, 25, 9, 0))  # fmt: skip
+    harness.tick(la(2026, 11, 25, 10, 30))
+    # Ben still gets the welcome; María waits at the case study, active.
+    assert [str(m["To"]) for m in harness.sent()] == [
+        "María <maria@example.com>",
+        "Ben <ben@example.com>",
+    ]
+    maria = next(
+        e for e in harness.enrollments() if e.lead_id == harness.lead("maria@example.com").id
+    )
+    assert (maria.status, maria.next_step) == ("active", "case-study")
+    assert maria.reason == ("held: template 'case-study' is missing (templates/case-study.html.j2)")
+    with freeze_time(la(2026, 11, 25, 10, 31)), session_scope(harness.engine) as session:
+        [held] = collect_status(session, clock.now())["held"]
+    assert (held["sequence"], held["step"], held["enrollments"]) == ("welcome", "case-study", 1)
+    template.write_text(text)  # put back: the held step goes at its next look
+    harness.tick(la(2026, 11, 25, 10, 50))
+    assert len(harness.sent()) == 3 and "maria@example.com" in str(harness.sent()[-1]["To"])
+    maria = next(
+        e for e in harness.enrollments() if e.lead_id == harness.lead("maria@example.com").id
+    )
+    assert maria.reason is None and maria.next_step == "call"
+
+
 def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
     harness: Harness,
 ) -> None:
