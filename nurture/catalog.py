@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +55,9 @@ class Catalog:
     #: Sequences that run without some of their templates (deleted since they were
     #: deployed): name -> the missing templates. Steps that need one are held.
     missing_templates: dict[str, list[str]] = field(default_factory=dict)
+    #: Names whose file here differs from the deployed version and is older than the
+    #: copy it was deployed from: the deployed version runs.
+    differs: list[str] = field(default_factory=list)
 
     def for_delivery(self, name: str) -> Sequence | None:
         """The version of sequence *name* whose rules its queued emails keep."""
@@ -100,15 +104,41 @@ def _missing_templates(sequence: Sequence, templates: TemplateSet) -> list[str]:
     return sorted(name for name in names if not templates.exists(name))
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _older_than_deployed(
+    session: Session, name: str, digest: str, mtime: float | None
+) -> DeployedSequence | None:
+    """The deployed version of *name*, locked, if this worker's copy (*digest*, last
+    modified at *mtime*) must not replace it: it is not newer than the copy the deployed
+    version came from. ``None``: deploy ours."""
+    row = session.get(DeployedSequence, name, with_for_update=True, populate_existing=True)
+    if row is None or row.digest == digest or row.file_mtime is None:
+        return None
+    return row if mtime is None or mtime <= row.file_mtime else None
+
+
 def load_catalog(
     engine: Engine,
     sequences_dir: Path,
     templates: TemplateSet,
     now: datetime,
     loaded: SequenceFiles | None = None,
+    *,
+    force: bool = False,
 ) -> Catalog:
     """Reload the sequence files (or take what *loaded* says of them), deploy the good
-    changes, and keep the last good versions."""
+    changes, and keep the last good versions.
+
+    A changed file is deployed only if it is newer than the file the deployed version
+    came from (workers whose copies differ run one version: the newest; the others say
+    so once). *force* (``nurture deploy``): deploy this worker's files whatever their age.
+    """
     found, problems = loaded or load_sequences(sequences_dir, templates.exists)
     catalog = Catalog(problems=problems)
     bad_files = {Path(p.path).name for p in problems}
@@ -123,6 +153,18 @@ def load_catalog(
             digest = _digest(source)
             if row is not None and row.digest == digest:
                 continue
+            mtime = _mtime(sequence.path)
+            if row is not None and not force:
+                newer = _older_than_deployed(session, sequence.name, digest, mtime)
+                running = _from_source(newer, templates) if newer is not None else None
+                if running is not None:
+                    catalog.sequences[sequence.name] = running
+                    catalog.differs.append(sequence.name)
+                    continue
+                if row.digest == digest:  # (refreshed) another worker deployed this copy
+                    continue
+            if force:  # chosen by hand: it counts as changed now (a roll back holds)
+                mtime = max(mtime or 0.0, time.time())
             steps = [[step.id, step_digest(step)] for step in sequence.steps]
             if row is None:
                 row = DeployedSequence(
@@ -132,6 +174,7 @@ def load_catalog(
                     digest=digest,
                     steps=steps,
                     deployed_at=now,
+                    file_mtime=mtime,
                 )
             else:
                 row.path, row.source, row.digest, row.steps = (
@@ -142,6 +185,7 @@ def load_catalog(
                 )
                 row.audience_checked_at = None
                 row.deployed_at = now
+                row.file_mtime = mtime
             session.add(row)
             catalog.deployed.append(sequence.name)
             _wake_sequence(session, sequence.name, now)

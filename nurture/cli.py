@@ -540,6 +540,36 @@ def _edit_impact(st: State, sequences: list[Any]) -> list[Any]:
 
 
 @app.command()
+def deploy(ctx: typer.Context) -> None:
+    """Deploy this machine's sequence files now, even where a worker elsewhere deployed a
+    newer copy (every worker runs the deployed version at its next pass).
+
+    Workers deploy changed files on their own: a file newer than the copy the deployed
+    version came from. Use this to roll back to an older copy, or to choose between
+    machines whose copies differ. A file with problems is never deployed.
+    """
+    from nurture import clock
+    from nurture.catalog import load_catalog
+    from nurture.templates import TemplateSet
+
+    st = state(ctx)
+    config = st.config()
+    catalog = load_catalog(st.engine(), config.sequences_dir, TemplateSet(config.templates_dir),
+                           clock.now(), force=True)  # fmt: skip
+    for problem in catalog.problems:
+        say(str(problem))
+    for name in sorted(catalog.deployed):
+        say(f"deployed {name}")
+    unchanged = sorted(set(catalog.sequences) - set(catalog.deployed) - set(catalog.kept))
+    if unchanged:
+        say("already deployed: " + ", ".join(unchanged))
+    for name in sorted(catalog.kept):
+        say(f"kept the deployed version of {name}: its file has problems")
+    if catalog.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
 def preview(
     ctx: typer.Context,
     sequence_name: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence name.")],

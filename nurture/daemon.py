@@ -108,6 +108,12 @@ class Reloader:
                             "rest of the sequence runs", level=logging.WARNING, sequence=name,
                             templates=", ".join(templates))  # fmt: skip
                 current.add(key)
+        for name in catalog.differs:
+            if f"differs:{name}" not in self._reported:
+                logs.action("this worker's copy of the sequence file differs from the deployed "
+                            "version and is older: running the deployed one (nurture deploy "
+                            "deploys this copy)", level=logging.WARNING, sequence=name)  # fmt: skip
+                current.add(f"differs:{name}")
         for name in catalog.missing:
             if f"missing:{name}" not in self._reported:
                 logs.action(

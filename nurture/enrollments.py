@@ -98,6 +98,9 @@ class DeployedSequence(SQLModel, table=True):
     #: Leads updated after this moment have not been checked against the audience yet.
     audience_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deployed_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: When the file it was deployed from was last modified (seconds since the epoch):
+    #: a worker deploys its own copy only if that copy is newer.
+    file_mtime: float | None = None
 
 
 def parse_status(value: str) -> EnrollmentStatus:

@@ -1,0 +1,103 @@
+"""Workers whose copies of a sequence file differ run one deployed version (the newest
+copy's) instead of deploying theirs in turn; ``nurture deploy`` chooses on purpose."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from nurture.catalog import load_catalog
+from nurture.database import open_engine, upgrade
+from nurture.enrollments import DeployedSequence
+from nurture.store import session_scope
+from nurture.templates import TemplateSet
+
+MOMENT = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+SEQUENCE = """\
+name: nudge
+audience: "lead.source == 'web'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: hello
+    email: welcome
+  - id: later
+    wait: {wait}
+    email: case-study
+"""
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = open_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def machine(tmp_path: Path, project: Path, name: str, wait: str, mtime: float) -> Path:
+    """A worker's copy of the project, its nudge.yaml last modified at *mtime*."""
+    root = tmp_path / name
+    shutil.copytree(project / "templates", root / "templates")
+    (root / "sequences").mkdir()
+    path = root / "sequences" / "nudge.yaml"
+    path.write_text(SEQUENCE.format(wait=wait))
+    os.utime(path, (mtime, mtime))
+    return root
+
+
+def load(engine: Engine, root: Path, *, force: bool = False) -> tuple[str, list[str], bool]:
+    """One reload by the worker at *root*: the wait it runs, what it says differs, and
+    whether it deployed."""
+    catalog = load_catalog(engine, root / "sequences", TemplateSet(root / "templates"),
+                           MOMENT, force=force)  # fmt: skip
+    wait = catalog.sequences["nudge"].steps[1].wait
+    return str(wait), catalog.differs, "nudge" in catalog.deployed
+
+
+def deployed(engine: Engine) -> DeployedSequence:
+    with session_scope(engine) as session:
+        return session.exec(select(DeployedSequence)).one()
+
+
+def test_workers_with_different_copies_run_the_newest_and_stop_taking_turns(
+    engine: Engine, project: Path, tmp_path: Path
+) -> None:
+    old = machine(tmp_path, project, "old", "2 days", 1_700_000_000)
+    new = machine(tmp_path, project, "new", "3 days", 1_800_000_000)
+    first = load(engine, old)
+    assert first[2]  # nothing deployed yet: the old copy is deployed
+    assert load(engine, new)[2]  # a newer copy replaces it
+    versions = set()
+    for _ in range(3):  # they keep passing in turn: nothing is deployed again
+        for root in (old, new):
+            wait, differs, redeployed = load(engine, root)
+            versions.add(wait)
+            assert not redeployed
+            assert differs == (["nudge"] if root == old else [])
+    assert len(versions) == 1 and "3 days" in deployed(engine).source
+    # The old machine's copy is edited now: newest again, so it is deployed.
+    path = old / "sequences" / "nudge.yaml"
+    path.write_text(SEQUENCE.format(wait="5 days"))
+    os.utime(path, (1_900_000_000, 1_900_000_000))  # a later edit
+    assert load(engine, old)[2] and not load(engine, new)[2]
+    assert "5 days" in deployed(engine).source
+
+
+def test_nurture_deploy_chooses_a_copy_whatever_its_age(
+    engine: Engine, project: Path, tmp_path: Path
+) -> None:
+    # Both copies were last edited years ago; a roll back counts as a change made now.
+    new = machine(tmp_path, project, "new", "3 days", 1_700_000_000)
+    old = machine(tmp_path, project, "old", "2 days", 1_600_000_000)
+    load(engine, new)
+    assert not load(engine, old)[2]
+    assert load(engine, old, force=True)[2]  # a roll back to the older copy
+    assert "2 days" in deployed(engine).source
+    assert not load(engine, old)[2] and load(engine, new)[1] == ["nudge"]
