@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 from nurture import clock, logs
 from nurture.catalog import Catalog
 from nurture.engine import leaves_because
-from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.enrollments import Enrollment, EnrollmentStatus, email_left
 from nurture.events import Event, LeadEvents, events_by_lead, record_event
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
@@ -108,6 +108,8 @@ class Claimed:
     sequence: str
     step: str
     message_id: str
+    #: The enrollment whose next step waits for this email to leave.
+    enrollment_id: int | None = None
 
 
 class _Caps:
@@ -223,6 +225,8 @@ def settle_abandoned(ctx: Context, now: datetime, *, all_in_flight: bool = False
                 row.status = OutboxStatus.queued.value
             else:
                 row.status, row.next_attempt_at = OutboxStatus.uncertain.value, now
+                if row.kind == MessageKind.email:
+                    email_left(session, row.enrollment_id, now)
                 row.last_error = (
                     "the sending process stopped mid-send: it may have been delivered; held "
                     f"(`nurture outbox resend {row.id}` sends it again)"
@@ -368,6 +372,7 @@ def claim(
                     continue
                 if why_not:
                     row.status, row.last_error = OutboxStatus.cancelled.value, why_not
+                    email_left(session, row.enrollment_id, now)
                     report.cancelled += 1
                     logs.action(
                         "email cancelled",
@@ -409,6 +414,7 @@ def claim(
                     row.sequence,
                     row.step,
                     row.message_id,
+                    row.enrollment_id if row.kind == MessageKind.email else None,
                 )
             )
     return claimed
@@ -544,6 +550,8 @@ def record(
             row.status, row.last_error = OutboxStatus.failed.value, result.detail
             report.failed += 1
             logs.action("send failed", level=logging.ERROR, **fields, error=result.detail)
+        if row.status != OutboxStatus.queued:  # settled: it will not go (or may have)
+            email_left(session, item.enrollment_id, now)
         session.add(row)
 
 
@@ -553,6 +561,7 @@ def _record_sent(connection: Connection, item: Claimed, now: datetime) -> bool:
     done = connection.execute(_MARK_SENT, {"message": item.id, "now": now})
     if not done.rowcount:
         return False
+    email_left(connection, item.enrollment_id, now)
     if item.kind == MessageKind.email:
         connection.execute(
             _EMAIL_SENT,

@@ -15,7 +15,7 @@ for the task step's ``timeout``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -69,6 +69,14 @@ class Position:
     waiting_for_task: bool = False
     #: When the sequence stops waiting for that task.
     task_timeout_at: datetime | None = None
+    #: An email this enrollment queued has not left yet (nor been given up): the next
+    #: step's wait counts from when it does, and the enrollment completes only then.
+    waiting_for_email: bool = False
+
+
+#: How often an enrollment waiting for its email to leave looks again, should the
+#: delivery's wake-up be missed.
+EMAIL_RECHECK = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,8 @@ class Outcome:
     done: list[str] = field(default_factory=list)
     #: The next step waits for the task created by the last touch.
     waits_for_task: bool = False
+    #: The next step (or the completion) waits for the email of the last touch to leave.
+    waits_for_email: bool = False
     #: The task it waited for timed out: mark it expired.
     task_expired: bool = False
     #: Lead fields and attributes that ``update`` steps set.
@@ -166,6 +176,10 @@ def advance(
         outcome.task_expired = True
         outcome.notes.append("task not done before its timeout: the sequence goes on")
         base = position.task_timeout_at
+    elif position.waiting_for_email:
+        return _wait_for_email(outcome, sequence, position.next_step, base, now, tz)
+    if position.next_step is None and done:
+        return _end(outcome, "completed", None)  # its last email has left
     step = resolve_step(sequence, position.next_step, tuple(done))
     if step is not None and position.next_step is not None and step.id != position.next_step:
         outcome.notes.append(f"step {position.next_step!r} is gone: moved on to {step.id!r}")
@@ -189,6 +203,10 @@ def advance(
                 outcome.lead_changes.update(changes)
                 if attributes:
                     outcome.lead_changes.setdefault("attributes", {}).update(attributes)
+            if isinstance(step.action, EmailAction):
+                # The next step's wait counts from when this email leaves.
+                next_step = following(sequence, step, tuple(done))
+                return _wait_for_email(outcome, sequence, next_step, base, now, tz)
             if isinstance(step.action, TaskAction):
                 outcome.next_step = following(sequence, step, tuple(done))
                 outcome.base_at = base
@@ -222,6 +240,27 @@ def _touch(
         timeout_at = add_wait(now, action.timeout, tz, sequence.schedule.window)
         return Touch(step, timeout_at=timeout_at, moved_because=moved_because)
     return Touch(step, moved_because=moved_because)
+
+
+def _wait_for_email(
+    outcome: Outcome,
+    sequence: Sequence,
+    next_step: str | None,
+    base: datetime,
+    now: datetime,
+    tz: ZoneInfo,
+) -> Outcome:
+    """Stay at *next_step* (``None``: about to complete) until the email leaves. It is
+    due when its wait would end if the email left now; the delivery wakes it when the
+    email does leave (its wait counts from then), and it looks again at least every
+    :data:`EMAIL_RECHECK` while the email waits (a cap, a window, a retry)."""
+    step = sequence.step(next_step) if next_step is not None else None
+    due = due_moment(base, step.wait, step.at, sequence.schedule.window, tz) if step else None
+    outcome.next_step = next_step
+    outcome.base_at = base
+    outcome.due_at = due.moment if due is not None and due.moment > now else now + EMAIL_RECHECK
+    outcome.waits_for_email = True
+    return outcome
 
 
 def _end(outcome: Outcome, status: str, reason: str | None) -> Outcome:

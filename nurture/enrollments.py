@@ -12,7 +12,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint, update
+from sqlalchemy import Column, Connection, Index, String, Text, UniqueConstraint, bindparam, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
@@ -171,3 +171,20 @@ def set_paused(
         paused = chosen.where(col(Enrollment.status) == EnrollmentStatus.paused.value)
         hold_for_pause(session, paused, pause=True, now=now)
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+_ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
+#: Built once: it runs beside each send, the commonest write of a delivery run.
+_EMAIL_LEFT = (
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.id == bindparam("enrollment"))
+    .where(_ENROLLMENTS.c.status == EnrollmentStatus.active.value)
+    .values(base_at=bindparam("now"), due_at=bindparam("now"))
+)
+
+
+def email_left(connection: Connection | Session, enrollment_id: int | None, now: datetime) -> None:
+    """The email an enrollment waited for left (or was given up) at *now*: its next
+    step's wait counts from now, and it is looked at in the next pass."""
+    if enrollment_id is not None:
+        connection.execute(_EMAIL_LEFT, {"enrollment": enrollment_id, "now": now})

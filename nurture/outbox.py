@@ -20,6 +20,7 @@ from sqlalchemy import Column, Index, String, Text, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
+from nurture.enrollments import email_left
 from nurture.sqltypes import JSONType, UTCDateTime
 
 
@@ -196,6 +197,8 @@ def set_status(
         else:
             row.status = OutboxStatus.cancelled.value
             row.last_error = "cancelled by hand"
+            if row.kind == MessageKind.email:
+                email_left(session, row.enrollment_id, now)
         session.add(row)
         results.append((message_id, "queued again" if resend else "cancelled"))
     return results
@@ -216,3 +219,25 @@ def hold_for_pause(session: Session, enrollment_ids: Any, *, pause: bool, now: d
         )
     result = session.execute(query)
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+#: States of an email that has not left yet, nor been given up.
+NOT_LEFT = (
+    OutboxStatus.queued.value,
+    OutboxStatus.leased.value,
+    OutboxStatus.sending.value,
+    OutboxStatus.held.value,
+)
+
+
+def emails_not_left(session: Session, lead_ids: Any) -> set[int]:
+    """The enrollments (of the leads *lead_ids*) with an email that has not left yet:
+    their next step waits for it. Read through the leads' index (unsent: no ``sent_at``)."""
+    rows = session.exec(
+        select(OutboxMessage.enrollment_id)
+        .where(col(OutboxMessage.lead_id).in_(lead_ids))
+        .where(col(OutboxMessage.sent_at).is_(None))
+        .where(col(OutboxMessage.kind) == MessageKind.email.value)
+        .where(col(OutboxMessage.status).in_(NOT_LEFT))
+    )
+    return {enrollment_id for enrollment_id in rows if enrollment_id is not None}

@@ -42,7 +42,7 @@ from nurture.messages import (
     unsubscribe_url,
 )
 from nurture.meta import advance_mark, mark_for, since_mark
-from nurture.outbox import MessageKind, queue_message
+from nurture.outbox import MessageKind, emails_not_left, queue_message
 from nurture.retry import is_transient
 from nurture.scoring import ScoringRules, scores_now
 from nurture.sequences import EmailAction, NotifyAction, Sequence, TaskAction
@@ -438,12 +438,14 @@ def _advance_batch(
         tasks = {
             task.id: task for task in session.exec(select(Task).where(col(Task.id).in_(waiting)))
         }
+        unsent = emails_not_left(session, lead_ids)
         for enrollment in due:
             sequence = catalog.sequences[enrollment.sequence]
             lead = leads[enrollment.lead_id]
             task = tasks.get(enrollment.waiting_task_id or -1)
             _process(ctx, session, sequence, enrollment, lead, events[lead.id or 0], task, now,
-                     report, isolated=isolated)  # fmt: skip
+                     report, isolated=isolated,
+                     waiting_for_email=enrollment.id in unsent)  # fmt: skip
     return report, [e.id for e in due if e.id is not None]
 
 
@@ -459,6 +461,7 @@ def _process(
     report: PassReport,
     *,
     isolated: bool,
+    waiting_for_email: bool = False,
 ) -> None:
     """Carry one enrollment forward. What can fail for this lead (rendering its touches)
     happens before anything is written, and fails the enrollment alone; a write that
@@ -470,6 +473,7 @@ def _process(
         done=tuple(enrollment.done_steps or ()),
         waiting_for_task=task is not None and task.status == TaskStatus.open,
         task_timeout_at=task.timeout_at if task is not None else None,
+        waiting_for_email=waiting_for_email,
     )
     view = LeadView.of(lead)
     try:  # nothing is written yet: a failure here is this enrollment's alone

@@ -5,6 +5,8 @@ Engagement is what the caller assumes (``--assume clicked:welcome``): an assumed
 happens right after the step it names. Tasks are taken as done when they fall due, and
 record their event then (``call_completed`` for a call); ``--assume qualified:call``
 gives the task at step ``call`` the outcome ``qualified`` (one its step declares).
+Each email leaves when it falls due (no cap or retry holds it), so the next step's wait
+counts from then, as the daemon counts it from the moment an email actually left.
 """
 
 from __future__ import annotations

@@ -354,6 +354,52 @@ def test_a_deleted_template_holds_only_the_steps_that_use_it(harness: Harness) -
     assert maria.reason is None and maria.next_step == "call"
 
 
+NUDGE = """\
+name: nudge
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+schedule:
+  timezone: lead
+  days: [mon, tue, wed, thu, fri]
+  hours: "09:00-17:00"
+steps:
+  - id: first
+    email: welcome
+  - id: second
+    wait: 1 hour
+    email: case-study
+"""
+
+
+def test_a_wait_counts_from_when_the_email_left_and_completion_waits_for_the_last(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_LIMITS_PER_LEAD_DAILY", "1")
+    harness.config = load_settings(harness.project / "nurture.toml")
+    harness.tick(la(2026, 11, 23, 9, 0))  # the welcome sequence's email: today's one
+    harness.write_sequence(NUDGE, name="nudge")
+    harness.tick(la(2026, 11, 23, 10, 0))  # nudge's first is capped to tomorrow
+    harness.tick(la(2026, 11, 23, 11, 30))  # an hour after it was queued: nothing more
+    nudge = [r for r in harness.outbox() if r.sequence == "nudge"]
+    assert [(r.step, r.status) for r in nudge] == [("first", "queued")]
+    assert nudge[0].next_attempt_at == la(2026, 11, 24, 0, 0)  # her next day
+    harness.tick(la(2026, 11, 24, 9, 0))  # it leaves at 09:00
+    harness.tick(la(2026, 11, 24, 9, 30))
+    assert [r.step for r in harness.outbox() if r.sequence == "nudge"] == ["first"]
+    harness.tick(la(2026, 11, 24, 10, 0))  # an hour after it left: the second is queued
+    nudge = [r for r in harness.outbox() if r.sequence == "nudge"]
+    assert [(r.step, r.status) for r in nudge] == [("first", "sent"), ("second", "queued")]
+    assert nudge[1].next_attempt_at == la(2026, 11, 25, 0, 0)  # today's cap is used
+    [enrollment] = [e for e in harness.enrollments() if e.sequence == "nudge"]
+    assert enrollment.status == "active"  # not complete while its last email waits
+    harness.tick(la(2026, 11, 25, 9, 0))
+    harness.tick(la(2026, 11, 25, 9, 1))
+    [enrollment] = [e for e in harness.enrollments() if e.sequence == "nudge"]
+    assert enrollment.status == "completed"
+    sent_days = [m["Date"].datetime.astimezone(LA).date().day for m in harness.sent()]
+    assert sorted(sent_days) == [23, 24, 25]  # never two on a day
+
+
 def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
     harness: Harness,
 ) -> None:

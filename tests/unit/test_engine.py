@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nurture.engine import Position, advance, resolve_step
+from nurture.engine import EMAIL_RECHECK, Position, advance, resolve_step
 from nurture.expressions import EventSet
 from nurture.sequences import Sequence, load_sequence
 
@@ -157,14 +157,44 @@ def test_an_update_to_hot_ends_the_sequence_by_its_exit_rule(tmp_path: Path) -> 
     assert outcome.status == "exited" and outcome.reason == "lead is hot"
 
 
-def test_the_last_step_completes_the_enrollment(tmp_path: Path) -> None:
+def test_the_last_step_completes_the_enrollment_once_its_email_has_left(
+    tmp_path: Path,
+) -> None:
     seq = sequence(tmp_path)
     now = la(2026, 11, 30, 10, 30)
-    position = Position("breakup", la(2026, 11, 26, 10, 0),
-                        ("welcome", "case-study", "call", "tag"))  # fmt: skip
+    done = ("welcome", "case-study", "call", "tag")
+    position = Position("breakup", la(2026, 11, 26, 10, 0), done)
     outcome = advance(seq, position, lead=LEAD, engagement=EventSet(), now=now, tz=LA)
     assert step_ids(outcome) == ["breakup"]
-    assert outcome.status == "completed" and outcome.next_step is None
+    # Queued, not gone: still active, looked at again when it leaves (or within the hour).
+    assert outcome.status == "active" and outcome.next_step is None and outcome.waits_for_email
+    assert outcome.due_at == now + EMAIL_RECHECK
+    waiting = Position(None, now, (*done, "breakup"), waiting_for_email=True)
+    later = now + timedelta(hours=5)  # a daily cap held it
+    still = advance(seq, waiting, lead=LEAD, engagement=EventSet(), now=later, tz=LA)
+    assert still.status == "active" and still.touches == []
+    gone = Position(None, later, (*done, "breakup"))
+    outcome = advance(seq, gone, lead=LEAD, engagement=EventSet(), now=later, tz=LA)
+    assert outcome.status == "completed" and outcome.touches == []
+
+
+def test_the_wait_after_an_email_counts_from_when_it_leaves(tmp_path: Path) -> None:
+    seq = sequence(tmp_path)
+    start = la(2026, 11, 18, 10, 0)  # a Wednesday
+    outcome = advance(seq, Position("welcome", start), lead=LEAD, engagement=EventSet(),
+                      now=start, tz=LA)  # fmt: skip
+    assert outcome.waits_for_email and outcome.next_step == "case-study"
+    # Two days later the email has still not left (a cap, a retry): nothing happens.
+    waiting = Position("case-study", start, ("welcome",), waiting_for_email=True)
+    later = la(2026, 11, 20, 10, 0)
+    held = advance(seq, waiting, lead=LEAD, engagement=EventSet(), now=later, tz=LA)
+    assert held.touches == [] and held.due_at == later + EMAIL_RECHECK
+    # It left at 11:00 that day (the delivery moved the base there): due two days on.
+    sent = Position("case-study", la(2026, 11, 20, 11, 0), ("welcome",))
+    outcome = advance(seq, sent, lead=LEAD, engagement=EventSet(), now=la(2026, 11, 20, 11, 1),
+                      tz=LA)  # fmt: skip
+    # Sunday 11:00 falls on the weekend: Monday, when the window opens.
+    assert outcome.touches == [] and outcome.due_at == la(2026, 11, 23, 9, 0)
 
 
 def test_a_removed_step_moves_the_lead_to_the_next_step_that_exists(tmp_path: Path) -> None:
