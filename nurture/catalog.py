@@ -9,7 +9,6 @@ active enrollments are woken so that each one is placed again against the new st
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence as Seq
@@ -20,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
+from nurture.edits import describe, path_after_edit, renames, step_digest
 from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.errors import InputFileError
 from nurture.problems import Problem
@@ -27,7 +27,6 @@ from nurture.sequences import (
     EmailAction,
     Sequence,
     SequenceFiles,
-    Step,
     load_sequences,
     parse_sequence,
 )
@@ -62,13 +61,6 @@ class Catalog:
     def for_delivery(self, name: str) -> Sequence | None:
         """The version of sequence *name* whose rules its queued emails keep."""
         return self.sequences.get(name) or self.retired.get(name)
-
-
-def step_digest(step: Step) -> str:
-    """What a step does, ignoring where in the file it is written."""
-    plain = dataclasses.replace(step, line=0, condition_line=0)
-    text = repr(plain) + (step.condition.source if step.condition else "")
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _digest(text: str) -> str:
@@ -177,6 +169,7 @@ def load_catalog(
                     file_mtime=mtime,
                 )
             else:
+                _rename_in_flight(session, sequence.name, renames(row.steps, sequence))
                 row.path, row.source, row.digest, row.steps = (
                     str(sequence.path),
                     source,
@@ -211,6 +204,25 @@ def load_catalog(
             if retired is not None:
                 catalog.retired[name] = retired
     return catalog
+
+
+def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> None:
+    """Carry the enrollments of sequence *name* not yet ended over renamed step ids."""
+    if not mapping:
+        return
+    ongoing = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value,
+               EnrollmentStatus.failed.value]  # fmt: skip
+    for enrollment in session.exec(
+        select(Enrollment)
+        .where(col(Enrollment.sequence) == name)
+        .where(col(Enrollment.status).in_(ongoing))
+    ):
+        done = list(enrollment.done_steps or [])
+        renamed = [mapping.get(step_id, step_id) for step_id in done]
+        next_step = mapping.get(enrollment.next_step or "", enrollment.next_step)
+        if renamed != done or next_step != enrollment.next_step:
+            enrollment.done_steps, enrollment.next_step = renamed, next_step
+            session.add(enrollment)
 
 
 def _wake_sequence(session: Session, name: str, now: datetime) -> None:
@@ -266,11 +278,19 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
         added = [step_id for step_id in new if step_id not in old]
         if added:
             parts.append("steps added: " + ", ".join(repr(s) for s in added))
+        mapping = renames(row.steps, sequence)
+        if mapping:
+            parts.append("renamed: " + ", ".join(f"{a!r} to {b!r}" for a, b in mapping.items()))
         if not parts:
             parts.append("settings changed")
         total = sum(waiting.values())
         message = f"changed since deployed: {'; '.join(parts)}; {_leads(total)} in flight"
         impacts.append(Impact(sequence.name, str(sequence.path), message))
+        for step_id, _ in row.steps:  # what the leads waiting at each step get next
+            count = waiting.get(step_id, 0)
+            path = path_after_edit(row.steps, sequence, step_id)
+            if count and (path.changed or path.skipped):
+                impacts.append(Impact(sequence.name, str(sequence.path), describe(path, count)))
     return impacts
 
 

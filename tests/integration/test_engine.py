@@ -493,6 +493,43 @@ def test_a_live_edit_that_removes_a_step_moves_waiting_leads_on(harness: Harness
     assert [row.step for row in harness.outbox()] == ["welcome"]
 
 
+def test_renaming_every_step_keeps_a_waiting_lead_where_it_is(harness: Harness) -> None:
+    harness.tick(la(2026, 11, 23, 10, 0))  # welcome sent; waits at case-study
+    renamed = SEQUENCE
+    for number, step_id in enumerate(("welcome", "case-study", "call", "breakup"), 1):
+        renamed = renamed.replace(f"  - id: {step_id}\n", f"  - id: 0{number}-{step_id}\n")
+    harness.write_sequence(renamed)
+    harness.tick(la(2026, 11, 23, 10, 1))
+    [enrollment] = harness.enrollments()
+    assert enrollment.next_step == "02-case-study" and enrollment.done_steps == ["01-welcome"]
+    harness.tick(la(2026, 11, 25, 10, 30))
+    assert [row.step for row in harness.outbox()] == ["welcome", "02-case-study"]
+
+
+def test_check_says_what_leads_in_flight_get_after_a_reorder(harness: Harness) -> None:
+    from nurture.catalog import edit_impact
+    from nurture.sequences import load_sequence
+
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 25, 10, 30))  # case-study sent; waits at the call
+    call = "  - id: call\n    wait: 1 business day\n    task: call\n    timeout: 2 days\n"
+    call += '    note: "Call {{ lead.first_name }}"\n'
+    reordered = SEQUENCE.replace(call, "") + call.replace("1 business day", "1 day")
+    harness.write_sequence(reordered)
+    sequence, problems = load_sequence(harness.project / "sequences" / "welcome.yaml",
+                                       lambda name: True)  # fmt: skip
+    assert problems == [] and sequence is not None
+    with session_scope(harness.engine) as session:
+        lines = [str(i) for i in edit_impact(session, [sequence])]
+    assert any(
+        line.endswith(
+            "1 lead waiting at 'call' will get 'call', then complete; 'breakup' is now "
+            "before 'call' and will be skipped for them"
+        )
+        for line in lines
+    ), lines
+
+
 def test_an_invalid_live_edit_keeps_the_last_good_version_running(harness: Harness) -> None:
     harness.tick(la(2026, 11, 23, 10, 0))
     harness.write_sequence(SEQUENCE.replace("email: case-study", "email: no-such-template"))
