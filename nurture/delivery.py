@@ -81,6 +81,8 @@ class DeliveryReport:
     refused: int = 0
     #: The connection was lost while the message was handed over: it may have gone.
     uncertain: int = 0
+    #: Sends that raised an unexpected error (held as uncertain; the run stopped).
+    errors: int = 0
 
     def add(self, other: DeliveryReport) -> None:
         for name, value in vars(other).items():
@@ -618,7 +620,9 @@ async def _sender(
         except Exception as exc:  # a transport's bug: the message may have gone
             logs.action("sending raised an error: delivery stops", level=logging.ERROR,
                         lead=following.recipient, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-            result = SendResult("uncertain", f"sending raised {type(exc).__name__}: {exc}", True)
+            result = SendResult("uncertain", f"sending raised {type(exc).__name__}: {exc}")
+            report.errors += 1
+            halt.set()
         if result.unreachable:
             halt.set()
         done = (following, result)
@@ -684,7 +688,7 @@ async def deliver(
     else:
         if report.sent:
             ctx.sending_refusals, ctx.sending_paused_until = 0, None
-        if halt.is_set():
+        if halt.is_set() and not report.errors:
             logs.action("mail server unreachable: delivery waits for its next run",
                         level=logging.WARNING)  # fmt: skip
     return report

@@ -400,6 +400,53 @@ def test_a_wait_counts_from_when_the_email_left_and_completion_waits_for_the_las
     assert sorted(sent_days) == [23, 24, 25]  # never two on a day
 
 
+def test_a_sender_that_raises_stops_the_others_and_gives_every_lease_back(
+    harness: Harness,
+) -> None:
+    from nurture.catalog import load_catalog
+    from nurture.delivery import deliver
+    from nurture.runner import run_pass
+    from nurture.transports import SendResult, SmtpTransport
+
+    harness.add_leads({"email": "boom@example.com", "first_name": "Bo", "source": "guide"})
+    others = [f"lead{i}@example.com" for i in range(30)]
+    harness.add_leads(*({"email": a, "first_name": "Al", "source": "guide"} for a in others))
+    in_flight: list[int] = []
+
+    class Exploding(SmtpTransport):
+        """A real SMTP transport with a bug for one recipient."""
+
+        async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
+            in_flight.append(1)
+            try:
+                if recipient == "boom@example.com":
+                    raise RuntimeError("a bug")
+                return await super().send(message, sender, recipient, key)
+            finally:
+                in_flight.pop()
+
+    moment = la(2026, 11, 23, 10, 0)
+    with freeze_time(moment, real_asyncio=True):
+        ctx = Context.open(harness.engine, harness.config)
+        catalog = load_catalog(harness.engine, harness.config.sequences_dir, ctx.templates, moment)
+        run_pass(ctx, catalog, moment)
+
+        async def run() -> DeliveryReport:
+            transport = Exploding(harness.config.settings.smtp)
+            try:
+                return await deliver(ctx, catalog, transport)
+            finally:
+                await transport.close()
+
+        report = asyncio.run(run())
+    statuses = [row.status for row in harness.outbox()]
+    assert "leased" not in statuses and "sending" not in statuses  # every lease given back
+    assert statuses.count("uncertain") == 1 and report.uncertain == 1  # the one it raised on
+    assert report.errors == 1 and statuses.count("queued") >= 1  # the run stopped
+    assert len(harness.sent()) == report.sent == statuses.count("sent")
+    assert in_flight == []
+
+
 def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(
     harness: Harness,
 ) -> None:
