@@ -148,6 +148,16 @@ def parse_lead(item: Any) -> LeadItem:
     return LeadItem(LeadChanges(email, fields, attributes), consent)
 
 
+def _opts_in_anew(item: LeadItem, origin: Origin) -> bool:
+    """Whether *item* may bring an erased address back: a consent given through the API
+    (the caller vouches for it), or through a form that then asks the address itself to
+    confirm (double opt-in: the lead waits, ``pending``). Anyone can type an address into
+    a form: a consent box alone is no proof that it is theirs."""
+    if item.consent is None:
+        return False
+    return origin.source != "form" or item.changes.fields.get("status") == "pending"
+
+
 def take_leads(
     session: Session, items: list[LeadItem], origin: Origin
 ) -> list[Taken | NurtureError]:
@@ -159,7 +169,7 @@ def take_leads(
     kept: list[LeadItem] = []
     for item in items:
         email = item.changes.email
-        if email in blocked and item.consent is None:
+        if email in blocked and not _opts_in_anew(item, origin):
             outcome[email] = SuppressedError()
         else:
             kept.append(item)

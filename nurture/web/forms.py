@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -26,13 +26,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 from starlette.concurrency import run_in_threadpool
 
 from nurture import clock, logs
 from nurture.arrivals import announce
 from nurture.errors import InvalidValueError
-from nurture.events import record_event
+from nurture.events import Event, record_event
 from nurture.forms import (
     TOKEN_INPUT,
     Form,
@@ -53,8 +53,15 @@ from nurture.web.state import NO_CACHE, WebState, client, not_found, page
 OPTIN_PURPOSE = "optin"
 #: A confirmation link older than this no longer confirms.
 OPTIN_MAX_AGE = timedelta(days=14)
-#: One confirmation email per lead per this long, however often the form is sent.
+#: One confirmation email per lead per this long, however often the form is sent...
 CONFIRM_EVERY = timedelta(minutes=10)
+#: ... and at most this many a day: a stranger typing someone's address cannot flood them.
+CONFIRMS_PER_DAY = 3
+#: The page of an opt-in link sent before the person last unsubscribed.
+STALE_OPTIN = (
+    "<h1>This link has expired</h1><p>You unsubscribed after it was sent, so it no longer "
+    "subscribes you. To hear from us again, fill in the form once more.</p>"
+)
 MAX_FIELDS = 100
 
 
@@ -145,13 +152,16 @@ def router(state: WebState) -> APIRouter:
 
     def queue_confirmation(session: Session, form: Form, lead: Lead, now: datetime) -> None:
         assert lead.id is not None
-        recent = session.exec(
-            select(OutboxMessage.id)
-            .where(OutboxMessage.lead_id == lead.id)
-            .where(OutboxMessage.kind == MessageKind.confirm.value)
-            .where(col(OutboxMessage.created_at) > now - CONFIRM_EVERY)
-        ).first()
-        if recent is not None:
+        sent = list(
+            session.exec(
+                select(OutboxMessage.created_at)
+                .where(OutboxMessage.lead_id == lead.id)
+                .where(OutboxMessage.kind == MessageKind.confirm.value)
+                .where(col(OutboxMessage.created_at) > now - timedelta(days=1))
+            )
+        )
+        if len(sent) >= CONFIRMS_PER_DAY or any(at > now - CONFIRM_EVERY for at in sent):
+            logs.action("confirmation not sent again so soon", form=form.name)
             return
         sender = Sender.parse(form.confirm_from, settings.sender.postal_address)
         link = optin_url(settings.tracking.base_url, secret, lead.id, form.name, now)
@@ -197,7 +207,10 @@ def router(state: WebState) -> APIRouter:
         as_json = "json" in request.headers.get("content-type", "")
         origin = request.headers.get("origin")
         if origin and form.origins and origin not in form.origins:
-            return JSONResponse({"ok": False, "error": "origin not allowed"}, 403)
+            if as_json:
+                return JSONResponse({"ok": False, "error": "origin not allowed"}, 403)
+            return page("Not sent", "<h1>Not sent</h1><p>This form cannot be sent from this "
+                        "site.</p>", status=403)  # fmt: skip
         ip, _ = client(request)
         try:
             values = _read_body(await request.body(), request.headers.get("content-type", ""))
@@ -251,15 +264,27 @@ def router(state: WebState) -> APIRouter:
         more = "Please check your inbox to confirm." if form.double_opt_in else ""
         return page("Thank you", f"<h1>Thank you</h1><p>{more}</p>")
 
-    def optin_target(token: str) -> tuple[int, str] | None:
+    def optin_target(token: str) -> tuple[int, str, datetime] | None:
         payload = unseal(secret, OPTIN_PURPOSE, token)
         parts = (payload or "").split(":")
         if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
             return None
-        issued = datetime.fromtimestamp(int(parts[2]), clock.now().tzinfo)
+        issued = datetime.fromtimestamp(int(parts[2]), UTC)
         if clock.now() - issued > OPTIN_MAX_AGE:
             return None
-        return int(parts[0]), parts[1]
+        return int(parts[0]), parts[1], issued
+
+    def opted_out_since(session: Session, lead: Lead, issued: datetime) -> bool:
+        """Whether *lead* unsubscribed (or complained) after the link was sent: an old
+        link never undoes that; a new submission of the form sends a new one."""
+        if lead.status == ContactStatus.pending:
+            return False
+        last = session.exec(
+            select(func.max(Event.occurred_at))
+            .where(Event.lead_id == lead.id)
+            .where(col(Event.type).in_(["unsubscribed", "complained", "email_complained"]))
+        ).one()
+        return last is not None and last >= issued
 
     @routes.get("/optin/{token}")
     def optin_page(token: str) -> HTMLResponse:
@@ -268,10 +293,13 @@ def router(state: WebState) -> APIRouter:
             return not_found()
         with session_scope(engine) as session:
             lead = session.get(Lead, target[0])
+            stale = lead is not None and opted_out_since(session, lead, target[2])
         if lead is None:
             return not_found()
         if lead.status == ContactStatus.subscribed:
             return page("Confirmed", "<h1>You are confirmed</h1><p>Thank you.</p>")
+        if stale:
+            return page("Link expired", STALE_OPTIN, status=410)
         return page(
             "Confirm",
             f"<h1>Confirm {html.escape(lead.email)}?</h1>"
@@ -279,13 +307,18 @@ def router(state: WebState) -> APIRouter:
             '<form method="post"><button type="submit">Confirm</button></form>',
         )
 
-    def confirm(target: tuple[int, str], ip: str) -> bool:
-        lead_id, form_name = target
+    def confirm(target: tuple[int, str, datetime], ip: str) -> bool | None:
+        """Confirm the opt-in; ``False``: no such lead; ``None``: the link is older than
+        the lead's last opt-out."""
+        lead_id, form_name, issued = target
         now = clock.now()
         with session_scope(engine) as session:
             lead = session.get(Lead, lead_id, with_for_update=True)
             if lead is None:
                 return False
+            if opted_out_since(session, lead, issued):
+                logs.action("opt-in link older than the opt-out: refused", form=form_name)
+                return None
             if lead.status in (ContactStatus.pending, ContactStatus.unsubscribed):
                 lead.status = ContactStatus.subscribed.value
                 lead.updated_at = now
@@ -300,7 +333,10 @@ def router(state: WebState) -> APIRouter:
     async def optin(token: str, request: Request) -> HTMLResponse:
         target = optin_target(token)
         ip, _ = client(request)
-        if target is None or not await run_in_threadpool(confirm, target, ip):
+        done = await run_in_threadpool(confirm, target, ip) if target is not None else False
+        if done is None:
+            return page("Link expired", STALE_OPTIN, status=410)
+        if not done:
             return not_found()
         state.arrived()
         return page("Confirmed", "<h1>You are confirmed</h1><p>Thank you.</p>")

@@ -40,6 +40,15 @@ consent: {required: true, text: "Email me about Acme", version: "v3"}
 min_seconds: 3
 rate_limit: 3 per 10 minutes
 """
+#: A newsletter form with a consent box and double opt-in.
+OPT_IN = """\
+fields: {email: email, first_name: first_name}
+set: {source: web-form}
+consent: {required: true, text: "Email me the newsletter", version: "n1"}
+double_opt_in: true
+confirm_from: "Ana Ruiz <ana@example.com>"
+min_seconds: 0
+"""
 NEWSLETTER = """\
 fields: {email: email, first_name: first_name}
 set: {source: web-form}
@@ -87,6 +96,7 @@ def site(
     (project / "sequences" / "web-welcome.yaml").write_text(SEQUENCE)
     (project / "forms" / "contact.yaml").write_text(CONTACT)
     (project / "forms" / "newsletter.yaml").write_text(NEWSLETTER)
+    (project / "forms" / "optin.yaml").write_text(OPT_IN)
     port = free_port()
     monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
     monkeypatch.setenv("NURTURE_SMTP_HOST", "127.0.0.1")
@@ -163,7 +173,12 @@ def test_spam_stores_nothing(site: Site) -> None:
         assert forged.status_code == 400
         other_site = http.post("/f/contact", data={**good, "_t": site.aged_token("contact")},
                                headers={"Origin": "https://evil.example"})  # fmt: skip
-        assert other_site.status_code == 403
+        assert other_site.status_code == 403 and "cannot be sent from this site" in (
+            other_site.text
+        )  # a page for a person, not JSON
+        other_fetch = http.post("/f/contact", json={**good, "_t": site.aged_token("contact")},
+                                headers={"Origin": "https://evil.example"})  # fmt: skip
+        assert other_fetch.status_code == 403 and other_fetch.json()["ok"] is False
         no_consent = http.post("/f/contact", data={"email": "x@example.com", "first_name": "X",
                                "_t": site.aged_token("contact")})  # fmt: skip
         assert no_consent.status_code == 400 and "consent" in no_consent.text
@@ -218,3 +233,72 @@ def test_double_opt_in_holds_email_until_confirmed(site: Site) -> None:
         http.post("/f/newsletter", data={"email": "nina@example.com"})
     assert site.leads()["nina@example.com"].status == "subscribed"
     assert len(site.tick()) == 2
+
+
+def _confirmation_link(message: EmailMessage) -> str:
+    found = re.search(r"(http://\S+/optin/\S+)", message.get_content())
+    assert found, message.get_content()
+    return found.group(1)
+
+
+def test_an_erased_address_comes_back_only_when_its_owner_confirms(site: Site) -> None:
+    from nurture.erasure import forget
+
+    with site.client() as http:
+        http.post("/f/optin", data={"email": "eve@example.com", "consent": "yes"})
+    with session_scope(site.engine) as session:
+        forget(session, "eve@example.com")
+    form = {"email": "eve@example.com", "first_name": "Eve", "company": "X", "consent": "yes",
+            "_t": site.aged_token("contact")}  # fmt: skip
+    with site.client() as http:
+        # A consent box ticked by whoever typed the address is not proof: nothing stored.
+        http.post("/f/contact", data=form, headers={"Origin": "https://www.example.com"})
+        assert "eve@example.com" not in site.leads()
+        # Through double opt-in the lead comes back pending; only the link subscribes it.
+        http.post("/f/optin", data={"email": "eve@example.com", "consent": "yes"})
+    assert site.leads()["eve@example.com"].status == "pending"
+    link = _confirmation_link(site.tick()[-1])
+    with site.client() as http:
+        assert http.post(link).status_code == 200
+    assert site.leads()["eve@example.com"].status == "subscribed"
+
+
+def test_an_old_opt_in_link_never_undoes_a_later_unsubscribe(site: Site) -> None:
+    from nurture.events import record_event
+
+    with site.client() as http:
+        http.post("/f/optin", data={"email": "olga@example.com", "consent": "yes"})
+    link = _confirmation_link(site.tick()[-1])
+    with site.client() as http:
+        assert http.post(link).status_code == 200
+    lead = site.leads()["olga@example.com"]
+    assert lead.status == "subscribed"
+    with session_scope(site.engine) as session:
+        record_event(session, lead.id or 0, "unsubscribed", source="test")
+    assert site.leads()["olga@example.com"].status == "unsubscribed"
+    with site.client() as http:
+        page = http.get(link)
+        assert page.status_code == 410 and "You unsubscribed after it was sent" in page.text
+        assert http.post(link).status_code == 410
+    assert site.leads()["olga@example.com"].status == "unsubscribed"
+
+
+def test_a_stranger_cannot_flood_an_address_with_confirmations(site: Site) -> None:
+    from datetime import timedelta
+
+    from nurture.outbox import MessageKind, OutboxMessage
+
+    def confirmations() -> int:
+        with session_scope(site.engine) as session:
+            rows = session.exec(select(OutboxMessage).where(
+                OutboxMessage.kind == MessageKind.confirm.value)).all()  # fmt: skip
+            return len(rows)
+
+    for round_ in range(5):  # five tries, each "an hour" after the one before
+        with site.client() as http:
+            http.post("/f/optin", data={"email": "pat@example.com", "consent": "yes"})
+        with session_scope(site.engine) as session:  # age every confirmation by an hour
+            for row in session.exec(select(OutboxMessage)):
+                row.created_at -= timedelta(hours=1)
+                session.add(row)
+        assert confirmations() == min(round_ + 1, 3)
