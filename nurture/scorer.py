@@ -271,6 +271,9 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                 report.events += 1
                 if points:
                     touched.add(event.lead_id)
+                    # Its scores changed: a CRM syncing by updated_since sees it, and
+                    # audiences that read engagement look at it again.
+                    lead.updated_at = max(lead.updated_at, now)
             # One executemany, not an ORM update per event.
             session.connection().execute(_SCORED, scored)
     # Changed leads get their fit and a review, a chunk at a time (after a large import
