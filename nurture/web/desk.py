@@ -156,22 +156,22 @@ def home(session: Session, who: Who, now: datetime) -> dict[str, Any]:
         select(Handoff)
         .where(Handoff.status == HandoffStatus.pending.value)
         .order_by(col(Handoff.became_hot_at), col(Handoff.id))
+        .limit(PAGE)
     )
-    pending = list(session.exec(query.limit(PAGE * 5)))
-    leads = _lead_names(session, {h.lead_id for h in pending})
-    mine, desk, others = [], [], []
-    for handoff in pending:
-        lead = leads.get(handoff.lead_id)
-        if lead is None:
-            continue
-        row = _handoff_row(handoff, lead, now)
-        if handoff.owner == who.email:
-            mine.append(row)
-        elif handoff.owner is None:
-            if who.desk:
-                desk.append(row)
-        elif who.manager:
-            others.append(row)
+    owner = col(Handoff.owner)
+    # Each list is its own query: however many hand-offs wait, none hides another's.
+    groups = {"mine": list(session.exec(query.where(owner == who.email)))}
+    groups["desk"] = list(session.exec(query.where(owner.is_(None)))) if who.desk else []
+    groups["others"] = (
+        list(session.exec(query.where(owner.is_not(None)).where(owner != who.email)))
+        if who.manager
+        else []
+    )
+    leads = _lead_names(session, {h.lead_id for rows in groups.values() for h in rows})
+    mine, desk, others = (
+        [_handoff_row(h, leads[h.lead_id], now) for h in groups[name] if h.lead_id in leads]
+        for name in ("mine", "desk", "others")
+    )
     tasks = session.exec(
         select(Task)
         .where(col(Task.status).in_([TaskStatus.open.value, TaskStatus.expired.value]))

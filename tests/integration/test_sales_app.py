@@ -10,6 +10,7 @@ from sqlmodel import col, func, select
 from nurture import clock
 from nurture.access import AccessLink, AppSession, LinkPurpose, issue_link
 from nurture.handoff import Handoff
+from nurture.leads import Lead
 from nurture.store import session_scope
 from tests.salesdesk import BOSS, LEE, SAM, Desk, ask, csrf_of, sales_desk
 
@@ -227,3 +228,19 @@ def test_a_malformed_sign_out_is_refused_not_a_crash(sales_desk: Desk) -> None:
         )
         assert bad.status_code in (400, 403), bad.text
         assert browser.get("/app/").status_code == 200  # still signed in
+
+
+def test_my_hand_offs_show_however_many_older_ones_wait_for_others(sales_desk: Desk) -> None:
+    from nurture.store import LeadChanges, upsert_leads
+
+    desk = sales_desk
+    older = desk.lead().updated_at - timedelta(days=30)
+    emails = [f"old{i}@example.com" for i in range(600)]
+    with session_scope(desk.engine) as session:
+        upsert_leads(session, [LeadChanges(e, {"owner": LEE}) for e in emails])
+        ids = session.exec(select(Lead.id).where(col(Lead.email).in_(emails))).all()
+        session.add_all(Handoff(lead_id=i, owner=LEE, became_hot_at=older) for i in ids)
+    with desk.client() as browser:
+        desk.sign_in(browser, SAM)
+        home = browser.get("/app/")
+        assert "María López" in home.text  # the 601st oldest hand-off, but Sam's
