@@ -78,6 +78,9 @@ def send_digests(ctx: Context, now: datetime) -> int:
     sales = settings.sales
     if not sales.digest_at:
         return 0
+    zones = {ctx.default_timezone, sales.timezone, *sales.timezones.values()} - {""}
+    if not any(digest_due(now, name, sales.digest_at) for name in zones):
+        return 0  # nobody's digest moment: the open work is not even read
     count = 0
     with session_scope(ctx.engine) as session:
         work = open_work(session, sales.notify_email)
