@@ -238,3 +238,41 @@ def test_the_wal_files_of_an_open_database_are_private(tmp_path: Path) -> None:
         for path in tmp_path.iterdir():
             assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
     engine.dispose()
+
+
+def test_leads_forget_erases_and_an_import_cannot_bring_the_address_back(
+    nurture: Run, tmp_path: Path
+) -> None:
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    nurture("--now", "2026-11-16T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    erased = nurture("leads", "forget", "Maria.Lopez@Brightpath.io", cwd=demo)
+    assert erased.returncode == 0, erased.stderr
+    assert erased.stdout.startswith("erased maria.lopez@brightpath.io") and "suppressed" in (
+        erased.stdout
+    )
+    shown = nurture("leads", "show", "maria.lopez@brightpath.io", cwd=demo)
+    assert shown.returncode != 0
+    again = nurture("--now", "2026-11-17T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    assert "leads.csv:2: rejected:" in again.stderr and "erased" in again.stderr
+    listed = json.loads(nurture("leads", "list", "--json", cwd=demo).stdout)
+    assert "maria.lopez@brightpath.io" not in {lead["email"] for lead in listed}
+    twice = nurture("leads", "forget", "maria.lopez@brightpath.io", cwd=demo)
+    assert "no lead maria.lopez@brightpath.io: the address is suppressed all the same" in (
+        twice.stdout
+    )
+
+
+def test_forms_snippet_prints_a_form_to_paste(nurture: Run, tmp_path: Path) -> None:
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    shown = nurture("forms", "snippet", "pricing-guide", cwd=demo)
+    assert shown.returncode == 0, shown.stderr
+    html = shown.stdout
+    assert '<form method="post" action="http://localhost:8080/f/pricing-guide"' in html
+    assert 'type="email"' in html and "/f/pricing-guide/t" in html  # the fill-time token
+    assert "<script" in html and "cdn" not in html.lower()
+    unknown = nurture("forms", "snippet", "pricing", cwd=demo)
+    assert unknown.returncode == 2
+    assert_one_line_error(unknown.stderr, "no form 'pricing' in")

@@ -4,7 +4,9 @@ link, notice links, CSRF, who may open what. A GET never changes anything."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from sqlmodel import col, func, select
 
 from nurture import clock
@@ -244,3 +246,75 @@ def test_my_hand_offs_show_however_many_older_ones_wait_for_others(sales_desk: D
         desk.sign_in(browser, SAM)
         home = browser.get("/app/")
         assert "María López" in home.text  # the 601st oldest hand-off, but Sam's
+
+
+def test_snoozing_a_task_puts_it_off_and_others_cannot(sales_desk: Desk) -> None:
+    from nurture.tasks import Task
+
+    desk = sales_desk
+    lead_id = desk.lead().id or 0
+    with session_scope(desk.engine) as session:
+        task = Task(lead_id=lead_id, sequence="manual", step="call", kind="call",
+                    note="Call María", assignee=SAM, due_at=clock.now())  # fmt: skip
+        session.add(task)
+        session.flush()
+        task_id = task.id
+    with desk.client() as lee:
+        desk.sign_in(lee, LEE)
+        csrf = csrf_of(lee.get("/app/").text)
+        refused = lee.post(f"/app/tasks/{task_id}", data={"csrf": csrf, "do": "snooze",
+                                                           "until": "1h"})  # fmt: skip
+        assert refused.status_code == 422 and "This task is sam@example.com" in refused.text
+    with desk.client() as sam:
+        desk.sign_in(sam, SAM)
+        page = sam.get("/app/tasks")
+        assert "Call María" in page.text and 'name="do" value="snooze"' in page.text
+        form = {"csrf": csrf_of(page.text), "do": "snooze"}
+        bad = sam.post(f"/app/tasks/{task_id}", data={**form, "until": "forever"})
+        assert bad.status_code == 422
+        done = sam.post(f"/app/tasks/{task_id}", data={**form, "until": "1h"})
+        assert done.status_code == 303 and done.headers["location"].endswith("?m=snoozed")
+    with session_scope(desk.engine) as session:
+        snoozed = session.get(Task, task_id)
+        assert snoozed is not None and snoozed.status == "open"
+        later = snoozed.due_at - clock.now()
+        assert timedelta(minutes=55) < later <= timedelta(hours=1)
+
+
+def test_the_session_cookie_is_secure_over_https_and_lasts_session_days(
+    project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from nurture.config import load_settings
+    from nurture.database import open_engine, upgrade
+    from nurture.tokens import project_secret
+    from nurture.web import create_app
+    from tests.conftest import free_port
+    from tests.web import serving
+
+    # Served behind a TLS proxy: the public address is https.
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    monkeypatch.setenv("NURTURE_TRACKING_BASE_URL", "https://nurture.example.com")
+    monkeypatch.setenv("NURTURE_APP_SESSION_DAYS", "7")
+    config = load_settings(project / "nurture.toml")
+    engine = open_engine(db_url)
+    upgrade(engine)
+    with session_scope(engine) as session:
+        token = issue_link(session, project_secret("", engine), LinkPurpose.signin, SAM,
+                           lifetime=timedelta(minutes=30))  # fmt: skip
+    with (
+        serving(create_app(config, engine), free_port()) as url,
+        httpx.Client(base_url=url, timeout=10) as browser,
+    ):
+        page = browser.get(f"/app/signin/{token}")
+        # The form's cookie is Secure too: over this loopback http the test hands it back
+        # itself, as a browser does over https.
+        form_cookie = page.headers["set-cookie"].split(";")[0]
+        assert "; secure" in page.headers["set-cookie"].lower()
+        done = browser.post(f"/app/signin/{token}", data={"csrf": csrf_of(page.text)},
+                            headers={"Cookie": form_cookie})  # fmt: skip
+    assert done.status_code == 303, done.text
+    cookie = done.headers["set-cookie"].lower()
+    assert "; secure" in cookie and "httponly" in cookie and f"max-age={7 * 86400}" in cookie
+    engine.dispose()
