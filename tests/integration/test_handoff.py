@@ -115,6 +115,28 @@ def test_an_engaged_lead_turns_hot_in_one_pass_and_sales_hears_once(sales: Sales
     assert handoff.owner == "sam@example.com" and handoff.status == "pending"
 
 
+def test_the_notice_reads_well_in_html_and_text_and_reaches_a_person(sales: Sales) -> None:
+    sales.tick(START)
+    sales.event("email_replied", START + timedelta(hours=1), sequence="pricing-guide-welcome",
+                step="welcome", data={"first_lines": "Could we see a demo next week?\n"
+                                      "We are <b>120</b> people."})  # fmt: skip
+    sales.engaged(START + timedelta(hours=1, minutes=2))
+    sales.tick(START + timedelta(hours=1, minutes=5))
+    [notice] = sales.notices()
+    text = notice.get_body(("plain",)).get_content()
+    html = notice.get_body(("html",)).get_content()
+    # The reply's first lines, in both parts (escaped in the HTML one).
+    assert "Could we see a demo next week?" in text and "We are <b>120</b> people." in text
+    assert "Could we see a demo next week?" in html and "&lt;b&gt;120&lt;/b&gt;" in html
+    assert "<b>120</b>" not in html
+    # The sequences as this very pass left them: stopped by her reply, not "next step".
+    assert "Sequences:\r\n  pricing-guide-welcome: stopped (replied)" in text
+    # A link into the app in the HTML part; replies go to a person, not the robot.
+    assert 'href="http://' in html and "/app/l/" in html
+    assert str(notice["Reply-To"]) == "sales@example.com"
+    assert "nurture@example.com" in str(notice["From"])
+
+
 def test_daily_caps_and_decay_move_a_lead_down_then_up_again(sales: Sales) -> None:
     for minutes in range(6):
         sales.event("email_opened", START + timedelta(minutes=minutes), sequence="x", step="y")
