@@ -148,10 +148,16 @@ def load_catalog(
             mtime = _mtime(sequence.path)
             if row is not None and not force:
                 newer = _older_than_deployed(session, sequence.name, digest, mtime)
-                running = _from_source(newer, templates) if newer is not None else None
-                if running is not None:
-                    catalog.sequences[sequence.name] = running
+                if newer is not None:  # ours is older: never deployed over a newer one
                     catalog.differs.append(sequence.name)
+                    running = _from_source(newer, templates) or _from_source(newer, None)
+                    if running is None:  # not even readable here: the others run it
+                        del catalog.sequences[sequence.name]
+                        continue
+                    gone = _missing_templates(running, templates)
+                    if gone:  # steps that need them are held on this worker
+                        catalog.missing_templates[sequence.name] = gone
+                    catalog.sequences[sequence.name] = running
                     continue
                 if row.digest == digest:  # (refreshed) another worker deployed this copy
                     continue
@@ -212,10 +218,14 @@ def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> N
         return
     ongoing = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value,
                EnrollmentStatus.failed.value]  # fmt: skip
+    # Locked: a pass elsewhere that holds one finishes first, and its step is renamed
+    # from what it wrote, never from what was read before.
     for enrollment in session.exec(
         select(Enrollment)
         .where(col(Enrollment.sequence) == name)
         .where(col(Enrollment.status).in_(ongoing))
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ):
         done = list(enrollment.done_steps or [])
         renamed = [mapping.get(step_id, step_id) for step_id in done]

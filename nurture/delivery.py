@@ -33,7 +33,13 @@ from nurture.enrollments import Enrollment, EnrollmentStatus, email_left
 from nurture.events import Event, LeadEvents, events_by_lead, record_event
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
-from nurture.outbox import SENDING_PROBLEM, MessageKind, OutboxMessage, OutboxStatus
+from nurture.outbox import (
+    SENDING_PROBLEM,
+    MessageKind,
+    OutboxMessage,
+    OutboxStatus,
+    sweep_held,
+)
 from nurture.retry import backoff, is_transient, retry_transient
 from nurture.runner import Context
 from nurture.sequences import Sequence
@@ -422,6 +428,11 @@ def claim(
     return claimed
 
 
+def _sweep_held(ctx: Context, now: datetime) -> None:
+    with session_scope(ctx.engine) as session:
+        sweep_held(session, now)
+
+
 def _cancelled_because(
     ctx: Context,
     lead: Lead,
@@ -524,7 +535,7 @@ def record(
                         resend=f"nurture outbox resend {row.id}")  # fmt: skip
         elif result.outcome == "uncertain":
             report.uncertain += 1
-            if ctx.config.settings.delivery.on_uncertain == "resend":
+            if ctx.config.settings.delivery.on_uncertain == "resend" and not result.raised:
                 row.status, row.last_error = OutboxStatus.queued.value, result.detail
                 row.next_attempt_at = now
             else:
@@ -620,7 +631,8 @@ async def _sender(
         except Exception as exc:  # a transport's bug: the message may have gone
             logs.action("sending raised an error: delivery stops", level=logging.ERROR,
                         lead=following.recipient, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-            result = SendResult("uncertain", f"sending raised {type(exc).__name__}: {exc}")
+            detail = f"sending raised {type(exc).__name__}: {exc}"
+            result = SendResult("uncertain", detail, raised=True)
             report.errors += 1
             halt.set()
         if result.unreachable:
@@ -648,12 +660,14 @@ async def deliver(
     report = DeliveryReport()
     now = clock.now()
     await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
+    await asyncio.to_thread(_sweep_held, ctx, now)
     if ctx.sending_paused_until is not None and now < ctx.sending_paused_until:
         return report  # the server refused to send for us a moment ago
     # One sender per connection, each with at most one message "sending" at a time, so
     # a crash leaves no more uncertain messages than there were connections.
     senders = ctx.config.settings.smtp.max_connections
     halt, finished = asyncio.Event(), asyncio.Event()
+    failures: list[BaseException] = []
     keeper = asyncio.create_task(_keep_leases(ctx, finished))
     try:
         while not halt.is_set() and (stopping is None or not stopping.is_set()):
@@ -674,7 +688,7 @@ async def deliver(
                 await asyncio.to_thread(_release, ctx, [item.id for item in batch])
             failures = [o for o in outcomes if isinstance(o, BaseException)]
             if failures:
-                raise failures[0]
+                break
     finally:
         finished.set()
         await keeper
@@ -691,6 +705,8 @@ async def deliver(
         if halt.is_set() and not report.errors:
             logs.action("mail server unreachable: delivery waits for its next run",
                         level=logging.WARNING)  # fmt: skip
+    if failures:
+        raise failures[0]
     return report
 
 

@@ -75,8 +75,8 @@ class Position:
 
 
 #: How often an enrollment waiting for its email to leave looks again, should the
-#: delivery's wake-up be missed.
-EMAIL_RECHECK = timedelta(hours=1)
+#: delivery's wake-up be missed (every way an email settles wakes it at once).
+EMAIL_RECHECK = timedelta(days=1)
 
 
 @dataclass(frozen=True)

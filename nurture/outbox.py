@@ -195,9 +195,10 @@ def set_status(
                 None,
             )
         else:
+            waited_for = row.status in (OutboxStatus.queued, OutboxStatus.held)
             row.status = OutboxStatus.cancelled.value
             row.last_error = "cancelled by hand"
-            if row.kind == MessageKind.email:
+            if waited_for and row.kind == MessageKind.email:  # its enrollment goes on now
                 email_left(session, row.enrollment_id, now)
         session.add(row)
         results.append((message_id, "queued again" if resend else "cancelled"))
@@ -241,3 +242,25 @@ def emails_not_left(session: Session, lead_ids: Any) -> set[int]:
         .where(col(OutboxMessage.status).in_(NOT_LEFT))
     )
     return {enrollment_id for enrollment_id in rows if enrollment_id is not None}
+
+
+def sweep_held(session: Session, now: datetime) -> None:
+    """Held emails whose enrollment is no longer paused: released if it is active again
+    (a resume that crossed a delivery run), cancelled if it ended."""
+    from nurture.enrollments import Enrollment, EnrollmentStatus
+
+    def of(*statuses: str) -> Any:
+        return select(Enrollment.id).where(col(Enrollment.status).in_(statuses))
+
+    held = update(OutboxMessage).where(col(OutboxMessage.status) == OutboxStatus.held.value)
+    session.execute(
+        held.where(col(OutboxMessage.enrollment_id).in_(of(EnrollmentStatus.active.value))).values(
+            status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None
+        )
+    )
+    ended = of(EnrollmentStatus.exited.value, EnrollmentStatus.completed.value)
+    session.execute(
+        held.where(col(OutboxMessage.enrollment_id).in_(ended)).values(
+            status=OutboxStatus.cancelled.value, last_error="its enrollment ended while held"
+        )
+    )

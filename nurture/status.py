@@ -174,11 +174,14 @@ def sending_problem(session: Session) -> dict[str, Any] | None:
     if not refused:
         return None
     latest = refused[0]
-    last_sent = session.exec(
-        select(func.max(OutboxMessage.sent_at)).where(
-            col(OutboxMessage.status) == OutboxStatus.sent.value
-        )
-    ).one()
+    # The refused senders' last sends, through the (sender, sent_at) index.
+    sent = [
+        session.exec(
+            select(func.max(OutboxMessage.sent_at)).where(OutboxMessage.sender == sender)
+        ).one()
+        for sender in {m.sender for m in refused}
+    ]
+    last_sent = max((moment for moment in sent if moment is not None), default=None)
     if last_sent is not None and last_sent >= latest.next_attempt_at:
         return None  # mail has gone since: fixed
     since = [m for m in refused if last_sent is None or m.next_attempt_at > last_sent]

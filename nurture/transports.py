@@ -35,6 +35,9 @@ class SendResult:
     #: The server (or the Maildir) could not be reached at all: the next messages would
     #: fare no better, so the delivery run stops until its next turn.
     unreachable: bool = False
+    #: The send raised an unexpected error: an uncertain message is then always held for
+    #: review, never resent on its own (the same bug would send it again and again).
+    raised: bool = False
 
 
 SENT = SendResult("sent")

@@ -101,3 +101,24 @@ def test_nurture_deploy_chooses_a_copy_whatever_its_age(
     assert load(engine, old, force=True)[2]  # a roll back to the older copy
     assert "2 days" in deployed(engine).source
     assert not load(engine, old)[2] and load(engine, new)[1] == ["nudge"]
+
+
+def test_a_newer_version_whose_template_is_not_here_yet_still_wins(
+    engine: Engine, project: Path, tmp_path: Path
+) -> None:
+    old = machine(tmp_path, project, "old", "2 days", 1_700_000_000)
+    new = machine(tmp_path, project, "new", "3 days", 1_800_000_000)
+    (new / "templates" / "fresh.html.j2").write_text("---\nsubject: New\n---\n<p>New</p>\n")
+    path = new / "sequences" / "nudge.yaml"
+    path.write_text(SEQUENCE.format(wait="3 days") + "  - id: extra\n    email: fresh\n")
+    os.utime(path, (1_800_000_000, 1_800_000_000))
+    load(engine, old)
+    assert load(engine, new)[2]
+    for _ in range(3):  # the old machine runs the new version, its new step held there
+        catalog = load_catalog(engine, old / "sequences", TemplateSet(old / "templates"),
+                               MOMENT)  # fmt: skip
+        assert catalog.differs == ["nudge"] and not catalog.deployed
+        assert [s.id for s in catalog.sequences["nudge"].steps] == ["hello", "later", "extra"]
+        assert catalog.missing_templates == {"nudge": ["fresh"]}
+        assert not load(engine, new)[2]
+    assert "extra" in deployed(engine).source

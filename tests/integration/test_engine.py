@@ -400,9 +400,12 @@ def test_a_wait_counts_from_when_the_email_left_and_completion_waits_for_the_las
     assert sorted(sent_days) == [23, 24, 25]  # never two on a day
 
 
+@pytest.mark.parametrize("on_uncertain", ["hold", "resend"])
 def test_a_sender_that_raises_stops_the_others_and_gives_every_lease_back(
-    harness: Harness,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, on_uncertain: str
 ) -> None:
+    monkeypatch.setenv("NURTURE_DELIVERY_ON_UNCERTAIN", on_uncertain)
+    harness.config = load_settings(harness.project / "nurture.toml")
     from nurture.catalog import load_catalog
     from nurture.delivery import deliver
     from nurture.runner import run_pass
@@ -441,10 +444,50 @@ def test_a_sender_that_raises_stops_the_others_and_gives_every_lease_back(
         report = asyncio.run(run())
     statuses = [row.status for row in harness.outbox()]
     assert "leased" not in statuses and "sending" not in statuses  # every lease given back
-    assert statuses.count("uncertain") == 1 and report.uncertain == 1  # the one it raised on
+    # The one it raised on is held, even with on_uncertain = "resend": the same bug would
+    # send it again and again.
+    assert statuses.count("uncertain") == 1 and report.uncertain == 1
     assert report.errors == 1 and statuses.count("queued") >= 1  # the run stopped
     assert len(harness.sent()) == report.sent == statuses.count("sent")
     assert in_flight == []
+
+
+def test_held_emails_are_released_or_cancelled_when_their_enrollment_moved_on(
+    harness: Harness,
+) -> None:
+    from nurture.outbox import sweep_held
+
+    harness.add_leads({"email": "ben@example.com", "first_name": "Ben", "source": "guide"})
+    harness.smtp.handler.data_replies = ["451 4.3.0 try again later"] * 2
+    harness.tick(la(2026, 11, 23, 10, 0))
+    with session_scope(harness.engine) as session:  # both held, as by a pause...
+        for row in session.exec(select(OutboxMessage)):
+            row.status = "held"
+            session.add(row)
+        # ...then one resumed behind a delivery run's back, the other ended.
+        ben, maria = sorted(session.exec(select(Enrollment)).all(), key=lambda e: e.lead_id)[::-1]
+        maria.status = "exited"
+        session.add(maria)
+    with session_scope(harness.engine) as session:
+        sweep_held(session, la(2026, 11, 23, 11, 0))
+    rows = {r.enrollment_id: r for r in harness.outbox()}
+    assert rows[ben.id].status == "queued" and rows[maria.id].status == "cancelled"
+
+
+def test_cancelling_a_failed_email_by_hand_does_not_restart_a_wait(harness: Harness) -> None:
+    from nurture.outbox import set_status
+
+    harness.smtp.handler.data_replies = ["554 5.6.0 message content rejected"]
+    harness.tick(la(2026, 11, 23, 10, 0))
+    [row] = harness.outbox()
+    assert row.status == "failed"
+    [before] = harness.enrollments()
+    with freeze_time(la(2026, 11, 24, 10, 0)), session_scope(harness.engine) as session:
+        assert set_status(session, [row.id or 0], resend=False, now=clock.now()) == [
+            (row.id, "cancelled")
+        ]
+    [after] = harness.enrollments()
+    assert after.base_at == before.base_at  # it had already counted as gone
 
 
 def test_a_refused_connection_loses_nothing_and_the_window_holds_at_send_time(

@@ -166,7 +166,7 @@ def test_the_last_step_completes_the_enrollment_once_its_email_has_left(
     position = Position("breakup", la(2026, 11, 26, 10, 0), done)
     outcome = advance(seq, position, lead=LEAD, engagement=EventSet(), now=now, tz=LA)
     assert step_ids(outcome) == ["breakup"]
-    # Queued, not gone: still active, looked at again when it leaves (or within the hour).
+    # Queued, not gone: still active, looked at again when it leaves (or a day later).
     assert outcome.status == "active" and outcome.next_step is None and outcome.waits_for_email
     assert outcome.due_at == now + EMAIL_RECHECK
     waiting = Position(None, now, (*done, "breakup"), waiting_for_email=True)
