@@ -10,6 +10,15 @@ import pytest
 from tests.acceptance.conftest import Run
 
 
+def demo_with_leads(nurture: Run, tmp_path: Path) -> Path:
+    """``nurture init demo``, its database, and its example leads imported."""
+    nurture("init", "demo")
+    demo = tmp_path / "demo"
+    nurture("db", "upgrade", cwd=demo)
+    nurture("--now", "2026-11-16T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    return demo
+
+
 def assert_one_line_error(stderr: str, *fragments: str) -> None:
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
@@ -170,10 +179,7 @@ def test_an_export_from_another_tool_dry_run_map_and_rejects(nurture: Run, tmp_p
 def test_files_with_personal_data_are_private_and_secrets_never_printed(
     nurture: Run, tmp_path: Path
 ) -> None:
-    nurture("init", "demo")
-    demo = tmp_path / "demo"
-    nurture("db", "upgrade", cwd=demo)
-    nurture("--now", "2026-11-16T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    demo = demo_with_leads(nurture, tmp_path)
     assert nurture("--now", "2026-11-16T17:00Z", "tick", cwd=demo).returncode == 0
     private = [demo / "nurture.db", *demo.glob("nurture.db-*"), *(demo / "outbox").rglob("*")]
     assert any(p.is_file() and "outbox" in str(p) for p in private)  # an email was written
@@ -205,10 +211,7 @@ def test_lead_fields_written_by_another_tool_reach_the_terminal_without_escapes(
 ) -> None:
     import sqlite3
 
-    nurture("init", "demo")
-    demo = tmp_path / "demo"
-    nurture("db", "upgrade", cwd=demo)
-    nurture("--now", "2026-11-16T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    demo = demo_with_leads(nurture, tmp_path)
     email = nurture("leads", "list", "--json", cwd=demo)
     address = json.loads(email.stdout)[0]["email"]
     # Import and the API refuse control characters; a script writing the table does not.
@@ -243,10 +246,7 @@ def test_the_wal_files_of_an_open_database_are_private(tmp_path: Path) -> None:
 def test_leads_forget_erases_and_an_import_cannot_bring_the_address_back(
     nurture: Run, tmp_path: Path
 ) -> None:
-    nurture("init", "demo")
-    demo = tmp_path / "demo"
-    nurture("db", "upgrade", cwd=demo)
-    nurture("--now", "2026-11-16T17:00Z", "leads", "import", "leads.csv", cwd=demo)
+    demo = demo_with_leads(nurture, tmp_path)
     erased = nurture("leads", "forget", "Maria.Lopez@Brightpath.io", cwd=demo)
     assert erased.returncode == 0, erased.stderr
     assert erased.stdout.startswith("erased maria.lopez@brightpath.io") and "suppressed" in (
