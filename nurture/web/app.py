@@ -508,10 +508,9 @@ def router(state: WebState) -> APIRouter:
         def run() -> str:
             with session_scope(engine) as session:
                 task = session.get(Task, task_id)
-                if task is None:
-                    raise InvalidValueError("No such task.")
-                lead = session.get(Lead, task.lead_id)
-                assert lead is not None
+                lead = session.get(Lead, task.lead_id) if task is not None else None
+                if task is None or lead is None or not desk.may_open(session, who, lead):
+                    raise InvalidValueError("No such task.")  # not one of theirs to see
                 return task_action("app", False)(session, who, lead,
                                                  {**fields, "task": str(task_id)})  # fmt: skip
 

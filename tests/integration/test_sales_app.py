@@ -318,3 +318,37 @@ def test_the_session_cookie_is_secure_over_https_and_lasts_session_days(
     cookie = done.headers["set-cookie"].lower()
     assert "; secure" in cookie and "httponly" in cookie and f"max-age={7 * 86400}" in cookie
     engine.dispose()
+
+
+def test_an_unassigned_task_on_someone_elses_lead_is_not_everyones(sales_desk: Desk) -> None:
+    from nurture.tasks import Task
+
+    desk = sales_desk  # María is Sam's
+    with session_scope(desk.engine) as session:
+        task = Task(lead_id=desk.lead().id or 0, sequence="manual", step="call", kind="call",
+                    note="Call María", assignee=None, due_at=clock.now())  # fmt: skip
+        session.add(task)
+        session.flush()
+        task_id = task.id
+    with desk.client() as lee:
+        desk.sign_in(lee, LEE)
+        csrf = csrf_of(lee.get("/app/").text)
+        refused = lee.post(f"/app/tasks/{task_id}", data={"csrf": csrf, "outcome": ""})
+        assert refused.status_code == 422 and "No such task." in refused.text
+    with session_scope(desk.engine) as session:
+        assert session.get(Task, task_id).status == "open"  # type: ignore[union-attr]
+
+
+def test_the_sales_inbox_sees_hot_leads_nobody_owns(sales_desk: Desk) -> None:
+    desk = sales_desk
+    with session_scope(desk.engine) as session:
+        handoff = session.exec(select(Handoff)).one()
+        handoff.owner = None  # handed to [sales] notify_email: nobody owns her yet
+        session.add(handoff)
+    with desk.client() as inbox:
+        desk.sign_in(inbox, "sales@example.com")
+        home = inbox.get("/app/").text
+        assert "Sales inbox: hot leads nobody owns" in home and "María López" in home
+    with desk.client() as lee:
+        desk.sign_in(lee, LEE)
+        assert "Sales inbox" not in lee.get("/app/").text
