@@ -64,9 +64,11 @@ def take(session: Session, limit: int) -> list[int]:
     return list(dict.fromkeys(row.lead_id for row in rows))
 
 
-def waiting(session: Session) -> bool:
-    """Whether any arrival waits (the cheap look of the SQLite poll)."""
-    return session.exec(select(Arrival.id).limit(1)).first() is not None
+def waiting(engine: Engine) -> bool:
+    """Whether any lead waits for the fast lane (the cheap look of the SQLite poll; a
+    read, so it never waits for a writer)."""
+    with session_scope(engine) as session:
+        return session.exec(select(Arrival.id).limit(1)).first() is not None
 
 
 def drain(engine: Engine, limit: int = 500) -> list[int]:

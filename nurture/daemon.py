@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
 from nurture import clock, logs
-from nurture.arrivals import Listener, drain
+from nurture.arrivals import Listener, drain, waiting
 from nurture.catalog import Catalog, load_catalog
 from nurture.config import Config
 from nurture.delivery import DeliveryReport, deliver
@@ -49,6 +49,8 @@ SCORING_DIGEST_KEY = "scoring_digest"
 STANDBY_POLL = 2.0
 #: While a pass runs, seconds between looks for what it has queued so far.
 PIPELINE_POLL = 0.2
+#: Longest the pass and the bulk delivery wait for the fast lane before going on.
+YIELD_MAX = 5.0
 #: Seconds between looks for arrived leads on SQLite (a cheap query), and on PostgreSQL
 #: (where a NOTIFY wakes the daemon at once; the look catches one that was missed).
 ARRIVALS_POLL = 0.25
@@ -248,6 +250,11 @@ class Daemon:
         self._arrivals_lock = asyncio.Lock()
         #: Set (from any thread, through :meth:`wake`) when leads arrived.
         self._arrived = asyncio.Event()
+        #: Cleared while the fast lane serves arrived leads: the pass (between batches)
+        #: and the bulk delivery (between messages) wait for it, so that a new lead's
+        #: writes do not queue behind theirs for the database (SQLite has one writer).
+        self._bulk_gate = threading.Event()
+        self._bulk_gate.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
         #: Set while this worker holds a SQLite database: whatever a delivery loop left
@@ -269,7 +276,7 @@ class Daemon:
             now = clock.now()
             passing = asyncio.ensure_future(
                 asyncio.to_thread(
-                    full_pass, self.ctx, self.reload, now, self.stopping.is_set, self._loaded
+                    full_pass, self.ctx, self.reload, now, self._stop_or_yield, self._loaded
                 )
             )
             # Send what the pass queues while it goes on (it commits batch by batch),
@@ -292,6 +299,12 @@ class Daemon:
             if idle:
                 self.stop("nothing more is due (--until-idle)")
 
+    def _stop_or_yield(self) -> bool:
+        """Asked by the pass between batches: whether to stop; first, wait while the
+        fast lane serves arrived leads (at most :data:`YIELD_MAX` seconds)."""
+        self._bulk_gate.wait(YIELD_MAX)
+        return self.stopping.is_set()
+
     async def delivery_job(self) -> None:
         if self.stopping.is_set() or self.catalog is None:
             return
@@ -302,6 +315,7 @@ class Daemon:
                 self.transport,
                 stopping=self.stopping,
                 all_in_flight=self._settle_all,
+                gate=self._bulk_gate,
             )
             self._settle_all = False
             await deliver_webhooks(self.ctx)
@@ -320,22 +334,30 @@ class Daemon:
         if self.stopping.is_set() or self.catalog is None:
             return
         async with self._arrivals_lock:
-            while not self.stopping.is_set():
-                lead_ids = await asyncio.to_thread(drain, self.ctx.engine, self.ctx.batch_size)
-                if not lead_ids:
-                    return
-                catalog = self.catalog
-                started = time.perf_counter()
-                report = await asyncio.to_thread(
-                    serve_arrivals, self.ctx, catalog, lead_ids, clock.now()
-                )
-                queued = time.perf_counter()
-                delivered = await deliver(self.ctx, catalog, self.transport,
-                                          stopping=self.stopping, only_leads=lead_ids)  # fmt: skip
-                logs.action("arrivals served", leads=len(lead_ids), enrolled=report.enrolled,
-                            queued=report.emails_queued, sent=delivered.sent,
-                            queue_ms=round((queued - started) * 1000),
-                            send_ms=round((time.perf_counter() - queued) * 1000))  # fmt: skip
+            try:
+                await self._serve_arrivals()
+            finally:
+                self._bulk_gate.set()
+
+    async def _serve_arrivals(self) -> None:
+        engine = self.ctx.engine
+        while not self.stopping.is_set() and await asyncio.to_thread(waiting, engine):
+            self._bulk_gate.clear()  # the bulk work waits while new leads are served
+            lead_ids = await asyncio.to_thread(drain, engine, self.ctx.batch_size)
+            if not lead_ids:
+                return
+            catalog = self.catalog
+            assert catalog is not None
+            started = time.perf_counter()
+            report = await asyncio.to_thread(serve_arrivals, self.ctx, catalog, lead_ids,
+                                             clock.now())  # fmt: skip
+            queued = time.perf_counter()
+            delivered = await deliver(self.ctx, catalog, self.transport, stopping=self.stopping,
+                                      only_leads=lead_ids)  # fmt: skip
+            logs.action("arrivals served", leads=len(lead_ids), enrolled=report.enrolled,
+                        queued=report.emails_queued, sent=delivered.sent,
+                        queue_ms=round((queued - started) * 1000),
+                        send_ms=round((time.perf_counter() - queued) * 1000))  # fmt: skip
 
     async def _fast_lane(self) -> None:
         """Wait for arrivals: woken at once in this process or by ``NOTIFY``, and

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ _MARK_SENT = (
 _EMAIL_SENT = insert(Event.__table__).values(  # type: ignore[attr-defined]
     type="email_sent", source="engine", machine=False, scored=False
 )
+#: Longest a bulk sender waits for the fast lane before going on.
+YIELD_MAX = 5.0
 #: A message the server keeps answering with 4xx is given up after this long.
 RETRY_LIFETIME = timedelta(days=5)
 
@@ -607,11 +610,15 @@ async def _sender(
     stopping: asyncio.Event | None,
     halt: asyncio.Event,
     report: DeliveryReport,
+    gate: threading.Event | None = None,
 ) -> None:
     """Send messages from *waiting* one at a time until it is empty (or stopping, or
-    *halt*: the server cannot be reached)."""
+    *halt*: the server cannot be reached); while *gate* is cleared, wait before the next
+    (at most :data:`YIELD_MAX` seconds each time)."""
     done: tuple[Claimed, SendResult] | None = None
     while True:
+        if gate is not None and not gate.is_set():
+            await asyncio.to_thread(gate.wait, YIELD_MAX)
         stop = halt.is_set() or (stopping is not None and stopping.is_set())
         following = waiting.pop() if waiting and not stop else None
         step = partial(asyncio.to_thread, _step, ctx, done, following)
@@ -649,6 +656,7 @@ async def deliver(
     all_in_flight: bool = False,
     only_leads: list[int] | None = None,
     only_messages: list[int] | None = None,
+    gate: threading.Event | None = None,
 ) -> DeliveryReport:
     """Send every message that may go now, batch by batch, until none is left (or until
     *stopping* is set: the messages being sent are finished and recorded, the rest of the
@@ -656,11 +664,13 @@ async def deliver(
     for the next one. *all_in_flight*: settle every message another loop left in flight
     (see :func:`settle_abandoned`). *only_leads*: send only the messages to these leads
     (the arrivals' fast lane, beside a delivery run that may be long). *only_messages*:
-    send only these messages (a test send)."""
+    send only these messages (a test send). *gate*: wait between messages while it is
+    cleared (the fast lane serving arrived leads goes first)."""
     report = DeliveryReport()
     now = clock.now()
-    await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
-    await asyncio.to_thread(_sweep_held, ctx, now)
+    if only_leads is None and only_messages is None:  # the bulk run tidies; a lane not
+        await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
+        await asyncio.to_thread(_sweep_held, ctx, now)
     if ctx.sending_paused_until is not None and now < ctx.sending_paused_until:
         return report  # the server refused to send for us a moment ago
     # One sender per connection, each with at most one message "sending" at a time, so
@@ -679,7 +689,7 @@ async def deliver(
                 break
             waiting = list(reversed(batch))
             run = [
-                _halting(halt, _sender(ctx, transport, waiting, now, stopping, halt, report))
+                _halting(halt, _sender(ctx, transport, waiting, now, stopping, halt, report, gate))
                 for _ in range(senders)
             ]
             try:

@@ -252,7 +252,10 @@ def sweep_held(session: Session, now: datetime) -> None:
     def of(*statuses: str) -> Any:
         return select(Enrollment.id).where(col(Enrollment.status).in_(statuses))
 
-    held = update(OutboxMessage).where(col(OutboxMessage.status) == OutboxStatus.held.value)
+    is_held = col(OutboxMessage.status) == OutboxStatus.held.value
+    if session.exec(select(OutboxMessage.id).where(is_held).limit(1)).first() is None:
+        return  # the usual case: a read, no write lock taken
+    held = update(OutboxMessage).where(is_held)
     session.execute(
         held.where(col(OutboxMessage.enrollment_id).in_(of(EnrollmentStatus.active.value))).values(
             status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None
