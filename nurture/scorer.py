@@ -270,10 +270,10 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                 session.add(lead)
                 report.events += 1
                 if points:
+                    # Points alone are not a change of the lead (updated_at): engagement
+                    # moves all the time (it decays), and a change would re-enroll a
+                    # lead in a `reenroll: true` sequence it finished. A stage change is.
                     touched.add(event.lead_id)
-                    # Its scores changed: a CRM syncing by updated_since sees it, and
-                    # audiences that read engagement look at it again.
-                    lead.updated_at = max(lead.updated_at, now)
             # One executemany, not an ORM update per event.
             session.connection().execute(_SCORED, scored)
     # Changed leads get their fit and a review, a chunk at a time (after a large import

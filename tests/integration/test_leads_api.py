@@ -195,23 +195,3 @@ def test_erase_then_the_import_api_and_a_consent(api: Api, tmp_path: Path) -> No
     assert opted.status_code == 201
     assert api.http.delete("/api/leads/nobody@example.com").json()["erased"] is False
 
-
-def test_a_score_change_alone_reaches_an_incremental_sync(api: Api) -> None:
-    import asyncio
-
-    from nurture import clock
-    from nurture.daemon import tick
-    from nurture.runner import Context
-
-    api.http.post("/api/leads", json={"email": "sara@example.com"})
-    first = api.http.get("/api/leads").json()
-    cursor = first["next_cursor"]
-    assert [lead["email"] for lead in first["leads"]] == ["sara@example.com"]
-    api.http.post("/api/events", json={"type": "page_visited", "lead": "sara@example.com",
-                                       "data": {"url": "https://example.com/pricing"}})  # fmt: skip
-    config = load_settings(api.project / "nurture.toml")
-    asyncio.run(tick(Context.open(api.engine, config), clock.now()))  # scores it
-    later = api.http.get("/api/leads", params={"cursor": cursor}).json()
-    [lead] = later["leads"]
-    assert lead["email"] == "sara@example.com" and lead["engagement"] > 0
-    assert lead["stage"] == "cold"  # no stage change: the score alone moved it
