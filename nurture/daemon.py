@@ -51,6 +51,9 @@ STANDBY_POLL = 2.0
 PIPELINE_POLL = 0.2
 #: Longest the pass and the bulk delivery wait for the fast lane before going on.
 YIELD_MAX = 5.0
+#: Arrivals served at once beyond which the fast lane no longer holds the bulk work back
+#: (a form's visitors come a few at a time; an API import by the thousand).
+FIRST_IN_LINE = 50
 #: Seconds between looks for arrived leads on SQLite (a cheap query), and on PostgreSQL
 #: (where a NOTIFY wakes the daemon at once; the look catches one that was missed).
 ARRIVALS_POLL = 0.25
@@ -346,6 +349,8 @@ class Daemon:
             lead_ids = await asyncio.to_thread(drain, engine, self.ctx.batch_size)
             if not lead_ids:
                 return
+            if len(lead_ids) > FIRST_IN_LINE:  # an import through the API, not a visitor:
+                self._bulk_gate.set()  # no reason to hold everything else back
             catalog = self.catalog
             assert catalog is not None
             started = time.perf_counter()

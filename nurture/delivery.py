@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -618,7 +619,11 @@ async def _sender(
     done: tuple[Claimed, SendResult] | None = None
     while True:
         if gate is not None and not gate.is_set():
-            await asyncio.to_thread(gate.wait, YIELD_MAX)
+            if done is not None:  # write down the last send before standing aside
+                step = partial(asyncio.to_thread, _step, ctx, done, None)
+                report.add((await retry_transient(step, "delivery", stopping=stopping))[1])
+                done = None
+            await _stand_aside(gate, stopping)
         stop = halt.is_set() or (stopping is not None and stopping.is_set())
         following = waiting.pop() if waiting and not stop else None
         step = partial(asyncio.to_thread, _step, ctx, done, following)
@@ -645,6 +650,16 @@ async def _sender(
         if result.unreachable:
             halt.set()
         done = (following, result)
+
+
+async def _stand_aside(gate: threading.Event, stopping: asyncio.Event | None) -> None:
+    """Wait (without a thread) until *gate* is set again, *stopping*, or
+    :data:`YIELD_MAX` seconds."""
+    deadline = time.monotonic() + YIELD_MAX
+    while not gate.is_set() and time.monotonic() < deadline:
+        if stopping is not None and stopping.is_set():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def deliver(

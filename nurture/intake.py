@@ -173,7 +173,12 @@ def take_leads(
             outcome[email] = SuppressedError()
         else:
             kept.append(item)
-    lift(session, [i.changes.email for i in kept if i.changes.email in blocked])
+    # A consent through the API lifts the suppression now; a form's waits for the link
+    # sent to the address (the confirmation lifts it).
+    lift(
+        session,
+        [i.changes.email for i in kept if i.changes.email in blocked and origin.source != "form"],
+    )
     result = upsert_leads(session, [item.changes for item in kept])
     emails = [item.changes.email for item in kept]
     ids: dict[str, int] = {

@@ -72,6 +72,8 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_sender_sent", "sender", "sent_at"),
         Index("ix_outbox_lead_sent", "lead_id", "sent_at"),
+        # Replies and reports name the Message-ID they answer.
+        Index("ix_outbox_message_id", "message_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

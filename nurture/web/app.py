@@ -432,7 +432,8 @@ def router(state: WebState) -> APIRouter:
 
     def task_action(via: str, lead_bound: bool) -> Act:
         def run(session: Session, who: desk.Who, lead: Lead, fields: dict[str, str]) -> str:
-            task_id = int(fields.get("task", "0") or 0) if fields.get("task", "").isdigit() else 0
+            given = fields.get("task", "")
+            task_id = int(given) if given.isascii() and given.isdigit() else 0
             task = session.get(Task, task_id)
             if task is None or (lead_bound and task.lead_id != lead.id):
                 raise InvalidValueError("No such task.")

@@ -46,6 +46,7 @@ from nurture.leads import ContactStatus, Lead
 from nurture.messages import Sender, build_notification
 from nurture.outbox import MessageKind, OutboxMessage, queue_message
 from nurture.store import session_scope
+from nurture.suppression import lift
 from nurture.tokens import seal, unseal
 from nurture.web.guard import read_json
 from nurture.web.state import NO_CACHE, WebState, client, not_found, page
@@ -57,6 +58,9 @@ OPTIN_MAX_AGE = timedelta(days=14)
 CONFIRM_EVERY = timedelta(minutes=10)
 #: ... and at most this many a day: a stranger typing someone's address cannot flood them.
 CONFIRMS_PER_DAY = 3
+#: Tokens carry whole seconds and are made a moment before the rows of the same
+#: submission: what happened within this long of a link belongs to its submission.
+LINK_SLACK = timedelta(seconds=10)
 #: The page of an opt-in link sent before the person last unsubscribed.
 STALE_OPTIN = (
     "<h1>This link has expired</h1><p>You unsubscribed after it was sent, so it no longer "
@@ -191,7 +195,8 @@ def router(state: WebState) -> APIRouter:
             data = {"form": form.name, "ip": ip}
             record_event(session, taken.lead_id, "form_submitted", data=data, at=now,
                          source="form")  # fmt: skip
-            lead = session.get(Lead, taken.lead_id)
+            # Locked: posts racing for one address count its confirmations one at a time.
+            lead = session.get(Lead, taken.lead_id, with_for_update=True)
             assert lead is not None
             if form.double_opt_in and lead.status in (ContactStatus.pending,
                                                       ContactStatus.unsubscribed):  # fmt: skip
@@ -274,17 +279,24 @@ def router(state: WebState) -> APIRouter:
             return None
         return int(parts[0]), parts[1], issued
 
-    def opted_out_since(session: Session, lead: Lead, issued: datetime) -> bool:
-        """Whether *lead* unsubscribed (or complained) after the link was sent: an old
-        link never undoes that; a new submission of the form sends a new one."""
+    def link_is_stale(session: Session, lead: Lead, issued: datetime) -> bool:
+        """Whether the opt-in link issued at *issued* (whole seconds) may no longer
+        subscribe *lead*: the lead was made after it (an erased person's id, reused), or
+        opted out after it. An old link never undoes an opt-out; the form sends a new one."""
+        if lead.created_at > issued + LINK_SLACK:
+            return True
         if lead.status == ContactStatus.pending:
             return False
         last = session.exec(
             select(func.max(Event.occurred_at))
             .where(Event.lead_id == lead.id)
-            .where(col(Event.type).in_(["unsubscribed", "complained", "email_complained"]))
+            .where(col(Event.type).in_(["unsubscribed", "complained"]))
         ).one()
-        return last is not None and last >= issued
+        if last is not None:
+            return last >= issued
+        # An opt-out written as a status (an import, the API) is not dated: the link
+        # holds only if nothing about the lead changed since it was sent.
+        return lead.status != ContactStatus.subscribed and lead.updated_at > issued + LINK_SLACK
 
     @routes.get("/optin/{token}")
     def optin_page(token: str) -> HTMLResponse:
@@ -293,7 +305,7 @@ def router(state: WebState) -> APIRouter:
             return not_found()
         with session_scope(engine) as session:
             lead = session.get(Lead, target[0])
-            stale = lead is not None and opted_out_since(session, lead, target[2])
+            stale = lead is not None and link_is_stale(session, lead, target[2])
         if lead is None:
             return not_found()
         if lead.status == ContactStatus.subscribed:
@@ -316,10 +328,11 @@ def router(state: WebState) -> APIRouter:
             lead = session.get(Lead, lead_id, with_for_update=True)
             if lead is None:
                 return False
-            if opted_out_since(session, lead, issued):
+            if link_is_stale(session, lead, issued):
                 logs.action("opt-in link older than the opt-out: refused", form=form_name)
                 return None
             if lead.status in (ContactStatus.pending, ContactStatus.unsubscribed):
+                lift(session, [lead.email])  # an erased address, back by its owner's word
                 lead.status = ContactStatus.subscribed.value
                 lead.updated_at = now
                 session.add(lead)

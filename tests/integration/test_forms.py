@@ -243,6 +243,7 @@ def _confirmation_link(message: EmailMessage) -> str:
 
 def test_an_erased_address_comes_back_only_when_its_owner_confirms(site: Site) -> None:
     from nurture.erasure import forget
+    from nurture.suppression import suppressed
 
     with site.client() as http:
         http.post("/f/optin", data={"email": "eve@example.com", "consent": "yes"})
@@ -257,10 +258,14 @@ def test_an_erased_address_comes_back_only_when_its_owner_confirms(site: Site) -
         # Through double opt-in the lead comes back pending; only the link subscribes it.
         http.post("/f/optin", data={"email": "eve@example.com", "consent": "yes"})
     assert site.leads()["eve@example.com"].status == "pending"
+    with session_scope(site.engine) as session:  # still erased until its owner confirms
+        assert suppressed(session, ["eve@example.com"]) == {"eve@example.com"}
     link = _confirmation_link(site.tick()[-1])
     with site.client() as http:
         assert http.post(link).status_code == 200
     assert site.leads()["eve@example.com"].status == "subscribed"
+    with session_scope(site.engine) as session:
+        assert suppressed(session, ["eve@example.com"]) == set()
 
 
 def test_an_old_opt_in_link_never_undoes_a_later_unsubscribe(site: Site) -> None:
@@ -302,3 +307,23 @@ def test_a_stranger_cannot_flood_an_address_with_confirmations(site: Site) -> No
                 row.created_at -= timedelta(hours=1)
                 session.add(row)
         assert confirmations() == min(round_ + 1, 3)
+
+
+def test_an_old_opt_in_link_never_undoes_an_unsubscribe_written_by_an_import(
+    site: Site,
+) -> None:
+    from datetime import timedelta
+
+    from nurture.store import LeadChanges, upsert_leads
+
+    with site.client() as http:
+        http.post("/f/optin", data={"email": "ivy@example.com", "consent": "yes"})
+    link = _confirmation_link(site.tick()[-1])
+    with site.client() as http:
+        assert http.post(link).status_code == 200
+    later = clock.now() + timedelta(minutes=1)
+    with clock.pinned(later), session_scope(site.engine) as session:  # a CRM sync
+        upsert_leads(session, [LeadChanges("ivy@example.com", {"status": "unsubscribed"})])
+    with site.client() as http:
+        assert http.post(link).status_code == 410
+    assert site.leads()["ivy@example.com"].status == "unsubscribed"

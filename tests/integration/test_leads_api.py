@@ -194,4 +194,3 @@ def test_erase_then_the_import_api_and_a_consent(api: Api, tmp_path: Path) -> No
     )
     assert opted.status_code == 201
     assert api.http.delete("/api/leads/nobody@example.com").json()["erased"] is False
-
