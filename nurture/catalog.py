@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, func, update
@@ -77,12 +79,24 @@ def _read(path: Path) -> str | None:
 def _from_source(row: DeployedSequence, templates: TemplateSet | None) -> Sequence | None:
     """The deployed version of a sequence, if it loads (with its templates, unless
     *templates* is ``None``: the rules alone)."""
+    if templates is None:
+        return _rules_of(row.path, row.source)
+    return _parsed(row.path, row.source, templates.exists)
+
+
+@lru_cache(maxsize=64)
+def _rules_of(path: str, source: str) -> Sequence | None:
+    """A deployed version's rules, whatever its templates (parsed once per version: a
+    removed sequence's is asked for every pass)."""
+    return _parsed(path, source, lambda name: True)
+
+
+def _parsed(path: str, source: str, exists: Callable[[str], bool]) -> Sequence | None:
     try:
-        data = parse_yaml(row.source, row.path)
+        data = parse_yaml(source, path)
     except InputFileError:
         return None
-    exists = templates.exists if templates is not None else (lambda name: True)
-    sequence, problems = parse_sequence(Path(row.path), data, exists)
+    sequence, problems = parse_sequence(Path(path), data, exists)
     return None if problems else sequence
 
 

@@ -924,6 +924,7 @@ def status(
 ) -> None:
     """What is due, queued, deferred and failed."""
     from nurture import clock
+    from nurture.enrollments import HELD
     from nurture.status import collect_status
     from nurture.store import session_scope
 
@@ -974,7 +975,7 @@ def status(
     for held in data["held"]:
         say(
             f"held: {held['enrollments']} in {held['sequence']} at {held['step']}: "
-            f"{held['reason'].removeprefix('held: ')}"
+            f"{held['reason'].removeprefix(HELD)}"
         )
     for failure in data["failures"]:
         say(
@@ -1282,7 +1283,8 @@ def outbox_list(
     status_: Annotated[
         str | None,
         typer.Option(
-            "--status", help="queued, sending, sent, bounced, failed, cancelled, uncertain."
+            "--status",
+            help="queued, leased, sending, sent, bounced, failed, cancelled, uncertain, held.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -1335,7 +1337,7 @@ def outbox_resend(
     ctx: typer.Context,
     ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Message ids.")],
 ) -> None:
-    """Send held (uncertain) or failed messages again, with their own Message-ID."""
+    """Send uncertain or failed messages again, with their own Message-ID."""
     _outbox_set(ctx, ids, resend=True)
 
 
@@ -1344,7 +1346,7 @@ def outbox_cancel(
     ctx: typer.Context,
     ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Message ids.")],
 ) -> None:
-    """Never send these held, failed or queued messages."""
+    """Never send these uncertain, failed, queued or held (paused) messages."""
     _outbox_set(ctx, ids, resend=False)
 
 

@@ -25,7 +25,7 @@ from nurture import clock, logs
 from nurture.arrivals import Listener, drain, waiting
 from nurture.catalog import Catalog, load_catalog
 from nurture.config import Config
-from nurture.delivery import DeliveryReport, deliver
+from nurture.delivery import YIELD_MAX, DeliveryReport, deliver
 from nurture.digest import send_digests
 from nurture.enrollments import Enrollment, EnrollmentStatus
 from nurture.handoff_notice import hand_off_hot_leads, send_reminders
@@ -49,8 +49,6 @@ SCORING_DIGEST_KEY = "scoring_digest"
 STANDBY_POLL = 2.0
 #: While a pass runs, seconds between looks for what it has queued so far.
 PIPELINE_POLL = 0.2
-#: Longest the pass and the bulk delivery wait for the fast lane before going on.
-YIELD_MAX = 5.0
 #: Arrivals served at once beyond which the fast lane no longer holds the bulk work back
 #: (a form's visitors come a few at a time; an API import by the thousand).
 FIRST_IN_LINE = 50

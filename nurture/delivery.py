@@ -36,6 +36,7 @@ from nurture.events import Event, LeadEvents, events_by_lead, record_event
 from nurture.expressions import LeadView
 from nurture.leads import ContactStatus, Lead
 from nurture.outbox import (
+    HELD_PAUSED,
     SENDING_PROBLEM,
     MessageKind,
     OutboxMessage,
@@ -73,7 +74,8 @@ _MARK_SENT = (
 _EMAIL_SENT = insert(Event.__table__).values(  # type: ignore[attr-defined]
     type="email_sent", source="engine", machine=False, scored=False
 )
-#: Longest a bulk sender waits for the fast lane before going on.
+#: Longest the pass (between batches) and a bulk sender (between messages) wait for
+#: the fast lane before going on.
 YIELD_MAX = 5.0
 #: A message the server keeps answering with 4xx is given up after this long.
 RETRY_LIFETIME = timedelta(days=5)
@@ -375,10 +377,7 @@ def claim(
                     and enrollment is not None
                     and (enrollment.status == EnrollmentStatus.paused)
                 ):  # paused after this one was queued: it waits for the resume
-                    row.status, row.last_error = (
-                        OutboxStatus.held.value,
-                        "held: its enrollment is paused",
-                    )
+                    row.status, row.last_error = OutboxStatus.held.value, HELD_PAUSED
                     report.deferred += 1
                     session.add(row)
                     continue

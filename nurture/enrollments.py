@@ -103,6 +103,10 @@ class DeployedSequence(SQLModel, table=True):
     file_mtime: float | None = None
 
 
+#: How the reason of an active enrollment held at a step (a missing template) begins.
+HELD = "held: "
+
+
 def parse_status(value: str) -> EnrollmentStatus:
     """The :class:`EnrollmentStatus` named by *value*, or :class:`InvalidValueError`."""
     try:

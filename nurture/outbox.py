@@ -20,7 +20,7 @@ from sqlalchemy import Column, Index, String, Text, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
-from nurture.enrollments import email_left
+from nurture.enrollments import Enrollment, EnrollmentStatus, email_left
 from nurture.sqltypes import JSONType, UTCDateTime
 
 
@@ -59,6 +59,8 @@ class MessageKind(enum.StrEnum):
     digest = "digest"
 
 
+#: Why a ``held`` message waits.
+HELD_PAUSED = "held: its enrollment is paused"
 #: How the ``last_error`` of a message failed by a sending problem (the server refused
 #: to send for us) begins.
 SENDING_PROBLEM = "sending problem: "
@@ -214,7 +216,7 @@ def hold_for_pause(session: Session, enrollment_ids: Any, *, pause: bool, now: d
     query = update(OutboxMessage).where(col(OutboxMessage.enrollment_id).in_(enrollment_ids))
     if pause:
         query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value).values(
-            status=OutboxStatus.held.value, last_error="held: its enrollment is paused"
+            status=OutboxStatus.held.value, last_error=HELD_PAUSED
         )
     else:
         query = query.where(col(OutboxMessage.status) == OutboxStatus.held.value).values(
@@ -249,7 +251,6 @@ def emails_not_left(session: Session, lead_ids: Any) -> set[int]:
 def sweep_held(session: Session, now: datetime) -> None:
     """Held emails whose enrollment is no longer paused: released if it is active again
     (a resume that crossed a delivery run), cancelled if it ended."""
-    from nurture.enrollments import Enrollment, EnrollmentStatus
 
     def of(*statuses: str) -> Any:
         return select(Enrollment.id).where(col(Enrollment.status).in_(statuses))
@@ -257,15 +258,11 @@ def sweep_held(session: Session, now: datetime) -> None:
     is_held = col(OutboxMessage.status) == OutboxStatus.held.value
     if session.exec(select(OutboxMessage.id).where(is_held).limit(1)).first() is None:
         return  # the usual case: a read, no write lock taken
-    held = update(OutboxMessage).where(is_held)
-    session.execute(
-        held.where(col(OutboxMessage.enrollment_id).in_(of(EnrollmentStatus.active.value))).values(
-            status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None
-        )
-    )
+    hold_for_pause(session, of(EnrollmentStatus.active.value), pause=False, now=now)
     ended = of(EnrollmentStatus.exited.value, EnrollmentStatus.completed.value)
     session.execute(
-        held.where(col(OutboxMessage.enrollment_id).in_(ended)).values(
-            status=OutboxStatus.cancelled.value, last_error="its enrollment ended while held"
-        )
+        update(OutboxMessage)
+        .where(is_held)
+        .where(col(OutboxMessage.enrollment_id).in_(ended))
+        .values(status=OutboxStatus.cancelled.value, last_error="its enrollment ended while held")
     )

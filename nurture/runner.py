@@ -27,7 +27,7 @@ from nurture import logs
 from nurture.catalog import Catalog
 from nurture.config import Config
 from nurture.engine import Outcome, Position, Touch, advance
-from nurture.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
+from nurture.enrollments import HELD, DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.events import Event, LeadEvents, events_by_lead, wake_changed
 from nurture.expressions import Expression, LeadView, Scores, context, truth
@@ -486,14 +486,8 @@ def _process(
             tz=zone(tz_name),
             scores=ctx.scores(lead, now),
         )
-        missing = sorted(
-            {t.template for t in outcome.touches if t.template}
-            - {
-                t.template
-                for t in outcome.touches
-                if t.template and ctx.templates.exists(t.template)
-            }
-        )
+        needed = {t.template for t in outcome.touches if t.template}
+        missing = sorted(name for name in needed if not ctx.templates.exists(name))
         if missing:
             _hold_for_templates(session, enrollment, missing, now, report)
             return
@@ -521,8 +515,6 @@ def _process(
 
 #: How often an enrollment held for a missing template looks again.
 TEMPLATE_RECHECK = timedelta(minutes=15)
-#: How the reason of an enrollment held for a missing template begins.
-HELD = "held: "
 
 
 def _hold_for_templates(

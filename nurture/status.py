@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from nurture.enrollments import Enrollment, EnrollmentStatus
+from nurture.enrollments import HELD, Enrollment, EnrollmentStatus
 from nurture.handoff import Handoff, HandoffStatus, Webhook
 from nurture.leads import Lead
 from nurture.outbox import SENDING_PROBLEM, OutboxMessage, OutboxStatus
@@ -107,7 +107,7 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
     held = session.exec(
         select(Enrollment.sequence, Enrollment.next_step, Enrollment.reason, func.count())
         .where(col(Enrollment.status) == EnrollmentStatus.active.value)
-        .where(col(Enrollment.reason).startswith("held: "))
+        .where(col(Enrollment.reason).startswith(HELD))
         .group_by(col(Enrollment.sequence), col(Enrollment.next_step), col(Enrollment.reason))
     ).all()
     failed_messages = session.exec(
@@ -164,29 +164,38 @@ def _count_outbox(session: Session, status: str, *conditions: Any) -> int:
 def sending_problem(session: Session) -> dict[str, Any] | None:
     """The mail server's latest refusal to send for us (relay, authentication, policy),
     unless an email has gone since: when, its reply, and the messages it failed."""
-    failed = session.exec(
-        select(OutboxMessage)
+    failed = session.exec(  # the columns it reads, not the messages' bodies
+        select(
+            OutboxMessage.id,
+            OutboxMessage.sender,
+            OutboxMessage.last_error,
+            OutboxMessage.next_attempt_at,
+        )
         .where(col(OutboxMessage.status) == OutboxStatus.failed.value)
         .order_by(col(OutboxMessage.next_attempt_at).desc())
         .limit(500)
     ).all()
-    refused = [m for m in failed if (m.last_error or "").startswith(SENDING_PROBLEM)]
+    # (id, sender, reply, refused at), newest first
+    refused = [
+        (message_id, sender, error.removeprefix(SENDING_PROBLEM), at)
+        for message_id, sender, error, at in failed
+        if error and error.startswith(SENDING_PROBLEM)
+    ]
     if not refused:
         return None
-    latest = refused[0]
+    _, _, reply, latest = refused[0]
     # The refused senders' last sends, through the (sender, sent_at) index.
     sent = [
         session.exec(
             select(func.max(OutboxMessage.sent_at)).where(OutboxMessage.sender == sender)
         ).one()
-        for sender in {m.sender for m in refused}
+        for sender in {sender for _, sender, _, _ in refused}
     ]
     last_sent = max((moment for moment in sent if moment is not None), default=None)
-    if last_sent is not None and last_sent >= latest.next_attempt_at:
+    if last_sent is not None and last_sent >= latest:
         return None  # mail has gone since: fixed
-    since = [m for m in refused if last_sent is None or m.next_attempt_at > last_sent]
     return {
-        "at": latest.next_attempt_at.isoformat(),
-        "reply": (latest.last_error or "").removeprefix(SENDING_PROBLEM),
-        "failed": [m.id for m in since],
+        "at": latest.isoformat(),
+        "reply": reply,
+        "failed": [i for i, _, _, at in refused if last_sent is None or at > last_sent],
     }

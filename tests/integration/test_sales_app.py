@@ -248,17 +248,24 @@ def test_my_hand_offs_show_however_many_older_ones_wait_for_others(sales_desk: D
         assert "María López" in home.text  # the 601st oldest hand-off, but Sam's
 
 
+def call_maria(desk: Desk, assignee: str | None) -> int:
+    """A call task on María, due now, for *assignee* (``None``: nobody's); its id."""
+    from nurture.tasks import Task
+
+    with session_scope(desk.engine) as session:
+        task = Task(lead_id=desk.lead().id or 0, sequence="manual", step="call", kind="call",
+                    note="Call María", assignee=assignee, due_at=clock.now())  # fmt: skip
+        session.add(task)
+        session.flush()
+        assert task.id is not None
+        return task.id
+
+
 def test_snoozing_a_task_puts_it_off_and_others_cannot(sales_desk: Desk) -> None:
     from nurture.tasks import Task
 
     desk = sales_desk
-    lead_id = desk.lead().id or 0
-    with session_scope(desk.engine) as session:
-        task = Task(lead_id=lead_id, sequence="manual", step="call", kind="call",
-                    note="Call María", assignee=SAM, due_at=clock.now())  # fmt: skip
-        session.add(task)
-        session.flush()
-        task_id = task.id
+    task_id = call_maria(desk, SAM)
     with desk.client() as lee:
         desk.sign_in(lee, LEE)
         csrf = csrf_of(lee.get("/app/").text)
@@ -325,12 +332,7 @@ def test_an_unassigned_task_on_someone_elses_lead_is_not_everyones(sales_desk: D
     from nurture.tasks import Task
 
     desk = sales_desk  # María is Sam's
-    with session_scope(desk.engine) as session:
-        task = Task(lead_id=desk.lead().id or 0, sequence="manual", step="call", kind="call",
-                    note="Call María", assignee=None, due_at=clock.now())  # fmt: skip
-        session.add(task)
-        session.flush()
-        task_id = task.id
+    task_id = call_maria(desk, None)
     with desk.client() as lee:
         desk.sign_in(lee, LEE)
         csrf = csrf_of(lee.get("/app/").text)
