@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nurture.database import open_engine, upgrade
-from nurture.importer import import_csv
+from nurture.intake.importer import import_csv
+from nurture.store.database import open_engine, upgrade
 
 TIMEZONES = [
     "America/New_York",

@@ -49,7 +49,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 def measure(tmp: Path, database: str, *, due: int, posts: int, rate: float) -> dict[str, Any]:
     """One run on *database* (``sqlite`` or ``postgresql``)."""
-    from bench.__main__ import (
+    from bench.common import (
         PG_ADMIN_URL,
         _wait_http,
         free_port,

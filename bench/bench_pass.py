@@ -21,13 +21,14 @@ from pathlib import Path
 from bench.bench_import import generate
 from nurture import clock, logs
 from nurture.config import load_settings
-from nurture.daemon import Reloader, full_pass
-from nurture.database import open_engine, upgrade
-from nurture.delivery import deliver
-from nurture.importer import import_csv
+from nurture.engine.context import Context
+from nurture.intake.importer import import_csv
+from nurture.mail.delivery import deliver
+from nurture.mail.transports import MaildirTransport
 from nurture.project import init_project
-from nurture.runner import Context
-from nurture.transports import MaildirTransport
+from nurture.stages.passes import full_pass
+from nurture.stages.reload import Reloader
+from nurture.store.database import open_engine, upgrade
 
 SEQUENCE = """\
 name: bench

@@ -48,7 +48,7 @@ class ProjectSection(Section):
     @field_validator("default_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from nurture.leads import check_timezone
+        from nurture.language.fields import check_timezone
 
         return check_timezone(value)
 
@@ -88,7 +88,7 @@ class SenderSection(Section):
 def _email(value: str) -> str:
     """An address setting, normalised as leads' addresses are."""
     from nurture.errors import InvalidValueError
-    from nurture.leads import normalize_email
+    from nurture.language.fields import normalize_email
 
     try:
         return normalize_email(value)
@@ -223,7 +223,7 @@ class SalesSection(Section):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from nurture.leads import check_timezone
+        from nurture.language.fields import check_timezone
 
         return check_timezone(value) if value else value
 
@@ -231,7 +231,7 @@ class SalesSection(Section):
     @classmethod
     def _zones(cls, value: dict[str, str]) -> dict[str, str]:
         from nurture.errors import InvalidValueError
-        from nurture.leads import check_timezone, normalize_email
+        from nurture.language.fields import check_timezone, normalize_email
 
         try:
             return {normalize_email(k): check_timezone(v) for k, v in value.items()}
@@ -242,7 +242,7 @@ class SalesSection(Section):
     @classmethod
     def _time_of_day(cls, value: str) -> str:
         from nurture.errors import InvalidValueError
-        from nurture.timing import parse_time_of_day
+        from nurture.language.timing import parse_time_of_day
 
         if value:
             try:

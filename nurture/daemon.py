@@ -6,45 +6,31 @@ delivery loop at their intervals; SIGTERM or SIGINT lets the work in flight fini
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from functools import partial
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine, func
-from sqlmodel import col, select
+from sqlalchemy import Engine
 
 from nurture import clock, logs
-from nurture.arrivals import Listener, drain, waiting
-from nurture.catalog import Catalog, load_catalog
 from nurture.config import Config
-from nurture.delivery import YIELD_MAX, DeliveryReport, deliver
-from nurture.digest import send_digests
-from nurture.enrollments import Enrollment, EnrollmentStatus
-from nurture.handoff_notice import hand_off_hot_leads, send_reminders
-from nurture.locks import exclusive
-from nurture.outbox import OutboxMessage, OutboxStatus
-from nurture.problems import Problem
-from nurture.replies import MailboxError, PollReport, poll
+from nurture.engine.catalog import Catalog
+from nurture.engine.context import Context
+from nurture.mail.delivery import deliver
+from nurture.mail.pacing import YIELD_MAX, SendingPause
+from nurture.mail.transports import Transport, open_transport
+from nurture.mail.webhooks import deliver_webhooks
 from nurture.retry import is_transient, retry_transient
-from nurture.runner import Context, PassReport, run_pass, serve_arrivals
-from nurture.scorer import rescore, score_pass
-from nurture.scoring import ScoringRules, load_scoring
-from nurture.sequences import SequenceFiles, load_sequences
-from nurture.store import session_scope
-from nurture.transports import Transport, open_transport
+from nurture.stages.passes import full_pass, has_work_due, poll_replies, serve_arrivals
+from nurture.stages.reload import Reloader
+from nurture.store.arrivals import Listener, drain, waiting
+from nurture.store.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
 from nurture.web import background_server
-from nurture.webhooks import deliver_webhooks
-from nurture.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
 
-SCORING_DIGEST_KEY = "scoring_digest"
 #: Seconds between a standby's attempts to take over the SQLite database.
 STANDBY_POLL = 2.0
 #: While a pass runs, seconds between looks for what it has queued so far.
@@ -58,180 +44,6 @@ ARRIVALS_POLL = 0.25
 ARRIVALS_POLL_PG = 5.0
 
 
-def files_stamp(*directories: Path) -> tuple[tuple[str, int, int], ...]:
-    """The name, modification time and size of every file in *directories*: when it is
-    the same as before, nothing there needs parsing again."""
-    stamps = []
-    for directory in directories:
-        try:
-            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat()
-            except OSError:
-                continue
-            stamps.append((entry.path, info.st_mtime_ns, info.st_size))
-    return tuple(stamps)
-
-
-class Reloader:
-    """Reloads the sequences and the scoring rules for each pass (parsing them again
-    only when a file changed) and logs what changed, once per change."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self._reported: set[str] = set()
-        self._scoring_reported: set[str] = set()
-        self._sequences: tuple[Any, SequenceFiles] | None = None
-        self._rules: tuple[bytes, tuple[ScoringRules | None, list[Problem]]] | None = None
-
-    def __call__(self, now: datetime) -> Catalog:
-        config = self.ctx.config
-        stamp = files_stamp(config.sequences_dir, config.templates_dir)
-        if self._sequences is None or self._sequences[0] != stamp:
-            loaded = load_sequences(config.sequences_dir, self.ctx.templates.exists)
-            self._sequences = (stamp, loaded)
-        catalog = load_catalog(self.ctx.engine, config.sequences_dir, self.ctx.templates, now,
-                               loaded=self._sequences[1])  # fmt: skip
-        for name in catalog.deployed:
-            logs.action("sequence deployed", sequence=name)
-        current = {str(problem) for problem in catalog.problems}
-        for line in sorted(current - self._reported):
-            logs.action("sequence file has problems", level=logging.WARNING, problem=line)
-        for name in catalog.kept:
-            if f"kept:{name}" not in self._reported:
-                logs.action("keeping the last good version", level=logging.WARNING, sequence=name)
-                current.add(f"kept:{name}")
-        for name, templates in sorted(catalog.missing_templates.items()):
-            key = f"templates:{name}:{','.join(templates)}"
-            if key not in self._reported:
-                logs.action("templates are missing: the steps that use them are held, the "
-                            "rest of the sequence runs", level=logging.WARNING, sequence=name,
-                            templates=", ".join(templates))  # fmt: skip
-                current.add(key)
-        for name in catalog.differs:
-            if f"differs:{name}" not in self._reported:
-                logs.action("this worker's copy of the sequence file differs from the deployed "
-                            "version and is older: running the deployed one (nurture deploy "
-                            "deploys this copy)", level=logging.WARNING, sequence=name)  # fmt: skip
-                current.add(f"differs:{name}")
-        for name in catalog.missing:
-            if f"missing:{name}" not in self._reported:
-                logs.action(
-                    "sequence file is gone: its leads wait", level=logging.WARNING, sequence=name
-                )
-                current.add(f"missing:{name}")
-        self._reported = current
-        return catalog
-
-    def scoring(self) -> ScoringRules | None:
-        """The scoring rules; problems in ``scoring.yaml`` are logged once per change and
-        leave scores as they are until fixed."""
-        path = self.ctx.config.scoring_file
-        try:
-            content = path.read_bytes()
-        except OSError:
-            content = b""
-        if self._rules is None or self._rules[0] != content or not content:
-            self._rules = (content, load_scoring(path))
-        rules, problems = self._rules[1]
-        current = {str(problem) for problem in problems}
-        for line in sorted(current - self._scoring_reported):
-            logs.action(
-                "scoring.yaml has problems: scores wait", level=logging.WARNING, problem=line
-            )
-        self._scoring_reported = current
-        return rules
-
-
-def rules_changed(ctx: Context) -> bool:
-    """Whether ``scoring.yaml`` differs from the version the scores were computed with
-    (remembering this version; the first time there is nothing to redo)."""
-    from nurture.meta import Meta
-
-    try:
-        digest = hashlib.sha256(ctx.config.scoring_file.read_bytes()).hexdigest()
-    except OSError:
-        return False
-    with session_scope(ctx.engine) as session:
-        mark = session.get(Meta, SCORING_DIGEST_KEY)
-        if mark is not None and mark.value == digest:
-            return False
-        session.merge(Meta(key=SCORING_DIGEST_KEY, value=digest))
-    return mark is not None
-
-
-def full_pass(
-    ctx: Context,
-    reload: Reloader,
-    now: datetime,
-    stop: Callable[[], bool] | None = None,
-    loaded: Callable[[Catalog], None] | None = None,
-) -> tuple[Catalog, PassReport]:
-    """Reload the files, score what happened (every lead again if ``scoring.yaml``
-    changed), advance the enrollments, then hand off the leads that turned hot (the
-    notice tells the sequences' state after this pass) and send due reminders and
-    digests.
-
-    Reloading and scoring are one worker's at a time (:func:`nurture.locks.exclusive`);
-    the due enrollments are shared between the workers. *loaded* is told the catalog
-    as soon as it is loaded."""
-    report = PassReport()
-    with exclusive(ctx.engine, "pass"):
-        catalog = reload(now)
-        if loaded is not None:
-            loaded(catalog)
-        rules = reload.scoring()
-        ctx.rules = rules  # expressions see engagement decayed by these
-        if rules is not None:
-            if rules_changed(ctx):  # every lead again, new events included
-                scored = rescore(ctx, rules, now)
-                logs.action(
-                    "scoring.yaml changed: every lead rescored",
-                    leads=scored.leads,
-                    stage_changes=scored.stage_changes,
-                    hot=scored.hot,
-                )
-            else:
-                scored = score_pass(ctx, rules, now)
-            report.stage_changes, report.hot = scored.stage_changes, scored.hot
-    report.add(run_pass(ctx, catalog, now, stop))
-    with exclusive(ctx.engine, "sales"):
-        hand_off_hot_leads(ctx, rules, now)
-        report.reminders = send_reminders(ctx, now, rules)
-        send_digests(ctx, now)
-    return catalog, report
-
-
-def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
-    """Whether an enrollment or a message is due by *now*."""
-    with session_scope(ctx.engine) as session:
-        enrollments = session.exec(
-            select(func.count())
-            .select_from(Enrollment)
-            .where(col(Enrollment.status) == EnrollmentStatus.active.value)
-            .where(col(Enrollment.due_at) <= now)
-            .where(col(Enrollment.sequence).in_(list(catalog.sequences)))
-        ).one()
-        messages = session.exec(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(
-                col(OutboxMessage.status).in_(
-                    [
-                        OutboxStatus.queued.value,
-                        OutboxStatus.leased.value,
-                        OutboxStatus.sending.value,
-                    ]
-                )
-            )
-            .where(col(OutboxMessage.next_attempt_at) <= now)
-        ).one()
-    return bool(enrollments or messages)
-
-
 class Daemon:
     """The long-running process behind ``nurture run``."""
 
@@ -242,6 +54,8 @@ class Daemon:
         self.serve = serve
         self.settings = config.settings.daemon
         self.reload = Reloader(self.ctx)
+        #: Delivery's memory of a mail server that refused to send for us.
+        self.sending_pause = SendingPause()
         self.transport: Transport = open_transport(config.settings.smtp, config.outbox_dir)
         self.until_idle = until_idle
         self.catalog: Catalog | None = None
@@ -317,6 +131,8 @@ class Daemon:
                 stopping=self.stopping,
                 all_in_flight=self._settle_all,
                 gate=self._bulk_gate,
+                rules=self.reload.rules,
+                pause=self.sending_pause,
             )
             self._settle_all = False
             await deliver_webhooks(self.ctx)
@@ -352,11 +168,13 @@ class Daemon:
             catalog = self.catalog
             assert catalog is not None
             started = time.perf_counter()
-            report = await asyncio.to_thread(serve_arrivals, self.ctx, catalog, lead_ids,
-                                             clock.now())  # fmt: skip
+            serve = partial(serve_arrivals, self.ctx, catalog, lead_ids, clock.now(),
+                            rules=self.reload.rules)  # fmt: skip
+            report = await asyncio.to_thread(serve)
             queued = time.perf_counter()
             delivered = await deliver(self.ctx, catalog, self.transport, stopping=self.stopping,
-                                      only_leads=lead_ids)  # fmt: skip
+                                      only_leads=lead_ids, rules=self.reload.rules,
+                                      pause=self.sending_pause)  # fmt: skip
             logs.action("arrivals served", leads=len(lead_ids), enrolled=report.enrolled,
                         queued=report.emails_queued, sent=delivered.sent,
                         queue_ms=round((queued - started) * 1000),
@@ -521,40 +339,3 @@ class Daemon:
                 server.should_exit = True
                 await asyncio.to_thread(thread.join, 10)
         logs.action("daemon stopped", passes=self.passes)
-
-
-def poll_replies(ctx: Context) -> PollReport | None:
-    """Read the reply mailbox, if there is one; a mailbox that fails is logged, not fatal."""
-    settings = ctx.config.settings
-    if not settings.replies.host:
-        return None
-    try:
-        report = poll(
-            ctx.engine,
-            settings.replies,
-            secret=ctx.secret,
-            unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
-            now=clock.now(),
-        )
-    except MailboxError as exc:
-        logs.action("reply mailbox unreadable", level=logging.ERROR, error=str(exc))
-        return None
-    if any(vars(report).values()):
-        logs.action("reply mailbox read", **vars(report))
-    return report
-
-
-async def tick(ctx: Context, now: datetime) -> tuple[Catalog, PassReport, DeliveryReport]:
-    """One full pass at *now* and the deliveries it makes due (``nurture tick``): the reply
-    mailbox is read first, so a reply stops its sequence in this very pass."""
-    await asyncio.to_thread(poll_replies, ctx)
-    while await asyncio.to_thread(drain, ctx.engine):
-        pass  # the leads that arrived are changed leads: this pass enrolls them
-    catalog, report = await asyncio.to_thread(full_pass, ctx, Reloader(ctx), now)
-    transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
-    try:
-        delivered = await deliver(ctx, catalog, transport)
-    finally:
-        await transport.close()
-    await deliver_webhooks(ctx)
-    return catalog, report, delivered

@@ -17,20 +17,13 @@ import functools
 import hashlib
 import hmac
 import re
-import secrets
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
-
-from nurture.meta import Meta
-from nurture.store import session_scope
 
 _SEPARATOR = "."
-SECRET_KEY = "signing_secret"
 
 
 def _b64(data: bytes) -> str:
@@ -101,23 +94,3 @@ def unseal(secret: str, purpose: str, token: str) -> str | None:
         return _sealing_key(secret).decrypt(data, [purpose.encode()]).decode()
     except (ValueError, InvalidTag, UnicodeDecodeError):
         return None
-
-
-def project_secret(configured: str, engine: Engine) -> str:
-    """The signing key: the configured one, else one generated once and kept in the
-    database so that every worker on it signs alike."""
-    if configured:
-        return configured
-    with session_scope(engine) as session:
-        row = session.get(Meta, SECRET_KEY)
-        if row is not None:
-            return row.value
-    try:
-        with session_scope(engine) as session:
-            session.add(Meta(key=SECRET_KEY, value=secrets.token_urlsafe(32)))
-    except IntegrityError:
-        pass  # another worker made it first
-    with session_scope(engine) as session:
-        row = session.get(Meta, SECRET_KEY)
-        assert row is not None
-        return row.value

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from bench.smtp_sink import SinkProcess
-from nurture.database import open_engine, upgrade
+from nurture.store.database import open_engine, upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "NURTURE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

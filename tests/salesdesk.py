@@ -27,14 +27,13 @@ from sqlmodel import col, select
 
 from nurture import clock
 from nurture.config import Config, load_settings
-from nurture.daemon import tick
-from nurture.database import open_engine
-from nurture.events import record_event
-from nurture.importer import import_csv
-from nurture.leads import Lead
-from nurture.outbox import OutboxMessage
-from nurture.runner import Context
-from nurture.store import session_scope
+from nurture.engine.context import Context
+from nurture.intake.importer import import_csv
+from nurture.stages.passes import tick
+from nurture.store.database import open_engine, session_scope
+from nurture.store.events import record_event
+from nurture.store.leads import Lead
+from nurture.store.outbox import OutboxMessage
 from nurture.web import create_app
 from tests.conftest import free_port
 

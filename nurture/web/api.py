@@ -14,11 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
-from nurture.events import Recorded
-from nurture.handoff import answer_handoff
-from nurture.ingest import EventInput, ingest, ingest_many, parse_item
-from nurture.leads import check_storable
-from nurture.store import session_scope
+from nurture.intake.ingest import EventInput, ingest, ingest_many, parse_item
+from nurture.language.fields import check_storable
+from nurture.store.database import session_scope
+from nurture.store.events import Recorded
+from nurture.store.handoffs import answer_handoff
 from nurture.web.keys import ApiKeys, batch_answer, batch_items
 from nurture.web.state import WebState
 

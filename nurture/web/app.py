@@ -29,7 +29,12 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from nurture import clock, logs
-from nurture.access import (
+from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
+from nurture.language.fields import normalize_email
+from nurture.language.scoring import ScoringRules, load_scoring
+from nurture.language.timing import day_start, localize, zone
+from nurture.sales.mail import queue_sales_mail, render
+from nurture.store.access import (
     AccessLink,
     LinkPurpose,
     People,
@@ -41,15 +46,11 @@ from nurture.access import (
     recent_signin_links,
     use_signin,
 )
-from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
-from nurture.handoff import answer_handoff, claim_lead, pending_handoff
-from nurture.leads import Lead, normalize_email
-from nurture.outbox import MessageKind
-from nurture.sales_mail import queue_sales_mail, render
-from nurture.scoring import ScoringRules, load_scoring
-from nurture.store import session_scope
-from nurture.tasks import Task, complete_task, snooze_task
-from nurture.timing import day_start, localize, zone
+from nurture.store.database import session_scope
+from nurture.store.handoffs import answer_handoff, claim_lead, pending_handoff
+from nurture.store.leads import Lead
+from nurture.store.outbox import MessageKind
+from nurture.store.tasks import Task, complete_task, snooze_task
 from nurture.web import desk
 from nurture.web.auth import (
     CSRF_FIELD,
@@ -295,7 +296,7 @@ def router(state: WebState) -> APIRouter:
             return refused()
 
         def end() -> None:
-            from nurture.access import find_session
+            from nurture.store.access import find_session
 
             with session_scope(engine) as session:
                 row = find_session(session, secret, request.cookies.get(SESSION_COOKIE, ""))

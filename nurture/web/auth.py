@@ -14,8 +14,8 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from nurture import clock
-from nurture.access import AppSession, People, find_session
-from nurture.store import session_scope
+from nurture.store.access import AppSession, People, find_session
+from nurture.store.database import session_scope
 from nurture.web.state import WebState
 
 SESSION_COOKIE = "nurture_session"

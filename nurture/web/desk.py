@@ -11,14 +11,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from nurture.access import People
-from nurture.dossier import gather
-from nurture.explain import Reason, one_line, points, when
-from nurture.handoff import Handoff, HandoffStatus
-from nurture.leads import Lead
-from nurture.scoring import ScoringRules
-from nurture.tasks import Task, TaskStatus
-from nurture.timing import day_start, zone
+from nurture.language.scoring import ScoringRules
+from nurture.language.timing import day_start, zone
+from nurture.sales.dossier import gather
+from nurture.sales.explain import Reason, one_line, points, when
+from nurture.store.access import People
+from nurture.store.handoffs import Handoff, HandoffStatus
+from nurture.store.leads import Lead
+from nurture.store.tasks import Task, TaskStatus
 
 #: Rows of a list page.
 PAGE = 100

@@ -30,10 +30,8 @@ from sqlmodel import Session, col, func, select
 from starlette.concurrency import run_in_threadpool
 
 from nurture import clock, logs
-from nurture.arrivals import announce
 from nurture.errors import InvalidValueError
-from nurture.events import Event, record_event
-from nurture.forms import (
+from nurture.intake.forms import (
     TOKEN_INPUT,
     Form,
     filled_too_fast,
@@ -41,12 +39,15 @@ from nurture.forms import (
     read_submission,
     time_token,
 )
-from nurture.intake import Origin, Taken, take_leads
-from nurture.leads import ContactStatus, Lead
-from nurture.messages import Sender, build_notification
-from nurture.outbox import MessageKind, OutboxMessage, queue_message
-from nurture.store import session_scope
-from nurture.suppression import lift
+from nurture.intake.incoming import Origin, Taken, take_leads
+from nurture.language.fields import ContactStatus
+from nurture.mail.compose import Sender, build_notification
+from nurture.store.arrivals import announce
+from nurture.store.database import session_scope
+from nurture.store.events import Event, record_event
+from nurture.store.leads import Lead
+from nurture.store.outbox import MessageKind, OutboxMessage, queue_message
+from nurture.store.suppression import lift
 from nurture.tokens import seal, unseal
 from nurture.web.guard import read_json
 from nurture.web.state import NO_CACHE, WebState, client, not_found, page

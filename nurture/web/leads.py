@@ -23,18 +23,19 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from nurture import logs
-from nurture.enrollments import Enrollment
-from nurture.erasure import forget
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
-from nurture.events import events_of
-from nurture.ingest import parse_moment
-from nurture.intake import LeadItem, Origin, SuppressedError, Taken, parse_lead, take_leads
-from nurture.leads import Lead, normalize_email, parse_stage
-from nurture.store import get_lead, session_scope
+from nurture.intake.erasure import forget
+from nurture.intake.incoming import LeadItem, Origin, SuppressedError, Taken, parse_lead, take_leads
+from nurture.intake.ingest import parse_moment
+from nurture.language.fields import normalize_email, parse_stage
+from nurture.mail.webhooks import lead_payload
+from nurture.store.database import session_scope
+from nurture.store.enrollments import Enrollment
+from nurture.store.events import events_of
+from nurture.store.leads import Lead, get_lead
 from nurture.tokens import seal, unseal
 from nurture.web.keys import MAX_BATCH, ApiKeys, batch_answer, batch_items
 from nurture.web.state import WebState
-from nurture.webhooks import lead_payload
 
 PAGE = 100
 CURSOR_PURPOSE = "leads-cursor"

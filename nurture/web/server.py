@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 from nurture import __version__, logs
 from nurture.config import Config
 from nurture.errors import NurtureError
-from nurture.tokens import project_secret
+from nurture.store.meta import project_secret
 from nurture.web import api, forms, leads, tracking
 from nurture.web import app as sales_app
 from nurture.web.guard import Guard, TrustedProxies, content_security_policy

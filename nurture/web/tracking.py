@@ -19,12 +19,12 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from nurture import clock, logs
-from nurture.events import Event, record_event
-from nurture.leads import Lead
-from nurture.messages import TEST_LEAD_ID, read_unsubscribe
-from nurture.outbox import MessageKind, OutboxMessage
-from nurture.store import session_scope
-from nurture.tracking import LINK_BURST, machine_reason, read_click, read_open
+from nurture.mail.compose import TEST_LEAD_ID, read_unsubscribe
+from nurture.mail.tracking import LINK_BURST, machine_reason, read_click, read_open
+from nurture.store.database import session_scope
+from nurture.store.events import Event, record_event
+from nurture.store.leads import Lead
+from nurture.store.outbox import MessageKind, OutboxMessage
 from nurture.web.state import NO_CACHE, WebState, client, not_found, page
 
 #: A transparent 1x1 GIF.

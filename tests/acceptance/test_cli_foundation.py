@@ -230,7 +230,7 @@ def test_lead_fields_written_by_another_tool_reach_the_terminal_without_escapes(
 def test_the_wal_files_of_an_open_database_are_private(tmp_path: Path) -> None:
     from sqlalchemy import text as sql
 
-    from nurture.database import open_engine
+    from nurture.store.database import open_engine
 
     engine = open_engine(f"sqlite:///{tmp_path / 'n.db'}")
     with engine.begin() as connection:  # WAL: the -wal and -shm files exist while open

@@ -16,9 +16,8 @@ from typing import Any
 from freezegun import freeze_time
 from sqlmodel import select
 
-from nurture.database import open_engine
-from nurture.outbox import OutboxMessage
-from nurture.store import session_scope
+from nurture.store.database import open_engine, session_scope
+from nurture.store.outbox import OutboxMessage
 from tests.acceptance.conftest import BLAST, Cli, Run
 from tests.conftest import SmtpServer
 

@@ -18,9 +18,9 @@ import pytest
 from sqlmodel import select
 
 from nurture import clock
-from nurture.outbox import OutboxMessage
-from nurture.store import session_scope
-from nurture.tasks import Task, TaskStatus, complete_task
+from nurture.store.database import session_scope
+from nurture.store.outbox import OutboxMessage
+from nurture.store.tasks import Task, TaskStatus, complete_task
 from tests.conftest import IN_CI
 from tests.salesdesk import LEE, MARIA, SAM, Desk, sales_desk
 

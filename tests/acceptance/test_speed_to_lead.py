@@ -18,7 +18,7 @@ import pytest
 
 from bench.smtp_sink import SinkProcess, read_log
 from nurture import clock
-from nurture.forms import time_token
+from nurture.intake.forms import time_token
 from tests.acceptance.conftest import Run, worker
 from tests.conftest import free_port
 from tests.web import WEB_WELCOME as SEQUENCE

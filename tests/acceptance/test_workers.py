@@ -15,9 +15,8 @@ from sqlalchemy import Engine, text
 from sqlmodel import select
 
 from bench.smtp_sink import SinkProcess
-from nurture.database import open_engine
-from nurture.outbox import OutboxMessage
-from nurture.store import session_scope
+from nurture.store.database import open_engine, session_scope
+from nurture.store.outbox import OutboxMessage
 from tests.acceptance.conftest import Run, bulk_project, worker
 
 

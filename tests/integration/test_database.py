@@ -10,10 +10,17 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
 
-import nurture.models  # noqa: F401
-from nurture.database import check_schema, current_revision, head_revision, open_engine, upgrade
+import nurture.store.models  # noqa: F401
 from nurture.errors import LeadNotFoundError, SchemaBehindError
-from nurture.store import LeadChanges, get_lead, list_leads, session_scope, upsert_leads
+from nurture.store.database import (
+    check_schema,
+    current_revision,
+    head_revision,
+    open_engine,
+    session_scope,
+    upgrade,
+)
+from nurture.store.leads import LeadChanges, get_lead, list_leads, upsert_leads
 
 
 def test_migrations_build_exactly_the_models(engine: Engine) -> None:
@@ -108,8 +115,7 @@ def test_times_come_back_aware_utc(engine: Engine) -> None:
 def test_changed_leads_are_found_in_chunks_once_each(engine: Engine) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from nurture.leads import Lead
-    from nurture.store import changed_lead_ids
+    from nurture.store.leads import Lead, changed_lead_ids
 
     # Given leads changed at various moments, several at the same one
     base = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from nurture.catalog import load_catalog
-from nurture.database import open_engine, upgrade
-from nurture.enrollments import DeployedSequence
-from nurture.store import session_scope
-from nurture.templates import TemplateSet
+from nurture.engine.catalog import load_catalog
+from nurture.language.templates import TemplateSet
+from nurture.store.database import open_engine, session_scope, upgrade
+from nurture.store.enrollments import DeployedSequence
 
 MOMENT = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 SEQUENCE = """\

@@ -18,16 +18,16 @@ from sqlmodel import select
 
 from nurture import clock
 from nurture.config import Config, load_settings
-from nurture.daemon import tick
-from nurture.database import open_engine
-from nurture.delivery import DeliveryReport
-from nurture.enrollments import Enrollment
-from nurture.events import record_event
-from nurture.leads import Lead
-from nurture.outbox import OutboxMessage
-from nurture.runner import Context, PassReport
-from nurture.store import LeadChanges, session_scope, upsert_leads
-from nurture.tasks import Task, complete_task
+from nurture.engine.context import Context
+from nurture.mail.pacing import DeliveryReport, SendingPause
+from nurture.stages.passes import tick
+from nurture.stages.report import PassReport
+from nurture.store.database import open_engine, session_scope
+from nurture.store.enrollments import Enrollment
+from nurture.store.events import record_event
+from nurture.store.leads import Lead, LeadChanges, upsert_leads
+from nurture.store.outbox import OutboxMessage
+from nurture.store.tasks import Task, complete_task
 from tests.conftest import SmtpServer
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -191,7 +191,7 @@ def test_a_5xx_to_rcpt_bounces_the_lead_out_of_every_sequence(harness: Harness) 
 
 
 def test_a_relay_refusal_is_a_sending_problem_not_a_bounce(harness: Harness) -> None:
-    from nurture.status import collect_status
+    from nurture.reports.status import collect_status
 
     others = [f"lead{i}@example.com" for i in range(6)]
     harness.add_leads(*({"email": a, "first_name": "Al", "source": "guide"} for a in others))
@@ -230,15 +230,16 @@ def test_after_a_sending_problem_delivery_pauses_instead_of_failing_every_messag
     harness.add_leads(*({"email": a, "first_name": "Al", "source": "guide"} for a in others))
     for address in ["maria@example.com", *others]:
         harness.smtp.handler.rcpt_replies[address] = "550 5.7.1 Authentication required"
-    ctx = Context.open(harness.engine, harness.config)  # one daemon: its passes share it
+    ctx = Context.open(harness.engine, harness.config)
+    pause = SendingPause()  # one daemon: its delivery runs share it
     moment = la(2026, 11, 23, 10, 0)
     with freeze_time(moment, real_asyncio=True):
-        _, _, first = asyncio.run(tick(ctx, clock.now()))
+        _, _, first = asyncio.run(tick(ctx, clock.now(), pause))
     assert first.refused >= 1
     with freeze_time(moment + timedelta(seconds=5), real_asyncio=True):
-        _, _, second = asyncio.run(tick(ctx, clock.now()))
+        _, _, second = asyncio.run(tick(ctx, clock.now(), pause))
     assert second.refused == second.failed == 0  # paused: nothing more is failed
-    assert ctx.sending_paused_until is not None and ctx.sending_paused_until > moment
+    assert pause.until is not None and pause.until > moment
     failed = [r for r in harness.outbox() if r.status == "failed"]
     assert len(failed) == first.refused
 
@@ -246,7 +247,7 @@ def test_after_a_sending_problem_delivery_pauses_instead_of_failing_every_messag
 def test_pausing_holds_queued_and_retrying_emails_and_resuming_releases_them(
     harness: Harness,
 ) -> None:
-    from nurture.enrollments import set_paused
+    from nurture.store.pausing import set_paused
 
     harness.smtp.handler.data_replies = ["451 4.3.0 try again later"]
     _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
@@ -283,7 +284,7 @@ def test_an_email_queued_before_a_pause_is_held_when_it_comes_due(harness: Harne
 def test_held_emails_of_a_lead_who_left_meanwhile_are_cancelled_on_resume(
     harness: Harness,
 ) -> None:
-    from nurture.enrollments import set_paused
+    from nurture.store.pausing import set_paused
 
     harness.smtp.handler.data_replies = ["451 4.3.0 try again later"]
     harness.tick(la(2026, 11, 23, 10, 0))  # queued, to be retried
@@ -323,7 +324,7 @@ def test_a_removed_sequence_s_queued_email_keeps_its_window_and_exit_rules(
 
 
 def test_a_deleted_template_holds_only_the_steps_that_use_it(harness: Harness) -> None:
-    from nurture.status import collect_status
+    from nurture.reports.status import collect_status
 
     harness.tick(la(2026, 11, 23, 10, 0))  # María gets the welcome
     template = harness.project / "templates" / "case-study.html.j2"
@@ -406,10 +407,10 @@ def test_a_sender_that_raises_stops_the_others_and_gives_every_lease_back(
 ) -> None:
     monkeypatch.setenv("NURTURE_DELIVERY_ON_UNCERTAIN", on_uncertain)
     harness.config = load_settings(harness.project / "nurture.toml")
-    from nurture.catalog import load_catalog
-    from nurture.delivery import deliver
-    from nurture.runner import run_pass
-    from nurture.transports import SendResult, SmtpTransport
+    from nurture.engine.catalog import load_catalog
+    from nurture.mail.delivery import deliver
+    from nurture.mail.transports import SendResult, SmtpTransport
+    from nurture.stages.passes import run_pass
 
     harness.add_leads({"email": "boom@example.com", "first_name": "Bo", "source": "guide"})
     others = [f"lead{i}@example.com" for i in range(30)]
@@ -455,7 +456,7 @@ def test_a_sender_that_raises_stops_the_others_and_gives_every_lease_back(
 def test_held_emails_are_released_or_cancelled_when_their_enrollment_moved_on(
     harness: Harness,
 ) -> None:
-    from nurture.outbox import sweep_held
+    from nurture.store.outbox import sweep_held
 
     harness.add_leads({"email": "ben@example.com", "first_name": "Ben", "source": "guide"})
     harness.smtp.handler.data_replies = ["451 4.3.0 try again later"] * 2
@@ -475,7 +476,7 @@ def test_held_emails_are_released_or_cancelled_when_their_enrollment_moved_on(
 
 
 def test_cancelling_a_failed_email_by_hand_does_not_restart_a_wait(harness: Harness) -> None:
-    from nurture.outbox import set_status
+    from nurture.store.outbox import set_status
 
     harness.smtp.handler.data_replies = ["554 5.6.0 message content rejected"]
     harness.tick(la(2026, 11, 23, 10, 0))
@@ -597,8 +598,8 @@ def test_renaming_every_step_keeps_a_waiting_lead_where_it_is(harness: Harness) 
 
 
 def test_check_says_what_leads_in_flight_get_after_a_reorder(harness: Harness) -> None:
-    from nurture.catalog import edit_impact
-    from nurture.sequences import load_sequence
+    from nurture.engine.catalog import edit_impact
+    from nurture.language.sequences import load_sequence
 
     harness.tick(la(2026, 11, 23, 10, 0))
     harness.tick(la(2026, 11, 25, 10, 30))  # case-study sent; waits at the call
@@ -737,9 +738,11 @@ def test_a_reply_to_an_earlier_sequence_does_not_end_a_new_one(harness: Harness)
 def _abandon_a_send(harness: Harness, moment: datetime, started: bool = True) -> OutboxMessage:
     """A welcome email claimed by a delivery loop that then died (its lease ran out),
     after it began handing the email to the server (*started*) or before."""
-    from nurture.catalog import load_catalog
-    from nurture.delivery import DeliveryReport, _start, claim
-    from nurture.runner import run_pass
+    from nurture.engine.catalog import load_catalog
+    from nurture.mail.claim import claim
+    from nurture.mail.delivery import _start
+    from nurture.mail.pacing import DeliveryReport
+    from nurture.stages.passes import run_pass
 
     with freeze_time(moment):
         ctx = Context.open(harness.engine, harness.config)
@@ -764,7 +767,7 @@ def test_a_send_cut_off_mid_way_is_held_not_sent_twice(harness: Harness) -> None
     harness.tick(la(2026, 11, 23, 11, 0))
     assert harness.sent() == []
     with freeze_time(la(2026, 11, 23, 11, 1)), session_scope(harness.engine) as session:
-        from nurture.outbox import set_status
+        from nurture.store.outbox import set_status
 
         assert set_status(session, [row.id or 0], resend=True, now=clock.now()) == [
             (row.id, "queued again")

@@ -18,13 +18,12 @@ from sqlmodel import select
 
 from nurture import clock
 from nurture.config import Config, load_settings
-from nurture.daemon import tick
-from nurture.database import open_engine
-from nurture.events import Event
-from nurture.forms import time_token
-from nurture.leads import Lead
-from nurture.runner import Context
-from nurture.store import session_scope
+from nurture.engine.context import Context
+from nurture.intake.forms import time_token
+from nurture.stages.passes import tick
+from nurture.store.database import open_engine, session_scope
+from nurture.store.events import Event
+from nurture.store.leads import Lead
 from nurture.web import create_app
 from tests.conftest import SmtpServer, free_port
 from tests.web import WEB_WELCOME as SEQUENCE
@@ -242,8 +241,8 @@ def _confirmation_link(message: EmailMessage) -> str:
 
 
 def test_an_erased_address_comes_back_only_when_its_owner_confirms(site: Site) -> None:
-    from nurture.erasure import forget
-    from nurture.suppression import suppressed
+    from nurture.intake.erasure import forget
+    from nurture.store.suppression import suppressed
 
     with site.client() as http:
         http.post("/f/optin", data={"email": "eve@example.com", "consent": "yes"})
@@ -269,7 +268,7 @@ def test_an_erased_address_comes_back_only_when_its_owner_confirms(site: Site) -
 
 
 def test_an_old_opt_in_link_never_undoes_a_later_unsubscribe(site: Site) -> None:
-    from nurture.events import record_event
+    from nurture.store.events import record_event
 
     with site.client() as http:
         http.post("/f/optin", data={"email": "olga@example.com", "consent": "yes"})
@@ -291,7 +290,7 @@ def test_an_old_opt_in_link_never_undoes_a_later_unsubscribe(site: Site) -> None
 def test_a_stranger_cannot_flood_an_address_with_confirmations(site: Site) -> None:
     from datetime import timedelta
 
-    from nurture.outbox import MessageKind, OutboxMessage
+    from nurture.store.outbox import MessageKind, OutboxMessage
 
     def confirmations() -> int:
         with session_scope(site.engine) as session:
@@ -314,7 +313,7 @@ def test_an_old_opt_in_link_never_undoes_an_unsubscribe_written_by_an_import(
 ) -> None:
     from datetime import timedelta
 
-    from nurture.store import LeadChanges, upsert_leads
+    from nurture.store.leads import LeadChanges, upsert_leads
 
     with site.client() as http:
         http.post("/f/optin", data={"email": "ivy@example.com", "consent": "yes"})

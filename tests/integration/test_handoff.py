@@ -20,15 +20,14 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from nurture.config import Config, load_settings
-from nurture.daemon import tick
-from nurture.database import open_engine
-from nurture.enrollments import Enrollment
-from nurture.events import record_event
-from nurture.handoff import Handoff, answer_handoff
-from nurture.importer import import_csv
-from nurture.leads import Lead
-from nurture.runner import Context
-from nurture.store import session_scope
+from nurture.engine.context import Context
+from nurture.intake.importer import import_csv
+from nurture.stages.passes import tick
+from nurture.store.database import open_engine, session_scope
+from nurture.store.enrollments import Enrollment
+from nurture.store.events import record_event
+from nurture.store.handoffs import Handoff, answer_handoff
+from nurture.store.leads import Lead
 from tests.conftest import SmtpServer
 
 START = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)  # Friday 15:30 in Los Angeles

@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from nurture.config import load_settings
-from nurture.messages import UNSUBSCRIBE_PURPOSE
-from nurture.store import LeadChanges, session_scope, upsert_leads
-from nurture.tokens import project_secret, sign
+from nurture.mail.compose import UNSUBSCRIBE_PURPOSE
+from nurture.store.database import session_scope
+from nurture.store.leads import LeadChanges, upsert_leads
+from nurture.store.meta import project_secret
+from nurture.tokens import sign
 from nurture.web.guard import MAX_JSON_DEPTH
 from tests.conftest import free_port
 from tests.integration import test_server

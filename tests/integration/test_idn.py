@@ -16,14 +16,15 @@ from aiosmtpd.controller import Controller
 from freezegun import freeze_time
 from sqlmodel import select
 
-from nurture.addresses import NO_SMTPUTF8, header_address, wire_address
 from nurture.config import SmtpSection
-from nurture.leads import normalize_email
-from nurture.messages import Sender, build_message
-from nurture.outbox import OutboxMessage
-from nurture.store import LeadChanges, session_scope, upsert_leads
-from nurture.templates import RenderedEmail
-from nurture.transports import MaildirTransport, SmtpTransport
+from nurture.language.fields import normalize_email
+from nurture.language.templates import RenderedEmail
+from nurture.mail.addresses import NO_SMTPUTF8, header_address, wire_address
+from nurture.mail.compose import Sender, build_message
+from nurture.mail.transports import MaildirTransport, SmtpTransport
+from nurture.store.database import session_scope
+from nurture.store.leads import LeadChanges, upsert_leads
+from nurture.store.outbox import OutboxMessage
 from tests.conftest import SmtpHandler, SmtpServer, free_port
 from tests.integration.test_engine import LEADS_ARRIVE, Harness, harness, la  # noqa: F401
 from tests.integration.test_handoff import MARIA, START, Sales, sales  # noqa: F401

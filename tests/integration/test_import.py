@@ -7,9 +7,9 @@ from pathlib import Path
 from freezegun import freeze_time
 from sqlalchemy import Engine, func, select
 
-from nurture.importer import import_csv
-from nurture.leads import Lead
-from nurture.store import get_lead, session_scope
+from nurture.intake.importer import import_csv
+from nurture.store.database import session_scope
+from nurture.store.leads import Lead, get_lead
 
 
 def count(engine: Engine) -> int:

@@ -13,13 +13,12 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from nurture.config import load_settings
-from nurture.database import open_engine
-from nurture.events import Event
-from nurture.importer import import_csv
-from nurture.leads import Lead
-from nurture.outbox import OutboxMessage
-from nurture.store import session_scope
-from nurture.suppression import Suppression
+from nurture.intake.importer import import_csv
+from nurture.store.database import open_engine, session_scope
+from nurture.store.events import Event
+from nurture.store.leads import Lead
+from nurture.store.outbox import OutboxMessage
+from nurture.store.suppression import Suppression
 from nurture.web import create_app
 from tests.conftest import free_port
 from tests.web import serving

@@ -18,14 +18,13 @@ from sqlmodel import select
 
 from nurture import clock
 from nurture.config import Config, load_settings
-from nurture.daemon import tick
-from nurture.database import open_engine
-from nurture.enrollments import Enrollment
-from nurture.events import Event
-from nurture.leads import Lead
-from nurture.replies import PROCESSED
-from nurture.runner import Context
-from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.engine.context import Context
+from nurture.mail.replies import PROCESSED
+from nurture.stages.passes import tick
+from nurture.store.database import open_engine, session_scope
+from nurture.store.enrollments import Enrollment
+from nurture.store.events import Event
+from nurture.store.leads import Lead, LeadChanges, upsert_leads
 from tests.conftest import Imap, SmtpServer
 
 SEQUENCE = """\

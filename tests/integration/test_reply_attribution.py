@@ -14,7 +14,8 @@ from email.utils import make_msgid
 import pytest
 
 from nurture.config import load_settings
-from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.store.database import session_scope
+from nurture.store.leads import LeadChanges, upsert_leads
 from tests.integration import test_replies
 from tests.integration.test_replies import START, Inbox
 
@@ -180,7 +181,7 @@ def test_mail_about_a_notification_never_touches_the_lead(inbox: Inbox) -> None:
 
 
 def test_mail_about_a_hand_off_notice_never_touches_the_lead(inbox: Inbox) -> None:
-    from nurture.events import record_event
+    from nurture.store.events import record_event
 
     with session_scope(inbox.engine) as session:
         upsert_leads(

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from nurture.enrollments import DeployedSequence
-from nurture.events import Event
-from nurture.leads import Lead
-from nurture.outbox import MessageKind, OutboxMessage, OutboxStatus
-from nurture.report import confidence, funnel, to_html, two_proportion_p
-from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.reports.report import confidence, funnel, to_html, two_proportion_p
+from nurture.store.database import session_scope
+from nurture.store.enrollments import DeployedSequence
+from nurture.store.events import Event
+from nurture.store.leads import Lead, LeadChanges, upsert_leads
+from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus
 
 MOMENT = datetime(2026, 11, 16, 17, 0, tzinfo=UTC)
 

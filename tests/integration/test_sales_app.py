@@ -10,10 +10,10 @@ import pytest
 from sqlmodel import col, func, select
 
 from nurture import clock
-from nurture.access import AccessLink, AppSession, LinkPurpose, issue_link
-from nurture.handoff import Handoff
-from nurture.leads import Lead
-from nurture.store import session_scope
+from nurture.store.access import AccessLink, AppSession, LinkPurpose, issue_link
+from nurture.store.database import session_scope
+from nurture.store.handoffs import Handoff
+from nurture.store.leads import Lead
 from tests.salesdesk import BOSS, LEE, SAM, Desk, ask, csrf_of, sales_desk
 
 __all__ = ["sales_desk"]
@@ -201,7 +201,7 @@ def test_claiming_and_answering_are_recorded_with_how(sales_desk: Desk) -> None:
 
 
 def test_a_session_ends_when_its_salesperson_leaves_the_sales_side(sales_desk: Desk) -> None:
-    from nurture.store import LeadChanges, upsert_leads
+    from nurture.store.leads import LeadChanges, upsert_leads
 
     desk = sales_desk
     kim = "kim@example.com"  # not on the team: known only as María's owner
@@ -233,7 +233,7 @@ def test_a_malformed_sign_out_is_refused_not_a_crash(sales_desk: Desk) -> None:
 
 
 def test_my_hand_offs_show_however_many_older_ones_wait_for_others(sales_desk: Desk) -> None:
-    from nurture.store import LeadChanges, upsert_leads
+    from nurture.store.leads import LeadChanges, upsert_leads
 
     desk = sales_desk
     older = desk.lead().updated_at - timedelta(days=30)
@@ -250,7 +250,7 @@ def test_my_hand_offs_show_however_many_older_ones_wait_for_others(sales_desk: D
 
 def call_maria(desk: Desk, assignee: str | None) -> int:
     """A call task on María, due now, for *assignee* (``None``: nobody's); its id."""
-    from nurture.tasks import Task
+    from nurture.store.tasks import Task
 
     with session_scope(desk.engine) as session:
         task = Task(lead_id=desk.lead().id or 0, sequence="manual", step="call", kind="call",
@@ -262,7 +262,7 @@ def call_maria(desk: Desk, assignee: str | None) -> int:
 
 
 def test_snoozing_a_task_puts_it_off_and_others_cannot(sales_desk: Desk) -> None:
-    from nurture.tasks import Task
+    from nurture.store.tasks import Task
 
     desk = sales_desk
     task_id = call_maria(desk, SAM)
@@ -295,8 +295,8 @@ def test_the_session_cookie_is_secure_over_https_and_lasts_session_days(
     import httpx
 
     from nurture.config import load_settings
-    from nurture.database import open_engine, upgrade
-    from nurture.tokens import project_secret
+    from nurture.store.database import open_engine, upgrade
+    from nurture.store.meta import project_secret
     from nurture.web import create_app
     from tests.conftest import free_port
     from tests.web import serving
@@ -329,7 +329,7 @@ def test_the_session_cookie_is_secure_over_https_and_lasts_session_days(
 
 
 def test_an_unassigned_task_on_someone_elses_lead_is_not_everyones(sales_desk: Desk) -> None:
-    from nurture.tasks import Task
+    from nurture.store.tasks import Task
 
     desk = sales_desk  # María is Sam's
     task_id = call_maria(desk, None)

@@ -4,8 +4,8 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-from nurture.events import record_event
-from nurture.store import session_scope
+from nurture.store.database import session_scope
+from nurture.store.events import record_event
 from tests.integration.test_engine import Harness, la
 
 SCORED = """\

@@ -22,12 +22,11 @@ from sqlmodel import select
 
 from nurture import clock
 from nurture.config import Config, load_settings
-from nurture.daemon import tick
-from nurture.database import open_engine
-from nurture.events import Event
-from nurture.leads import Lead
-from nurture.runner import Context
-from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.engine.context import Context
+from nurture.stages.passes import tick
+from nurture.store.database import open_engine, session_scope
+from nurture.store.events import Event
+from nurture.store.leads import Lead, LeadChanges, upsert_leads
 from nurture.web import background_server
 from tests.conftest import SmtpServer, free_port
 
@@ -265,7 +264,7 @@ def test_events_api_keys_batches_and_unknown_leads(site: Site) -> None:
 
 
 def test_handoff_answers_over_the_api(site: Site) -> None:
-    from nurture.handoff import Handoff
+    from nurture.store.handoffs import Handoff
 
     with session_scope(site.engine) as session:
         lead = session.exec(select(Lead)).one()

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from nurture.config import load_settings
-from nurture.slack import code_block, escape
-from nurture.store import LeadChanges, session_scope, upsert_leads
+from nurture.sales.slack import code_block, escape
+from nurture.store.database import session_scope
+from nurture.store.leads import LeadChanges, upsert_leads
 from tests.integration import test_handoff
 from tests.integration.test_handoff import MARIA, START, HookServer, Sales
 

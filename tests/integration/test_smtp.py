@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from nurture.config import SmtpSection
-from nurture.transports import SmtpTransport
+from nurture.mail.transports import SmtpTransport
 from tests.conftest import SmtpHandler, free_port
 
 MESSAGE = (

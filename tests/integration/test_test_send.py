@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from nurture import clock
 from nurture.cli import app
-from nurture.outbox import MessageKind, OutboxMessage
-from nurture.report import funnel
-from nurture.store import session_scope
+from nurture.reports.report import funnel
+from nurture.store.database import session_scope
+from nurture.store.outbox import MessageKind, OutboxMessage
 from tests.integration import test_server
 from tests.integration.test_server import Site, links
 

@@ -22,13 +22,13 @@ from typer.testing import CliRunner
 from nurture import clock
 from nurture.cli import app
 from nurture.config import load_settings
-from nurture.database import open_engine
-from nurture.events import record_event
-from nurture.handoff import Webhook
-from nurture.intake import LeadItem, Origin, take_leads
-from nurture.runner import Context
-from nurture.store import LeadChanges, session_scope
-from nurture.webhooks import deliver_webhooks
+from nurture.engine.context import Context
+from nurture.intake.incoming import LeadItem, Origin, take_leads
+from nurture.mail.webhooks import deliver_webhooks
+from nurture.store.database import open_engine, session_scope
+from nurture.store.events import record_event
+from nurture.store.handoffs import Webhook
+from nurture.store.leads import LeadChanges
 
 SECRET = "whsec-0123456789abcdef"
 

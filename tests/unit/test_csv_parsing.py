@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nurture.errors import InputFileError, InvalidValueError
-from nurture.importer import (
+from nurture.intake.importer import (
     ImportReport,
     Record,
     column_key,

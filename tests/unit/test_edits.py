@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nurture.edits import describe, path_after_edit, renames, step_digest
-from nurture.sequences import Sequence, load_sequence
+from nurture.engine.edits import describe, path_after_edit, renames, step_digest
+from nurture.language.sequences import Sequence, load_sequence
 
 HEAD = 'name: s\naudience: "true"\nfrom: "Ana <ana@example.com>"\nsteps:\n'
 

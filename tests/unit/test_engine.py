@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nurture.engine import EMAIL_RECHECK, Position, advance, resolve_step
-from nurture.expressions import EventSet
-from nurture.sequences import Sequence, load_sequence
+from nurture.engine.advance import EMAIL_RECHECK, Position, advance, resolve_step
+from nurture.language.expressions import EventSet
+from nurture.language.sequences import Sequence, load_sequence
 
 LA = ZoneInfo("America/Los_Angeles")
 LEAD = {"email": "maria@example.com", "first_name": "María", "stage": "cold",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from nurture.errors import InvalidValueError
-from nurture.leads import (
+from nurture.language.fields import (
     ContactStatus,
     Stage,
     check_timezone,

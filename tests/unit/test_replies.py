@@ -6,8 +6,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from nurture.messages import unsubscribe_url
-from nurture.replies import classify
+from nurture.mail.compose import unsubscribe_url
+from nurture.mail.replies import classify
 
 SECRET = "k" * 32
 

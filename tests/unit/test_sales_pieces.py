@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from nurture.digest import digest_due
 from nurture.errors import InvalidValueError
-from nurture.excerpt import first_lines
-from nurture.explain import reasons, when
-from nurture.tasks import Task, check_outcome
-from nurture.timing import zone
+from nurture.language.excerpt import first_lines
+from nurture.language.timing import zone
+from nurture.sales.digest import digest_due
+from nurture.sales.explain import reasons, when
+from nurture.store.tasks import Task, check_outcome
 
 
 def test_scoring_does_not_import_the_hand_off() -> None:
-    code = "import sys, nurture.scorer; print('nurture.handoff_notice' in sys.modules)"
+    code = "import sys, nurture.sales.scorer; print('nurture.sales.notice' in sys.modules)"
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True)  # fmt: skip
     assert shown.stdout.strip() == "False"

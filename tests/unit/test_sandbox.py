@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from nurture.errors import InputFileError, InvalidValueError
-from nurture.expressions import compile_expression
-from nurture.scoring import load_scoring
-from nurture.sequences import load_sequence
-from nurture.templates import RenderError, TemplateSet
-from nurture.yamlfile import parse_yaml
+from nurture.language.expressions import compile_expression
+from nurture.language.scoring import load_scoring
+from nurture.language.sequences import load_sequence
+from nurture.language.templates import RenderError, TemplateSet
+from nurture.language.yamlfile import parse_yaml
 
 RUNAWAY = {
     "power": ("{{ 9 ** (9 ** 9) }}", "is too large to compute"),

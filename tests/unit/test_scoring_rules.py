@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.scoring import (
+from nurture.language.scoring import (
     ScoringRules,
     decayed,
     event_points,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nurture.sequences import EmailAction, TaskAction, load_sequence
+from nurture.language.sequences import EmailAction, TaskAction, load_sequence
 from nurture.tokens import sign, verify
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nurture.expressions import LeadView, View
-from nurture.messages import Sender, build_message
-from nurture.templates import RenderError, TemplateSet
+from nurture.language.expressions import LeadView, View
+from nurture.language.templates import RenderError, TemplateSet
+from nurture.mail.compose import Sender, build_message
 
 
 def make(
@@ -107,7 +107,7 @@ def test_missing_front_matter_and_subject_are_reported(tmp_path: Path) -> None:
 
 
 def test_the_plain_text_part_is_words_then_urls_on_lines_of_their_own() -> None:
-    from nurture.templates import html_to_text
+    from nurture.language.templates import html_to_text
 
     body = (
         "<html><head><title>Hi</title></head><body><h2>Weekly reporting</h2>"

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nurture.errors import InvalidValueError
-from nurture.timing import (
+from nurture.language.timing import (
     Duration,
     Window,
     due_moment,

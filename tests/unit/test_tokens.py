@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from nurture.messages import UNSUBSCRIBE_PURPOSE, read_unsubscribe, unsubscribe_url
+from nurture.mail.compose import UNSUBSCRIBE_PURPOSE, read_unsubscribe, unsubscribe_url
 from nurture.tokens import seal, sign, unseal, verify
 
 

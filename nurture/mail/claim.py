@@ -1,0 +1,283 @@
+"""Claiming a batch of the outbox for sending (``queued`` → ``leased``), in one
+transaction: every message is checked again first. A lead who opted out or left the
+sequence since is not emailed (the message is cancelled); the sending window and the
+daily caps hold a message back (it waits, it is not dropped)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from nurture import logs
+from nurture.engine.advance import leaves_because
+from nurture.engine.catalog import Catalog
+from nurture.engine.context import Context
+from nurture.language.expressions import LeadView
+from nurture.language.fields import ContactStatus
+from nurture.language.scoring import ScoringRules, scores_now
+from nurture.language.sequences import Sequence
+from nurture.language.timing import day_start, next_allowed, zone
+from nurture.mail.pacing import DeliveryReport
+from nurture.store.database import session_scope
+from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
+from nurture.store.events import Event, LeadEvents, events_by_lead
+from nurture.store.leads import Lead
+from nurture.store.outbox import (
+    HELD_PAUSED,
+    MessageKind,
+    OutboxMessage,
+    OutboxStatus,
+    sweep_held,
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    key: str
+    kind: str
+    raw: str
+    sender: str
+    recipient: str
+    #: ``None`` for mail to sales that names no lead.
+    lead_id: int | None
+    sequence: str
+    step: str
+    message_id: str
+    #: The enrollment whose next step waits for this email to leave.
+    enrollment_id: int | None = None
+
+
+class _Caps:
+    """Emails sent today per sender mailbox and per lead, read in two queries per batch
+    and counted on as the batch is claimed."""
+
+    def __init__(
+        self, session: Session, ctx: Context, rows: list[OutboxMessage], now: datetime
+    ) -> None:
+        self.now = now
+        self.limits = ctx.config.settings.limits
+        self.project_tz = zone(ctx.default_timezone)
+        # Sent, or being sent by any worker right now (counted as sent now), so that
+        # workers sending side by side do not pass a cap between them; and uncertain
+        # (it may have gone: counted at the moment it was tried).
+        in_flight = [OutboxStatus.leased.value, OutboxStatus.sending.value]
+        uncertain = OutboxStatus.uncertain.value
+        counted = (
+            sa_select(
+                col(OutboxMessage.sender),
+                col(OutboxMessage.lead_id),
+                col(OutboxMessage.sent_at),
+                col(OutboxMessage.status),
+                col(OutboxMessage.next_attempt_at),
+            )
+            .where(col(OutboxMessage.kind) == MessageKind.email.value)
+            .where(col(OutboxMessage.status).in_([OutboxStatus.sent.value, uncertain, *in_flight]))
+        )
+
+        def since(moment: datetime) -> Any:
+            return or_(
+                col(OutboxMessage.sent_at) >= moment,
+                col(OutboxMessage.status).in_(in_flight),
+                and_(
+                    col(OutboxMessage.status) == uncertain,
+                    col(OutboxMessage.next_attempt_at) >= moment,
+                ),
+            )
+
+        today = day_start(now, self.project_tz)
+        self.senders: Counter[str] = Counter(
+            sender
+            for sender, *_ in session.execute(
+                counted.where(col(OutboxMessage.sender).in_({r.sender for r in rows})).where(
+                    since(today)
+                )
+            )
+        )
+        # A lead's day is its own: read two days back, count from its midnight.
+        self.lead_sends: defaultdict[int, list[datetime]] = defaultdict(list)
+        for _, lead_id, sent_at, status, tried_at in session.execute(
+            counted.where(col(OutboxMessage.lead_id).in_(_lead_ids(rows))).where(
+                since(now - timedelta(days=2))
+            )
+        ):
+            if lead_id is not None:
+                moment = sent_at or (tried_at if status == uncertain else now)
+                self.lead_sends[lead_id].append(moment)
+        self.claimed: Counter[int] = Counter()
+
+    def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
+        """When *row* may go instead of now, and why; ``None`` if it may go now."""
+        if self.senders[row.sender] >= self.limits.per_sender_daily:
+            return (
+                day_start(self.now, self.project_tz, days_on=1),
+                f"{row.sender} reached its cap of {self.limits.per_sender_daily} emails today",
+            )
+        assert row.lead_id is not None  # only a lead's email is capped
+        lead_tz = zone(row.timezone)
+        midnight = day_start(self.now, lead_tz)
+        today = sum(1 for moment in self.lead_sends[row.lead_id] if moment >= midnight)
+        if today + self.claimed[row.lead_id] >= self.limits.per_lead_daily:
+            return (
+                day_start(self.now, lead_tz, days_on=1),
+                f"lead reached its cap of {self.limits.per_lead_daily} emails today",
+            )
+        self.senders[row.sender] += 1
+        self.claimed[row.lead_id] += 1
+        return None
+
+
+def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
+    return {r.lead_id for r in rows if r.lead_id is not None}
+
+
+def claim(
+    ctx: Context,
+    catalog: Catalog,
+    now: datetime,
+    report: DeliveryReport,
+    only_leads: list[int] | None = None,
+    only_messages: list[int] | None = None,
+    rules: ScoringRules | None = None,
+) -> list[Claimed]:
+    """Lease the next batch of messages that may go now (to *only_leads*, if given);
+    hold back or cancel the others."""
+    claimed: list[Claimed] = []
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.status == OutboxStatus.queued.value)
+        .where(col(OutboxMessage.next_attempt_at) <= now)
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+        .limit(ctx.batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    if only_leads is not None:
+        query = query.where(col(OutboxMessage.lead_id).in_(only_leads))
+    if only_messages is not None:
+        query = query.where(col(OutboxMessage.id).in_(only_messages))
+    with session_scope(ctx.engine) as session:
+        rows = list(session.exec(query))
+        if not rows:
+            return []
+        leads = {
+            lead.id: lead
+            for lead in session.exec(select(Lead).where(col(Lead.id).in_(_lead_ids(rows))))
+        }
+        enrollment_ids = {r.enrollment_id for r in rows if r.enrollment_id is not None}
+        enrollments = {
+            e.id: e
+            for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
+        }
+        events = events_by_lead(session, _lead_ids(rows))
+        caps = _Caps(session, ctx, rows, now)
+        for row in rows:
+            if row.kind == MessageKind.email and row.lead_id is not None:
+                lead = leads[row.lead_id]
+                enrollment = enrollments.get(row.enrollment_id or -1)
+                sequence = catalog.for_delivery(row.sequence)
+                why_not = _cancelled_because(rules, lead, enrollment, sequence, events[row.lead_id],
+                                             now)  # fmt: skip
+                if (
+                    why_not is None
+                    and enrollment is not None
+                    and (enrollment.status == EnrollmentStatus.paused)
+                ):  # paused after this one was queued: it waits for the resume
+                    row.status, row.last_error = OutboxStatus.held.value, HELD_PAUSED
+                    report.deferred += 1
+                    session.add(row)
+                    continue
+                if why_not:
+                    row.status, row.last_error = OutboxStatus.cancelled.value, why_not
+                    email_left(session, row.enrollment_id, now)
+                    report.cancelled += 1
+                    logs.action(
+                        "email cancelled",
+                        lead=row.recipient,
+                        sequence=row.sequence,
+                        step=row.step,
+                        reason=why_not,
+                    )
+                    session.add(row)
+                    continue
+                hold = _window_hold(catalog, row, now) or caps.hold(row)
+                if hold is not None:
+                    row.next_attempt_at, row.last_error = hold
+                    report.deferred += 1
+                    logs.action(
+                        "email deferred",
+                        lead=row.recipient,
+                        sequence=row.sequence,
+                        step=row.step,
+                        until=hold[0].isoformat(),
+                        reason=hold[1],
+                    )
+                    session.add(row)
+                    continue
+            row.status = OutboxStatus.leased.value
+            row.worker = ctx.worker_id
+            row.lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
+            session.add(row)
+            assert row.id is not None
+            claimed.append(
+                Claimed(
+                    row.id,
+                    row.idempotency_key,
+                    row.kind,
+                    row.raw,
+                    row.sender,
+                    row.recipient,
+                    row.lead_id,
+                    row.sequence,
+                    row.step,
+                    row.message_id,
+                    row.enrollment_id if row.kind == MessageKind.email else None,
+                )
+            )
+    return claimed
+
+
+def sweep_held_mail(ctx: Context, now: datetime) -> None:
+    with session_scope(ctx.engine) as session:
+        sweep_held(session, now)
+
+
+def _cancelled_because(
+    rules: ScoringRules | None,
+    lead: Lead,
+    enrollment: Enrollment | None,
+    sequence: Sequence | None,
+    events: list[Event],
+    now: datetime,
+) -> str | None:
+    """Why an email queued earlier must not go now: the lead opted out, left the
+    sequence, or did something since that ends it (a reply is seen before the pass)."""
+    if lead.status != ContactStatus.subscribed:
+        return f"lead is {lead.status}"
+    if enrollment is not None and enrollment.status == EnrollmentStatus.exited:
+        return f"lead left the sequence: {enrollment.reason}"
+    if sequence is not None:
+        since = enrollment.enrolled_at if enrollment is not None else None
+        engagement = LeadEvents.of(events, sequence.name, since=since)
+        view = LeadView.of(lead).as_dict()
+        reason = leaves_because(sequence, view, engagement, now, scores_now(rules, lead, now))
+        if reason:
+            return f"lead left the sequence: {reason}"
+    return None
+
+
+def _window_hold(
+    catalog: Catalog, row: OutboxMessage, now: datetime
+) -> tuple[datetime, str] | None:
+    sequence = catalog.for_delivery(row.sequence)
+    if sequence is None:
+        return None
+    placement = next_allowed(now, sequence.schedule.window, zone(row.timezone))
+    if placement.moment <= now:
+        return None
+    return placement.moment, f"outside the sending window: {placement.moved_because}"

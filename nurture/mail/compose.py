@@ -1,0 +1,272 @@
+"""Turning a sequence step into the email a lead gets: variables, rendering, headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from email import message_from_string, policy
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.utils import format_datetime, make_msgid, parseaddr
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from nurture.language.expressions import LeadView, View
+from nurture.language.templates import RenderedEmail, TemplateSet, clean_header
+from nurture.mail.addresses import header_address, wire_address, wire_domain
+from nurture.mail.tracking import track, track_text
+from nurture.tokens import seal, unseal, verify
+
+if TYPE_CHECKING:
+    from nurture.config import Config
+    from nurture.engine.context import Context
+    from nurture.language.sequences import Sequence
+    from nurture.store.leads import Lead
+
+UNSUBSCRIBE_PURPOSE = "unsubscribe"
+#: UTF-8 bodies as quoted-printable (readable, and safe for any line length).
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who an email is from, as the sequence and ``[sender]`` say."""
+
+    name: str
+    email: str
+    postal_address: str = ""
+    title: str = ""
+
+    @classmethod
+    def parse(cls, text: str, postal_address: str = "", title: str = "") -> Sender:
+        name, email = parseaddr(text)
+        return cls(clean_header(name), email.lower(), postal_address, title)
+
+    @property
+    def domain(self) -> str:
+        """The ASCII form of the sender's domain (for Message-IDs)."""
+        return wire_domain(self.email)
+
+    def view(self) -> View:
+        values = {
+            "name": self.name or self.email,
+            "email": self.email,
+            "postal_address": self.postal_address,
+            "title": self.title,
+        }
+        # An empty value is undefined, so `sender.title | default(...)` works.
+        return View({key: value for key, value in values.items() if value})
+
+
+#: The lead id a test send's unsubscribe link names: no lead has it.
+TEST_LEAD_ID = 0
+
+
+def unsubscribe_url(base_url: str, secret: str, lead_id: int, sequence: str, step: str) -> str:
+    """The one-click unsubscribe link for one email: its token is sealed (signed and
+    unreadable: it names the lead, the sequence and the step)."""
+    token = seal(secret, UNSUBSCRIBE_PURPOSE, f"{lead_id}:{sequence}:{step}")
+    return f"{base_url}/u/{token}"
+
+
+def read_unsubscribe(secret: str, token: str) -> tuple[int, str, str] | None:
+    """``(lead id, sequence, step)`` of a genuine unsubscribe token, else ``None``.
+
+    Emails sent before tokens were sealed carry a signed token whose payload is
+    readable (``payload.mac``): it cannot be forged either, and the law wants an
+    unsubscribe link to keep working, so it is still honoured."""
+    payload = unseal(secret, UNSUBSCRIBE_PURPOSE, token)
+    if payload is None and "." in token:
+        payload = verify(secret, UNSUBSCRIBE_PURPOSE, token)
+    if payload is None:
+        return None
+    lead_id, _, rest = payload.partition(":")
+    sequence, _, step = rest.partition(":")
+    return (int(lead_id), sequence, step) if lead_id.isdigit() and lead_id.isascii() else None
+
+
+def template_variables(
+    lead: LeadView, sender: Sender, sequence: Any, step_id: str, unsubscribe: str
+) -> dict[str, Any]:
+    """What an email template sees."""
+    return {
+        "lead": lead,
+        "sender": sender.view(),
+        "sequence": View({"name": sequence.name, "description": sequence.description}),
+        "step": View({"id": step_id}),
+        "unsubscribe_url": unsubscribe,
+    }
+
+
+def _text_part(body: str, subtype: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype)
+    part.set_payload(body, _UTF8_QP)
+    return part
+
+
+def _header(value: str) -> str:
+    """A header value: as it is when ASCII, else RFC 2047 encoded words."""
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def _set_address(message: Message, header: str, name: str, email: str) -> None:
+    """Set an address header (see :func:`~nurture.addresses.header_address`: a
+    :class:`~nurture.addresses.Utf8Header` when the local part is not ASCII)."""
+    message[header] = header_address(name, email)  # type: ignore[assignment]
+
+
+def build_message(
+    rendered: RenderedEmail,
+    *,
+    sender: Sender,
+    to_email: str,
+    to_name: str,
+    date: datetime,
+    unsubscribe: str,
+    unsubscribe_mailto: str = "",
+    reply_to: str = "",
+    message_id: str | None = None,
+) -> Message:
+    """A multipart/alternative message (quoted-printable UTF-8 parts) with every header
+    set safely: names and subjects pass through :func:`clean_header`, so no value taken
+    from lead data can add a header.
+
+    Built with the email package's compat32 classes, which serialise about four times
+    faster than :class:`~email.message.EmailMessage` (bench/README.md); read it back
+    with :func:`parse` for the modern API.
+    """
+    message = MIMEMultipart("alternative")
+    _set_address(message, "From", sender.name, sender.email)
+    _set_address(message, "To", to_name, to_email)
+    if reply_to:
+        _set_address(message, "Reply-To", *parseaddr(reply_to))
+    message["Subject"] = _header(clean_header(rendered.subject))
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id or make_msgid(domain=sender.domain)
+    targets = [f"<{unsubscribe}>"]
+    if unsubscribe_mailto:
+        mailto = quote(wire_address(clean_header(unsubscribe_mailto)), safe="@")  # RFC 6068
+        targets.append(f"<mailto:{mailto}?subject={unsubscribe.rsplit('/', 1)[-1]}>")
+    message["List-Unsubscribe"] = ", ".join(targets)
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.attach(_text_part(rendered.text, "plain"))
+    message.attach(_text_part(rendered.html, "html"))
+    return message
+
+
+def parse(raw: str) -> EmailMessage:
+    """A stored message, read back with the modern email API."""
+    parsed = message_from_string(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def render_step_email(
+    templates: TemplateSet,
+    template: str,
+    lead: LeadView,
+    sender: Sender,
+    sequence: Any,
+    step_id: str,
+    unsubscribe: str,
+) -> RenderedEmail:
+    """Render *template* for one lead at one step."""
+    return templates.render(
+        template, template_variables(lead, sender, sequence, step_id, unsubscribe)
+    )
+
+
+def build_notification(
+    *,
+    sender: Sender,
+    to_email: str,
+    subject: str,
+    body: str,
+    date: datetime,
+    message_id: str,
+    html: str = "",
+    reply_to: str = "",
+) -> Message:
+    """A message to a salesperson (a ``notify`` step, a hand-off notice, a sign-in link,
+    a digest): plain text, or text and *html* as alternatives; no unsubscribe headers."""
+    message: Message
+    if html:
+        message = MIMEMultipart("alternative")
+        message.attach(_text_part(body, "plain"))
+        message.attach(_text_part(html, "html"))
+    else:
+        message = _text_part(body, "plain")
+    _set_address(message, "From", sender.name, sender.email)
+    _set_address(message, "To", "", to_email)
+    if reply_to:
+        name, address = parseaddr(reply_to)
+        _set_address(message, "Reply-To", name, address)
+    message["Subject"] = _header(clean_header(subject))
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    return message
+
+
+def sequence_sender(config: Config, sequence: Sequence) -> Sender:
+    """Who *sequence*'s emails come from: its ``from:``, with the project's postal
+    address and title."""
+    settings = config.settings.sender
+    return Sender.parse(sequence.sender, settings.postal_address, settings.title)
+
+
+@dataclass(frozen=True)
+class ComposedEmail:
+    message: Message
+    sender: Sender
+    #: The tracked links' original URLs, in order.
+    links: list[str]
+
+
+def compose_email(
+    ctx: Context,
+    sequence: Sequence,
+    step_id: str,
+    template: str,
+    lead: Lead,
+    view: LeadView,
+    now: datetime,
+    tracking_id: str | None,
+    test_to: str | None = None,
+) -> ComposedEmail:
+    """The email *lead* gets at a step: rendered, tracked (with a *tracking_id*), with
+    every header set. ``nurture preview`` shows exactly this. With *test_to*, the same
+    email as a test for that address: ``[test]`` before the subject, and an unsubscribe
+    link that names no lead (it opens a page that says so, and changes nothing)."""
+    assert lead.id is not None
+    sender = sequence_sender(ctx.config, sequence)
+    settings = ctx.config.settings
+    base = settings.tracking.base_url
+    lead_id = TEST_LEAD_ID if test_to else lead.id
+    link = unsubscribe_url(base, ctx.secret, lead_id, sequence.name, step_id)
+    rendered = render_step_email(ctx.templates, template, view, sender, sequence, step_id, link)
+    links: list[str] = []
+    if tracking_id is not None:
+        body, links = track(rendered.html, base_url=base, secret=ctx.secret,
+                            tracking_id=tracking_id)  # fmt: skip
+        text = track_text(rendered.text, links, base_url=base, secret=ctx.secret,
+                          tracking_id=tracking_id)  # fmt: skip
+        rendered = replace(rendered, html=body, text=text)
+    if test_to:
+        rendered = replace(rendered, subject=f"[test] {rendered.subject}")
+    message = build_message(
+        rendered,
+        sender=sender,
+        to_email=test_to or lead.email,
+        to_name="" if test_to else lead.full_name,
+        date=now,
+        unsubscribe=link,
+        unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
+        reply_to=sequence.reply_to,
+        message_id=make_msgid(domain=sender.domain),
+    )
+    return ComposedEmail(message, sender, links)

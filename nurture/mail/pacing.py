@@ -1,0 +1,71 @@
+"""What a delivery run reports, and how it paces itself: the backoff between attempts, the
+pause after the server refused to send for us, the limits of waiting for the fast lane."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from nurture.engine.context import Context
+from nurture.retry import backoff
+
+#: Longest the pass (between batches) and a bulk sender (between messages) wait for
+#: the fast lane before going on.
+YIELD_MAX = 5.0
+
+
+#: A message the server keeps answering with 4xx is given up after this long.
+RETRY_LIFETIME = timedelta(days=5)
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    deferred: int = 0
+    retrying: int = 0
+    bounced: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    #: Failed because the server refuses to send for us (a sending problem).
+    refused: int = 0
+    #: The connection was lost while the message was handed over: it may have gone.
+    uncertain: int = 0
+    #: Sends that raised an unexpected error (held as uncertain; the run stopped).
+    errors: int = 0
+
+    def add(self, other: DeliveryReport) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class SendingPause:
+    """After the mail server refused to send for us: no delivery before :attr:`until`,
+    and how many delivery runs in a row met a refusal (the pause doubles). Kept by the
+    daemon from one delivery run to the next."""
+
+    until: datetime | None = None
+    refusals: int = 0
+
+    def holds(self, now: datetime) -> bool:
+        """Whether delivery waits at *now*."""
+        return self.until is not None and now < self.until
+
+    def refused(self, ctx: Context, now: datetime) -> datetime:
+        """A run met a refusal: pause longer than the last time; return until when."""
+        self.refusals += 1
+        self.until = now + send_backoff(ctx, self.refusals)
+        return self.until
+
+    def sent(self) -> None:
+        """A message went: the server sends for us again."""
+        self.refusals, self.until = 0, None
+
+
+def send_backoff(ctx: Context, attempts: int, rng: random.Random | None = None) -> timedelta:
+    """The wait before attempt *attempts* + 1 of a send (or a webhook call):
+    ``[delivery] retry_after`` doubling up to ``retry_max``, with jitter."""
+    settings = ctx.config.settings.delivery
+    first = timedelta(seconds=settings.retry_after)
+    return backoff(attempts, first, max(first, timedelta(seconds=settings.retry_max)), rng)

@@ -1,0 +1,201 @@
+"""``nurture status``: what is due, queued, deferred and failed, from the database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from nurture.store.enrollments import HELD, Enrollment, EnrollmentStatus
+from nurture.store.handoffs import Handoff, HandoffStatus, Webhook
+from nurture.store.leads import Lead
+from nurture.store.outbox import SENDING_PROBLEM, OutboxMessage, OutboxStatus
+from nurture.store.tasks import Task, TaskStatus
+from nurture.store.workers import list_workers
+
+
+def collect_status(session: Session, now: datetime, *, failures: int = 10) -> dict[str, Any]:
+    """A JSON-ready summary of the engine's state at *now*."""
+    sequences: dict[str, dict[str, int]] = {}
+    for name, status, count in session.exec(
+        select(Enrollment.sequence, Enrollment.status, func.count()).group_by(
+            col(Enrollment.sequence), col(Enrollment.status)
+        )
+    ):
+        sequences.setdefault(name, {})[status] = count
+    active = EnrollmentStatus.active.value
+    due_now = session.exec(
+        select(func.count())
+        .select_from(Enrollment)
+        .where(col(Enrollment.status) == active)
+        .where(col(Enrollment.due_at) <= now)
+    ).one()
+    next_due = session.exec(
+        select(func.min(Enrollment.due_at))
+        .where(col(Enrollment.status) == active)
+        .where(col(Enrollment.due_at) > now)
+    ).one()
+    waiting_tasks = session.exec(
+        select(func.count())
+        .select_from(Enrollment)
+        .where(col(Enrollment.status) == active)
+        .where(col(Enrollment.waiting_task_id).is_not(None))
+    ).one()
+    outbox: dict[str, int] = {
+        status: count
+        for status, count in session.exec(
+            select(OutboxMessage.status, func.count()).group_by(col(OutboxMessage.status))
+        )
+    }
+    queued = OutboxStatus.queued.value
+    queue = {
+        "ready": _count_outbox(
+            session,
+            queued,
+            col(OutboxMessage.next_attempt_at) <= now,
+            col(OutboxMessage.attempts) == 0,
+        ),
+        "deferred": _count_outbox(
+            session,
+            queued,
+            col(OutboxMessage.next_attempt_at) > now,
+            col(OutboxMessage.attempts) == 0,
+        ),
+        "retrying": _count_outbox(session, queued, col(OutboxMessage.attempts) > 0),
+        "sending": outbox.get(OutboxStatus.sending.value, 0)
+        + outbox.get(OutboxStatus.leased.value, 0),
+        "sent": outbox.get(OutboxStatus.sent.value, 0),
+        "bounced": outbox.get(OutboxStatus.bounced.value, 0),
+        "failed": outbox.get(OutboxStatus.failed.value, 0),
+        "cancelled": outbox.get(OutboxStatus.cancelled.value, 0),
+        "uncertain": outbox.get(OutboxStatus.uncertain.value, 0),
+        "held": outbox.get(OutboxStatus.held.value, 0),
+    }
+    tasks = {
+        "open": session.exec(
+            select(func.count()).select_from(Task).where(col(Task.status) == TaskStatus.open.value)
+        ).one(),
+    }
+    handoffs = {
+        "pending": session.exec(
+            select(func.count())
+            .select_from(Handoff)
+            .where(col(Handoff.status) == HandoffStatus.pending.value)
+        ).one(),
+        "overdue": session.exec(
+            select(func.count())
+            .select_from(Handoff)
+            .where(col(Handoff.status) == HandoffStatus.pending.value)
+            .where(col(Handoff.remind_at) <= now)
+        ).one(),
+    }
+    webhooks = {
+        status: count
+        for status, count in session.exec(
+            select(Webhook.status, func.count()).group_by(col(Webhook.status))
+        )
+    }
+    failed_rows = session.exec(
+        select(Enrollment, Lead.email)
+        .join(Lead, col(Lead.id) == col(Enrollment.lead_id))
+        .where(col(Enrollment.status) == EnrollmentStatus.failed.value)
+        .order_by(col(Enrollment.updated_at).desc())
+        .limit(failures)
+    ).all()
+    held = session.exec(
+        select(Enrollment.sequence, Enrollment.next_step, Enrollment.reason, func.count())
+        .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+        .where(col(Enrollment.reason).startswith(HELD))
+        .group_by(col(Enrollment.sequence), col(Enrollment.next_step), col(Enrollment.reason))
+    ).all()
+    failed_messages = session.exec(
+        select(OutboxMessage)
+        .where(
+            col(OutboxMessage.status).in_([OutboxStatus.failed.value, OutboxStatus.bounced.value])
+        )
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(failures)
+    ).all()
+    return {
+        "now": now.isoformat(),
+        "sending_problem": sending_problem(session),
+        "enrollments": {
+            "by_sequence": sequences,
+            "due_now": due_now,
+            "waiting_for_tasks": waiting_tasks,
+            "next_due": next_due.isoformat() if next_due else None,
+        },
+        "outbox": queue,
+        "tasks": tasks,
+        "handoffs": handoffs,
+        "workers": list_workers(session, now),
+        "webhooks": webhooks,
+        "held": [
+            {"sequence": name, "step": step, "reason": reason, "enrollments": count}
+            for name, step, reason, count in held
+        ],
+        "failures": [
+            {"lead": email, "sequence": e.sequence, "step": e.next_step, "error": e.reason}
+            for e, email in failed_rows
+        ]
+        + [
+            {
+                "lead": m.recipient,
+                "sequence": m.sequence,
+                "step": m.step,
+                "error": f"{m.status}: {m.last_error}",
+            }
+            for m in failed_messages
+        ],
+    }
+
+
+def _count_outbox(session: Session, status: str, *conditions: Any) -> int:
+    query = (
+        select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.status) == status)
+    )
+    for condition in conditions:
+        query = query.where(condition)
+    return int(session.exec(query).one())
+
+
+def sending_problem(session: Session) -> dict[str, Any] | None:
+    """The mail server's latest refusal to send for us (relay, authentication, policy),
+    unless an email has gone since: when, its reply, and the messages it failed."""
+    failed = session.exec(  # the columns it reads, not the messages' bodies
+        select(
+            OutboxMessage.id,
+            OutboxMessage.sender,
+            OutboxMessage.last_error,
+            OutboxMessage.next_attempt_at,
+        )
+        .where(col(OutboxMessage.status) == OutboxStatus.failed.value)
+        .order_by(col(OutboxMessage.next_attempt_at).desc())
+        .limit(500)
+    ).all()
+    # (id, sender, reply, refused at), newest first
+    refused = [
+        (message_id, sender, error.removeprefix(SENDING_PROBLEM), at)
+        for message_id, sender, error, at in failed
+        if error and error.startswith(SENDING_PROBLEM)
+    ]
+    if not refused:
+        return None
+    _, _, reply, latest = refused[0]
+    # The refused senders' last sends, through the (sender, sent_at) index.
+    sent = [
+        session.exec(
+            select(func.max(OutboxMessage.sent_at)).where(OutboxMessage.sender == sender)
+        ).one()
+        for sender in {sender for _, sender, _, _ in refused}
+    ]
+    last_sent = max((moment for moment in sent if moment is not None), default=None)
+    if last_sent is not None and last_sent >= latest:
+        return None  # mail has gone since: fixed
+    return {
+        "at": latest.isoformat(),
+        "reply": reply,
+        "failed": [i for i, _, _, at in refused if last_sent is None or at > last_sent],
+    }

@@ -1,0 +1,375 @@
+"""Scoring in the pass: new events earn points, changed leads get their fit, and leads
+whose scores moved (or whose engagement has decayed past a threshold) change stage.
+
+The cost is per new event and per changed lead: engagement is stored as of
+``scored_at`` and decays on read; ``stage_review_at`` (indexed) says when decay could
+next move a lead down, so a pass looks only at those leads.
+
+Scoring decides stage changes and records each as a ``stage_changed`` event; it knows
+nothing of sales. The hand-off reacts to those events later in the pass
+(:func:`nurture.handoff_notice.hand_off_hot_leads`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import bindparam, func, update
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from nurture import logs
+from nurture.engine.context import Context
+from nurture.language.expressions import LeadView
+from nurture.language.fields import ContactStatus
+from nurture.language.scoring import (
+    SCORED_STAGES,
+    ScoringRules,
+    decayed,
+    event_points,
+    falls_below_at,
+    fit_of,
+    implied_stage,
+)
+from nurture.language.timing import day_start, zone
+from nurture.store.database import session_scope
+from nurture.store.events import Event, events_of, record_event, record_events
+from nurture.store.leads import Lead, changed_lead_ids
+from nurture.store.meta import advance_mark, read_mark
+
+FIT_CHECKED_KEY = "fit_checked_at"
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+_SCORED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("event"))
+    .values(points=bindparam("points"), scored=True)
+)
+OVERLAP = timedelta(minutes=1)
+
+
+@dataclass
+class ScoreReport:
+    events: int = 0
+    leads: int = 0
+    stage_changes: int = 0
+    hot: int = 0
+    reminders: int = 0
+    #: ``(email, old stage, new stage)``.
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+#: Events of one lead and type that earned points on one local day: ``(lead id, type,
+#: day start)`` → count. A scoring run keeps it, so each day is counted in the database
+#: once, not once per event.
+EarnedToday = dict[tuple[int, str, datetime], int]
+
+
+def count_earned(
+    session: Session,
+    rules: ScoringRules,
+    events: list[Any],
+    zones: dict[int, str],
+    earned: EarnedToday,
+) -> None:
+    """Count, in one query, what the leads of *events* (in the timezones *zones*) earned
+    already on the days of those events, for the types with a daily cap; add the days
+    *earned* does not know yet."""
+    capped = {name for name, rule in rules.engagement.items() if rule.max_per_day is not None}
+    fresh: set[tuple[int, str, datetime]] = set()
+    for event in events:
+        if event.type in capped:
+            key = (
+                event.lead_id,
+                event.type,
+                day_start(event.occurred_at, zone(zones[event.lead_id])),
+            )
+            if key not in earned:
+                fresh.add(key)
+                earned[key] = 0
+    if not fresh:
+        return
+    moments = [key[2] for key in fresh]
+    rows = session.exec(
+        select(Event.lead_id, Event.type, Event.occurred_at)
+        .where(col(Event.lead_id).in_({key[0] for key in fresh}))
+        .where(col(Event.type).in_({key[1] for key in fresh}))
+        .where(col(Event.scored).is_(True))
+        .where(col(Event.points) > 0)
+        .where(col(Event.occurred_at) >= min(moments))
+        .where(col(Event.occurred_at) < max(moments) + timedelta(days=2))
+    )
+    for lead_id, type_, moment in rows:
+        key = (lead_id, type_, day_start(moment, zone(zones[lead_id])))
+        if key in fresh:
+            earned[key] += 1
+
+
+class Scorable(Protocol):
+    """What scoring reads of an event (an :class:`Event`, or a row of those columns)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def machine(self) -> bool: ...
+
+
+def score_event(
+    session: Session,
+    rules: ScoringRules,
+    lead: Lead,
+    event: Scorable,
+    tz_name: str,
+    earned: EarnedToday | None = None,
+) -> float:
+    """Add the points *event* earns to the lead's engagement and return them (the caller
+    stores them on the event). Events must come oldest first; *earned* carries the
+    daily caps' counts from one event to the next."""
+    counts = not (lead.score_reset_at and event.occurred_at < lead.score_reset_at)
+    points = 0.0
+    if counts:
+        cap = rules.engagement.get(event.type)
+        earned_today = 0
+        key = None
+        if cap is not None and cap.max_per_day is not None:
+            start = day_start(event.occurred_at, zone(tz_name))
+            key = (lead.id or 0, event.type, start)
+            if earned is None or key not in earned:
+                earned_today = session.exec(
+                    select(func.count())
+                    .select_from(Event)
+                    .where(Event.lead_id == lead.id)
+                    .where(Event.type == event.type)
+                    .where(col(Event.scored).is_(True))
+                    .where(col(Event.points) > 0)
+                    .where(col(Event.occurred_at) >= start)
+                    .where(col(Event.occurred_at) < day_start(start, zone(tz_name), days_on=1))
+                ).one()
+            else:
+                earned_today = earned[key]
+        points = event_points(rules, event.type, event.machine, earned_today)
+        if key is not None and earned is not None:
+            earned[key] = earned_today + (1 if points > 0 else 0)
+    if points:
+        base = lead.scored_at or event.occurred_at
+        moment = max(base, event.occurred_at)
+        lead.engagement = decayed(lead.engagement, base, moment, rules) + decayed(
+            points, event.occurred_at, moment, rules
+        )
+        lead.scored_at = moment
+    if counts and event.type in rules.hot_on and not event.machine and "hot" in rules.stages:
+        # A buying signal (hot_on): at least the hot threshold's engagement, at once.
+        base = lead.scored_at or event.occurred_at
+        moment = max(base, event.occurred_at)
+        needed = rules.stages["hot"].engagement
+        current = decayed(lead.engagement, base, moment, rules)
+        if current < needed:
+            points += needed - current
+            lead.engagement, lead.scored_at = needed, moment
+    return points
+
+
+def approachable(ctx: Context, lead: Lead) -> bool:
+    """Subscribed, and someone to hand it to."""
+    sales = ctx.config.settings.sales
+    return lead.status == ContactStatus.subscribed and bool(
+        lead.owner or sales.team or sales.notify_email
+    )
+
+
+def review_stage(
+    ctx: Context,
+    session: Session,
+    rules: ScoringRules,
+    lead: Lead,
+    now: datetime,
+    report: ScoreReport,
+    pending: list[Event] | None = None,
+) -> None:
+    """Move the lead to the stage its scores now give it. The ``stage_changed`` event
+    goes to *pending*, if given, for the caller to record with a chunk of others
+    (:func:`~nurture.events.record_events`)."""
+    engagement = decayed(lead.engagement, lead.scored_at or now, now, rules)
+    implied = implied_stage(rules, engagement, lead.fit, approachable(ctx, lead))
+    lead.stage_review_at = falls_below_at(rules, implied, lead.engagement, lead.scored_at or now)
+    crossed = implied != lead.score_stage
+    lead.score_stage = implied
+    old = lead.stage
+    # Scores move a lead only when they cross a threshold, and never out of sales'
+    # stages (accepted, customer, disqualified).
+    new = implied if crossed and old in SCORED_STAGES else old
+    if new != old:
+        lead.stage = new
+        lead.updated_at = now
+        report.stage_changes += 1
+        report.changes.append((lead.email, old, new))
+        assert lead.id is not None
+        session.add(lead)
+        data = {"from": old, "to": new, "engagement": round(engagement, 2), "fit": lead.fit}
+        if pending is not None:
+            pending.append(Event(lead_id=lead.id, type="stage_changed", data=data, occurred_at=now))
+        else:
+            record_event(session, lead.id, "stage_changed", data=data, at=now)
+        logs.action(
+            "stage changed",
+            lead=lead.email,
+            stage=new,
+            was=old,
+            engagement=round(engagement, 1),
+            fit=lead.fit,
+        )
+        if new == "hot":
+            report.hot += 1
+    session.add(lead)
+
+
+def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
+    """Score new events, refresh the fit of changed leads, and review stages."""
+    report = ScoreReport()
+    touched: set[int] = set()
+    earned: EarnedToday = {}
+    default_tz = ctx.default_timezone
+    with session_scope(ctx.engine) as session:
+        # Events scoring.yaml gives no points to (email_sent, stage changes...) earn
+        # nothing and change no score: settle them in one statement.
+        session.execute(
+            update(Event)
+            .where(col(Event.scored).is_(False))
+            .where(col(Event.type).not_in([*rules.engagement, *rules.hot_on]))
+            .values(scored=True, points=0.0)
+        )
+    while True:
+        with session_scope(ctx.engine) as session:
+            columns = ("id", "lead_id", "type", "occurred_at", "machine")
+            events: list[Any] = list(  # rows of the columns scoring reads
+                session.connection().execute(
+                    sa_select(*(_EVENTS.c[name] for name in columns))
+                    .where(_EVENTS.c.scored.is_(False))
+                    .order_by(_EVENTS.c.id)
+                    .limit(ctx.batch_size * 5)
+                )
+            )
+            if not events:
+                break
+            lead_ids = {e.lead_id for e in events}
+            leads = {
+                lead.id: lead
+                for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
+            }
+            scored: list[dict[str, Any]] = []
+            zones = {i: lead.timezone or default_tz for i, lead in leads.items() if i is not None}
+            count_earned(session, rules, events, zones, earned)
+            for event in sorted(events, key=lambda e: (e.occurred_at, e.id or 0)):
+                lead = leads[event.lead_id]
+                points = score_event(
+                    session, rules, lead, event, lead.timezone or default_tz, earned
+                )
+                scored.append({"event": event.id, "points": points})
+                session.add(lead)
+                report.events += 1
+                if points:
+                    # Points alone are not a change of the lead (updated_at): engagement
+                    # moves all the time (it decays), and a change would re-enroll a
+                    # lead in a `reenroll: true` sequence it finished. A stage change is.
+                    touched.add(event.lead_id)
+            # One executemany, not an ORM update per event.
+            session.connection().execute(_SCORED, scored)
+    # Changed leads get their fit and a review, a chunk at a time (after a large import
+    # that is every lead); the mark moves only once all are done.
+    with session_scope(ctx.engine) as session:
+        since = read_mark(session, FIT_CHECKED_KEY, OVERLAP, now)
+    for ids in changed_lead_ids(ctx.engine, since, now):
+        with session_scope(ctx.engine) as session:
+            pending: list[Event] = []
+            for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
+                lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
+                review_stage(ctx, session, rules, lead, now, report, pending)
+                report.leads += 1
+                touched.discard(lead.id or 0)
+            record_events(session, pending)
+    with session_scope(ctx.engine) as session:
+        advance_mark(session, FIT_CHECKED_KEY, now, OVERLAP)
+    with session_scope(ctx.engine) as session:
+        due = session.exec(select(Lead.id).where(col(Lead.stage_review_at) <= now))
+        touched |= {i for i in due if i is not None}
+    ids = sorted(touched)
+    for start in range(0, len(ids), 500):
+        with session_scope(ctx.engine) as session:
+            pending = []
+            for lead in session.exec(
+                select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
+            ):
+                review_stage(ctx, session, rules, lead, now, report, pending)
+                report.leads += 1
+            record_events(session, pending)
+    return report
+
+
+def rescore(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
+    """Score every lead again from its events under the current rules."""
+    report = ScoreReport()
+    default_tz = ctx.default_timezone
+    last_id = 0
+    while True:
+        with session_scope(ctx.engine) as session:
+            leads = list(
+                session.exec(
+                    select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(500)
+                )
+            )
+            if not leads:
+                break
+            last_id = leads[-1].id or 0
+            for lead in leads:
+                assert lead.id is not None
+                lead.engagement, lead.scored_at = 0.0, None
+                events = events_of(session, lead.id)
+                for event in events:
+                    event.scored, event.points = False, None
+                    session.add(event)
+                for event in events:  # oldest first; each daily cap counts the ones before
+                    event.points = score_event(
+                        session, rules, lead, event, lead.timezone or default_tz
+                    )
+                    event.scored = True
+                    session.flush()
+                    report.events += 1
+                lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
+                review_stage(ctx, session, rules, lead, now, report)
+                report.leads += 1
+    return report
+
+
+def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) -> dict[str, Any]:
+    """Why a lead scores what it does: each event's points now, each fit rule, thresholds."""
+    assert lead.id is not None
+    events = [
+        {
+            "id": e.id,
+            "type": e.type,
+            "at": e.occurred_at.isoformat(),
+            "sequence": e.sequence,
+            "step": e.step,
+            "points": e.points,
+            "now": round(decayed(e.points or 0.0, e.occurred_at, now, rules), 2),
+            "machine": e.machine,
+        }
+        for e in events_of(session, lead.id)
+        if e.points
+    ]
+    _, matched = fit_of(rules, LeadView.of(lead), now)
+    return {
+        "engagement": round(decayed(lead.engagement, lead.scored_at or now, now, rules), 2),
+        "fit": lead.fit,
+        "events": sorted(events, key=lambda e: -abs(e["now"])),
+        "fit_rules": [
+            {"if": r.condition.source, "points": r.points, "label": r.label} for r in matched
+        ],
+        "thresholds": {
+            name: {"engagement": t.engagement, "fit": t.fit} for name, t in rules.stages.items()
+        },
+        "half_life": str(rules.half_life) if rules.half_life else None,
+    }

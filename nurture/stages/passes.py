@@ -1,0 +1,173 @@
+"""The pass: its stages in order, for the daemon (:func:`full_pass`), for new leads
+(:func:`serve_arrivals`) and for ``nurture tick`` (:func:`tick`)."""
+
+
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from nurture import clock, logs
+from nurture.engine.catalog import Catalog
+from nurture.engine.context import Context
+from nurture.language.scoring import ScoringRules
+from nurture.mail.delivery import deliver
+from nurture.mail.pacing import DeliveryReport, SendingPause
+from nurture.mail.replies import MailboxError, PollReport, poll
+from nurture.mail.transports import open_transport
+from nurture.mail.webhooks import deliver_webhooks
+from nurture.stages.advance import advance_due
+from nurture.stages.enroll import enroll_matching, enroll_stage
+from nurture.stages.handoff import hand_off
+from nurture.stages.reload import Reloader
+from nurture.stages.report import PassReport
+from nurture.stages.score import score
+from nurture.store.arrivals import drain
+from nurture.store.database import session_scope
+from nurture.store.enrollments import Enrollment, EnrollmentStatus
+from nurture.store.locks import exclusive
+from nurture.store.outbox import (
+    OutboxMessage,
+    OutboxStatus,
+)
+
+
+def full_pass(
+    ctx: Context,
+    reload: Reloader,
+    now: datetime,
+    stop: Callable[[], bool] | None = None,
+    loaded: Callable[[Catalog], None] | None = None,
+) -> tuple[Catalog, PassReport]:
+    """One pass at *now*, as one line of stages::
+
+        reload → score → enroll → advance → hand-off
+
+    Reloading and scoring are one worker's at a time (:func:`nurture.store.locks.exclusive`);
+    the due enrollments are shared between the workers. *loaded* is told the catalog as
+    soon as it is loaded; *stop* is asked between batches. The emails the pass queues
+    are sent by the deliver stage (:func:`nurture.mail.delivery.deliver`), which the
+    daemon runs beside it."""
+    report = PassReport()
+    with exclusive(ctx.engine, "pass"):
+        catalog = reload(now)
+        if loaded is not None:
+            loaded(catalog)
+        rules = reload.scoring()
+        report.add(score(ctx, rules, now))
+    report.add(enroll_stage(ctx, catalog, rules, now))
+    report.add(advance_due(ctx, catalog, now, stop, rules=rules))
+    report.add(hand_off(ctx, rules, now))
+    return catalog, report
+
+
+def run_pass(
+    ctx: Context,
+    catalog: Catalog,
+    now: datetime,
+    stop: Callable[[], bool] | None = None,
+    *,
+    rules: ScoringRules | None = None,
+) -> PassReport:
+    """The enroll and advance stages at *now* (emails are queued here;
+    :mod:`nurture.mail.delivery` sends). *stop* is asked between batches: when it says
+    so, the pass ends early."""
+    report = enroll_stage(ctx, catalog, rules, now)
+    report.add(advance_due(ctx, catalog, now, stop, rules=rules))
+    return report
+
+
+def serve_arrivals(
+    ctx: Context,
+    catalog: Catalog,
+    lead_ids: list[int],
+    now: datetime,
+    *,
+    rules: ScoringRules | None = None,
+) -> PassReport:
+    """Speed to lead: enroll the leads that just arrived in the sequences whose audience
+    they match, and carry their due enrollments forward, touching nothing else (a long
+    pass may be going on beside it)."""
+    report = PassReport()
+    for sequence in catalog.sequences.values():
+        if sequence.audience is None:
+            continue
+        enrolled = enroll_matching(ctx.engine, sequence, sequence.audience, now,
+                                   lead_ids=lead_ids, rules=rules)  # fmt: skip
+        report.enrolled += enrolled.enrolled
+    report.add(advance_due(ctx, catalog, now, lead_ids=lead_ids, rules=rules))
+    return report
+
+
+def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
+    """Whether an enrollment or a message is due by *now*."""
+    with session_scope(ctx.engine) as session:
+        enrollments = session.exec(
+            select(func.count())
+            .select_from(Enrollment)
+            .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+            .where(col(Enrollment.due_at) <= now)
+            .where(col(Enrollment.sequence).in_(list(catalog.sequences)))
+        ).one()
+        messages = session.exec(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                col(OutboxMessage.status).in_(
+                    [
+                        OutboxStatus.queued.value,
+                        OutboxStatus.leased.value,
+                        OutboxStatus.sending.value,
+                    ]
+                )
+            )
+            .where(col(OutboxMessage.next_attempt_at) <= now)
+        ).one()
+    return bool(enrollments or messages)
+
+
+def poll_replies(ctx: Context) -> PollReport | None:
+    """Read the reply mailbox, if there is one; a mailbox that fails is logged, not fatal."""
+    settings = ctx.config.settings
+    if not settings.replies.host:
+        return None
+    try:
+        report = poll(
+            ctx.engine,
+            settings.replies,
+            secret=ctx.secret,
+            unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
+            now=clock.now(),
+        )
+    except MailboxError as exc:
+        logs.action("reply mailbox unreadable", level=logging.ERROR, error=str(exc))
+        return None
+    if any(vars(report).values()):
+        logs.action("reply mailbox read", **vars(report))
+    return report
+
+
+async def tick(
+    ctx: Context, now: datetime, pause: SendingPause | None = None
+) -> tuple[Catalog, PassReport, DeliveryReport]:
+    """One full pass at *now* and the deliveries it makes due (``nurture tick``): the reply
+    mailbox is read first, so a reply stops its sequence in this very pass. *pause*
+    carries a refusal of the mail server from one tick to the next."""
+    await asyncio.to_thread(poll_replies, ctx)
+    while await asyncio.to_thread(drain, ctx.engine):
+        pass  # the leads that arrived are changed leads: this pass enrolls them
+    reload = Reloader(ctx)
+    catalog, report = await asyncio.to_thread(full_pass, ctx, reload, now)
+    transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
+    try:
+        delivered = await deliver(ctx, catalog, transport, rules=reload.rules, pause=pause)
+    finally:
+        await transport.close()
+    await deliver_webhooks(ctx)
+    return catalog, report, delivered

@@ -1,0 +1,162 @@
+"""Opening the database and keeping its schema at the version this code expects.
+
+No engine exists at import time: :func:`open_engine` makes one from a URL. The schema is
+owned by the Alembic migrations in ``nurture/migrations``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlmodel import Session
+
+from nurture.errors import DatabaseError, SchemaBehindError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def open_engine(url: str, **options: Any) -> Engine:
+    """Create an engine for *url*, tuned for nurture's use of each dialect.
+
+    SQLite gets WAL journaling, foreign keys and a busy timeout on every connection.
+    """
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            make_private(parsed.database)
+            engine = create_engine(parsed, connect_args={"timeout": 30}, **options)
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(parsed, pool_pre_ping=True, **options)
+    except ArgumentError:
+        raise DatabaseError(
+            f"cannot use database URL {_safe(url)}: not a URL like sqlite:///nurture.db "
+            "or postgresql://user@host/db"
+        ) from None
+    except NoSuchModuleError:
+        raise DatabaseError(
+            f"cannot use database URL {_safe(url)}: unknown database kind "
+            "(use sqlite:// or postgresql://)"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(
+            f"database URL {_safe(url)} needs the {exc.name} driver: "
+            "pip install 'nurture[postgresql]'"
+        ) from None
+
+
+def make_private(database: str | None) -> None:
+    """Create the SQLite file readable by its owner only (0600), or make an existing one
+    so: it holds every lead's personal data and the signing secret. SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if member.exists() and member.stat().st_mode & 0o077:
+                member.chmod(0o600)
+    except OSError:
+        return  # the connection will say what is wrong with the path
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _safe(url: str | Any) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable URL>"
+
+
+def _alembic_config(engine: Engine | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this code."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at, or ``None`` for an empty database."""
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot open database {_safe(engine.url)}: {exc.orig}") from None
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the database to the newest schema; return (revision before, revision after)."""
+    from nurture.store.meta import project_secret
+
+    before = current_revision(engine)
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot upgrade {_safe(engine.url)}: {exc.orig}") from None
+    project_secret("", engine)  # make the installation's signing key now, once
+    return before, head_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaBehindError` unless the database is at the newest schema."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    where = _safe(engine.url)
+    if current is None:
+        raise SchemaBehindError(
+            f"database {where} has no nurture schema yet: run `nurture db upgrade`"
+        )
+    script = ScriptDirectory.from_config(_alembic_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current not in known:
+        raise DatabaseError(
+            f"database {where} is at schema {current}, newer than this nurture knows "
+            f"({head}): upgrade nurture"
+        )
+    raise SchemaBehindError(
+        f"database {where} is at schema {current}, this nurture needs {head}: "
+        "run `nurture db upgrade`"
+    )
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

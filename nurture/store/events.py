@@ -1,0 +1,364 @@
+"""Events: what happened to a lead (an email sent, opened, clicked, replied, a call made).
+
+Every way in (the CLI, the HTTP API, the tracking links, the reply mailbox, the engine
+itself) goes through :func:`record_event`, which stores each event once, applies what it
+means at once (an unsubscribe, a complaint or a bounce stops all email to the lead), and
+wakes the lead's active enrollments so an ``exit_when`` event acts on the next pass.
+
+Conditions and ``exit_when`` read events through :class:`LeadEvents`. Machine
+engagement (scanners, privacy proxies) is stored with ``machine`` set and never read as
+the lead's own doing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Column, Index, Select, UniqueConstraint, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, col, or_, select
+
+from nurture import clock
+from nurture.errors import InvalidValueError
+from nurture.language.sequences import TASK_DONE
+from nurture.store.enrollments import Enrollment, EnrollmentStatus
+from nurture.store.outbound import note
+from nurture.store.sqltypes import JSONType, UTCDateTime
+from nurture.suggest import close_match
+
+#: Events that change whether the lead may be emailed, and to what.
+STATUS_EVENTS = {
+    "unsubscribed": "unsubscribed",
+    "complained": "complained",
+    "email_bounced": "bounced",
+}
+#: The types nurture itself knows; any other name like these is a custom event.
+KNOWN_TYPES = (
+    "email_sent", "email_opened", "email_clicked", "email_replied", "email_bounced",
+    "auto_reply", "unsubscribed", "complained", "form_submitted", "page_visited",
+    "meeting_booked", "call_completed", "linkedin_completed", "task_completed",
+)  # fmt: skip
+#: Types only nurture records, from its own evidence (its sends, links, mailbox, scores,
+#: hand-offs, leads and opt-in links): the events API refuses them.
+ENGINE_TYPES = frozenset(
+    {
+        "email_sent", "email_opened", "email_clicked", "auto_reply", "stage_changed",
+        "lead_created", "lead_updated", "opt_in_confirmed",
+    }
+)  # fmt: skip
+ENGINE_PREFIXES = ("handoff_",)
+TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+class Event(SQLModel, table=True):
+    """One thing that happened to one lead."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_lead", "lead_id", "occurred_at"),
+        Index("ix_events_occurred", "occurred_at"),
+        UniqueConstraint("source", "source_id", "lead_id", name="uq_events_lead_source_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
+    #: ``email_sent``, ``email_opened``, ``email_clicked``, ``email_replied``,
+    #: ``email_bounced``, ``call_completed``, ``unsubscribed``, ...
+    type: str = Field(max_length=64, index=True)
+    sequence: str | None = Field(default=None, max_length=200)
+    step: str | None = Field(default=None, max_length=200)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    occurred_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: Where it came from: ``engine``, ``cli``, ``api``, ``pixel``, ``click``,
+    #: ``unsubscribe``, ``imap``, ``tasks``.
+    source: str = Field(default="engine", max_length=32)
+    #: The sender's own id for it: a second delivery with the same id for the same lead
+    #: is the same event (ids are per lead: one lead's id never names another's event).
+    source_id: str | None = Field(default=None, max_length=300)
+    #: A scanner or proxy did it, not the lead: stored, never counted.
+    machine: bool = False
+    #: The name (never the value) of the API key that sent it (``[api.keys]``).
+    via_key: str | None = Field(default=None, max_length=64)
+    #: Engagement points it earned when scored (before decay); ``None`` until scored.
+    points: float | None = None
+    scored: bool = Field(default=False, index=True)
+
+
+def check_type(name: str) -> str:
+    """*name* if it is a valid event type (a known one or a custom ``snake_case`` name)."""
+    if not TYPE_PATTERN.fullmatch(name):
+        raise InvalidValueError(
+            f"event type {name!r}: use lower-case letters, digits and _ (like form_submitted)"
+        )
+    return name
+
+
+def likely_typo(name: str) -> str | None:
+    """The known type a custom event name is most likely a typo of (``email_click`` ->
+    ``email_clicked``, ``clicked`` -> ``email_clicked``), or ``None``."""
+    known = (*KNOWN_TYPES, *ENGINE_TYPES)
+    if name in known or name.startswith(ENGINE_PREFIXES):
+        return None
+    return close_match(name, known, cutoff=0.7)
+
+
+def ever_recorded(session: Session, names: Iterable[str]) -> set[str]:
+    """Which of *names* any event of the installation has (one indexed query)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return set()
+    query = select(Event.type).where(col(Event.type).in_(wanted)).distinct()
+    return set(session.exec(query))
+
+
+def check_external_type(name: str) -> str:
+    """*name* if a system outside nurture may report it (see :data:`ENGINE_TYPES`)."""
+    check_type(name)
+    if name in ENGINE_TYPES or name.startswith(ENGINE_PREFIXES):
+        raise InvalidValueError(
+            f"type {name!r} is recorded by nurture itself (from its own emails, links, "
+            "mailbox and scores); other systems report what they saw, like "
+            "form_submitted, meeting_booked, page_visited or email_replied"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class LeadEvents:
+    """The :class:`~nurture.expressions.Engagement` of one lead in one sequence.
+
+    ``opened('welcome')`` means an open of the ``welcome`` email of *this* sequence;
+    ``occurred('call_completed')`` without a step means any such event of the lead.
+    For an enrollment, only what happened since it began counts: a reply to last
+    year's sequence does not end this one. Machine events are left out.
+    """
+
+    pairs: frozenset[tuple[str, str | None]]
+    types: frozenset[str]
+    #: Step id → the outcome of the task done there (the latest), in this sequence.
+    outcomes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, events: Iterable[Event], sequence: str, since: datetime | None = None
+    ) -> LeadEvents:
+        """The lead's own events (of this enrollment: those *since* it began)."""
+        human = [e for e in events if not e.machine and (since is None or e.occurred_at >= since)]
+        pairs = {(e.type, e.step) for e in human if e.sequence == sequence}
+        outcomes = {
+            e.step: str(e.data.get("outcome"))
+            for e in sorted(human, key=lambda e: e.occurred_at)
+            if e.sequence == sequence and e.step and e.type in TASK_DONE and e.data.get("outcome")
+        }
+        return cls(frozenset(pairs), frozenset(e.type for e in human), outcomes)
+
+    def occurred(self, event: str, step: str | None = None) -> bool:
+        if step is None:
+            return event in self.types
+        return (event, step) in self.pairs
+
+    def outcome(self, step: str) -> str | None:
+        return self.outcomes.get(step)
+
+
+def events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[Event]]:
+    """The events of each of *lead_ids* (each lead has a list, maybe empty)."""
+    grouped: dict[int, list[Event]] = defaultdict(list)
+    ids = list(lead_ids)
+    if ids:
+        for event in session.exec(select(Event).where(col(Event.lead_id).in_(ids))):
+            grouped[event.lead_id].append(event)
+    return grouped
+
+
+def events_of(session: Session, lead_id: int) -> list[Event]:
+    """Every event of a lead, oldest first."""
+    query = select(Event).where(Event.lead_id == lead_id).order_by(col(Event.occurred_at))
+    return list(session.exec(query))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    event: Event
+    #: ``False`` when the same event was recorded before (and this one was not stored).
+    new: bool
+
+
+def record_event(
+    session: Session,
+    lead_id: int,
+    type: str,
+    *,
+    sequence: str | None = None,
+    step: str | None = None,
+    data: dict[str, Any] | None = None,
+    at: datetime | None = None,
+    source: str = "engine",
+    source_id: str | None = None,
+    machine: bool = False,
+    dedupe_within: timedelta | None = None,
+    via_key: str | None = None,
+) -> Recorded:
+    """Store an event once, apply it, and wake the lead's enrollments (in the caller's
+    transaction).
+
+    The same event is not stored twice: one with the *source_id* of an earlier one, or
+    (with *dedupe_within*) one of the same lead, type and touch that soon after another.
+    """
+    moment = at or clock.now()
+    earlier = _earlier(session, lead_id, type, sequence, step, moment, source, source_id,
+                       dedupe_within, machine)  # fmt: skip
+    if earlier is not None:
+        return Recorded(earlier, new=False)
+    event = Event(
+        lead_id=lead_id, type=type, sequence=sequence, step=step, data=data or {},
+        occurred_at=moment, source=source, source_id=source_id, machine=machine,
+        via_key=via_key,
+    )  # fmt: skip
+    try:
+        with session.begin_nested():
+            session.add(event)
+    except IntegrityError:  # another process stored the same source id just now
+        again = _earlier(
+            session, lead_id, type, sequence, step, moment, source, source_id, None, machine
+        )
+        assert again is not None
+        return Recorded(again, new=False)
+    if machine:
+        return Recorded(event, new=True)
+    note(session, [event])
+    status = STATUS_EVENTS.get(type)
+    if status is not None:
+        _set_status(session, lead_id, status, moment)
+    wake(session, [lead_id], moment)
+    return Recorded(event, new=True)
+
+
+def record_events(session: Session, events: list[Event]) -> list[Recorded]:
+    """Store many new events at once, as :func:`record_event` stores one: each once (an
+    event whose source id was recorded before, or earlier in *events*, is not stored
+    again), applied, and waking their leads' enrollments; in the caller's transaction.
+
+    Raises :class:`~sqlalchemy.exc.IntegrityError` when another process stored one of
+    the same source ids meanwhile: the caller then records them one by one.
+    """
+    keyed = [e for e in events if e.source_id is not None]
+    earlier: dict[tuple[int, str, str], Event] = {}
+    for source in {e.source for e in keyed}:
+        ids = sorted({e.source_id or "" for e in keyed if e.source == source})
+        for start in range(0, len(ids), 500):
+            for row in session.exec(
+                select(Event)
+                .where(Event.source == source)
+                .where(col(Event.source_id).in_(ids[start : start + 500]))
+            ):
+                earlier[(row.lead_id, row.source, row.source_id or "")] = row
+    results: list[Recorded] = []
+    new: list[Event] = []
+    for event in events:
+        key = (event.lead_id, event.source, event.source_id or "")
+        if event.source_id is not None and key in earlier:
+            results.append(Recorded(earlier[key], new=False))
+            continue
+        if event.source_id is not None:
+            earlier[key] = event
+        new.append(event)
+        results.append(Recorded(event, new=True))
+    session.add_all(new)
+    session.flush()
+    note(session, [event for event in new if not event.machine])
+    woken: dict[datetime, set[int]] = {}
+    for event in new:
+        if event.machine:
+            continue
+        status = STATUS_EVENTS.get(event.type)
+        if status is not None:
+            _set_status(session, event.lead_id, status, event.occurred_at)
+        woken.setdefault(event.occurred_at, set()).add(event.lead_id)
+    for moment, lead_ids in woken.items():
+        ordered = sorted(lead_ids)
+        for start in range(0, len(ordered), 500):
+            wake(session, ordered[start : start + 500], moment)
+    return results
+
+
+def _earlier(
+    session: Session,
+    lead_id: int,
+    type: str,
+    sequence: str | None,
+    step: str | None,
+    moment: datetime,
+    source: str,
+    source_id: str | None,
+    within: timedelta | None,
+    machine: bool,
+) -> Event | None:
+    if source_id is not None:
+        query = (
+            select(Event)
+            .where(Event.lead_id == lead_id)
+            .where(Event.source == source)
+            .where(Event.source_id == source_id)
+        )
+        return session.exec(query).first()
+    if within is None:
+        return None
+    query = (
+        select(Event)
+        .where(Event.lead_id == lead_id)
+        .where(Event.type == type)
+        .where(col(Event.sequence) == sequence)
+        .where(col(Event.step) == step)
+        .where(col(Event.occurred_at) >= moment - within)
+        .where(col(Event.occurred_at) <= moment)
+        .where(col(Event.machine) == machine)
+    )
+    return session.exec(query).first()
+
+
+def _set_status(session: Session, lead_id: int, status: str, moment: datetime) -> None:
+    from nurture.language.fields import merge_status
+    from nurture.store.leads import Lead
+
+    lead = session.get(Lead, lead_id)
+    if lead is None:
+        return
+    new = merge_status(lead.status, status)
+    if new != lead.status:
+        lead.status = new
+        lead.updated_at = moment
+        session.add(lead)
+
+
+def wake(session: Session, lead_ids: list[int] | Select[Any], moment: datetime) -> None:
+    """Make the active enrollments of *lead_ids* (ids, or a query of ids) due at *moment*
+    at the latest."""
+    if isinstance(lead_ids, list) and not lead_ids:
+        return
+    session.execute(
+        update(Enrollment)
+        .where(col(Enrollment.lead_id).in_(lead_ids))
+        .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+        .where(or_(col(Enrollment.due_at).is_(None), col(Enrollment.due_at) > moment))
+        .values(due_at=moment)
+    )
+
+
+def wake_changed(session: Session, since: datetime | None, moment: datetime) -> None:
+    """Wake the enrollments of every lead changed after *since* (all leads if ``None``)."""
+    from nurture.store.leads import Lead
+
+    if since is None:
+        wake(session, select(Lead.id), moment)
+        return
+    # The few changed leads first (the updated_at index), then their enrollments: a
+    # subquery would let the database walk every active enrollment instead.
+    changed = list(session.exec(select(Lead.id).where(col(Lead.updated_at) > since)))
+    for start in range(0, len(changed), 500):
+        wake(session, [i for i in changed[start : start + 500] if i is not None], moment)

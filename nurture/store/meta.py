@@ -1,0 +1,78 @@
+"""Small values the whole installation shares: the generated signing key, and the marks
+that say how far each incremental job of the pass has looked."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, String
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel
+
+from nurture import clock
+
+#: The key of the generated signing secret.
+SECRET_KEY = "signing_secret"
+
+
+class Meta(SQLModel, table=True):
+    """One named value."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_type=String(1024))
+
+
+def since_mark(mark: datetime | None, now: datetime, overlap: timedelta) -> datetime | None:
+    """Where a job that last looked at *mark* should look from at *now*: *mark* minus
+    *overlap* (so a transaction that committed late is not missed), or ``None`` (look at
+    everything) the first time, and when the mark is later than *now*: a rehearsal ran
+    ahead (``tick --now`` in the future), and what changed since at the real time must
+    not be skipped."""
+    if mark is None or mark > now:
+        return None
+    return mark - overlap
+
+
+def read_mark(session: Session, key: str, overlap: timedelta, now: datetime) -> datetime | None:
+    """:func:`since_mark` for the mark stored under *key*."""
+    stored = session.get(Meta, key)
+    mark = datetime.fromisoformat(stored.value) if stored is not None else None
+    return since_mark(mark, now, overlap)
+
+
+def mark_for(now: datetime) -> datetime:
+    """The mark a job that looked at everything up to *now* may set: never past the real
+    time. A rehearsal pinned ahead (``tick --now`` next month) looks that far, but a lead
+    written at the real time afterwards must still be after the mark."""
+    return min(now, clock.wall())
+
+
+def advance_mark(session: Session, key: str, now: datetime, overlap: timedelta) -> datetime | None:
+    """Move the mark *key* to *now* (:func:`mark_for`); return :func:`read_mark` from
+    before the move."""
+    since = read_mark(session, key, overlap, now)
+    session.merge(Meta(key=key, value=mark_for(now).isoformat()))  # updates in place
+    return since
+
+
+def project_secret(configured: str, engine: Engine) -> str:
+    """The signing key: the configured one, else one generated once and kept in the
+    database so that every worker on it signs alike."""
+    if configured:
+        return configured
+    with Session(engine) as session:
+        row = session.get(Meta, SECRET_KEY)
+        if row is not None:
+            return row.value
+    try:
+        with Session(engine) as session, session.begin():
+            session.add(Meta(key=SECRET_KEY, value=secrets.token_urlsafe(32)))
+    except IntegrityError:
+        pass  # another worker made it first
+    with Session(engine) as session:
+        row = session.get(Meta, SECRET_KEY)
+        assert row is not None
+        return row.value

@@ -1,0 +1,34 @@
+"""Every table of nurture, imported in one place so the metadata is complete."""
+
+from __future__ import annotations
+
+from nurture.store.access import AccessLink, AppSession
+from nurture.store.arrivals import Arrival
+from nurture.store.enrollments import DeployedSequence, Enrollment
+from nurture.store.events import Event
+from nurture.store.handoffs import Handoff, Webhook
+from nurture.store.leads import Lead
+from nurture.store.meta import Meta
+from nurture.store.outbound import WebhookEvent
+from nurture.store.outbox import OutboxMessage
+from nurture.store.suppression import Suppression
+from nurture.store.tasks import Task
+from nurture.store.workers import Worker
+
+__all__ = [
+    "AccessLink",
+    "AppSession",
+    "Arrival",
+    "DeployedSequence",
+    "Enrollment",
+    "Event",
+    "Handoff",
+    "Lead",
+    "Meta",
+    "OutboxMessage",
+    "Suppression",
+    "Task",
+    "Webhook",
+    "WebhookEvent",
+    "Worker",
+]

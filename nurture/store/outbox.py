@@ -1,0 +1,268 @@
+"""The outbox: every email is stored here, in the transaction that advances its
+enrollment, before anything tries to send it.
+
+A message is ``queued`` → ``leased`` (claimed by one delivery loop) → ``sending`` (its
+transmission began; at most one per connection) → ``sent``; or
+``bounced`` (5xx to RCPT), ``failed`` (permanently refused, or retried too long), or
+``cancelled`` (the lead opted out or exited before it went), or ``uncertain`` (the
+process sending it died mid-send: held for review rather than risk a second copy). A
+queued email whose enrollment is paused is ``held`` until it resumes.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from email.message import Message
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text, update
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from nurture import clock
+from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
+from nurture.store.sqltypes import JSONType, UTCDateTime
+
+
+class OutboxStatus(enum.StrEnum):
+    queued = "queued"
+    #: Claimed by a delivery loop, not started yet: safe to give back.
+    leased = "leased"
+    #: Being handed to the server right now.
+    sending = "sending"
+    sent = "sent"
+    bounced = "bounced"
+    failed = "failed"
+    cancelled = "cancelled"
+    #: Its sender died mid-send: it may have gone. Held for review (``[delivery]
+    #: on_uncertain = "hold"``).
+    uncertain = "uncertain"
+    #: Its enrollment is paused: it waits, and goes back to ``queued`` on resume.
+    held = "held"
+
+
+class MessageKind(enum.StrEnum):
+    #: A sequence email to a lead: unsubscribe headers, caps, the sending window.
+    email = "email"
+    #: A ``notify`` step's message to a salesperson.
+    notify = "notify"
+    #: A hot lead handed to sales, or a reminder about one.
+    handoff = "handoff"
+    #: A double opt-in form's confirmation link, to a ``pending`` lead.
+    confirm = "confirm"
+    #: A sign-in link to the sales app.
+    signin = "signin"
+    #: A marketer's test send (``nurture preview --send-to``): about no lead, never
+    #: counted in reports; its links redirect and record nothing.
+    test = "test"
+    #: A salesperson's daily digest.
+    digest = "digest"
+
+
+#: Why a ``held`` message waits.
+HELD_PAUSED = "held: its enrollment is paused"
+#: How the ``last_error`` of a message failed by a sending problem (the server refused
+#: to send for us) begins.
+SENDING_PROBLEM = "sending problem: "
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One email waiting to go, or gone."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_sender_sent", "sender", "sent_at"),
+        Index("ix_outbox_lead_sent", "lead_id", "sent_at"),
+        # Replies and reports name the Message-ID they answer.
+        Index("ix_outbox_message_id", "message_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(default=MessageKind.email.value, sa_type=String(16))
+    #: ``enrollment id:step id``: one message per step of an enrollment, ever.
+    idempotency_key: str = Field(max_length=300, unique=True)
+    message_id: str = Field(max_length=300)
+    #: The lead it is about; ``None`` for mail to sales that names no lead (a sign-in
+    #: link, a digest).
+    lead_id: int | None = Field(default=None, foreign_key="leads.id", ondelete="CASCADE")
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollments.id")
+    sequence: str = Field(max_length=200)
+    step: str = Field(max_length=200)
+    template: str | None = Field(default=None, max_length=200)
+    #: The sending mailbox (for its daily cap) and the recipient.
+    sender: str = Field(max_length=320)
+    recipient: str = Field(max_length=320)
+    #: The IANA timezone the sending window and the lead's daily cap are counted in.
+    timezone: str = Field(max_length=64)
+    #: The random id its tracking links and open pixel name (``None``: not tracked).
+    tracking_id: str | None = Field(default=None, max_length=32, unique=True)
+    #: The original URLs of its tracked links, in order: all a click may redirect to.
+    links: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    #: The whole RFC 5322 message.
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=OutboxStatus.queued.value, sa_type=String(16))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: While ``leased`` or ``sending``: the moment after which its worker is taken to
+    #: have died (the worker's heartbeat keeps pushing it back).
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The worker that claimed it last (and so sent it, once ``sent``).
+    worker: str | None = Field(default=None, max_length=64)
+    #: Why the last attempt did not send it, or why it waits (cap, window).
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
+    #: The first attempt that failed for a temporary reason; retries stop after a while.
+    first_failure_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "message_id": self.message_id,
+            "sequence": self.sequence,
+            "step": self.step,
+            "recipient": self.recipient,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat(),
+            "last_error": self.last_error,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+        }
+
+
+def queue_message(
+    session: Session,
+    message: Message,
+    *,
+    kind: MessageKind,
+    key: str,
+    lead_id: int | None,
+    sequence: str,
+    step: str,
+    sender: str,
+    recipient: str,
+    timezone: str,
+    now: datetime,
+    **extra: Any,
+) -> OutboxMessage:
+    """Store *message* in the outbox, due now, in the caller's transaction."""
+    row = OutboxMessage(
+        kind=kind.value,
+        idempotency_key=key,
+        message_id=str(message["Message-ID"]),
+        lead_id=lead_id,
+        sequence=sequence,
+        step=step,
+        sender=sender,
+        recipient=recipient,
+        timezone=timezone,
+        raw=message.as_string(),
+        next_attempt_at=now,
+        created_at=now,
+        **extra,
+    )
+    session.add(row)
+    return row
+
+
+def list_messages(session: Session, status: str | None, limit: int = 200) -> list[OutboxMessage]:
+    """Messages (in *status*, or all), newest first."""
+    query = select(OutboxMessage)
+    if status is not None:
+        query = query.where(col(OutboxMessage.status) == status)
+    return list(session.exec(query.order_by(col(OutboxMessage.id).desc()).limit(limit)))
+
+
+def set_status(
+    session: Session, ids: list[int], *, resend: bool, now: datetime
+) -> list[tuple[int, str]]:
+    """Queue again (*resend*) or cancel held and failed messages; return what became of
+    each id (an id in another state is left alone and says why)."""
+    results: list[tuple[int, str]] = []
+    allowed = (OutboxStatus.uncertain, OutboxStatus.failed, OutboxStatus.queued, OutboxStatus.held)
+    for message_id in ids:
+        row = session.get(OutboxMessage, message_id, with_for_update=True)
+        if row is None:
+            results.append((message_id, "no such message"))
+            continue
+        if row.status not in allowed or (
+            resend and row.status in (OutboxStatus.queued, OutboxStatus.held)
+        ):
+            results.append((message_id, f"left as it is: it is {row.status}"))
+            continue
+        if resend:
+            row.status, row.next_attempt_at, row.first_failure_at = (
+                OutboxStatus.queued.value,
+                now,
+                None,
+            )
+        else:
+            waited_for = row.status in (OutboxStatus.queued, OutboxStatus.held)
+            row.status = OutboxStatus.cancelled.value
+            row.last_error = "cancelled by hand"
+            if waited_for and row.kind == MessageKind.email:  # its enrollment goes on now
+                email_left(session, row.enrollment_id, now)
+        session.add(row)
+        results.append((message_id, "queued again" if resend else "cancelled"))
+    return results
+
+
+def hold_for_pause(session: Session, enrollment_ids: Any, *, pause: bool, now: datetime) -> int:
+    """Hold the queued emails of the enrollments *enrollment_ids* (a list or a subquery)
+    while they are paused, or release them on resume (due at once: the sending window and
+    the caps are checked again when they go). Return how many changed."""
+    query = update(OutboxMessage).where(col(OutboxMessage.enrollment_id).in_(enrollment_ids))
+    if pause:
+        query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value).values(
+            status=OutboxStatus.held.value, last_error=HELD_PAUSED
+        )
+    else:
+        query = query.where(col(OutboxMessage.status) == OutboxStatus.held.value).values(
+            status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None
+        )
+    result = session.execute(query)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+#: States of an email that has not left yet, nor been given up.
+NOT_LEFT = (
+    OutboxStatus.queued.value,
+    OutboxStatus.leased.value,
+    OutboxStatus.sending.value,
+    OutboxStatus.held.value,
+)
+
+
+def emails_not_left(session: Session, lead_ids: Any) -> set[int]:
+    """The enrollments (of the leads *lead_ids*) with an email that has not left yet:
+    their next step waits for it. Read through the leads' index (unsent: no ``sent_at``)."""
+    rows = session.exec(
+        select(OutboxMessage.enrollment_id)
+        .where(col(OutboxMessage.lead_id).in_(lead_ids))
+        .where(col(OutboxMessage.sent_at).is_(None))
+        .where(col(OutboxMessage.kind) == MessageKind.email.value)
+        .where(col(OutboxMessage.status).in_(NOT_LEFT))
+    )
+    return {enrollment_id for enrollment_id in rows if enrollment_id is not None}
+
+
+def sweep_held(session: Session, now: datetime) -> None:
+    """Held emails whose enrollment is no longer paused: released if it is active again
+    (a resume that crossed a delivery run), cancelled if it ended."""
+
+    def of(*statuses: str) -> Any:
+        return select(Enrollment.id).where(col(Enrollment.status).in_(statuses))
+
+    is_held = col(OutboxMessage.status) == OutboxStatus.held.value
+    if session.exec(select(OutboxMessage.id).where(is_held).limit(1)).first() is None:
+        return  # the usual case: a read, no write lock taken
+    hold_for_pause(session, of(EnrollmentStatus.active.value), pause=False, now=now)
+    ended = of(EnrollmentStatus.exited.value, EnrollmentStatus.completed.value)
+    session.execute(
+        update(OutboxMessage)
+        .where(is_held)
+        .where(col(OutboxMessage.enrollment_id).in_(ended))
+        .values(status=OutboxStatus.cancelled.value, last_error="its enrollment ended while held")
+    )
