@@ -188,7 +188,7 @@ def state(ctx: typer.Context) -> State:
 
 def load_sequence(st: State, name: str) -> tuple[Any, Any]:
     """The project's templates and the named sequence, or exit 1 listing its problems."""
-    from nurture.language.sequences import load_sequences
+    from nurture.language.sequence_files import load_sequences
     from nurture.language.templates import TemplateSet
 
     config = st.config()

@@ -23,13 +23,8 @@ from sqlmodel import Session, col, select
 
 from nurture.engine.edits import describe, path_after_edit, renames, step_digest
 from nurture.errors import InputFileError
-from nurture.language.sequences import (
-    EmailAction,
-    Sequence,
-    SequenceFiles,
-    load_sequences,
-    parse_sequence,
-)
+from nurture.language.sequence_files import SequenceFiles, load_sequences, parse_sequence
+from nurture.language.sequences import EmailAction, Sequence
 from nurture.language.templates import TemplateSet
 from nurture.language.yamlfile import parse_yaml
 from nurture.problems import Problem

@@ -19,7 +19,8 @@ from nurture.errors import InputFileError, InvalidValueError, NurtureError
 from nurture.intake.forms import load_forms
 from nurture.language.expressions import EventSet, LeadView, Scores, View, context, truth
 from nurture.language.scoring import ScoringRules, fit_of, load_scoring
-from nurture.language.sequences import NotifyAction, Sequence, TaskAction, load_sequences
+from nurture.language.sequence_files import load_sequences
+from nurture.language.sequences import NotifyAction, Sequence, TaskAction
 from nurture.language.templates import HTML_SUFFIX, TemplateSet, inside_folder
 from nurture.mail.compose import Sender
 from nurture.problems import Problem, problem_from_error

@@ -11,7 +11,7 @@ from nurture import logs
 from nurture.engine.catalog import Catalog, load_catalog
 from nurture.engine.context import Context
 from nurture.language.scoring import ScoringRules, load_scoring
-from nurture.language.sequences import SequenceFiles, load_sequences
+from nurture.language.sequence_files import SequenceFiles, load_sequences
 from nurture.problems import Problem
 
 

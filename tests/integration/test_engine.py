@@ -599,7 +599,7 @@ def test_renaming_every_step_keeps_a_waiting_lead_where_it_is(harness: Harness) 
 
 def test_check_says_what_leads_in_flight_get_after_a_reorder(harness: Harness) -> None:
     from nurture.engine.catalog import edit_impact
-    from nurture.language.sequences import load_sequence
+    from nurture.language.sequence_files import load_sequence
 
     harness.tick(la(2026, 11, 23, 10, 0))
     harness.tick(la(2026, 11, 25, 10, 30))  # case-study sent; waits at the call

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nurture.engine.edits import describe, path_after_edit, renames, step_digest
-from nurture.language.sequences import Sequence, load_sequence
+from nurture.language.sequence_files import load_sequence
+from nurture.language.sequences import Sequence
 
 HEAD = 'name: s\naudience: "true"\nfrom: "Ana <ana@example.com>"\nsteps:\n'
 

@@ -10,7 +10,8 @@ import pytest
 
 from nurture.engine.advance import EMAIL_RECHECK, Position, advance, resolve_step
 from nurture.language.expressions import EventSet
-from nurture.language.sequences import Sequence, load_sequence
+from nurture.language.sequence_files import load_sequence
+from nurture.language.sequences import Sequence
 
 LA = ZoneInfo("America/Los_Angeles")
 LEAD = {"email": "maria@example.com", "first_name": "María", "stage": "cold",

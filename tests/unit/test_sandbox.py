@@ -10,7 +10,7 @@ import pytest
 from nurture.errors import InputFileError, InvalidValueError
 from nurture.language.expressions import compile_expression
 from nurture.language.scoring import load_scoring
-from nurture.language.sequences import load_sequence
+from nurture.language.sequence_files import load_sequence
 from nurture.language.templates import RenderError, TemplateSet
 from nurture.language.yamlfile import parse_yaml
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nurture.language.sequences import EmailAction, TaskAction, load_sequence
+from nurture.language.sequence_files import load_sequence
+from nurture.language.sequences import EmailAction, TaskAction
 from nurture.tokens import sign, verify
 
 

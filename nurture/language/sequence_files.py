@@ -1,0 +1,499 @@
+"""Reading sequence files: one YAML file per sequence in ``sequences/``, checked key by
+key and parsed into the values of :mod:`nurture.language.sequences`.
+
+:func:`load_sequences` reads a directory and returns the sequences that are valid plus
+every problem found, each with its ``path:line``; a bad file never hides a good one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from nurture.errors import InputFileError, InvalidValueError
+from nurture.language.expressions import Expression, compile_expression
+from nurture.language.fields import SETTABLE_FIELDS, check_timezone, normalize_email, parse_field
+from nurture.language.sequences import (
+    ACTIONS,
+    EXIT_EVENTS,
+    EXIT_STAGES,
+    OUTCOME_NAME,
+    SCHEDULE_KEYS,
+    SEQUENCE_KEYS,
+    STEP_KEYS,
+    TASK_KINDS,
+    Action,
+    EmailAction,
+    ExitRule,
+    NotifyAction,
+    Schedule,
+    Sequence,
+    Step,
+    TaskAction,
+    UpdateAction,
+)
+from nurture.language.timing import (
+    DAY_NAMES,
+    Duration,
+    Window,
+    holiday_calendar,
+    parse_day,
+    parse_duration,
+    parse_hours,
+    parse_time_of_day,
+)
+from nurture.language.yamlfile import item_line, key_line, load_yaml, node_line, value_line
+from nurture.problems import Problem, problem_from_error
+from nurture.suggest import did_you_mean
+
+
+def text_line(value: Any, line: int) -> int:
+    """The line where a text value's content starts: the line after ``note: |`` for a
+    block scalar, else the value's own line."""
+    from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
+
+    return line + 1 if isinstance(value, (LiteralScalarString, FoldedScalarString)) else line
+
+
+class _Reader:
+    """Collects problems while turning one file's YAML into a :class:`Sequence`."""
+
+    def __init__(self, path: Path, template_exists: Any) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        self.template_exists = template_exists
+
+    def problem(self, line: int | None, message: str) -> None:
+        self.problems.append(Problem(str(self.path), line, message))
+
+    def unknown_keys(self, node: dict[str, Any], allowed: Iterable[str], what: str) -> None:
+        allowed = tuple(allowed)
+        for key in node:
+            if key not in allowed:
+                self.problem(
+                    key_line(node, key, node_line(node)),
+                    f"unknown {what} key {key!r}{did_you_mean(key, allowed)}",
+                )
+
+    def expression(
+        self, node: Any, key: Any, line: int, extra: tuple[str, ...] = ()
+    ) -> Expression | None:
+        try:
+            return compile_expression(node[key], extra)
+        except InvalidValueError as exc:
+            self.problem(line, str(exc))
+            return None
+
+    def read(self, data: Any) -> Sequence | None:
+        if not isinstance(data, dict):
+            self.problem(1, "a sequence file must be a mapping with name, steps, ...")
+            return None
+        top = node_line(data)
+        self.unknown_keys(data, SEQUENCE_KEYS, "sequence")
+        name = data.get("name", self.path.stem)
+        if not isinstance(name, str) or not name.strip():
+            self.problem(value_line(data, "name", top), "name must be a non-empty string")
+            name = self.path.stem
+        audience = None
+        if data.get("audience") is not None:
+            audience = self.expression(data, "audience", value_line(data, "audience", top))
+        sender = self.address(data, "from", top, required=True)
+        reply_to = self.address(data, "reply_to", top, required=False)
+        schedule = self.schedule(data.get("schedule"), value_line(data, "schedule", top))
+        steps = self.steps(data.get("steps"), value_line(data, "steps", top))
+        exit_rules = self.exit_rules(data, top)
+        reenroll = data.get("reenroll", False)
+        if not isinstance(reenroll, bool):
+            self.problem(value_line(data, "reenroll", top), "reenroll must be true or false")
+            reenroll = False
+        self.check_step_references(steps, audience, exit_rules, data, top)
+        if self.problems:
+            return None
+        return Sequence(
+            name=name.strip(),
+            path=self.path,
+            steps=tuple(steps),
+            description=str(data.get("description") or ""),
+            audience=audience,
+            sender=sender,
+            reply_to=reply_to,
+            schedule=schedule,
+            exit_when=tuple(exit_rules),
+            reenroll=reenroll,
+        )
+
+    def address(self, data: dict[str, Any], key: str, top: int, *, required: bool) -> str:
+        value = data.get(key)
+        line = value_line(data, key, top)
+        if value is None:
+            if required:
+                self.problem(top, f"missing {key!r}: the sender, like 'Ana Ruiz <ana@example.com>'")
+            return ""
+        _, address = parseaddr(str(value))
+        try:
+            normalize_email(address)
+        except InvalidValueError:
+            self.problem(
+                line, f"{key}: {value!r} is not an address like 'Ana Ruiz <ana@example.com>'"
+            )
+            return ""
+        if "\n" in str(value) or "\r" in str(value):
+            self.problem(line, f"{key} must be on one line")
+            return ""
+        return str(value).strip()
+
+    def schedule(self, node: Any, line: int) -> Schedule:
+        if node is None:
+            return Schedule()
+        if not isinstance(node, dict):
+            self.problem(line, "schedule must be a mapping (timezone, days, hours, holidays)")
+            return Schedule()
+        self.unknown_keys(node, SCHEDULE_KEYS, "schedule")
+        timezone = str(node.get("timezone", "lead"))
+        if timezone != "lead":
+            try:
+                check_timezone(timezone)
+            except InvalidValueError as exc:
+                self.problem(value_line(node, "timezone", line), f"schedule timezone: {exc}")
+        days = frozenset(range(7))
+        if "days" in node:
+            raw_days = node["days"]
+            if not isinstance(raw_days, list) or not raw_days:
+                self.problem(
+                    value_line(node, "days", line),
+                    f"days must be a list like [{', '.join(DAY_NAMES[:5])}]",
+                )
+            else:
+                parsed = set()
+                for i, day in enumerate(raw_days):
+                    try:
+                        parsed.add(parse_day(day))
+                    except InvalidValueError as exc:
+                        self.problem(item_line(raw_days, i, line), str(exc))
+                days = frozenset(parsed) or days
+        start, end = 0, 24 * 60
+        if "hours" in node:
+            try:
+                start, end = parse_hours(node["hours"])
+            except InvalidValueError as exc:
+                self.problem(value_line(node, "hours", line), str(exc))
+        holidays = node.get("holidays")
+        if holidays is not None:
+            try:
+                holiday_calendar(str(holidays))
+                holidays = str(holidays)
+            except InvalidValueError as exc:
+                self.problem(value_line(node, "holidays", line), str(exc))
+                holidays = None
+        return Schedule(timezone, Window(days, start, end, holidays))
+
+    def steps(self, node: Any, line: int) -> list[Step]:
+        if not isinstance(node, list) or not node:
+            self.problem(line, "steps must be a non-empty list")
+            return []
+        steps: list[Step] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(node):
+            item_at = item_line(node, index, line)
+            step = self.step(item, item_at, index)
+            if step is None:
+                continue
+            if step.id in seen:
+                self.problem(
+                    item_at, f"duplicate step id {step.id!r} (first on line {seen[step.id]})"
+                )
+                continue
+            seen[step.id] = item_at
+            steps.append(step)
+        return steps
+
+    def step(self, node: Any, line: int, index: int) -> Step | None:
+        if not isinstance(node, dict):
+            self.problem(line, "each step must be a mapping with an id and one action")
+            return None
+        allowed = (*STEP_KEYS, *ACTIONS)
+        self.unknown_keys(node, allowed, "step")
+        step_id = node.get("id")
+        if not isinstance(step_id, str | int) or not str(step_id).strip():
+            self.problem(line, f"step {index + 1} needs an id")
+            return None
+        step_id = str(step_id).strip()
+        actions = [key for key in ACTIONS if key in node]
+        if len(actions) != 1:
+            found = ", ".join(actions) if actions else "none"
+            self.problem(
+                line,
+                f"step {step_id!r} must have exactly one action of {', '.join(ACTIONS)} "
+                f"(found {found})",
+            )
+            return None
+        wait = self.duration(node, "wait", line)
+        at = None
+        if "at" in node:
+            try:
+                at = parse_time_of_day(node["at"])
+            except InvalidValueError as exc:
+                self.problem(value_line(node, "at", line), str(exc))
+        condition = None
+        condition_line = value_line(node, "if", line)
+        if "if" in node:
+            condition = self.expression(node, "if", condition_line)
+        action = self.action(actions[0], node, line, step_id)
+        if action is None:
+            return None
+        return Step(step_id, action, line, wait, at, condition, condition_line)
+
+    def duration(self, node: dict[str, Any], key: str, line: int) -> Duration | None:
+        if key not in node:
+            return None
+        try:
+            return parse_duration(node[key])
+        except InvalidValueError as exc:
+            self.problem(value_line(node, key, line), f"{key}: {exc}")
+            return None
+
+    def action(self, kind: str, node: dict[str, Any], line: int, step_id: str) -> Action | None:
+        value = node[kind]
+        at = value_line(node, kind, line)
+        misplaced = {"email": ("note", "assignee", "timeout", "outcomes", "to"),
+                     "task": ("track", "to"),
+                     "notify": ("note", "assignee", "timeout", "outcomes", "track"),
+                     "update": ("note", "assignee", "timeout", "outcomes", "track",
+                                "to")}[kind]  # fmt: skip
+        for key in misplaced:
+            if key in node:
+                self.problem(key_line(node, key, line), f"{key!r} does not go with {kind!r}")
+        if kind == "email":
+            return self.email(value, at, node.get("track", True))
+        if kind == "task":
+            return self.task(value, node, at, line)
+        if kind == "notify":
+            return self.notify(value, node, at)
+        return self.update(value, at)
+
+    def email(self, value: Any, line: int, track: Any) -> EmailAction | None:
+        if isinstance(value, str):
+            variants: list[tuple[str, int]] = [(value, 1)]
+        elif (
+            isinstance(value, dict)
+            and set(value) == {"variants"}
+            and isinstance(value["variants"], dict)
+        ):
+            variants = []
+            for name, weight in value["variants"].items():
+                weight_line = key_line(value["variants"], name, line)
+                if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
+                    self.problem(weight_line, f"variant {name!r} needs a positive whole weight")
+                    continue
+                variants.append((str(name), weight))
+            if not variants:
+                self.problem(line, "variants must name at least one template with a weight")
+                return None
+        else:
+            self.problem(line, "email must be a template name or {variants: {NAME: WEIGHT, ...}}")
+            return None
+        for name, _ in variants:
+            if not self.template_exists(name):
+                self.problem(line, f"unknown template {name!r} (no templates/{name}.html.j2)")
+        if not isinstance(track, bool):
+            self.problem(line, "track must be true or false")
+            track = True
+        return EmailAction(tuple(variants), track)
+
+    def task(
+        self, value: Any, node: dict[str, Any], line: int, step_line: int
+    ) -> TaskAction | None:
+        if value not in TASK_KINDS:
+            self.problem(
+                line,
+                f"unknown task {value!r}: use one of {', '.join(TASK_KINDS)}"
+                f"{did_you_mean(value, TASK_KINDS)}",
+            )
+            return None
+        note = node.get("note", "")
+        if not isinstance(note, str):
+            self.problem(value_line(node, "note", step_line), "note must be text")
+            note = ""
+        note_line = text_line(note, value_line(node, "note", step_line))
+        self.text_template(note, note_line)
+        assignee = self.email_field(node, "assignee", step_line)
+        timeout = self.duration(node, "timeout", step_line)
+        outcomes = self.outcomes(node, step_line)
+        return TaskAction(str(value), note, assignee, timeout, outcomes, note_line)
+
+    def outcomes(self, node: dict[str, Any], step_line: int) -> tuple[str, ...]:
+        if "outcomes" not in node:
+            return ()
+        value = node["outcomes"]
+        line = value_line(node, "outcomes", step_line)
+        if not isinstance(value, list) or not value:
+            self.problem(line, "outcomes must be a list of names, like [qualified, not_now]")
+            return ()
+        names: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or not OUTCOME_NAME.fullmatch(item):
+                self.problem(line, f"outcome {item!r}: use lower-case letters, digits and _ "
+                                   "(like not_now)")  # fmt: skip
+            elif item in names:
+                self.problem(line, f"outcome {item!r} is listed twice")
+            else:
+                names.append(item)
+        return tuple(names)
+
+    def notify(self, value: Any, node: dict[str, Any], line: int) -> NotifyAction | None:
+        if not isinstance(value, str) or not value.strip():
+            self.problem(line, "notify must be the message text")
+            return None
+        message_line = text_line(value, line)
+        self.text_template(value, message_line)
+        return NotifyAction(value, self.email_field(node, "to", line), message_line)
+
+    def update(self, value: Any, line: int) -> UpdateAction | None:
+        if not isinstance(value, dict) or not value:
+            self.problem(line, "update must be a mapping of fields to set, like {stage: warm}")
+            return None
+        fields: list[tuple[str, Any]] = []
+        attributes: list[tuple[str, Any]] = []
+        for key, raw in value.items():
+            key_at = key_line(value, key, line)
+            if key == "email":
+                self.problem(key_at, "update cannot change a lead's email")
+            elif key in SETTABLE_FIELDS:
+                try:
+                    fields.append((key, parse_field(key, str(raw))))
+                except InvalidValueError as exc:
+                    self.problem(key_at, f"update {key}: {exc}")
+            elif key in ("id", "attributes", "created_at", "updated_at"):
+                self.problem(key_at, f"update cannot set {key!r}")
+            else:
+                attributes.append((str(key), raw))
+        return UpdateAction(tuple(fields), tuple(attributes))
+
+    def email_field(self, node: dict[str, Any], key: str, line: int) -> str:
+        if key not in node:
+            return ""
+        try:
+            return normalize_email(str(node[key]))
+        except InvalidValueError as exc:
+            self.problem(value_line(node, key, line), f"{key}: {exc}")
+            return ""
+
+    def text_template(self, source: str, line: int) -> None:
+        from jinja2 import TemplateSyntaxError
+
+        from nurture.language.expressions import environment
+
+        try:
+            environment().parse(source)
+        except TemplateSyntaxError as exc:
+            self.problem(line + exc.lineno - 1, f"template does not parse: {exc.message}")
+        except RecursionError:
+            self.problem(line, "template is nested too deeply to read")
+
+    def exit_rules(self, data: dict[str, Any], top: int) -> list[ExitRule]:
+        node = data.get("exit_when")
+        if node is None:
+            return []
+        line = value_line(data, "exit_when", top)
+        if not isinstance(node, list):
+            self.problem(line, "exit_when must be a list of events or expressions")
+            return []
+        rules = []
+        for index, item in enumerate(node):
+            at = item_line(node, index, line)
+            text = str(item).strip()
+            if text in EXIT_EVENTS:
+                rules.append(ExitRule(text, event=EXIT_EVENTS[text]))
+            elif text in EXIT_EVENTS.values():
+                rules.append(ExitRule(text, event=text))
+            elif text in EXIT_STAGES:
+                rules.append(ExitRule(text, stage=text))
+            elif text.isidentifier():
+                # A custom event name, as recorded by `nurture event NAME` or the API.
+                rules.append(ExitRule(text, event=text))
+            else:
+                expression = self.expression(node, index, at)
+                if expression is not None:
+                    rules.append(ExitRule(text, expression=expression))
+        return rules
+
+    def check_step_references(
+        self,
+        steps: list[Step],
+        audience: Expression | None,
+        exits: list[ExitRule],
+        data: dict[str, Any],
+        top: int,
+    ) -> None:
+        ids = [step.id for step in steps]
+        for step in steps:
+            if step.condition is not None:
+                self.unknown_steps(step.condition, ids, step.condition_line)
+        for rule in exits:
+            if rule.expression is not None:
+                self.unknown_steps(rule.expression, ids, value_line(data, "exit_when", top))
+        if audience is not None and audience.steps:
+            self.problem(
+                value_line(data, "audience", top),
+                "audience is checked before a lead has any step: it cannot name steps",
+            )
+
+    def unknown_steps(self, expression: Expression, ids: list[str], line: int) -> None:
+        for name in expression.steps:
+            if name not in ids:
+                self.problem(
+                    line,
+                    f"unknown step {name!r} in {expression.source!r}{did_you_mean(name, ids)}",
+                )
+
+
+def parse_sequence(
+    path: Path, data: Any, template_exists: Any
+) -> tuple[Sequence | None, list[Problem]]:
+    """Turn the YAML *data* of *path* into a :class:`Sequence`, or problems."""
+    reader = _Reader(path, template_exists)
+    sequence = reader.read(data)
+    return sequence, reader.problems
+
+
+def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, list[Problem]]:
+    """Read one sequence file."""
+    try:
+        data = load_yaml(path)
+        return parse_sequence(path, data, template_exists)
+    except InputFileError as exc:
+        return None, [problem_from_error(exc, path)]
+    except RecursionError:  # a value nested past what any reader can follow
+        return None, [Problem(str(path), None, "nested too deeply to read: refused")]
+
+
+#: What :func:`load_sequences` found: the valid sequences, and the problems of the others.
+SequenceFiles = tuple[list["Sequence"], list[Problem]]
+
+
+def load_sequences(directory: Path, template_exists: Any) -> SequenceFiles:
+    """Every valid sequence in *directory* and every problem of the others."""
+    sequences: list[Sequence] = []
+    problems: list[Problem] = []
+    if not directory.is_dir():
+        return [], [Problem(str(directory), None, "no sequences directory")]
+    paths = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    names: dict[str, Path] = {}
+    for path in paths:
+        sequence, found = load_sequence(path, template_exists)
+        problems.extend(found)
+        if sequence is None:
+            continue
+        if sequence.name in names:
+            problems.append(
+                Problem(
+                    str(path),
+                    1,
+                    f"sequence name {sequence.name!r} is also used by {names[sequence.name]}",
+                )
+            )
+            continue
+        names[sequence.name] = path
+        sequences.append(sequence)
+    return sequences, problems
