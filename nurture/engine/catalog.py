@@ -249,7 +249,7 @@ def _wake_sequence(session: Session, name: str, now: datetime) -> None:
         update(Enrollment)
         .where(col(Enrollment.sequence) == name)
         .where(col(Enrollment.status) == EnrollmentStatus.active.value)
-        .values(due_at=now)
+        .values(due_at=now, version=col(Enrollment.version) + 1)
     )
 
 

@@ -1,20 +1,27 @@
-"""Claiming a batch of the outbox for sending (``queued`` → ``leased``), in one
-transaction: every message is checked again first. A lead who opted out or left the
-sequence since is not emailed (the message is cancelled); the sending window and the
-daily caps hold a message back (it waits, it is not dropped)."""
+"""Claiming a batch of the outbox for sending, in one transaction, under a claim token
+of its own (:mod:`nurture.store.sending`): every message is checked first. A lead who
+opted out or left the sequence since is not emailed (the message is cancelled); the
+sending window and the daily caps hold a message back (it waits, it is not dropped).
+
+The claim's checks save work; they are not the promise. The promise is the start's
+check (:func:`nurture.store.sending.start`), made again in the transaction that hands
+each message to the server, with the caps counted atomically there (:func:`caps_for`).
+"""
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import logs
+from nurture.config import LimitsSection
 from nurture.engine.advance import leaves_because
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
@@ -24,49 +31,60 @@ from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
 from nurture.language.timing import day_start, next_allowed, zone
 from nurture.mail.pacing import DeliveryReport
+from nurture.store.counters import Cap
 from nurture.store.database import session_scope
-from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
+from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
-from nurture.store.outbox import (
-    HELD_PAUSED,
-    MessageKind,
-    OutboxMessage,
-    OutboxStatus,
-    sweep_held,
-)
+from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
+from nurture.store.sending import Claimed, cancel, defer, hold, lease
 
 
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    key: str
-    kind: str
-    raw: str
-    sender: str
-    recipient: str
-    #: ``None`` for mail to sales that names no lead.
-    lead_id: int | None
-    sequence: str
-    step: str
-    message_id: str
-    #: The enrollment whose next step waits for this email to leave.
-    enrollment_id: int | None = None
+def lead_day(moment: datetime, lead_timezone: str | None, default_timezone: str) -> datetime:
+    """The start of the lead's own day at *moment*: its cap counts in its timezone."""
+    return day_start(moment, zone(lead_timezone or default_timezone))
+
+
+def caps_for(
+    item: Claimed, now: datetime, limits: LimitsSection, default_timezone: str
+) -> list[Cap]:
+    """The daily caps a send of *item* counts against: its sender mailbox's day (in the
+    project's timezone) and its lead's own day. Only a sequence's email is capped."""
+    if item.kind != MessageKind.email or item.lead_id is None:
+        return []
+    project = zone(default_timezone)
+    lead = zone(item.lead_timezone or default_timezone)
+    sender_day = now.astimezone(project).date().isoformat()
+    lead_today = now.astimezone(lead).date().isoformat()
+    return [
+        Cap(f"sender:{item.sender}:{sender_day}", sender_day, limits.per_sender_daily,
+            day_start(now, project, days_on=1),
+            f"{item.sender} reached its cap of {limits.per_sender_daily} emails today"),
+        Cap(f"lead:{item.lead_id}:{lead_today}", lead_today, limits.per_lead_daily,
+            day_start(now, lead, days_on=1),
+            f"lead reached its cap of {limits.per_lead_daily} emails today"),
+    ]  # fmt: skip
 
 
 class _Caps:
     """Emails sent today per sender mailbox and per lead, read in two queries per batch
-    and counted on as the batch is claimed."""
+    and counted on as the batch is claimed: a message over a cap is not leased at all."""
 
     def __init__(
-        self, session: Session, ctx: Context, rows: list[OutboxMessage], now: datetime
+        self,
+        session: Session,
+        ctx: Context,
+        rows: list[OutboxMessage],
+        leads: dict[int, Lead],
+        now: datetime,
     ) -> None:
         self.now = now
         self.limits = ctx.config.settings.limits
-        self.project_tz = zone(ctx.default_timezone)
-        # Sent, or being sent by any worker right now (counted as sent now), so that
-        # workers sending side by side do not pass a cap between them; and uncertain
-        # (it may have gone: counted at the moment it was tried).
+        self.default_tz = ctx.default_timezone
+        self.project_tz = zone(self.default_tz)
+        self.leads = leads
+        # Sent, or being sent by any worker right now (counted as sent now), and
+        # uncertain (it may have gone: counted at the moment it was tried).
         in_flight = [OutboxStatus.leased.value, OutboxStatus.sending.value]
         uncertain = OutboxStatus.uncertain.value
         counted = (
@@ -120,12 +138,12 @@ class _Caps:
                 f"{row.sender} reached its cap of {self.limits.per_sender_daily} emails today",
             )
         assert row.lead_id is not None  # only a lead's email is capped
-        lead_tz = zone(row.timezone)
-        midnight = day_start(self.now, lead_tz)
+        lead = self.leads[row.lead_id]
+        midnight = lead_day(self.now, lead.timezone, self.default_tz)
         today = sum(1 for moment in self.lead_sends[row.lead_id] if moment >= midnight)
         if today + self.claimed[row.lead_id] >= self.limits.per_lead_daily:
             return (
-                day_start(self.now, lead_tz, days_on=1),
+                day_start(self.now, zone(lead.timezone or self.default_tz), days_on=1),
                 f"lead reached its cap of {self.limits.per_lead_daily} emails today",
             )
         self.senders[row.sender] += 1
@@ -137,6 +155,15 @@ def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
     return {r.lead_id for r in rows if r.lead_id is not None}
 
 
+@dataclass
+class Batch:
+    """What one claim leased, and how many due messages it looked at (a batch whose
+    messages all waited or were cancelled leases nothing, yet more may be due)."""
+
+    claimed: list[Claimed]
+    looked_at: int
+
+
 def claim(
     ctx: Context,
     catalog: Catalog,
@@ -145,9 +172,11 @@ def claim(
     only_leads: list[int] | None = None,
     only_messages: list[int] | None = None,
     rules: ScoringRules | None = None,
-) -> list[Claimed]:
-    """Lease the next batch of messages that may go now (to *only_leads*, if given);
-    hold back or cancel the others."""
+) -> Batch:
+    """Lease the next batch of messages that may go now (to *only_leads*, or
+    *only_messages*, if given) under a new claim token; hold back or cancel the
+    others."""
+    token = secrets.token_hex(8)
     claimed: list[Claimed] = []
     query = (
         select(OutboxMessage)
@@ -161,13 +190,17 @@ def claim(
         query = query.where(col(OutboxMessage.lead_id).in_(only_leads))
     if only_messages is not None:
         query = query.where(col(OutboxMessage.id).in_(only_messages))
+    lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
     with session_scope(ctx.engine) as session:
+        # Read first: an event newer than this makes the start look again.
+        seen_event = int(session.exec(select(func.max(Event.id))).one() or 0)
         rows = list(session.exec(query))
         if not rows:
-            return []
+            return Batch([], 0)
         leads = {
             lead.id: lead
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(_lead_ids(rows))))
+            if lead.id is not None
         }
         enrollment_ids = {r.enrollment_id for r in rows if r.enrollment_id is not None}
         enrollments = {
@@ -175,74 +208,53 @@ def claim(
             for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
         }
         events = events_by_lead(session, _lead_ids(rows))
-        caps = _Caps(session, ctx, rows, now)
+        caps = _Caps(session, ctx, rows, leads, now)
         for row in rows:
-            if row.kind == MessageKind.email and row.lead_id is not None:
-                lead = leads[row.lead_id]
+            assert row.id is not None
+            lead = leads.get(row.lead_id) if row.lead_id is not None else None
+            if row.kind == MessageKind.email and lead is not None:
                 enrollment = enrollments.get(row.enrollment_id or -1)
                 sequence = catalog.for_delivery(row.sequence)
-                why_not = _cancelled_because(rules, lead, enrollment, sequence, events[row.lead_id],
-                                             now)  # fmt: skip
-                if (
-                    why_not is None
-                    and enrollment is not None
-                    and (enrollment.status == EnrollmentStatus.paused)
+                why_not = _cancelled_because(rules, lead, enrollment, sequence,
+                                             events[lead.id or 0], now)  # fmt: skip
+                if why_not is None and enrollment is not None and (
+                    enrollment.status == EnrollmentStatus.paused
                 ):  # paused after this one was queued: it waits for the resume
-                    row.status, row.last_error = OutboxStatus.held.value, HELD_PAUSED
-                    report.deferred += 1
-                    session.add(row)
+                    if hold(session, row.id):
+                        report.deferred += 1
                     continue
                 if why_not:
-                    row.status, row.last_error = OutboxStatus.cancelled.value, why_not
-                    email_left(session, row.enrollment_id, now)
-                    report.cancelled += 1
-                    logs.action(
-                        "email cancelled",
-                        lead=row.recipient,
-                        sequence=row.sequence,
-                        step=row.step,
-                        reason=why_not,
-                    )
-                    session.add(row)
+                    if cancel(session, row.id, why_not, now):
+                        report.cancelled += 1
+                        logs.action("email cancelled", lead=row.recipient,
+                                    sequence=row.sequence, step=row.step,
+                                    reason=why_not)  # fmt: skip
                     continue
-                hold = _window_hold(catalog, row, now) or caps.hold(row)
-                if hold is not None:
-                    row.next_attempt_at, row.last_error = hold
-                    report.deferred += 1
-                    logs.action(
-                        "email deferred",
-                        lead=row.recipient,
-                        sequence=row.sequence,
-                        step=row.step,
-                        until=hold[0].isoformat(),
-                        reason=hold[1],
-                    )
-                    session.add(row)
+                wait = _window_hold(catalog, row, now) or caps.hold(row)
+                if wait is not None:
+                    if defer(session, row.id, *wait):
+                        report.deferred += 1
+                        logs.action("email deferred", lead=row.recipient, sequence=row.sequence,
+                                    step=row.step, until=wait[0].isoformat(),
+                                    reason=wait[1])  # fmt: skip
                     continue
-            row.status = OutboxStatus.leased.value
-            row.worker = ctx.worker_id
-            row.lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
-            session.add(row)
-            assert row.id is not None
+            if not lease(session, row.id, token=token, worker=ctx.worker_id, until=lease_until):
+                continue  # another claim took it first
             claimed.append(
                 Claimed(
-                    row.id,
-                    row.idempotency_key,
-                    row.kind,
-                    row.raw,
-                    row.sender,
-                    row.recipient,
-                    row.lead_id,
-                    row.sequence,
-                    row.step,
-                    row.message_id,
+                    row.id, row.idempotency_key, row.kind, row.raw, row.sender, row.recipient,
+                    row.lead_id, row.sequence, row.step, row.message_id,
                     row.enrollment_id if row.kind == MessageKind.email else None,
+                    token=token,
+                    lead_timezone=lead.timezone if lead is not None else None,
+                    seen_event=seen_event,
                 )
-            )
-    return claimed
+            )  # fmt: skip
+    return Batch(claimed, len(rows))
 
 
 def sweep_held_mail(ctx: Context, now: datetime) -> None:
+    """Held emails whose enrollment is no longer paused: released, or cancelled."""
     with session_scope(ctx.engine) as session:
         sweep_held(session, now)
 

@@ -1,12 +1,11 @@
 """The delivery loop: send what the outbox holds, when it may go.
 
-Each batch is claimed (``queued`` → ``leased``) in one transaction. One sender per
-connection then takes the messages one by one: a commit marks the message ``sending``
-(and records how the one before went) just before it is handed over. Before a message is claimed
-it is checked again: a lead who opted out or left the sequence since is not emailed;
-the sending window and the daily caps hold a message back (it waits, it is not dropped).
-A message whose lease ran out (its sender died mid-batch) may have reached the server:
-it is held as ``uncertain`` (or queued again, ``[delivery] on_uncertain``).
+Each batch is claimed (:mod:`nurture.mail.claim`: ``queued`` → ``leased`` under a claim
+token). One sender per connection then takes the messages one by one: one commit
+records how the last one went and starts the next (:func:`nurture.store.sending.start`:
+its last check and its caps, in that transaction) just before it is handed over. A
+message whose lease ran out (its sender died mid-batch) may have reached the server: it
+is held as ``uncertain`` (or queued again, ``[delivery] on_uncertain``).
 """
 
 from __future__ import annotations
@@ -21,14 +20,11 @@ from email.utils import format_datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, update
-from sqlmodel import Session
-
 from nurture import clock, logs
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
 from nurture.language.scoring import ScoringRules
-from nurture.mail.claim import Claimed, claim, sweep_held_mail
+from nurture.mail.claim import caps_for, claim, sweep_held_mail
 from nurture.mail.leases import keep_leases, release_leases, settle_abandoned
 from nurture.mail.pacing import (
     RETRY_LIFETIME,
@@ -40,59 +36,51 @@ from nurture.mail.pacing import (
 from nurture.mail.transports import SendResult, Transport
 from nurture.retry import retry_transient
 from nurture.store.database import session_scope
-from nurture.store.enrollments import email_left
-from nurture.store.events import Event, record_event
-from nurture.store.outbox import (
-    SENDING_PROBLEM,
-    MessageKind,
-    OutboxMessage,
-    OutboxStatus,
-)
+from nurture.store.outbox import OutboxMessage
+from nurture.store.sending import Claimed, Started, record, start
 
-# The statements a delivery run makes once per message, built once.
-_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
-_START = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("message"))
-    .where(_OUTBOX.c.worker == bindparam("by_worker"))
-    .where(_OUTBOX.c.status.in_([OutboxStatus.leased.value, OutboxStatus.sending.value]))
-    .values(status=OutboxStatus.sending.value)
-)
-_MARK_SENT = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("message"))
-    .where(_OUTBOX.c.status == OutboxStatus.sending.value)
-    .values(
-        status=OutboxStatus.sent.value,
-        sent_at=bindparam("now"),
-        last_error=None,
-        lease_until=None,
-        attempts=_OUTBOX.c.attempts + 1,
-    )
-)
-_EMAIL_SENT = insert(Event.__table__).values(  # type: ignore[attr-defined]
-    type="email_sent", source="engine", machine=False, scored=False
-)
-
-
-def _start(session: Session, message_id: int, worker_id: str) -> bool:
-    """Mark a message this worker leased as being handed to the server now. (Already
-    ``sending`` by this worker means a commit whose answer was lost on the way: the
-    message has not been handed over yet, since that comes after this returns.)"""
-    result = session.connection().execute(_START, {"message": message_id, "by_worker": worker_id})
-    return bool(result.rowcount)
+#: How a start that did not go counts in the run's report.
+_NOT_STARTED = {
+    Started.lost: "",
+    Started.cancelled: "cancelled",
+    Started.held: "deferred",
+    Started.again: "deferred",
+    Started.capped: "deferred",
+}
 
 
 def _step(
     ctx: Context, done: tuple[Claimed, SendResult] | None, following: Claimed | None
-) -> tuple[bool, DeliveryReport]:
-    """One commit per message: record how the last send went and mark the next one as
-    sending. Return whether the next one may go, and what was recorded."""
+) -> tuple[Started | None, DeliveryReport]:
+    """One commit per message: record how the last send went and start the next one
+    (its last check, and its caps counted). Return what the start did (``None``: nothing
+    to start), and what was recorded."""
     report = DeliveryReport()
+    settings = ctx.config.settings
     with session_scope(ctx.engine) as session:
+        now = clock.now()
         if done is not None:
-            record(ctx, session, [done], clock.now(), report)
-        return following is not None and _start(session, following.id, ctx.worker_id), report
+            item, result = done
+            became = record(
+                session, item, result.outcome, result.detail, now, raised=result.raised,
+                resend_uncertain=settings.delivery.on_uncertain == "resend",
+                retry_after=lambda attempts: send_backoff(ctx, attempts),
+                given_up=lambda row: _given_up(row, result, now),
+            )  # fmt: skip
+            report.count(became)
+            if became == "refused":
+                report.failed += 1
+        if following is None:
+            return None, report
+        caps = caps_for(following, now, settings.limits, ctx.default_timezone)
+        started, why = start(session, following, now, caps)
+        if started != Started.go:
+            report.count(_NOT_STARTED[started])
+            if started != Started.lost:
+                logs.action("email not started", lead=following.recipient,
+                            sequence=following.sequence, step=following.step,
+                            outcome=str(started), reason=why)  # fmt: skip
+        return started, report
 
 
 def with_date(raw: str, moment: datetime) -> bytes:
@@ -107,114 +95,6 @@ def with_date(raw: str, moment: datetime) -> bytes:
         for line in head.split("\n")
     ]
     return ("\n".join(lines) + sep + body).replace("\n", "\r\n").encode("utf-8")
-
-
-def record(
-    ctx: Context,
-    session: Session,
-    results: list[tuple[Claimed, SendResult]],
-    now: datetime,
-    report: DeliveryReport,
-) -> None:
-    """Write what happened to each message (in the caller's transaction)."""
-    for item, result in results:
-        if result.outcome == "sent":
-            if _record_sent(session.connection(), item, now):
-                report.sent += 1
-            continue
-        row = session.get(OutboxMessage, item.id)
-        if row is None or row.status != OutboxStatus.sending:
-            continue
-        row.lease_until = None
-        row.attempts += 1
-        fields: dict[str, Any] = {
-            "lead": item.recipient,
-            "sequence": item.sequence,
-            "step": item.step,
-        }
-        if result.outcome == "bounce":
-            row.status, row.last_error = OutboxStatus.bounced.value, result.detail
-            report.bounced += 1
-            if item.kind == MessageKind.email and item.lead_id is not None:
-                # the lead's status becomes bounced
-                record_event(
-                    session,
-                    item.lead_id,
-                    "email_bounced",
-                    sequence=item.sequence,
-                    step=item.step,
-                    data={"reply": result.detail, "message_id": row.message_id},
-                    at=now,
-                    source="smtp",
-                    source_id=row.message_id,
-                )
-            logs.action("email bounced", level=logging.WARNING, **fields, reply=result.detail)
-        elif result.outcome == "refused":
-            # The server will not send for us: no lead is at fault, each stays subscribed.
-            row.status = OutboxStatus.failed.value
-            row.last_error = f"{SENDING_PROBLEM}{result.detail}"
-            row.next_attempt_at = now  # when it was refused: `status` reads it
-            report.failed += 1
-            report.refused += 1
-            logs.action("mail server refuses to send for us: delivery stops",
-                        level=logging.ERROR, **fields, reply=result.detail,
-                        resend=f"nurture outbox resend {row.id}")  # fmt: skip
-        elif result.outcome == "uncertain":
-            report.uncertain += 1
-            if ctx.config.settings.delivery.on_uncertain == "resend" and not result.raised:
-                row.status, row.last_error = OutboxStatus.queued.value, result.detail
-                row.next_attempt_at = now
-            else:
-                row.status, row.next_attempt_at = OutboxStatus.uncertain.value, now
-                row.last_error = (
-                    f"{result.detail}: it may have been delivered; held "
-                    f"(`nurture outbox resend {row.id}` sends it again)"
-                )
-            logs.action("uncertain send", level=logging.WARNING, **fields,
-                        message_id=row.message_id, error=result.detail)  # fmt: skip
-        elif result.outcome == "retry" and not _given_up(row, result, now):
-            row.status, row.last_error = OutboxStatus.queued.value, result.detail
-            row.first_failure_at = row.first_failure_at or now
-            row.next_attempt_at = now + send_backoff(ctx, row.attempts)
-            report.retrying += 1
-            logs.action(
-                "send will be retried",
-                level=logging.WARNING,
-                **fields,
-                attempt=row.attempts,
-                at=row.next_attempt_at.isoformat(),
-                error=result.detail,
-            )
-        else:
-            row.status, row.last_error = OutboxStatus.failed.value, result.detail
-            report.failed += 1
-            logs.action("send failed", level=logging.ERROR, **fields, error=result.detail)
-        if row.status != OutboxStatus.queued:  # settled: it will not go (or may have)
-            email_left(session, item.enrollment_id, now)
-        session.add(row)
-
-
-def _record_sent(connection: Connection, item: Claimed, now: datetime) -> bool:
-    """Mark a message sent (and record ``email_sent``) in two plain statements: the
-    commonest write of a delivery run, kept off the ORM's unit of work."""
-    done = connection.execute(_MARK_SENT, {"message": item.id, "now": now})
-    if not done.rowcount:
-        return False
-    email_left(connection, item.enrollment_id, now)
-    if item.kind == MessageKind.email:
-        connection.execute(
-            _EMAIL_SENT,
-            {
-                "lead_id": item.lead_id,
-                "sequence": item.sequence,
-                "step": item.step,
-                "data": {"message_id": item.message_id},
-                "occurred_at": now,
-            },
-        )
-    logs.action(f"{item.kind} sent", lead=item.recipient, sequence=item.sequence,
-                step=item.step, message_id=item.message_id)  # fmt: skip
-    return True
 
 
 def _given_up(row: OutboxMessage, result: SendResult, now: datetime) -> bool:
@@ -250,12 +130,12 @@ async def _sender(
         following = waiting.pop() if waiting and not stop else None
         step = partial(asyncio.to_thread, _step, ctx, done, following)
         # What was sent is known only here: keep trying to write it down.
-        go, recorded = await retry_transient(step, "delivery", stopping=stopping)
+        started, recorded = await retry_transient(step, "delivery", stopping=stopping)
         report.add(recorded)
         done = None
         if following is None:
             return
-        if not go:
+        if started != Started.go:
             continue
         message = with_date(following.raw, moment)
         try:
@@ -324,11 +204,12 @@ async def deliver(
     try:
         while not halt.is_set() and (stopping is None or not stopping.is_set()):
             now = clock.now()
-            batch = await asyncio.to_thread(
+            claimed = await asyncio.to_thread(
                 claim, ctx, catalog, now, report, only_leads, only_messages, rules
             )
-            if not batch:
-                break
+            if not claimed.looked_at:
+                break  # nothing more is due
+            batch = claimed.claimed
             waiting = list(reversed(batch))
             run = [
                 _halting(halt, _sender(ctx, transport, waiting, now, stopping, halt, report, gate))
@@ -337,7 +218,7 @@ async def deliver(
             try:
                 outcomes = await asyncio.gather(*run, return_exceptions=True)
             finally:  # whatever a sender did, the rest of the batch goes back
-                await asyncio.to_thread(release_leases, ctx, [item.id for item in batch])
+                await asyncio.to_thread(release_leases, ctx, batch)
             failures = [o for o in outcomes if isinstance(o, BaseException)]
             if failures:
                 break

@@ -34,6 +34,11 @@ class DeliveryReport:
     #: Sends that raised an unexpected error (held as uncertain; the run stopped).
     errors: int = 0
 
+    def count(self, name: str) -> None:
+        """One more message became *name* (a field; ``""``: nothing to count)."""
+        if name:
+            setattr(self, name, getattr(self, name) + 1)
+
     def add(self, other: DeliveryReport) -> None:
         for name, value in vars(other).items():
             setattr(self, name, getattr(self, name) + value)

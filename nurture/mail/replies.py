@@ -357,7 +357,13 @@ def _stop_sequences(session: Session, lead_id: int, reason: str, now: datetime) 
         update(Enrollment)
         .where(col(Enrollment.lead_id) == lead_id)
         .where(col(Enrollment.status) == EnrollmentStatus.active.value)
-        .values(status=EnrollmentStatus.exited.value, reason=reason, ended_at=now, updated_at=now)
+        .values(
+            status=EnrollmentStatus.exited.value,
+            reason=reason,
+            ended_at=now,
+            updated_at=now,
+            version=col(Enrollment.version) + 1,
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 

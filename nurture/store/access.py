@@ -39,7 +39,10 @@ class AccessLink(SQLModel, table=True):
     """A link we emailed to a salesperson."""
 
     __tablename__ = "access_links"
-    __table_args__ = (Index("ix_access_links_email", "email", "created_at"),)
+    __table_args__ = (
+        Index("ix_access_links_email", "email", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     #: SHA-256 of the token's random part.

@@ -12,7 +12,17 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Index, String, Text, UniqueConstraint, bindparam, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    update,
+)
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
@@ -28,6 +38,12 @@ class EnrollmentStatus(enum.StrEnum):
     failed = "failed"
 
 
+#: Bumped by every write of an enrollment: a pass that read an enrollment before the
+#: delivery woke it (an email left) finds its write refused, and reads it again, instead
+#: of putting the wake-up back.
+_VERSION = Column("version", Integer, nullable=False, default=0, server_default="0")
+
+
 class Enrollment(SQLModel, table=True):
     """One lead in one sequence."""
 
@@ -37,6 +53,7 @@ class Enrollment(SQLModel, table=True):
         Index("ix_enrollments_due", "status", "due_at"),
         Index("ix_enrollments_sequence_status", "sequence", "status"),
         Index("ix_enrollments_lead", "lead_id"),
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -62,6 +79,9 @@ class Enrollment(SQLModel, table=True):
     enrolled_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    version: int = Field(default=0, sa_column=_VERSION)
+
+    __mapper_args__ = {"version_id_col": _VERSION}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,8 +165,11 @@ _ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
 _EMAIL_LEFT = (
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.id == bindparam("enrollment"))
-    .where(_ENROLLMENTS.c.status == EnrollmentStatus.active.value)
-    .values(base_at=bindparam("now"), due_at=bindparam("now"))
+    # Paused too: the wait after the email counts from when it left, resumed or not.
+    .where(_ENROLLMENTS.c.status.in_([EnrollmentStatus.active.value,
+                                      EnrollmentStatus.paused.value]))
+    .values(base_at=bindparam("now"), due_at=bindparam("now"),
+            version=_ENROLLMENTS.c.version + 1)
 )
 
 

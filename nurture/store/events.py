@@ -63,6 +63,7 @@ class Event(SQLModel, table=True):
         Index("ix_events_lead", "lead_id", "occurred_at"),
         Index("ix_events_occurred", "occurred_at"),
         UniqueConstraint("source", "source_id", "lead_id", name="uq_events_lead_source_id"),
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -346,7 +347,7 @@ def wake(session: Session, lead_ids: list[int] | Select[Any], moment: datetime) 
         .where(col(Enrollment.lead_id).in_(lead_ids))
         .where(col(Enrollment.status) == EnrollmentStatus.active.value)
         .where(or_(col(Enrollment.due_at).is_(None), col(Enrollment.due_at) > moment))
-        .values(due_at=moment)
+        .values(due_at=moment, version=col(Enrollment.version) + 1)
     )
 
 

@@ -43,6 +43,7 @@ class Handoff(SQLModel, table=True):
         Index("ix_handoffs_lead", "lead_id"),
         Index("ix_handoffs_status_remind", "status", "remind_at"),
         Index("ux_handoffs_stage_event", "stage_event_id", unique=True),
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -79,7 +80,10 @@ class Webhook(SQLModel, table=True):
     """One webhook call, stored before it is made; made until it succeeds, once."""
 
     __tablename__ = "webhooks"
-    __table_args__ = (Index("ix_webhooks_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhooks_due", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=300, unique=True)
@@ -97,7 +101,9 @@ class Webhook(SQLModel, table=True):
     #: The event it delivers (``lead.created``...), for ``[[webhooks]]`` deliveries.
     event_type: str | None = Field(default=None, max_length=40)
     #: The lead it is about: erasing the lead erases its deliveries.
-    lead_id: int | None = Field(default=None, index=True)
+    lead_id: int | None = Field(
+        default=None, index=True, foreign_key="leads.id", ondelete="CASCADE"
+    )
 
 
 def pending_handoff(session: Session, lead_id: int) -> Handoff | None:

@@ -32,6 +32,8 @@ class Lead(SQLModel, table=True):
     """A person whose details we hold and who showed some interest."""
 
     __tablename__ = "leads"
+    #: Ids are never reused (SQLite would reuse the last one after an erasure).
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: int | None = Field(default=None, primary_key=True)
     #: Normalised and lower-cased, so that it compares case-insensitively.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from nurture.store.access import AccessLink, AppSession
 from nurture.store.arrivals import Arrival
+from nurture.store.counters import SendCount
 from nurture.store.enrollments import DeployedSequence, Enrollment
 from nurture.store.events import Event
 from nurture.store.handoffs import Handoff, Webhook
 from nurture.store.leads import Lead
 from nurture.store.meta import Meta
 from nurture.store.outbound import WebhookEvent
-from nurture.store.outbox import OutboxMessage
+from nurture.store.outbox import OutboxMention, OutboxMessage
 from nurture.store.suppression import Suppression
 from nurture.store.tasks import Task
 from nurture.store.workers import Worker
@@ -25,7 +26,9 @@ __all__ = [
     "Handoff",
     "Lead",
     "Meta",
+    "OutboxMention",
     "OutboxMessage",
+    "SendCount",
     "Suppression",
     "Task",
     "Webhook",

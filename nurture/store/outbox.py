@@ -76,6 +76,7 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_lead_sent", "lead_id", "sent_at"),
         # Replies and reports name the Message-ID they answer.
         Index("ix_outbox_message_id", "message_id"),
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -86,7 +87,9 @@ class OutboxMessage(SQLModel, table=True):
     #: The lead it is about; ``None`` for mail to sales that names no lead (a sign-in
     #: link, a digest).
     lead_id: int | None = Field(default=None, foreign_key="leads.id", ondelete="CASCADE")
-    enrollment_id: int | None = Field(default=None, foreign_key="enrollments.id")
+    enrollment_id: int | None = Field(
+        default=None, foreign_key="enrollments.id", ondelete="CASCADE"
+    )
     sequence: str = Field(max_length=200)
     step: str = Field(max_length=200)
     template: str | None = Field(default=None, max_length=200)
@@ -109,6 +112,12 @@ class OutboxMessage(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: The worker that claimed it last (and so sent it, once ``sent``).
     worker: str | None = Field(default=None, max_length=64)
+    #: The token of the claim that holds it (``leased`` or ``sending``): only its holder
+    #: may start it or record how it went, whatever else runs in the same process.
+    claim_token: str | None = Field(default=None, max_length=32)
+    #: The daily cap counters its start took (space-separated keys of ``send_counts``),
+    #: given back if it turns out not to have gone.
+    counted: str | None = Field(default=None, max_length=400)
     #: Why the last attempt did not send it, or why it waits (cap, window).
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
@@ -130,6 +139,25 @@ class OutboxMessage(SQLModel, table=True):
             "last_error": self.last_error,
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
         }
+
+
+class OutboxMention(SQLModel, table=True):
+    """A lead that a message to someone else names (a digest lists the leads a
+    salesperson should call): when the lead is erased, the message goes too."""
+
+    __tablename__ = "outbox_mentions"
+    __table_args__ = (Index("ix_outbox_mentions_lead", "lead_id"),)
+
+    outbox_id: int = Field(foreign_key="outbox.id", ondelete="CASCADE", primary_key=True)
+    lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE", primary_key=True)
+
+
+def mention(session: Session, row: OutboxMessage, lead_ids: Any) -> None:
+    """Record that *row* names the leads *lead_ids* (it is erased with any of them)."""
+    session.flush()
+    assert row.id is not None
+    for lead_id in sorted(set(lead_ids)):
+        session.add(OutboxMention(outbox_id=row.id, lead_id=lead_id))
 
 
 def queue_message(

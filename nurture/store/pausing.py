@@ -29,7 +29,8 @@ def set_paused(
         chosen = chosen.where(col(Enrollment.lead_id).in_(lead_id.scalar_subquery()))
     if pause:
         query = query.where(col(Enrollment.status) == EnrollmentStatus.active.value).values(
-            status=EnrollmentStatus.paused.value, reason="paused by hand", updated_at=now
+            status=EnrollmentStatus.paused.value, reason="paused by hand", updated_at=now,
+            version=col(Enrollment.version) + 1,
         )
     else:
         stopped = [EnrollmentStatus.paused.value, EnrollmentStatus.failed.value]
@@ -42,6 +43,7 @@ def set_paused(
             due_at=now,
             ended_at=None,
             updated_at=now,
+            version=col(Enrollment.version) + 1,
         )
     result = session.execute(query)
     if pause:  # their emails already queued wait too

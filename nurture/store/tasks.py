@@ -40,11 +40,14 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step", name="uq_tasks_enrollment_step"),
         Index("ix_tasks_open", "status", "assignee", "due_at"),
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
     lead_id: int = Field(foreign_key="leads.id", ondelete="CASCADE")
-    enrollment_id: int | None = Field(default=None, foreign_key="enrollments.id")
+    enrollment_id: int | None = Field(
+        default=None, foreign_key="enrollments.id", ondelete="CASCADE"
+    )
     sequence: str = Field(max_length=200)
     step: str = Field(max_length=200)
     #: ``call``, ``linkedin`` or ``todo``.

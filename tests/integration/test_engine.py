@@ -739,19 +739,20 @@ def _abandon_a_send(harness: Harness, moment: datetime, started: bool = True) ->
     """A welcome email claimed by a delivery loop that then died (its lease ran out),
     after it began handing the email to the server (*started*) or before."""
     from nurture.engine.catalog import load_catalog
-    from nurture.mail.claim import claim
-    from nurture.mail.delivery import _start
+    from nurture.mail.claim import caps_for, claim
     from nurture.mail.pacing import DeliveryReport
     from nurture.stages.passes import run_pass
+    from nurture.store.sending import Started, start
 
     with freeze_time(moment):
         ctx = Context.open(harness.engine, harness.config)
         catalog = load_catalog(harness.engine, harness.config.sequences_dir, ctx.templates, moment)
         run_pass(ctx, catalog, moment)
-        [claimed] = claim(ctx, catalog, moment, DeliveryReport())
+        [claimed] = claim(ctx, catalog, moment, DeliveryReport()).claimed
         if started:
+            caps = caps_for(claimed, moment, harness.config.settings.limits, ctx.default_timezone)
             with session_scope(harness.engine) as session:
-                assert _start(session, claimed.id, ctx.worker_id)
+                assert start(session, claimed, moment, caps) == (Started.go, "")
     [row] = harness.outbox()
     assert row.id == claimed.id and row.status == ("sending" if started else "leased")
     return row

@@ -1,0 +1,478 @@
+"""A message's life: one state machine, every transition one conditional statement.
+
+::
+
+    queued ──lease──▶ leased ──start──▶ sending ──record──▶ sent | bounced | failed
+      ▲ │               │ │                │                 uncertain | queued (retry)
+      │ ├─defer─▶ queued │ └─release─▶ queued └─settle (holder died)─▶ uncertain | queued
+      │ ├─cancel─▶ cancelled  (start refused: cancelled | held | queued again)
+      │ └─hold──▶ held ──release on resume──┘
+
+A claim leases messages under a **claim token** of its own (not the worker's id: two
+loops of one process never share one). Only the holder of the token may start a
+message or record how it went; a transition that finds the row in another state, or
+under another token, changes nothing, and the caller learns it from the row count.
+
+**Start** is the last check, in the send's own transaction: a message becomes
+``sending`` only if, at that moment, its lead exists and may be contacted, its
+enrollment is active, nothing happened to the lead since the claim looked (a reply, a
+click, an opt-out: the message is then looked at again), and the daily caps have room
+(:mod:`nurture.store.counters`). An erasure deletes the lead and, by the schema's
+cascades, every message about them: a start after it finds nothing to start.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, or_, update
+from sqlmodel import Session, col, select
+
+from nurture import logs
+from nurture.store.counters import Cap, give_back, take
+from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
+from nurture.store.events import Event, record_event
+from nurture.store.leads import Lead
+from nurture.store.outbox import (
+    HELD_PAUSED,
+    SENDING_PROBLEM,
+    MessageKind,
+    OutboxMessage,
+    OutboxStatus,
+)
+
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_LEADS = Lead.__table__  # type: ignore[attr-defined]
+_ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+HELD_BY_CLAIM = (OutboxStatus.leased.value, OutboxStatus.sending.value)
+
+
+def _changed(result: Any) -> int:
+    """How many rows an UPDATE changed: what tells a transition that it happened."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A leased message, with everything its send needs."""
+
+    id: int
+    key: str
+    kind: str
+    raw: str
+    sender: str
+    recipient: str
+    #: ``None`` for mail to sales that names no lead.
+    lead_id: int | None
+    sequence: str
+    step: str
+    message_id: str
+    #: The enrollment whose next step waits for this email to leave.
+    enrollment_id: int | None
+    #: The claim's token: only its holder starts the message and records its outcome.
+    token: str
+    #: The lead's own timezone (its day is the one the per-lead cap counts in).
+    lead_timezone: str | None = None
+    #: The newest event the claim's checks saw: a newer one of the lead's makes the
+    #: start look at the message again.
+    seen_event: int = 0
+
+
+# --- claiming ----------------------------------------------------------------------------
+
+
+def lease(session: Session, message_id: int, *, token: str, worker: str, until: datetime) -> bool:
+    """``queued`` → ``leased`` under *token*; ``False`` if another claim took it first."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id)
+        .where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+        .values(
+            status=OutboxStatus.leased.value, claim_token=token, worker=worker, lease_until=until
+        )
+    )
+    return bool(_changed(result))
+
+
+def defer(session: Session, message_id: int, until: datetime, reason: str) -> bool:
+    """A ``queued`` message waits until *until* (a window, a cap), saying why."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id)
+        .where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+        .values(next_attempt_at=until, last_error=reason)
+    )
+    return bool(_changed(result))
+
+
+def cancel(
+    session: Session, message_id: int, reason: str, now: datetime, token: str | None = None
+) -> bool:
+    """A message that must not go (``queued``, or held by the claim *token*) is
+    ``cancelled``; its enrollment goes on."""
+    query = update(OutboxMessage).where(col(OutboxMessage.id) == message_id)
+    if token is None:
+        query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+    else:
+        query = query.where(col(OutboxMessage.status).in_(HELD_BY_CLAIM)).where(
+            col(OutboxMessage.claim_token) == token
+        )
+    result = session.execute(
+        query.values(
+            status=OutboxStatus.cancelled.value,
+            last_error=reason,
+            claim_token=None,
+            lease_until=None,
+        )
+    )
+    if not _changed(result):
+        return False
+    row = session.exec(select(OutboxMessage.enrollment_id, OutboxMessage.kind)
+                       .where(col(OutboxMessage.id) == message_id)).first()  # fmt: skip
+    if row is not None and row[1] == MessageKind.email:
+        email_left(session, row[0], now)
+    return True
+
+
+def hold(session: Session, message_id: int, token: str | None = None) -> bool:
+    """A message whose enrollment is paused waits, ``held``, until it resumes."""
+    query = update(OutboxMessage).where(col(OutboxMessage.id) == message_id)
+    if token is None:
+        query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+    else:
+        query = query.where(col(OutboxMessage.status).in_(HELD_BY_CLAIM)).where(
+            col(OutboxMessage.claim_token) == token
+        )
+    result = session.execute(
+        query.values(
+            status=OutboxStatus.held.value,
+            last_error=HELD_PAUSED,
+            claim_token=None,
+            lease_until=None,
+        )
+    )
+    return bool(_changed(result))
+
+
+def release(session: Session, ids: Sequence[int], token: str, now: datetime | None = None) -> int:
+    """Give back what the claim *token* leased and did not start (``leased`` →
+    ``queued``); with *now*, also a message it held that must be looked at again."""
+    if not ids:
+        return 0
+    statuses = [OutboxStatus.leased.value] if now is None else list(HELD_BY_CLAIM)
+    values: dict[str, Any] = {"status": OutboxStatus.queued.value, "lease_until": None,
+                              "claim_token": None}  # fmt: skip
+    if now is not None:
+        values["next_attempt_at"] = now
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(list(ids)))
+        .where(col(OutboxMessage.status).in_(statuses))
+        .where(col(OutboxMessage.claim_token) == token)
+        .values(**values)
+    )
+    return _changed(result)
+
+
+# --- starting ----------------------------------------------------------------------------
+
+#: May the message go to its lead now? (Mail to sales only needs its row: an erasure
+#: deletes what is about the person.)
+_CONTACTABLE = or_(
+    _OUTBOX.c.kind != MessageKind.email.value,
+    and_(
+        exists().where(_LEADS.c.id == _OUTBOX.c.lead_id)
+        .where(_LEADS.c.status == "subscribed"),
+        or_(
+            _OUTBOX.c.enrollment_id.is_(None),
+            exists().where(_ENROLLMENTS.c.id == _OUTBOX.c.enrollment_id)
+            .where(_ENROLLMENTS.c.status == EnrollmentStatus.active.value),
+        ),
+        ~exists().where(_EVENTS.c.lead_id == _OUTBOX.c.lead_id)
+        .where(_EVENTS.c.id > bindparam("seen_event"))
+        .where(_EVENTS.c.type != "email_sent")
+        .where(_EVENTS.c.machine.is_(False)),
+    ),
+)  # fmt: skip
+_START = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("message"))
+    .where(_OUTBOX.c.claim_token == bindparam("token"))
+    .where(_OUTBOX.c.status == OutboxStatus.leased.value)
+    .where(_CONTACTABLE)
+    .values(status=OutboxStatus.sending.value)
+)
+
+
+class Started(enum.StrEnum):
+    """What a start did."""
+
+    #: ``sending``: hand it to the server now.
+    go = "go"
+    #: Not this claim's any more (or gone with an erasure): nothing to do.
+    lost = "lost"
+    #: The lead may not be contacted, or left the sequence: ``cancelled``.
+    cancelled = "cancelled"
+    #: Its enrollment is paused: ``held``.
+    held = "held"
+    #: Something happened to the lead since the claim: ``queued``, looked at again.
+    again = "again"
+    #: A daily cap is reached: ``queued`` until the cap's next day.
+    capped = "capped"
+
+
+class _CapReached(Exception):
+    def __init__(self, cap: Cap) -> None:
+        self.cap = cap
+
+
+def start(
+    session: Session, item: Claimed, now: datetime, caps: Sequence[Cap] = ()
+) -> tuple[Started, str]:
+    """Mark *item* ``sending`` if it may go now, taking its caps' counters, in the
+    caller's transaction; else settle it as the check says. Return what happened and,
+    when it does not go, why."""
+    connection = session.connection()
+    params = {"message": item.id, "token": item.token, "seen_event": item.seen_event}
+    try:
+        with session.begin_nested():
+            if not connection.execute(_START, params).rowcount:
+                raise _NotNow()
+            for cap in caps:
+                if not take(connection, cap):
+                    raise _CapReached(cap)
+            if caps:
+                connection.execute(
+                    update(_OUTBOX).where(_OUTBOX.c.id == item.id)
+                    .values(counted=" ".join(cap.key for cap in caps))
+                )  # fmt: skip
+        return Started.go, ""
+    except _CapReached as reached:
+        cap = reached.cap
+        session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id) == item.id)
+            .where(col(OutboxMessage.claim_token) == item.token)
+            .values(
+                status=OutboxStatus.queued.value,
+                next_attempt_at=cap.resets_at,
+                last_error=cap.reason,
+                claim_token=None,
+                lease_until=None,
+            )
+        )
+        return Started.capped, cap.reason
+    except _NotNow:
+        return _why_not(session, item, now)
+
+
+class _NotNow(Exception):
+    pass
+
+
+def _why_not(session: Session, item: Claimed, now: datetime) -> tuple[Started, str]:
+    """The start found *item* not startable: settle it as its lead and enrollment say."""
+    row = session.exec(
+        select(OutboxMessage.status, OutboxMessage.claim_token, OutboxMessage.lead_id,
+               OutboxMessage.enrollment_id)
+        .where(col(OutboxMessage.id) == item.id)
+    ).first()  # fmt: skip
+    if row is None or row[0] not in HELD_BY_CLAIM or row[1] != item.token:
+        return Started.lost, "no longer this claim's"
+    if row[0] == OutboxStatus.sending:  # started by a commit whose answer was lost on the
+        return Started.go, ""  # way: it is handed over only after this returns
+    lead = session.get(Lead, row[2]) if row[2] is not None else None
+    if lead is None:
+        return Started.lost, "its lead is gone"
+    if lead.status != "subscribed":
+        reason = f"lead is {lead.status}"
+        cancel(session, item.id, reason, now, token=item.token)
+        return Started.cancelled, reason
+    enrollment = session.get(Enrollment, row[3]) if row[3] is not None else None
+    if enrollment is not None and enrollment.status == EnrollmentStatus.paused:
+        hold(session, item.id, token=item.token)
+        return Started.held, HELD_PAUSED
+    if enrollment is not None and enrollment.status != EnrollmentStatus.active:
+        reason = f"lead left the sequence: {enrollment.reason or enrollment.status}"
+        cancel(session, item.id, reason, now, token=item.token)
+        return Started.cancelled, reason
+    release(session, [item.id], item.token, now)
+    return Started.again, "something happened to the lead since: looked at again"
+
+
+# --- recording ---------------------------------------------------------------------------
+
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("message"))
+    .where(_OUTBOX.c.status == OutboxStatus.sending.value)
+    .where(_OUTBOX.c.claim_token == bindparam("token"))
+    .values(
+        status=OutboxStatus.sent.value,
+        sent_at=bindparam("now"),
+        last_error=None,
+        lease_until=None,
+        claim_token=None,
+        attempts=_OUTBOX.c.attempts + 1,
+    )
+)
+_EMAIL_SENT = _EVENTS.insert().values(type="email_sent", source="engine", machine=False,
+                                      scored=False)  # fmt: skip
+
+
+def record_sent(session: Session, item: Claimed, now: datetime) -> bool:
+    """``sending`` → ``sent`` (and ``email_sent`` recorded) in two plain statements: the
+    commonest write of a delivery run, kept off the ORM's unit of work."""
+    connection = session.connection()
+    done = connection.execute(_MARK_SENT, {"message": item.id, "now": now, "token": item.token})
+    if not done.rowcount:
+        return False
+    email_left(connection, item.enrollment_id, now)
+    if item.kind == MessageKind.email:
+        connection.execute(_EMAIL_SENT, {
+            "lead_id": item.lead_id, "sequence": item.sequence, "step": item.step,
+            "data": {"message_id": item.message_id}, "occurred_at": now,
+        })  # fmt: skip
+    logs.action(f"{item.kind} sent", lead=item.recipient, sequence=item.sequence,
+                step=item.step, message_id=item.message_id)  # fmt: skip
+    return True
+
+
+def record(
+    session: Session,
+    item: Claimed,
+    outcome: str,
+    detail: str,
+    now: datetime,
+    *,
+    raised: bool = False,
+    resend_uncertain: bool = False,
+    retry_after: Callable[[int], timedelta] | None = None,
+    given_up: Callable[[OutboxMessage], bool] | None = None,
+) -> str:
+    """Write how a send of *item* went (``sent``, ``bounce``, ``refused``,
+    ``uncertain``, ``retry``, or anything else: failed), if its claim still holds it.
+    Return the name of what it became, for the run's report (``""``: not this claim's)."""
+    if outcome == "sent":
+        return "sent" if record_sent(session, item, now) else ""
+    row = session.get(OutboxMessage, item.id, with_for_update=True)
+    if row is None or row.status != OutboxStatus.sending or row.claim_token != item.token:
+        return ""
+    row.lease_until, row.claim_token = None, None
+    row.attempts += 1
+    fields: dict[str, Any] = {"lead": item.recipient, "sequence": item.sequence,
+                              "step": item.step}  # fmt: skip
+    counted, gone = (row.counted or "").split(), False
+    if outcome == "bounce":
+        row.status, row.last_error, became = OutboxStatus.bounced.value, detail, "bounced"
+        if item.kind == MessageKind.email and item.lead_id is not None:
+            record_event(session, item.lead_id, "email_bounced", sequence=item.sequence,
+                         step=item.step, data={"reply": detail, "message_id": row.message_id},
+                         at=now, source="smtp", source_id=row.message_id)  # fmt: skip
+        logs.action("email bounced", level=logging.WARNING, **fields, reply=detail)
+    elif outcome == "refused":
+        # The server will not send for us: no lead is at fault, each stays subscribed.
+        row.status, row.last_error = OutboxStatus.failed.value, f"{SENDING_PROBLEM}{detail}"
+        row.next_attempt_at, became = now, "refused"  # when it was refused: `status` reads it
+        logs.action("mail server refuses to send for us: delivery stops",
+                    level=logging.ERROR, **fields, reply=detail,
+                    resend=f"nurture outbox resend {row.id}")  # fmt: skip
+    elif outcome == "uncertain":
+        became = "uncertain"
+        if resend_uncertain and not raised:
+            row.status, row.last_error = OutboxStatus.queued.value, detail
+            row.next_attempt_at = now
+        else:
+            row.status, row.next_attempt_at, gone = OutboxStatus.uncertain.value, now, True
+            row.last_error = (f"{detail}: it may have been delivered; held "
+                              f"(`nurture outbox resend {row.id}` sends it again)")  # fmt: skip
+        logs.action("uncertain send", level=logging.WARNING, **fields,
+                    message_id=row.message_id, error=detail)  # fmt: skip
+    elif outcome == "retry" and not (given_up is not None and given_up(row)):
+        row.status, row.last_error, became = OutboxStatus.queued.value, detail, "retrying"
+        row.first_failure_at = row.first_failure_at or now
+        delay = retry_after(row.attempts) if retry_after is not None else timedelta(0)
+        row.next_attempt_at = now + delay
+        logs.action("send will be retried", level=logging.WARNING, **fields,
+                    attempt=row.attempts, at=row.next_attempt_at.isoformat(),
+                    error=detail)  # fmt: skip
+    else:
+        row.status, row.last_error, became = OutboxStatus.failed.value, detail, "failed"
+        logs.action("send failed", level=logging.ERROR, **fields, error=detail)
+    if not gone:  # it did not go (or goes again): its cap counters are given back
+        give_back(session.connection(), counted)
+        row.counted = None
+    if row.status != OutboxStatus.queued:  # settled: it will not go (or may have)
+        email_left(session, item.enrollment_id, now)
+    session.add(row)
+    return became
+
+
+# --- leases ------------------------------------------------------------------------------
+
+
+def extend_leases(session: Session, worker: str, until: datetime) -> int:
+    """Push back the lease of every message *worker* holds (its heartbeat)."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.worker) == worker)
+        .where(col(OutboxMessage.status).in_(HELD_BY_CLAIM))
+        .values(lease_until=until)
+    )
+    return _changed(result)
+
+
+def settle_abandoned(
+    session: Session, now: datetime, *, resend: bool, not_of_worker: str | None = None
+) -> int:
+    """Messages whose holder died: their lease ran out, or (*not_of_worker*) every one
+    held by another worker than this one (the caller knows no other worker is alive, as
+    a worker that holds a SQLite database does; its own loops' claims are alive). Those
+    not started go back to the queue. Those being handed to the server may have gone:
+    held as ``uncertain`` for review, or queued again with the same Message-ID when
+    *resend*. Return how many were uncertain."""
+    expired = (
+        and_(col(OutboxMessage.lease_until).is_not(None),
+             or_(col(OutboxMessage.worker).is_(None), col(OutboxMessage.worker) != not_of_worker))
+        if not_of_worker is not None
+        else col(OutboxMessage.lease_until) < now
+    )  # fmt: skip
+    session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.status) == OutboxStatus.leased.value)
+        .where(expired)
+        .values(status=OutboxStatus.queued.value, lease_until=None, claim_token=None)
+    )
+    rows = list(
+        session.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.sending.value)
+            .where(expired)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for row in rows:
+        row.lease_until, row.claim_token = None, None
+        if resend:
+            row.status = OutboxStatus.queued.value
+            give_back(session.connection(), (row.counted or "").split())
+            row.counted = None
+        else:
+            row.status, row.next_attempt_at = OutboxStatus.uncertain.value, now
+            if row.kind == MessageKind.email:
+                email_left(session, row.enrollment_id, now)
+            row.last_error = (
+                "the sending process stopped mid-send: it may have been delivered; held "
+                f"(`nurture outbox resend {row.id}` sends it again)"
+            )
+        session.add(row)
+        logs.action("uncertain send", level=logging.WARNING, lead=row.recipient,
+                    sequence=row.sequence, step=row.step, message_id=row.message_id,
+                    action="resent" if resend else "held")  # fmt: skip
+    return len(rows)
