@@ -218,11 +218,10 @@ def leads_forget(
     """Erase a person (right to erasure): the lead, its events, enrollments, tasks and
     every message to them; the address stays only as a keyed hash on the suppression
     list, so no import, form or API call emails them again unless they opt in anew."""
-    from nurture.intake.erasure import forget
-    from nurture.store.database import session_scope
+    from nurture.intake.erasure import erase
 
-    with session_scope(state(ctx).engine()) as session:
-        erased = forget(session, email)
+    st = state(ctx)
+    erased = erase(st.engine(), email, st.config().outbox_dir)
     if erased.found:
         gone = ", ".join(f"{count} {name}" for name, count in erased.removed.items() if count)
         say(f"erased {erased.email}" + (f" ({gone})" if gone else "") + "; suppressed")

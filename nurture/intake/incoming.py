@@ -5,7 +5,7 @@ import's rules (:func:`nurture.store.upsert_leads`: emails compare case-insensit
 empty values keep what is stored, an unsubscribe is never undone), honours the
 suppression list (unless the item carries a consent: a fresh opt-in), records a
 ``lead_created`` or ``lead_updated`` event naming the key or form that made the change,
-keeps the consent, and announces the leads to the daemon (:mod:`nurture.arrivals`).
+keeps the consent, and announces the leads to the daemon (:mod:`nurture.store.arrivals`).
 """
 
 from __future__ import annotations

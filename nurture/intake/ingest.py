@@ -1,5 +1,5 @@
 """Events from outside: one item of ``POST /api/events`` or ``nurture event``, checked
-field by field and recorded through :func:`nurture.events.record_event`."""
+field by field and recorded through :func:`nurture.store.events.record_event`."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _check_data(value: Any, path: str = "data") -> None:
 def parse_item(item: Any) -> EventInput:
     """Check one event object from another system (``POST /api/events``); raise
     :class:`InvalidValueError` naming the bad field. Types nurture records itself
-    (:data:`~nurture.events.ENGINE_TYPES`) are refused."""
+    (:data:`~nurture.store.events.ENGINE_TYPES`) are refused."""
     if not isinstance(item, dict):
         raise InvalidValueError("an event must be a JSON object with type and lead")
     unknown = [key for key in item if key not in ITEM_KEYS]
@@ -129,7 +129,7 @@ def ingest_many(
     """Record a batch of events for their leads, in a few statements: what became of
     each, or why it was refused (:class:`InvalidValueError`, :class:`LeadNotFoundError`).
     May raise :class:`~sqlalchemy.exc.IntegrityError` (see
-    :func:`~nurture.events.record_events`): then :func:`ingest` them one by one."""
+    :func:`~nurture.store.events.record_events`): then :func:`ingest` them one by one."""
     now = clock.now()
     outcome: list[Recorded | NurtureError | None] = []
     emails: list[str | None] = []

@@ -68,7 +68,7 @@ class LeadView(View):
 
     @classmethod
     def of(cls, lead: Any) -> LeadView:
-        """A view of a :class:`~nurture.leads.Lead` (or anything with ``to_dict``)."""
+        """A view of a :class:`~nurture.store.leads.Lead` (or anything with ``to_dict``)."""
         data = lead.to_dict()
         values = {key: value for key, value in (data.pop("attributes") or {}).items()}
         values.update({key: value for key, value in data.items() if value not in (None, "")})

@@ -235,7 +235,7 @@ def event_points(rules: ScoringRules, type: str, machine: bool, counted_today: i
 
 
 def fit_of(rules: ScoringRules, lead: Any, now: datetime) -> tuple[float, list[FitRule]]:
-    """The fit score of a lead (a :class:`~nurture.expressions.LeadView`) and the rules
+    """The fit score of a lead (a :class:`~nurture.language.expressions.LeadView`) and the rules
     that matched; a rule that cannot be evaluated for this lead does not match."""
     from nurture.language.expressions import EventSet, context, truth
 

@@ -1,6 +1,6 @@
 """Email addresses on the wire.
 
-Leads' addresses are stored as :func:`nurture.leads.normalize_email` gives them: an
+Leads' addresses are stored as :func:`nurture.language.fields.normalize_email` gives them: an
 internationalised domain in its Unicode form (``anna@bücher.de``). Headers and the SMTP
 envelope use the ASCII (A-label, punycode) form of the domain instead
 (``anna@xn--bcher-kva.de``). A local part that is not ASCII (``zoë@example.com``) has no

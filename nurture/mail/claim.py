@@ -20,7 +20,7 @@ from sqlalchemy import and_, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from nurture import logs
+from nurture import hooks, logs
 from nurture.config import LimitsSection
 from nurture.engine.advance import leaves_because
 from nurture.engine.catalog import Catalog
@@ -197,6 +197,7 @@ def claim(
         rows = list(session.exec(query))
         if not rows:
             return Batch([], 0)
+        hooks.reach("claim.after_read", session, rows)
         leads = {
             lead.id: lead
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(_lead_ids(rows))))

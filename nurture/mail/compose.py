@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email import message_from_string, policy
@@ -66,15 +69,47 @@ class Sender:
 TEST_LEAD_ID = 0
 
 
-def unsubscribe_url(base_url: str, secret: str, lead_id: int, sequence: str, step: str) -> str:
+def person_mark(secret: str, email: str) -> str:
+    """A keyed hash of the address *email*, for links that must act on that person only
+    (an id may name someone else one day; this mark cannot)."""
+    digest = hmac.new(secret.encode(), f"person:{email}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:16]
+
+
+def unsubscribe_url(
+    base_url: str, secret: str, lead_id: int, sequence: str, step: str, email: str | None = None
+) -> str:
     """The one-click unsubscribe link for one email: its token is sealed (signed and
-    unreadable: it names the lead, the sequence and the step)."""
-    token = seal(secret, UNSUBSCRIBE_PURPOSE, f"{lead_id}:{sequence}:{step}")
-    return f"{base_url}/u/{token}"
+    unreadable: it names the lead, the sequence and the step) and, given the lead's
+    *email*, bound to the person: it acts on no one else, whatever their id."""
+    payload = f"{lead_id}:{sequence}:{step}"
+    if email is not None:
+        payload = f"p{person_mark(secret, email)}:{payload}"
+    return f"{base_url}/u/{seal(secret, UNSUBSCRIBE_PURPOSE, payload)}"
 
 
-def read_unsubscribe(secret: str, token: str) -> tuple[int, str, str] | None:
-    """``(lead id, sequence, step)`` of a genuine unsubscribe token, else ``None``.
+@dataclass(frozen=True)
+class UnsubscribeLink:
+    """What a genuine unsubscribe token names."""
+
+    lead_id: int
+    sequence: str
+    step: str
+    #: The person's mark (:func:`person_mark`); ``None`` in links made before links
+    #: were bound to their person.
+    person: str | None
+
+    def names(self, secret: str, email: str, created_at: datetime, bound_since: datetime) -> bool:
+        """Whether the link acts on the lead with *email*: its mark says so, or (an old
+        link without one) the lead existed before links were bound, so its id cannot
+        have been reused for it."""
+        if self.person is not None:
+            return hmac.compare_digest(self.person, person_mark(secret, email))
+        return created_at <= bound_since
+
+
+def read_unsubscribe_link(secret: str, token: str) -> UnsubscribeLink | None:
+    """The :class:`UnsubscribeLink` of a genuine unsubscribe token, else ``None``.
 
     Emails sent before tokens were sealed carry a signed token whose payload is
     readable (``payload.mac``): it cannot be forged either, and the law wants an
@@ -84,9 +119,26 @@ def read_unsubscribe(secret: str, token: str) -> tuple[int, str, str] | None:
         payload = verify(secret, UNSUBSCRIBE_PURPOSE, token)
     if payload is None:
         return None
+    person = None
+    if payload.startswith("p"):
+        person, _, payload = payload[1:].partition(":")
+        if len(person) != 16:
+            return None
     lead_id, _, rest = payload.partition(":")
     sequence, _, step = rest.partition(":")
-    return (int(lead_id), sequence, step) if lead_id.isdigit() and lead_id.isascii() else None
+    if not (lead_id.isdigit() and lead_id.isascii()):
+        return None
+    return UnsubscribeLink(int(lead_id), sequence, step, person)
+
+
+def read_unsubscribe(secret: str, token: str) -> tuple[int, str, str] | None:
+    """``(lead id, sequence, step)`` of a genuine unsubscribe token, else ``None``.
+
+    Emails sent before tokens were sealed carry a signed token whose payload is
+    readable (``payload.mac``): it cannot be forged either, and the law wants an
+    unsubscribe link to keep working, so it is still honoured."""
+    link = read_unsubscribe_link(secret, token)
+    return None if link is None else (link.lead_id, link.sequence, link.step)
 
 
 def template_variables(
@@ -114,8 +166,8 @@ def _header(value: str) -> str:
 
 
 def _set_address(message: Message, header: str, name: str, email: str) -> None:
-    """Set an address header (see :func:`~nurture.addresses.header_address`: a
-    :class:`~nurture.addresses.Utf8Header` when the local part is not ASCII)."""
+    """Set an address header (see :func:`~nurture.mail.addresses.header_address`: a
+    :class:`~nurture.mail.addresses.Utf8Header` when the local part is not ASCII)."""
     message[header] = header_address(name, email)  # type: ignore[assignment]
 
 
@@ -247,7 +299,8 @@ def compose_email(
     settings = ctx.config.settings
     base = settings.tracking.base_url
     lead_id = TEST_LEAD_ID if test_to else lead.id
-    link = unsubscribe_url(base, ctx.secret, lead_id, sequence.name, step_id)
+    link = unsubscribe_url(base, ctx.secret, lead_id, sequence.name, step_id,
+                           None if test_to else lead.email)  # fmt: skip
     rendered = render_step_email(ctx.templates, template, view, sender, sequence, step_id, link)
     links: list[str] = []
     if tracking_id is not None:

@@ -20,7 +20,7 @@ from email.utils import format_datetime
 from functools import partial
 from typing import Any
 
-from nurture import clock, logs
+from nurture import clock, hooks, logs
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
 from nurture.language.scoring import ScoringRules
@@ -137,6 +137,7 @@ async def _sender(
             return
         if started != Started.go:
             continue
+        hooks.reach("delivery.before_send", following)
         message = with_date(following.raw, moment)
         try:
             result = await transport.send(

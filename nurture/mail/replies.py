@@ -49,11 +49,12 @@ from nurture.errors import InvalidValueError, NurtureError
 from nurture.language.excerpt import reply_excerpt
 from nurture.language.fields import normalize_email
 from nurture.mail.addresses import wire_address
-from nurture.mail.compose import read_unsubscribe
+from nurture.mail.compose import UnsubscribeLink, read_unsubscribe_link
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import record_event
 from nurture.store.leads import Lead
+from nurture.store.meta import links_bound_since
 from nurture.store.outbox import MessageKind, OutboxMessage
 
 PROCESSED = "$NurtureProcessed"
@@ -86,6 +87,8 @@ class Classified:
     address: str = ""
     #: For an unsubscribe: the lead id its signed subject names.
     lead_id: int | None = None
+    #: For an unsubscribe: the link its subject carries (it names its person).
+    link: UnsubscribeLink | None = None
     reason: str = ""
     data: dict[str, str] = field(default_factory=dict)
 
@@ -210,11 +213,12 @@ def classify(message: EmailMessage, *, secret: str, unsubscribe_mailto: str) -> 
     }
     if unsubscribe_mailto and wire_address(unsubscribe_mailto).lower() in recipients:
         subject = str(message.get("Subject", "")).strip()
-        target = read_unsubscribe(secret, subject.split()[-1]) if subject else None
+        link = read_unsubscribe_link(secret, subject.split()[-1]) if subject else None
         return Classified(
             "unsubscribe",
             address=sender,
-            lead_id=target[0] if target is not None else None,
+            lead_id=link.lead_id if link is not None else None,
+            link=link,
             reason="mail to the unsubscribe address",
         )
     refers = _ids(str(message.get("In-Reply-To", ""))) + list(
@@ -275,8 +279,9 @@ class Target:
     by_address: bool = False
 
 
-def attribute(session: Session, found: Classified) -> Target | str:
-    """The lead a message is about, or why it is about none we may touch."""
+def attribute(session: Session, found: Classified, secret: str = "") -> Target | str:
+    """The lead a message is about, or why it is about none we may touch (*secret*:
+    the signing key, which tells whether an unsubscribe link names its lead)."""
     sent = None
     if found.refers_to:  # the one it answers (In-Reply-To), else the latest it cites
         cited = {
@@ -295,8 +300,11 @@ def attribute(session: Session, found: Classified) -> Target | str:
     if found.kind in ("bounce", "complaint"):
         return "cites no message we sent"
     if found.kind == "unsubscribe":
-        if found.lead_id is not None and session.get(Lead, found.lead_id) is not None:
-            return Target(found.lead_id)
+        lead = session.get(Lead, found.lead_id) if found.lead_id is not None else None
+        if lead is not None and lead.id is not None and found.link is not None and (
+            found.link.names(secret, lead.email, lead.created_at, links_bound_since(session))
+        ):
+            return Target(lead.id)
         return "no valid unsubscribe token in the subject"
     if found.address:
         try:  # stored as normalize_email gives it (a Unicode domain, not A-labels)
@@ -384,7 +392,7 @@ def process(
     if found.kind == "ignore":
         report.ignored += 1
         return
-    target = attribute(session, found)
+    target = attribute(session, found, secret)
     if isinstance(target, str):
         report.unmatched += 1
         logs.action("mail left alone", kind=found.kind, sender=found.address, why=target)

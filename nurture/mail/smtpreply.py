@@ -31,6 +31,14 @@ _POLICY_WORDS = re.compile(
     r"black ?list|spamhaus|\bspam\b|policy|rejected for policy|not allowed",
     re.IGNORECASE,
 )
+#: Words that say the server refuses our *sender* address, not the recipient (Exim's
+#: "Sender verify failed", Postfix's "Sender address rejected"), whatever the code.
+_SENDER_WORDS = re.compile(
+    r"sender (address )?(verify|verification) failed|sender (address )?rejected|"
+    r"sender (address )?(is )?(unknown|not allowed|not authori[sz]ed|denied)|"
+    r"sender domain|from address (is )?(not allowed|rejected|unknown)",
+    re.IGNORECASE,
+)
 #: Without an enhanced code, words that say the mailbox does not exist.
 _GONE_WORDS = re.compile(
     r"user unknown|unknown user|no such (user|mailbox|recipient)|mailbox (is )?unavailable|"
@@ -57,6 +65,7 @@ def classify(code: int, text: str, stage: Stage) -> Verdict:
     =========================================  ===========================================
     any 4xx                                    ``retry``
     any 5xx to MAIL FROM                       ``refused`` (our sender is refused)
+    5xx whose words refuse our sender          ``refused`` ("Sender verify failed")
     5.1.x (not 5.1.7/5.1.8), 5.2.1, 5.2.2      ``bounce``
     5.1.7, 5.1.8, 5.7.x                        ``refused`` (relay, auth, policy, sender)
     other 5.x.x                                ``fail`` (this message only)
@@ -67,7 +76,7 @@ def classify(code: int, text: str, stage: Stage) -> Verdict:
     """
     if code < 500:
         return "retry"
-    if stage == "mail":
+    if stage == "mail" or _SENDER_WORDS.search(text or ""):
         return "refused"
     enhanced = enhanced_code(text)
     if enhanced is not None and enhanced[0] == 5:

@@ -4,7 +4,7 @@ A transport answers each message with a :class:`SendResult`: sent, retry later (
 reply, a dropped or refused connection), bounced (the recipient's mailbox is gone),
 refused (the server will not send for us: relay, authentication, policy), failed (the
 server refused this message for good), or uncertain (the connection dropped while the
-message was handed over). :mod:`nurture.smtpreply` reads the replies.
+message was handed over). :mod:`nurture.mail.smtpreply` reads the replies.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +29,7 @@ from nurture.mail.smtpreply import Stage, classify
 @dataclass(frozen=True)
 class SendResult:
     #: ``sent``, ``retry``, ``bounce``, ``fail``, ``refused`` (a sending problem: the
-    #: server refuses to send for us; see :mod:`nurture.smtpreply`) or ``uncertain``
+    #: server refuses to send for us; see :mod:`nurture.mail.smtpreply`) or ``uncertain``
     #: (the connection was lost while the message was handed over).
     outcome: str
     detail: str = ""
@@ -54,6 +55,31 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+def maildir_stem(key: str) -> str:
+    """The start of the Maildir file name of the message with idempotency *key*."""
+    return "nurture-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def remove_from_maildir(directory: Path, keys: Iterable[str]) -> int:
+    """Delete the Maildir files of the messages with *keys* (an erasure: their words
+    and the person's address go with the rest); return how many went."""
+    stems = {maildir_stem(key) + "." for key in keys}
+    removed = 0
+    for folder in ("new", "cur", "tmp"):
+        try:
+            entries = list(os.scandir(directory / folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if any(entry.name.startswith(stem) for stem in stems):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
 class MaildirTransport:
     """Writes each message into a Maildir (``outbox/``) instead of sending it.
 
@@ -76,7 +102,7 @@ class MaildirTransport:
                 if folder.stat().st_mode & 0o077:  # made by an older nurture, or by hand
                     folder.chmod(0o700)
             self._private = True
-        name = "nurture-" + hashlib.sha256(key.encode()).hexdigest()[:24] + "." + self.hostname
+        name = maildir_stem(key) + "." + self.hostname
         final = self.directory / "new" / name
         if final.exists() or any((self.directory / "cur").glob(name + ":*")):
             return

@@ -1,7 +1,7 @@
 """Webhook calls: the hand-off notice to ``[sales] webhook_url`` (Slack-compatible) and
 signed event deliveries to the ``[[webhooks]]`` endpoints.
 
-Every call is a :class:`~nurture.handoff.Webhook` row, stored before it is made and
+Every call is a :class:`~nurture.store.handoffs.Webhook` row, stored before it is made and
 made until it succeeds, once. A ``[[webhooks]]`` delivery is a JSON body ``{"id",
 "type", "created", "data"}`` signed as Stripe and GitHub do:
 ``X-Nurture-Signature: t=TIMESTAMP,v1=HEX`` where HEX is HMAC-SHA256 of the endpoint's
@@ -22,9 +22,10 @@ from typing import Any
 
 import httpx
 from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from nurture import clock, logs
+from nurture import clock, hooks, logs
 from nurture.config import Settings, WebhookEndpoint
 from nurture.engine.context import Context
 from nurture.mail.pacing import send_backoff
@@ -76,41 +77,66 @@ def delivery_body(
 
 def dispatch(ctx: Context, limit: int = 500) -> int:
     """Turn the queued webhook events into one delivery per endpoint that wants each;
-    return how many deliveries were queued. Events nobody wants are dropped."""
+    return how many deliveries were queued. Events nobody wants are dropped.
+
+    A lead erased while a batch is built takes its deliveries with it: the schema
+    refuses a delivery about a lead that is gone, and the batch is built again."""
+    queued, refused = 0, 0
+    while True:
+        try:
+            made = _dispatch_batch(ctx, limit)
+        except IntegrityError:
+            refused += 1
+            if refused > DISPATCH_ATTEMPTS:
+                raise
+            continue
+        if made is None:
+            return queued
+        queued += made
+
+
+#: Times a batch of webhook events is built again after an erasure took a lead from it.
+DISPATCH_ATTEMPTS = 5
+
+
+def _dispatch_batch(ctx: Context, limit: int) -> int | None:
+    """One batch of :func:`dispatch`: how many deliveries it queued (``None``: no event
+    was waiting)."""
     endpoints = ctx.config.settings.webhooks
     queued = 0
-    while True:
-        with session_scope(ctx.engine) as session:
-            rows = list(
-                session.exec(
-                    select(WebhookEvent)
-                    .order_by(col(WebhookEvent.id))
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
+    with session_scope(ctx.engine) as session:
+        rows = list(
+            session.exec(
+                select(WebhookEvent)
+                .order_by(col(WebhookEvent.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             )
-            if not rows:
-                return queued
-            lead_ids = {row.lead_id for row in rows if row.lead_id is not None}
-            leads = {
-                lead.id: lead
-                for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
-            } if endpoints else {}  # fmt: skip
-            for row in rows:
-                wanting = [e for e in endpoints if e.wants(row.type)]
-                lead = leads.get(row.lead_id) if row.lead_id is not None else None
-                if not wanting or lead is None:
-                    continue
-                body = delivery_body(
-                    row.public_id, row.type, row.created_at,
-                    {"lead": lead_payload(lead), **row.data},
-                )  # fmt: skip
-                for endpoint in wanting:
-                    session.add(_delivery(endpoint, body, row.type, row.lead_id, row.created_at))
-                    queued += 1
-            session.execute(
-                delete(WebhookEvent).where(col(WebhookEvent.id).in_([row.id for row in rows]))
-            )
+        )
+        if not rows:
+            return None
+        lead_ids = {row.lead_id for row in rows if row.lead_id is not None}
+        leads = {
+            lead.id: lead
+            for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
+        } if endpoints else {}  # fmt: skip
+        for row in rows:
+            wanting = [e for e in endpoints if e.wants(row.type)]
+            lead = leads.get(row.lead_id) if row.lead_id is not None else None
+            if not wanting or lead is None:
+                continue
+            body = delivery_body(
+                row.public_id, row.type, row.created_at,
+                {"lead": lead_payload(lead), **row.data},
+            )  # fmt: skip
+            for endpoint in wanting:
+                session.add(_delivery(endpoint, body, row.type, row.lead_id, row.created_at))
+                queued += 1
+        session.execute(
+            delete(WebhookEvent).where(col(WebhookEvent.id).in_([row.id for row in rows]))
+        )
+        hooks.reach("dispatch.before_commit", session)
+    return queued
 
 
 def _delivery(
@@ -214,9 +240,17 @@ async def deliver_webhooks(ctx: Context, request_timeout: float = 10.0) -> tuple
             if isinstance(call, tuple):
                 results.append((call[0], call[1], False))
                 continue
+            if not await asyncio.to_thread(_still_there, ctx, call.id):
+                continue  # erased with its lead since it was claimed: never made
             error, retry = await post(client, call)
             results.append((call.id, error, retry))
     return await asyncio.to_thread(_record, ctx, results)
+
+
+def _still_there(ctx: Context, call_id: int) -> bool:
+    """Whether the call is still stored (an erasure deletes the calls about a person)."""
+    with session_scope(ctx.engine) as session:
+        return session.get(Webhook, call_id) is not None
 
 
 def _record(ctx: Context, results: list[tuple[int, str | None, bool]]) -> tuple[int, int]:

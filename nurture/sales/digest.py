@@ -108,6 +108,7 @@ def send_digests(ctx: Context, now: datetime) -> int:
                 session, ctx.config, kind=MessageKind.digest, key=key, to=person,
                 subject=f"Your day: {' and '.join(parts)}", template="digest",
                 values=values, now=now,
+                mentions={h.lead_id for h in todo.handoffs} | {t.lead_id for t in todo.tasks},
             )  # fmt: skip
             count += 1
             logs.action("digest queued", to=person, handoffs=len(values["handoffs"]),

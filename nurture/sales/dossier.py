@@ -37,7 +37,7 @@ class Dossier:
     enrollments: list[Enrollment]
     tasks: list[Task]
     handoffs: list[Handoff]
-    #: :func:`nurture.scorer.breakdown`, when scoring.yaml is readable.
+    #: :func:`nurture.sales.scorer.breakdown`, when scoring.yaml is readable.
     score: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -134,7 +134,7 @@ def describe(
 
 
 def happening(event: Any, subjects: Subjects) -> Happening:
-    """The timeline line of *event* (an :class:`~nurture.events.Event`)."""
+    """The timeline line of *event* (an :class:`~nurture.store.events.Event`)."""
     kind, text, detail = describe(event.type, event.data, event.sequence, event.step, subjects)
     return Happening(event.occurred_at, kind, text, detail)
 

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from nurture.config import Config
 from nurture.mail.compose import Sender, build_notification
-from nurture.store.outbox import MessageKind, queue_message
+from nurture.store.outbox import MessageKind, mention, queue_message
 
 
 @cache
@@ -66,9 +66,11 @@ def queue_sales_mail(
     values: dict[str, Any],
     now: datetime,
     lead_id: int | None = None,
+    mentions: set[int] | None = None,
 ) -> None:
     """Render ``mail/TEMPLATE.txt.j2`` and ``.html.j2`` and queue them to *to*, once per
-    *key*, in the caller's transaction."""
+    *key*, in the caller's transaction. *mentions*: the other leads the mail names (it
+    goes with any of them when they are erased)."""
     sender = sales_sender(config)
     values = {"project": config.settings.project.name, **values}
     message = build_notification(
@@ -81,8 +83,10 @@ def queue_sales_mail(
         date=now,
         message_id=make_msgid(domain=sender.domain),
     )
-    queue_message(
+    row = queue_message(
         session, message, kind=kind, key=key, lead_id=lead_id, sequence="sales",
         step=key.split(":")[0], sender=sender.email, recipient=to,
         timezone=config.settings.project.default_timezone, now=now,
     )  # fmt: skip
+    if mentions:
+        mention(session, row, mentions)

@@ -1,5 +1,5 @@
 """What sales hears: the hand-off notice (email and webhook) and the reminder. The
-webhook calls are made by :mod:`nurture.webhooks`.
+webhook calls are made by :mod:`nurture.mail.webhooks`.
 
 The hand-off reacts to scoring: each ``stage_changed`` event to ``hot`` that scoring
 recorded gets one hand-off (unique on the event) after the pass has moved the
@@ -97,7 +97,7 @@ def notice_values(
 
 def slack_body(values: dict[str, Any], kind: str) -> dict[str, Any]:
     """A Slack-compatible incoming-webhook body, with the facts for other receivers.
-    Lead data goes through :mod:`nurture.slack`: it can ping nobody, make no link and
+    Lead data goes through :mod:`nurture.sales.slack`: it can ping nobody, make no link and
     close no code block."""
     lead: Lead = values["lead"]
     at = f" at {lead.company}" if lead.company else ""

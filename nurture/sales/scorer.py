@@ -7,7 +7,7 @@ next move a lead down, so a pass looks only at those leads.
 
 Scoring decides stage changes and records each as a ``stage_changed`` event; it knows
 nothing of sales. The hand-off reacts to those events later in the pass
-(:func:`nurture.handoff_notice.hand_off_hot_leads`).
+(:func:`nurture.sales.notice.hand_off_hot_leads`).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def review_stage(
 ) -> None:
     """Move the lead to the stage its scores now give it. The ``stage_changed`` event
     goes to *pending*, if given, for the caller to record with a chunk of others
-    (:func:`~nurture.events.record_events`)."""
+    (:func:`~nurture.store.events.record_events`)."""
     engagement = decayed(lead.engagement, lead.scored_at or now, now, rules)
     implied = implied_stage(rules, engagement, lead.fit, approachable(ctx, lead))
     lead.stage_review_at = falls_below_at(rules, implied, lead.engagement, lead.scored_at or now)

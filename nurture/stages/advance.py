@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from nurture import logs
+from nurture import hooks, logs
 from nurture.engine.advance import Position, advance
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
@@ -127,11 +127,14 @@ def _advance_batch(
         unsent = emails_not_left(session, lead_ids)
         for enrollment in due:
             sequence = catalog.sequences[enrollment.sequence]
-            lead = leads[enrollment.lead_id]
+            lead = leads.get(enrollment.lead_id)
+            if lead is None:  # erased while this batch was read: its rows go with it
+                continue
             task = tasks.get(enrollment.waiting_task_id or -1)
             _process(ctx, session, sequence, enrollment, lead, events[lead.id or 0], task, now,
                      report, isolated=isolated, scores=scores_now(rules, lead, now),
                      waiting_for_email=enrollment.id in unsent)  # fmt: skip
+        hooks.reach("advance.before_commit", session)
     return report, [e.id for e in due if e.id is not None]
 
 

@@ -79,6 +79,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # An erased person's rows are overwritten, not just unlinked from the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

@@ -131,7 +131,7 @@ def check_external_type(name: str) -> str:
 
 @dataclass(frozen=True)
 class LeadEvents:
-    """The :class:`~nurture.expressions.Engagement` of one lead in one sequence.
+    """The :class:`~nurture.language.expressions.Engagement` of one lead in one sequence.
 
     ``opened('welcome')`` means an open of the ``welcome`` email of *this* sequence;
     ``occurred('call_completed')`` without a step means any such event of the lead.

@@ -4,7 +4,7 @@ that say how far each incremental job of the pass has looked."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, String
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +14,8 @@ from nurture import clock
 
 #: The key of the generated signing secret.
 SECRET_KEY = "signing_secret"
+#: Since when every link names the person it was made for (migration 0011).
+LINKS_BOUND_KEY = "links_bound_since"
 
 
 class Meta(SQLModel, table=True):
@@ -76,3 +78,13 @@ def project_secret(configured: str, engine: Engine) -> str:
         row = session.get(Meta, SECRET_KEY)
         assert row is not None
         return row.value
+
+
+def links_bound_since(session: Session) -> datetime:
+    """The moment links began to name their person: an older link (which names only an
+    id) is honoured for leads that existed by then, never for a lead made later (which
+    may have been given an erased person's id)."""
+    row = session.get(Meta, LINKS_BOUND_KEY)
+    if row is None:
+        return datetime.max.replace(tzinfo=UTC)
+    return datetime.fromisoformat(row.value)

@@ -1,10 +1,10 @@
 """What happened that ``[[webhooks]]`` may want to hear about.
 
-:func:`note` is called where events are recorded (:mod:`nurture.events`), in the same
+:func:`note` is called where events are recorded (:mod:`nurture.store.events`), in the same
 transaction: each event that means something to the outside (a stage change, an
 unsubscribe, a hand-off answer...) leaves one row here, with the webhook event type it
 becomes. The daemon turns the rows into signed deliveries for the endpoints that want
-them (:mod:`nurture.webhooks`) and removes them. Nothing is sent from here.
+them (:mod:`nurture.mail.webhooks`) and removes them. Nothing is sent from here.
 """
 
 from __future__ import annotations

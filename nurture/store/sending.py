@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, or_, update
 from sqlmodel import Session, col, select
 
-from nurture import logs
+from nurture import clock, logs
 from nurture.store.counters import Cap, give_back, take
 from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
 from nurture.store.events import Event, record_event
@@ -476,3 +477,24 @@ def settle_abandoned(
                     sequence=row.sequence, step=row.step, message_id=row.message_id,
                     action="resent" if resend else "held")  # fmt: skip
     return len(rows)
+
+
+def wait_in_flight(engine: Engine, lead_id: int, timeout: float) -> bool:
+    """Wait until no message to *lead_id* is being handed to the mail server by a live
+    holder (an opt-out or an erasure returns only once nothing is on its way to them);
+    ``False`` if one still was after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with Session(engine) as session:
+            busy = session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(col(OutboxMessage.lead_id) == lead_id)
+                .where(col(OutboxMessage.status) == OutboxStatus.sending.value)
+                .where(col(OutboxMessage.lease_until) > clock.now())
+            ).one()
+        if not busy:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

@@ -1,4 +1,4 @@
-"""Web forms (``forms/NAME.yaml``, see :mod:`nurture.forms`) and double opt-in.
+"""Web forms (``forms/NAME.yaml``, see :mod:`nurture.intake.forms`) and double opt-in.
 
 - ``POST /f/NAME``: a plain HTML form (``application/x-www-form-urlencoded``, answered
   303 to the thank-you or error URL) or ``fetch`` (JSON, answered JSON). The lead is

@@ -6,7 +6,7 @@
   enrollments and timeline;
 - ``GET /api/leads?stage=&owner=&updated_since=&cursor=&limit=``: pages in a stable
   order (last change, then id), for incremental sync;
-- ``DELETE /api/leads/{email}``: erase the person (see :mod:`nurture.erasure`).
+- ``DELETE /api/leads/{email}``: erase the person (see :mod:`nurture.intake.erasure`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nurture import logs
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
-from nurture.intake.erasure import forget
+from nurture.intake.erasure import erase as erase_person
 from nurture.intake.incoming import LeadItem, Origin, SuppressedError, Taken, parse_lead, take_leads
 from nurture.intake.ingest import parse_moment
 from nurture.language.fields import normalize_email, parse_stage
@@ -237,8 +237,7 @@ def router(state: WebState) -> APIRouter:
         )  # fmt: skip
 
     def erase(email: str, key: str) -> dict[str, Any]:
-        with session_scope(engine) as session:
-            erased = forget(session, email)
+        erased = erase_person(engine, email, state.config.outbox_dir)
         logs.action("lead erased", level=logging.WARNING, found=erased.found, key=key)
         return {"erased": erased.found, "suppressed": True}
 

@@ -19,12 +19,14 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from nurture import clock, logs
-from nurture.mail.compose import TEST_LEAD_ID, read_unsubscribe
+from nurture.mail.compose import TEST_LEAD_ID, UnsubscribeLink, read_unsubscribe_link
 from nurture.mail.tracking import LINK_BURST, machine_reason, read_click, read_open
 from nurture.store.database import session_scope
 from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
+from nurture.store.meta import links_bound_since
 from nurture.store.outbox import MessageKind, OutboxMessage
+from nurture.store.sending import wait_in_flight
 from nurture.web.state import NO_CACHE, WebState, client, not_found, page
 
 #: A transparent 1x1 GIF.
@@ -40,6 +42,9 @@ def _machine_hit(tracking_id: str, index: int, now: datetime) -> str:
     window = int(now.timestamp() // REPEAT_WINDOW.total_seconds())
     return f"machine:{tracking_id}:{index}:{window}"
 
+
+#: Longest an unsubscribe waits for a message being handed to the mail server to them.
+IN_FLIGHT_WAIT = 10.0
 
 #: What a test send's unsubscribe link shows (GET or POST): nothing changes.
 TEST_UNSUBSCRIBE = (
@@ -172,13 +177,12 @@ def router(state: WebState) -> APIRouter:
 
     @routes.get("/u/{token}")
     def unsubscribe_page(token: str) -> HTMLResponse:
-        target = read_unsubscribe(secret, token)
-        if target is None:
+        link = read_unsubscribe_link(secret, token)
+        if link is None:
             return not_found()
-        if target[0] == TEST_LEAD_ID:
+        if link.lead_id == TEST_LEAD_ID:
             return page("Test email", TEST_UNSUBSCRIBE)
-        with session_scope(engine) as session:
-            lead = session.get(Lead, target[0])
+        lead = link_lead(link)
         if lead is None:
             return not_found()
         if lead.status == "unsubscribed":
@@ -193,11 +197,21 @@ def router(state: WebState) -> APIRouter:
             '<form method="post"><button type="submit">Unsubscribe</button></form>',
         )
 
-    def unsubscribe_now(target: tuple[int, str, str], one_click: bool, ip: str) -> bool:
-        lead_id, sequence, step = target
+    def link_lead(link: UnsubscribeLink) -> Lead | None:
+        """The lead *link* names, if it is still the person it was made for."""
+        with session_scope(engine) as session:
+            lead = session.get(Lead, link.lead_id)
+            bound_since = links_bound_since(session)
+        if lead is None or not link.names(secret, lead.email, lead.created_at, bound_since):
+            return None
+        return lead
+
+    def unsubscribe_now(link: UnsubscribeLink, one_click: bool, ip: str) -> bool:
+        lead_id, sequence, step = link.lead_id, link.sequence, link.step
         with session_scope(engine) as session:
             lead = session.get(Lead, lead_id)
-            if lead is None:
+            if lead is None or not link.names(secret, lead.email, lead.created_at,
+                                               links_bound_since(session)):  # fmt: skip
                 return False
             recorded = record_event(
                 session,
@@ -217,19 +231,21 @@ def router(state: WebState) -> APIRouter:
                     step=step,
                     via="one-click" if one_click else "page",
                 )
+        # Nothing on its way to them once the page says they are unsubscribed.
+        wait_in_flight(engine, lead_id, IN_FLIGHT_WAIT)
         return True
 
     @routes.post("/u/{token}")
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
-        target = read_unsubscribe(secret, token)
-        if target is None:
+        link = read_unsubscribe_link(secret, token)
+        if link is None:
             return not_found()
-        if target[0] == TEST_LEAD_ID:
+        if link.lead_id == TEST_LEAD_ID:
             return page("Test email", TEST_UNSUBSCRIBE)
         body = (await request.body())[:1000]
         one_click = b"List-Unsubscribe=One-Click" in body
         ip, _ = client(request)
-        if not await run_in_threadpool(unsubscribe_now, target, one_click, ip):
+        if not await run_in_threadpool(unsubscribe_now, link, one_click, ip):
             return not_found()
         return page(
             "Unsubscribed",

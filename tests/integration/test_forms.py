@@ -247,7 +247,7 @@ def test_an_erased_address_comes_back_only_when_its_owner_confirms(site: Site) -
     with site.client() as http:
         http.post("/f/optin", data={"email": "eve@example.com", "consent": "yes"})
     with session_scope(site.engine) as session:
-        forget(session, "eve@example.com")
+        forget(session, "eve@example.com")  # the transaction at the heart of an erasure
     form = {"email": "eve@example.com", "first_name": "Eve", "company": "X", "consent": "yes",
             "_t": site.aged_token("contact")}  # fmt: skip
     with site.client() as http:
