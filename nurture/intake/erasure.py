@@ -24,8 +24,10 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, delete, func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import logs
@@ -46,6 +48,15 @@ from nurture.store.tasks import Task
 
 #: Longest an erasure waits for a message being handed to the mail server right now.
 IN_FLIGHT_WAIT = 30.0
+#: The rows about a person an erasure locks, in order, before the lead itself.
+LOCK_ORDER: tuple[tuple[Any, Any], ...] = (
+    (OutboxMessage, col(OutboxMessage.lead_id)),
+    (Enrollment, col(Enrollment.lead_id)),
+    (Task, col(Task.lead_id)),
+    (Handoff, col(Handoff.lead_id)),
+    (WebhookEvent, col(WebhookEvent.lead_id)),
+    (Webhook, col(Webhook.lead_id)),
+)
 #: Tries of the deleting transaction (PostgreSQL may abort it in a deadlock with a
 #: worker writing about the same person at that moment).
 ERASE_ATTEMPTS = 5
@@ -65,16 +76,21 @@ def forget(session: Session, email: str) -> tuple[Erased, list[str]]:
     row about them, the mail that names them; then suppress the address. Return what
     went and the idempotency keys of the messages that went (their files go too)."""
     address = normalize_email(email)
-    lead = session.exec(select(Lead).where(Lead.email == address).with_for_update()).first()
+    lead_id = session.exec(select(Lead.id).where(Lead.email == address)).first()
     removed: dict[str, int] = {}
     keys: list[str] = []
-    if lead is not None:
-        lead_id = lead.id
+    if lead_id is not None:
+        # Lock what is about them in the order every writer locks it (a message, then
+        # its enrollment, then the lead): a pass, a delivery or a dispatcher writing
+        # about them finishes first, and no one waits for the other in a circle.
+        for table, column in LOCK_ORDER:
+            session.execute(sa_select(table.id).where(column == lead_id).with_for_update())
+        session.execute(sa_select(col(Lead.id)).where(col(Lead.id) == lead_id).with_for_update())
         mentioned = select(OutboxMention.outbox_id).where(col(OutboxMention.lead_id) == lead_id)
         about = (col(OutboxMessage.lead_id) == lead_id) | col(OutboxMessage.id).in_(mentioned)
         keys = list(session.exec(select(OutboxMessage.idempotency_key).where(about)))
         # The cascades would do it; counting each kind tells the operator what went.
-        counted = (
+        counted: tuple[tuple[str, Any, Any], ...] = (
             ("outbox", OutboxMessage, about),
             ("webhooks", Webhook, col(Webhook.lead_id) == lead_id),
             ("webhook_events", WebhookEvent, col(WebhookEvent.lead_id) == lead_id),
@@ -91,7 +107,7 @@ def forget(session: Session, email: str) -> tuple[Erased, list[str]]:
         session.execute(delete(Lead).where(col(Lead.id) == lead_id))  # the rest cascades
         session.expunge_all()
     suppress(session, address)
-    return Erased(address, lead is not None, removed), keys
+    return Erased(address, lead_id is not None, removed), keys
 
 
 def erase(engine: Engine, email: str, outbox_dir: Path | None = None) -> Erased:

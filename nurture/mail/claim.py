@@ -197,7 +197,6 @@ def claim(
         rows = list(session.exec(query))
         if not rows:
             return Batch([], 0)
-        hooks.reach("claim.after_read", session, rows)
         leads = {
             lead.id: lead
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(_lead_ids(rows))))
@@ -210,6 +209,7 @@ def claim(
         }
         events = events_by_lead(session, _lead_ids(rows))
         caps = _Caps(session, ctx, rows, leads, now)
+        hooks.reach("claim.after_read", session, rows)
         for row in rows:
             assert row.id is not None
             lead = leads.get(row.lead_id) if row.lead_id is not None else None

@@ -132,10 +132,10 @@ def _dispatch_batch(ctx: Context, limit: int) -> int | None:
             for endpoint in wanting:
                 session.add(_delivery(endpoint, body, row.type, row.lead_id, row.created_at))
                 queued += 1
+        hooks.reach("dispatch.before_write", session)
         session.execute(
             delete(WebhookEvent).where(col(WebhookEvent.id).in_([row.id for row in rows]))
         )
-        hooks.reach("dispatch.before_commit", session)
     return queued
 
 

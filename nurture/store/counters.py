@@ -65,8 +65,11 @@ def take(connection: Connection, cap: Cap) -> bool:
             set_={"n": _TABLE.c.n + 1},
             where=_TABLE.c.n < cap.limit,
         )
+        .returning(_TABLE.c.n)
     )
-    return bool(connection.execute(statement).rowcount)
+    # The row comes back only if it was written: the rowcount of an upsert whose
+    # condition held nothing back is not the same on every driver.
+    return connection.execute(statement).first() is not None
 
 
 def give_back(connection: Connection, keys: Iterable[str]) -> None:
