@@ -184,7 +184,8 @@ def load_catalog(
                     file_mtime=mtime,
                 )
             else:
-                _rename_in_flight(session, sequence.name, renames(row.steps, sequence))
+                mapping = renames(_deployed_steps(row), sequence)
+                _rename_in_flight(session, sequence.name, mapping)
                 row.path, row.source, row.digest, row.steps = (
                     str(sequence.path),
                     source,
@@ -219,6 +220,16 @@ def load_catalog(
             if retired is not None:
                 catalog.retired[name] = retired
     return catalog
+
+
+def _deployed_steps(row: DeployedSequence) -> list[list[str]]:
+    """``[[step id, digest], ...]`` of a deployed version, the digests as
+    :func:`step_digest` makes them now (a version deployed before it changed is read
+    again from its source; as stored if that no longer loads)."""
+    sequence = _rules_of(row.path, row.source)
+    if sequence is None:
+        return [list(pair) for pair in row.steps]
+    return [[step.id, step_digest(step)] for step in sequence.steps]
 
 
 def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> None:
@@ -284,7 +295,8 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
                 .group_by(Enrollment.next_step)
             ).all()
         )
-        old = dict((step_id, digest) for step_id, digest in row.steps)
+        steps = _deployed_steps(row)
+        old = dict((step_id, digest) for step_id, digest in steps)
         new = {step.id: step_digest(step) for step in sequence.steps}
         parts: list[str] = []
         for step_id in old:
@@ -297,7 +309,7 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
         added = [step_id for step_id in new if step_id not in old]
         if added:
             parts.append("steps added: " + ", ".join(repr(s) for s in added))
-        mapping = renames(row.steps, sequence)
+        mapping = renames(steps, sequence)
         if mapping:
             parts.append("renamed: " + ", ".join(f"{a!r} to {b!r}" for a, b in mapping.items()))
         if not parts:
@@ -305,9 +317,9 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
         total = sum(waiting.values())
         message = f"changed since deployed: {'; '.join(parts)}; {_leads(total)} in flight"
         impacts.append(Impact(sequence.name, str(sequence.path), message))
-        for step_id, _ in row.steps:  # what the leads waiting at each step get next
+        for step_id, _ in steps:  # what the leads waiting at each step get next
             count = waiting.get(step_id, 0)
-            path = path_after_edit(row.steps, sequence, step_id)
+            path = path_after_edit(steps, sequence, step_id)
             if count and (path.changed or path.skipped):
                 impacts.append(Impact(sequence.name, str(sequence.path), describe(path, count)))
     return impacts

@@ -621,6 +621,70 @@ def test_check_says_what_leads_in_flight_get_after_a_reorder(harness: Harness) -
     ), lines
 
 
+def _renamed_call_below_a_new_email() -> str:
+    """SEQUENCE with an email inserted above the call step and the call renamed: every
+    line of the call (its note's too) moves down."""
+    inserted = "  - id: pricing\n    wait: 1 day\n    email: welcome\n"
+    return SEQUENCE.replace("  - id: call\n", inserted + "  - id: 03-call\n")
+
+
+def test_a_renamed_task_below_an_inserted_email_keeps_its_leads(harness: Harness) -> None:
+    from nurture.engine.catalog import edit_impact
+    from nurture.language.sequence_files import load_sequence
+
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 25, 10, 30))  # case-study sent; waits at the call
+    harness.write_sequence(_renamed_call_below_a_new_email())
+    sequence, problems = load_sequence(harness.project / "sequences" / "welcome.yaml",
+                                       lambda name: True)  # fmt: skip
+    assert problems == [] and sequence is not None
+    with session_scope(harness.engine) as session:
+        lines = [str(i) for i in edit_impact(session, [sequence])]
+    assert any("renamed: 'call' to '03-call'" in line for line in lines), lines
+    assert any(
+        line.endswith(
+            "1 lead waiting at 'call' will get '03-call', then 'breakup', then complete; "
+            "'pricing' is now before 'call' and will be skipped for them"
+        )
+        for line in lines
+    ), lines
+    harness.tick(la(2026, 11, 25, 10, 31))  # deployed
+    [enrollment] = harness.enrollments()
+    assert enrollment.next_step == "03-call"
+    report, _ = harness.tick(la(2026, 11, 26, 10, 30))  # the call, as before; no new email
+    assert report.tasks_created == 1 and report.emails_queued == 0
+    with session_scope(harness.engine) as session:
+        assert session.exec(select(Task)).one().step == "03-call"
+    assert [row.step for row in harness.outbox()] == ["welcome", "case-study"]
+
+
+def test_a_version_deployed_with_digests_that_counted_lines_is_compared_by_the_new_rule(
+    harness: Harness,
+) -> None:
+    import dataclasses
+    import hashlib
+
+    from nurture.engine.catalog import _rules_of
+    from nurture.store.enrollments import DeployedSequence
+
+    def counting_lines(step: Any) -> str:  # the digest as nurture computed it before
+        plain = dataclasses.replace(step, id="", line=0, condition_line=0)
+        text = repr(plain) + (step.condition.source if step.condition else "")
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 25, 10, 30))  # waits at the call
+    with session_scope(harness.engine) as session:
+        row = session.exec(select(DeployedSequence)).one()
+        deployed = _rules_of(row.path, row.source)
+        assert deployed is not None
+        row.steps = [[step.id, counting_lines(step)] for step in deployed.steps]
+        session.add(row)
+    harness.write_sequence(_renamed_call_below_a_new_email())
+    harness.tick(la(2026, 11, 25, 10, 31))
+    assert harness.enrollments()[0].next_step == "03-call"
+
+
 def test_an_invalid_live_edit_keeps_the_last_good_version_running(harness: Harness) -> None:
     harness.tick(la(2026, 11, 23, 10, 0))
     harness.write_sequence(SEQUENCE.replace("email: case-study", "email: no-such-template"))
