@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, func, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from nurture.engine.edits import describe, path_after_edit, renames, step_digest
@@ -30,6 +31,9 @@ from nurture.language.yamlfile import parse_yaml
 from nurture.problems import Problem
 from nurture.store.database import session_scope
 from nurture.store.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
+from nurture.store.events import Event
+from nurture.store.outbox import OutboxMessage
+from nurture.store.tasks import Task
 
 
 @dataclass
@@ -233,7 +237,11 @@ def _deployed_steps(row: DeployedSequence) -> list[list[str]]:
 
 
 def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> None:
-    """Carry the enrollments of sequence *name* not yet ended over renamed step ids."""
+    """Carry sequence *name* over renamed step ids (*mapping*: old id -> new id): its
+    enrollments not yet ended, and what names the old steps (events, outbox messages,
+    tasks), so that ``opened``, ``clicked``, ``occurred`` and ``outcome`` see a lead's
+    history under the new id, and an open or a click of an email sent before the rename
+    is recorded under it too (it takes the step from the message's outbox row)."""
     if not mapping:
         return
     ongoing = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value,
@@ -253,6 +261,34 @@ def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> N
         if renamed != done or next_step != enrollment.next_step:
             enrollment.done_steps, enrollment.next_step = renamed, next_step
             session.add(enrollment)
+    session.flush()
+    # After the enrollments are locked: what a pass holding one wrote is renamed too.
+    # A new id is never an id of the deployed version, so no pair undoes another.
+    for old, new in mapping.items():
+        same = aliased(Task)
+        taken = (
+            select(same.id)
+            .where(col(same.enrollment_id) == col(Task.enrollment_id))
+            .where(col(same.step) == new)
+        )
+        session.execute(
+            update(Task)
+            .where(col(Task.sequence) == name)
+            .where(col(Task.step) == old)
+            # One task per step of an enrollment: one that had a step of that id in an
+            # older version keeps that task's id.
+            .where(~taken.exists())
+            .values(step=new)
+            .execution_options(synchronize_session=False)
+        )
+        for table in (OutboxMessage, Event):
+            session.execute(
+                update(table)
+                .where(col(table.sequence) == name)
+                .where(col(table.step) == old)
+                .values(step=new)
+                .execution_options(synchronize_session=False)
+            )
 
 
 def _wake_sequence(session: Session, name: str, now: datetime) -> None:

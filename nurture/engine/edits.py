@@ -8,7 +8,8 @@ The rule, the same for the daemon and for ``nurture check``:
 2. A renamed step keeps its leads: an id that is gone is taken to be renamed to a new id
    whose step does exactly the same, wherever the file now has it (or, when the file
    has as many steps as before, to the new id at the same place). The deployment
-   renames it for every lead in flight.
+   renames it for every lead in flight, and in what names the step (its events, its
+   outbox messages, its tasks): a lead's history goes with the step.
 3. A lead waiting at a removed step moves on to the first step after the last one it
    had (in the new order) that it has not had.
 

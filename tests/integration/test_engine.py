@@ -4,6 +4,7 @@ loopback, on SQLite and PostgreSQL, with time moved by freezegun."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from nurture.stages.passes import tick
 from nurture.stages.report import PassReport
 from nurture.store.database import open_engine, session_scope
 from nurture.store.enrollments import Enrollment
-from nurture.store.events import record_event
+from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead, LeadChanges, upsert_leads
 from nurture.store.outbox import OutboxMessage
 from nurture.store.tasks import Task, complete_task
@@ -594,7 +595,8 @@ def test_renaming_every_step_keeps_a_waiting_lead_where_it_is(harness: Harness) 
     [enrollment] = harness.enrollments()
     assert enrollment.next_step == "02-case-study" and enrollment.done_steps == ["01-welcome"]
     harness.tick(la(2026, 11, 25, 10, 30))
-    assert [row.step for row in harness.outbox()] == ["welcome", "02-case-study"]
+    # The welcome sent before the rename is under its new id too.
+    assert [row.step for row in harness.outbox()] == ["01-welcome", "02-case-study"]
 
 
 def test_check_says_what_leads_in_flight_get_after_a_reorder(harness: Harness) -> None:
@@ -683,6 +685,95 @@ def test_a_version_deployed_with_digests_that_counted_lines_is_compared_by_the_n
     harness.write_sequence(_renamed_call_below_a_new_email())
     harness.tick(la(2026, 11, 25, 10, 31))
     assert harness.enrollments()[0].next_step == "03-call"
+
+
+CLICKED = """\
+name: welcome
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: hello
+    email: welcome
+  - id: later
+    wait: 2 days
+    if: "not clicked('hello')"
+    email: case-study
+"""
+
+
+def test_a_renamed_email_keeps_its_clicks_before_and_after_the_rename(harness: Harness) -> None:
+    import httpx
+
+    from nurture.web.server import create_app
+
+    harness.write_sequence(CLICKED)
+    harness.add_leads(*({"email": f"{name}@example.com", "first_name": name.title(),
+                         "source": "guide"} for name in ("ben", "cleo")))  # fmt: skip
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.sent == 3
+    clicks = {}
+    for message in harness.sent():
+        html = message.get_body(("html",)).get_content()
+        url = re.search(r'href="(http://localhost:8080/c/[^"]+)"', html).group(1)  # type: ignore[union-attr]
+        clicks[message["To"].addresses[0].addr_spec] = url.removeprefix("http://localhost:8080")
+    app = create_app(harness.config, harness.engine)
+    browser = {"User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Version/17.5"}
+
+    async def follow(path: str) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return (await http.get(path, headers=browser)).status_code
+
+    def click(email: str, moment: datetime) -> None:  # the tracking link, at *moment*
+        with freeze_time(moment, real_asyncio=True):
+            assert asyncio.run(follow(clicks[email])) == 302
+
+    click("ben@example.com", la(2026, 11, 23, 11, 0))  # before the rename
+    harness.write_sequence(CLICKED.replace("hello", "01-hello"))
+    harness.tick(la(2026, 11, 23, 12, 0))  # deployed
+    click("maria@example.com", la(2026, 11, 23, 13, 0))  # after it, in an email sent before
+    report, delivered = harness.tick(la(2026, 11, 25, 10, 0))
+    later = [row.recipient for row in harness.outbox() if row.step == "later"]
+    assert later == ["cleo@example.com"]  # only Cleo, who did not click
+    assert report.skipped == 2 and delivered.sent == 1
+    with session_scope(harness.engine) as session:
+        steps = {(e.type, e.step) for e in session.exec(select(Event))}
+    assert steps == {("email_sent", "01-hello"), ("email_clicked", "01-hello"),
+                     ("email_sent", "later")}  # fmt: skip
+    assert {row.step for row in harness.outbox()} == {"01-hello", "later"}
+
+
+CALLED = """\
+name: welcome
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: call
+    task: call
+    outcomes: [qualified, not_now]
+    note: "Call {{ lead.first_name }}"
+  - id: breakup
+    wait: 1 day
+    if: "outcome('call') != 'qualified'"
+    email: breakup-short
+"""
+
+
+def test_a_task_done_after_its_step_was_renamed_counts_under_the_new_id(
+    harness: Harness,
+) -> None:
+    harness.write_sequence(CALLED)
+    report, _ = harness.tick(la(2026, 11, 23, 10, 0))
+    assert report.tasks_created == 1
+    harness.write_sequence(CALLED.replace("call'", "01-call'").replace("id: call", "id: 01-call"))
+    harness.tick(la(2026, 11, 23, 11, 0))  # deployed
+    with freeze_time(la(2026, 11, 23, 12, 0)), session_scope(harness.engine) as session:
+        task = session.exec(select(Task)).one()
+        complete_task(session, task.id or 0, "qualified")
+    report, delivered = harness.tick(la(2026, 11, 24, 12, 0))
+    assert delivered.sent == 0 and report.skipped == 1  # qualified: no breakup email
+    assert harness.enrollments()[0].status == "completed"
+    assert task.step == "01-call"
 
 
 def test_an_invalid_live_edit_keeps_the_last_good_version_running(harness: Harness) -> None:
