@@ -776,6 +776,89 @@ def test_a_task_done_after_its_step_was_renamed_counts_under_the_new_id(
     assert task.step == "01-call"
 
 
+FADING = """\
+name: fading
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+exit_when: ["engagement < {threshold}"]
+steps:
+  - id: hello
+    email: welcome
+  - id: later
+    wait: 3 days
+    email: case-study
+  - id: last
+    wait: 7 days
+    email: breakup-short
+"""
+START = la(2026, 11, 23, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "emails", "exit_before", "exit_at"),
+    [
+        # Below 14 after 2.7 days: the daemon sees it when `later` is due, and exits then.
+        (14, ["hello"], "later", START + timedelta(days=3)),
+        # Below 10 after 9.5 days, which is also when María cools from warm to cold: the
+        # stage change wakes the enrollment, and it exits then, before `last` is due.
+        (10, ["hello", "later"], "last", None),
+    ],
+)
+def test_a_time_driven_exit_happens_as_simulate_shows(
+    harness: Harness, threshold: int, emails: list[str], exit_before: str, exit_at: datetime | None
+) -> None:
+    from nurture.engine.simulate import simulate
+    from nurture.language.expressions import LeadView
+    from nurture.language.scoring import load_scoring, scores_now
+    from nurture.language.sequence_files import load_sequence
+
+    # María earned 16 points just before; they decay by half every 14 days (scoring.yaml).
+    (harness.project / "sequences" / "welcome.yaml").unlink()
+    with freeze_time(START - timedelta(hours=2)), session_scope(harness.engine) as session:
+        lead_id = session.exec(select(Lead)).one().id or 0
+        record_event(session, lead_id, "form_submitted", source="test")
+        for _ in range(3):
+            record_event(session, lead_id, "page_visited", source="test")
+    harness.tick(START - timedelta(hours=1))  # scored (warm); no sequence yet
+    harness.write_sequence(FADING.format(threshold=threshold), name="fading")
+
+    # What `nurture simulate fading --lead maria@example.com --start ...` shows.
+    rules = load_scoring(harness.config.scoring_file)[0]
+    sequence, problems = load_sequence(harness.project / "sequences" / "fading.yaml",
+                                       lambda name: True)  # fmt: skip
+    assert rules is not None and problems == [] and sequence is not None
+    lead = harness.lead("maria@example.com")
+    timeline = simulate(
+        sequence, LeadView.of(lead), start=START, days=30, assumptions=[],
+        default_timezone=harness.config.settings.project.default_timezone, rules=rules,
+        scores=scores_now(rules, lead, START), approachable=True,
+    )  # fmt: skip
+    predicted = [(e.step, e.moment) for e in timeline if e.kind == "email"]
+    [ending] = [e for e in timeline if e.kind in ("exited", "completed")]
+
+    # What the daemon does: a pass at each moment simulate names, and every six hours.
+    moments = {e.moment for e in timeline}
+    moment = START
+    while moment <= START + timedelta(days=30):
+        moments.add(moment)
+        moment += timedelta(hours=6)
+    for moment in sorted(moments):
+        harness.tick(moment)
+    rows = {row.message_id: row for row in harness.outbox()}
+    delivered = [(rows[m["Message-ID"]].step, m["Date"].datetime) for m in harness.sent()]
+    assert delivered == predicted
+    assert [step for step, _ in delivered] == emails
+    [enrollment] = harness.enrollments()
+    daemon = (enrollment.status, enrollment.reason, enrollment.ended_at)
+    assert daemon == (ending.kind, ending.reason, ending.moment)
+    expected = ("exited", exit_before, f"exits before {exit_before}")
+    assert (ending.kind, ending.step, ending.detail) == expected
+    if exit_at is not None:
+        assert ending.moment == exit_at
+    else:
+        assert START + timedelta(days=9) < ending.moment < START + timedelta(days=10)
+
+
 def test_an_invalid_live_edit_keeps_the_last_good_version_running(harness: Harness) -> None:
     harness.tick(la(2026, 11, 23, 10, 0))
     harness.write_sequence(SEQUENCE.replace("email: case-study", "email: no-such-template"))
