@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, case, func, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -263,32 +263,32 @@ def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> N
             session.add(enrollment)
     session.flush()
     # After the enrollments are locked: what a pass holding one wrote is renamed too.
-    # A new id is never an id of the deployed version, so no pair undoes another.
-    for old, new in mapping.items():
-        same = aliased(Task)
-        taken = (
-            select(same.id)
-            .where(col(same.enrollment_id) == col(Task.enrollment_id))
-            .where(col(same.step) == new)
-        )
+    # A new id is never an id of the deployed version, so no pair undoes another. One
+    # statement per table (each reads the table once, however many steps are renamed).
+    same = aliased(Task)
+    taken = (
+        select(same.id)
+        .where(col(same.enrollment_id) == col(Task.enrollment_id))
+        .where(col(same.step) == case(mapping, value=col(Task.step)))
+    )
+    session.execute(
+        update(Task)
+        .where(col(Task.sequence) == name)
+        .where(col(Task.step).in_(list(mapping)))
+        # One task per step of an enrollment: a task of an id its enrollment had in an
+        # older version stays apart.
+        .where(~taken.exists())
+        .values(step=case(mapping, value=col(Task.step)))
+        .execution_options(synchronize_session=False)
+    )
+    for table in (OutboxMessage, Event):
         session.execute(
-            update(Task)
-            .where(col(Task.sequence) == name)
-            .where(col(Task.step) == old)
-            # One task per step of an enrollment: one that had a step of that id in an
-            # older version keeps that task's id.
-            .where(~taken.exists())
-            .values(step=new)
+            update(table)
+            .where(col(table.sequence) == name)
+            .where(col(table.step).in_(list(mapping)))
+            .values(step=case(mapping, value=col(table.step)))
             .execution_options(synchronize_session=False)
         )
-        for table in (OutboxMessage, Event):
-            session.execute(
-                update(table)
-                .where(col(table.sequence) == name)
-                .where(col(table.step) == old)
-                .values(step=new)
-                .execution_options(synchronize_session=False)
-            )
 
 
 def _wake_sequence(session: Session, name: str, now: datetime) -> None:
