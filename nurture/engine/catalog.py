@@ -18,7 +18,8 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, case, func, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from nurture.engine.edits import describe, path_after_edit, renames, step_digest
@@ -30,6 +31,9 @@ from nurture.language.yamlfile import parse_yaml
 from nurture.problems import Problem
 from nurture.store.database import session_scope
 from nurture.store.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
+from nurture.store.events import Event
+from nurture.store.outbox import OutboxMessage
+from nurture.store.tasks import Task
 
 
 @dataclass
@@ -184,7 +188,8 @@ def load_catalog(
                     file_mtime=mtime,
                 )
             else:
-                _rename_in_flight(session, sequence.name, renames(row.steps, sequence))
+                mapping = renames(_deployed_steps(row), sequence)
+                _rename_in_flight(session, sequence.name, mapping)
                 row.path, row.source, row.digest, row.steps = (
                     str(sequence.path),
                     source,
@@ -221,8 +226,22 @@ def load_catalog(
     return catalog
 
 
+def _deployed_steps(row: DeployedSequence) -> list[list[str]]:
+    """``[[step id, digest], ...]`` of a deployed version, the digests as
+    :func:`step_digest` makes them now (a version deployed before it changed is read
+    again from its source; as stored if that no longer loads)."""
+    sequence = _rules_of(row.path, row.source)
+    if sequence is None:
+        return [list(pair) for pair in row.steps]
+    return [[step.id, step_digest(step)] for step in sequence.steps]
+
+
 def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> None:
-    """Carry the enrollments of sequence *name* not yet ended over renamed step ids."""
+    """Carry sequence *name* over renamed step ids (*mapping*: old id -> new id): its
+    enrollments not yet ended, and what names the old steps (events, outbox messages,
+    tasks), so that ``opened``, ``clicked``, ``occurred`` and ``outcome`` see a lead's
+    history under the new id, and an open or a click of an email sent before the rename
+    is recorded under it too (it takes the step from the message's outbox row)."""
     if not mapping:
         return
     ongoing = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value,
@@ -242,6 +261,34 @@ def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> N
         if renamed != done or next_step != enrollment.next_step:
             enrollment.done_steps, enrollment.next_step = renamed, next_step
             session.add(enrollment)
+    session.flush()
+    # After the enrollments are locked: what a pass holding one wrote is renamed too.
+    # A new id is never an id of the deployed version, so no pair undoes another. One
+    # statement per table (each reads the table once, however many steps are renamed).
+    same = aliased(Task)
+    taken = (
+        select(same.id)
+        .where(col(same.enrollment_id) == col(Task.enrollment_id))
+        .where(col(same.step) == case(mapping, value=col(Task.step)))
+    )
+    session.execute(
+        update(Task)
+        .where(col(Task.sequence) == name)
+        .where(col(Task.step).in_(list(mapping)))
+        # One task per step of an enrollment: a task of an id its enrollment had in an
+        # older version stays apart.
+        .where(~taken.exists())
+        .values(step=case(mapping, value=col(Task.step)))
+        .execution_options(synchronize_session=False)
+    )
+    for table in (OutboxMessage, Event):
+        session.execute(
+            update(table)
+            .where(col(table.sequence) == name)
+            .where(col(table.step).in_(list(mapping)))
+            .values(step=case(mapping, value=col(table.step)))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _wake_sequence(session: Session, name: str, now: datetime) -> None:
@@ -284,7 +331,8 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
                 .group_by(Enrollment.next_step)
             ).all()
         )
-        old = dict((step_id, digest) for step_id, digest in row.steps)
+        steps = _deployed_steps(row)
+        old = dict((step_id, digest) for step_id, digest in steps)
         new = {step.id: step_digest(step) for step in sequence.steps}
         parts: list[str] = []
         for step_id in old:
@@ -297,7 +345,7 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
         added = [step_id for step_id in new if step_id not in old]
         if added:
             parts.append("steps added: " + ", ".join(repr(s) for s in added))
-        mapping = renames(row.steps, sequence)
+        mapping = renames(steps, sequence)
         if mapping:
             parts.append("renamed: " + ", ".join(f"{a!r} to {b!r}" for a, b in mapping.items()))
         if not parts:
@@ -305,9 +353,9 @@ def edit_impact(session: Session, sequences: Seq[Sequence]) -> list[Impact]:
         total = sum(waiting.values())
         message = f"changed since deployed: {'; '.join(parts)}; {_leads(total)} in flight"
         impacts.append(Impact(sequence.name, str(sequence.path), message))
-        for step_id, _ in row.steps:  # what the leads waiting at each step get next
+        for step_id, _ in steps:  # what the leads waiting at each step get next
             count = waiting.get(step_id, 0)
-            path = path_after_edit(row.steps, sequence, step_id)
+            path = path_after_edit(steps, sequence, step_id)
             if count and (path.changed or path.skipped):
                 impacts.append(Impact(sequence.name, str(sequence.path), describe(path, count)))
     return impacts

@@ -6,8 +6,10 @@ The rule, the same for the daemon and for ``nurture check``:
    file's new order. A step it has had (by id) is never done again, and a step that now
    comes before the one it waits at is behind it: it does not get it.
 2. A renamed step keeps its leads: an id that is gone is taken to be renamed to a new id
-   whose step does exactly the same (or, when the file has as many steps as before, to
-   the new id at the same place). The deployment renames it for every lead in flight.
+   whose step does exactly the same, wherever the file now has it (or, when the file
+   has as many steps as before, to the new id at the same place). The deployment
+   renames it for every lead in flight, and in what names the step (its events, its
+   outbox messages, its tasks): a lead's history goes with the step.
 3. A lead waiting at a removed step moves on to the first step after the last one it
    had (in the new order) that it has not had.
 
@@ -20,14 +22,36 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
+from typing import Any
 
 from nurture.engine.advance import following, resolve_step
 from nurture.language.sequences import Sequence, Step
 
 
+def _is_line(name: str) -> bool:
+    return name == "line" or name.endswith("_line")
+
+
+def _without_lines(value: Any) -> Any:
+    """*value* with every line number in it (a field ``line`` or ``*_line``, at any
+    depth of dataclasses and tuples) set to 0."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: 0 if _is_line(f.name) else _without_lines(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.init
+        }
+        return dataclasses.replace(value, **changes)
+    if type(value) is tuple:
+        return tuple(_without_lines(item) for item in value)
+    return value
+
+
 def step_digest(step: Step) -> str:
-    """What a step does, ignoring its id and where in the file it is written."""
-    plain = dataclasses.replace(step, id="", line=0, condition_line=0)
+    """What a step does, ignoring its id and where in the file it is written (no line
+    number anywhere in it counts: a step moved by lines added above it is the same
+    step). A step with no line number but its own has the digest it always had."""
+    plain = dataclasses.replace(_without_lines(step), id="")
     text = repr(plain) + (step.condition.source if step.condition else "")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -121,3 +121,31 @@ def test_a_newer_version_whose_template_is_not_here_yet_still_wins(
         assert catalog.missing_templates == {"nudge": ["fresh"]}
         assert not load(engine, new)[2]
     assert "extra" in deployed(engine).source
+
+
+def test_a_rename_onto_an_id_an_enrollment_had_in_an_older_version_keeps_its_tasks_apart(
+    engine: Engine,
+) -> None:
+    from nurture.engine.catalog import _rename_in_flight
+    from nurture.store.enrollments import Enrollment
+    from nurture.store.leads import Lead
+    from nurture.store.tasks import Task
+
+    with session_scope(engine) as session:
+        lead = Lead(email="maria@example.com", created_at=MOMENT, updated_at=MOMENT)
+        session.add(lead)
+        session.flush()
+        old, new = (Enrollment(lead_id=lead.id or 0, sequence="nudge", cycle=cycle,
+                               base_at=MOMENT, status="completed") for cycle in (1, 2))  # fmt: skip
+        session.add_all([old, new])
+        session.flush()
+        # The old cycle had a step 'call' (since removed) and then 'ring'; 'ring' is now
+        # renamed 'call': the old cycle's two tasks must stay two tasks.
+        for enrollment, step in ((old, "call"), (old, "ring"), (new, "ring")):
+            session.add(Task(lead_id=lead.id or 0, enrollment_id=enrollment.id, sequence="nudge",
+                             step=step, kind="call", due_at=MOMENT, created_at=MOMENT))  # fmt: skip
+    with session_scope(engine) as session:
+        _rename_in_flight(session, "nudge", {"ring": "call"})
+    with session_scope(engine) as session:
+        steps = {(t.enrollment_id, t.step) for t in session.exec(select(Task))}
+    assert steps == {(old.id, "call"), (old.id, "ring"), (new.id, "call")}

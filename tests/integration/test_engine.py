@@ -4,7 +4,9 @@ loopback, on SQLite and PostgreSQL, with time moved by freezegun."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +20,7 @@ from nurture.mail.pacing import DeliveryReport, SendingPause
 from nurture.stages.passes import tick
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment
-from nurture.store.events import record_event
+from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
 from nurture.store.outbox import OutboxMessage
 from nurture.store.tasks import Task, complete_task
@@ -487,7 +489,8 @@ def test_renaming_every_step_keeps_a_waiting_lead_where_it_is(harness: Harness) 
     [enrollment] = harness.enrollments()
     assert enrollment.next_step == "02-case-study" and enrollment.done_steps == ["01-welcome"]
     harness.tick(la(2026, 11, 25, 10, 30))
-    assert [row.step for row in harness.outbox()] == ["welcome", "02-case-study"]
+    # The welcome sent before the rename is under its new id too.
+    assert [row.step for row in harness.outbox()] == ["01-welcome", "02-case-study"]
 
 
 def test_check_says_what_leads_in_flight_get_after_a_reorder(harness: Harness) -> None:
@@ -512,6 +515,242 @@ def test_check_says_what_leads_in_flight_get_after_a_reorder(harness: Harness) -
         )
         for line in lines
     ), lines
+
+
+def _renamed_call_below_a_new_email() -> str:
+    """SEQUENCE with an email inserted above the call step and the call renamed: every
+    line of the call (its note's too) moves down."""
+    inserted = "  - id: pricing\n    wait: 1 day\n    email: welcome\n"
+    return SEQUENCE.replace("  - id: call\n", inserted + "  - id: 03-call\n")
+
+
+def test_a_renamed_task_below_an_inserted_email_keeps_its_leads(harness: Harness) -> None:
+    from nurture.engine.catalog import edit_impact
+    from nurture.language.sequence_files import load_sequence
+
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 25, 10, 30))  # case-study sent; waits at the call
+    harness.write_sequence(_renamed_call_below_a_new_email())
+    sequence, problems = load_sequence(harness.project / "sequences" / "welcome.yaml",
+                                       lambda name: True)  # fmt: skip
+    assert problems == [] and sequence is not None
+    with session_scope(harness.engine) as session:
+        lines = [str(i) for i in edit_impact(session, [sequence])]
+    assert any("renamed: 'call' to '03-call'" in line for line in lines), lines
+    assert any(
+        line.endswith(
+            "1 lead waiting at 'call' will get '03-call', then 'breakup', then complete; "
+            "'pricing' is now before 'call' and will be skipped for them"
+        )
+        for line in lines
+    ), lines
+    harness.tick(la(2026, 11, 25, 10, 31))  # deployed
+    [enrollment] = harness.enrollments()
+    assert enrollment.next_step == "03-call"
+    report, _ = harness.tick(la(2026, 11, 26, 10, 30))  # the call, as before; no new email
+    assert report.tasks_created == 1 and report.emails_queued == 0
+    with session_scope(harness.engine) as session:
+        assert session.exec(select(Task)).one().step == "03-call"
+    assert [row.step for row in harness.outbox()] == ["welcome", "case-study"]
+
+
+def test_a_version_deployed_with_digests_that_counted_lines_is_compared_by_the_new_rule(
+    harness: Harness,
+) -> None:
+    import dataclasses
+    import hashlib
+
+    from nurture.engine.catalog import _rules_of
+    from nurture.store.enrollments import DeployedSequence
+
+    def counting_lines(step: Any) -> str:  # the digest as nurture computed it before
+        plain = dataclasses.replace(step, id="", line=0, condition_line=0)
+        text = repr(plain) + (step.condition.source if step.condition else "")
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 25, 10, 30))  # waits at the call
+    with session_scope(harness.engine) as session:
+        row = session.exec(select(DeployedSequence)).one()
+        deployed = _rules_of(row.path, row.source)
+        assert deployed is not None
+        row.steps = [[step.id, counting_lines(step)] for step in deployed.steps]
+        session.add(row)
+    harness.write_sequence(_renamed_call_below_a_new_email())
+    harness.tick(la(2026, 11, 25, 10, 31))
+    assert harness.enrollments()[0].next_step == "03-call"
+
+
+CLICKED = """\
+name: welcome
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: hello
+    email: welcome
+  - id: later
+    wait: 2 days
+    if: "not clicked('hello')"
+    email: case-study
+"""
+
+
+def test_a_renamed_email_keeps_its_clicks_before_and_after_the_rename(harness: Harness) -> None:
+    import httpx
+
+    from nurture.web.server import create_app
+
+    harness.write_sequence(CLICKED)
+    harness.add_leads(*({"email": f"{name}@example.com", "first_name": name.title(),
+                         "source": "guide"} for name in ("ben", "cleo")))  # fmt: skip
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.sent == 3
+    clicks = {}
+    for message in harness.sent():
+        html = message.get_body(("html",)).get_content()
+        url = re.search(r'href="(http://localhost:8080/c/[^"]+)"', html).group(1)  # type: ignore[union-attr]
+        clicks[message["To"].addresses[0].addr_spec] = url.removeprefix("http://localhost:8080")
+    app = create_app(harness.config, harness.engine)
+    browser = {"User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Version/17.5"}
+
+    async def follow(path: str) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return (await http.get(path, headers=browser)).status_code
+
+    def click(email: str, moment: datetime) -> None:  # the tracking link, at *moment*
+        with freeze_time(moment, real_asyncio=True):
+            assert asyncio.run(follow(clicks[email])) == 302
+
+    click("ben@example.com", la(2026, 11, 23, 11, 0))  # before the rename
+    harness.write_sequence(CLICKED.replace("hello", "01-hello"))
+    harness.tick(la(2026, 11, 23, 12, 0))  # deployed
+    click("maria@example.com", la(2026, 11, 23, 13, 0))  # after it, in an email sent before
+    report, delivered = harness.tick(la(2026, 11, 25, 10, 0))
+    later = [row.recipient for row in harness.outbox() if row.step == "later"]
+    assert later == ["cleo@example.com"]  # only Cleo, who did not click
+    assert report.skipped == 2 and delivered.sent == 1
+    with session_scope(harness.engine) as session:
+        steps = {(e.type, e.step) for e in session.exec(select(Event))}
+    assert steps == {("email_sent", "01-hello"), ("email_clicked", "01-hello"),
+                     ("email_sent", "later")}  # fmt: skip
+    assert {row.step for row in harness.outbox()} == {"01-hello", "later"}
+
+
+CALLED = """\
+name: welcome
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: call
+    task: call
+    outcomes: [qualified, not_now]
+    note: "Call {{ lead.first_name }}"
+  - id: breakup
+    wait: 1 day
+    if: "outcome('call') != 'qualified'"
+    email: breakup-short
+"""
+
+
+def test_a_task_done_after_its_step_was_renamed_counts_under_the_new_id(
+    harness: Harness,
+) -> None:
+    harness.write_sequence(CALLED)
+    report, _ = harness.tick(la(2026, 11, 23, 10, 0))
+    assert report.tasks_created == 1
+    harness.write_sequence(CALLED.replace("call'", "01-call'").replace("id: call", "id: 01-call"))
+    harness.tick(la(2026, 11, 23, 11, 0))  # deployed
+    with freeze_time(la(2026, 11, 23, 12, 0)), session_scope(harness.engine) as session:
+        task = session.exec(select(Task)).one()
+        complete_task(session, task.id or 0, "qualified")
+    report, delivered = harness.tick(la(2026, 11, 24, 12, 0))
+    assert delivered.sent == 0 and report.skipped == 1  # qualified: no breakup email
+    assert harness.enrollments()[0].status == "completed"
+    assert task.step == "01-call"
+
+
+FADING = """\
+name: fading
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+exit_when: ["engagement < {threshold}"]
+steps:
+  - id: hello
+    email: welcome
+  - id: later
+    wait: 3 days
+    email: case-study
+  - id: last
+    wait: 7 days
+    email: breakup-short
+"""
+START = la(2026, 11, 23, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "emails", "exit_before", "exit_at"),
+    [
+        # Below 14 after 2.7 days: the daemon sees it when `later` is due, and exits then.
+        (14, ["hello"], "later", START + timedelta(days=3)),
+        # Below 10 after 9.5 days, which is also when María cools from warm to cold: the
+        # stage change wakes the enrollment, and it exits then, before `last` is due.
+        (10, ["hello", "later"], "last", None),
+    ],
+)
+def test_a_time_driven_exit_happens_as_simulate_shows(
+    harness: Harness, threshold: int, emails: list[str], exit_before: str, exit_at: datetime | None
+) -> None:
+    from nurture.engine.simulate import simulate
+    from nurture.language.expressions import LeadView
+    from nurture.language.scoring import load_scoring, scores_now
+    from nurture.language.sequence_files import load_sequence
+
+    # María earned 16 points just before; they decay by half every 14 days (scoring.yaml).
+    (harness.project / "sequences" / "welcome.yaml").unlink()
+    with freeze_time(START - timedelta(hours=2)), session_scope(harness.engine) as session:
+        lead_id = session.exec(select(Lead)).one().id or 0
+        record_event(session, lead_id, "form_submitted", source="test")
+        for _ in range(3):
+            record_event(session, lead_id, "page_visited", source="test")
+    harness.tick(START - timedelta(hours=1))  # scored (warm); no sequence yet
+    harness.write_sequence(FADING.format(threshold=threshold), name="fading")
+
+    # What `nurture simulate fading --lead maria@example.com --start ...` shows.
+    rules = load_scoring(harness.config.scoring_file)[0]
+    sequence, problems = load_sequence(harness.project / "sequences" / "fading.yaml",
+                                       lambda name: True)  # fmt: skip
+    assert rules is not None and problems == [] and sequence is not None
+    lead = harness.lead("maria@example.com")
+    timeline = simulate(
+        sequence, LeadView.of(lead), start=START, days=30, assumptions=[],
+        default_timezone=harness.config.settings.project.default_timezone, rules=rules,
+        scores=scores_now(rules, lead, START), approachable=True,
+    )  # fmt: skip
+    predicted = [(e.step, e.moment) for e in timeline if e.kind == "email"]
+    [ending] = [e for e in timeline if e.kind in ("exited", "completed")]
+
+    # What the daemon does: a pass at each moment simulate names, and every six hours.
+    moments = {e.moment for e in timeline}
+    moment = START
+    while moment <= START + timedelta(days=30):
+        moments.add(moment)
+        moment += timedelta(hours=6)
+    for moment in sorted(moments):
+        harness.tick(moment)
+    rows = {row.message_id: row for row in harness.outbox()}
+    delivered = [(rows[m["Message-ID"]].step, m["Date"].datetime) for m in harness.sent()]
+    assert delivered == predicted
+    assert [step for step, _ in delivered] == emails
+    [enrollment] = harness.enrollments()
+    daemon = (enrollment.status, enrollment.reason, enrollment.ended_at)
+    assert daemon == (ending.kind, ending.reason, ending.moment)
+    expected = ("exited", exit_before, f"exits before {exit_before}")
+    assert (ending.kind, ending.step, ending.detail) == expected
+    if exit_at is not None:
+        assert ending.moment == exit_at
+    else:
+        assert START + timedelta(days=9) < ending.moment < START + timedelta(days=10)
 
 
 def test_an_invalid_live_edit_keeps_the_last_good_version_running(harness: Harness) -> None:

@@ -67,3 +67,50 @@ def test_a_removed_step_moves_its_leads_on_and_an_added_one_before_them_is_skipp
     path = path_after_edit(old, new, "b")
     assert (path.gets, path.skipped) == (("c",), ("intro",))
     assert describe(path, 1).startswith("1 lead waiting at 'b' will get 'c', then complete")
+
+
+EVERY_KIND = """\
+  - id: hello
+    email: t1
+  - id: call
+    wait: 1 day
+    task: call
+    timeout: 2 days
+    note: |
+      Call {{ lead.first_name }}
+  - id: ping
+    wait: 1 day
+    if: "lead.stage != 'hot'"
+    notify: "{{ lead.email }} got the intro"
+  - id: tag
+    update: {stage: warm}
+  - id: offer
+    wait: 2 days
+    email: {variants: {t2: 1, t3: 1}}
+"""
+#: Inserted above every step: it moves each of them down by three lines.
+INSERTED = "  - id: intro\n    wait: 1 hour\n    email: t0\n"
+
+
+def test_a_step_moved_by_lines_added_above_it_is_the_same_step(tmp_path: Path) -> None:
+    before = load(tmp_path, EVERY_KIND).steps
+    after = load(tmp_path, INSERTED + EVERY_KIND).steps[1:]
+    assert [s.line for s in before] != [s.line for s in after]  # every step moved
+    assert [s.kind for s in before] == ["email", "task", "notify", "update", "email"]
+    assert [step_digest(s) for s in before] == [step_digest(s) for s in after]
+    # What a step does still counts: a different note is a different step.
+    other = load(tmp_path, EVERY_KIND.replace("Call {{", "Ring {{")).steps[1]
+    assert step_digest(other) != step_digest(before[1])
+
+
+def test_steps_renamed_below_an_inserted_step_keep_their_leads(tmp_path: Path) -> None:
+    old = deployed(load(tmp_path, EVERY_KIND))
+    text = EVERY_KIND
+    for step_id in ("hello", "call", "ping", "tag", "offer"):
+        text = text.replace(f"  - id: {step_id}\n", f"  - id: 0-{step_id}\n")
+    new = load(tmp_path, INSERTED + text)
+    assert renames(old, new) == {s: f"0-{s}" for s in ("hello", "call", "ping", "tag", "offer")}
+    for waiting_at in ("call", "ping", "offer"):  # not the new email, now before them
+        path = path_after_edit(old, new, waiting_at)
+        assert path.gets[0] == f"0-{waiting_at}" and not path.changed
+        assert path.skipped == ("intro",)

@@ -228,3 +228,60 @@ def test_a_calendar_wait_keeps_the_local_time_across_the_dst_change(tmp_path: Pa
     # Two days on is Sunday 25 October (clocks went back): it moves to Monday 08:00 local.
     assert outcome.due_at == datetime(2026, 10, 26, 8, 0, tzinfo=warsaw)
     assert outcome.due_at.astimezone(UTC).hour == 7
+
+
+FADING = """\
+name: s
+from: A <a@example.com>
+exit_when: ["engagement < 14"]
+steps:
+  - id: welcome
+    email: a
+  - id: later
+    wait: 3 days
+    email: b
+"""
+
+
+def test_simulate_checks_a_time_driven_exit_before_a_step_as_the_daemon_does(
+    tmp_path: Path,
+) -> None:
+    from nurture.engine.simulate import simulate
+    from nurture.language.expressions import LeadView, Scores
+    from nurture.language.scoring import parse_scoring
+
+    rules, problems = parse_scoring(tmp_path / "scoring.yaml", {
+        "engagement": {"email_clicked": 5}, "half_life": "14 days",
+        "stages": {"warm": {"engagement": 10}},
+    })  # fmt: skip
+    assert rules is not None and problems == []
+    seq = sequence(tmp_path, FADING)
+    start = la(2026, 11, 18, 10, 0)
+    # 16 points now, 13.8 when `later` is due: below 14, the daemon exits instead.
+    timeline = simulate(seq, LeadView({**LEAD, "stage": "warm"}), start=start, days=30,
+                        assumptions=[], default_timezone="America/Los_Angeles", rules=rules,
+                        scores=Scores(16.0, 0.0))  # fmt: skip
+    assert [(e.kind, e.step, e.moment, e.reason) for e in timeline] == [
+        ("email", "welcome", start, ""),
+        ("exited", "later", start + timedelta(days=3), "engagement < 14"),
+    ]
+    assert timeline[-1].detail == "exits before later"
+    # The daemon's step at that moment, with the lead's scores then.
+    daemon = advance(seq, Position("later", start, ("welcome",)), lead=LEAD,
+                     engagement=EventSet(), now=start + timedelta(days=3), tz=LA,
+                     scores=Scores(16.0 * 0.5 ** (3 / 14), 0.0))  # fmt: skip
+    assert (daemon.status, daemon.reason, daemon.touches) == ("exited", "engagement < 14", [])
+
+
+def test_simulate_shows_an_opted_out_lead_leave_as_the_daemon_does(tmp_path: Path) -> None:
+    from nurture.engine.simulate import simulate
+    from nurture.language.expressions import LeadView
+
+    start = la(2026, 11, 18, 10, 0)
+    timeline = simulate(sequence(tmp_path), LeadView({**LEAD, "status": "unsubscribed"}),
+                        start=start, days=30, assumptions=[],
+                        default_timezone="America/Los_Angeles")  # fmt: skip
+    assert [(e.kind, e.detail, e.reason) for e in timeline] == [
+        ("note", "lead is unsubscribed: never emailed", ""),
+        ("exited", "exits before the first step", "lead is unsubscribed"),
+    ]
