@@ -233,6 +233,12 @@ def status(
             )
     if data["webhooks"]:
         say("webhooks: " + summary(list(data["webhooks"].items())))
+    for failing in data["audience_failures"]:
+        say(
+            f"audience of {failing['sequence']} fails for some leads ({failing['leads']} at "
+            f"the last look, e.g. {failing['error']}): they are never enrolled; "
+            "`nurture check` says how to fix it"
+        )
     for held in data["held"]:
         say(
             f"held: {held['enrollments']} in {held['sequence']} at {held['step']}: "

@@ -16,6 +16,7 @@ from nurture.language.expressions import Expression, compile_expression
 from nurture.language.fields import SETTABLE_FIELDS, check_timezone, normalize_email, parse_field
 from nurture.language.sequences import (
     ACTIONS,
+    EVENT_NAME,
     EXIT_EVENTS,
     EXIT_STAGES,
     OUTCOME_NAME,
@@ -59,10 +60,13 @@ def text_line(value: Any, line: int) -> int:
 class _Reader:
     """Collects problems while turning one file's YAML into a :class:`Sequence`."""
 
-    def __init__(self, path: Path, template_exists: Any) -> None:
+    def __init__(
+        self, path: Path, template_exists: Any, template_names: Iterable[str] = ()
+    ) -> None:
         self.path = path
         self.problems: list[Problem] = []
         self.template_exists = template_exists
+        self.template_names = tuple(template_names)
 
     def problem(self, line: int | None, message: str) -> None:
         self.problems.append(Problem(str(self.path), line, message))
@@ -108,6 +112,7 @@ class _Reader:
             self.problem(value_line(data, "reenroll", top), "reenroll must be true or false")
             reenroll = False
         self.check_step_references(steps, audience, exit_rules, data, top)
+        events = self.event_names(data, top)
         if self.problems:
             return None
         return Sequence(
@@ -121,7 +126,27 @@ class _Reader:
             schedule=schedule,
             exit_when=tuple(exit_rules),
             reenroll=reenroll,
+            events=events,
+            audience_line=value_line(data, "audience", top),
         )
+
+    def event_names(self, data: dict[str, Any], top: int) -> tuple[str, ...]:
+        """``events: [webinar_attended, ...]``: custom events this sequence reads."""
+        if data.get("events") is None:
+            return ()
+        node, line = data["events"], value_line(data, "events", top)
+        if not isinstance(node, list):
+            self.problem(line, "events must be a list of event names, like [webinar_attended]")
+            return ()
+        names = []
+        for index, item in enumerate(node):
+            if not isinstance(item, str) or not EVENT_NAME.fullmatch(item):
+                self.problem(item_line(node, index, line),
+                             f"event {item!r}: use lower-case letters, digits and _ "
+                             "(like webinar_attended)")  # fmt: skip
+            else:
+                names.append(item)
+        return tuple(names)
 
     def address(self, data: dict[str, Any], key: str, top: int, *, required: bool) -> str:
         value = data.get(key)
@@ -295,7 +320,8 @@ class _Reader:
             return None
         for name, _ in variants:
             if not self.template_exists(name):
-                self.problem(line, f"unknown template {name!r} (no templates/{name}.html.j2)")
+                hint = did_you_mean(name, self.template_names)
+                self.problem(line, f"unknown template {name!r} (no templates/{name}.html.j2){hint}")
         if not isinstance(track, bool):
             self.problem(line, "track must be true or false")
             track = True
@@ -404,18 +430,18 @@ class _Reader:
             at = item_line(node, index, line)
             text = str(item).strip()
             if text in EXIT_EVENTS:
-                rules.append(ExitRule(text, event=EXIT_EVENTS[text]))
+                rules.append(ExitRule(text, event=EXIT_EVENTS[text], line=at))
             elif text in EXIT_EVENTS.values():
-                rules.append(ExitRule(text, event=text))
+                rules.append(ExitRule(text, event=text, line=at))
             elif text in EXIT_STAGES:
-                rules.append(ExitRule(text, stage=text))
+                rules.append(ExitRule(text, stage=text, line=at))
             elif text.isidentifier():
                 # A custom event name, as recorded by `nurture event NAME` or the API.
-                rules.append(ExitRule(text, event=text))
+                rules.append(ExitRule(text, event=text, line=at))
             else:
                 expression = self.expression(node, index, at)
                 if expression is not None:
-                    rules.append(ExitRule(text, expression=expression))
+                    rules.append(ExitRule(text, expression=expression, line=at))
         return rules
 
     def check_step_references(
@@ -449,19 +475,22 @@ class _Reader:
 
 
 def parse_sequence(
-    path: Path, data: Any, template_exists: Any
+    path: Path, data: Any, template_exists: Any, template_names: Iterable[str] = ()
 ) -> tuple[Sequence | None, list[Problem]]:
-    """Turn the YAML *data* of *path* into a :class:`Sequence`, or problems."""
-    reader = _Reader(path, template_exists)
+    """Turn the YAML *data* of *path* into a :class:`Sequence`, or problems (an unknown
+    template gets a did-you-mean from *template_names*)."""
+    reader = _Reader(path, template_exists, template_names)
     sequence = reader.read(data)
     return sequence, reader.problems
 
 
-def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, list[Problem]]:
+def load_sequence(
+    path: Path, template_exists: Any, template_names: Iterable[str] = ()
+) -> tuple[Sequence | None, list[Problem]]:
     """Read one sequence file."""
     try:
         data = load_yaml(path)
-        return parse_sequence(path, data, template_exists)
+        return parse_sequence(path, data, template_exists, template_names)
     except InputFileError as exc:
         return None, [problem_from_error(exc, path)]
     except RecursionError:  # a value nested past what any reader can follow
@@ -472,7 +501,9 @@ def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, li
 SequenceFiles = tuple[list["Sequence"], list[Problem]]
 
 
-def load_sequences(directory: Path, template_exists: Any) -> SequenceFiles:
+def load_sequences(
+    directory: Path, template_exists: Any, template_names: Iterable[str] = ()
+) -> SequenceFiles:
     """Every valid sequence in *directory* and every problem of the others."""
     sequences: list[Sequence] = []
     problems: list[Problem] = []
@@ -481,7 +512,7 @@ def load_sequences(directory: Path, template_exists: Any) -> SequenceFiles:
     paths = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     names: dict[str, Path] = {}
     for path in paths:
-        sequence, found = load_sequence(path, template_exists)
+        sequence, found = load_sequence(path, template_exists, template_names)
         problems.extend(found)
         if sequence is None:
             continue

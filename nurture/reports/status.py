@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 from nurture.store.enrollments import HELD, Enrollment, EnrollmentStatus
 from nurture.store.handoffs import Handoff, HandoffStatus, Webhook
 from nurture.store.leads import Lead
+from nurture.store.meta import audience_failures
 from nurture.store.outbox import SENDING_PROBLEM, OutboxMessage, OutboxStatus
 from nurture.store.tasks import Task, TaskStatus
 from nurture.store.workers import list_workers
@@ -132,6 +133,10 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         "handoffs": handoffs,
         "workers": list_workers(session, now),
         "webhooks": webhooks,
+        "audience_failures": [
+            {key: item.get(key) for key in ("sequence", "leads", "error")}
+            for item in audience_failures(session)
+        ],
         "held": [
             {"sequence": name, "step": step, "reason": reason, "enrollments": count}
             for name, step, reason, count in held

@@ -6,6 +6,7 @@ index decides between two workers)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from nurture.store.enrollments import DeployedSequence, Enrollment, EnrollmentSt
 from nurture.store.events import Event, LeadEvents, events_by_lead, wake_changed
 from nurture.store.leads import Lead, changed_lead_ids
 from nurture.store.locks import exclusive
-from nurture.store.meta import advance_mark, mark_for, since_mark
+from nurture.store.meta import Meta, advance_mark, audience_failure_key, mark_for, since_mark
 
 #: Leads changed this long before the last check are looked at again, so that a
 #: transaction that committed late is not missed. Enrolling is idempotent.
@@ -131,7 +132,9 @@ def enroll_audiences(
             rules=rules,
         )  # fmt: skip
         enrolled += report.enrolled
-        if report.errors:
+        with session_scope(ctx.engine) as session:
+            new = note_audience_failure(session, name, row.digest, report, full=checked is None)
+        if new:
             logs.action("audience could not be evaluated", level=logging.WARNING,
                         sequence=name, leads=report.errors, error=report.first_error)  # fmt: skip
         with session_scope(ctx.engine) as session:
@@ -142,6 +145,29 @@ def enroll_audiences(
                 .values(audience_checked_at=mark_for(now))
             )
     return enrolled
+
+
+def note_audience_failure(
+    session: Session, sequence: str, digest: str, report: EnrollReport, *, full: bool
+) -> bool:
+    """Keep the latest failure of *sequence*'s audience for ``nurture status``; forget
+    it once the audience was edited, or a look at every lead found none. Return whether
+    the failure is new (a different error, or another version of the file): only that
+    is logged, not every pass."""
+    key = audience_failure_key(sequence)
+    stored = session.get(Meta, key)
+    before = json.loads(stored.value) if stored is not None else None
+    if not report.errors:
+        if stored is not None and (full or (before or {}).get("digest") != digest):
+            session.delete(stored)
+        return False
+    error = report.first_error
+    same = before is not None and (before.get("digest"), before.get("error")) == (digest, error)
+    seen = int(before["leads"]) if same and before else 0
+    value = {"sequence": sequence, "digest": digest, "error": error[:600],
+             "leads": max(report.errors, seen)}  # fmt: skip
+    session.merge(Meta(key=key, value=json.dumps(value)))
+    return not same
 
 
 def _audience_candidates(
