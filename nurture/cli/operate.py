@@ -222,6 +222,10 @@ def status(
         f"next due: {st.local(e['next_due']) or 'nothing scheduled'}"
     )
     say("outbox: " + summary(list(o.items())))
+    for name, reasons in data["outbox_reasons"].items():
+        for item in reasons:
+            when = st.local(item["next_attempt_at"])
+            say(f"  {name}: {item['messages']}: {item['reason']} (next attempt {when})")
     say(f"open tasks: {data['tasks']['open']}")
     h = data["handoffs"]
     say(f"hand-offs waiting for sales: {h['pending']} ({h['overdue']} past their answer time)")

@@ -32,6 +32,15 @@ def preview(
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Also write the HTML part to this file.")
     ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            "--variant",
+            metavar="NAME",
+            help="Show this A/B variant (a template of the step's variants), not the one "
+            "the lead gets.",
+        ),
+    ] = None,
     send_to: Annotated[
         str | None,
         typer.Option(
@@ -68,6 +77,16 @@ def preview(
     record, view = lead_view(st, lead)
     context = Context.open(st.engine(), config)
     template = step.action.template_for_lead(sequence.name, step.id, record.email)
+    if variant is not None:
+        from nurture.suggest import did_you_mean
+
+        names = [name for name, _ in step.action.variants]
+        if variant not in names:
+            raise OptionError(
+                f"--variant {variant!r} is not a variant of step {step.id!r}"
+                f"{did_you_mean(variant, names)} (its variants: {', '.join(names)})"
+            )
+        template = variant
     tracking_id = "preview" if step.action.track else None
     email = compose_email(context, sequence, step.id, template, record, view, clock.now(),
                           tracking_id)  # fmt: skip
@@ -83,7 +102,12 @@ def preview(
     say(text.rstrip("\n"))
     say("----- text/html -----")
     say(html.rstrip("\n"))
-    warn(f"template: {template}")
+    own = step.action.template_for_lead(sequence.name, step.id, record.email)
+    if len(step.action.variants) > 1:
+        theirs = "the lead's" if template == own else f"the lead gets {own}"
+        warn(f"template: {template} (variant {template}; {theirs})")
+    else:
+        warn(f"template: {template}")
     if email.links:
         warn(f"{len(email.links)} links are tracked: " + ", ".join(email.links))
     if html_file is not None:

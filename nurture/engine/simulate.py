@@ -236,3 +236,13 @@ def simulate(
             return entries
     add(base, "completed", None, "sequence completed")
     return entries
+
+
+#: Entries that are something the lead (or sales) gets.
+TOUCHES = ("email", "task", "notify", "update")
+
+
+def first_touch(entries: list[Entry]) -> Entry | None:
+    """The first thing a timeline gives the lead (a touch, an exit, or the end), or
+    ``None`` when nothing happens within it."""
+    return next((e for e in entries if e.kind in (*TOUCHES, "exited", "completed", "beyond")), None)
