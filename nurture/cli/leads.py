@@ -54,7 +54,7 @@ def leads_import(
     Revenue', 'Industry', 'Country', 'City', 'LinkedIn URL', 'Website'... become the
     attributes the examples read (employees, annual_revenue...); every other column
     becomes a custom attribute under its own name. An owner given by name is matched to
-    [sales] names. Rejected rows are listed with their line numbers; the good rows are
+    \\[sales] names. Rejected rows are listed with their line numbers; the good rows are
     imported. A timezone that is not an IANA name keeps the lead on the project's
     timezone, with a warning. Exit code 1 when any row was rejected.
     """

@@ -46,7 +46,7 @@ def preview(
         typer.Option(
             "--send-to",
             metavar="EMAIL",
-            help="Also send this email, as a test ('[test]' before the subject, links "
+            help="Also send this email, as a test ('\\[test]' before the subject, links "
             "working), to EMAIL through the configured transport; never counted in reports.",
         ),
     ] = None,
