@@ -178,6 +178,10 @@ def simulate(
         typer.Option(help="EVENT:STEP the lead does, e.g. clicked:welcome (repeatable)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    html_file: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write a page: the lead's path on the diagram."),
+    ] = None,
 ) -> None:
     """Show the timeline a lead would get; nothing is sent or stored."""
     from nurture import clock
@@ -207,6 +211,16 @@ def simulate(
         approachable=record.status == "subscribed"
         and bool(record.owner or sales.team or sales.notify_email),
     )  # fmt: skip
+    if html_file is not None:
+        from nurture.reports.pathpage import simulation_page
+
+        page = simulation_page(sequence, entries, str(view.get("email")), tz_name,
+                               config.settings.project.name)  # fmt: skip
+        try:
+            html_file.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
+        warn(f"the lead's path written to {html_file}")
     if as_json:
         say(json.dumps([entry.to_dict() for entry in entries], indent=2, ensure_ascii=False))
         return
