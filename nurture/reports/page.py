@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from nurture.language.sequences import EmailAction, Sequence, TaskAction
 from nurture.reports.diagram import Mark, sequence_diagram
-from nurture.reports.report import confidence, counted, shown
+from nurture.reports.figures import confidence, counted, shown
 
 
 @cache

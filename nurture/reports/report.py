@@ -19,6 +19,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture.language.sequences import EmailAction, Sequence
+from nurture.reports.figures import RATES, confidence, counted, rates, shown
 from nurture.store.enrollments import DeployedSequence, Enrollment
 from nurture.store.events import Event
 from nurture.store.handoffs import Handoff
@@ -192,11 +193,6 @@ def funnel(
     }
 
 
-#: Rates per delivered email, as the report shows them.
-RATES = {"opened": "open_rate", "clicked": "click_rate", "replied": "reply_rate",
-         "unsubscribed": "unsubscribe_rate"}  # fmt: skip
-
-
 def enrollment_flow(session: Session, since_clause: Any) -> dict[str, Any]:
     """Per sequence, its enrollments (enrolled since, active, completed, exited by
     reason, paused, failed); per step, the leads that reached it, those waiting there,
@@ -263,15 +259,6 @@ def _exit_reason(reason: str | None) -> str:
     """An exit's reason as the report groups it (``replied``, ``unsubscribed``...)."""
     text = (reason or "unknown").strip()
     return text[:80]
-
-
-def rates(numbers: dict[str, int]) -> dict[str, float | None]:
-    """Opens, clicks, replies and unsubscribes per delivered email (``None``: none yet)."""
-    delivered = numbers.get("delivered", 0)
-    return {
-        name: round(numbers.get(count, 0) / delivered, 4) if delivered else None
-        for count, name in RATES.items()
-    }
 
 
 def _step_order(session: Session) -> Any:
@@ -382,12 +369,6 @@ def _variants(
     return rows
 
 
-def counted(row: dict[str, Any], what: str) -> str:
-    """``3 (30%)``: a count with its rate per delivered email."""
-    rate = row.get(RATES[what])
-    return f"{row[what]} ({100 * rate:.0f}%)" if rate is not None else str(row[what])
-
-
 #: Weeks the trend shows, the current one last.
 TREND_WEEKS = 12
 
@@ -434,17 +415,6 @@ def _weekly(session: Session, now: datetime, hot_moments: list[datetime]) -> lis
     return [{"week": week, **numbers} for week, numbers in weeks.items()]
 
 
-def confidence(p_value: float | None) -> str:
-    """How sure a difference is, in words."""
-    if p_value is None:
-        return "not enough data"
-    if p_value < 0.01:
-        return f"very likely real (p={p_value:.3f})"
-    if p_value < 0.05:
-        return f"likely real (p={p_value:.3f})"
-    return f"could be chance (p={p_value:.2f})"
-
-
 def to_html(report: dict[str, Any], project: str, sequences: Any = None) -> str:
     """The report as one self-contained page (see :mod:`nurture.reports.page`)."""
     from nurture.reports.page import render_page
@@ -452,6 +422,4 @@ def to_html(report: dict[str, Any], project: str, sequences: Any = None) -> str:
     return render_page(report, project, sequences or {})
 
 
-def shown(value: object) -> str:
-    """A figure for people: ``-`` where there is none yet (never ``None``)."""
-    return "-" if value is None else str(value)
+__all__ = ["RATES", "confidence", "counted", "funnel", "rates", "shown", "to_html"]
