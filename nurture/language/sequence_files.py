@@ -13,34 +13,27 @@ from typing import Any
 
 from nurture.errors import InputFileError, InvalidValueError
 from nurture.language.expressions import Expression, compile_expression
-from nurture.language.fields import SETTABLE_FIELDS, check_timezone, normalize_email, parse_field
+from nurture.language.fields import check_timezone, normalize_email
 from nurture.language.sequences import (
     ACTIONS,
     EVENT_NAME,
     EXIT_EVENTS,
     EXIT_STAGES,
-    OUTCOME_NAME,
     SCHEDULE_KEYS,
     SEQUENCE_KEYS,
     STEP_KEYS,
-    TASK_KINDS,
     Action,
-    EmailAction,
     ExitRule,
-    NotifyAction,
     Schedule,
     Sequence,
     Step,
-    TaskAction,
-    UpdateAction,
 )
+from nurture.language.step_actions import ActionReader
 from nurture.language.timing import (
     DAY_NAMES,
-    Duration,
     Window,
     holiday_calendar,
     parse_day,
-    parse_duration,
     parse_hours,
     parse_time_of_day,
 )
@@ -49,15 +42,7 @@ from nurture.problems import Problem, problem_from_error
 from nurture.suggest import did_you_mean
 
 
-def text_line(value: Any, line: int) -> int:
-    """The line where a text value's content starts: the line after ``note: |`` for a
-    block scalar, else the value's own line."""
-    from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
-
-    return line + 1 if isinstance(value, (LiteralScalarString, FoldedScalarString)) else line
-
-
-class _Reader:
+class _Reader(ActionReader):
     """Collects problems while turning one file's YAML into a :class:`Sequence`."""
 
     def __init__(
@@ -67,9 +52,6 @@ class _Reader:
         self.problems: list[Problem] = []
         self.template_exists = template_exists
         self.template_names = tuple(template_names)
-
-    def problem(self, line: int | None, message: str) -> None:
-        self.problems.append(Problem(str(self.path), line, message))
 
     def unknown_keys(self, node: dict[str, Any], allowed: Iterable[str], what: str) -> None:
         allowed = tuple(allowed)
@@ -269,15 +251,6 @@ class _Reader:
             return None
         return Step(step_id, action, line, wait, at, condition, condition_line)
 
-    def duration(self, node: dict[str, Any], key: str, line: int) -> Duration | None:
-        if key not in node:
-            return None
-        try:
-            return parse_duration(node[key])
-        except InvalidValueError as exc:
-            self.problem(value_line(node, key, line), f"{key}: {exc}")
-            return None
-
     def action(self, kind: str, node: dict[str, Any], line: int, step_id: str) -> Action | None:
         value = node[kind]
         at = value_line(node, kind, line)
@@ -296,126 +269,6 @@ class _Reader:
         if kind == "notify":
             return self.notify(value, node, at)
         return self.update(value, at)
-
-    def email(self, value: Any, line: int, track: Any) -> EmailAction | None:
-        if isinstance(value, str):
-            variants: list[tuple[str, int]] = [(value, 1)]
-        elif (
-            isinstance(value, dict)
-            and set(value) == {"variants"}
-            and isinstance(value["variants"], dict)
-        ):
-            variants = []
-            for name, weight in value["variants"].items():
-                weight_line = key_line(value["variants"], name, line)
-                if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
-                    self.problem(weight_line, f"variant {name!r} needs a positive whole weight")
-                    continue
-                variants.append((str(name), weight))
-            if not variants:
-                self.problem(line, "variants must name at least one template with a weight")
-                return None
-        else:
-            self.problem(line, "email must be a template name or {variants: {NAME: WEIGHT, ...}}")
-            return None
-        for name, _ in variants:
-            if not self.template_exists(name):
-                hint = did_you_mean(name, self.template_names)
-                self.problem(line, f"unknown template {name!r} (no templates/{name}.html.j2){hint}")
-        if not isinstance(track, bool):
-            self.problem(line, "track must be true or false")
-            track = True
-        return EmailAction(tuple(variants), track)
-
-    def task(
-        self, value: Any, node: dict[str, Any], line: int, step_line: int
-    ) -> TaskAction | None:
-        if value not in TASK_KINDS:
-            self.problem(
-                line,
-                f"unknown task {value!r}: use one of {', '.join(TASK_KINDS)}"
-                f"{did_you_mean(value, TASK_KINDS)}",
-            )
-            return None
-        note = node.get("note", "")
-        if not isinstance(note, str):
-            self.problem(value_line(node, "note", step_line), "note must be text")
-            note = ""
-        note_line = text_line(note, value_line(node, "note", step_line))
-        self.text_template(note, note_line)
-        assignee = self.email_field(node, "assignee", step_line)
-        timeout = self.duration(node, "timeout", step_line)
-        outcomes = self.outcomes(node, step_line)
-        return TaskAction(str(value), note, assignee, timeout, outcomes, note_line)
-
-    def outcomes(self, node: dict[str, Any], step_line: int) -> tuple[str, ...]:
-        if "outcomes" not in node:
-            return ()
-        value = node["outcomes"]
-        line = value_line(node, "outcomes", step_line)
-        if not isinstance(value, list) or not value:
-            self.problem(line, "outcomes must be a list of names, like [qualified, not_now]")
-            return ()
-        names: list[str] = []
-        for item in value:
-            if not isinstance(item, str) or not OUTCOME_NAME.fullmatch(item):
-                self.problem(line, f"outcome {item!r}: use lower-case letters, digits and _ "
-                                   "(like not_now)")  # fmt: skip
-            elif item in names:
-                self.problem(line, f"outcome {item!r} is listed twice")
-            else:
-                names.append(item)
-        return tuple(names)
-
-    def notify(self, value: Any, node: dict[str, Any], line: int) -> NotifyAction | None:
-        if not isinstance(value, str) or not value.strip():
-            self.problem(line, "notify must be the message text")
-            return None
-        message_line = text_line(value, line)
-        self.text_template(value, message_line)
-        return NotifyAction(value, self.email_field(node, "to", line), message_line)
-
-    def update(self, value: Any, line: int) -> UpdateAction | None:
-        if not isinstance(value, dict) or not value:
-            self.problem(line, "update must be a mapping of fields to set, like {stage: warm}")
-            return None
-        fields: list[tuple[str, Any]] = []
-        attributes: list[tuple[str, Any]] = []
-        for key, raw in value.items():
-            key_at = key_line(value, key, line)
-            if key == "email":
-                self.problem(key_at, "update cannot change a lead's email")
-            elif key in SETTABLE_FIELDS:
-                try:
-                    fields.append((key, parse_field(key, str(raw))))
-                except InvalidValueError as exc:
-                    self.problem(key_at, f"update {key}: {exc}")
-            elif key in ("id", "attributes", "created_at", "updated_at"):
-                self.problem(key_at, f"update cannot set {key!r}")
-            else:
-                attributes.append((str(key), raw))
-        return UpdateAction(tuple(fields), tuple(attributes))
-
-    def email_field(self, node: dict[str, Any], key: str, line: int) -> str:
-        if key not in node:
-            return ""
-        try:
-            return normalize_email(str(node[key]))
-        except InvalidValueError as exc:
-            self.problem(value_line(node, key, line), f"{key}: {exc}")
-            return ""
-
-    def text_template(self, source: str, line: int) -> None:
-        from jinja2 import TemplateSyntaxError
-
-        from nurture.language.expressions import environment
-
-        try:
-            environment().parse(source)
-        except TemplateSyntaxError as exc:
-            self.problem(line + exc.lineno - 1, f"template does not parse: {exc.message}")
-        except RecursionError:
-            self.problem(line, "template is nested too deeply to read")
 
     def exit_rules(self, data: dict[str, Any], top: int) -> list[ExitRule]:
         node = data.get("exit_when")
