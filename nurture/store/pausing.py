@@ -88,6 +88,7 @@ def cancel_enrollments(
         update(Enrollment)
         .where(col(Enrollment.id).in_(ids))
         .values(status=EnrollmentStatus.exited.value, reason=CANCELLED_BY_HAND,
-                due_at=None, ended_at=now, updated_at=now)
+                due_at=None, ended_at=now, updated_at=now,
+                version=col(Enrollment.version) + 1)
     )  # fmt: skip
     return len(ids), int(getattr(emails, "rowcount", 0) or 0)
