@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nurture.errors import ConfigError, ProjectError
@@ -212,6 +219,57 @@ class SalesSection(Section):
     timezone: str = ""
     #: One salesperson's own timezone, by address: ``{"ana@example.com" = "Europe/Madrid"}``.
     timezones: dict[str, str] = Field(default_factory=dict)
+    #: Salespeople's names, by address (``{"sam@example.com" = "Sam Patel"}``); a team or
+    #: managers entry written ``"Sam Patel <sam@example.com>"`` names one too. An import
+    #: whose owner column holds a name finds the owner by it.
+    names: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_entries(cls, data: Any) -> Any:
+        """``"Sam Patel <sam@example.com>"`` in team or managers: the address stays
+        there, the name goes to ``names``."""
+        from email.utils import parseaddr
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        names = dict(data.get("names") or {})
+        for key in ("team", "managers"):
+            entries = data.get(key)
+            if not isinstance(entries, list):
+                continue
+            plain = []
+            for entry in entries:
+                if isinstance(entry, str) and "<" in entry:
+                    name, address = parseaddr(entry)
+                    if address and name:
+                        names.setdefault(address, name)
+                        plain.append(address)
+                        continue
+                plain.append(entry)
+            data[key] = plain
+        if names:
+            data["names"] = names
+        return data
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        from nurture.errors import InvalidValueError
+        from nurture.language.fields import normalize_email
+
+        try:
+            return {normalize_email(k): str(v).strip() for k, v in value.items()}
+        except InvalidValueError as exc:
+            raise ValueError(str(exc)) from None
+
+    def owners_by_name(self) -> dict[str, str]:
+        """Each salesperson's name (as :func:`~nurture.language.fields.name_key` matches
+        it) and address: ``names``, for the team, the managers and the sales inbox."""
+        from nurture.language.fields import name_key
+
+        return {name_key(name): email for email, name in self.names.items() if name.strip()}
 
     _notify = field_validator("notify_email")(lambda value: _optional_email(value))
 

@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
@@ -25,7 +26,13 @@ from nurture.mail.pacing import YIELD_MAX, SendingPause
 from nurture.mail.transports import Transport, open_transport
 from nurture.mail.webhooks import deliver_webhooks
 from nurture.retry import is_transient, retry_transient
-from nurture.stages.passes import full_pass, has_work_due, poll_replies, serve_arrivals
+from nurture.stages.passes import (
+    first_email_due,
+    full_pass,
+    has_work_due,
+    poll_replies,
+    serve_arrivals,
+)
 from nurture.stages.reload import Reloader
 from nurture.store.arrivals import Listener, drain, waiting
 from nurture.store.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
@@ -263,6 +270,24 @@ class Daemon:
             if lock is not None:
                 lock.release()
 
+    def _due_at_start(self) -> dict[str, Any]:
+        """For the start-up line: work due now, else when the first email is due."""
+        from nurture.language.sequence_files import load_sequences
+        from nurture.language.templates import TemplateSet
+
+        config = self.ctx.config
+        now = clock.now()
+        sequences, _ = load_sequences(
+            config.sequences_dir, TemplateSet(config.templates_dir).exists
+        )
+        by_name = {sequence.name: sequence for sequence in sequences}
+        if has_work_due(self.ctx, Catalog(by_name), now):
+            return {"due": "now"}
+        first = first_email_due(self.ctx, by_name, now)
+        if first is None:
+            return {"due": "nothing now", "first_email_due": "none scheduled"}
+        return {"due": "nothing now", "first_email_due": first.isoformat(timespec="minutes")}
+
     async def _work(self, worker_id: str) -> None:
         scheduler = AsyncIOScheduler(timezone=UTC)
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
@@ -316,11 +341,13 @@ class Daemon:
             thread = threading.Thread(target=server.run, name="nurture-server", daemon=True)
             thread.start()
             logs.action("server listening", url=f"http://{settings.host}:{settings.port}")
+        due = await asyncio.to_thread(self._due_at_start)
         scheduler.start()
         logs.action(
             "daemon started",
             interval=self.settings.interval,
             transport=type(self.transport).__name__,
+            **due,
         )
         try:
             await self.stopping.wait()

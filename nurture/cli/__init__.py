@@ -17,10 +17,10 @@ from nurture.cli import project, leads, sequences, operate, enrollments  # noqa:
 from nurture.cli import sales, outbox, tasks, integrations  # noqa: F401
 
 # isort: on
-from nurture.cli.common import app, warn
+from nurture.cli.common import app, safe_text, warn
 from nurture.errors import NurtureError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "safe_text"]
 
 
 def main(argv: list[str] | None = None) -> None:

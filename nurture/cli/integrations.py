@@ -37,7 +37,7 @@ def forms_snippet(
 
 
 webhooks_app = typer.Typer(
-    no_args_is_help=True, help="Signed outbound webhooks ([[webhooks]]): deliveries and tests."
+    no_args_is_help=True, help="Signed outbound webhooks (\\[\\[webhooks]]): deliveries and tests."
 )
 app.add_typer(webhooks_app, name="webhooks")
 
@@ -50,7 +50,7 @@ def webhooks_list(
     limit: Annotated[int, typer.Option(help="How many deliveries.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The [[webhooks]] endpoints, then the newest deliveries (and hand-off notices)."""
+    """The \\[\\[webhooks]] endpoints, then the newest deliveries (and hand-off notices)."""
     from nurture.mail.webhooks import list_deliveries
     from nurture.store.database import session_scope
     from nurture.store.handoffs import WebhookStatus
@@ -97,7 +97,7 @@ def webhooks_list(
 @webhooks_app.command("test")
 def webhooks_test(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The [[webhooks]] entry's name.")],
+    name: Annotated[str, typer.Argument(help="The \\[\\[webhooks]] entry's name.")],
 ) -> None:
     """Send a signed webhook.test event to one endpoint now and say how it answered."""
     import asyncio

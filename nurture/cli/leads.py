@@ -50,19 +50,26 @@ def leads_import(
 
     Known columns (email, first_name, last_name, company, title, phone, timezone, owner,
     source, stage, status), and the usual spellings of CRM exports ('E-mail Address',
-    'Job Title', 'Contact owner'...), set fields; every other column becomes a custom
-    attribute. Rejected rows are listed with their line numbers; the good rows are
+    'Job Title', 'Contact owner'...), set fields; 'Number of Employees', 'Annual
+    Revenue', 'Industry', 'Country', 'City', 'LinkedIn URL', 'Website'... become the
+    attributes the examples read (employees, annual_revenue...); every other column
+    becomes a custom attribute under its own name. An owner given by name is matched to
+    \\[sales] names. Rejected rows are listed with their line numbers; the good rows are
     imported. A timezone that is not an IANA name keeps the lead on the project's
     timezone, with a warning. Exit code 1 when any row was rejected.
     """
     from nurture.errors import InputFileError, InvalidValueError, OptionError
-    from nurture.intake.importer import import_csv, parse_mapping
+    from nurture.intake.importer import import_csv, mapping_warnings, parse_mapping
 
     try:
         mapping = parse_mapping(map_ or [])
     except InvalidValueError as exc:
         raise OptionError(str(exc)) from None
-    engine = state(ctx).engine()
+    for note in mapping_warnings(mapping):
+        warn(f"warning: {note}")
+    st = state(ctx)
+    owners = st.config().settings.sales.owners_by_name()
+    engine = st.engine()
     size = file.stat().st_size if file.is_file() else 0
     progress = Progress(
         "[progress.description]{task.description}",
@@ -82,6 +89,7 @@ def leads_import(
             mapping=mapping,
             dry_run=dry_run,
             on_progress=lambda done: progress.update(task, completed=done),
+            owners=owners,
         )
     problems = sorted(
         [(p.line, "warning: " + p.message) for p in report.warnings]

@@ -222,6 +222,10 @@ def status(
         f"next due: {st.local(e['next_due']) or 'nothing scheduled'}"
     )
     say("outbox: " + summary(list(o.items())))
+    for name, reasons in data["outbox_reasons"].items():
+        for item in reasons:
+            when = st.local(item["next_attempt_at"])
+            say(f"  {name}: {item['messages']}: {item['reason']} (next attempt {when})")
     say(f"open tasks: {data['tasks']['open']}")
     h = data["handoffs"]
     say(f"hand-offs waiting for sales: {h['pending']} ({h['overdue']} past their answer time)")
@@ -233,6 +237,12 @@ def status(
             )
     if data["webhooks"]:
         say("webhooks: " + summary(list(data["webhooks"].items())))
+    for failing in data["audience_failures"]:
+        say(
+            f"audience of {failing['sequence']} fails for some leads ({failing['leads']} at "
+            f"the last look, e.g. {failing['error']}): they are never enrolled; "
+            "`nurture check` says how to fix it"
+        )
     for held in data["held"]:
         say(
             f"held: {held['enrollments']} in {held['sequence']} at {held['step']}: "

@@ -21,21 +21,31 @@ def outbox_list(
         str | None,
         typer.Option(
             "--status",
-            help="queued, leased, sending, sent, bounced, failed, cancelled, uncertain, held.",
+            help="queued (ready, deferred or retrying: the names of nurture status), leased, "
+            "sending, sent, bounced, failed, cancelled, uncertain, held.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The newest 200 messages, optionally in one state."""
+    """The newest 200 messages, optionally in one state, each with why it waits or
+    failed. A queued message is ready, deferred or retrying, as in nurture status."""
+    from nurture import clock
+    from nurture.reports.status import QUEUE_STATES, list_outbox, queue_state
     from nurture.store.database import session_scope
-    from nurture.store.outbox import OutboxStatus, list_messages
+    from nurture.store.outbox import OutboxStatus
+    from nurture.suggest import did_you_mean
 
-    if status_ is not None and status_ not in {s.value for s in OutboxStatus}:
+    names = [*QUEUE_STATES, *(s.value for s in OutboxStatus)]
+    if status_ is not None and status_ not in names:
         raise NurtureError(
-            f"--status {status_!r}: one of " + ", ".join(s.value for s in OutboxStatus)
+            f"--status {status_!r}: one of {', '.join(names)}{did_you_mean(status_, names)}"
         )
+    now = clock.now()
     with session_scope(state(ctx).engine()) as session:
-        rows = [m.to_dict() for m in list_messages(session, status_)]
+        rows = [
+            {**m.to_dict(), "state": queue_state(m, now)}
+            for m in list_outbox(session, status_, now)
+        ]
     if as_json:
         say(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -45,7 +55,7 @@ def outbox_list(
     for row in rows:
         table.add_row(
             str(row["id"]),
-            row["status"],
+            row["state"],
             row["recipient"],
             row["sequence"],
             row["step"],
@@ -57,6 +67,7 @@ def outbox_list(
 
 
 def _outbox_set(ctx: typer.Context, ids: list[int], resend: bool) -> None:
+    import nurture.store.models  # noqa: F401  (every table: a flush needs the leads table)
     from nurture import clock
     from nurture.store.database import session_scope
     from nurture.store.outbox import set_status

@@ -65,6 +65,7 @@ def check(
     result = check_project(st.config())
     result.problems.extend(_leads_problems(st, result))
     result.warnings.extend(_unrecorded_events(st, result.custom_events))
+    result.problems.sort(key=lambda p: (p.path, p.line or 0))
     result.warnings.sort(key=lambda p: (p.path, p.line or 0))
     for problem in result.problems:
         say(str(problem))
@@ -73,7 +74,7 @@ def check(
         say(f"{where}: warning: {warning.message}")
     for impact in _edit_impact(st, result.sequences):
         say(str(impact))
-    say(result.summary())
+    say(result.summary(strict=strict))
     if result.problems or (strict and result.warnings):
         raise typer.Exit(1)
 
@@ -81,7 +82,7 @@ def check(
 def _leads_problems(st: State, result: Any) -> list[Any]:
     """What would fail for the leads in the database (nothing without one)."""
     from nurture import clock
-    from nurture.reports.check import check_against_leads
+    from nurture.reports.leadcheck import check_against_leads
 
     try:
         engine = st.engine()

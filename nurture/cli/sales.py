@@ -97,21 +97,31 @@ def report(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The funnel: stages and conversion, time to hot, each step's results, hand-offs."""
+    """The funnel: stages and conversion, time to hot, each step's results, hand-offs.
+
+    --html writes a page to open every Monday: per sequence, a diagram of its steps with
+    each step's figures, its enrollments, its A/B tests and the weekly trend.
+    """
     import itertools
 
     from nurture import clock
+    from nurture.language.sequence_files import load_sequences
+    from nurture.language.templates import TemplateSet
     from nurture.reports.report import confidence, counted, funnel, shown, to_html
     from nurture.store.database import session_scope
 
     st = state(ctx)
     config = st.config()
     start = st.moment("--since", since) if since else None
+    # The sequences as their files say: the diagrams, and which A/B variant is listed first.
+    found, _ = load_sequences(config.sequences_dir, TemplateSet(config.templates_dir).exists)
+    sequences = {sequence.name: sequence for sequence in found}
     with session_scope(st.engine()) as session:
-        data = funnel(session, since=start, now=clock.now())
+        data = funnel(session, since=start, now=clock.now(), sequences=sequences)
     if html_file is not None:
+        page = to_html(data, config.settings.project.name, sequences)
         try:
-            html_file.write_text(to_html(data, config.settings.project.name), encoding="utf-8")
+            html_file.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
         warn(f"report written to {html_file}")

@@ -32,12 +32,21 @@ def preview(
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Also write the HTML part to this file.")
     ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            "--variant",
+            metavar="NAME",
+            help="Show this A/B variant (a template of the step's variants), not the one "
+            "the lead gets.",
+        ),
+    ] = None,
     send_to: Annotated[
         str | None,
         typer.Option(
             "--send-to",
             metavar="EMAIL",
-            help="Also send this email, as a test ('[test]' before the subject, links "
+            help="Also send this email, as a test ('\\[test]' before the subject, links "
             "working), to EMAIL through the configured transport; never counted in reports.",
         ),
     ] = None,
@@ -68,6 +77,16 @@ def preview(
     record, view = lead_view(st, lead)
     context = Context.open(st.engine(), config)
     template = step.action.template_for_lead(sequence.name, step.id, record.email)
+    if variant is not None:
+        from nurture.suggest import did_you_mean
+
+        names = [name for name, _ in step.action.variants]
+        if variant not in names:
+            raise OptionError(
+                f"--variant {variant!r} is not a variant of step {step.id!r}"
+                f"{did_you_mean(variant, names)} (its variants: {', '.join(names)})"
+            )
+        template = variant
     tracking_id = "preview" if step.action.track else None
     email = compose_email(context, sequence, step.id, template, record, view, clock.now(),
                           tracking_id)  # fmt: skip
@@ -83,7 +102,12 @@ def preview(
     say(text.rstrip("\n"))
     say("----- text/html -----")
     say(html.rstrip("\n"))
-    warn(f"template: {template}")
+    own = step.action.template_for_lead(sequence.name, step.id, record.email)
+    if len(step.action.variants) > 1:
+        theirs = "the lead's" if template == own else f"the lead gets {own}"
+        warn(f"template: {template} (variant {template}; {theirs})")
+    else:
+        warn(f"template: {template}")
     if email.links:
         warn(f"{len(email.links)} links are tracked: " + ", ".join(email.links))
     if html_file is not None:
@@ -154,6 +178,10 @@ def simulate(
         typer.Option(help="EVENT:STEP the lead does, e.g. clicked:welcome (repeatable)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    html_file: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write a page: the lead's path on the diagram."),
+    ] = None,
 ) -> None:
     """Show the timeline a lead would get; nothing is sent or stored."""
     from nurture import clock
@@ -183,6 +211,16 @@ def simulate(
         approachable=record.status == "subscribed"
         and bool(record.owner or sales.team or sales.notify_email),
     )  # fmt: skip
+    if html_file is not None:
+        from nurture.reports.pathpage import simulation_page
+
+        page = simulation_page(sequence, entries, str(view.get("email")), tz_name,
+                               config.settings.project.name)  # fmt: skip
+        try:
+            html_file.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
+        warn(f"the lead's path written to {html_file}")
     if as_json:
         say(json.dumps([entry.to_dict() for entry in entries], indent=2, ensure_ascii=False))
         return

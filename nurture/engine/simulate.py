@@ -321,3 +321,13 @@ def _assume(
             events.add(assumption.event, step_id)
             track.record(assumption.event, now)
     return found
+
+
+#: Entries that are something the lead (or sales) gets.
+TOUCHES = ("email", "task", "notify", "update")
+
+
+def first_touch(entries: list[Entry]) -> Entry | None:
+    """The first thing a timeline gives the lead (a touch, an exit, or the end), or
+    ``None`` when nothing happens within it."""
+    return next((e for e in entries if e.kind in (*TOUCHES, "exited", "completed", "beyond")), None)

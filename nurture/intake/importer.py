@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -20,76 +20,27 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from nurture.errors import InputFileError, InvalidValueError
-from nurture.language.fields import SETTABLE_FIELDS, check_storable, parse_field
+from nurture.intake.columns import (
+    ALIASES,
+    ATTRIBUTES,
+    FIELD_ALIASES,
+    attribute_rank,
+    column_key,
+    mapping_warnings,
+    parse_mapping,
+)
+from nurture.language.fields import SETTABLE_FIELDS, check_storable, name_key, parse_field
 from nurture.store.leads import LeadChanges, upsert_leads
 from nurture.store.suppression import suppressed
-from nurture.suggest import close_match, did_you_mean
 
-#: Other spellings of the known columns (after :func:`column_key`), as the usual exports
-#: write them (HubSpot, Salesforce, Pipedrive, Zoho, Mailchimp, Outlook, Google Contacts,
-#: LinkedIn, Apollo...). Where a file has several columns for one field (Outlook's
-#: "Business Phone" and "Mobile Phone"), the one earliest in its list wins and the others
-#: stay custom attributes.
-FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "email": (
-        "e_mail",
-        "email_address",
-        "e_mail_address",
-        "emailaddress",
-        "mail",
-        "work_email",
-        "business_email",
-        "primary_email",
-        "contact_email",
-        "person_email",
-        "email_1",
-        "e_mail_1_value",
-        "email_1_value",
-        "email_s",
-    ),
-    "first_name": ("firstname", "first", "given_name", "fname", "person_first_name"),
-    "last_name": ("lastname", "last", "surname", "family_name", "lname", "person_last_name"),
-    "company": (
-        "company_name",
-        "organization",
-        "organisation",
-        "organization_name",
-        "account_name",
-        "account",
-        "employer",
-        "organization_1_name",
-    ),
-    "title": ("job_title", "position", "designation", "job_position", "role"),
-    "phone": (
-        "phone_number",
-        "telephone",
-        "work_phone",
-        "business_phone",
-        "direct_phone",
-        "work_direct_phone",
-        "phone_1_value",
-        "mobile",
-        "mobile_phone",
-        "mobile_number",
-    ),
-    "timezone": ("tz", "time_zone", "timezone_name"),
-    "owner": ("lead_owner", "contact_owner", "owner_email", "record_owner", "account_owner"),
-    "source": ("lead_source", "original_source", "source_name"),
-    "stage": ("lead_stage",),
-    "status": ("contact_status",),
-}
-ALIASES = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
+__all__ = ["column_key", "mapping_warnings", "parse_mapping"]
+
 #: Columns nurture manages itself: ignored, with a warning, if a file has them.
 RESERVED = frozenset({"id", "attributes", "created_at", "updated_at"})
 #: The column ``--rejects`` adds: ignored when the fixed file comes back.
 REASON_COLUMN = "reject_reason"
 DELIMITERS = (",", ";", "\t", "|")
 BATCH_SIZE = 1000
-
-
-def column_key(header: str) -> str:
-    """``"First Name"`` -> ``"first_name"``: the name a column is known by."""
-    return re.sub(r"[^0-9a-z]+", "_", header.strip().lower()).strip("_")
 
 
 @dataclass(frozen=True)
@@ -196,32 +147,6 @@ def _pick_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
-    """``--map "Column Name=field"`` options -> {column key: field or attribute name}.
-
-    The field is a lead field (``email``, ``company``...), ``-`` to ignore the column,
-    or any other name for a custom attribute.
-    """
-    mapping: dict[str, str] = {}
-    for pair in pairs:
-        column, sep, target = pair.rpartition("=")
-        if not sep or not column.strip() or not target.strip():
-            raise InvalidValueError(f'--map {pair!r}: write it as "Column Name=field"')
-        wanted = target.strip()
-        if wanted != "-":
-            wanted = column_key(wanted)
-            if not wanted:
-                raise InvalidValueError(f"--map {pair!r}: {target.strip()!r} is not a name")
-            if wanted not in SETTABLE_FIELDS and close_match(wanted, SETTABLE_FIELDS):
-                hint = did_you_mean(wanted, SETTABLE_FIELDS)
-                raise InvalidValueError(
-                    f"--map {pair!r}: {target.strip()!r} is not a lead field{hint}; "
-                    "to keep it as a custom attribute, name it so it is not that close"
-                )
-        mapping[column_key(column)] = wanted
-    return mapping
-
-
 def _alias_rank(key: str, field_name: str) -> int:
     if key == field_name:
         return 0
@@ -268,6 +193,18 @@ def _map_header(
         if target not in chosen or rank < chosen[target][0]:
             chosen[target] = (rank, index)
     giver = {index: target for target, (_rank, index) in chosen.items()}
+    # Which column gives each attribute the examples read (Employees, Company size...):
+    # a --map first, then the best spelling; the others keep their own names.
+    named: dict[str, tuple[int, int]] = {}  # attribute -> (rank, index)
+    for index, key in enumerate(keys):
+        if index in giver or key not in ATTRIBUTES or key in mapping:
+            continue
+        rank = attribute_rank(key)
+        if ATTRIBUTES[key] not in named or rank < named[ATTRIBUTES[key]][0]:
+            named[ATTRIBUTES[key]] = (rank, index)
+    for target in mapping.values():
+        named.pop(target, None)
+    attribute_of = {index: name for name, (_rank, index) in named.items()}
     attributes: set[str] = set()
     for index, text in enumerate(header):
         key = keys[index]
@@ -282,7 +219,17 @@ def _map_header(
         if index in giver:
             columns.append(Column(index, text, giver[index], giver[index]))
             continue
-        attribute = mapping.get(key, key)
+        attribute = mapping.get(key, attribute_of.get(index, key))
+        if (
+            key in ATTRIBUTES
+            and index not in attribute_of
+            and key not in mapping
+            and ATTRIBUTES[key] in named
+        ):
+            winner = header[named[ATTRIBUTES[key]][1]]
+            warnings.append(Problem(1, f"column {text!r} would also give {ATTRIBUTES[key]}: "
+                                       f"{winner!r} gives it, this one is kept as the "
+                                       f"attribute {key!r}"))  # fmt: skip
         if attribute in RESERVED:
             warnings.append(
                 Problem(1, f"column {text!r} is managed by nurture: its values are ignored")
@@ -315,12 +262,19 @@ def _map_header(
 
 
 def parse_row(
-    columns: list[Column], values: list[str], warnings: list[str] | None = None
+    columns: list[Column],
+    values: list[str],
+    warnings: list[str] | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> LeadChanges:
-    """Validate one row; raise :class:`InvalidValueError` naming every bad field.
+    """Validate one row; raise :class:`InvalidValueError` naming every bad field and
+    its column.
 
     An unknown timezone does not lose the lead: it is left out (the project's default
-    timezone applies) and a warning with a did-you-mean goes to *warnings*.
+    timezone applies) and a warning with a did-you-mean goes to *warnings*. An owner
+    given by name ("Sam Patel", as HubSpot writes it) is the salesperson of that name
+    in *owners* (:func:`name_key` -> email); else it is kept as an attribute under the
+    column's name, with a warning.
     """
     fields: dict[str, object] = {}
     attributes: dict[str, object] = {}
@@ -329,23 +283,47 @@ def parse_row(
         value = values[column.index] if column.index < len(values) else ""
         if not value.strip():
             if column.field == "email":
-                errors.append("email is empty")
+                named = column_key(column.header) != "email"
+                errors.append("email is empty" + (f" (column {column.header!r})" if named else ""))
             continue
         try:
             if column.field is None:
                 check_storable(column.header, value)
                 attributes[column.key] = value.strip()
                 continue
+            if column.field == "owner" and "@" not in value:
+                check_storable(column.header, value)
+                found = (owners or {}).get(name_key(value))
+                if found is not None:
+                    fields["owner"] = found
+                    continue
+                key = column_key(column.header)
+                key = key if key != "owner" else "owner_name"
+                attributes[key] = value.strip()
+                if warnings is not None:
+                    warnings.append(
+                        f"column {column.header!r}: {value.strip()!r} is neither an email nor "
+                        f"the name of a salesperson in [sales] team or managers: kept as "
+                        f"the attribute {key}, no owner set"
+                    )
+                continue
             fields[column.field] = parse_field(column.field, value)
         except InvalidValueError as exc:
             if column.field == "timezone" and warnings is not None:
                 warnings.append(f"{exc}: the project's default timezone is used")
                 continue
-            errors.append(str(exc))
+            errors.append(_in_column(str(exc), column))
     if errors:
         raise InvalidValueError("; ".join(errors))
     email = str(fields.pop("email"))
     return LeadChanges(email=email, fields=fields, attributes=attributes)
+
+
+def _in_column(message: str, column: Column) -> str:
+    """*message* naming the column it is about, unless it starts with its name."""
+    if message.startswith((f"{column.header}:", f"{column.field}:")):
+        return message
+    return f"{message} (column {column.header!r})"
 
 
 def read_records(
@@ -354,8 +332,10 @@ def read_records(
     report: ImportReport,
     delimiter: str | None = None,
     mapping: dict[str, str] | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> Iterator[Record]:
-    """Yield each accepted row of a CSV stream; add problems and counts to *report*."""
+    """Yield each accepted row of a CSV stream; add problems and counts to *report*.
+    *owners* names the salespeople (:func:`parse_row`)."""
     header_line = text.readline()
     if not header_line.strip():
         raise InputFileError(
@@ -392,7 +372,7 @@ def read_records(
             continue
         notes: list[str] = []
         try:
-            changes = parse_row(columns, values, notes)
+            changes = parse_row(columns, values, notes, owners)
         except InvalidValueError as exc:
             report.reject(start, str(exc), values)
             continue
@@ -409,6 +389,7 @@ def import_csv(
     dry_run: bool = False,
     batch_size: int = BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> ImportReport:
     """Upsert every valid row of the CSV file at *path* into the lead store.
 
@@ -416,7 +397,8 @@ def import_csv(
     large file neither holds one long lock nor loses finished batches on an interruption.
     *mapping* (from :func:`parse_mapping`) says which column gives which field. With
     *dry_run*, every batch is rolled back: the report says what the import would do.
-    *on_progress* is called with the number of bytes read so far.
+    *on_progress* is called with the number of bytes read so far. *owners* maps the
+    salespeople's names (:func:`name_key`) to their emails, for owners given by name.
     """
     name = str(path)
     report = ImportReport(path=name, dry_run=dry_run)
@@ -431,7 +413,7 @@ def import_csv(
         # counted as duplicates, not again as updates.
         carried: set[str] = set()
         try:
-            for record in read_records(name, text, report, delimiter, mapping):
+            for record in read_records(name, text, report, delimiter, mapping, owners):
                 email = record.changes.email
                 if email in first_line:
                     report.duplicates += 1

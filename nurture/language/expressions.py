@@ -21,6 +21,7 @@ from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.language.sandbox import BoundedSandbox, bounded
+from nurture.language.wording import syntax, undefined
 from nurture.suggest import did_you_mean
 
 #: Helpers that take a step id as their first argument.
@@ -124,6 +125,10 @@ class Expression:
     #: Step ids passed to ``opened``/``clicked``/``replied`` as literals.
     steps: tuple[str, ...]
     _compiled: Callable[..., Any] = field(repr=False, compare=False)
+    #: Event names passed to ``occurred`` as literals.
+    events: tuple[str, ...] = ()
+    #: ``(step, value)``: each literal an ``outcome('step')`` is compared with.
+    outcomes: tuple[tuple[str, str], ...] = ()
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The value of the expression; raise :class:`InvalidValueError` if it fails."""
@@ -131,7 +136,8 @@ class Expression:
             with bounded():
                 value = self._compiled(**context)
         except TemplateError as exc:
-            raise InvalidValueError(f"{self.source!r}: {exc.message or exc}") from None
+            message = undefined(exc.message or str(exc))
+            raise InvalidValueError(f"{self.source!r}: {message}") from None
         except RecursionError:
             raise InvalidValueError(f"{self.source!r}: recursion too deep") from None
         except NurtureError:
@@ -139,7 +145,7 @@ class Expression:
         except Exception as exc:
             raise InvalidValueError(f"{self.source!r}: {exc}") from None
         if isinstance(value, Undefined):
-            raise InvalidValueError(f"{self.source!r}: {value._undefined_message}")
+            raise InvalidValueError(f"{self.source!r}: {undefined(value._undefined_message)}")
         return value
 
 
@@ -149,11 +155,11 @@ def compile_expression(source: Any, extra_names: tuple[str, ...] = ()) -> Expres
         raise InvalidValueError("an expression must be a non-empty string")
     env = environment()
     try:
-        tree = env.parse("{{ (" + source + ") }}")
         compiled = env.compile_expression(source, undefined_to_none=False)
+        tree = env.parse("{{ (" + source + ") }}")
     except TemplateError as exc:
         raise InvalidValueError(
-            f"expression {source!r} does not parse: {exc.message or exc}"
+            f"expression {source!r} does not parse: {syntax(exc.message or str(exc))}"
         ) from None
     except (RecursionError, MemoryError):
         shown = source if len(source) <= 60 else source[:57] + "..."
@@ -169,7 +175,52 @@ def compile_expression(source: Any, extra_names: tuple[str, ...] = ()) -> Expres
             first = call.args[0]
             if isinstance(first, nodes.Const) and isinstance(first.value, str):
                 steps.append(first.value)
-    return Expression(source, tuple(steps), compiled)
+    return Expression(source, tuple(steps), compiled, _events(tree), _outcome_values(tree))
+
+
+def _literal(node: nodes.Node) -> str | None:
+    return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
+
+
+def _events(tree: nodes.Node) -> tuple[str, ...]:
+    """The event names ``occurred('name', ...)`` is called with, as literals."""
+    names = []
+    for call in tree.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "occurred" and call.args:
+            name = _literal(call.args[0])
+            if name is not None:
+                names.append(name)
+    return tuple(names)
+
+
+def _outcome_step(node: nodes.Node) -> str | None:
+    """The step of ``outcome('step')``, when *node* is that call."""
+    if (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "outcome"
+        and node.args
+    ):
+        return _literal(node.args[0])
+    return None
+
+
+def _outcome_values(tree: nodes.Node) -> tuple[tuple[str, str], ...]:
+    """``(step, value)`` for each literal compared with ``outcome('step')``:
+    ``outcome('call') == 'qualified'``, ``!=``, ``in ('a', 'b')``, and the other way round."""
+    found: list[tuple[str, str]] = []
+    for compare in tree.find_all(nodes.Compare):
+        sides = [compare.expr, *(operand.expr for operand in compare.ops)]
+        steps = [step for side in sides if (step := _outcome_step(side)) is not None]
+        if not steps:
+            continue
+        for side in sides:
+            items = side.items if isinstance(side, nodes.Tuple | nodes.List) else [side]
+            for item in items:
+                value = _literal(item)
+                if value is not None:
+                    found.extend((step, value) for step in steps)
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,12 @@ def parse_status(value: str) -> ContactStatus:
         raise InvalidValueError(f"unknown status {value!r} (one of: {choices})") from None
 
 
+def name_key(name: str) -> str:
+    """A person's name as it is matched ("Sam  PATEL" is "sam patel"): case and spacing
+    do not count."""
+    return " ".join(name.casefold().split())
+
+
 def parse_field(name: str, value: str) -> Any:
     """Validate and convert the text *value* for the lead field *name*."""
     check_storable(name, value)

@@ -12,11 +12,12 @@ from typing import Any
 
 from nurture.errors import InputFileError, InvalidValueError
 from nurture.language.expressions import Expression, Scores, compile_expression
+from nurture.language.sequences import EVENT_NAME
 from nurture.language.timing import Duration, parse_duration
 from nurture.language.yamlfile import item_line, key_line, load_yaml, node_line, value_line
 from nurture.problems import Problem, problem_from_error
 
-SCORING_KEYS = ("engagement", "half_life", "fit", "stages", "hot_on")
+SCORING_KEYS = ("engagement", "half_life", "fit", "stages", "hot_on", "events")
 STAGE_NAMES = ("warm", "hot")
 
 
@@ -51,6 +52,13 @@ class ScoringRules:
     #: Events that make an approachable lead hot at once (``hot_on: [meeting_booked]``):
     #: they lift its engagement to at least the hot threshold; fit still counts.
     hot_on: tuple[str, ...] = ()
+    #: Custom events other systems record that earn no points but that sequences read
+    #: (``events: [webinar_attended]``).
+    events: tuple[str, ...] = ()
+
+    def declared_events(self) -> set[str]:
+        """Every event name this file declares: scored, hot-making or listed."""
+        return {*self.engagement, *self.hot_on, *self.events}
 
 
 def _number(value: Any) -> float | None:
@@ -177,9 +185,20 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
             hot_on = [name.strip() for name in node_hot]
             if "hot" not in stages:
                 problem(hot_line, "hot_on needs a hot stage in stages")
+    events: list[str] = []
+    node_events = data.get("events")
+    if node_events is not None:
+        if not isinstance(node_events, list) or not all(
+            isinstance(v, str) and EVENT_NAME.fullmatch(v) for v in node_events
+        ):
+            problem(value_line(data, "events", top),
+                    "events must be a list of event names, like [webinar_attended]")  # fmt: skip
+        else:
+            events = list(node_events)
     if problems:
         return None, problems
-    return ScoringRules(engagement, half_life, tuple(fit), stages, tuple(hot_on)), []
+    rules = ScoringRules(engagement, half_life, tuple(fit), stages, tuple(hot_on), tuple(events))
+    return rules, []
 
 
 def load_scoring(path: Path) -> tuple[ScoringRules | None, list[Problem]]:

@@ -13,33 +13,27 @@ from typing import Any
 
 from nurture.errors import InputFileError, InvalidValueError
 from nurture.language.expressions import Expression, compile_expression
-from nurture.language.fields import SETTABLE_FIELDS, check_timezone, normalize_email, parse_field
+from nurture.language.fields import check_timezone, normalize_email
 from nurture.language.sequences import (
     ACTIONS,
+    EVENT_NAME,
     EXIT_EVENTS,
     EXIT_STAGES,
-    OUTCOME_NAME,
     SCHEDULE_KEYS,
     SEQUENCE_KEYS,
     STEP_KEYS,
-    TASK_KINDS,
     Action,
-    EmailAction,
     ExitRule,
-    NotifyAction,
     Schedule,
     Sequence,
     Step,
-    TaskAction,
-    UpdateAction,
 )
+from nurture.language.step_actions import ActionReader
 from nurture.language.timing import (
     DAY_NAMES,
-    Duration,
     Window,
     holiday_calendar,
     parse_day,
-    parse_duration,
     parse_hours,
     parse_time_of_day,
 )
@@ -48,24 +42,16 @@ from nurture.problems import Problem, problem_from_error
 from nurture.suggest import did_you_mean
 
 
-def text_line(value: Any, line: int) -> int:
-    """The line where a text value's content starts: the line after ``note: |`` for a
-    block scalar, else the value's own line."""
-    from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
-
-    return line + 1 if isinstance(value, (LiteralScalarString, FoldedScalarString)) else line
-
-
-class _Reader:
+class _Reader(ActionReader):
     """Collects problems while turning one file's YAML into a :class:`Sequence`."""
 
-    def __init__(self, path: Path, template_exists: Any) -> None:
+    def __init__(
+        self, path: Path, template_exists: Any, template_names: Iterable[str] = ()
+    ) -> None:
         self.path = path
         self.problems: list[Problem] = []
         self.template_exists = template_exists
-
-    def problem(self, line: int | None, message: str) -> None:
-        self.problems.append(Problem(str(self.path), line, message))
+        self.template_names = tuple(template_names)
 
     def unknown_keys(self, node: dict[str, Any], allowed: Iterable[str], what: str) -> None:
         allowed = tuple(allowed)
@@ -108,6 +94,7 @@ class _Reader:
             self.problem(value_line(data, "reenroll", top), "reenroll must be true or false")
             reenroll = False
         self.check_step_references(steps, audience, exit_rules, data, top)
+        events = self.event_names(data, top)
         if self.problems:
             return None
         return Sequence(
@@ -121,7 +108,27 @@ class _Reader:
             schedule=schedule,
             exit_when=tuple(exit_rules),
             reenroll=reenroll,
+            events=events,
+            audience_line=value_line(data, "audience", top),
         )
+
+    def event_names(self, data: dict[str, Any], top: int) -> tuple[str, ...]:
+        """``events: [webinar_attended, ...]``: custom events this sequence reads."""
+        if data.get("events") is None:
+            return ()
+        node, line = data["events"], value_line(data, "events", top)
+        if not isinstance(node, list):
+            self.problem(line, "events must be a list of event names, like [webinar_attended]")
+            return ()
+        names = []
+        for index, item in enumerate(node):
+            if not isinstance(item, str) or not EVENT_NAME.fullmatch(item):
+                self.problem(item_line(node, index, line),
+                             f"event {item!r}: use lower-case letters, digits and _ "
+                             "(like webinar_attended)")  # fmt: skip
+            else:
+                names.append(item)
+        return tuple(names)
 
     def address(self, data: dict[str, Any], key: str, top: int, *, required: bool) -> str:
         value = data.get(key)
@@ -244,15 +251,6 @@ class _Reader:
             return None
         return Step(step_id, action, line, wait, at, condition, condition_line)
 
-    def duration(self, node: dict[str, Any], key: str, line: int) -> Duration | None:
-        if key not in node:
-            return None
-        try:
-            return parse_duration(node[key])
-        except InvalidValueError as exc:
-            self.problem(value_line(node, key, line), f"{key}: {exc}")
-            return None
-
     def action(self, kind: str, node: dict[str, Any], line: int, step_id: str) -> Action | None:
         value = node[kind]
         at = value_line(node, kind, line)
@@ -272,125 +270,6 @@ class _Reader:
             return self.notify(value, node, at)
         return self.update(value, at)
 
-    def email(self, value: Any, line: int, track: Any) -> EmailAction | None:
-        if isinstance(value, str):
-            variants: list[tuple[str, int]] = [(value, 1)]
-        elif (
-            isinstance(value, dict)
-            and set(value) == {"variants"}
-            and isinstance(value["variants"], dict)
-        ):
-            variants = []
-            for name, weight in value["variants"].items():
-                weight_line = key_line(value["variants"], name, line)
-                if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
-                    self.problem(weight_line, f"variant {name!r} needs a positive whole weight")
-                    continue
-                variants.append((str(name), weight))
-            if not variants:
-                self.problem(line, "variants must name at least one template with a weight")
-                return None
-        else:
-            self.problem(line, "email must be a template name or {variants: {NAME: WEIGHT, ...}}")
-            return None
-        for name, _ in variants:
-            if not self.template_exists(name):
-                self.problem(line, f"unknown template {name!r} (no templates/{name}.html.j2)")
-        if not isinstance(track, bool):
-            self.problem(line, "track must be true or false")
-            track = True
-        return EmailAction(tuple(variants), track)
-
-    def task(
-        self, value: Any, node: dict[str, Any], line: int, step_line: int
-    ) -> TaskAction | None:
-        if value not in TASK_KINDS:
-            self.problem(
-                line,
-                f"unknown task {value!r}: use one of {', '.join(TASK_KINDS)}"
-                f"{did_you_mean(value, TASK_KINDS)}",
-            )
-            return None
-        note = node.get("note", "")
-        if not isinstance(note, str):
-            self.problem(value_line(node, "note", step_line), "note must be text")
-            note = ""
-        note_line = text_line(note, value_line(node, "note", step_line))
-        self.text_template(note, note_line)
-        assignee = self.email_field(node, "assignee", step_line)
-        timeout = self.duration(node, "timeout", step_line)
-        outcomes = self.outcomes(node, step_line)
-        return TaskAction(str(value), note, assignee, timeout, outcomes, note_line)
-
-    def outcomes(self, node: dict[str, Any], step_line: int) -> tuple[str, ...]:
-        if "outcomes" not in node:
-            return ()
-        value = node["outcomes"]
-        line = value_line(node, "outcomes", step_line)
-        if not isinstance(value, list) or not value:
-            self.problem(line, "outcomes must be a list of names, like [qualified, not_now]")
-            return ()
-        names: list[str] = []
-        for item in value:
-            if not isinstance(item, str) or not OUTCOME_NAME.fullmatch(item):
-                self.problem(line, f"outcome {item!r}: use lower-case letters, digits and _ "
-                                   "(like not_now)")  # fmt: skip
-            elif item in names:
-                self.problem(line, f"outcome {item!r} is listed twice")
-            else:
-                names.append(item)
-        return tuple(names)
-
-    def notify(self, value: Any, node: dict[str, Any], line: int) -> NotifyAction | None:
-        if not isinstance(value, str) or not value.strip():
-            self.problem(line, "notify must be the message text")
-            return None
-        message_line = text_line(value, line)
-        self.text_template(value, message_line)
-        return NotifyAction(value, self.email_field(node, "to", line), message_line)
-
-    def update(self, value: Any, line: int) -> UpdateAction | None:
-        if not isinstance(value, dict) or not value:
-            self.problem(line, "update must be a mapping of fields to set, like {stage: warm}")
-            return None
-        fields: list[tuple[str, Any]] = []
-        attributes: list[tuple[str, Any]] = []
-        for key, raw in value.items():
-            key_at = key_line(value, key, line)
-            if key == "email":
-                self.problem(key_at, "update cannot change a lead's email")
-            elif key in SETTABLE_FIELDS:
-                try:
-                    fields.append((key, parse_field(key, str(raw))))
-                except InvalidValueError as exc:
-                    self.problem(key_at, f"update {key}: {exc}")
-            elif key in ("id", "attributes", "created_at", "updated_at"):
-                self.problem(key_at, f"update cannot set {key!r}")
-            else:
-                attributes.append((str(key), raw))
-        return UpdateAction(tuple(fields), tuple(attributes))
-
-    def email_field(self, node: dict[str, Any], key: str, line: int) -> str:
-        if key not in node:
-            return ""
-        try:
-            return normalize_email(str(node[key]))
-        except InvalidValueError as exc:
-            self.problem(value_line(node, key, line), f"{key}: {exc}")
-            return ""
-
-    def text_template(self, source: str, line: int) -> None:
-        from jinja2 import TemplateSyntaxError
-
-        from nurture.language.expressions import environment
-
-        try:
-            environment().parse(source)
-        except TemplateSyntaxError as exc:
-            self.problem(line + exc.lineno - 1, f"template does not parse: {exc.message}")
-        except RecursionError:
-            self.problem(line, "template is nested too deeply to read")
-
     def exit_rules(self, data: dict[str, Any], top: int) -> list[ExitRule]:
         node = data.get("exit_when")
         if node is None:
@@ -404,18 +283,18 @@ class _Reader:
             at = item_line(node, index, line)
             text = str(item).strip()
             if text in EXIT_EVENTS:
-                rules.append(ExitRule(text, event=EXIT_EVENTS[text]))
+                rules.append(ExitRule(text, event=EXIT_EVENTS[text], line=at))
             elif text in EXIT_EVENTS.values():
-                rules.append(ExitRule(text, event=text))
+                rules.append(ExitRule(text, event=text, line=at))
             elif text in EXIT_STAGES:
-                rules.append(ExitRule(text, stage=text))
+                rules.append(ExitRule(text, stage=text, line=at))
             elif text.isidentifier():
                 # A custom event name, as recorded by `nurture event NAME` or the API.
-                rules.append(ExitRule(text, event=text))
+                rules.append(ExitRule(text, event=text, line=at))
             else:
                 expression = self.expression(node, index, at)
                 if expression is not None:
-                    rules.append(ExitRule(text, expression=expression))
+                    rules.append(ExitRule(text, expression=expression, line=at))
         return rules
 
     def check_step_references(
@@ -449,19 +328,22 @@ class _Reader:
 
 
 def parse_sequence(
-    path: Path, data: Any, template_exists: Any
+    path: Path, data: Any, template_exists: Any, template_names: Iterable[str] = ()
 ) -> tuple[Sequence | None, list[Problem]]:
-    """Turn the YAML *data* of *path* into a :class:`Sequence`, or problems."""
-    reader = _Reader(path, template_exists)
+    """Turn the YAML *data* of *path* into a :class:`Sequence`, or problems (an unknown
+    template gets a did-you-mean from *template_names*)."""
+    reader = _Reader(path, template_exists, template_names)
     sequence = reader.read(data)
     return sequence, reader.problems
 
 
-def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, list[Problem]]:
+def load_sequence(
+    path: Path, template_exists: Any, template_names: Iterable[str] = ()
+) -> tuple[Sequence | None, list[Problem]]:
     """Read one sequence file."""
     try:
         data = load_yaml(path)
-        return parse_sequence(path, data, template_exists)
+        return parse_sequence(path, data, template_exists, template_names)
     except InputFileError as exc:
         return None, [problem_from_error(exc, path)]
     except RecursionError:  # a value nested past what any reader can follow
@@ -472,7 +354,9 @@ def load_sequence(path: Path, template_exists: Any) -> tuple[Sequence | None, li
 SequenceFiles = tuple[list["Sequence"], list[Problem]]
 
 
-def load_sequences(directory: Path, template_exists: Any) -> SequenceFiles:
+def load_sequences(
+    directory: Path, template_exists: Any, template_names: Iterable[str] = ()
+) -> SequenceFiles:
     """Every valid sequence in *directory* and every problem of the others."""
     sequences: list[Sequence] = []
     problems: list[Problem] = []
@@ -481,7 +365,7 @@ def load_sequences(directory: Path, template_exists: Any) -> SequenceFiles:
     paths = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     names: dict[str, Path] = {}
     for path in paths:
-        sequence, found = load_sequence(path, template_exists)
+        sequence, found = load_sequence(path, template_exists, template_names)
         problems.extend(found)
         if sequence is None:
             continue

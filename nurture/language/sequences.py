@@ -19,7 +19,7 @@ from nurture.language.timing import (
 
 SEQUENCE_KEYS = (
     "name", "description", "audience", "from", "reply_to", "schedule", "exit_when",
-    "steps", "reenroll",
+    "steps", "reenroll", "events",
 )  # fmt: skip
 SCHEDULE_KEYS = ("timezone", "days", "hours", "holidays")
 STEP_KEYS = ("id", "wait", "at", "if", "track", "note", "assignee", "timeout", "outcomes", "to")
@@ -38,6 +38,8 @@ EXIT_EVENTS = {
     "page_visited": "page_visited",
     "call_completed": "call_completed",
 }
+#: A custom event's name (as ``nurture event`` and the API take it).
+EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: An outcome a task step declares.
 OUTCOME_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: The event a task records when it is done, by kind (others: ``task_completed``).
@@ -156,6 +158,8 @@ class ExitRule:
     event: str | None = None
     stage: str | None = None
     expression: Expression | None = None
+    #: The file line of the item (for problems found in it).
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,11 @@ class Sequence:
     schedule: Schedule = field(default_factory=Schedule)
     exit_when: tuple[ExitRule, ...] = ()
     reenroll: bool = False
+    #: Custom event names this sequence reads (``events: [webinar_attended]``), recorded
+    #: by other systems through the API or ``nurture event``.
+    events: tuple[str, ...] = ()
+    #: The file line of ``audience:`` (for problems found in it).
+    audience_line: int = 0
 
     def step(self, step_id: str) -> Step | None:
         return next((step for step in self.steps if step.id == step_id), None)

@@ -30,6 +30,7 @@ from markupsafe import Markup
 
 from nurture.errors import InputFileError, NurtureError
 from nurture.language.sandbox import BoundedSandbox, bounded
+from nurture.language.wording import syntax, undefined
 from nurture.language.yamlfile import key_line, parse_yaml
 from nurture.suggest import did_you_mean
 
@@ -162,6 +163,12 @@ class TemplateSet:
             for path in self.directory.glob(f"*{HTML_SUFFIX}")
             if not path.name.startswith("_")
         )
+
+    def _files(self) -> list[str]:
+        """Every file of the templates folder (layouts and partials too)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(path.name for path in self.directory.iterdir() if path.is_file())
 
     def exists(self, name: str) -> bool:
         return (self.directory / f"{name}{HTML_SUFFIX}").is_file()
@@ -307,8 +314,11 @@ class TemplateSet:
             if exc.name == file_name:
                 where = str(self.directory / file_name)
             why = exc.message if exc.message and "outside" in exc.message else None
+            name = str(exc.name or "")
+            alike = [f for f in self._files() if f.startswith("_") == name.startswith("_")]
+            hint = did_you_mean(name, alike) if name else ""
             raise RenderError(
-                f"{where}: {why or f'includes or extends missing template {exc.name!r}'}"
+                f"{where}: {why or f'includes or extends missing template {exc.name!r}{hint}'}"
             ) from None
         except TemplateSyntaxError as exc:
             raise RenderError(self._located(exc)) from None
@@ -365,7 +375,7 @@ def _postal_address(context: Mapping[str, Any]) -> str:
 
 def _located(exc: TemplateSyntaxError, directory: Path) -> str:
     where = exc.filename or str(directory / (exc.name or "?"))
-    return f"{where}:{exc.lineno}: {exc.message}"
+    return f"{where}:{exc.lineno}: {syntax(exc.message or '')}"
 
 
 def _runtime_location(exc: Exception, default: Path) -> str:
@@ -384,10 +394,11 @@ def _explain(exc: Exception) -> str:
     message = (exc.message if isinstance(exc, TemplateError) else None) or str(exc)
     if not isinstance(exc, TemplateError):
         message = f"{type(exc).__name__}: {message}"
-    message = message.replace("'nurture.language.expressions.LeadView object'", "lead")
-    message = message.replace("'nurture.language.expressions.View object'", "the variable")
+    message = undefined(message)
     if "is undefined" in message or "has no attribute" in message:
-        message = f"undefined variable: {message} (use | default(...) to allow it)"
+        name = re.fullmatch(r"'(\w+)' is undefined", message)
+        hint = did_you_mean(name.group(1), VARIABLES) if name else ""
+        message = f"undefined variable: {message}{hint} (use | default(...) to allow it)"
     return message
 
 

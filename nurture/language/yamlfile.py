@@ -11,6 +11,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from nurture.errors import InputFileError
+from nurture.language.wording import yaml_problem
 
 
 def load_yaml(path: Path) -> Any:
@@ -44,9 +45,12 @@ def parse_yaml(text: str, name: str, first_line: int = 1) -> Any:
     except RecursionError:
         raise InputFileError(f"{name}: nested too deeply to read") from None
     except MarkedYAMLError as exc:
+        raw = exc.problem or exc.context or "invalid YAML"
+        problem = yaml_problem(raw, exc.context or "")
         mark = exc.problem_mark or exc.context_mark
+        if "never closed" in problem and exc.context_mark is not None:
+            mark = exc.context_mark  # where the quote opened, not where the file ends
         line = (mark.line + first_line) if mark is not None else first_line
-        problem = exc.problem or exc.context or "invalid YAML"
         raise InputFileError(f"{name}:{line}: invalid YAML: {problem}") from None
     except YAMLError as exc:
         raise InputFileError(f"{name}: invalid YAML: {exc}") from None

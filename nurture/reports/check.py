@@ -21,10 +21,11 @@ from nurture.language.expressions import EventSet, LeadView, Scores, View, conte
 from nurture.language.scoring import ScoringRules, fit_of, load_scoring
 from nurture.language.sequence_files import load_sequences
 from nurture.language.sequences import NotifyAction, Sequence, TaskAction
-from nurture.language.templates import HTML_SUFFIX, TemplateSet, inside_folder
+from nurture.language.templates import HTML_SUFFIX, VARIABLES, TemplateSet, inside_folder
 from nurture.mail.compose import Sender
 from nurture.problems import Problem, problem_from_error
-from nurture.store.events import ENGINE_TYPES, KNOWN_TYPES, likely_typo
+from nurture.reports.logic import check_event_names, check_outcomes
+from nurture.suggest import did_you_mean
 
 SAMPLE_LEAD = {
     "email": "sample.lead@example.com",
@@ -40,6 +41,11 @@ SAMPLE_LEAD = {
 }
 
 
+def counted(number: int, word: str) -> str:
+    """``1 problem``, ``3 problems``."""
+    return f"{number} {word}{'' if number == 1 else 's'}"
+
+
 @dataclass
 class CheckResult:
     sequences: list[Sequence] = field(default_factory=list)
@@ -51,17 +57,34 @@ class CheckResult:
     warnings: list[Problem] = field(default_factory=list)
     #: Custom event names the sequences and scoring.yaml use, with where they stand.
     custom_events: dict[str, Problem] = field(default_factory=dict)
+    #: Sequence files read (valid or not).
+    sequence_files: int = 0
 
-    def summary(self) -> str:
-        what = (
-            f"{len(self.sequences)} sequences, {len(self.templates)} templates"
-            f"{f', {len(self.forms)} forms' if self.forms else ''}"
-            f"{', scoring.yaml' if self.scoring else ''}"
+    def summary(self, *, strict: bool = False) -> str:
+        """The last line: what was checked, and how many problems in how many files
+        (``3 problems in 1 file``); with *strict*, warnings count as failures."""
+        what = ", ".join(
+            part
+            for part in (
+                counted(self.sequence_files, "sequence"),
+                counted(len(self.templates), "template"),
+                counted(len(self.forms), "form") if self.forms else "",
+                "scoring.yaml" if self.scoring else "",
+            )
+            if part
         )
-        warned = f", {len(self.warnings)} warnings" if self.warnings else ""
+        warned = counted(len(self.warnings), "warning")
         if self.problems:
-            return f"{len(self.problems)} problems{warned} in {what} checked"
-        return f"ok: {what} checked, no problems{warned}"
+            files = len({problem.path for problem in self.problems})
+            tail = f", {warned}" if self.warnings else ""
+            return (
+                f"{counted(len(self.problems), 'problem')} in {counted(files, 'file')}{tail}; "
+                f"checked {what}"
+            )
+        if strict and self.warnings:
+            return f"failed (--strict): {warned}, no problems; checked {what}"
+        tail = f", {warned}" if self.warnings else ""
+        return f"ok: {what} checked, no problems{tail}"
 
 
 def sample_lead(project_dir: Path) -> LeadView:
@@ -91,8 +114,14 @@ def check_project(config: Config) -> CheckResult:
     result = CheckResult()
     templates = TemplateSet(config.templates_dir)
     result.templates = templates.names()
-    sequences, problems = load_sequences(config.sequences_dir, templates.exists)
+    sequences, problems = load_sequences(
+        config.sequences_dir, templates.exists, result.templates
+    )
     result.sequences = sequences
+    if config.sequences_dir.is_dir():
+        result.sequence_files = sum(
+            1 for path in config.sequences_dir.iterdir() if path.suffix in (".yaml", ".yml")
+        )
     result.problems.extend(problems)
     postal = config.settings.sender.postal_address
     if not postal.strip():
@@ -122,7 +151,12 @@ def check_project(config: Config) -> CheckResult:
         result.problems.extend(_check_sequence_texts(templates, sequence, lead, config, scores))
     if scoring is not None:
         result.problems.extend(_check_fit_rules(scoring, lead, config.scoring_file))
-    _check_event_names(result, sequences, scoring, config.scoring_file)
+    events = check_event_names(sequences, scoring, config.scoring_file, _line_of)
+    result.problems.extend(events.problems)
+    result.warnings.extend(events.warnings)
+    result.custom_events.update(events.custom)
+    for sequence in sequences:
+        result.problems.extend(check_outcomes(sequence))
     result.warnings.extend(_check_links_reach_people(config))
     result.problems.sort(key=lambda p: (p.path, p.line or 0))
     result.warnings.sort(key=lambda p: (p.path, p.line or 0))
@@ -138,36 +172,6 @@ def _line_of(path: Path, word: str) -> int | None:
         return None
     pattern = re.compile(rf"(?<![\w.]){re.escape(word)}(?![\w])")
     return next((n for n, text in enumerate(lines, 1) if pattern.search(text)), None)
-
-
-def _check_event_names(
-    result: CheckResult,
-    sequences: list[Sequence],
-    scoring: ScoringRules | None,
-    scoring_file: Path,
-) -> None:
-    """Event names in ``exit_when`` and ``scoring.yaml`` that look like typos of known
-    ones are warnings with a did-you-mean; the other custom names are collected."""
-    used: list[tuple[str, Path]] = [
-        (rule.event, sequence.path)
-        for sequence in sequences
-        for rule in sequence.exit_when
-        if rule.event
-    ]
-    if scoring is not None:
-        used += [(name, scoring_file) for name in (*scoring.engagement, *scoring.hot_on)]
-    for name, path in used:
-        if name in KNOWN_TYPES or name in ENGINE_TYPES:
-            continue
-        where = Problem(str(path), _line_of(path, name), "")
-        guess = likely_typo(name)
-        if guess:
-            result.warnings.append(
-                Problem(where.path, where.line,
-                        f"event {name!r} is not one nurture knows (did you mean {guess!r}?)")
-            )  # fmt: skip
-        else:
-            result.custom_events.setdefault(name, where)
 
 
 def _check_links_reach_people(config: Config) -> list[Problem]:
@@ -219,7 +223,7 @@ def _template_users(sequences: list[Sequence]) -> dict[str, Sequence]:
     return users
 
 
-def _sender_for(sequence: Sequence | None, config: Config) -> Sender:
+def sender_for(sequence: Sequence | None, config: Config) -> Sender:
     text = sequence.sender if sequence else "Sender <sender@example.com>"
     sender = config.settings.sender
     return Sender.parse(text, sender.postal_address, sender.title)
@@ -234,22 +238,25 @@ def _check_template(
     try:
         unknown = templates.unknown_variables(name)
         if unknown:
-            known = ", ".join(("lead", "sender", "sequence", "step", "unsubscribe_url"))
+            names = ("lead", "sender", "sequence", "step", "unsubscribe_url")
+            known = ", ".join(names)
             return [
-                Problem(str(path), line, f"unknown variable {var!r} (templates know: {known})")
+                Problem(str(path), line,
+                        f"unknown variable {var!r}{did_you_mean(var, VARIABLES)} "
+                        f"(templates know: {known})")
                 for line, var in unknown
-            ]
+            ]  # fmt: skip
         shown: Any = sequence or View({"name": "preview", "description": ""})
         render_step_email(
-            templates, name, lead, _sender_for(sequence, config), shown, "preview",
+            templates, name, lead, sender_for(sequence, config), shown, "preview",
             f"{config.settings.tracking.base_url}/u/preview",
         )  # fmt: skip
     except NurtureError as exc:
-        return [problem_from_error(exc, _path_in(exc, path))]
+        return [problem_from_error(exc, path_in(exc, path))]
     return []
 
 
-def _path_in(error: Exception, default: Path) -> str:
+def path_in(error: Exception, default: Path) -> str:
     """The file an error message starts with (a layout or partial), else *default*."""
     text = str(error)
     head = text.split(":", 1)[0]
@@ -261,7 +268,7 @@ def _check_sequence_texts(
 ) -> list[Problem]:
     """Task notes and notifications render against the sample lead."""
     problems = []
-    names = {"lead": lead, "sender": _sender_for(sequence, config).view()}
+    names = {"lead": lead, "sender": sender_for(sequence, config).view()}
     for step in sequence.steps:
         source, line = "", step.line
         if isinstance(step.action, TaskAction):
@@ -282,8 +289,9 @@ def _check_sequence_texts(
             truth(sequence.audience, context_names)
         except InvalidValueError as exc:
             problems.append(
-                Problem(str(sequence.path), None, f"audience fails on the sample lead: {exc}")
-            )
+                Problem(str(sequence.path), sequence.audience_line or None,
+                        f"audience fails on the sample lead: {exc}")
+            )  # fmt: skip
     return problems
 
 
@@ -298,115 +306,3 @@ def _check_fit_rules(scoring: ScoringRules, lead: LeadView, path: Path) -> list[
                 Problem(str(path), rule.line, f"fit rule fails on the sample lead: {exc}")
             )
     return problems
-
-
-@dataclass
-class _Group:
-    """Leads of one audience with the same filled fields: they render alike."""
-
-    count: int
-    example: str
-    view: LeadView
-
-
-def check_against_leads(
-    config: Config,
-    engine: Any,
-    sequences: list[Sequence],
-    scoring: ScoringRules | None,
-    now: Any,
-    chunk: int = 2000,
-) -> list[Problem]:
-    """Render each sequence's emails, notes and notifications against the leads of its
-    audience, as ``run`` will: one representative per distinct set of filled fields, so
-    100k leads cost a handful of renderings. A failure names how many leads it hits and
-    one of them (``welcome.html.j2:5: 37 leads in the audience of X have no company``)."""
-    from sqlmodel import Session, col, select
-
-    from nurture.language.scoring import scores_now
-    from nurture.store.leads import Lead
-
-    templates = TemplateSet(config.templates_dir)
-    groups: dict[str, dict[tuple[str, ...], _Group]] = {s.name: {} for s in sequences}
-    last_id = 0
-    with Session(engine) as session:
-        while True:
-            leads = list(
-                session.exec(
-                    select(Lead).where(col(Lead.id) > last_id).order_by(col(Lead.id)).limit(chunk)
-                )
-            )
-            if not leads:
-                break
-            last_id = leads[-1].id or last_id
-            for lead in leads:
-                if lead.status != "subscribed":
-                    continue
-                view = LeadView.of(lead)
-                names = context(view, EventSet(), now=now, scores=scores_now(scoring, lead, now))
-                filled = tuple(sorted(view.as_dict()))
-                for sequence in sequences:
-                    try:
-                        if sequence.audience is None or not truth(sequence.audience, names):
-                            continue
-                    except InvalidValueError:
-                        continue  # the audience's own failure is reported by check_project
-                    found = groups[sequence.name].get(filled)
-                    if found is None:
-                        groups[sequence.name][filled] = _Group(1, lead.email, view)
-                    else:
-                        found.count += 1
-    problems: dict[tuple[str, int | None, str], list[Any]] = {}
-    for sequence in sequences:
-        for group in groups[sequence.name].values():
-            for where, message in _render_for(templates, sequence, group.view, config):
-                key = (where.path, where.line, message)
-                seen = problems.setdefault(key, [0, group.example, sequence.name])
-                seen[0] += group.count
-    found_problems = []
-    for (path, line, message), (count, example, name) in sorted(
-        problems.items(), key=lambda item: (item[0][0], item[0][1] or 0)
-    ):
-        who = f"{count} lead{'s' if count != 1 else ''} in the audience of {name}"
-        missing = re.search(r"has no attribute '(\w+)'|'(\w+)' is undefined", message)
-        if missing:
-            field_name = missing.group(1) or missing.group(2)
-            text = (f"{who} {'have' if count != 1 else 'has'} no {field_name} "
-                    f"(e.g. {example}); use | default(...)")  # fmt: skip
-        else:
-            text = f"{who} fail here (e.g. {example}): {message}"
-        found_problems.append(Problem(path, line, text))
-    return found_problems
-
-
-def _render_for(
-    templates: TemplateSet, sequence: Sequence, lead: LeadView, config: Config
-) -> list[tuple[Problem, str]]:
-    """What fails when this sequence's touches render for *lead*: (where, message)."""
-    from nurture.mail.compose import render_step_email
-
-    failures: list[tuple[Problem, str]] = []
-    sender = _sender_for(sequence, config)
-    for step in sequence.steps:
-        names: list[str] = [name for name, _ in getattr(step.action, "variants", ())]
-        for name in names:
-            try:
-                render_step_email(templates, name, lead, sender, sequence, step.id,
-                                  f"{config.settings.tracking.base_url}/u/check")  # fmt: skip
-            except NurtureError as exc:
-                default = templates.directory / f"{name}{HTML_SUFFIX}"
-                found = problem_from_error(exc, _path_in(exc, default))
-                failures.append((found, found.message))
-        source, line = "", step.line
-        if isinstance(step.action, TaskAction):
-            source, line = step.action.note, step.action.note_line or step.line
-        elif isinstance(step.action, NotifyAction):
-            source, line = step.action.message, step.action.message_line or step.line
-        if source:
-            try:
-                templates.render_text(source, {"lead": lead, "sender": sender.view()},
-                                      str(sequence.path), line)  # fmt: skip
-            except NurtureError as exc:
-                found = problem_from_error(exc, str(sequence.path))
-                failures.append((found, f"step {step.id!r}: {found.message}"))
-    return failures

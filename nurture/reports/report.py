@@ -6,11 +6,11 @@ HTML); :func:`to_html` renders a single self-contained page with inline SVG char
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,9 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from nurture.store.enrollments import DeployedSequence
+from nurture.language.sequences import EmailAction, Sequence
+from nurture.reports.figures import RATES, confidence, counted, rates, shown
+from nurture.store.enrollments import DeployedSequence, Enrollment
 from nurture.store.events import Event
 from nurture.store.handoffs import Handoff
 from nurture.store.leads import Lead
@@ -46,8 +48,15 @@ def _percentile(values: list[float], share: float) -> float | None:
     return ordered[index]
 
 
-def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[str, Any]:
-    """Every number of the report."""
+def funnel(
+    session: Session,
+    *,
+    since: datetime | None,
+    now: datetime,
+    sequences: Mapping[str, Sequence] | None = None,
+) -> dict[str, Any]:
+    """Every number of the report. *sequences* (by name, as their files say) order each
+    A/B test's variants as listed, the first listed being the one compared with."""
     stages = dict(session.exec(select(Lead.stage, func.count()).group_by(col(Lead.stage))).all())
     reached: dict[str, set[int]] = defaultdict(set)
     for lead_id, stage in session.exec(select(Lead.id, Lead.stage)):
@@ -148,7 +157,14 @@ def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[s
     for (sequence, step), numbers in sorted(steps.items(), key=lambda item: order(*item[0])):
         numbers["delivered"] = max(numbers["sent"] - numbers["bounced"], 0)
         rows.append({"sequence": sequence, "step": step, **numbers, **rates(numbers)})
-    variants = _variants(session, since_clause, order)
+    listed = {
+        (sequence.name, step.id): [name for name, _ in step.action.variants]
+        for sequence in (sequences or {}).values()
+        for step in sequence.steps
+        if isinstance(step.action, EmailAction)
+    }
+    variants = _variants(session, since_clause, order, listed)
+    flow = enrollment_flow(session, since_clause)
     weekly = _weekly(session, now, [h.became_hot_at for h in handoffs])
     statuses: defaultdict[str, int] = defaultdict(int)
     for h in handoffs:
@@ -166,6 +182,8 @@ def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[s
         },
         "steps": rows,
         "variants": variants,
+        "sequences": flow["sequences"],
+        "step_flow": flow["steps"],
         "weekly": weekly,
         "handoffs": {
             "total": len(handoffs),
@@ -175,18 +193,72 @@ def funnel(session: Session, *, since: datetime | None, now: datetime) -> dict[s
     }
 
 
-#: Rates per delivered email, as the report shows them.
-RATES = {"opened": "open_rate", "clicked": "click_rate", "replied": "reply_rate",
-         "unsubscribed": "unsubscribe_rate"}  # fmt: skip
+def enrollment_flow(session: Session, since_clause: Any) -> dict[str, Any]:
+    """Per sequence, its enrollments (enrolled since, active, completed, exited by
+    reason, paused, failed); per step, the leads that reached it, those waiting there,
+    those who exited after it (by reason; step ``""``: before the first) and its tasks'
+    outcomes."""
+    sequences: dict[str, dict[str, Any]] = {}
+    steps: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+
+    def step_of(sequence: str, step: str) -> dict[str, Any]:
+        return steps[sequence].setdefault(
+            step, {"reached": 0, "waiting": 0, "exited": {}, "outcomes": {}}
+        )
+
+    query = sa_select(col(Enrollment.sequence), col(Enrollment.status), col(Enrollment.next_step),
+                      col(Enrollment.done_steps), col(Enrollment.reason))  # fmt: skip
+    for name, status, next_step, done, reason in session.execute(
+        query.where(since_clause(col(Enrollment.enrolled_at)))
+    ):
+        counts = sequences.setdefault(
+            name, {"enrolled": 0, **dict.fromkeys(_STATES, 0), "exit_reasons": {}}
+        )
+        counts["enrolled"] += 1
+        counts[status] = counts.get(status, 0) + 1
+        for step in done or []:
+            step_of(name, step)["reached"] += 1
+        if status == "exited":
+            why = _exit_reason(reason)
+            counts["exit_reasons"][why] = counts["exit_reasons"].get(why, 0) + 1
+            # Where it left: after the last step it had ("" before the first).
+            exits = step_of(name, done[-1] if done else "")["exited"]
+            exits[why] = exits.get(why, 0) + 1
+        elif status in ("active", "paused") and next_step:
+            step_of(name, next_step)["waiting"] += 1
+    outcomes = (
+        select(Task.sequence, Task.step, Task.outcome, func.count())
+        .where(Task.status == TaskStatus.done.value)
+        .where(since_clause(col(Task.done_at)))
+        .group_by(col(Task.sequence), col(Task.step), col(Task.outcome))
+    )
+    for name, step, outcome, count in session.exec(outcomes):
+        step_of(name, step)["outcomes"][outcome or "done"] = count
+    # What each step did (an email queued, a task made): the rest of who reached it
+    # were skipped by its condition.
+    made = [
+        select(OutboxMessage.sequence, OutboxMessage.step, func.count())
+        .where(col(OutboxMessage.enrollment_id).is_not(None))
+        .where(since_clause(col(OutboxMessage.created_at)))
+        .group_by(col(OutboxMessage.sequence), col(OutboxMessage.step)),
+        select(Task.sequence, Task.step, func.count())
+        .where(since_clause(col(Task.created_at)))
+        .group_by(col(Task.sequence), col(Task.step)),
+    ]
+    for query_made in made:
+        for name, step, count in session.exec(query_made):
+            done_here = step_of(name, step)
+            done_here["acted"] = done_here.get("acted", 0) + count
+    return {"sequences": sequences, "steps": dict(steps)}
 
 
-def rates(numbers: dict[str, int]) -> dict[str, float | None]:
-    """Opens, clicks, replies and unsubscribes per delivered email (``None``: none yet)."""
-    delivered = numbers.get("delivered", 0)
-    return {
-        name: round(numbers.get(count, 0) / delivered, 4) if delivered else None
-        for count, name in RATES.items()
-    }
+_STATES = ("active", "completed", "exited", "paused", "failed")
+
+
+def _exit_reason(reason: str | None) -> str:
+    """An exit's reason as the report groups it (``replied``, ``unsubscribed``...)."""
+    text = (reason or "unknown").strip()
+    return text[:80]
 
 
 def _step_order(session: Session) -> Any:
@@ -215,10 +287,13 @@ def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float | No
     return round(math.erfc(abs(z) / math.sqrt(2)), 4)
 
 
-def _variants(session: Session, since_clause: Any, order: Any) -> list[dict[str, Any]]:
+def _variants(
+    session: Session, since_clause: Any, order: Any, listed: Mapping[tuple[str, str], list[str]]
+) -> list[dict[str, Any]]:
     """Per step with more than one template variant: each variant's numbers and rates,
     and how sure the difference from the first variant is (p-values of clicks and
-    replies per delivered email)."""
+    replies per delivered email). The first is the first *listed* in the file, else
+    the first by name."""
     counts: dict[tuple[str, str, str], dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(("sent", "bounced", *RATES), 0)
     )
@@ -266,7 +341,13 @@ def _variants(session: Session, since_clause: Any, order: Any) -> list[dict[str,
     rows: list[dict[str, Any]] = []
     for sequence, step in sorted(tested, key=lambda key: order(*key)):
         first: dict[str, int] | None = None
-        for template in sorted(by_step[(sequence, step)]):
+        written = listed.get((sequence, step), [])
+
+        def rank(template: str, written: list[str] = written) -> tuple[int, str]:
+            return (written.index(template) if template in written else len(written), template)
+
+        ranked = sorted(by_step[(sequence, step)], key=rank)
+        for template in ranked:
             numbers = dict(counts[(sequence, step, template)])
             numbers["delivered"] = max(numbers["sent"] - numbers["bounced"], 0)
             row: dict[str, Any] = {"sequence": sequence, "step": step, "variant": template,
@@ -286,12 +367,6 @@ def _variants(session: Session, since_clause: Any, order: Any) -> list[dict[str,
                     )
             rows.append(row)
     return rows
-
-
-def counted(row: dict[str, Any], what: str) -> str:
-    """``3 (30%)``: a count with its rate per delivered email."""
-    rate = row.get(RATES[what])
-    return f"{row[what]} ({100 * rate:.0f}%)" if rate is not None else str(row[what])
 
 
 #: Weeks the trend shows, the current one last.
@@ -340,131 +415,11 @@ def _weekly(session: Session, now: datetime, hot_moments: list[datetime]) -> lis
     return [{"week": week, **numbers} for week, numbers in weeks.items()]
 
 
-def confidence(p_value: float | None) -> str:
-    """How sure a difference is, in words."""
-    if p_value is None:
-        return "not enough data"
-    if p_value < 0.01:
-        return f"very likely real (p={p_value:.3f})"
-    if p_value < 0.05:
-        return f"likely real (p={p_value:.3f})"
-    return f"could be chance (p={p_value:.2f})"
+def to_html(report: dict[str, Any], project: str, sequences: Any = None) -> str:
+    """The report as one self-contained page (see :mod:`nurture.reports.page`)."""
+    from nurture.reports.page import render_page
+
+    return render_page(report, project, sequences or {})
 
 
-def _bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> str:
-    width, bar_height, label_width = 640, 22, 220
-    top = max((value for _, value in items), default=0) or 1
-    height = bar_height * len(items) + 10
-    parts = [
-        f'<svg role="img" aria-label="{html.escape(title)}" width="{width}" '
-        f'height="{height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
-    for index, (label, value) in enumerate(items):
-        y = index * bar_height + 5
-        length = (width - label_width - 60) * value / top
-        parts.append(
-            f'<text x="0" y="{y + 15}" font-size="13">{html.escape(label)}</text>'
-            f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{bar_height - 6}"'
-            f' fill="#3b6fd8"/><text x="{label_width + length + 6:.1f}" y="{y + 15}" '
-            f'font-size="13">{value:g}{unit}</text>'
-        )
-    parts.append("</svg>")
-    return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
-
-
-def to_html(report: dict[str, Any], project: str) -> str:
-    """A single page, no network needed: tables and inline SVG charts."""
-
-    def table(head: list[str], rows: list[list[Any]]) -> str:
-        cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        body = "".join(
-            "<tr>"
-            + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row)
-            + "</tr>"
-            for row in rows
-        )
-        return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
-
-    funnel_chart = _bar_chart(
-        "Funnel: leads that reached each stage", list(report["reached"].items())
-    )
-    step_chart = _bar_chart(
-        "Step performance: clicks per email sent",
-        [
-            (
-                f"{r['sequence']} / {r['step']}",
-                round(100 * r["clicked"] / r["sent"], 1) if r["sent"] else 0,
-            )
-            for r in report["steps"]
-        ],
-        unit="%",
-    )
-    conversion = table(
-        ["from", "to", "leads", "rate"],
-        [
-            [
-                c["from"],
-                c["to"],
-                c["leads"],
-                f"{100 * c['rate']:.1f}%" if c["rate"] is not None else "-",
-            ]
-            for c in report["conversion"]
-        ],
-    )
-    steps = "".join(
-        f"<h3>{html.escape(sequence)}</h3>"
-        + table(
-            ["step", "sent", "delivered", "bounced", "opened", "clicked", "replied",
-             "unsubscribed", "tasks done"],
-            [[r["step"], r["sent"], r["delivered"], r["bounced"], counted(r, "opened"),
-              counted(r, "clicked"), counted(r, "replied"), counted(r, "unsubscribed"),
-              r["tasks_done"]] for r in rows],
-        )
-        for sequence, rows in itertools.groupby(report["steps"], key=lambda r: r["sequence"])
-    )  # fmt: skip
-    variants = ""
-    if report["variants"]:
-        variants = "<h2>A/B variants</h2>" + table(
-            ["sequence / step", "variant", "delivered", "opened", "clicked", "replied",
-             "clicks vs the first", "replies vs the first"],
-            [[f"{r['sequence']} / {r['step']}", r["variant"], r["delivered"],
-              counted(r, "opened"), counted(r, "clicked"), counted(r, "replied"),
-              confidence(r["clicked_p_value"]) if r["compared_with"] else "-",
-              confidence(r["replied_p_value"]) if r["compared_with"] else "-"]
-             for r in report["variants"]],
-        )  # fmt: skip
-    trend = _bar_chart(
-        "Weekly trend: emails sent", [(w["week"], w["sent"]) for w in report["weekly"]]
-    ) + table(
-        ["week", "emails sent", "opened", "clicked", "replied", "turned hot"],
-        [[w["week"], w["sent"], w["opened"], w["clicked"], w["replied"], w["hot"]]
-         for w in report["weekly"]],
-    )  # fmt: skip
-    h = report["handoffs"]
-    hot = report["days_to_hot"]
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(project)}: funnel report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}
-table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;
-text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head><body>
-<h1>{html.escape(project)}: funnel report</h1>
-<p>Generated {html.escape(report["generated_at"][:16])} UTC{
-        ", since " + html.escape(report["since"][:10]) if report["since"] else ""
-    }.</p>
-<p>Leads by stage: {", ".join(f"{k} {v}" for k, v in report["stages"].items())}.</p>
-{funnel_chart}{conversion}
-<p>Days from first touch to hot: median {shown(hot["median"])}, p90 {shown(hot["p90"])} ({
-        hot["leads"]
-    } leads).</p>
-{step_chart}<h2>Steps, sequence by sequence</h2>{steps}{variants}{trend}
-<h2>Hand-offs</h2>
-<p>{h["total"]} hand-offs: {h["accepted"]} accepted, {h["rejected"]} rejected,
-{h["recycled"]} recycled, {h["pending"]} waiting; median time to answer
-{shown(h["hours_to_answer_median"])} hours.</p>
-</body></html>
-"""
-
-
-def shown(value: object) -> str:
-    """A figure for people: ``-`` where there is none yet (never ``None``)."""
-    return "-" if value is None else str(value)
+__all__ = ["RATES", "confidence", "counted", "funnel", "rates", "shown", "to_html"]

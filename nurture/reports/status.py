@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 from nurture.store.enrollments import HELD, Enrollment, EnrollmentStatus
 from nurture.store.handoffs import Handoff, HandoffStatus, Webhook
 from nurture.store.leads import Lead
+from nurture.store.meta import audience_failures
 from nurture.store.outbox import SENDING_PROBLEM, OutboxMessage, OutboxStatus
 from nurture.store.tasks import Task, TaskStatus
 from nurture.store.workers import list_workers
@@ -51,19 +52,9 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
     }
     queued = OutboxStatus.queued.value
     queue = {
-        "ready": _count_outbox(
-            session,
-            queued,
-            col(OutboxMessage.next_attempt_at) <= now,
-            col(OutboxMessage.attempts) == 0,
-        ),
-        "deferred": _count_outbox(
-            session,
-            queued,
-            col(OutboxMessage.next_attempt_at) > now,
-            col(OutboxMessage.attempts) == 0,
-        ),
-        "retrying": _count_outbox(session, queued, col(OutboxMessage.attempts) > 0),
+        "ready": _count_outbox(session, queued, *queue_conditions("ready", now)),
+        "deferred": _count_outbox(session, queued, *queue_conditions("deferred", now)),
+        "retrying": _count_outbox(session, queued, *queue_conditions("retrying", now)),
         "sending": outbox.get(OutboxStatus.sending.value, 0)
         + outbox.get(OutboxStatus.leased.value, 0),
         "sent": outbox.get(OutboxStatus.sent.value, 0),
@@ -128,10 +119,19 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
             "next_due": next_due.isoformat() if next_due else None,
         },
         "outbox": queue,
+        "outbox_reasons": {
+            name: queue_reasons(session, name, now)
+            for name in ("deferred", "retrying")
+            if queue[name]
+        },
         "tasks": tasks,
         "handoffs": handoffs,
         "workers": list_workers(session, now),
         "webhooks": webhooks,
+        "audience_failures": [
+            {key: item.get(key) for key in ("sequence", "leads", "error")}
+            for item in audience_failures(session)
+        ],
         "held": [
             {"sequence": name, "step": step, "reason": reason, "enrollments": count}
             for name, step, reason, count in held
@@ -150,6 +150,67 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
             for m in failed_messages
         ],
     }
+
+
+#: What a queued message is doing, as ``status`` and ``outbox list --status`` name it:
+#: ``ready`` (due now), ``deferred`` (held back: the sending window, a daily cap),
+#: ``retrying`` (an attempt failed for now).
+QUEUE_STATES = ("ready", "deferred", "retrying")
+
+
+def queue_conditions(name: str, now: datetime) -> list[Any]:
+    """The conditions, beside ``status = queued``, of the queue state *name*."""
+    due = col(OutboxMessage.next_attempt_at)
+    if name == "ready":
+        return [due <= now, col(OutboxMessage.attempts) == 0]
+    if name == "deferred":
+        return [due > now, col(OutboxMessage.attempts) == 0]
+    return [col(OutboxMessage.attempts) > 0]
+
+
+def queue_state(message: OutboxMessage, now: datetime) -> str:
+    """``ready``, ``deferred`` or ``retrying`` for a queued message; else its status."""
+    if message.status != OutboxStatus.queued.value:
+        return message.status
+    if message.attempts > 0:
+        return "retrying"
+    return "ready" if message.next_attempt_at <= now else "deferred"
+
+
+def queue_reasons(
+    session: Session, name: str, now: datetime, limit: int = 3
+) -> list[dict[str, Any]]:
+    """The commonest reasons the messages in queue state *name* wait, with how many
+    and the soonest next attempt."""
+    query = (
+        select(OutboxMessage.last_error, func.count(), func.min(OutboxMessage.next_attempt_at))
+        .where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+        .group_by(col(OutboxMessage.last_error))
+        .order_by(func.count().desc())
+        .limit(limit)
+    )
+    for condition in queue_conditions(name, now):
+        query = query.where(condition)
+    return [
+        {"reason": reason or "no reason recorded", "messages": count,
+         "next_attempt_at": soonest.isoformat() if soonest else None}
+        for reason, count, soonest in session.exec(query)
+    ]  # fmt: skip
+
+
+def list_outbox(
+    session: Session, status: str | None, now: datetime, limit: int = 200
+) -> list[OutboxMessage]:
+    """The newest messages in *status* (an outbox status, or a queue state of
+    :data:`QUEUE_STATES`), or all."""
+    query = select(OutboxMessage)
+    if status in QUEUE_STATES:
+        query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+        for condition in queue_conditions(status, now):
+            query = query.where(condition)
+    elif status is not None:
+        query = query.where(col(OutboxMessage.status) == status)
+    return list(session.exec(query.order_by(col(OutboxMessage.id).desc()).limit(limit)))
 
 
 def _count_outbox(session: Session, status: str, *conditions: Any) -> int:

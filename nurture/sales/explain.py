@@ -74,6 +74,28 @@ def _subject(subjects: Subjects, sequence: str | None, step: str | None) -> str:
     return "an email"
 
 
+#: The keys of an event's ``data`` that nurture reads, by event type, and what sales is
+#: shown from them (the app, notices, digests). Other keys are kept and shown nowhere.
+EVENT_DATA_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("email_replied", "first_lines",
+     "the first lines of the reply: quoted to sales as what the lead wrote"),
+    ("meeting_booked", "title", "what the meeting is about (else `when`)"),
+    ("meeting_booked", "when", "when it is, as text"),
+    ("form_submitted", "form", "the form's name (or `name`): \"Filled in the pricing form\""),
+    ("page_visited", "url", "the page visited (or `page`, or `path`)"),
+    ("email_bounced", "reply", "the mail server's answer"),
+    ("call_completed", "outcome", "what the task came to (also linkedin_completed, "
+                                  "task_completed)"),
+    ("call_completed", "by", "who did it"),
+)  # fmt: skip
+
+
+def event_data_keys_text() -> str:
+    """The keys of :data:`EVENT_DATA_KEYS` as Markdown lines (for the OpenAPI text)."""
+    return "\n".join(f"- `{type_}`: `data.{key}`: {meaning}"
+                     for type_, key, meaning in EVENT_DATA_KEYS)  # fmt: skip
+
+
 def describe(
     type_: str,
     data: Mapping[str, Any],

@@ -6,6 +6,7 @@ index decides between two workers)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from nurture.store.enrollments import DeployedSequence, Enrollment, EnrollmentSt
 from nurture.store.events import Event, LeadEvents, events_by_lead, wake_changed
 from nurture.store.leads import Lead, changed_lead_ids
 from nurture.store.locks import exclusive
-from nurture.store.meta import advance_mark, mark_for, since_mark
+from nurture.store.meta import Meta, advance_mark, audience_failure_key, mark_for, since_mark
 
 #: Leads changed this long before the last check are looked at again, so that a
 #: transaction that committed late is not missed. Enrolling is idempotent.
@@ -39,6 +40,38 @@ LEADS_CHECKED_KEY = "leads_checked_at"
 
 
 
+
+
+def refusal(lead: Lead, sequence: Sequence, previous: list[Enrollment], by: str) -> str:
+    """Why *lead* may not be enrolled in *sequence* now (given its *previous*
+    enrollments there), or ``""`` when it may."""
+    if lead.status != ContactStatus.subscribed:
+        return f"{lead.email} is {lead.status}: never enrolled"
+    if not sequence.steps:
+        return f"{sequence.name} has no steps"
+    running = [
+        e for e in previous if e.status in (EnrollmentStatus.active, EnrollmentStatus.paused)
+    ]
+    if running:
+        return f"{lead.email} is already in {sequence.name} ({running[0].status})"
+    if previous:
+        if not sequence.reenroll:
+            return f"{lead.email} was in {sequence.name} already (reenroll is off)"
+        ended = max((e.ended_at or e.updated_at) for e in previous)
+        if by == "auto" and lead.updated_at <= ended:
+            return f"{lead.email} has not changed since it left {sequence.name}"
+    return ""
+
+
+def previous_of(session: Session, lead: Lead, sequence: Sequence) -> list[Enrollment]:
+    """Every enrollment *lead* has had in *sequence*."""
+    return list(
+        session.exec(
+            select(Enrollment)
+            .where(Enrollment.lead_id == lead.id)
+            .where(Enrollment.sequence == sequence.name)
+        )
+    )
 
 
 def enroll(
@@ -52,29 +85,11 @@ def enroll(
 ) -> tuple[Enrollment | None, str]:
     """Enroll *lead* in *sequence* unless a rule forbids it; return it or why not."""
     assert lead.id is not None
-    if lead.status != ContactStatus.subscribed:
-        return None, f"{lead.email} is {lead.status}: never enrolled"
-    if not sequence.steps:
-        return None, f"{sequence.name} has no steps"
     if previous is None:
-        previous = list(
-            session.exec(
-                select(Enrollment)
-                .where(Enrollment.lead_id == lead.id)
-                .where(Enrollment.sequence == sequence.name)
-            )
-        )
-    running = [
-        e for e in previous if e.status in (EnrollmentStatus.active, EnrollmentStatus.paused)
-    ]
-    if running:
-        return None, f"{lead.email} is already in {sequence.name} ({running[0].status})"
-    if previous:
-        if not sequence.reenroll:
-            return None, f"{lead.email} was in {sequence.name} already (reenroll is off)"
-        ended = max((e.ended_at or e.updated_at) for e in previous)
-        if by == "auto" and lead.updated_at <= ended:
-            return None, f"{lead.email} has not changed since it left {sequence.name}"
+        previous = previous_of(session, lead, sequence)
+    why = refusal(lead, sequence, previous, by)
+    if why:
+        return None, why
     cycle = max((e.cycle for e in previous), default=0) + 1
     enrollment = Enrollment(
         lead_id=lead.id,
@@ -106,6 +121,10 @@ class EnrollReport:
     #: Leads the expression could not be evaluated for, and the first error.
     errors: int = 0
     first_error: str = ""
+    #: With ``dry_run``: the leads that would be enrolled, as expressions see them.
+    chosen: list[LeadView] = field(default_factory=list)
+    #: The ids of the leads in ``chosen``, in the same order.
+    chosen_ids: list[int] = field(default_factory=list)
 
 
 def enroll_audiences(
@@ -131,7 +150,9 @@ def enroll_audiences(
             rules=rules,
         )  # fmt: skip
         enrolled += report.enrolled
-        if report.errors:
+        with session_scope(ctx.engine) as session:
+            new = note_audience_failure(session, name, row.digest, report, full=checked is None)
+        if new:
             logs.action("audience could not be evaluated", level=logging.WARNING,
                         sequence=name, leads=report.errors, error=report.first_error)  # fmt: skip
         with session_scope(ctx.engine) as session:
@@ -142,6 +163,29 @@ def enroll_audiences(
                 .values(audience_checked_at=mark_for(now))
             )
     return enrolled
+
+
+def note_audience_failure(
+    session: Session, sequence: str, digest: str, report: EnrollReport, *, full: bool
+) -> bool:
+    """Keep the latest failure of *sequence*'s audience for ``nurture status``; forget
+    it once the audience was edited, or a look at every lead found none. Return whether
+    the failure is new (a different error, or another version of the file): only that
+    is logged, not every pass."""
+    key = audience_failure_key(sequence)
+    stored = session.get(Meta, key)
+    before = json.loads(stored.value) if stored is not None else None
+    if not report.errors:
+        if stored is not None and (full or (before or {}).get("digest") != digest):
+            session.delete(stored)
+        return False
+    error = report.first_error
+    same = before is not None and (before.get("digest"), before.get("error")) == (digest, error)
+    seen = int(before["leads"]) if same and before else 0
+    value = {"sequence": sequence, "digest": digest, "error": error[:600],
+             "leads": max(report.errors, seen)}  # fmt: skip
+    session.merge(Meta(key=key, value=json.dumps(value)))
+    return not same
 
 
 def _audience_candidates(
@@ -181,12 +225,15 @@ def enroll_matching(
     chunk: int = 1000,
     lead_ids: list[int] | None = None,
     rules: ScoringRules | None = None,
+    dry_run: bool = False,
 ) -> EnrollReport:
     """Enroll every lead for which *expression* holds, a chunk of leads at a time.
 
     Automatic enrollment (``by="auto"``) looks only at subscribed leads changed, or with
     events, after *since*; enrollment by hand looks at every lead and says why a
-    matching one was not enrolled. *rules* decay the engagement expressions see.
+    matching one was not enrolled. *rules* decay the engagement expressions see. With
+    *dry_run* nothing is written: the report counts, and lists in ``chosen``, the leads
+    that would be enrolled.
     """
     report = EnrollReport()
     chunks = _audience_candidates(engine, since, now, chunk) if lead_ids is None else [lead_ids]
@@ -218,9 +265,15 @@ def enroll_matching(
                     continue
                 if not matches:
                     continue
-                made, why = enroll(session, lead, sequence, now, by=by,
-                                   previous=previous[lead.id])  # fmt: skip
-                if made is None:
+                if dry_run:
+                    why = refusal(lead, sequence, previous[lead.id], by)
+                    if not why:
+                        report.chosen.append(LeadView.of(lead))
+                        report.chosen_ids.append(lead.id)
+                else:
+                    _, why = enroll(session, lead, sequence, now, by=by,
+                                       previous=previous[lead.id])  # fmt: skip
+                if why:
                     report.refused.append(why)
                 else:
                     report.enrolled += 1
@@ -234,4 +287,44 @@ def enroll_stage(
     report = PassReport()
     with exclusive(ctx.engine, "audiences"):
         report.enrolled = enroll_audiences(ctx, catalog, now, rules)
+    return report
+
+
+def enrolled_matching(
+    engine: Engine,
+    sequence: Sequence,
+    expression: Expression,
+    now: datetime,
+    rules: ScoringRules | None = None,
+) -> EnrollReport:
+    """The leads with an active or paused enrollment in *sequence* for which
+    *expression* holds (in ``chosen``, ``enrolled`` their count); nothing is written."""
+    report = EnrollReport()
+    running = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value]
+    with session_scope(engine) as session:
+        leads = list(
+            session.exec(
+                select(Lead)
+                .join(Enrollment, col(Enrollment.lead_id) == col(Lead.id))
+                .where(col(Enrollment.sequence) == sequence.name)
+                .where(col(Enrollment.status).in_(running))
+                .order_by(col(Lead.id))
+            )
+        )
+        events = events_by_lead(session, [lead.id for lead in leads if lead.id is not None])
+        for lead in leads:
+            assert lead.id is not None
+            view = LeadView.of(lead)
+            engagement = LeadEvents.of(events.get(lead.id, []), sequence.name)
+            try:
+                names = context(view, engagement, now=now, scores=scores_now(rules, lead, now))
+                if not truth(expression, names):
+                    continue
+            except InvalidValueError as exc:
+                report.errors += 1
+                report.first_error = report.first_error or f"{lead.email}: {exc}"
+                continue
+            report.enrolled += 1
+            report.chosen.append(view)
+            report.chosen_ids.append(lead.id)
     return report

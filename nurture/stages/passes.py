@@ -1,8 +1,6 @@
 """The pass: its stages in order, for the daemon (:func:`full_pass`), for new leads
 (:func:`serve_arrivals`) and for ``nurture tick`` (:func:`tick`)."""
 
-
-
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +15,7 @@ from nurture import clock, logs
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
 from nurture.language.scoring import ScoringRules
+from nurture.language.sequences import Sequence
 from nurture.mail.delivery import deliver
 from nurture.mail.pacing import DeliveryReport, SendingPause
 from nurture.mail.replies import MailboxError, PollReport, poll
@@ -33,6 +32,7 @@ from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.locks import exclusive
 from nurture.store.outbox import (
+    MessageKind,
     OutboxMessage,
     OutboxStatus,
 )
@@ -171,3 +171,32 @@ async def tick(
         await transport.close()
     await deliver_webhooks(ctx)
     return catalog, report, delivered
+
+
+def first_email_due(
+    ctx: Context, sequences: dict[str, Sequence], now: datetime, look: int = 500
+) -> datetime | None:
+    """When the first email is due after *now*: the soonest queued email, or the soonest
+    active enrollment whose next step (by *sequences*) is an email (of the *look*
+    soonest); ``None`` when no email is in sight."""
+    with session_scope(ctx.engine) as session:
+        queued = session.exec(
+            select(func.min(OutboxMessage.next_attempt_at))
+            .where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+            .where(col(OutboxMessage.kind) == MessageKind.email.value)
+        ).one()
+        waiting = session.exec(
+            select(Enrollment.sequence, Enrollment.next_step, Enrollment.due_at)
+            .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+            .where(col(Enrollment.due_at).is_not(None))
+            .order_by(col(Enrollment.due_at))
+            .limit(look)
+        ).all()
+    moments = [queued] if queued is not None else []
+    for name, step_id, due in waiting:
+        sequence = sequences.get(name)
+        step = sequence.step(step_id) if sequence is not None and step_id else None
+        if step is not None and step.kind == "email" and due is not None:
+            moments.append(due)
+            break
+    return max(min(moments), now) if moments else None

@@ -16,6 +16,9 @@ from nurture import clock
 SECRET_KEY = "signing_secret"
 #: Since when every link names the person it was made for (migration 0011).
 LINKS_BOUND_KEY = "links_bound_since"
+#: How the keys of the audiences that failed for some leads begin (the value is JSON:
+#: sequence, digest, leads, example, error).
+AUDIENCE_FAILURE = "audience_failure:"
 
 
 class Meta(SQLModel, table=True):
@@ -88,3 +91,26 @@ def links_bound_since(session: Session) -> datetime:
     if row is None:
         return datetime.max.replace(tzinfo=UTC)
     return datetime.fromisoformat(row.value)
+
+
+def audience_failure_key(sequence: str) -> str:
+    """The :class:`Meta` key of *sequence*'s audience failure (names may be long)."""
+    import hashlib
+
+    return AUDIENCE_FAILURE + hashlib.sha256(sequence.encode()).hexdigest()[:32]
+
+
+def audience_failures(session: Session) -> list[dict[str, object]]:
+    """The audiences that failed for some leads, as the enroll stage noted them."""
+    import json
+
+    from sqlmodel import col, select
+
+    rows = session.exec(select(Meta).where(col(Meta.key).startswith(AUDIENCE_FAILURE)))
+    found = []
+    for row in rows:
+        try:
+            found.append(json.loads(row.value))
+        except ValueError:
+            continue
+    return sorted(found, key=lambda item: str(item.get("sequence")))

@@ -50,3 +50,45 @@ def set_paused(
         paused = chosen.where(col(Enrollment.status) == EnrollmentStatus.paused.value)
         hold_for_pause(session, paused, pause=True, now=now)
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+#: Why an enrollment cancelled by hand ended, and why its emails will never go.
+CANCELLED_BY_HAND = "cancelled by hand"
+
+
+def cancel_enrollments(
+    session: Session, sequence: str, lead_ids: list[int], *, now: datetime
+) -> tuple[int, int]:
+    """End the active and paused enrollments of *sequence* for the leads *lead_ids*
+    (``exited``, "cancelled by hand") and cancel the emails they queued that have not
+    gone (queued or held), in one transaction; return (enrollments, emails)."""
+    from nurture.store.outbox import OutboxMessage, OutboxStatus
+
+    running = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value]
+    chosen = (
+        select(Enrollment.id)
+        .where(col(Enrollment.sequence) == sequence)
+        .where(col(Enrollment.lead_id).in_(lead_ids))
+        .where(col(Enrollment.status).in_(running))
+    )
+    ids = list(session.exec(chosen))
+    if not ids:
+        return 0, 0
+    waiting = [OutboxStatus.queued.value, OutboxStatus.held.value]
+    emails = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.enrollment_id).in_(ids))
+        .where(col(OutboxMessage.status).in_(waiting))
+        .values(
+            status=OutboxStatus.cancelled.value,
+            last_error=f"its enrollment was {CANCELLED_BY_HAND}",
+        )
+    )
+    session.execute(
+        update(Enrollment)
+        .where(col(Enrollment.id).in_(ids))
+        .values(status=EnrollmentStatus.exited.value, reason=CANCELLED_BY_HAND,
+                due_at=None, ended_at=now, updated_at=now,
+                version=col(Enrollment.version) + 1)
+    )  # fmt: skip
+    return len(ids), int(getattr(emails, "rowcount", 0) or 0)

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.intake.ingest import EventInput, ingest, ingest_many, parse_item
 from nurture.language.fields import check_storable
+from nurture.sales.explain import event_data_keys_text
 from nurture.store.database import session_scope
 from nurture.store.events import Recorded
 from nurture.store.handoffs import answer_handoff
@@ -24,6 +25,22 @@ from nurture.web.state import WebState
 
 #: The longest reason a hand-off answer may give.
 MAX_REASON = 2000
+
+#: What ``POST /api/events`` says of itself in the OpenAPI description, with the keys of
+#: ``data`` that nurture reads (the reply's text only as ``data.first_lines``).
+EVENTS_DESCRIPTION = f"""Record one event (a JSON object) or a batch (a JSON array of up to 1000).
+
+Each event: `type` (`form_submitted`, `meeting_booked`, `page_visited`, `email_replied`,
+... or your own `snake_case` name), `lead` (an email), optional `sequence` and `step`
+(the touch it answers), `at` (ISO 8601 with an offset; default now), `data` (an object,
+at most 16 KiB) and `id` (your id for it: sending the same id again records nothing new).
+Items of a batch are judged one by one: the good ones are kept, each bad one gets its
+own 4xx in `results`.
+
+The keys of `data` that nurture reads (other keys are kept, and shown nowhere):
+
+{event_data_keys_text()}
+"""
 
 
 def _item_result(index: int, outcome: Recorded | NurtureError) -> dict[str, Any]:
@@ -76,6 +93,7 @@ def router(state: WebState) -> APIRouter:
     @routes.post(
         "/api/events",
         summary="Record events",
+        description=EVENTS_DESCRIPTION,
         responses={
             201: {"description": "The event was recorded (one event sent)."},
             200: {"description": "Duplicate of an event recorded before, or a batch."},

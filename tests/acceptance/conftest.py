@@ -25,7 +25,12 @@ def nurture(tmp_path: Path) -> Run:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
     base_env["COLUMNS"] = "200"
 
-    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
+    def run(
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ):
         return subprocess.run(
             [sys.executable, "-m", "nurture", *args],
             cwd=cwd or tmp_path,
@@ -33,6 +38,7 @@ def nurture(tmp_path: Path) -> Run:
             capture_output=True,
             text=True,
             timeout=120,
+            input=input,
         )
 
     return run

@@ -12,6 +12,7 @@ from nurture.intake.importer import (
     ImportReport,
     Record,
     column_key,
+    mapping_warnings,
     open_text,
     parse_mapping,
     read_records,
@@ -31,7 +32,7 @@ def test_column_names_are_normalised_and_aliases_known() -> None:
     changes = records[0].changes
     assert changes.email == "a@b.com"
     assert changes.fields == {"first_name": "Ann", "last_name": "Lee"}
-    assert changes.attributes == {"company_size": "40"}
+    assert changes.attributes == {"employees": "40"}  # the name the examples read
 
 
 def test_each_bad_row_is_rejected_with_its_line_and_every_reason() -> None:
@@ -101,9 +102,12 @@ def test_map_says_which_column_gives_which_field() -> None:
     assert record.changes.email == "z@x.io"
     assert record.changes.fields == {"phone": "2"}
     assert record.changes.attributes == {"business_phone": "1", "employees": "40"}
-    typo = r"'compnay' is not a lead field \(did you mean 'company'\?\)"
-    with pytest.raises(InvalidValueError, match=typo):
-        parse_mapping(["Org=compnay"])
+    # Any name that is not exactly a field is an attribute; a near miss only warns.
+    assert parse_mapping(["Org=compnay"]) == {"org": "compnay"}
+    assert mapping_warnings(parse_mapping(["Org=compnay"])) == [
+        "--map: 'compnay' is not a lead field (did you mean 'company'?): the column is kept "
+        "as the attribute compnay"
+    ]
     with pytest.raises(InvalidValueError, match="write it as"):
         parse_mapping(["Org"])
     wrong = parse_mapping(["Nope=email"])
