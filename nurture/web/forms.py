@@ -19,6 +19,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -39,7 +40,7 @@ from nurture.intake.forms import (
     read_submission,
     time_token,
 )
-from nurture.intake.incoming import Origin, Taken, take_leads
+from nurture.intake.incoming import LeadItem, Origin, Taken, take_leads
 from nurture.language.fields import ContactStatus
 from nurture.mail.compose import Sender, build_notification
 from nurture.store.arrivals import announce
@@ -130,6 +131,20 @@ def _read_body(raw: bytes, content_type: str) -> dict[str, str]:
     raise InvalidValueError("send the form as application/x-www-form-urlencoded or JSON")
 
 
+def submitted_data(form: Form, item: LeadItem, ip: str, taken: Taken) -> dict[str, Any]:
+    """The ``form_submitted`` event's data: the form, the IP, what was sent (fields and
+    attributes, and the consent ticked), and ``kept``: the values that differ from
+    what the lead holds, which the post did not write (sales reads "form says ...")."""
+    fields = {k: v for k, v in item.changes.fields.items() if k != "status"}
+    data: dict[str, Any] = {"form": form.name, "ip": ip,
+                            "submitted": {**fields, **item.changes.attributes}}  # fmt: skip
+    if item.consent is not None:
+        data["consent"] = {k: v for k, v in item.consent.items() if k != "ip"}
+    if taken.kept:
+        data["kept"] = dict(taken.kept)
+    return data
+
+
 def optin_url(base_url: str, secret: str, lead_id: int, form: str, now: datetime) -> str:
     token = seal(secret, OPTIN_PURPOSE, f"{lead_id}:{form}:{int(now.timestamp())}")
     return f"{base_url}/optin/{token}"
@@ -193,8 +208,8 @@ def router(state: WebState) -> APIRouter:
             if not isinstance(taken, Taken):
                 logs.action("form post for an erased address: nothing stored", form=form.name)
                 return  # the answer is the same: it never tells what was known
-            data = {"form": form.name, "ip": ip}
-            record_event(session, taken.lead_id, "form_submitted", data=data, at=now,
+            record_event(session, taken.lead_id, "form_submitted",
+                         data=submitted_data(form, item, ip, taken), at=now,
                          source="form")  # fmt: skip
             # Locked: posts racing for one address count its confirmations one at a time.
             lead = session.get(Lead, taken.lead_id, with_for_update=True)

@@ -326,3 +326,68 @@ def test_an_old_opt_in_link_never_undoes_an_unsubscribe_written_by_an_import(
     with site.client() as http:
         assert http.post(link).status_code == 410
     assert site.leads()["ivy@example.com"].status == "unsubscribed"
+
+
+#: A form anyone may post often (no fill-time token, a loose rate limit), asking for the
+#: fields sales acts on.
+CALLBACK = """\
+fields: {email: email, first_name: first_name, phone: phone, company: company,
+         employees: employees}
+set: {source: web-form}
+consent: {required: true, text: "Call me back", version: "c1"}
+min_seconds: 0
+rate_limit: 50 per minute
+"""
+SAM = "sam@example.com"
+
+
+def _known_lead(site: Site, **fields: str) -> Lead:
+    """María, as sales' CRM knows her: owned by Sam, her phone, a consent on record."""
+    from nurture.intake.incoming import LeadItem, Origin, take_leads
+    from nurture.store.leads import LeadChanges
+
+    values = {"first_name": "María", "phone": "+1 415 555 0142", "owner": SAM,
+              "title": "VP Sales", "source": "web-form", **fields}  # fmt: skip
+    item = LeadItem(LeadChanges("maria@example.com", values, {"employees": "120"}),
+                    {"text": "Signed the contract", "version": "crm-1"})  # fmt: skip
+    with session_scope(site.engine) as session:
+        take_leads(session, [item], Origin(source="api", via_key="crm"))
+    return site.leads()["maria@example.com"]
+
+
+def _post(site: Site, form: str, **values: str) -> httpx.Response:
+    with site.client() as http:
+        return http.post(f"/f/{form}", json={"email": "maria@example.com", **values})
+
+
+def test_a_form_post_fills_what_is_empty_and_never_overwrites_a_known_lead(site: Site) -> None:
+    (site.config.forms_dir / "callback.yaml").write_text(CALLBACK)
+    before = _known_lead(site)
+    assert before.company is None and before.consent is not None
+    # A stranger sends the form in María's name, with their own phone and details.
+    posted = _post(site, "callback", first_name="Mallory", phone="+1 900 555 0100",
+                   company="Evil Inc", employees="5000", consent="yes")  # fmt: skip
+    assert posted.status_code == 200 and posted.json() == {"ok": True}
+    after = site.leads()["maria@example.com"]
+    assert (after.first_name, after.phone, after.owner) == ("María", "+1 415 555 0142", SAM)
+    assert after.attributes == {"employees": "120"}
+    assert after.consent == before.consent  # the record of her consent is not replaced
+    assert after.company == "Evil Inc"  # an empty field is filled: nothing was there
+    # What the form said is kept on the event, and sales reads it on the timeline.
+    [submitted] = site.events("form_submitted")
+    assert submitted.data["kept"] == {"first_name": "Mallory", "phone": "+1 900 555 0100",
+                                      "employees": "5000"}  # fmt: skip
+    assert submitted.data["submitted"]["phone"] == "+1 900 555 0100"
+    assert submitted.data["consent"] == {"text": "Call me back", "version": "c1"}
+    from nurture.sales.explain import happening
+
+    line = happening(submitted, {})
+    assert line.text == "Filled in the callback form"
+    assert line.detail == ("form says first name Mallory, phone +1 900 555 0100, "
+                           "employees 5000")  # fmt: skip
+    # A new address is still created from the form, consent and all.
+    posted = _post(site, "callback", email="new@example.com", phone="+1 212 555 0100",
+                   consent="yes")  # fmt: skip
+    new = site.leads()["new@example.com"]
+    assert new.phone == "+1 212 555 0100" and new.consent is not None
+    assert new.consent["text"] == "Call me back"
