@@ -185,8 +185,10 @@ def router(state: WebState) -> APIRouter:
             return
         sender = Sender.parse(form.confirm_from, settings.sender.postal_address)
         link = optin_url(settings.tracking.base_url, secret, lead.id, form.name, now)
+        # Nothing a visitor typed goes into it (no name: it could carry a line or a
+        # link): whoever typed the address, the email says only what we wrote.
         body = (
-            f"Hello{' ' + lead.first_name if lead.first_name else ''},\n\n"
+            "Hello,\n\n"
             "Please confirm that you want to hear from us by opening this link:\n\n"
             f"{link}\n\nIf you did not ask for this, ignore this email: without your "
             f"confirmation we will not email you.\n\n--\n{settings.sender.postal_address}\n"

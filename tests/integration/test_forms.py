@@ -391,3 +391,30 @@ def test_a_form_post_fills_what_is_empty_and_never_overwrites_a_known_lead(site:
     new = site.leads()["new@example.com"]
     assert new.phone == "+1 212 555 0100" and new.consent is not None
     assert new.consent["text"] == "Call me back"
+
+
+def test_names_with_line_breaks_are_refused_at_the_form_and_the_api(site: Site) -> None:
+    (site.config.forms_dir / "callback.yaml").write_text(CALLBACK)
+    for name in ("Ann\r\nBcc: x@evil.example", "Ann\nhttps://evil.example", "Ann\u2028X"):
+        refused = _post(site, "callback", email="ann@example.com", first_name=name,
+                        consent="yes")  # fmt: skip
+        assert refused.status_code == 400 and "First name is not valid" in refused.text
+    assert "ann@example.com" not in site.leads()
+    from nurture.errors import InvalidValueError
+    from nurture.intake.incoming import parse_lead
+
+    for field in ("first_name", "last_name"):
+        with pytest.raises(InvalidValueError, match=f"{field}: a line break is not allowed"):
+            parse_lead({"email": "ann@example.com", field: "Ann\r\nLee"})
+
+
+def test_the_confirmation_email_says_nothing_a_visitor_typed(site: Site) -> None:
+    with site.client() as http:
+        posted = http.post("/f/newsletter", data={"email": "nina@example.com",
+                           "first_name": "Win a prize at www.evil.example"})  # fmt: skip
+        assert posted.status_code in (200, 303)
+    [confirmation] = site.tick()
+    text = confirmation.get_content()
+    assert "evil" not in text and "prize" not in text and "Win" not in text
+    assert text.startswith("Hello,\r\n")
+    assert "evil" not in str(confirmation["To"]) and "evil" not in str(confirmation["Subject"])
