@@ -418,3 +418,51 @@ def test_the_confirmation_email_says_nothing_a_visitor_typed(site: Site) -> None
     assert "evil" not in text and "prize" not in text and "Win" not in text
     assert text.startswith("Hello,\r\n")
     assert "evil" not in str(confirmation["To"]) and "evil" not in str(confirmation["Subject"])
+
+
+def _click(site: Site, message: EmailMessage) -> None:
+    html = message.get_body(("html",))
+    assert html is not None
+    found = re.findall(r'href="([^"]+/c/[^"]+)"', html.get_content())
+    assert found, html.get_content()
+    browser = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5"
+    with site.client({"User-Agent": browser}) as http:
+        assert http.get(found[0].replace("&amp;", "&"), follow_redirects=False).status_code == 302
+
+
+def test_form_points_count_toward_a_hand_off_only_once_the_address_is_proven(
+    site: Site,
+) -> None:
+    from datetime import timedelta
+
+    (site.config.forms_dir / "callback.yaml").write_text(CALLBACK)
+    _known_lead(site)
+    earlier = clock.now() - timedelta(minutes=5)
+    with clock.pinned(earlier):  # her welcome email went out a while ago
+        [welcome] = site.tick()
+    # A stranger posts the form four times (4 x 10 points: hot from 30, with her VP fit).
+    for _ in range(4):
+        assert _post(site, "callback", consent="yes").status_code == 200
+    site.tick()
+    lead = site.leads()["maria@example.com"]
+    assert lead.stage == "cold" and lead.engagement == 0
+    assert [e.points for e in site.events("form_submitted")] == [0, 0, 0, 0]
+    # She clicks a link of our email: her address is proven, the posts count now.
+    _click(site, welcome)
+    site.tick()
+    lead = site.leads()["maria@example.com"]
+    assert lead.stage == "hot", (lead.engagement, lead.fit)
+    assert [e.points for e in site.events("form_submitted")] == [10, 10, 10, 10]
+    assert [e.machine for e in site.events("email_clicked")] == [False]
+
+
+def test_a_confirmed_double_opt_in_proves_the_address_for_form_points(site: Site) -> None:
+    with site.client() as http:
+        http.post("/f/optin", data={"email": "olga@example.com", "consent": "yes"})
+    link = _confirmation_link(site.tick()[-1])
+    assert [e.points for e in site.events("form_submitted")] == [0]
+    with site.client() as http:
+        assert http.post(link).status_code == 200
+    site.tick()
+    assert [e.points for e in site.events("form_submitted")] == [10]
+    assert site.leads()["olga@example.com"].engagement > 0
