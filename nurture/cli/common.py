@@ -177,7 +177,8 @@ def root(
         # `init` has no project yet: its (unused) clock reads offset-less moments as UTC.
         moment = st.moment("--now", st.now_text, project=ctx.invoked_subcommand != "init")
         running = ctx.invoked_subcommand in ("run", "serve")
-        ctx.with_resource(clock.pinned(moment, running=running))
+        # The whole process: the server's threads and the daemon's read this clock too.
+        ctx.with_resource(clock.pinned(moment, running=running, process=True))
 
 
 def state(ctx: typer.Context) -> State:
