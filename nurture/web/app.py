@@ -58,6 +58,7 @@ from nurture.web.auth import (
     RateLimit,
     Viewer,
     cross_site,
+    form_csrf,
     form_csrf_ok,
     form_token,
     same,
@@ -194,9 +195,9 @@ def router(state: WebState) -> APIRouter:
 
     @routes.get("/app/login")
     def login_page(request: Request) -> HTMLResponse:
-        token = form_token(request)
-        response = show("login", csrf=token, message=message_of(request))
-        set_form_cookie(state, response, token)
+        form_id = form_token(request)
+        response = show("login", csrf=form_csrf(secret, form_id), message=message_of(request))
+        set_form_cookie(state, response, form_id)
         return response
 
     def send_signin(email: str, ip: str) -> None:
@@ -226,14 +227,14 @@ def router(state: WebState) -> APIRouter:
             fields = await form(request)
         except InvalidValueError:
             return refused(400, "The form could not be read.")
-        if cross_site(request) or not form_csrf_ok(request, fields.get(CSRF_FIELD, "")):
+        if cross_site(request) or not form_csrf_ok(secret, request, fields.get(CSRF_FIELD, "")):
             return refused()
         given = fields.get("email", "").strip()
         try:
             email = normalize_email(given)
         except InvalidValueError:
-            token = form_token(request)
-            return show("login", 422, csrf=token, email=given[:320],
+            csrf = form_csrf(secret, form_token(request))
+            return show("login", 422, csrf=csrf, email=given[:320],
                         error="That does not look like an email address.")  # fmt: skip
         ip = request.client.host if request.client else ""
         if per_client.allow(ip):
@@ -252,9 +253,9 @@ def router(state: WebState) -> APIRouter:
             return show("message", 404, title="This sign-in link cannot be used",
                         text="It was used already, or it has expired. Ask for a new one.",
                         login=True)  # fmt: skip
-        csrf = form_token(request)
-        response = show("signin", csrf=csrf, email=email, token=token)
-        set_form_cookie(state, response, csrf)
+        form_id = form_token(request)
+        response = show("signin", csrf=form_csrf(secret, form_id), email=email, token=token)
+        set_form_cookie(state, response, form_id)
         return response
 
     def start_session(token: str) -> str | None:
@@ -274,7 +275,7 @@ def router(state: WebState) -> APIRouter:
             fields = await form(request)
         except InvalidValueError:
             return refused(400, "The form could not be read.")
-        if cross_site(request) or not form_csrf_ok(request, fields.get(CSRF_FIELD, "")):
+        if cross_site(request) or not form_csrf_ok(secret, request, fields.get(CSRF_FIELD, "")):
             return refused()
         cookie = await run_in_threadpool(start_session, token)
         if cookie is None:
@@ -292,7 +293,7 @@ def router(state: WebState) -> APIRouter:
             fields = await form(request)
         except InvalidValueError:
             return refused(400, "The form could not be read.")
-        if me is None or not same(me.csrf, fields.get(CSRF_FIELD, "")):
+        if cross_site(request) or me is None or not same(me.csrf, fields.get(CSRF_FIELD, "")):
             return refused()
 
         def end() -> None:

@@ -355,3 +355,47 @@ def test_the_sales_inbox_sees_hot_leads_nobody_owns(sales_desk: Desk) -> None:
     with desk.client() as lee:
         desk.sign_in(lee, LEE)
         assert "Sales inbox" not in lee.get("/app/").text
+
+
+def test_the_sign_in_forms_csrf_token_is_bound_to_the_browsers_pre_session(
+    sales_desk: Desk,
+) -> None:
+    desk = sales_desk
+    with desk.client() as browser:
+        page = browser.get("/app/login")
+        cookie = browser.cookies["nurture_form"]
+        token = csrf_of(page.text)
+        assert token != cookie and cookie not in token  # an HMAC of it, not a copy
+    # A plain double submit (the same value as cookie and field, as a site that can set
+    # cookies for this host would send) is refused; so is another browser's token.
+    forged = "A" * 32
+    with desk.client() as attacker:
+        attacker.cookies.set("nurture_form", forged, path="/app")
+        for csrf in (forged, token):
+            refused = attacker.post("/app/login", data={"csrf": csrf, "email": SAM})
+            assert refused.status_code == 403, refused.text
+    with desk.client() as browser:
+        browser.cookies.set("nurture_form", cookie, path="/app")
+        assert browser.post("/app/login", data={"csrf": token, "email": SAM}).status_code == 200
+        ask(browser, LEE)
+        link = desk.link(LEE, "signin", "signin")
+        page = browser.get(link)
+        with desk.client() as other:
+            other.cookies.set("nurture_form", forged, path="/app")
+            assert other.post(link, data={"csrf": forged}).status_code == 403
+        assert browser.post(link, data={"csrf": csrf_of(page.text)}).status_code == 303
+    assert desk.mail("attacker@example.org", "signin") == []
+
+
+def test_signing_out_from_another_site_is_refused(sales_desk: Desk) -> None:
+    desk = sales_desk
+    with desk.client() as browser:
+        desk.sign_in(browser, SAM)
+        csrf = csrf_of(browser.get("/app/").text)
+        cross = browser.post("/app/logout", data={"csrf": csrf},
+                             headers={"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+        assert cross.status_code == 403
+        assert browser.get("/app/").status_code == 200  # still signed in
+        done = browser.post("/app/logout", data={"csrf": csrf})
+        assert done.status_code == 303
+        assert browser.get("/app/", follow_redirects=False).status_code == 303
