@@ -66,7 +66,7 @@ from nurture.web.auth import (
     set_session_cookie,
     viewer,
 )
-from nurture.web.state import WebState
+from nurture.web.state import WebState, record_id
 
 #: Sign-in links one address is sent per :data:`SIGNIN_WINDOW`.
 SIGNIN_PER_ADDRESS = 3
@@ -373,11 +373,14 @@ def router(state: WebState) -> APIRouter:
                     **extra)  # fmt: skip
 
     @routes.get("/app/leads/{lead_id}")
-    def lead_page(lead_id: int, request: Request) -> Response:
+    def lead_page(lead_id: str, request: Request) -> Response:
         me = signed_in(request)
         if me is None:
             return to_login()
-        return lead_view(who_of(me.email), lead_id, csrf=me.csrf, base=f"/app/leads/{lead_id}",
+        found = record_id(lead_id)
+        if found is None:
+            return not_found()
+        return lead_view(who_of(me.email), found, csrf=me.csrf, base=f"/app/leads/{found}",
                          message=message_of(request))  # fmt: skip
 
     # --- a notice's link ------------------------------------------------------------------
@@ -439,9 +442,8 @@ def router(state: WebState) -> APIRouter:
 
     def task_action(via: str, lead_bound: bool) -> Act:
         def run(session: Session, who: desk.Who, lead: Lead, fields: dict[str, str]) -> str:
-            given = fields.get("task", "")
-            task_id = int(given) if given.isascii() and given.isdigit() else 0
-            task = session.get(Task, task_id)
+            task_id = record_id(fields.get("task", "")) or 0
+            task = session.get(Task, task_id) if task_id else None
             if task is None or (lead_bound and task.lead_id != lead.id):
                 raise InvalidValueError("No such task.")
             if not desk.may_work(who, task):
@@ -484,12 +486,15 @@ def router(state: WebState) -> APIRouter:
     def in_app(name: str, action: Act) -> None:
         """``POST /app/leads/ID/NAME``: *action* for a signed-in salesperson."""
 
-        async def route(lead_id: int, request: Request) -> Response:
+        async def route(lead_id: str, request: Request) -> Response:
             who, me = session_who(request)
+            found = record_id(lead_id)
+            if found is None:
+                return not_found() if who is not None else to_login()
             csrf = me.csrf if me else ""
             return await post_for_lead(
-                request, who, lead_id, lambda given: same(csrf, given), action,
-                f"/app/leads/{lead_id}", {"csrf": csrf},
+                request, who, found, lambda given: same(csrf, given), action,
+                f"/app/leads/{found}", {"csrf": csrf},
             )  # fmt: skip
 
         routes.add_api_route(f"/app/leads/{{lead_id}}/{name}", route, methods=["POST"])
@@ -499,7 +504,7 @@ def router(state: WebState) -> APIRouter:
     in_app("task", task_action("app", True))
 
     @routes.post("/app/tasks/{task_id}")
-    async def task_in_list(task_id: int, request: Request) -> Response:
+    async def task_in_list(task_id: str, request: Request) -> Response:
         me = signed_in(request)
         try:
             fields = await form(request)
@@ -507,6 +512,9 @@ def router(state: WebState) -> APIRouter:
             return refused(400, "The form could not be read.")
         if me is None:
             return to_login()
+        found = record_id(task_id)
+        if found is None:
+            return not_found()
         if cross_site(request) or not same(me.csrf, fields.get(CSRF_FIELD, "")):
             return refused()
         who = who_of(me.email)
@@ -515,12 +523,12 @@ def router(state: WebState) -> APIRouter:
 
         def run() -> str:
             with session_scope(engine) as session:
-                task = session.get(Task, task_id)
+                task = session.get(Task, found)
                 lead = session.get(Lead, task.lead_id) if task is not None else None
                 if task is None or lead is None or not desk.may_open(session, who, lead):
                     raise InvalidValueError("No such task.")  # not one of theirs to see
                 return task_action("app", False)(session, who, lead,
-                                                 {**fields, "task": str(task_id)})  # fmt: skip
+                                                 {**fields, "task": str(found)})  # fmt: skip
 
         try:
             message = await run_in_threadpool(run)

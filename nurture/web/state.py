@@ -89,6 +89,19 @@ class WebState:
             self.wake()
 
 
+#: The largest id a table row can have on every database (PostgreSQL's ``integer``).
+MAX_ID = 2**31 - 1
+
+
+def record_id(text: str) -> int | None:
+    """The row id a URL (or a form) names: ASCII digits from 1 to :data:`MAX_ID`;
+    ``None`` for anything else (then: 404, never a database error)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_ID)):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
+
+
 def client(request: Request) -> tuple[str, str]:
     """The client's IP address (the peer's, or what a trusted proxy says it is: see
     ``[server] trusted_proxies``) and user agent."""

@@ -3,8 +3,10 @@ link, notice links, CSRF, who may open what. A GET never changes anything."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import col, func, select
@@ -470,3 +472,92 @@ def test_a_known_address_is_answered_in_the_time_an_unknown_one_is(sales_desk: D
     # Medians within 30 % of each other (or 1 ms on a fast machine); looking the address
     # up in the answer took about twice as long as not (2-3 ms more).
     assert abs(known - unknown) <= max(0.3 * min(known, unknown), 0.001), (known, unknown)
+
+
+#: Ids no row has, some beyond what the database's integer holds (2^63 on SQLite, 2^31
+#: on PostgreSQL), and text that is no id.
+BAD_IDS = ("9223372036854775808", "2147483648", "1" * 40, "0", "-1", "1e3", "\u0663")
+
+
+def test_ids_out_of_range_are_404_with_the_security_headers(sales_desk: Desk) -> None:
+    desk = sales_desk
+    with desk.client() as browser:
+        desk.sign_in(browser, SAM)
+        csrf = csrf_of(browser.get("/app/").text)
+        form = {"csrf": csrf, "answer": "accept", "task": "1", "do": "done"}
+        for bad in BAD_IDS:
+            answers = [
+                browser.get(f"/app/leads/{bad}"),
+                *(browser.post(f"/app/leads/{bad}/{name}", data=form)
+                  for name in ("answer", "claim", "task")),
+                browser.post(f"/app/tasks/{bad}", data=form),
+            ]  # fmt: skip
+            for answer in answers:
+                assert answer.status_code == 404, (bad, answer.request.url, answer.text)
+                assert answer.headers["x-frame-options"] == "DENY"
+                assert answer.headers["content-security-policy"].startswith("default-src")
+        lead_id = desk.lead().id
+        for bad in BAD_IDS[:3]:  # the task named by the form
+            answer = browser.post(f"/app/leads/{lead_id}/task", data={**form, "task": bad})
+            assert answer.status_code == 422 and "No such task." in answer.text
+    assert desk.lead().stage == "hot"
+
+
+class Records(logging.Handler):
+    """Every log record of the process while installed, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record) + " " + " ".join(
+            f"{k}={v}" for k, v in vars(record).items() if k in ("error", "path")))  # fmt: skip
+
+
+def test_an_unexpected_error_is_a_500_with_the_headers_and_one_line_without_sql(
+    sales_desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    import nurture.web.desk
+
+    def broken(session: Any, *args: Any) -> Any:
+        session.execute(text("SELECT secret FROM nowhere WHERE who = :who"),
+                        {"who": "hunter2-lead-data"})  # fmt: skip
+
+    records = Records()
+    loggers = [logging.getLogger(n) for n in ("", "nurture", "uvicorn", "uvicorn.error")]
+    with sales_desk.client() as browser:
+        sales_desk.sign_in(browser, SAM)
+        monkeypatch.setattr(nurture.web.desk, "home", broken)
+        for logger in loggers:
+            logger.addHandler(records)
+        try:
+            answer = browser.get("/app/")
+        finally:
+            for logger in loggers:
+                logger.removeHandler(records)
+    assert answer.status_code == 500 and "internal error" in answer.text
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    logged = "\n".join(records.lines)
+    assert "unexpected error answering a request" in logged and "path=/app/" in logged
+    assert "hunter2" not in logged and "SELECT" not in logged and "nowhere" not in logged
+
+
+def test_database_errors_never_carry_their_parameters(sales_desk: Desk) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nurture.store.database import open_engine
+
+    engine = open_engine(sales_desk.engine.url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(SQLAlchemyError) as caught, engine.connect() as connection:
+            connection.execute(text("SELECT id FROM nowhere WHERE email = :email"),
+                               {"email": "hunter2@example.com"})  # fmt: skip
+    finally:
+        engine.dispose()
+    assert "hunter2" not in str(caught.value) and "parameters hidden" in str(caught.value)
