@@ -34,11 +34,13 @@ from nurture import clock, logs
 from nurture.errors import InvalidValueError
 from nurture.intake.forms import (
     TOKEN_INPUT,
+    TOKEN_MAX_AGE,
     Form,
     filled_too_fast,
     load_forms,
     read_submission,
     time_token,
+    token_key,
 )
 from nurture.intake.incoming import LeadItem, Origin, Taken, take_leads
 from nurture.language.fields import ContactStatus
@@ -47,6 +49,7 @@ from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
+from nurture.store.meta import use_once
 from nurture.store.outbox import MessageKind, OutboxMessage, queue_message
 from nurture.store.suppression import lift
 from nurture.tokens import seal, unseal
@@ -206,6 +209,14 @@ def router(state: WebState) -> APIRouter:
         item = read_submission(form, values, ip)
         now = clock.now()
         with session_scope(engine) as session:
+            # The fill-time token works once: spent with what it brings, in one
+            # transaction (a post refused above leaves it for the corrected one).
+            token = values.get(TOKEN_INPUT, "")
+            if form.min_seconds > 0 and not use_once(
+                session, token_key(token), now + timedelta(seconds=TOKEN_MAX_AGE), now
+            ):
+                logs.action("form spam: fill-time token used already", form=form.name, ip=ip)
+                return  # answered as a success: a second click on Send changes nothing
             [taken] = take_leads(session, [item], Origin(source="form", form=form.name))
             if not isinstance(taken, Taken):
                 logs.action("form post for an erased address: nothing stored", form=form.name)

@@ -466,3 +466,27 @@ def test_a_confirmed_double_opt_in_proves_the_address_for_form_points(site: Site
     site.tick()
     assert [e.points for e in site.events("form_submitted")] == [10]
     assert site.leads()["olga@example.com"].engagement > 0
+
+
+def test_a_fill_time_token_works_once(site: Site) -> None:
+    (site.config.forms_dir / "signup.yaml").write_text(
+        CONTACT.replace("3 per 10 minutes", "50 per minute"))  # fmt: skip
+    token = site.aged_token("signup")
+    assert token != site.aged_token("signup")  # two pages loaded in one second differ
+    good = {"first_name": "Ann", "consent": True, "_t": token}
+    origin = {"Origin": "https://www.example.com"}
+    with site.client() as http:
+        # Refused for what it says (no consent): the token is not spent...
+        refused = http.post("/f/signup", json={**good, "consent": False,
+                            "email": "ann@example.com"}, headers=origin)  # fmt: skip
+        assert refused.status_code == 400
+        # ... and works for the corrected post, once.
+        first = http.post("/f/signup", json={**good, "email": "ann@example.com"},
+                          headers=origin)  # fmt: skip
+        assert first.status_code == 200 and first.json() == {"ok": True}
+        # Replayed, for the same address or another: answered alike, nothing stored.
+        for email in ("ann@example.com", "bob@example.com"):
+            again = http.post("/f/signup", json={**good, "email": email}, headers=origin)
+            assert again.status_code == 200 and again.json() == {"ok": True}
+    assert set(site.leads()) == {"ann@example.com"}
+    assert len(site.events("form_submitted")) == 1
