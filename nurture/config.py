@@ -524,6 +524,21 @@ def _check_sections(path: Path, data: dict[str, Any]) -> None:
 SECRET_WORDS = ("password", "secret", "key", "token", "url")
 
 
+def public_url(url: str) -> str:
+    """What of *url* may be printed: its scheme, host (and port) and path. The user,
+    password, query and fragment are left out: they may hold credentials (a token in
+    the query, ``https://user:password@host/``)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(a URL that cannot be read)"
+    where = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{where}{f':{port}' if port else ''}{parts.path}"
+
+
 def _describe(path: Path, exc: ValidationError) -> str:
     """One line naming the first bad key and where its value came from."""
     error = exc.errors()[0]

@@ -143,3 +143,12 @@ def test_a_wrong_secret_is_named_but_never_printed(tmp_path: Path, text: str, na
         load_settings(write(tmp_path / "nurture.toml", text))
     assert names in str(caught.value)
     assert "98765432123" not in str(caught.value)
+
+
+def test_public_url_keeps_scheme_host_and_path_only() -> None:
+    from nurture.config import public_url
+
+    assert public_url("https://u:p@crm.example:8443/in/hook?token=t#f") == (
+        "https://crm.example:8443/in/hook")  # fmt: skip
+    assert public_url("http://[::1]:9/x?k=1") == "http://[::1]:9/x"
+    assert public_url("http://[bad") == "(a URL that cannot be read)"
