@@ -26,6 +26,8 @@ ENV_PREFIX = "NURTURE_"
 #: The name ``[api] key`` is known by in records.
 DEFAULT_KEY_NAME = "default"
 KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The shortest API key accepted, named or ``[api] key`` alike.
+MIN_KEY = 16
 #: What a ``[[webhooks]]`` entry may ask for.
 WEBHOOK_EVENTS = (
     "lead.created", "lead.updated", "lead.stage_changed", "lead.hot", "lead.unsubscribed",
@@ -128,14 +130,21 @@ class ApiSection(Section):
     #: be revoked alone; each event and lead change records the name of the key.
     keys: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("key")
+    @classmethod
+    def _default_key(cls, value: str) -> str:
+        if value and len(value) < MIN_KEY:
+            raise ValueError(f"a key needs at least {MIN_KEY} characters")
+        return value
+
     @field_validator("keys")
     @classmethod
     def _named_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for name, key in value.items():
             if not KEY_NAME.fullmatch(name):
                 raise ValueError(f"key name {name!r}: use letters, digits, - and _")
-            if len(key) < 16:
-                raise ValueError(f"{name}: a key needs at least 16 characters")
+            if len(key) < MIN_KEY:
+                raise ValueError(f"{name}: a key needs at least {MIN_KEY} characters")
         if len(set(value.values())) != len(value):
             raise ValueError("two names share one key: give each its own")
         return value
