@@ -420,6 +420,9 @@ class Config:
         self.config_file = config_file
         #: The project directory: the one holding ``nurture.toml``.
         self.project_dir = config_file.parent
+        #: What a person should hear about the file (one line each), e.g. that it holds
+        #: secrets others can read; the command line prints them once.
+        self.warnings: list[str] = []
 
     @property
     def database_url(self) -> str:
@@ -508,7 +511,51 @@ def load_settings(config_file: Path | None = None) -> Config:
         raise ConfigError(_describe(path, exc)) from None
     config = Config(settings, path)
     config.database_url  # noqa: B018 - validates the URL now rather than at first use
+    exposed = readable_secrets(path, data)
+    if exposed:
+        config.warnings.append(exposed)
     return config
+
+
+def secrets_in(data: dict[str, Any]) -> list[str]:
+    """The settings of a ``nurture.toml`` (as read) that hold a secret, by name."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    found = []
+    for section, key in (("smtp", "password"), ("replies", "password"),
+                         ("tracking", "secret"), ("api", "key"), ("api", "keys"),
+                         ("sales", "webhook_url")):  # fmt: skip
+        table = data.get(section)
+        if isinstance(table, dict) and table.get(key):
+            found.append(f"[{section}] {key}")
+    url = (data.get("database") or {}).get("url") if isinstance(data.get("database"), dict) else ""
+    if isinstance(url, str) and url:
+        try:
+            if make_url(url).password:
+                found.append("[database] url")
+        except (ArgumentError, ValueError):
+            pass
+    if data.get("webhooks"):
+        found.append("[[webhooks]] secret")
+    return found
+
+
+def readable_secrets(path: Path, data: dict[str, Any]) -> str | None:
+    """A warning if *path* holds secrets and users other than its owner may read it
+    (as ssh warns of a private key), naming the file and the command that fixes it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    found = secrets_in(data)
+    if not found or not mode & 0o044:
+        return None
+    return (
+        f"{path}: holds secrets ({', '.join(found)}) and other users can read it "
+        f"(mode {mode:04o}): run `chmod 600 {path}` (or keep secrets in NURTURE_* "
+        "variables)"
+    )
 
 
 #: Sections written as arrays of tables (``[[webhooks]]``).

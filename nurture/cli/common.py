@@ -64,6 +64,8 @@ class State:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_settings(self.config_path)
+            for line in self._config.warnings:  # once per command
+                warn(f"warning: {line}")
         return self._config
 
     def engine(self, *, check_schema: bool = True) -> Engine:
