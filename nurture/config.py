@@ -67,9 +67,12 @@ class SmtpSection(Section):
     port: int = Field(default=587, ge=1, le=65535)
     username: str = ""
     password: str = ""
-    #: Upgrade the connection with STARTTLS (when the server offers it).
-    starttls: bool = True
-    #: Implicit TLS from the first byte (usually port 465).
+    #: STARTTLS: ``true``, required (a server that does not offer it is sent nothing: a
+    #: sending problem); ``"opportunistic"``, used when the server offers it; ``false``,
+    #: never. Unset: required, except to a server on this machine (a loopback address
+    #: or ``localhost``), where it is opportunistic.
+    starttls: bool | Literal["opportunistic"] | None = None
+    #: Implicit TLS from the first byte (usually port 465); ``starttls`` is then moot.
     tls: bool = False
     #: PEM file of the authority that signed the server's certificate (a private relay);
     #: empty: the system's trusted authorities. Certificates are always verified.
@@ -78,6 +81,22 @@ class SmtpSection(Section):
     max_connections: int = Field(default=4, ge=1, le=100)
     #: Seconds to wait for the server.
     timeout: float = Field(default=30.0, gt=0)
+
+    def starttls_mode(self) -> Literal["required", "opportunistic", "off"]:
+        """What ``starttls`` means for this server (see the setting)."""
+        if self.starttls is None:
+            local = self.host.lower() in ("localhost", "localhost.") or _loopback(self.host)
+            return "opportunistic" if local else "required"
+        if self.starttls == "opportunistic":
+            return "opportunistic"
+        return "required" if self.starttls else "off"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class SenderSection(Section):
