@@ -561,3 +561,32 @@ def test_database_errors_never_carry_their_parameters(sales_desk: Desk) -> None:
     finally:
         engine.dispose()
     assert "hunter2" not in str(caught.value) and "parameters hidden" in str(caught.value)
+
+
+def test_a_strangers_form_post_changes_nothing_sales_acts_on_and_sales_reads_it(
+    sales_desk: Desk,
+) -> None:
+    from nurture.intake.forms import time_token
+    from nurture.store.meta import project_secret
+
+    desk = sales_desk
+    before = desk.lead()
+    secret = project_secret(desk.config.settings.tracking.secret, desk.engine)
+    token = time_token(secret, "pricing-guide", clock.now().timestamp() - 30)
+    with desk.client() as stranger:
+        posted = stranger.post("/f/pricing-guide", data={
+            "email": "Maria.Lopez@brightpath.io", "first_name": "Mallory", "last_name": "X",
+            "company": "Evil Inc", "employees": "5000", "consent": "yes", "_t": token,
+        }, headers={"Origin": "https://www.example.com"}, follow_redirects=False)  # fmt: skip
+        assert posted.status_code == 303, posted.text
+    after = desk.lead()
+    assert (after.first_name, after.last_name, after.company, after.phone, after.owner) == (
+        before.first_name, before.last_name, before.company, before.phone, before.owner)
+    assert after.attributes == before.attributes
+    assert before.consent is None and after.consent is not None  # empty: filled, as fields
+    with desk.client() as browser:
+        desk.sign_in(browser, SAM)
+        page = browser.get(f"/app/leads/{after.id}")
+        assert "Filled in the pricing-guide form" in page.text
+        assert ("form says first name Mallory, last name X, company Evil Inc, "
+                "employees 5000") in page.text  # fmt: skip
