@@ -210,7 +210,7 @@ def bench_events(tmp: Path, quick: bool) -> dict[str, Any]:
     leads, events, batch = 10_000, (10_000 if quick else 50_000), 1000
     project = make_project(tmp / "events")
     port = free_port()
-    env = {"NURTURE_API_KEY": "bench-key", "NURTURE_SERVER_PORT": str(port)}
+    env = {"NURTURE_API_KEY": "bench-key-0123456789", "NURTURE_SERVER_PORT": str(port)}
     config, engine, ctx = installation(project, env, leads, due=0)
     rules, problems = load_scoring(config.scoring_file)
     assert rules is not None, problems
@@ -265,7 +265,7 @@ def bench_events(tmp: Path, quick: bool) -> dict[str, Any]:
 def _post_events(url: str, leads: int, events: int, batch: int, prefix: str) -> None:
     # Types other systems may report (opens and clicks are nurture's own evidence).
     types = ["page_visited", "form_submitted", "page_visited", "email_replied"]
-    headers = {"Authorization": "Bearer bench-key"}
+    headers = {"Authorization": "Bearer bench-key-0123456789"}
     with httpx.Client(timeout=120) as client:
         for n in range(events // batch):
             body = []

@@ -2,7 +2,8 @@
 
 Every part of the package asks :func:`now` for the current moment. It is always
 timezone-aware UTC. Tests move it with freezegun; the global ``nurture --now`` (or
-``NURTURE_NOW``) pins it for a whole command with :func:`pinned`.
+``NURTURE_NOW``) pins it for a whole command with :func:`pinned` (``process=True``: every
+thread of the process reads it, the server's and the daemon's alike).
 
 One rule reads the moments people type (:func:`parse_moment`): ISO 8601, and a moment
 without an offset is wall-clock time in the project's default timezone.
@@ -30,11 +31,18 @@ class _Pin:
 
 
 _pinned: ContextVar[_Pin | None] = ContextVar("nurture_pinned_now", default=None)
+#: The pin of the whole process (``nurture --now``): read by every thread that has no
+#: pin of its own in its context.
+_process_pin: _Pin | None = None
+
+
+def _pin() -> _Pin | None:
+    return _pinned.get() or _process_pin
 
 
 def now() -> datetime:
     """Return the current moment as an aware UTC datetime."""
-    pin = _pinned.get()
+    pin = _pin()
     if pin is None:
         return datetime.now(UTC)
     if pin.since is None:
@@ -50,7 +58,7 @@ def wall() -> datetime:
 
 def is_pinned() -> bool:
     """Whether :func:`now` answers a moment set by :func:`pinned` rather than the real time."""
-    return _pinned.get() is not None
+    return _pin() is not None
 
 
 #: Moments from outside must fall in these years: earlier or later ones are typing
@@ -78,15 +86,29 @@ def as_utc(moment: datetime) -> datetime:
 
 
 @contextmanager
-def pinned(moment: datetime, *, running: bool = False) -> Iterator[datetime]:
+def pinned(moment: datetime, *, running: bool = False, process: bool = False) -> Iterator[datetime]:
     """Make :func:`now` answer *moment* (converted to UTC) inside the block.
 
     Frozen there by default (one command, one moment); with *running* the clock starts at
     *moment* and goes on at the real pace (a daemon or a server rehearsing a date).
+
+    The pin holds for this thread and what it starts in its context (tasks, threads of
+    ``asyncio.to_thread``); with *process*, for every thread of the process until the
+    block ends (a command: its server and its daemon's threads read one clock). A pin
+    of a thread's own context wins over the process's.
     """
-    token = _pinned.set(_Pin(as_utc(moment), time.monotonic() if running else None))
+    global _process_pin
+    pin = _Pin(as_utc(moment), time.monotonic() if running else None)
+    if process:
+        previous, _process_pin = _process_pin, pin
+        try:
+            yield pin.moment
+        finally:
+            _process_pin = previous
+        return
+    token = _pinned.set(pin)
     try:
-        yield as_utc(moment)
+        yield pin.moment
     finally:
         _pinned.reset(token)
 

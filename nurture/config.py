@@ -33,6 +33,8 @@ ENV_PREFIX = "NURTURE_"
 #: The name ``[api] key`` is known by in records.
 DEFAULT_KEY_NAME = "default"
 KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The shortest API key accepted, named or ``[api] key`` alike.
+MIN_KEY = 16
 #: What a ``[[webhooks]]`` entry may ask for.
 WEBHOOK_EVENTS = (
     "lead.created", "lead.updated", "lead.stage_changed", "lead.hot", "lead.unsubscribed",
@@ -72,9 +74,12 @@ class SmtpSection(Section):
     port: int = Field(default=587, ge=1, le=65535)
     username: str = ""
     password: str = ""
-    #: Upgrade the connection with STARTTLS (when the server offers it).
-    starttls: bool = True
-    #: Implicit TLS from the first byte (usually port 465).
+    #: STARTTLS: ``true``, required (a server that does not offer it is sent nothing: a
+    #: sending problem); ``"opportunistic"``, used when the server offers it; ``false``,
+    #: never. Unset: required, except to a server on this machine (a loopback address
+    #: or ``localhost``), where it is opportunistic.
+    starttls: bool | Literal["opportunistic"] | None = None
+    #: Implicit TLS from the first byte (usually port 465); ``starttls`` is then moot.
     tls: bool = False
     #: PEM file of the authority that signed the server's certificate (a private relay);
     #: empty: the system's trusted authorities. Certificates are always verified.
@@ -83,6 +88,22 @@ class SmtpSection(Section):
     max_connections: int = Field(default=4, ge=1, le=100)
     #: Seconds to wait for the server.
     timeout: float = Field(default=30.0, gt=0)
+
+    def starttls_mode(self) -> Literal["required", "opportunistic", "off"]:
+        """What ``starttls`` means for this server (see the setting)."""
+        if self.starttls is None:
+            local = self.host.lower() in ("localhost", "localhost.") or _loopback(self.host)
+            return "opportunistic" if local else "required"
+        if self.starttls == "opportunistic":
+            return "opportunistic"
+        return "required" if self.starttls else "off"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class SenderSection(Section):
@@ -135,14 +156,21 @@ class ApiSection(Section):
     #: be revoked alone; each event and lead change records the name of the key.
     keys: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("key")
+    @classmethod
+    def _default_key(cls, value: str) -> str:
+        if value and len(value) < MIN_KEY:
+            raise ValueError(f"a key needs at least {MIN_KEY} characters")
+        return value
+
     @field_validator("keys")
     @classmethod
     def _named_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for name, key in value.items():
             if not KEY_NAME.fullmatch(name):
                 raise ValueError(f"key name {name!r}: use letters, digits, - and _")
-            if len(key) < 16:
-                raise ValueError(f"{name}: a key needs at least 16 characters")
+            if len(key) < MIN_KEY:
+                raise ValueError(f"{name}: a key needs at least {MIN_KEY} characters")
         if len(set(value.values())) != len(value):
             raise ValueError("two names share one key: give each its own")
         return value
@@ -469,6 +497,9 @@ class Config:
         self.config_file = config_file
         #: The project directory: the one holding ``nurture.toml``.
         self.project_dir = config_file.parent
+        #: What a person should hear about the file (one line each), e.g. that it holds
+        #: secrets others can read; the command line prints them once.
+        self.warnings: list[str] = []
 
     @property
     def database_url(self) -> str:
@@ -557,7 +588,51 @@ def load_settings(config_file: Path | None = None) -> Config:
         raise ConfigError(_describe(path, exc)) from None
     config = Config(settings, path)
     config.database_url  # noqa: B018 - validates the URL now rather than at first use
+    exposed = readable_secrets(path, data)
+    if exposed:
+        config.warnings.append(exposed)
     return config
+
+
+def secrets_in(data: dict[str, Any]) -> list[str]:
+    """The settings of a ``nurture.toml`` (as read) that hold a secret, by name."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    found = []
+    for section, key in (("smtp", "password"), ("replies", "password"),
+                         ("tracking", "secret"), ("api", "key"), ("api", "keys"),
+                         ("sales", "webhook_url")):  # fmt: skip
+        table = data.get(section)
+        if isinstance(table, dict) and table.get(key):
+            found.append(f"[{section}] {key}")
+    url = (data.get("database") or {}).get("url") if isinstance(data.get("database"), dict) else ""
+    if isinstance(url, str) and url:
+        try:
+            if make_url(url).password:
+                found.append("[database] url")
+        except (ArgumentError, ValueError):
+            pass
+    if data.get("webhooks"):
+        found.append("[[webhooks]] secret")
+    return found
+
+
+def readable_secrets(path: Path, data: dict[str, Any]) -> str | None:
+    """A warning if *path* holds secrets and users other than its owner may read it
+    (as ssh warns of a private key), naming the file and the command that fixes it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    found = secrets_in(data)
+    if not found or not mode & 0o044:
+        return None
+    return (
+        f"{path}: holds secrets ({', '.join(found)}) and other users can read it "
+        f"(mode {mode:04o}): run `chmod 600 {path}` (or keep secrets in NURTURE_* "
+        "variables)"
+    )
 
 
 #: Sections written as arrays of tables (``[[webhooks]]``).
@@ -580,6 +655,21 @@ def _check_sections(path: Path, data: dict[str, Any]) -> None:
 #: Settings whose values are never shown, even when they are wrong (a webhook URL holds
 #: its own secret in its path, as Slack's do).
 SECRET_WORDS = ("password", "secret", "key", "token", "url")
+
+
+def public_url(url: str) -> str:
+    """What of *url* may be printed: its scheme, host (and port) and path. The user,
+    password, query and fragment are left out: they may hold credentials (a token in
+    the query, ``https://user:password@host/``)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(a URL that cannot be read)"
+    where = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{where}{f':{port}' if port else ''}{parts.path}"
 
 
 def _describe(path: Path, exc: ValidationError) -> str:

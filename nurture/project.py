@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def init_project(target: Path) -> list[Path]:
         origin, destination = source / item, target / item
         if origin.is_dir():
             shutil.copytree(origin, destination, ignore=shutil.ignore_patterns("__pycache__"))
+        elif item == CONFIG_FILENAME:
+            # Settings hold secrets (passwords, keys): readable by their owner only.
+            descriptor = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "wb") as handle:
+                handle.write(origin.read_bytes())
+            os.chmod(destination, 0o600)  # whatever the umask said
         else:
             shutil.copy2(origin, destination)
         created.append(destination)

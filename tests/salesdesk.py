@@ -35,6 +35,7 @@ from nurture.store.events import record_event
 from nurture.store.leads import Lead
 from nurture.store.outbox import OutboxMessage
 from nurture.web import create_app
+from nurture.web.state import Background
 from tests.conftest import free_port
 
 MARIA = "maria.lopez@brightpath.io"
@@ -50,6 +51,8 @@ class Desk:
     project: Path
     config: Config
     engine: Engine
+    #: The server's background work (sign-in links are made there, after the answer).
+    background: Background | None = None
 
     def context(self) -> Context:
         return Context.open(self.engine, self.config)
@@ -80,7 +83,10 @@ class Desk:
             record_event(session, lead.id or 0, type_, at=at, source="test", **fields)
 
     def mail(self, to: str, kind: str) -> list[EmailMessage]:
-        """Messages of *kind* queued to *to* in the outbox, oldest first."""
+        """Messages of *kind* queued to *to* in the outbox, oldest first (once the
+        server's background work, which queues sign-in links, is done)."""
+        if self.background is not None:
+            assert self.background.wait(), "the server's background work did not finish"
         with session_scope(self.engine) as session:
             rows = session.exec(
                 select(OutboxMessage.raw)
@@ -157,8 +163,10 @@ def sales_desk(project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> I
     )
     desk.tick(now - timedelta(minutes=30))
     assert desk.lead().stage == "hot"
+    app = create_app(config, engine)
+    desk.background = app.state.web.background
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config, engine), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

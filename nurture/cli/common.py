@@ -64,6 +64,8 @@ class State:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_settings(self.config_path)
+            for line in self._config.warnings:  # once per command
+                warn(f"warning: {line}")
         return self._config
 
     def engine(self, *, check_schema: bool = True) -> Engine:
@@ -177,7 +179,8 @@ def root(
         # `init` has no project yet: its (unused) clock reads offset-less moments as UTC.
         moment = st.moment("--now", st.now_text, project=ctx.invoked_subcommand != "init")
         running = ctx.invoked_subcommand in ("run", "serve")
-        ctx.with_resource(clock.pinned(moment, running=running))
+        # The whole process: the server's threads and the daemon's read this clock too.
+        ctx.with_resource(clock.pinned(moment, running=running, process=True))
 
 
 def state(ctx: typer.Context) -> State:

@@ -51,6 +51,7 @@ def webhooks_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The \\[\\[webhooks]] endpoints, then the newest deliveries (and hand-off notices)."""
+    from nurture.config import public_url
     from nurture.mail.webhooks import list_deliveries
     from nurture.store.database import session_scope
     from nurture.store.handoffs import WebhookStatus
@@ -75,7 +76,9 @@ def webhooks_list(
             }
             for call in list_deliveries(session, name, status_, limit)
         ]  # fmt: skip
-    endpoints = [{"name": e.name, "url": e.url, "events": e.events} for e in settings.webhooks]
+    # Never the URL's user, password or query: they may be its credentials.
+    endpoints = [{"name": e.name, "url": public_url(e.url), "events": e.events}
+                 for e in settings.webhooks]  # fmt: skip
     if as_json:
         say(json.dumps({"endpoints": endpoints, "deliveries": rows}, indent=2))
         return
@@ -102,6 +105,7 @@ def webhooks_test(
     """Send a signed webhook.test event to one endpoint now and say how it answered."""
     import asyncio
 
+    from nurture.config import public_url
     from nurture.engine.context import Context
     from nurture.mail.webhooks import send_test
 
@@ -112,6 +116,6 @@ def webhooks_test(
     call = asyncio.run(send_test(Context.open(st.engine(), st.config()), endpoint))
     if call.status != "sent":
         raise NurtureError(
-            f"{name}: {endpoint.url} answered {call.last_error} (delivery {call.id})"
+            f"{name}: {public_url(endpoint.url)} answered {call.last_error} (delivery {call.id})"
         )
-    say(f"{name}: {endpoint.url} answered 2xx (delivery {call.id})")
+    say(f"{name}: {public_url(endpoint.url)} answered 2xx (delivery {call.id})")

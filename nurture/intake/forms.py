@@ -22,8 +22,10 @@ A form file::
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ VISITOR_FIELDS = ("email", "first_name", "last_name", "company", "title", "phone
 #: Inputs the snippet adds: the fill-time token and the consent box.
 TOKEN_INPUT, CONSENT_INPUT = "_t", "consent"
 TIME_PURPOSE = "form-time"
-#: A fill-time token older than this is refused (the page sat open for a day).
+#: A fill-time token older than this is refused (the page sat open for a day); each
+#: works once (:func:`token_key`).
 TOKEN_MAX_AGE = 24 * 3600
 MAX_VALUE = 2000
 KEYS = ("fields", "required", "set", "labels", "success_url", "error_url", "origins",
@@ -294,17 +297,20 @@ def read_submission(form: Form, values: dict[str, str], ip: str) -> LeadItem:
 
 
 def time_token(secret: str, form: str, now: float | None = None) -> str:
-    """The token the snippet puts in its form when the page loads."""
+    """The token the snippet puts in its form when the page loads: the form, the moment
+    and a random nonce (two pages loaded in one second get two tokens), signed."""
     moment = now if now is not None else clock.now().timestamp()
-    return sign(secret, TIME_PURPOSE, f"{form}:{int(moment)}")
+    return sign(secret, TIME_PURPOSE, f"{form}:{int(moment)}:{secrets.token_urlsafe(9)}")
 
 
 def filled_too_fast(secret: str, form: Form, token: str, now: float) -> str | None:
-    """Why the fill-time token refuses a submission at *now*, or ``None``."""
+    """Why the fill-time token refuses a submission at *now*, or ``None``. (Spending
+    it, so that it works once, is the caller's: :func:`token_key`.)"""
     if form.min_seconds <= 0:
         return None
     payload = verify(secret, TIME_PURPOSE, token or "")
-    name, _, issued = (payload or "").rpartition(":")
+    # FORM:ISSUED:NONCE, or FORM:ISSUED from before tokens had a nonce.
+    name, issued, *_ = [*(payload or "").split(":"), "", ""]
     if name != form.name or not issued.isdigit():
         return "no valid fill-time token (the snippet's script sets it)"
     age = now - int(issued)
@@ -313,6 +319,12 @@ def filled_too_fast(secret: str, form: Form, token: str, now: float) -> str | No
     if age > TOKEN_MAX_AGE:
         return "the page was loaded too long ago"
     return None
+
+
+def token_key(token: str) -> str:
+    """The name under which a spent fill-time token is remembered (a digest: the token
+    itself is not kept)."""
+    return "form:" + hashlib.sha256(token.encode()).hexdigest()[:40]
 
 
 def snippet(form: Form, base_url: str) -> str:

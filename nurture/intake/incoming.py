@@ -6,6 +6,11 @@ empty values keep what is stored, an unsubscribe is never undone), honours the
 suppression list (unless the item carries a consent: a fresh opt-in), records a
 ``lead_created`` or ``lead_updated`` event naming the key or form that made the change,
 keeps the consent, and announces the leads to the daemon (:mod:`nurture.store.arrivals`).
+
+A form is anyone's to post: it creates a lead and fills the fields a known lead does
+not hold yet, and never replaces a stored value nor a stored consent (what it said is
+kept in :attr:`Taken.kept`, for the ``form_submitted`` event). The API's callers hold a
+key: their values are written.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class Taken:
     #: ``created``, ``updated`` or ``unchanged``.
     result: str
     lead_id: int
+    #: What a form sent that differs from the values the lead holds (not written).
+    kept: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,7 +186,8 @@ def take_leads(
         session,
         [i.changes.email for i in kept if i.changes.email in blocked and origin.source != "form"],
     )
-    result = upsert_leads(session, [item.changes for item in kept])
+    from_form = origin.source == "form"
+    result = upsert_leads(session, [item.changes for item in kept], fill_only=from_form)
     emails = [item.changes.email for item in kept]
     ids: dict[str, int] = {
         email: lead_id
@@ -195,14 +203,22 @@ def take_leads(
     for email in result.updated:
         data = {**base, "fields": result.changed.get(email, [])}
         events.append(_event(ids[email], "lead_updated", data, origin, now))
+    on_record: set[int] = set()
+    if from_form:  # a stranger's consent never replaces the one on record
+        on_record = {
+            lead_id
+            for lead_id, consent in session.exec(
+                select(Lead.id, Lead.consent).where(col(Lead.id).in_(list(ids.values())))
+            )
+            if consent and lead_id is not None
+        }
     for item in kept:
-        if item.consent is not None:
+        lead_id = ids[item.changes.email]
+        if item.consent is not None and lead_id not in on_record:
             consent = {**item.consent, **base, "at": now.isoformat(), "source": origin.source}
             if origin.via_key:
                 consent["key"] = origin.via_key
-            session.execute(
-                update(Lead).where(col(Lead.id) == ids[item.changes.email]).values(consent=consent)
-            )
+            session.execute(update(Lead).where(col(Lead.id) == lead_id).values(consent=consent))
     record_events(session, events)
     states = {
         **dict.fromkeys(result.created, "created"),
@@ -210,7 +226,7 @@ def take_leads(
         **dict.fromkeys(result.unchanged, "unchanged"),
     }
     for email in emails:
-        outcome[email] = Taken(email, states[email], ids[email])
+        outcome[email] = Taken(email, states[email], ids[email], result.kept.get(email, {}))
     announce(session, [ids[e] for e in emails if states[e] != "unchanged"])
     return [outcome[item.changes.email] for item in items]
 

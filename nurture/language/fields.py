@@ -91,6 +91,16 @@ def describe_character(character: str) -> str:
     return f"a control character ({code})"
 
 
+#: Line breaks: a name, title or phone is one line (it goes into headers and greetings).
+LINE_BREAK = re.compile("[\r\n\x85\u2028\u2029]")
+
+
+def check_one_line(name: str, value: str) -> None:
+    """Raise :class:`InvalidValueError` naming *name* if *value* holds a line break."""
+    if LINE_BREAK.search(value):
+        raise InvalidValueError(f"{name}: a line break is not allowed (one line of text)")
+
+
 def check_storable(name: str, value: str) -> None:
     """Raise :class:`InvalidValueError` naming *name* if *value* holds a character that
     cannot be stored (NUL, an unpaired surrogate, a control character)."""
@@ -170,6 +180,7 @@ def parse_field(name: str, value: str) -> Any:
         return parse_stage(value).value
     if name == "status":
         return parse_status(value).value
+    check_one_line(name, value)
     text = value.strip()
     limit = _max_length(name)
     if limit is not None and len(text) > limit:

@@ -330,32 +330,48 @@ def authenticated_from(message: Message, authserv_id: str) -> str | None:
     wrote, named by *authserv_id*) says the From domain is genuine: ``dmarc=pass`` for
     it, or ``dkim=pass``/``spf=pass`` for an aligned domain; ``None`` if none does.
 
-    Headers with another authserv-id are anyone's and ignored; the receiving server
-    removes ones with its own id that come from outside (RFC 8601, section 5)."""
-    if not authserv_id:
+    Headers with another authserv-id are anyone's and ignored. Of those with our
+    server's id, only the topmost counts: the receiving server prepends its verdict
+    above what the message brought (RFC 8601, section 5), and a header below it, even
+    with its id, may be the sender's forgery (a ``dmarc=pass`` under its ``dmarc=fail``).
+    """
+    header = _topmost_results(message, authserv_id)
+    if header is None:
         return None
     from_domain = parseaddr(str(message.get("From", "")))[1].rpartition("@")[2]
-    for value in message.get_all("Authentication-Results") or []:
+    for result in header.results:
+        if str(result.result).lower() != "pass":
+            continue
+        values = {
+            f"{p.type}.{p.name}".lower(): str(p.value).rpartition("@")[2]
+            for p in result.properties
+        }
+        method = str(result.method).lower()
+        checked = {"dmarc": "header.from", "dkim": "header.d", "spf": "smtp.mailfrom"}
+        if method in checked and _aligned(values.get(checked[method], ""), from_domain):
+            if method != "dmarc" or values["header.from"].lower() == from_domain.lower():
+                return f"{method}=pass"
+    return None
+
+
+def _topmost_results(
+    message: Message, authserv_id: str
+) -> authres.AuthenticationResultsHeader | None:
+    """The topmost ``Authentication-Results`` header naming *authserv_id*, parsed (``None``
+    if there is none, or it cannot be read: nothing below it stands in for it)."""
+    if not authserv_id:
+        return None
+    for value in message.get_all("Authentication-Results") or []:  # top to bottom
+        text = " ".join(str(value).split())
         try:
-            header = authres.AuthenticationResultsHeader.parse(
-                "Authentication-Results: " + " ".join(str(value).split())
-            )
+            header = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + text)
         except authres.AuthResError:
+            named = (text.split(";", 1)[0].split() or [""])[0]
+            if named.lower() == authserv_id.lower():
+                return None  # ours, unreadable: the ones below prove nothing
             continue
-        if str(header.authserv_id).lower() != authserv_id.lower():
-            continue
-        for result in header.results:
-            if str(result.result).lower() != "pass":
-                continue
-            values = {
-                f"{p.type}.{p.name}".lower(): str(p.value).rpartition("@")[2]
-                for p in result.properties
-            }
-            method = str(result.method).lower()
-            checked = {"dmarc": "header.from", "dkim": "header.d", "spf": "smtp.mailfrom"}
-            if method in checked and _aligned(values.get(checked[method], ""), from_domain):
-                if method != "dmarc" or values["header.from"].lower() == from_domain.lower():
-                    return f"{method}=pass"
+        if str(header.authserv_id).lower() == authserv_id.lower():
+            return header
     return None
 
 

@@ -42,6 +42,15 @@ class SendResult:
 
 
 SENT = SendResult("sent")
+#: Why nothing goes to a server that does not offer STARTTLS when it is required.
+NO_STARTTLS = (
+    "the mail server does not offer STARTTLS, and [smtp] starttls requires it: nothing "
+    'is sent in the clear (starttls = "opportunistic" sends without it)'
+)
+
+
+class StarttlsMissing(Exception):
+    """The server does not offer STARTTLS, which the settings require."""
 
 
 class Transport(Protocol):
@@ -134,17 +143,18 @@ class SmtpTransport:
         self.settings = settings
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots: asyncio.Semaphore | None = None
+        #: ``required``, ``opportunistic`` or ``off`` (:meth:`SmtpSection.starttls_mode`).
+        self.starttls = "off" if settings.tls else settings.starttls_mode()
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self.settings
         return aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
-            username=s.username or None,
-            password=s.password or None,
             use_tls=s.tls,
-            # None: upgrade when the server offers STARTTLS.
-            start_tls=False if (s.tls or not s.starttls) else None,
+            # None: upgrade when the server offers STARTTLS (whether it must, and the
+            # login, are for _acquire: never a password before that is settled).
+            start_tls=False if self.starttls == "off" else None,
             timeout=s.timeout,
             cert_bundle=s.ca_file or None,
         )
@@ -156,6 +166,15 @@ class SmtpTransport:
                 return client, True
         client = self._client()
         await client.connect()
+        try:
+            encrypted = client.get_transport_info("sslcontext") is not None
+            if self.starttls == "required" and not encrypted:
+                raise StarttlsMissing(NO_STARTTLS)
+            if self.settings.username:
+                await client.login(self.settings.username, self.settings.password)
+        except BaseException:
+            client.close()
+            raise
         return client, False
 
     async def _discard(self, client: aiosmtplib.SMTP | None) -> None:
@@ -202,6 +221,8 @@ class SmtpTransport:
                     ConnectionError) as exc:  # fmt: skip
                 detail = f"cannot connect: {type(exc).__name__}: {exc}"
                 return SendResult("retry", detail, unreachable=True)
+            except StarttlsMissing as exc:  # a sending problem: `status` says it
+                return SendResult("refused", str(exc), unreachable=True)
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
             if utf8 and not client.supports_extension("smtputf8"):

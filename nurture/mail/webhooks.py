@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from nurture import clock, hooks, logs
-from nurture.config import Settings, WebhookEndpoint
+from nurture.config import Settings, WebhookEndpoint, public_url
 from nurture.engine.context import Context
 from nurture.mail.pacing import send_backoff
 from nurture.store.database import session_scope
@@ -193,8 +193,9 @@ async def post(client: httpx.AsyncClient, request: Request) -> tuple[str | None,
     try:
         response = await client.post(request.url, content=request.content,
                                       headers=request.headers)  # fmt: skip
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}", True
+    except httpx.HTTPError as exc:  # its text may name the URL: never its credentials
+        said = str(exc).replace(request.url, public_url(request.url))
+        return f"{type(exc).__name__}: {said}", True
     if response.is_success:
         return None, False
     status = response.status_code

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from nurture.language.fields import SETTABLE_FIELDS
+
 #: ``(sequence, step)`` → the subject of the email sent there.
 Subjects = Mapping[tuple[str | None, str | None], str]
 
@@ -126,7 +128,8 @@ def describe(
         return "meeting", "Booked a meeting", str(data.get("title") or data.get("when") or "")
     if type_ == "form_submitted":
         form = data.get("form") or data.get("name") or ""
-        return "form", f"Filled in the {form} form" if form else "Filled in a form", ""
+        text = f"Filled in the {form} form" if form else "Filled in a form"
+        return "form", text, form_says(data.get("kept"))
     if type_ == "page_visited":
         page = data.get("url") or data.get("page") or data.get("path") or ""
         return "visit", "Visited a page" if not page else "Visited " + str(page), ""
@@ -153,6 +156,19 @@ def describe(
         how = f" from {via}" if via else ""
         return "answer", f"{humanize(answer)}{who}{how}", str(data.get("reason") or "")
     return "other", humanize(type_), ""
+
+
+def form_says(kept: Any) -> str:
+    """``form says phone +1 900 555 0100, company Acme``: what a form post sent that
+    differs from the lead's values (a form never replaces them); ``""`` for nothing."""
+    if not isinstance(kept, Mapping) or not kept:
+        return ""
+    def order(name: str) -> tuple[int, str]:  # the lead's fields first, as in the app
+        return (SETTABLE_FIELDS.index(name) if name in SETTABLE_FIELDS else 99, name)
+
+    said = ", ".join(f"{humanize(str(name)).lower()} {kept[name]}"
+                     for name in sorted(map(str, kept), key=order))  # fmt: skip
+    return f"form says {said}"
 
 
 def happening(event: Any, subjects: Subjects) -> Happening:

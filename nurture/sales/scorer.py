@@ -5,6 +5,11 @@ The cost is per new event and per changed lead: engagement is stored as of
 ``scored_at`` and decays on read; ``stage_review_at`` (indexed) says when decay could
 next move a lead down, so a pass looks only at those leads.
 
+A form post (``form_submitted`` from ``POST /f/NAME``) is anyone's to make: its points
+count only once the address is proven to be the lead's (:data:`PROOF_TYPES`: a confirmed
+double opt-in, a click in one of our emails, a reply). Until then it earns nothing; the
+proof scores the lead again from its events, the held posts included.
+
 Scoring decides stage changes and records each as a ``stage_changed`` event; it knows
 nothing of sales. The hand-off reacts to those events later in the pass
 (:func:`nurture.sales.notice.hand_off_hot_leads`).
@@ -12,6 +17,7 @@ nothing of sales. The hand-off reacts to those events later in the pass
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -47,6 +53,12 @@ _SCORED = (
     .values(points=bindparam("points"), scored=True)
 )
 OVERLAP = timedelta(minutes=1)
+#: Events that prove the address is the lead's own: a confirmed double opt-in, a click on
+#: a tracked link of one of our emails, a reply (never a machine's: a scanner's click, a
+#: reply matched only by a From address nobody vouched for).
+PROOF_TYPES = ("opt_in_confirmed", "email_clicked", "email_replied")
+#: The event a web form records, and its source: a post anyone can make.
+FORM_POST, FORM_SOURCE = "form_submitted", "form"
 
 
 @dataclass
@@ -115,6 +127,31 @@ class Scorable(Protocol):
     def occurred_at(self) -> datetime: ...
     @property
     def machine(self) -> bool: ...
+    @property
+    def source(self) -> str: ...
+
+
+def is_form_post(event: Scorable) -> bool:
+    """Whether *event* is a web form's post (anyone's to make)."""
+    return event.type == FORM_POST and event.source == FORM_SOURCE
+
+
+def proven_leads(session: Session, lead_ids: Iterable[int], *, scored_only: bool = False
+                 ) -> set[int]:  # fmt: skip
+    """Which of *lead_ids* have proven their address (an event of :data:`PROOF_TYPES`,
+    not a machine's); with *scored_only*, by an event scored already."""
+    ids = list(lead_ids)
+    if not ids:
+        return set()
+    query = (
+        select(Event.lead_id)
+        .where(col(Event.lead_id).in_(ids))
+        .where(col(Event.type).in_(PROOF_TYPES))
+        .where(col(Event.machine).is_(False))
+    )
+    if scored_only:
+        query = query.where(col(Event.scored).is_(True))
+    return set(session.exec(query.distinct()))
 
 
 def score_event(
@@ -124,11 +161,15 @@ def score_event(
     event: Scorable,
     tz_name: str,
     earned: EarnedToday | None = None,
+    proven: bool = True,
 ) -> float:
     """Add the points *event* earns to the lead's engagement and return them (the caller
     stores them on the event). Events must come oldest first; *earned* carries the
-    daily caps' counts from one event to the next."""
+    daily caps' counts from one event to the next. A form post of a lead not *proven*
+    earns nothing (yet)."""
     counts = not (lead.score_reset_at and event.occurred_at < lead.score_reset_at)
+    if not proven and is_form_post(event):
+        counts = False
     points = 0.0
     if counts:
         cap = rules.engagement.get(event.type)
@@ -234,16 +275,17 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     default_tz = ctx.default_timezone
     with session_scope(ctx.engine) as session:
         # Events scoring.yaml gives no points to (email_sent, stage changes...) earn
-        # nothing and change no score: settle them in one statement.
+        # nothing and change no score: settle them in one statement. A proof of the
+        # address is read in the loop (it releases held form posts).
         session.execute(
             update(Event)
             .where(col(Event.scored).is_(False))
-            .where(col(Event.type).not_in([*rules.engagement, *rules.hot_on]))
+            .where(col(Event.type).not_in([*rules.engagement, *rules.hot_on, *PROOF_TYPES]))
             .values(scored=True, points=0.0)
         )
     while True:
         with session_scope(ctx.engine) as session:
-            columns = ("id", "lead_id", "type", "occurred_at", "machine")
+            columns = ("id", "lead_id", "type", "occurred_at", "machine", "source")
             events: list[Any] = list(  # rows of the columns scoring reads
                 session.connection().execute(
                     sa_select(*(_EVENTS.c[name] for name in columns))
@@ -262,10 +304,12 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             scored: list[dict[str, Any]] = []
             zones = {i: lead.timezone or default_tz for i, lead in leads.items() if i is not None}
             count_earned(session, rules, events, zones, earned)
+            proven, newly_proven = _proofs(session, rules, events)
             for event in sorted(events, key=lambda e: (e.occurred_at, e.id or 0)):
                 lead = leads[event.lead_id]
                 points = score_event(
-                    session, rules, lead, event, lead.timezone or default_tz, earned
+                    session, rules, lead, event, lead.timezone or default_tz, earned,
+                    proven=event.lead_id in proven,
                 )
                 scored.append({"event": event.id, "points": points})
                 session.add(lead)
@@ -277,6 +321,14 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                     touched.add(event.lead_id)
             # One executemany, not an ORM update per event.
             session.connection().execute(_SCORED, scored)
+            # A lead that just proved its address gets the points of its held form posts:
+            # scored again from its events.
+            for lead_id in _holding_form_posts(session, newly_proven):
+                lead = leads[lead_id]
+                rescore_lead(session, rules, lead, lead.timezone or default_tz, proven=True)
+                for key in [key for key in earned if key[0] == lead_id]:
+                    del earned[key]  # counted again from the database when needed
+                touched.add(lead_id)
     # Changed leads get their fit and a review, a chunk at a time (after a large import
     # that is every lead); the mark moves only once all are done.
     with session_scope(ctx.engine) as session:
@@ -308,6 +360,53 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     return report
 
 
+def _proofs(session: Session, rules: ScoringRules, events: list[Any]) -> tuple[set[int], set[int]]:
+    """Of the leads of *events*: those whose address is proven, and those proven by an
+    event of this batch only (their held form posts are scored again)."""
+    if FORM_POST not in rules.engagement and FORM_POST not in rules.hot_on:
+        return {e.lead_id for e in events}, set()  # form posts earn nothing anyway
+    posting = {e.lead_id for e in events if is_form_post(e)}
+    proving = {e.lead_id for e in events if e.type in PROOF_TYPES and not e.machine}
+    if not posting and not proving:
+        return set(), set()
+    proven = proven_leads(session, posting | proving)
+    before = proven_leads(session, proving, scored_only=True) if proving else set()
+    return proven, (proving & proven) - before
+
+
+def _holding_form_posts(session: Session, lead_ids: set[int]) -> list[int]:
+    """Which of *lead_ids* have a form post scored without points (held, or capped)."""
+    if not lead_ids:
+        return []
+    query = (
+        select(Event.lead_id)
+        .where(col(Event.lead_id).in_(sorted(lead_ids)))
+        .where(col(Event.type) == FORM_POST)
+        .where(col(Event.source) == FORM_SOURCE)
+        .where(col(Event.scored).is_(True))
+        .where(col(Event.points) == 0)
+    )
+    return sorted(set(session.exec(query.distinct())))
+
+
+def rescore_lead(
+    session: Session, rules: ScoringRules, lead: Lead, tz_name: str, *, proven: bool
+) -> int:
+    """Score *lead* again from all its events, oldest first; return how many."""
+    assert lead.id is not None
+    lead.engagement, lead.scored_at = 0.0, None
+    events = events_of(session, lead.id)
+    for event in events:
+        event.scored, event.points = False, None
+        session.add(event)
+    for event in events:  # oldest first; each daily cap counts the ones before
+        event.points = score_event(session, rules, lead, event, tz_name, proven=proven)
+        event.scored = True
+        session.flush()
+    session.add(lead)
+    return len(events)
+
+
 def rescore(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     """Score every lead again from its events under the current rules."""
     report = ScoreReport()
@@ -323,20 +422,10 @@ def rescore(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             if not leads:
                 break
             last_id = leads[-1].id or 0
+            proven = proven_leads(session, [lead.id for lead in leads if lead.id is not None])
             for lead in leads:
-                assert lead.id is not None
-                lead.engagement, lead.scored_at = 0.0, None
-                events = events_of(session, lead.id)
-                for event in events:
-                    event.scored, event.points = False, None
-                    session.add(event)
-                for event in events:  # oldest first; each daily cap counts the ones before
-                    event.points = score_event(
-                        session, rules, lead, event, lead.timezone or default_tz
-                    )
-                    event.scored = True
-                    session.flush()
-                    report.events += 1
+                report.events += rescore_lead(session, rules, lead, lead.timezone or default_tz,
+                                              proven=lead.id in proven)  # fmt: skip
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
                 review_stage(ctx, session, rules, lead, now, report)
                 report.leads += 1

@@ -30,7 +30,10 @@ def open_engine(url: str, **options: Any) -> Engine:
     """Create an engine for *url*, tuned for nurture's use of each dialect.
 
     SQLite gets WAL journaling, foreign keys and a busy timeout on every connection.
+    No error of the engine carries the parameters of its statement (they hold lead
+    data): its messages go to logs.
     """
+    options.setdefault("hide_parameters", True)
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":

@@ -178,13 +178,26 @@ class UpsertResult:
     unchanged: list[str] = field(default_factory=list)
     #: The fields (``attributes`` for any attribute) each updated lead had changed.
     changed: dict[str, list[str]] = field(default_factory=dict)
+    #: With ``fill_only``: the values each existing lead was sent that differ from what
+    #: it holds, and so were not written (fields by name, attributes by their name).
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def upsert_leads(session: Session, batch: Sequence[LeadChanges]) -> UpsertResult:
+def _empty(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def upsert_leads(
+    session: Session, batch: Sequence[LeadChanges], *, fill_only: bool = False
+) -> UpsertResult:
     """Create or update one lead per item of *batch* (emails must be unique in it).
 
     Existing values are kept where the item says nothing; attributes are merged; an
     unsubscribe, bounce or complaint is never undone (:func:`merge_status`).
+
+    With *fill_only* (what a stranger sends: a web form), an existing lead only gets
+    the fields and attributes it does not hold yet; a stored value is never replaced
+    (the values that differ are listed in :attr:`UpsertResult.kept`).
     """
     result = UpsertResult()
     if not batch:
@@ -212,10 +225,25 @@ def upsert_leads(session: Session, batch: Sequence[LeadChanges]) -> UpsertResult
             result.created.append(item.email)
             continue
         values = dict(item.fields)
+        if fill_only:
+            stored_attributes = row.attributes or {}
+            kept = {
+                **{k: v for k, v in values.items() if k != "status"
+                   and not _empty(getattr(row, k)) and getattr(row, k) != v},
+                **{k: v for k, v in item.attributes.items()
+                   if not _empty(stored_attributes.get(k)) and stored_attributes[k] != v},
+            }  # fmt: skip
+            if kept:
+                result.kept[item.email] = kept
+            values = {k: v for k, v in values.items() if _empty(getattr(row, k))}
+            fresh = {k: v for k, v in item.attributes.items()
+                     if _empty(stored_attributes.get(k))}  # fmt: skip
+            if fresh:
+                values["attributes"] = {**stored_attributes, **fresh}
+        elif item.attributes:
+            values["attributes"] = {**(row.attributes or {}), **item.attributes}
         if "status" in values:
             values["status"] = merge_status(row.status, values["status"])
-        if item.attributes:
-            values["attributes"] = {**(row.attributes or {}), **item.attributes}
         values = {key: value for key, value in values.items() if getattr(row, key) != value}
         if not values:
             result.unchanged.append(item.email)

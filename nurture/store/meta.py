@@ -1,14 +1,17 @@
-"""Small values the whole installation shares: the generated signing key, and the marks
-that say how far each incremental job of the pass has looked."""
+"""Small values the whole installation shares: the generated signing key, the marks
+that say how far each incremental job of the pass has looked, and the single-use
+tokens spent (:func:`use_once`)."""
 
 from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, String
+from sqlalchemy import Engine, String, delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col
 
 from nurture import clock
 
@@ -114,3 +117,31 @@ def audience_failures(session: Session) -> list[dict[str, object]]:
         except ValueError:
             continue
     return sorted(found, key=lambda item: str(item.get("sequence")))
+
+
+#: The keys of spent single-use tokens start with this.
+ONCE_PREFIX = "once:"
+
+
+def use_once(session: Session, name: str, until: datetime, now: datetime) -> bool:
+    """Spend the single-use token *name* (at most 59 characters) in the caller's
+    transaction: ``True`` the first time, ``False`` ever after (until *until*, when it
+    is forgotten; the token must not be accepted after it). Concurrent spenders on
+    PostgreSQL wait for each other: one wins."""
+    key = ONCE_PREFIX + name
+    if len(key) > 64:
+        raise ValueError("a single-use token name has at most 59 characters")
+    session.execute(  # the forgotten ones (LIKE: ranges of text follow collations)
+        delete(Meta)
+        .where(col(Meta.key).startswith(ONCE_PREFIX, autoescape=True))
+        .where(col(Meta.value) < _stamp(now))
+    )
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(Meta).values(key=key, value=_stamp(until)).on_conflict_do_nothing()
+    return session.execute(statement.returning(col(Meta.key))).first() is not None
+
+
+def _stamp(moment: datetime) -> str:
+    """A moment as text that sorts as moments do (UTC, whole seconds)."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")

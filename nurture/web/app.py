@@ -58,6 +58,7 @@ from nurture.web.auth import (
     RateLimit,
     Viewer,
     cross_site,
+    form_csrf,
     form_csrf_ok,
     form_token,
     same,
@@ -65,7 +66,7 @@ from nurture.web.auth import (
     set_session_cookie,
     viewer,
 )
-from nurture.web.state import WebState
+from nurture.web.state import WebState, record_id
 
 #: Sign-in links one address is sent per :data:`SIGNIN_WINDOW`.
 SIGNIN_PER_ADDRESS = 3
@@ -194,12 +195,15 @@ def router(state: WebState) -> APIRouter:
 
     @routes.get("/app/login")
     def login_page(request: Request) -> HTMLResponse:
-        token = form_token(request)
-        response = show("login", csrf=token, message=message_of(request))
-        set_form_cookie(state, response, token)
+        form_id = form_token(request)
+        response = show("login", csrf=form_csrf(secret, form_id), message=message_of(request))
+        set_form_cookie(state, response, form_id)
         return response
 
     def send_signin(email: str, ip: str) -> None:
+        """Look the address up and, if it may sign in, queue its link. Done in the
+        background, after the answer: known and unknown addresses are answered alike,
+        in the same time."""
         now = clock.now()
         with session_scope(engine) as session:
             if not people.known(session, email):
@@ -226,22 +230,24 @@ def router(state: WebState) -> APIRouter:
             fields = await form(request)
         except InvalidValueError:
             return refused(400, "The form could not be read.")
-        if cross_site(request) or not form_csrf_ok(request, fields.get(CSRF_FIELD, "")):
+        if cross_site(request) or not form_csrf_ok(secret, request, fields.get(CSRF_FIELD, "")):
             return refused()
         given = fields.get("email", "").strip()
         try:
             email = normalize_email(given)
         except InvalidValueError:
-            token = form_token(request)
-            return show("login", 422, csrf=token, email=given[:320],
+            csrf = form_csrf(secret, form_token(request))
+            return show("login", 422, csrf=csrf, email=given[:320],
                         error="That does not look like an email address.")  # fmt: skip
         ip = request.client.host if request.client else ""
+        # The same answer whatever happened: nobody learns who may sign in, neither from
+        # what it says nor from how long it takes (the address is looked up after it).
+        answer = show("login_sent", email=email)
         if per_client.allow(ip):
-            await run_in_threadpool(send_signin, email, ip)
+            state.background.after(answer, "sign-in link", send_signin, email, ip)
         else:
             logs.action("sign-in requests from one client over the limit", ip=ip)
-        # The same answer whatever happened: nobody learns who may sign in.
-        return show("login_sent", email=email)
+        return answer
 
     @routes.get("/app/signin/{token}")
     def signin_page(token: str, request: Request) -> HTMLResponse:
@@ -252,9 +258,9 @@ def router(state: WebState) -> APIRouter:
             return show("message", 404, title="This sign-in link cannot be used",
                         text="It was used already, or it has expired. Ask for a new one.",
                         login=True)  # fmt: skip
-        csrf = form_token(request)
-        response = show("signin", csrf=csrf, email=email, token=token)
-        set_form_cookie(state, response, csrf)
+        form_id = form_token(request)
+        response = show("signin", csrf=form_csrf(secret, form_id), email=email, token=token)
+        set_form_cookie(state, response, form_id)
         return response
 
     def start_session(token: str) -> str | None:
@@ -274,7 +280,7 @@ def router(state: WebState) -> APIRouter:
             fields = await form(request)
         except InvalidValueError:
             return refused(400, "The form could not be read.")
-        if cross_site(request) or not form_csrf_ok(request, fields.get(CSRF_FIELD, "")):
+        if cross_site(request) or not form_csrf_ok(secret, request, fields.get(CSRF_FIELD, "")):
             return refused()
         cookie = await run_in_threadpool(start_session, token)
         if cookie is None:
@@ -292,7 +298,7 @@ def router(state: WebState) -> APIRouter:
             fields = await form(request)
         except InvalidValueError:
             return refused(400, "The form could not be read.")
-        if me is None or not same(me.csrf, fields.get(CSRF_FIELD, "")):
+        if cross_site(request) or me is None or not same(me.csrf, fields.get(CSRF_FIELD, "")):
             return refused()
 
         def end() -> None:
@@ -367,11 +373,14 @@ def router(state: WebState) -> APIRouter:
                     **extra)  # fmt: skip
 
     @routes.get("/app/leads/{lead_id}")
-    def lead_page(lead_id: int, request: Request) -> Response:
+    def lead_page(lead_id: str, request: Request) -> Response:
         me = signed_in(request)
         if me is None:
             return to_login()
-        return lead_view(who_of(me.email), lead_id, csrf=me.csrf, base=f"/app/leads/{lead_id}",
+        found = record_id(lead_id)
+        if found is None:
+            return not_found()
+        return lead_view(who_of(me.email), found, csrf=me.csrf, base=f"/app/leads/{found}",
                          message=message_of(request))  # fmt: skip
 
     # --- a notice's link ------------------------------------------------------------------
@@ -433,9 +442,8 @@ def router(state: WebState) -> APIRouter:
 
     def task_action(via: str, lead_bound: bool) -> Act:
         def run(session: Session, who: desk.Who, lead: Lead, fields: dict[str, str]) -> str:
-            given = fields.get("task", "")
-            task_id = int(given) if given.isascii() and given.isdigit() else 0
-            task = session.get(Task, task_id)
+            task_id = record_id(fields.get("task", "")) or 0
+            task = session.get(Task, task_id) if task_id else None
             if task is None or (lead_bound and task.lead_id != lead.id):
                 raise InvalidValueError("No such task.")
             if not desk.may_work(who, task):
@@ -478,12 +486,15 @@ def router(state: WebState) -> APIRouter:
     def in_app(name: str, action: Act) -> None:
         """``POST /app/leads/ID/NAME``: *action* for a signed-in salesperson."""
 
-        async def route(lead_id: int, request: Request) -> Response:
+        async def route(lead_id: str, request: Request) -> Response:
             who, me = session_who(request)
+            found = record_id(lead_id)
+            if found is None:
+                return not_found() if who is not None else to_login()
             csrf = me.csrf if me else ""
             return await post_for_lead(
-                request, who, lead_id, lambda given: same(csrf, given), action,
-                f"/app/leads/{lead_id}", {"csrf": csrf},
+                request, who, found, lambda given: same(csrf, given), action,
+                f"/app/leads/{found}", {"csrf": csrf},
             )  # fmt: skip
 
         routes.add_api_route(f"/app/leads/{{lead_id}}/{name}", route, methods=["POST"])
@@ -493,7 +504,7 @@ def router(state: WebState) -> APIRouter:
     in_app("task", task_action("app", True))
 
     @routes.post("/app/tasks/{task_id}")
-    async def task_in_list(task_id: int, request: Request) -> Response:
+    async def task_in_list(task_id: str, request: Request) -> Response:
         me = signed_in(request)
         try:
             fields = await form(request)
@@ -501,6 +512,9 @@ def router(state: WebState) -> APIRouter:
             return refused(400, "The form could not be read.")
         if me is None:
             return to_login()
+        found = record_id(task_id)
+        if found is None:
+            return not_found()
         if cross_site(request) or not same(me.csrf, fields.get(CSRF_FIELD, "")):
             return refused()
         who = who_of(me.email)
@@ -509,12 +523,12 @@ def router(state: WebState) -> APIRouter:
 
         def run() -> str:
             with session_scope(engine) as session:
-                task = session.get(Task, task_id)
+                task = session.get(Task, found)
                 lead = session.get(Lead, task.lead_id) if task is not None else None
                 if task is None or lead is None or not desk.may_open(session, who, lead):
                     raise InvalidValueError("No such task.")  # not one of theirs to see
                 return task_action("app", False)(session, who, lead,
-                                                 {**fields, "task": str(task_id)})  # fmt: skip
+                                                 {**fields, "task": str(found)})  # fmt: skip
 
         try:
             message = await run_in_threadpool(run)

@@ -1,9 +1,16 @@
 """Who is asking, in the sales app: the signed-in session (an HttpOnly, SameSite cookie
 naming a stored session), the CSRF token every form carries, and the rate limit of
-sign-in requests."""
+sign-in requests.
+
+Forms shown before signing in (the login form, a sign-in link's button) have no stored
+session: the browser gets a random pre-session id in an HttpOnly, SameSite=Strict
+cookie, and the form's CSRF token is an HMAC of that id under the project's key
+(:func:`form_csrf`). Knowing or setting the cookie is not enough to forge the token."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 import threading
 import time
@@ -16,6 +23,7 @@ from fastapi.responses import Response
 from nurture import clock
 from nurture.store.access import AppSession, People, find_session
 from nurture.store.database import session_scope
+from nurture.tokens import sign
 from nurture.web.state import WebState
 
 SESSION_COOKIE = "nurture_session"
@@ -62,11 +70,20 @@ def set_session_cookie(state: WebState, response: Response, token: str) -> None:
     )  # fmt: skip
 
 
+#: A pre-session id as the cookie carries it (``secrets.token_urlsafe(24)``).
+_FORM_ID = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
 def form_token(request: Request) -> str:
-    """The double-submit token for a form shown before signing in: the browser's, or a
-    new one (set it with :func:`set_form_cookie`)."""
+    """The pre-session id of a form shown before signing in: the browser's, or a new one
+    (set it with :func:`set_form_cookie`; the form carries :func:`form_csrf` of it)."""
     given = request.cookies.get(FORM_COOKIE, "")
-    return given if 20 <= len(given) <= 64 and given.isascii() else secrets.token_urlsafe(24)
+    return given if _FORM_ID.fullmatch(given) else secrets.token_urlsafe(24)
+
+
+def form_csrf(secret: str, form_id: str) -> str:
+    """The CSRF token of the forms of pre-session *form_id*: bound to it by an HMAC."""
+    return sign(secret, "app:form-csrf", hashlib.sha256(form_id.encode()).hexdigest()[:32])
 
 
 def set_form_cookie(state: WebState, response: Response, token: str) -> None:
@@ -81,9 +98,11 @@ def same(expected: str, given: str) -> bool:
     return bool(expected) and secrets.compare_digest(expected.encode(), (given or "").encode())
 
 
-def form_csrf_ok(request: Request, given: str) -> bool:
-    """Whether a pre-sign-in form came back with the browser's own token."""
-    return same(request.cookies.get(FORM_COOKIE, ""), given)
+def form_csrf_ok(secret: str, request: Request, given: str) -> bool:
+    """Whether a pre-sign-in form came back with the token of the browser's own
+    pre-session (constant time)."""
+    form_id = request.cookies.get(FORM_COOKIE, "")
+    return bool(_FORM_ID.fullmatch(form_id)) and same(form_csrf(secret, form_id), given)
 
 
 def cross_site(request: Request) -> bool:

@@ -19,6 +19,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -33,19 +34,22 @@ from nurture import clock, logs
 from nurture.errors import InvalidValueError
 from nurture.intake.forms import (
     TOKEN_INPUT,
+    TOKEN_MAX_AGE,
     Form,
     filled_too_fast,
     load_forms,
     read_submission,
     time_token,
+    token_key,
 )
-from nurture.intake.incoming import Origin, Taken, take_leads
+from nurture.intake.incoming import LeadItem, Origin, Taken, take_leads
 from nurture.language.fields import ContactStatus
 from nurture.mail.compose import Sender, build_notification
 from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
+from nurture.store.meta import use_once
 from nurture.store.outbox import MessageKind, OutboxMessage, queue_message
 from nurture.store.suppression import lift
 from nurture.tokens import seal, unseal
@@ -130,6 +134,20 @@ def _read_body(raw: bytes, content_type: str) -> dict[str, str]:
     raise InvalidValueError("send the form as application/x-www-form-urlencoded or JSON")
 
 
+def submitted_data(form: Form, item: LeadItem, ip: str, taken: Taken) -> dict[str, Any]:
+    """The ``form_submitted`` event's data: the form, the IP, what was sent (fields and
+    attributes, and the consent ticked), and ``kept``: the values that differ from
+    what the lead holds, which the post did not write (sales reads "form says ...")."""
+    fields = {k: v for k, v in item.changes.fields.items() if k != "status"}
+    data: dict[str, Any] = {"form": form.name, "ip": ip,
+                            "submitted": {**fields, **item.changes.attributes}}  # fmt: skip
+    if item.consent is not None:
+        data["consent"] = {k: v for k, v in item.consent.items() if k != "ip"}
+    if taken.kept:
+        data["kept"] = dict(taken.kept)
+    return data
+
+
 def optin_url(base_url: str, secret: str, lead_id: int, form: str, now: datetime) -> str:
     token = seal(secret, OPTIN_PURPOSE, f"{lead_id}:{form}:{int(now.timestamp())}")
     return f"{base_url}/optin/{token}"
@@ -170,8 +188,10 @@ def router(state: WebState) -> APIRouter:
             return
         sender = Sender.parse(form.confirm_from, settings.sender.postal_address)
         link = optin_url(settings.tracking.base_url, secret, lead.id, form.name, now)
+        # Nothing a visitor typed goes into it (no name: it could carry a line or a
+        # link): whoever typed the address, the email says only what we wrote.
         body = (
-            f"Hello{' ' + lead.first_name if lead.first_name else ''},\n\n"
+            "Hello,\n\n"
             "Please confirm that you want to hear from us by opening this link:\n\n"
             f"{link}\n\nIf you did not ask for this, ignore this email: without your "
             f"confirmation we will not email you.\n\n--\n{settings.sender.postal_address}\n"
@@ -189,12 +209,20 @@ def router(state: WebState) -> APIRouter:
         item = read_submission(form, values, ip)
         now = clock.now()
         with session_scope(engine) as session:
+            # The fill-time token works once: spent with what it brings, in one
+            # transaction (a post refused above leaves it for the corrected one).
+            token = values.get(TOKEN_INPUT, "")
+            if form.min_seconds > 0 and not use_once(
+                session, token_key(token), now + timedelta(seconds=TOKEN_MAX_AGE), now
+            ):
+                logs.action("form spam: fill-time token used already", form=form.name, ip=ip)
+                return  # answered as a success: a second click on Send changes nothing
             [taken] = take_leads(session, [item], Origin(source="form", form=form.name))
             if not isinstance(taken, Taken):
                 logs.action("form post for an erased address: nothing stored", form=form.name)
                 return  # the answer is the same: it never tells what was known
-            data = {"form": form.name, "ip": ip}
-            record_event(session, taken.lead_id, "form_submitted", data=data, at=now,
+            record_event(session, taken.lead_id, "form_submitted",
+                         data=submitted_data(form, item, ip, taken), at=now,
                          source="form")  # fmt: skip
             # Locked: posts racing for one address count its confirmations one at a time.
             lead = session.get(Lead, taken.lead_id, with_for_update=True)

@@ -1,6 +1,8 @@
 """What protects every route of the server, whichever router adds it: request body
-limits (413), JSON nesting limits (400), security headers on every answer, and the
-peer's address read from ``X-Forwarded-For`` only when the peer is a trusted proxy.
+limits (413), JSON nesting limits (400), security headers on every answer, an
+unexpected error answered 500 (with those headers) and logged in one line that never
+carries a database statement or its parameters, and the peer's address read from
+``X-Forwarded-For`` only when the peer is a trusted proxy.
 
 A router needs nothing to get these: :func:`nurture.web.server.create_app` wraps the
 whole app in :class:`Guard`. A route class with other needs gets a line in
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -22,6 +25,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from nurture import logs
 from nurture.errors import InvalidValueError
 
 KIB = 1024
@@ -165,7 +169,21 @@ class Guard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, replay, sending)
+        except Exception as exc:  # a bug, or the database: one line, no statement
+            logs.action("unexpected error answering a request", level=logging.ERROR,
+                        method=scope.get("method"), path=path,
+                        error=type(exc).__name__)  # fmt: skip
+            if not started:
+                await _refuse(send, path, 500, "internal error: see the server's log")
 
     def _with_headers(self, send: Send) -> Send:
         async def sending(message: Message) -> None:

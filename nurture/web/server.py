@@ -56,6 +56,7 @@ def create_app(config: Config, engine: Engine, wake: Callable[[], None] | None =
             return JSONResponse({"status": "error", "error": type(exc).__name__}, 503)
         return JSONResponse({"status": "ok", "version": __version__})
 
+    app.state.web = state  # what the routes share (tests wait for its background work)
     app.include_router(tracking.router(state))
     app.include_router(api.router(state))
     app.include_router(leads.router(state))

@@ -281,3 +281,30 @@ def test_forms_snippet_prints_a_form_to_paste(nurture: Run, tmp_path: Path) -> N
     unknown = nurture("forms", "snippet", "pricing", cwd=demo)
     assert unknown.returncode == 2
     assert_one_line_error(unknown.stderr, "no form 'pricing' in")
+
+
+def test_settings_with_secrets_are_written_private_and_a_readable_file_is_named_once(
+    nurture: Run, tmp_path: Path
+) -> None:
+    assert nurture("init", "demo").returncode == 0
+    settings = tmp_path / "demo" / "nurture.toml"
+    assert settings.stat().st_mode & 0o777 == 0o600
+    demo = settings.parent
+    assert nurture("db", "upgrade", cwd=demo).returncode == 0
+    text = settings.read_text()
+    settings.write_text(text.replace('password = ""', 'password = "Hunter2-smtp"', 1))
+    settings.chmod(0o644)  # as an editor or a copy may leave it
+    ran = nurture("status", cwd=demo)
+    assert ran.returncode == 0, ran.stderr
+    warned = [line for line in ran.stderr.splitlines() if "other users can read it" in line]
+    assert len(warned) == 1, ran.stderr  # once
+    assert str(settings) in warned[0] and f"chmod 600 {settings}" in warned[0]
+    assert "[smtp] password" in warned[0] and "mode 0644" in warned[0]
+    assert "Hunter2" not in ran.stdout + ran.stderr
+    settings.chmod(0o600)
+    assert "other users" not in nurture("status", cwd=demo).stderr
+    # Without secrets in it (they come from NURTURE_* variables), a readable file is fine.
+    settings.write_text(text)
+    settings.chmod(0o644)
+    quiet = nurture("status", cwd=demo, env={"NURTURE_SMTP_PASSWORD": "Hunter2-smtp"})
+    assert "other users" not in quiet.stderr

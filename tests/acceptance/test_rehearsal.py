@@ -89,3 +89,63 @@ def test_a_bad_now_is_one_line_exit_2(nurture: Run, tmp_path: Path) -> None:
         "(or 2026-11-20T15:30+01:00)"
     ]
     assert nurture("--now", "x", "init", "q", cwd=tmp_path).returncode == 2
+
+
+def test_run_serve_under_now_has_one_clock_for_the_daemon_and_the_server(
+    nurture: Run, tmp_path: Path
+) -> None:
+    """The server of ``nurture --now ... run --serve`` stores what it records (API
+    events, clicks) at the rehearsed moment, as the daemon does its sends."""
+    import email
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    project = _project(nurture, tmp_path)
+    port, key = free_port(), "rehearsal-key-0123456789"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")},
+           "NURTURE_SERVER_PORT": str(port), "NURTURE_API_KEY": key,
+           "NURTURE_TRACKING_BASE_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "nurture", "--now", f"{DAY}T12:00", "run", "--serve"],
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # The daemon sends Maria's welcome (9:00 for her) into the Maildir outbox.
+        def to_maria() -> list[email.message.Message]:
+            messages = [email.message_from_bytes(path.read_bytes())
+                        for path in (project / "outbox" / "new").glob("*")]  # fmt: skip
+            return [m for m in messages if MARIA in str(m["To"])]
+
+        deadline = time.monotonic() + 60
+        while not to_maria():
+            assert daemon.poll() is None, daemon.communicate()[1]
+            assert time.monotonic() < deadline, "no email within 60 s"
+            time.sleep(0.1)
+        [message] = to_maria()
+        body = next(p for p in message.walk() if p.get_content_type() == "text/html")
+        html = body.get_payload(decode=True).decode()  # type: ignore[union-attr]
+        click = html[html.index(f"{url}/c/") :].split('"', 1)[0].replace("&amp;", "&")
+        with httpx.Client(timeout=10) as http:
+            assert http.get(click, follow_redirects=False).status_code == 302
+            posted = http.post(f"{url}/api/events", json={"type": "page_visited", "lead": MARIA},
+                               headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+            assert posted.status_code == 201, posted.text
+            shown = http.get(f"{url}/api/leads/{MARIA}",
+                             headers={"Authorization": f"Bearer {key}"}).json()  # fmt: skip
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+    moments = {item["type"]: item["at"] for item in shown["timeline"]}
+    for kind in ("email_sent", "email_clicked", "page_visited"):
+        assert moments[kind].startswith(f"{DAY}T17:0"), (kind, moments)

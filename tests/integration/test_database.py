@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 
 import nurture.store.models  # noqa: F401
 from nurture.errors import LeadNotFoundError, SchemaBehindError
@@ -135,3 +135,20 @@ def test_changed_leads_are_found_in_chunks_once_each(engine: Engine) -> None:
     assert sorted(i for chunk in changed_lead_ids(engine, None, base, chunk=3) for i in chunk) == (
         list(range(1, 9))
     )
+
+
+def test_a_single_use_token_is_spent_once_and_forgotten_after_its_time(engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from nurture.store.meta import Meta, use_once
+
+    now = datetime(2030, 1, 7, 10, tzinfo=UTC)
+    with session_scope(engine) as session:
+        assert use_once(session, "form:a", now + timedelta(hours=1), now)
+        assert not use_once(session, "form:a", now + timedelta(hours=1), now)
+        assert use_once(session, "form:b", now + timedelta(hours=1), now)
+    later = now + timedelta(hours=2)
+    with session_scope(engine) as session:  # past their time: forgotten, others kept
+        assert use_once(session, "form:c", later + timedelta(hours=1), later)
+        keys = {row.key for row in session.exec(select(Meta))}
+    assert "once:form:a" not in keys and "once:form:c" in keys

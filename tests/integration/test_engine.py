@@ -1020,3 +1020,22 @@ def test_leads_written_at_the_real_time_between_two_rehearsal_passes_are_enrolle
     assert tom.id in {e.lead_id for e in harness.enrollments()}
     # Its fit was computed by the same pass (the example fit rule: a decision-maker).
     assert tom.fit == 20
+
+
+def test_starttls_true_with_a_server_that_does_not_offer_it_is_a_sending_problem(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nurture.reports.status import collect_status
+
+    monkeypatch.setenv("NURTURE_SMTP_STARTTLS", "true")
+    harness.config = load_settings(harness.project / "nurture.toml")
+    _, delivered = harness.tick(la(2026, 11, 23, 10, 0))
+    assert delivered.sent == 0 and delivered.refused == 1
+    assert harness.sent() == []  # nothing went in the clear
+    [row] = harness.outbox()
+    assert row.status == "failed" and (row.last_error or "").startswith(
+        "sending problem: the mail server does not offer STARTTLS")  # fmt: skip
+    with freeze_time(la(2026, 11, 23, 10, 5)), session_scope(harness.engine) as session:
+        problem = collect_status(session, clock.now())["sending_problem"]
+    assert "does not offer STARTTLS" in problem["reply"] and problem["failed"] == [row.id]
+    assert harness.lead("maria@example.com").status == "subscribed"

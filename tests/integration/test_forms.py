@@ -326,3 +326,167 @@ def test_an_old_opt_in_link_never_undoes_an_unsubscribe_written_by_an_import(
     with site.client() as http:
         assert http.post(link).status_code == 410
     assert site.leads()["ivy@example.com"].status == "unsubscribed"
+
+
+#: A form anyone may post often (no fill-time token, a loose rate limit), asking for the
+#: fields sales acts on.
+CALLBACK = """\
+fields: {email: email, first_name: first_name, phone: phone, company: company,
+         employees: employees}
+set: {source: web-form}
+consent: {required: true, text: "Call me back", version: "c1"}
+min_seconds: 0
+rate_limit: 50 per minute
+"""
+SAM = "sam@example.com"
+
+
+def _known_lead(site: Site, **fields: str) -> Lead:
+    """María, as sales' CRM knows her: owned by Sam, her phone, a consent on record."""
+    from nurture.intake.incoming import LeadItem, Origin, take_leads
+    from nurture.store.leads import LeadChanges
+
+    values = {"first_name": "María", "phone": "+1 415 555 0142", "owner": SAM,
+              "title": "VP Sales", "source": "web-form", **fields}  # fmt: skip
+    item = LeadItem(LeadChanges("maria@example.com", values, {"employees": "120"}),
+                    {"text": "Signed the contract", "version": "crm-1"})  # fmt: skip
+    with session_scope(site.engine) as session:
+        take_leads(session, [item], Origin(source="api", via_key="crm"))
+    return site.leads()["maria@example.com"]
+
+
+def _post(site: Site, form: str, **values: str) -> httpx.Response:
+    with site.client() as http:
+        return http.post(f"/f/{form}", json={"email": "maria@example.com", **values})
+
+
+def test_a_form_post_fills_what_is_empty_and_never_overwrites_a_known_lead(site: Site) -> None:
+    (site.config.forms_dir / "callback.yaml").write_text(CALLBACK)
+    before = _known_lead(site)
+    assert before.company is None and before.consent is not None
+    # A stranger sends the form in María's name, with their own phone and details.
+    posted = _post(site, "callback", first_name="Mallory", phone="+1 900 555 0100",
+                   company="Evil Inc", employees="5000", consent="yes")  # fmt: skip
+    assert posted.status_code == 200 and posted.json() == {"ok": True}
+    after = site.leads()["maria@example.com"]
+    assert (after.first_name, after.phone, after.owner) == ("María", "+1 415 555 0142", SAM)
+    assert after.attributes == {"employees": "120"}
+    assert after.consent == before.consent  # the record of her consent is not replaced
+    assert after.company == "Evil Inc"  # an empty field is filled: nothing was there
+    # What the form said is kept on the event, and sales reads it on the timeline.
+    [submitted] = site.events("form_submitted")
+    assert submitted.data["kept"] == {"first_name": "Mallory", "phone": "+1 900 555 0100",
+                                      "employees": "5000"}  # fmt: skip
+    assert submitted.data["submitted"]["phone"] == "+1 900 555 0100"
+    assert submitted.data["consent"] == {"text": "Call me back", "version": "c1"}
+    from nurture.sales.explain import happening
+
+    line = happening(submitted, {})
+    assert line.text == "Filled in the callback form"
+    assert line.detail == ("form says first name Mallory, phone +1 900 555 0100, "
+                           "employees 5000")  # fmt: skip
+    # A new address is still created from the form, consent and all.
+    posted = _post(site, "callback", email="new@example.com", phone="+1 212 555 0100",
+                   consent="yes")  # fmt: skip
+    new = site.leads()["new@example.com"]
+    assert new.phone == "+1 212 555 0100" and new.consent is not None
+    assert new.consent["text"] == "Call me back"
+
+
+def test_names_with_line_breaks_are_refused_at_the_form_and_the_api(site: Site) -> None:
+    (site.config.forms_dir / "callback.yaml").write_text(CALLBACK)
+    for name in ("Ann\r\nBcc: x@evil.example", "Ann\nhttps://evil.example", "Ann\u2028X"):
+        refused = _post(site, "callback", email="ann@example.com", first_name=name,
+                        consent="yes")  # fmt: skip
+        assert refused.status_code == 400 and "First name is not valid" in refused.text
+    assert "ann@example.com" not in site.leads()
+    from nurture.errors import InvalidValueError
+    from nurture.intake.incoming import parse_lead
+
+    for field in ("first_name", "last_name"):
+        with pytest.raises(InvalidValueError, match=f"{field}: a line break is not allowed"):
+            parse_lead({"email": "ann@example.com", field: "Ann\r\nLee"})
+
+
+def test_the_confirmation_email_says_nothing_a_visitor_typed(site: Site) -> None:
+    with site.client() as http:
+        posted = http.post("/f/newsletter", data={"email": "nina@example.com",
+                           "first_name": "Win a prize at www.evil.example"})  # fmt: skip
+        assert posted.status_code in (200, 303)
+    [confirmation] = site.tick()
+    text = confirmation.get_content()
+    assert "evil" not in text and "prize" not in text and "Win" not in text
+    assert text.startswith("Hello,\r\n")
+    assert "evil" not in str(confirmation["To"]) and "evil" not in str(confirmation["Subject"])
+
+
+def _click(site: Site, message: EmailMessage) -> None:
+    html = message.get_body(("html",))
+    assert html is not None
+    found = re.findall(r'href="([^"]+/c/[^"]+)"', html.get_content())
+    assert found, html.get_content()
+    browser = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5"
+    with site.client({"User-Agent": browser}) as http:
+        assert http.get(found[0].replace("&amp;", "&"), follow_redirects=False).status_code == 302
+
+
+def test_form_points_count_toward_a_hand_off_only_once_the_address_is_proven(
+    site: Site,
+) -> None:
+    from datetime import timedelta
+
+    (site.config.forms_dir / "callback.yaml").write_text(CALLBACK)
+    _known_lead(site)
+    earlier = clock.now() - timedelta(minutes=5)
+    with clock.pinned(earlier):  # her welcome email went out a while ago
+        [welcome] = site.tick()
+    # A stranger posts the form four times (4 x 10 points: hot from 30, with her VP fit).
+    for _ in range(4):
+        assert _post(site, "callback", consent="yes").status_code == 200
+    site.tick()
+    lead = site.leads()["maria@example.com"]
+    assert lead.stage == "cold" and lead.engagement == 0
+    assert [e.points for e in site.events("form_submitted")] == [0, 0, 0, 0]
+    # She clicks a link of our email: her address is proven, the posts count now.
+    _click(site, welcome)
+    site.tick()
+    lead = site.leads()["maria@example.com"]
+    assert lead.stage == "hot", (lead.engagement, lead.fit)
+    assert [e.points for e in site.events("form_submitted")] == [10, 10, 10, 10]
+    assert [e.machine for e in site.events("email_clicked")] == [False]
+
+
+def test_a_confirmed_double_opt_in_proves_the_address_for_form_points(site: Site) -> None:
+    with site.client() as http:
+        http.post("/f/optin", data={"email": "olga@example.com", "consent": "yes"})
+    link = _confirmation_link(site.tick()[-1])
+    assert [e.points for e in site.events("form_submitted")] == [0]
+    with site.client() as http:
+        assert http.post(link).status_code == 200
+    site.tick()
+    assert [e.points for e in site.events("form_submitted")] == [10]
+    assert site.leads()["olga@example.com"].engagement > 0
+
+
+def test_a_fill_time_token_works_once(site: Site) -> None:
+    (site.config.forms_dir / "signup.yaml").write_text(
+        CONTACT.replace("3 per 10 minutes", "50 per minute"))  # fmt: skip
+    token = site.aged_token("signup")
+    assert token != site.aged_token("signup")  # two pages loaded in one second differ
+    good = {"first_name": "Ann", "consent": True, "_t": token}
+    origin = {"Origin": "https://www.example.com"}
+    with site.client() as http:
+        # Refused for what it says (no consent): the token is not spent...
+        refused = http.post("/f/signup", json={**good, "consent": False,
+                            "email": "ann@example.com"}, headers=origin)  # fmt: skip
+        assert refused.status_code == 400
+        # ... and works for the corrected post, once.
+        first = http.post("/f/signup", json={**good, "email": "ann@example.com"},
+                          headers=origin)  # fmt: skip
+        assert first.status_code == 200 and first.json() == {"ok": True}
+        # Replayed, for the same address or another: answered alike, nothing stored.
+        for email in ("ann@example.com", "bob@example.com"):
+            again = http.post("/f/signup", json={**good, "email": email}, headers=origin)
+            assert again.status_code == 200 and again.json() == {"ok": True}
+    assert set(site.leads()) == {"ann@example.com"}
+    assert len(site.events("form_submitted")) == 1

@@ -193,3 +193,16 @@ def test_erase_then_the_import_api_and_a_consent(api: Api, tmp_path: Path) -> No
     )
     assert opted.status_code == 201
     assert api.http.delete("/api/leads/nobody@example.com").json()["erased"] is False
+
+
+def test_a_name_with_a_line_break_is_refused_for_that_item(api: Api) -> None:
+    name = "Ann\r\nBcc: x@evil.example"
+    one = api.http.post("/api/leads", json={"email": "ann@example.com", "first_name": name})
+    assert one.status_code == 422 and "first_name: a line break is not allowed" in one.text
+    batch = api.http.post("/api/leads", json=[
+        {"email": "bob@example.com", "last_name": "Lee\nhttps://evil.example"},
+        {"email": "cy@example.com", "first_name": "Cy"},
+    ])  # fmt: skip
+    assert batch.status_code == 207
+    assert [item["status"] for item in batch.json()["results"]] == [422, 201]
+    assert set(api.leads()) == {"cy@example.com"}

@@ -231,3 +231,38 @@ def test_a_reply_citing_several_of_our_emails_is_credited_to_the_one_it_answers(
     inbox.tick(START + timedelta(days=2, hours=2))
     [replied] = inbox.events("email_replied")
     assert (replied.sequence, replied.step) == ("nudge", "later")
+
+
+@pytest.mark.parametrize(
+    ("headers", "counted"),
+    [
+        # The receiving server's verdict on top, a forged pass with its id below it.
+        (["mx.ours.example; dmarc=fail header.from=example.com",
+          "mx.ours.example; dmarc=pass header.from=example.com"], False),
+        (["mx.ours.example; spf=fail smtp.mailfrom=example.com",
+          "mx.ours.example; dkim=pass header.d=example.com"], False),
+        # Another hop's header above ours is anyone's; ours, topmost of its id, counts.
+        (["mx.internal.example; none",
+          "mx.ours.example; dmarc=pass header.from=example.com",
+          "mx.ours.example; dmarc=fail header.from=example.com"], True),
+        # Ours but unreadable on top: nothing below stands in for it.
+        (["mx.ours.example; ;;; garbage",
+          "mx.ours.example; dmarc=pass header.from=example.com"], False),
+    ],
+)  # fmt: skip
+def test_only_the_receiving_servers_topmost_authentication_results_count(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch, headers: list[str], counted: bool
+) -> None:
+    monkeypatch.setenv("NURTURE_REPLIES_AUTHSERV_ID", "mx.ours.example")
+    inbox.config = load_settings(inbox.config.config_file)
+    inbox.tick(START)
+    top = "".join(f"Authentication-Results: {value}\n" for value in headers)  # top first
+    inbox.imap.append(_raw(
+        f"{top}Received: from mail.example.com by mx.ours.example; Mon, 5 Jan 2026 10:00 +0000\n"
+        "From: Maria <maria@example.com>\nTo: ana@example.com\nSubject: Hi\n"
+        f"Message-ID: {make_msgid(domain='example.org')}\n\nHello\n"
+    ))  # fmt: skip
+    inbox.tick(START + timedelta(hours=1))
+    [reply] = inbox.events("email_replied")
+    assert reply.machine is not counted
+    assert (inbox.lead().engagement > 0) is counted

@@ -196,3 +196,41 @@ def test_a_drop_after_data_on_a_reused_connection_is_uncertain_not_resent() -> N
     assert first.outcome == "sent" and second.outcome == "uncertain"
     assert len(handler.messages) == 1  # not sent again on a fresh connection
     assert handler.connections == 1
+
+
+def test_starttls_true_is_required_and_opportunistic_is_todays_behaviour(
+    authority: trustme.CA, ca_file: str
+) -> None:
+    logins: list[bytes] = []
+
+    def record(server: Any, session: Any, envelope: Any, mechanism: str,
+               data: Any) -> AuthResult:  # fmt: skip
+        logins.append(data.password)
+        return AuthResult(success=True, handled=False)
+
+    # A server that offers no STARTTLS (and would take a password in the clear).
+    handler = SmtpHandler()
+    for port in _serve(handler, auth_require_tls=False, authenticator=record):
+        plain = {"host": "127.0.0.1", "port": port, "username": "ana", "password": "s3cret"}
+        [required] = send_all(SmtpSection(**plain, starttls=True))
+        assert required.outcome == "refused" and required.unreachable
+        assert "does not offer STARTTLS" in required.detail
+        assert handler.messages == [] and logins == []  # nothing, not even the password
+        [chosen] = send_all(SmtpSection(**plain, starttls="opportunistic"))
+        assert chosen.outcome == "sent" and len(handler.messages) == 1 and logins == [b"s3cret"]
+    # A server that offers it: required works, over TLS.
+    tls = SmtpHandler()
+    for port in _serve(tls, tls_context=_server_context(authority), require_starttls=True):
+        [secure] = send_all(SmtpSection(host="127.0.0.1", port=port, starttls=True,
+                                        ca_file=ca_file))  # fmt: skip
+        assert secure.outcome == "sent" and len(tls.messages) == 1
+
+
+def test_starttls_unset_is_required_except_on_this_machine() -> None:
+    assert SmtpSection(host="smtp.example.com").starttls_mode() == "required"
+    assert SmtpSection(host="10.0.0.5").starttls_mode() == "required"
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert SmtpSection(host=host).starttls_mode() == "opportunistic"
+    assert SmtpSection(host="127.0.0.1", starttls=True).starttls_mode() == "required"
+    assert SmtpSection(host="smtp.example.com", starttls=False).starttls_mode() == "off"
+    assert SmtpSection(host="x", starttls="opportunistic").starttls_mode() == "opportunistic"

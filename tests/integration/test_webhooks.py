@@ -138,3 +138,33 @@ def test_signed_deliveries_each_event_once_after_a_503(
     unknown = runner.invoke(app, ["--config", str(config_file), "webhooks", "test", "nope"])
     assert getattr(unknown.exception, "exit_code", None) == 2  # main() exits 2
     engine.dispose()
+
+
+def test_webhook_credentials_in_the_url_are_never_printed(
+    project: Path, db_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    config_file = project / "nurture.toml"
+    secret_url = receiver.url.replace("http://", "http://hookuser:pa55word@") + (
+        "?token=s3cr3t-query#frag-s3cr3t")  # fmt: skip
+    with config_file.open("a") as handle:
+        handle.write(f'\n[[webhooks]]\nname = "crm"\nurl = "{secret_url}"\n'
+                     f'events = ["*"]\nsecret = "{SECRET}"\n'
+                     '\n[[webhooks]]\nname = "down"\n'
+                     'url = "https://ops:hunter2@127.0.0.1:9/in?key=k3y-s3cr3t"\n'
+                     'events = ["*"]\nsecret = "another-secret-012"\n')  # fmt: skip
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, ["--config", str(config_file), *args])
+        return result.output + str(result.exception or "")
+
+    printed = [run("webhooks", "test", "crm"), run("webhooks", "test", "down"),
+               run("webhooks", "list"), run("webhooks", "list", "--json")]  # fmt: skip
+    assert "answered HTTP 503" in printed[0] and "ConnectError" in printed[1]
+    for output in printed:
+        for secret in ("hookuser", "pa55word", "s3cr3t", "ops:", "hunter2", "k3y"):
+            assert secret not in output, output
+    assert receiver.url in printed[2] and "https://127.0.0.1:9/in" in printed[2]
+    shown = json.loads(printed[3])
+    assert [e["url"] for e in shown["endpoints"]] == [receiver.url, "https://127.0.0.1:9/in"]

@@ -72,3 +72,26 @@ def test_log_lines_carry_the_pinned_moment(capsys: pytest.CaptureFixture[str]) -
 def test_typed_moments_outside_1970_to_2100_are_refused_by_name(text: str) -> None:
     with pytest.raises(InvalidValueError, match=r"^--at: .* is outside the years 1970 to 2100"):
         clock.parse_moment(text, "Europe/Warsaw", what="--at")
+
+
+def test_a_process_pin_is_read_by_every_thread_and_a_threads_own_pin_wins() -> None:
+    import threading
+
+    start = datetime(2040, 1, 1, 12, tzinfo=UTC)
+    seen: list[datetime] = []
+
+    def read() -> None:
+        seen.append(clock.now())
+
+    with clock.pinned(start, process=True):
+        thread = threading.Thread(target=read)  # a fresh context, as a server's thread
+        thread.start()
+        thread.join()
+        assert seen == [start] and clock.is_pinned()
+        with clock.pinned(start + timedelta(days=1)):
+            assert clock.now() == start + timedelta(days=1)
+    assert not clock.is_pinned()
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    assert seen[1] != start

@@ -143,3 +143,29 @@ def test_a_wrong_secret_is_named_but_never_printed(tmp_path: Path, text: str, na
         load_settings(write(tmp_path / "nurture.toml", text))
     assert names in str(caught.value)
     assert "98765432123" not in str(caught.value)
+
+
+def test_public_url_keeps_scheme_host_and_path_only() -> None:
+    from nurture.config import public_url
+
+    assert public_url("https://u:p@crm.example:8443/in/hook?token=t#f") == (
+        "https://crm.example:8443/in/hook")  # fmt: skip
+    assert public_url("http://[::1]:9/x?k=1") == "http://[::1]:9/x"
+    assert public_url("http://[bad") == "(a URL that cannot be read)"
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_the_api_key_needs_16_characters_as_named_keys_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    if where == "file":
+        path = write(tmp_path / "nurture.toml", '[api]\nkey = "a"\n')
+    else:
+        path = write(tmp_path / "nurture.toml", "")
+        monkeypatch.setenv("NURTURE_API_KEY", "short-key")
+    needs = r"(\[api\] key|NURTURE_API_KEY): a key needs at least 16 characters"
+    with pytest.raises(ConfigError, match=needs) as caught:
+        load_settings(path)
+    assert "short-key" not in str(caught.value)
+    monkeypatch.setenv("NURTURE_API_KEY", "a-long-enough-key-0123")
+    assert load_settings(path).settings.api.named_keys() == {"default": "a-long-enough-key-0123"}
