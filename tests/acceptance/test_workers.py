@@ -36,7 +36,8 @@ def _env(sink: SinkProcess, **more: str) -> dict[str, str]:
 def _enrolled(nurture: Run, directory: Path, leads: int, env: dict[str, str]) -> Path:
     """A project on *env*'s database whose *leads* leads are enrolled, due now."""
     project = bulk_project(nurture, directory, leads, env)
-    enrolled = nurture("enroll", "blast", "--where", "lead.source == 'bulk'", cwd=project, env=env)
+    enrolled = nurture("enroll", "blast", "--where", "lead.source == 'bulk'", "--yes",
+                        cwd=project, env=env)  # fmt: skip
     assert enrolled.returncode == 0, enrolled.stderr
     return project
 

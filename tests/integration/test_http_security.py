@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from nurture.config import load_settings
 from nurture.mail.compose import UNSUBSCRIBE_PURPOSE
 from nurture.store.database import session_scope
 from nurture.store.leads import LeadChanges, upsert_leads
-from nurture.store.meta import project_secret
+from nurture.store.meta import LINKS_BOUND_KEY, Meta, project_secret
 from nurture.tokens import sign
 from nurture.web.guard import MAX_JSON_DEPTH
 from tests.conftest import free_port
@@ -157,7 +158,10 @@ def test_tokens_are_opaque_strict_and_old_unsubscribe_links_keep_working(site: S
         for spelling in (click + "=", click + "==", click.replace("-", "+").replace("_", "/")):
             if spelling != click:
                 assert http.get(spelling, follow_redirects=False).status_code == 404, spelling
-        # An email sent before tokens were sealed: its signed, readable link still works.
+        # An email sent before tokens were sealed, to a lead that existed then (before
+        # links named their person): its signed, readable link still works.
+        with session_scope(site.engine) as session:
+            session.merge(Meta(key=LINKS_BOUND_KEY, value=datetime.now(UTC).isoformat()))
         secret = project_secret("", site.engine)
         legacy = sign(secret, UNSUBSCRIBE_PURPOSE, f"{lead_id}:tracked:hello")
         assert "You are unsubscribed" in http.post(f"/u/{legacy}").text

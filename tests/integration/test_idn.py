@@ -26,7 +26,7 @@ from nurture.store.database import session_scope
 from nurture.store.leads import LeadChanges, upsert_leads
 from nurture.store.outbox import OutboxMessage
 from tests.conftest import SmtpHandler, SmtpServer, free_port
-from tests.integration.test_engine import LEADS_ARRIVE, Harness, harness, la  # noqa: F401
+from tests.enginekit import LEADS_ARRIVE, Harness, la
 from tests.integration.test_handoff import MARIA, START, Sales, sales  # noqa: F401
 
 ZOE = "zoë.ünal@example.com"
@@ -143,7 +143,7 @@ def test_the_maildir_outbox_writes_internationalised_messages(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("utf8", [True, False], ids=["smtputf8", "ascii-only"])
-def test_one_lead_that_needs_smtputf8_fails_alone(harness: Harness, utf8: bool) -> None:  # noqa: F811
+def test_one_lead_that_needs_smtputf8_fails_alone(harness: Harness, utf8: bool) -> None:
     # Given a server with or without SMTPUTF8, and three leads of the same sequence
     _restart(harness.smtp, utf8)
     harness.add_leads(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from nurture.store.database import session_scope
 from nurture.store.events import record_event
-from tests.integration.test_engine import Harness, la
+from tests.enginekit import Harness, la
 
 SCORED = """\
 name: welcome
