@@ -62,6 +62,8 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ix_events_lead", "lead_id", "occurred_at"),
         Index("ix_events_occurred", "occurred_at"),
+        # A deployment that renames a step renames what names it.
+        Index("ix_events_sequence_step", "sequence", "step"),
         UniqueConstraint("source", "source_id", "lead_id", name="uq_events_lead_source_id"),
         {"sqlite_autoincrement": True},
     )

@@ -76,6 +76,7 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_lead_sent", "lead_id", "sent_at"),
         # Replies and reports name the Message-ID they answer.
         Index("ix_outbox_message_id", "message_id"),
+        Index("ix_outbox_sequence_step", "sequence", "step"),
         {"sqlite_autoincrement": True},
     )
 

@@ -40,6 +40,7 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step", name="uq_tasks_enrollment_step"),
         Index("ix_tasks_open", "status", "assignee", "due_at"),
+        Index("ix_tasks_sequence_step", "sequence", "step"),
         {"sqlite_autoincrement": True},
     )
 

@@ -399,6 +399,32 @@ def test_an_erased_person_s_old_link_acts_on_no_one_else(harness: Harness) -> No
     assert harness.lead("newcomer@example.com").status == "subscribed"
 
 
+def test_an_erased_person_s_unsubscribe_mail_acts_on_no_one_else(harness: Harness) -> None:
+    from nurture.mail.replies import PollReport, process
+    from tests.integration.test_reply_attribution import plain_mail
+
+    harness.tick(MOMENT)
+    [welcome] = harness.sent()
+    mailto = str(welcome["List-Unsubscribe"]).split(",")[1].strip().strip("<>")
+    address, _, token = mailto.removeprefix("mailto:").partition("?subject=")
+    maria = harness.lead("maria@example.com")
+    # Given María erased, and someone else now holding her id
+    erase(harness.engine, "maria@example.com")
+    harness.add_leads({"email": "newcomer@example.com", "source": "other"}, at=MOMENT)
+    with session_scope(harness.engine) as session:
+        session.execute(text("UPDATE leads SET id = :old WHERE email = 'newcomer@example.com'"),
+                        {"old": maria.id})  # fmt: skip
+    # When her unsubscribe mail (the List-Unsubscribe mailto) arrives
+    secret = Context.open(harness.engine, harness.config).secret
+    report = PollReport()
+    with freeze_time(MOMENT + timedelta(hours=1)), session_scope(harness.engine) as session:
+        process(session, plain_mail("maria@example.com", address, token), secret=secret,
+                unsubscribe_mailto=address, now=clock.now(), report=report)  # fmt: skip
+    # Then it unsubscribes no one
+    assert report.unmatched == 1
+    assert harness.lead("newcomer@example.com").status == "subscribed"
+
+
 # --- 6. erasure removes everything -------------------------------------------------------
 
 
@@ -517,3 +543,17 @@ def test_a_batch_whose_emails_all_wait_does_not_end_the_run(
     # Then it sends the two emails due after them all the same
     assert sorted(str(m["To"]) for m in harness.sent()) == ["o0@example.com", "o1@example.com"]
     assert report.deferred == 2
+
+
+def test_a_server_that_refuses_our_sender_without_an_enhanced_code_is_a_sending_problem(
+    harness: Harness,
+) -> None:
+    # Given a server that refuses our sender at RCPT in words, with no enhanced code
+    harness.smtp.handler.rcpt_replies["maria@example.com"] = "550 Sender verify failed"
+    # When María's welcome is sent
+    _, delivered = harness.tick(MOMENT)
+    # Then it is our problem, not hers: she stays subscribed, the message failed
+    assert delivered.refused == 1 and delivered.bounced == 0
+    assert harness.lead("maria@example.com").status == "subscribed"
+    [row] = harness.outbox()
+    assert row.status == "failed" and (row.last_error or "").startswith("sending problem:")

@@ -74,6 +74,9 @@ def upgrade() -> None:
                   sa.ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True),
     )  # fmt: skip
     op.create_index("ix_outbox_mentions_lead", "outbox_mentions", ["lead_id"])
+    # A deployment that renames a step renames the events, messages and tasks naming it.
+    for table in ("events", "outbox", "tasks"):
+        op.create_index(f"ix_{table}_sequence_step", table, ["sequence", "step"])
     if sqlite:
         for table in NO_REUSE:
             with op.batch_alter_table(table, recreate="always",
@@ -88,6 +91,8 @@ def downgrade() -> None:
     bind = op.get_bind()
     sqlite = bind.dialect.name == "sqlite"
     op.execute("DELETE FROM meta WHERE key = 'links_bound_since'")
+    for table in ("events", "outbox", "tasks"):
+        op.drop_index(f"ix_{table}_sequence_step", table_name=table)
     op.drop_index("ix_outbox_mentions_lead", table_name="outbox_mentions")
     op.drop_table("outbox_mentions")
     op.drop_index("ix_send_counts_day", table_name="send_counts")
