@@ -51,32 +51,6 @@ BASE_ENV = {
 }
 
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-#: Settings every benchmark project gets (as NURTURE_* variables).
-BASE_ENV = {
-    "NURTURE_LIMITS_PER_SENDER_DAILY": "100000000",
-    "NURTURE_LIMITS_PER_LEAD_DAILY": "100",
-    "NURTURE_SENDER_POSTAL_ADDRESS": "Acme, 1 Main St, Springfield",
-    "NURTURE_DAEMON_INTERVAL": "1",
-    "NURTURE_DAEMON_DELIVERY_INTERVAL": "1",
-    "NURTURE_SMTP_STARTTLS": "false",
-}
-
-
-SEQUENCE = """\
-name: blast
-audience: "lead.source == 'bulk'"
-from: "Ana Ruiz <ana@example.com>"
-steps:
-  - id: hello
-    email: welcome
-  - id: follow-up
-    wait: 30 days
-    email: case-study
-"""
-
 
 def load(project: Path, env: dict[str, str]) -> Config:
     with environment({**BASE_ENV, **env}):

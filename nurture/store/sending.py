@@ -112,11 +112,11 @@ def defer(session: Session, message_id: int, until: datetime, reason: str) -> bo
     return bool(_changed(result))
 
 
-def cancel(
-    session: Session, message_id: int, reason: str, now: datetime, token: str | None = None
+def _settle_unsent(
+    session: Session, message_id: int, token: str | None, **values: Any
 ) -> bool:
-    """A message that must not go (``queued``, or held by the claim *token*) is
-    ``cancelled``; its enrollment goes on."""
+    """Move a message that has not gone (``queued``, or held by the claim *token*) to
+    *values*, giving up its claim; ``False`` if it is in another state."""
     query = update(OutboxMessage).where(col(OutboxMessage.id) == message_id)
     if token is None:
         query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value)
@@ -124,15 +124,17 @@ def cancel(
         query = query.where(col(OutboxMessage.status).in_(HELD_BY_CLAIM)).where(
             col(OutboxMessage.claim_token) == token
         )
-    result = session.execute(
-        query.values(
-            status=OutboxStatus.cancelled.value,
-            last_error=reason,
-            claim_token=None,
-            lease_until=None,
-        )
-    )
-    if not _changed(result):
+    return bool(_changed(session.execute(query.values(claim_token=None, lease_until=None,
+                                                      **values))))  # fmt: skip
+
+
+def cancel(
+    session: Session, message_id: int, reason: str, now: datetime, token: str | None = None
+) -> bool:
+    """A message that must not go (``queued``, or held by the claim *token*) is
+    ``cancelled``; its enrollment goes on."""
+    if not _settle_unsent(session, message_id, token, status=OutboxStatus.cancelled.value,
+                          last_error=reason):  # fmt: skip
         return False
     row = session.exec(select(OutboxMessage.enrollment_id, OutboxMessage.kind)
                        .where(col(OutboxMessage.id) == message_id)).first()  # fmt: skip
@@ -143,22 +145,8 @@ def cancel(
 
 def hold(session: Session, message_id: int, token: str | None = None) -> bool:
     """A message whose enrollment is paused waits, ``held``, until it resumes."""
-    query = update(OutboxMessage).where(col(OutboxMessage.id) == message_id)
-    if token is None:
-        query = query.where(col(OutboxMessage.status) == OutboxStatus.queued.value)
-    else:
-        query = query.where(col(OutboxMessage.status).in_(HELD_BY_CLAIM)).where(
-            col(OutboxMessage.claim_token) == token
-        )
-    result = session.execute(
-        query.values(
-            status=OutboxStatus.held.value,
-            last_error=HELD_PAUSED,
-            claim_token=None,
-            lease_until=None,
-        )
-    )
-    return bool(_changed(result))
+    return _settle_unsent(session, message_id, token, status=OutboxStatus.held.value,
+                          last_error=HELD_PAUSED)  # fmt: skip
 
 
 def release(session: Session, ids: Sequence[int], token: str, now: datetime | None = None) -> int:
