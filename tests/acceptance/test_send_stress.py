@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from bench.bench_intake import FORM, WELCOME
 from bench.smtp_sink import SinkProcess, read_log
 from nurture.mail.compose import unsubscribe_url
 from nurture.store.database import open_engine
@@ -26,20 +27,6 @@ DUE = 10_000
 POSTS, UNSUBSCRIBES, ERASURES = 200, 50, 20
 CAP = 9_900  # below what is due: the cap decides who waits until tomorrow
 API_KEY = "stress-test-key-0123456789"
-WELCOME = """\
-name: web-welcome
-audience: "lead.source == 'web-form'"
-from: "Ana Ruiz <ana@example.com>"
-steps:
-  - id: welcome
-    email: welcome
-"""
-FORM = """\
-fields: {email: email, first_name: first_name}
-set: {source: web-form}
-min_seconds: 0
-rate_limit: 100000 per minute
-"""
 
 
 POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.postgresql)
