@@ -269,9 +269,21 @@ def fit_of(rules: ScoringRules, lead: Any, now: datetime) -> tuple[float, list[F
     return sum(rule.points for rule in matched), matched
 
 
+#: Scores are compared as sales reads them, to two decimals: a reply (20) and a form
+#: (10) a minute apart make 30, not 29.9999.
+PRECISION = 2
+#: How far below a threshold decay must take engagement before a lead leaves the stage.
+TOLERANCE = 0.5 * 10**-PRECISION
+
+
 def reaches(rules: ScoringRules, stage: str, engagement: float, fit: float) -> bool:
+    """Whether scores meet *stage*'s thresholds (compared to two decimals)."""
     threshold = rules.stages.get(stage)
-    return threshold is not None and engagement >= threshold.engagement and fit >= threshold.fit
+    return (
+        threshold is not None
+        and round(engagement, PRECISION) >= threshold.engagement
+        and round(fit, PRECISION) >= threshold.fit
+    )
 
 
 def implied_stage(rules: ScoringRules, engagement: float, fit: float, approachable: bool) -> str:
@@ -282,6 +294,28 @@ def implied_stage(rules: ScoringRules, engagement: float, fit: float, approachab
     if reaches(rules, "warm", engagement, fit) or reaches(rules, "hot", engagement, fit):
         return "warm" if "warm" in rules.stages else "cold"
     return "cold"
+
+
+#: The order of the scored stages, coldest first.
+STAGE_RANK = {name: rank for rank, name in enumerate(SCORED_STAGES)}
+
+
+def stage_reached(
+    rules: ScoringRules,
+    engagement_now: float,
+    peak: float | None,
+    fit: float,
+    approachable: bool,
+) -> str:
+    """The stage a lead is at *now*: the one its scores give now, or, when an event of
+    this look took it higher, the one it reached at that event's moment (*peak*: its
+    engagement just after the event, as of the event). A threshold is crossed when the
+    event happens, not when a pass gets round to it."""
+    now_stage = implied_stage(rules, engagement_now, fit, approachable)
+    if peak is None:
+        return now_stage
+    at_event = implied_stage(rules, peak, fit, approachable)
+    return at_event if STAGE_RANK[at_event] > STAGE_RANK[now_stage] else now_stage
 
 
 def falls_below_at(
@@ -295,7 +329,8 @@ def falls_below_at(
         return None
     if threshold.engagement <= 0 or engagement <= 0:
         return None
-    if engagement < threshold.engagement:
+    floor = threshold.engagement - TOLERANCE
+    if engagement < floor:
         return since
-    seconds = half_life * math.log2(engagement / threshold.engagement)
+    seconds = half_life * math.log2(engagement / floor)
     return since + timedelta(seconds=seconds + 1)

@@ -37,7 +37,7 @@ from nurture.language.scoring import (
     event_points,
     falls_below_at,
     fit_of,
-    implied_stage,
+    stage_reached,
 )
 from nurture.language.timing import day_start, zone
 from nurture.store.database import session_scope
@@ -229,12 +229,16 @@ def review_stage(
     now: datetime,
     report: ScoreReport,
     pending: list[Event] | None = None,
+    peak: float | None = None,
 ) -> None:
-    """Move the lead to the stage its scores now give it. The ``stage_changed`` event
-    goes to *pending*, if given, for the caller to record with a chunk of others
-    (:func:`~nurture.store.events.record_events`)."""
+    """Move the lead to the stage its scores now give it, or the one an event scored in
+    this pass took it to (*peak*: its engagement just after that event, as of the event).
+    The ``stage_changed`` event goes to *pending*, if given, for the caller to record
+    with a chunk of others (:func:`~nurture.store.events.record_events`)."""
     engagement = decayed(lead.engagement, lead.scored_at or now, now, rules)
-    implied = implied_stage(rules, engagement, lead.fit, approachable(ctx, lead))
+    implied = stage_reached(rules, engagement, peak, lead.fit, approachable(ctx, lead))
+    if peak is not None:
+        engagement = max(engagement, peak)  # the scores when it crossed
     lead.stage_review_at = falls_below_at(rules, implied, lead.engagement, lead.scored_at or now)
     crossed = implied != lead.score_stage
     lead.score_stage = implied
@@ -271,6 +275,8 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     """Score new events, refresh the fit of changed leads, and review stages."""
     report = ScoreReport()
     touched: set[int] = set()
+    #: Per lead, its highest engagement just after an event scored in this pass.
+    peaks: dict[int, float] = {}
     earned: EarnedToday = {}
     default_tz = ctx.default_timezone
     with session_scope(ctx.engine) as session:
@@ -308,7 +314,12 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             for event in sorted(events, key=lambda e: (e.occurred_at, e.id or 0)):
                 lead = leads[event.lead_id]
                 points = score_event(
-                    session, rules, lead, event, lead.timezone or default_tz, earned,
+                    session,
+                    rules,
+                    lead,
+                    event,
+                    lead.timezone or default_tz,
+                    earned,
                     proven=event.lead_id in proven,
                 )
                 scored.append({"event": event.id, "points": points})
@@ -319,6 +330,7 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                     # moves all the time (it decays), and a change would re-enroll a
                     # lead in a `reenroll: true` sequence it finished. A stage change is.
                     touched.add(event.lead_id)
+                    peaks[event.lead_id] = max(peaks.get(event.lead_id, 0.0), lead.engagement)
             # One executemany, not an ORM update per event.
             session.connection().execute(_SCORED, scored)
             # A lead that just proved its address gets the points of its held form posts:
@@ -326,6 +338,7 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             for lead_id in _holding_form_posts(session, newly_proven):
                 lead = leads[lead_id]
                 rescore_lead(session, rules, lead, lead.timezone or default_tz, proven=True)
+                peaks[lead_id] = max(peaks.get(lead_id, 0.0), lead.engagement)
                 for key in [key for key in earned if key[0] == lead_id]:
                     del earned[key]  # counted again from the database when needed
                 touched.add(lead_id)
@@ -338,7 +351,8 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             pending: list[Event] = []
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
-                review_stage(ctx, session, rules, lead, now, report, pending)
+                review_stage(ctx, session, rules, lead, now, report, pending,
+                             peaks.get(lead.id or 0))  # fmt: skip
                 report.leads += 1
                 touched.discard(lead.id or 0)
             record_events(session, pending)
@@ -354,7 +368,8 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             for lead in session.exec(
                 select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
             ):
-                review_stage(ctx, session, rules, lead, now, report, pending)
+                review_stage(ctx, session, rules, lead, now, report, pending,
+                             peaks.get(lead.id or 0))  # fmt: skip
                 report.leads += 1
             record_events(session, pending)
     return report
