@@ -5,6 +5,7 @@ events and fields."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -59,6 +60,18 @@ class ScoringRules:
     def declared_events(self) -> set[str]:
         """Every event name this file declares: scored, hot-making or listed."""
         return {*self.engagement, *self.hot_on, *self.events}
+
+
+_FIELD = re.compile(r"\blead\.(\w+)")
+
+
+def fit_label(rule: FitRule) -> str:
+    """What sales reads for a fit rule: its ``label``, else a plain default naming the
+    fields it reads (``Fits: title``), never the expression."""
+    if rule.label:
+        return rule.label
+    names = list(dict.fromkeys(m.replace("_", " ") for m in _FIELD.findall(rule.condition.source)))
+    return "Fits: " + (", ".join(names) if names else "a fit rule")
 
 
 def _number(value: Any) -> float | None:

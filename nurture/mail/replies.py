@@ -301,8 +301,11 @@ def attribute(session: Session, found: Classified, secret: str = "") -> Target |
         return "cites no message we sent"
     if found.kind == "unsubscribe":
         lead = session.get(Lead, found.lead_id) if found.lead_id is not None else None
-        if lead is not None and lead.id is not None and found.link is not None and (
-            found.link.names(secret, lead.email, lead.created_at, links_bound_since(session))
+        if (
+            lead is not None
+            and lead.id is not None
+            and found.link is not None
+            and (found.link.names(secret, lead.email, lead.created_at, links_bound_since(session)))
         ):
             return Target(lead.id)
         return "no valid unsubscribe token in the subject"
@@ -343,8 +346,7 @@ def authenticated_from(message: Message, authserv_id: str) -> str | None:
         if str(result.result).lower() != "pass":
             continue
         values = {
-            f"{p.type}.{p.name}".lower(): str(p.value).rpartition("@")[2]
-            for p in result.properties
+            f"{p.type}.{p.name}".lower(): str(p.value).rpartition("@")[2] for p in result.properties
         }
         method = str(result.method).lower()
         checked = {"dmarc": "header.from", "dkim": "header.d", "spf": "smtp.mailfrom"}

@@ -36,6 +36,7 @@ from nurture.language.scoring import (
     decayed,
     event_points,
     falls_below_at,
+    fit_label,
     fit_of,
     stage_reached,
 )
@@ -462,7 +463,8 @@ def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) 
             "machine": e.machine,
         }
         for e in events_of(session, lead.id)
-        if e.points
+        # Points before a recycle (score_reset_at) no longer count: not shown either.
+        if e.points and not (lead.score_reset_at and e.occurred_at < lead.score_reset_at)
     ]
     _, matched = fit_of(rules, LeadView.of(lead), now)
     return {
@@ -470,7 +472,7 @@ def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) 
         "fit": lead.fit,
         "events": sorted(events, key=lambda e: -abs(e["now"])),
         "fit_rules": [
-            {"if": r.condition.source, "points": r.points, "label": r.label} for r in matched
+            {"if": r.condition.source, "points": r.points, "label": fit_label(r)} for r in matched
         ],
         "thresholds": {
             name: {"engagement": t.engagement, "fit": t.fit} for name, t in rules.stages.items()

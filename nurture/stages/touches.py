@@ -109,7 +109,6 @@ def _update_lead(lead: Lead, changes: dict[str, Any], now: datetime) -> None:
     lead.updated_at = now
 
 
-
 def prepare_touch(
     ctx: Context,
     sequence: Sequence,

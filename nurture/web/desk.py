@@ -242,6 +242,18 @@ def lead_page(
     pending = dossier.pending
     open_tasks = [t for t in dossier.tasks if t.status in (TaskStatus.open, TaskStatus.expired)]
     reasons = dossier.reasons(who.tz)
+    answered = [h for h in dossier.handoffs if h.answered_at is not None]
+    latest = answered[-1] if answered else None
+    # Who just said no (rejected, recycled) is not offered the lead back, until the
+    # lead does something new.
+    said_no = (
+        latest is not None
+        and latest.status in (HandoffStatus.rejected, HandoffStatus.recycled)
+        and latest.answered_by == who.email
+        and latest.answered_at is not None
+        and not any(e.occurred_at > latest.answered_at and not e.type.startswith("handoff_")
+                    for e in dossier.events)
+    )  # fmt: skip
     fields = [
         ("Email", lead.email),
         ("Title", lead.title or ""),
@@ -274,8 +286,18 @@ def lead_page(
         "pending": pending,
         "can_answer": pending is not None and may_answer(who, pending),
         "can_claim": pending is None
+        and not said_no
         and lead.stage not in ("accepted", "customer")
         and lead.owner in (None, who.email),
+        "answer": None
+        if latest is None or pending is not None
+        else {
+            "status": latest.status,
+            "when": when(latest.answered_at or latest.became_hot_at, who.tz, now),
+            "by": "you" if latest.answered_by == who.email else (latest.answered_by or ""),
+            "reason": latest.reason or "",
+        },
+        "reset_at": when(lead.score_reset_at, who.tz, now) if lead.score_reset_at else "",
         "tasks": task_rows(session, open_tasks, who, now),
         "handoffs": [
             {

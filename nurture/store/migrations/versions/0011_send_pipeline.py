@@ -76,8 +76,9 @@ def upgrade() -> None:
     op.create_index("ix_outbox_mentions_lead", "outbox_mentions", ["lead_id"])
     if sqlite:
         for table in NO_REUSE:
-            with op.batch_alter_table(table, recreate="always",
-                                      table_kwargs={"sqlite_autoincrement": True}) as batch:
+            with op.batch_alter_table(
+                table, recreate="always", table_kwargs={"sqlite_autoincrement": True}
+            ) as batch:
                 pass  # fmt: skip
     moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
     op.execute(sa.text("INSERT INTO meta (key, value) VALUES ('links_bound_since', :at)")

@@ -1,0 +1,59 @@
+"""Issue 25: what sales sees agrees with itself after an answer, and never shows an
+expression or a raw decimal (the app served by uvicorn, a real database)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests import salesdesk
+from tests.salesdesk import SAM, Desk, csrf_of
+
+sales_desk = salesdesk.sales_desk  # the fixture: the app served, María handed to Sam
+
+
+def _answer(desk: Desk, answer: str, reason: str) -> str:
+    """Sam answers from the notice's link; the lead page after it."""
+    notice = desk.link(SAM, "handoff", "l")
+    with desk.client() as sam:
+        csrf = csrf_of(sam.get(notice).text)
+        done = sam.post(f"{notice}/answer", data={"csrf": csrf, "answer": answer,
+                                                  "reason": reason})  # fmt: skip
+        assert done.status_code == 303
+        return str(sam.get(notice).text)
+
+
+@pytest.mark.parametrize("answer", ["reject", "recycle"])
+def test_who_just_answered_sees_the_answer_not_claim_it(sales_desk: Desk, answer: str) -> None:
+    page = _answer(sales_desk, answer, "no budget this year")
+    assert "Claim it" not in page
+    said = {"reject": "rejected", "recycle": "recycled"}[answer]
+    assert f"{said} by {SAM}" in page and "no budget this year" in page
+
+
+def test_after_a_recycle_no_old_points_stand_beside_engagement_zero(sales_desk: Desk) -> None:
+    page = _answer(sales_desk, "recycle", "later")
+    assert "Engagement 0" in page
+    assert not re.search(r'class="pts engagement">\+', page)  # no +20, +10, +5 left
+    assert "No scored events since" in page
+
+
+def test_a_fit_rule_without_a_label_reads_plainly(sales_desk: Desk) -> None:
+    path = sales_desk.project / "scoring.yaml"
+    path.write_text(path.read_text().replace("    label: Decision-maker title", ""))
+    notice = sales_desk.link(SAM, "handoff", "l")
+    with sales_desk.client() as sam:
+        page = sam.get(notice).text
+    assert "Fits: title" in page
+    assert "lead.title" not in page and "{{" not in page and "select(" not in page
+    assert not re.search(r"\d\.\d", re.sub(r"<[^>]+>|[\w.-]+@[\w.-]+", "", page))
+
+
+def test_check_warns_about_a_fit_rule_without_a_label(sales_desk: Desk) -> None:
+    from nurture.reports.check import check_project
+
+    path = sales_desk.project / "scoring.yaml"
+    path.write_text(path.read_text().replace("    label: Decision-maker title", ""))
+    result = check_project(sales_desk.config)
+    assert any("without a label" in w.message for w in result.warnings)
