@@ -61,8 +61,18 @@ def may_answer(who: Who, handoff: Handoff) -> bool:
 
 
 def may_work(who: Who, task: Task) -> bool:
-    """The assignee works a task; a manager any; anyone signed in, an unassigned one."""
-    return who.manager or task.assignee in (None, who.email)
+    """The assignee works a task; a manager any; the sales inbox, one of nobody's."""
+    return who.manager or task.assignee == who.email or (task.assignee is None and who.desk)
+
+
+def _tasks_of(who: Who) -> Any:
+    """The tasks *who* lists (home and Tasks page alike): their own; the sales inbox,
+    also those of nobody (older tasks; new ones always get an owner); a manager, all."""
+    if who.manager:
+        return col(Task.id).is_not(None)
+    if who.desk:
+        return or_(col(Task.assignee) == who.email, col(Task.assignee).is_(None))
+    return col(Task.assignee) == who.email
 
 
 def _waiting(since: datetime, now: datetime) -> str:
@@ -176,8 +186,7 @@ def home(session: Session, who: Who, now: datetime) -> dict[str, Any]:
         select(Task)
         .where(col(Task.status).in_([TaskStatus.open.value, TaskStatus.expired.value]))
         .where(col(Task.due_at) < day_start(now, who.tz, days_on=1))
-        .where(or_(col(Task.assignee) == who.email, col(Task.assignee).is_(None))
-               if not who.manager else col(Task.id).is_not(None))
+        .where(_tasks_of(who))
         .order_by(col(Task.due_at))
         .limit(PAGE)
     )  # fmt: skip
@@ -191,7 +200,7 @@ def home(session: Session, who: Who, now: datetime) -> dict[str, Any]:
 
 def my_tasks(session: Session, who: Who, now: datetime) -> list[dict[str, Any]]:
     """Open and missed tasks (a manager: everyone's), then the last week's done ones."""
-    mine = col(Task.assignee) == who.email if not who.manager else col(Task.id).is_not(None)
+    mine = _tasks_of(who)
     current = session.exec(
         select(Task)
         .where(col(Task.status).in_([TaskStatus.open.value, TaskStatus.expired.value]))
