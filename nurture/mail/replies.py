@@ -50,6 +50,7 @@ from nurture.language.excerpt import reply_excerpt
 from nurture.language.fields import normalize_email
 from nurture.mail.addresses import wire_address
 from nurture.mail.compose import UnsubscribeLink, read_unsubscribe_link
+from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import record_event
@@ -441,6 +442,8 @@ def process(
     if recorded.new and unproven is not None:
         # Stopping is the safe side: whoever wrote it, the lead gets no more email now.
         _stop_sequences(session, target.lead_id, "replied (sender not authenticated)", now)
+    if recorded.new and unproven is None:
+        announce(session, [target.lead_id])  # a reply may make the lead hot: now, not later
     if recorded.new:
         counter = COUNTERS[found.kind]
         setattr(report, counter, getattr(report, counter) + 1)
