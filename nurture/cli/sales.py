@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from nurture.cli.common import Table, app, out, say, state, warn, who
-from nurture.errors import NurtureError, ProjectError
+from nurture.errors import InvalidValueError, NurtureError, ProjectError
 
 handoff_app = typer.Typer(no_args_is_help=True, help="Answer a hot lead: accept, reject, recycle.")
 app.add_typer(handoff_app, name="handoff")
@@ -89,6 +89,12 @@ def rescore(ctx: typer.Context) -> None:
 @app.command()
 def report(
     ctx: typer.Context,
+    what: Annotated[
+        str | None,
+        typer.Argument(
+            help="handoffs: how the hot-lead definition is doing (default: the funnel)."
+        ),
+    ] = None,
     since: Annotated[
         str | None, typer.Option(help="Only emails, events and hand-offs since this date.")
     ] = None,
@@ -105,6 +111,13 @@ def report(
     import itertools
 
     from nurture import clock
+
+    if what is not None:
+        if what != "handoffs":
+            raise InvalidValueError(f"report {what!r}: use 'nurture report' or "
+                                    "'nurture report handoffs'")  # fmt: skip
+        _report_handoffs(ctx, since, html_file, as_json)
+        return
     from nurture.language.sequence_files import load_sequences
     from nurture.language.templates import TemplateSet
     from nurture.reports.report import confidence, counted, funnel, shown, to_html
@@ -168,3 +181,46 @@ def report(
         f"{h['recycled']} recycled, {h['pending']} waiting); median time to answer "
         f"{shown(h['hours_to_answer_median'])} hours"
     )
+
+
+def _report_handoffs(ctx: typer.Context, since: str | None, html_file: Path | None,
+                     as_json: bool) -> None:  # fmt: skip
+    """``nurture report handoffs``: what sales answered, per rule of scoring.yaml."""
+    from nurture import clock
+    from nurture.language.scoring import load_scoring
+    from nurture.reports.handoffs import gather, summarize, to_html
+    from nurture.store.database import session_scope
+
+    st = state(ctx)
+    config = st.config()
+    start = st.moment("--since", since) if since else None
+    rules, _ = load_scoring(config.scoring_file)
+    with session_scope(st.engine()) as session:
+        rows = gather(session, rules, start, clock.now())
+    data = summarize(rows, rules)
+    if html_file is not None:
+        try:
+            html_file.write_text(to_html(data, rows, config.settings.project.name),
+                                 encoding="utf-8")  # fmt: skip
+        except OSError as exc:
+            raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
+        warn(f"report written to {html_file}")
+    if as_json:
+        say(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    a = data["answers"]
+    hours = data["median_hours_to_answer"]
+    say(
+        f"hand-offs: {data['handoffs']} ({a['accepted']} accepted, {a['rejected']} rejected, "
+        f"{a['recycled']} recycled, {a['waiting']} waiting); median time to answer "
+        f"{hours if hours is not None else '-'} hours; {data['customers']} became customers"
+    )
+    table = Table("rule", "kind", "hand-offs", "accepted", "rejected", "recycled")
+    for rule in data["rules"]:
+        table.add_row(rule["rule"], rule["kind"], *(str(rule[k]) for k in
+                      ("handoffs", "accepted", "rejected", "recycled")))  # fmt: skip
+    out.print(table)
+    for reason in data["reasons"]:
+        say(f"{reason['answer']} {reason['count']}x: {reason['reason']}")
+    for text in data["suggestions"]:
+        say(f"suggestion: {text}")

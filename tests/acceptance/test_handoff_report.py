@@ -1,0 +1,102 @@
+"""``nurture report handoffs``: its JSON (a contract) on a database with known answers,
+its suggestions, ``--since`` and the HTML page."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nurture.store.database import open_engine, session_scope
+from nurture.store.events import Event
+from nurture.store.handoffs import Handoff
+from nurture.store.leads import LeadChanges, upsert_leads
+from tests.acceptance.conftest import Cli
+
+HOT = datetime(2026, 11, 16, 15, 0, tzinfo=UTC)
+
+
+def _handoffs(project: Path) -> None:
+    """24 hand-offs since November and one in January:
+
+    - 12 leads without a decision-maker title, engaged by a form: 10 rejected
+      ("student"), 2 accepted;
+    - 12 VPs who replied: 8 accepted (2 became customers), 2 recycled ("budget next
+      quarter"), 2 waiting.
+    """
+    engine = open_engine(f"sqlite:///{project / 'nurture.db'}")
+    plan = ([("form_submitted", "Student", "rejected", "student")] * 10
+            + [("form_submitted", "Student", "accepted", "")] * 2
+            + [("email_replied", "VP Sales", "accepted", "")] * 8
+            + [("email_replied", "VP Sales", "recycled", "budget next quarter")] * 2
+            + [("email_replied", "VP Sales", "pending", "")] * 2
+            + [("form_submitted", "Student", "rejected", "old")])  # fmt: skip
+    with session_scope(engine) as session:
+        rows = [{"email": f"r{i}@report.example.com", "title": title, "source": "report"}
+                for i, (_, title, _, _) in enumerate(plan)]  # fmt: skip
+        ids = upsert_leads(session, [LeadChanges(row["email"], row) for row in rows])
+    with session_scope(engine) as session:
+        from sqlmodel import select
+
+        from nurture.store.leads import Lead
+
+        leads = {lead.email: lead for lead in session.exec(select(Lead))}
+        for i, (event, _, status, reason) in enumerate(plan):
+            lead = leads[f"r{i}@report.example.com"]
+            hot = HOT if i < 24 else datetime(2026, 1, 5, tzinfo=UTC)
+            session.add(Event(lead_id=lead.id or 0, type=event, points=10.0, scored=True,
+                              occurred_at=hot - timedelta(hours=1), source="test"))  # fmt: skip
+            answered = status != "pending"
+            session.add(Handoff(
+                lead_id=lead.id or 0, became_hot_at=hot, status=status, owner="sam@example.com",
+                answered_at=hot + timedelta(hours=2) if answered else None,
+                reason=reason or None, stage_event_id=10_000 + i,
+            ))  # fmt: skip
+            if status == "accepted" and i in (12, 13):
+                lead.stage = "customer"
+            session.add(lead)
+    del ids
+    engine.dispose()
+
+
+def test_the_json_counts_answers_rules_reasons_and_suggests(cli: Cli, project: Path) -> None:
+    _handoffs(project)
+    data = json.loads(cli("report", "handoffs", "--since", "2026-06-01", "--json").stdout)
+    assert data["handoffs"] == 24
+    assert data["answers"] == {"accepted": 10, "rejected": 10, "recycled": 2, "waiting": 2}
+    assert data["median_hours_to_answer"] == 2.0
+    assert data["customers"] == 2
+    rules = {(r["kind"], r["rule"]): r for r in data["rules"]}
+    assert rules[("engagement", "form_submitted")] == {
+        "rule": "form_submitted", "kind": "engagement", "handoffs": 12,
+        "accepted": 2, "rejected": 10, "recycled": 0,
+    }  # fmt: skip
+    title = rules[("fit", "Decision-maker title")]
+    assert (title["handoffs"], title["accepted"], title["recycled"]) == (12, 8, 2)
+    assert rules[("hot_on", "meeting_booked")]["handoffs"] == 0
+    assert data["reasons"] == [
+        {"answer": "rejected", "reason": "student", "count": 10},
+        {"answer": "recycled", "reason": "budget next quarter", "count": 2},
+    ]
+    assert (
+        'Leads handed off without "Decision-maker title" were rejected 10 times out of 12 '
+        "(83 %): consider requiring it for hot." in data["suggestions"]
+    )
+    # Without --since the January one counts too.
+    everything = json.loads(cli("report", "handoffs", "--json").stdout)
+    assert everything["handoffs"] == 25 and everything["answers"]["rejected"] == 11
+
+
+def test_no_suggestion_without_twenty_answers_and_the_html_page(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    data = json.loads(cli("report", "handoffs", "--json").stdout)
+    assert data["handoffs"] == 0 and data["suggestions"] == []
+    assert data["median_hours_to_answer"] is None
+    _handoffs(project)
+    page = tmp_path / "handoffs.html"
+    cli("report", "handoffs", "--html", str(page))
+    text = page.read_text()
+    assert "How our hot-lead definition is doing" in text and "<script" not in text
+    assert "Answers by week" in text and "Answers by rule" in text
+    assert 'name="viewport"' in text
