@@ -33,6 +33,7 @@ from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.language.fields import normalize_email
 from nurture.language.scoring import ScoringRules, load_scoring
 from nurture.language.timing import day_start, localize, zone
+from nurture.reports import handoffs as handoff_report
 from nurture.sales.mail import queue_sales_mail, render
 from nurture.store.access import (
     AccessLink,
@@ -328,6 +329,16 @@ def router(state: WebState) -> APIRouter:
         with_actions(queues["tasks"])
         return show("home", who=who, csrf=me.csrf, message=message_of(request),
                     tz=tz_of(me.email), snoozes=SNOOZES, **queues)  # fmt: skip
+
+    @routes.get("/app/report/handoffs")
+    def handoffs_report(request: Request) -> Response:
+        """How our hot-lead definition is doing: for everyone on the sales side."""
+        if signed_in(request) is None:
+            return to_login()
+        with session_scope(engine) as session:
+            rows = handoff_report.gather(session, rules(), None, clock.now())
+        data = handoff_report.summarize(rows, rules())
+        return HTMLResponse(handoff_report.to_html(data, rows, config.settings.project.name))
 
     @routes.get("/app")
     def home_slash() -> RedirectResponse:

@@ -57,3 +57,20 @@ def test_check_warns_about_a_fit_rule_without_a_label(sales_desk: Desk) -> None:
     path.write_text(path.read_text().replace("    label: Decision-maker title", ""))
     result = check_project(sales_desk.config)
     assert any("without a label" in w.message for w in result.warnings)
+
+
+def test_everyone_on_the_sales_side_reads_how_the_definition_is_doing(
+    sales_desk: Desk,
+) -> None:
+    from tests.salesdesk import LEE
+
+    with sales_desk.client() as lee:
+        sales_desk.sign_in(lee, LEE)
+        home = lee.get("/app/").text
+        assert 'href="/app/report/handoffs"' in home
+        page = lee.get("/app/report/handoffs")
+        assert page.status_code == 200
+        assert "How our hot-lead definition is doing" in page.text
+        assert "<p>1 hand-offs: 0 accepted" in page.text  # María, waiting for Sam
+    with sales_desk.client() as stranger:
+        assert stranger.get("/app/report/handoffs").status_code in (303, 307)
