@@ -59,7 +59,20 @@ def handoff_recycle(
 
 
 @app.command()
-def rescore(ctx: typer.Context) -> None:
+def rescore(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help=(
+                "Write nothing: say how many leads would turn hot or stop being hot, and, "
+                "replayed over 90 days, which answered hand-offs would change."
+            ),
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
+) -> None:
     """Score every lead again now (a pass does it by itself when scoring.yaml changes)."""
     from nurture import clock
     from nurture.engine.context import Context
@@ -75,6 +88,22 @@ def rescore(ctx: typer.Context) -> None:
             warn(str(problem))
         raise NurtureError("scoring.yaml has problems: fix them, then rescore")
     now = clock.now()
+    if dry_run:
+        from nurture.reports.dryrun import dry_run as run_dry
+        from nurture.reports.dryrun import sentences
+        from nurture.store.database import session_scope
+
+        sales = config.settings.sales
+        with session_scope(st.engine()) as session:
+            result = run_dry(session, rules, now, someone=bool(sales.team or sales.notify_email),
+                             default_tz=config.settings.project.default_timezone)  # fmt: skip
+            session.rollback()  # read only: nothing is written
+        if as_json:
+            say(json.dumps(result, indent=2))
+        else:
+            for line in sentences(result):
+                say(line)
+        return
     run_ctx = Context.open(st.engine(), config)
     report = run_rescore(run_ctx, rules, now)
     hand_off_hot_leads(run_ctx, rules, now)  # the notices go out with the next delivery

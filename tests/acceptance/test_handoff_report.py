@@ -100,3 +100,49 @@ def test_no_suggestion_without_twenty_answers_and_the_html_page(
     assert "How our hot-lead definition is doing" in text and "<script" not in text
     assert "Answers by week" in text and "Answers by rule" in text
     assert 'name="viewport"' in text
+
+
+def test_rescore_dry_run_says_what_a_change_would_do_and_writes_nothing(
+    cli: Cli, project: Path
+) -> None:
+    import sqlite3
+
+    from freezegun import freeze_time
+
+    _handoffs(project)
+    engine = open_engine(f"sqlite:///{project / 'nurture.db'}")
+    with session_scope(engine) as session:
+        from sqlmodel import select
+
+        from nurture.store.leads import Lead
+
+        student = session.exec(select(Lead).where(Lead.email == "r0@report.example.com")).one()
+        student.stage = "hot"  # hot under the old rules; no fit for the new ones
+        session.add(student)
+    engine.dispose()
+    scoring = project / "scoring.yaml"
+    scoring.write_text(scoring.read_text().replace("hot: {engagement: 30, fit: 20}",
+                                                   "hot: {engagement: 15, fit: 20}"))  # fmt: skip
+    database = project / "nurture.db"
+
+    def contents() -> list[str]:
+        connection = sqlite3.connect(database)
+        try:
+            return list(connection.iterdump())
+        finally:
+            connection.close()
+
+    before = contents()
+    with freeze_time(HOT + timedelta(hours=1)):
+        data = json.loads(cli("rescore", "--dry-run", "--json").stdout)
+        text = cli("rescore", "--dry-run").stdout
+    assert contents() == before  # nothing written, row by row
+    # The ten VPs who replied (20 points) and are not customers would turn hot now.
+    assert (data["would_turn_hot"], data["would_stop_being_hot"]) == (10, 1)
+    # Of November's answered hand-offs (January's is past 90 days): the 10 rejected
+    # students engaged by one form (10 < 15) would not have been made; the 2 students
+    # accepted would have been missed.
+    assert data["answered_handoffs_replayed"] == 20
+    assert (data["rejected_not_made"], data["accepted_missed"]) == (10, 2)
+    assert "10 leads would turn hot now, 1 would stop being hot" in text
+    assert "10 hand-offs sales rejected would not have been made" in text
