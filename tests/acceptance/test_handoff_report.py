@@ -146,3 +146,18 @@ def test_rescore_dry_run_says_what_a_change_would_do_and_writes_nothing(
     assert (data["rejected_not_made"], data["accepted_missed"]) == (10, 2)
     assert "10 leads would turn hot now, 1 would stop being hot" in text
     assert "10 hand-offs sales rejected would not have been made" in text
+
+
+def test_check_says_what_a_changed_scoring_yaml_would_do(cli: Cli, project: Path) -> None:
+    from freezegun import freeze_time
+
+    _handoffs(project)
+    with freeze_time(HOT + timedelta(hours=1)):
+        cli("tick", "--now", (HOT + timedelta(hours=1)).isoformat())  # scores computed
+        assert "changed since the scores were computed" not in cli("check").stdout
+        scoring = project / "scoring.yaml"
+        scoring.write_text(scoring.read_text().replace("hot: {engagement: 30, fit: 20}",
+                                                       "hot: {engagement: 15, fit: 20}"))  # fmt: skip
+        said = cli("check").stdout
+    assert "scoring.yaml: changed since the scores were computed:" in said
+    assert "would turn hot now" in said and "would not have been made" in said
