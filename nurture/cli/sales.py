@@ -15,10 +15,25 @@ handoff_app = typer.Typer(no_args_is_help=True, help="Answer a hot lead: accept,
 app.add_typer(handoff_app, name="handoff")
 
 
+def _listed_reasons(ctx: typer.Context, answer: str) -> tuple[str, ...]:
+    """scoring.yaml's shared reasons for *answer* (``reject``, ``recycle``)."""
+    from nurture.language.scoring import load_scoring
+
+    rules, _ = load_scoring(state(ctx).config().scoring_file)
+    return rules.reasons.get(answer, ()) if rules is not None else ()
+
+
 def _answer(ctx: typer.Context, email: str, answer: str, reason: str | None) -> None:
     from nurture.store.database import session_scope
     from nurture.store.handoffs import answer_handoff
 
+    listed = _listed_reasons(ctx, answer) if reason is not None else ()
+    if reason is not None and reason.strip().isdigit() and listed:
+        number = int(reason.strip())
+        if not 1 <= number <= len(listed):
+            raise InvalidValueError(f"--reason {number}: the list has {len(listed)} reasons "
+                                    f"(nurture handoff reasons)")  # fmt: skip
+        reason = listed[number - 1]
     with session_scope(state(ctx).engine()) as session:
         handoff = answer_handoff(session, email, answer, reason, via="cli", by=who())
         status = handoff.status
@@ -28,6 +43,24 @@ def _answer(ctx: typer.Context, email: str, answer: str, reason: str | None) -> 
         "recycled": "back to nurture: stage cold, engagement reset; the next pass enrolls it",
     }[status]
     say(f"{email}: {status} ({follow})")
+
+
+REASON_HELP = (
+    "Why (kept with the lead): one of scoring.yaml's reasons, by its text or its number "
+    "(nurture handoff reasons), or other, in your own words."
+)
+
+
+@handoff_app.command("reasons")
+def handoff_reasons(ctx: typer.Context) -> None:
+    """The shared reasons of scoring.yaml for reject and recycle, numbered for --reason."""
+    for answer in ("reject", "recycle"):
+        listed = _listed_reasons(ctx, answer)
+        say(f"{answer}:" + ("" if listed else " (none listed: say it in your words)"))
+        for number, text in enumerate(listed, 1):
+            say(f"  {number}. {text}")
+        if listed:
+            say("  or other: your own words")
 
 
 @handoff_app.command("accept")
@@ -42,7 +75,7 @@ def handoff_accept(
 def handoff_reject(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="The lead's email.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the lead).")],
+    reason: Annotated[str, typer.Option("--reason", help=REASON_HELP)],
 ) -> None:
     """Not a prospect: stage disqualified, kept with the reason, never deleted."""
     _answer(ctx, email, "reject", reason)
@@ -52,7 +85,7 @@ def handoff_reject(
 def handoff_recycle(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="The lead's email.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the lead).")],
+    reason: Annotated[str, typer.Option("--reason", help=REASON_HELP)],
 ) -> None:
     """Not now: back to nurture (stage cold, engagement reset, re-enrolled by audiences)."""
     _answer(ctx, email, "recycle", reason)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ from nurture.language.timing import Duration, parse_duration
 from nurture.language.yamlfile import item_line, key_line, load_yaml, node_line, value_line
 from nurture.problems import Problem, problem_from_error
 
-SCORING_KEYS = ("engagement", "half_life", "fit", "stages", "hot_on", "events")
+SCORING_KEYS = ("engagement", "half_life", "fit", "stages", "hot_on", "events", "reasons")
+#: The answers sales gives a reason for, as ``reasons:`` names them.
+REASON_ANSWERS = ("reject", "recycle")
 STAGE_NAMES = ("warm", "hot")
 
 
@@ -56,6 +58,9 @@ class ScoringRules:
     #: Custom events other systems record that earn no points but that sequences read
     #: (``events: [webinar_attended]``).
     events: tuple[str, ...] = ()
+    #: Sales' shared list of reasons (``reasons: {reject: [...], recycle: [...]}``),
+    #: offered by the app, the notice links and ``nurture handoff``, besides "other".
+    reasons: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def declared_events(self) -> set[str]:
         """Every event name this file declares: scored, hot-making or listed."""
@@ -208,10 +213,35 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
                     "events must be a list of event names, like [webinar_attended]")  # fmt: skip
         else:
             events = list(node_events)
+    reasons = _reasons(data, top, problem)
     if problems:
         return None, problems
-    rules = ScoringRules(engagement, half_life, tuple(fit), stages, tuple(hot_on), tuple(events))
+    rules = ScoringRules(engagement, half_life, tuple(fit), stages, tuple(hot_on), tuple(events),
+                         reasons)  # fmt: skip
     return rules, []
+
+
+def _reasons(data: dict[str, Any], top: int, problem: Any) -> dict[str, tuple[str, ...]]:
+    """``reasons: {reject: [...], recycle: [...]}``: lists of short texts."""
+    node = data.get("reasons")
+    if node is None:
+        return {}
+    line = value_line(data, "reasons", top)
+    if (
+        not isinstance(node, dict)
+        or set(node) - set(REASON_ANSWERS)
+        or not all(
+            isinstance(v, list) and all(isinstance(t, str) and t.strip() for t in v)
+            for v in node.values()
+        )
+    ):
+        problem(
+            line,
+            "reasons must map reject and/or recycle to lists of texts, like "
+            "{reject: [student, competitor], recycle: [budget next quarter]}",
+        )
+        return {}
+    return {answer: tuple(dict.fromkeys(t.strip() for t in node[answer])) for answer in node}
 
 
 def load_scoring(path: Path) -> tuple[ScoringRules | None, list[Problem]]:

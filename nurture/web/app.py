@@ -379,9 +379,10 @@ def router(state: WebState) -> APIRouter:
             lead = session.get(Lead, lead_id)
             if lead is None or not desk.may_open(session, who, lead):
                 return not_found()
-            page = desk.lead_page(session, who, lead, rules(), clock.now())
+            loaded = rules()
+            page = desk.lead_page(session, who, lead, loaded, clock.now())
         return show("lead", status, who=who, tz=tz_of(who.email), page=page, snoozes=SNOOZES,
-                    **extra)  # fmt: skip
+                    reasons=loaded.reasons if loaded else {}, **extra)  # fmt: skip
 
     @routes.get("/app/leads/{lead_id}")
     def lead_page(lead_id: str, request: Request) -> Response:
@@ -433,7 +434,11 @@ def router(state: WebState) -> APIRouter:
             if not desk.may_answer(who, handoff):
                 raise InvalidValueError(f"This hand-off is {handoff.owner}'s to answer.")
             word = fields.get("answer", "")
+            # A reason of the shared list (scoring.yaml's reasons), else "other" in words.
+            chosen = fields.get("choice", "").strip()
             reason = fields.get("reason", "").strip()[:2000] or None
+            if chosen and chosen != "other":
+                reason = chosen[:2000]
             if word in ("reject", "recycle") and not reason:
                 raise InvalidValueError(f"Say why you {word} this lead: the reason is kept.")
             done = answer_handoff(session, lead.email, word, reason, via=via, by=who.email)

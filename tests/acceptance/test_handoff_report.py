@@ -161,3 +161,20 @@ def test_check_says_what_a_changed_scoring_yaml_would_do(cli: Cli, project: Path
         said = cli("check").stdout
     assert "scoring.yaml: changed since the scores were computed:" in said
     assert "would turn hot now" in said and "would not have been made" in said
+
+
+def test_handoff_reasons_are_listed_and_picked_by_number(cli: Cli, project: Path) -> None:
+    _handoffs(project)
+    scoring = project / "scoring.yaml"
+    scoring.write_text(scoring.read_text() + "reasons:\n  recycle: [budget next quarter, "
+                       "wrong timing]\n")  # fmt: skip
+    listed = cli("handoff", "reasons").stdout
+    assert "recycle:\n  1. budget next quarter\n  2. wrong timing" in listed
+    cli("handoff", "recycle", "r22@report.example.com", "--reason", "2")
+    cli("handoff", "reject", "r23@report.example.com", "--reason", "moved abroad")
+    data = json.loads(cli("report", "handoffs", "--json").stdout)
+    reasons = {(r["answer"], r["reason"]): r["count"] for r in data["reasons"]}
+    assert reasons[("recycled", "wrong timing")] == 1
+    assert reasons[("rejected", "moved abroad")] == 1
+    scoring.write_text(scoring.read_text() + "  reject: student\n")
+    assert "reasons must map reject" in cli("check", ok=False).stdout

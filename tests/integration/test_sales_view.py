@@ -74,3 +74,25 @@ def test_everyone_on_the_sales_side_reads_how_the_definition_is_doing(
         assert "<p>1 hand-offs: 0 accepted" in page.text  # María, waiting for Sam
     with sales_desk.client() as stranger:
         assert stranger.get("/app/report/handoffs").status_code in (303, 307)
+
+
+def test_the_shared_reasons_are_offered_and_other_takes_words(sales_desk: Desk) -> None:
+    from sqlmodel import select
+
+    from nurture.store.database import session_scope
+    from nurture.store.handoffs import Handoff
+
+    path = sales_desk.project / "scoring.yaml"
+    path.write_text(path.read_text() + "reasons:\n  reject: [student, competitor]\n"
+                    "  recycle: [budget next quarter]\n")  # fmt: skip
+    notice = sales_desk.link(SAM, "handoff", "l")
+    with sales_desk.client() as sam:
+        page = sam.get(notice).text
+        assert 'value="student"' in page and 'value="budget next quarter"' in page
+        assert 'value="other"' in page
+        fields = {"csrf": csrf_of(page), "answer": "reject", "choice": "competitor", "reason": ""}
+        done = sam.post(f"{notice}/answer", data=fields)
+        assert done.status_code == 303
+    with session_scope(sales_desk.engine) as session:
+        handoff = session.exec(select(Handoff)).one()
+        assert (handoff.status, handoff.reason) == ("rejected", "competitor")
