@@ -51,7 +51,7 @@ from nurture.store.database import session_scope
 from nurture.store.handoffs import answer_handoff, claim_lead, pending_handoff
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind
-from nurture.store.tasks import Task, complete_task, snooze_task
+from nurture.store.tasks import Task, complete_task, snooze_task, take_task
 from nurture.web import desk
 from nurture.web.auth import (
     CSRF_FIELD,
@@ -92,6 +92,7 @@ MESSAGES = {
     "claimed": "Claimed: the lead is yours, stage accepted.",
     "done": "Task done.",
     "snoozed": "Task snoozed.",
+    "taken": "Task taken: it is yours now.",
     "signed-out": "You are signed out.",
 }
 SNOOZES = {"1h": "1 hour", "tomorrow": "Tomorrow morning", "next-week": "Next Monday"}
@@ -410,7 +411,13 @@ def router(state: WebState) -> APIRouter:
         if found is None:
             return not_found()
         email, lead_id = found
-        who = desk.Who(email, False, people.sees_desk(email), zone(tz_of(email)))
+        who = desk.Who(
+            email,
+            False,
+            people.sees_desk(email),
+            zone(tz_of(email)),
+            desk.Who.of(people, email, tz_of(email)).inbox,
+        )
         return lead_view(who, lead_id, csrf=link_csrf(secret, token), base=f"/app/l/{token}",
                          via_link=True, message=message_of(request))  # fmt: skip
 
@@ -462,6 +469,11 @@ def router(state: WebState) -> APIRouter:
             task = session.get(Task, task_id) if task_id else None
             if task is None or (lead_bound and task.lead_id != lead.id):
                 raise InvalidValueError("No such task.")
+            if fields.get("do") == "take" and who.may_take(task):
+                if not take_task(session, task_id, who.inbox, who.email):
+                    raise InvalidValueError("Someone took this task already.")
+                logs.action("task taken", task=task_id, lead=lead.email, by=who.email, via=via)
+                return "taken"
             if not desk.may_work(who, task):
                 raise InvalidValueError(f"This task is {task.assignee}'s.")
             if fields.get("do") == "snooze":
@@ -557,7 +569,13 @@ def router(state: WebState) -> APIRouter:
         if found is None:
             return None, 0
         email, lead_id = found
-        return desk.Who(email, False, people.sees_desk(email), zone(tz_of(email))), lead_id
+        return desk.Who(
+            email,
+            False,
+            people.sees_desk(email),
+            zone(tz_of(email)),
+            desk.Who.of(people, email, tz_of(email)).inbox,
+        ), lead_id
 
     def by_link(name: str, action: Act) -> None:
         """``POST /app/l/TOKEN/NAME``: *action* from a notice link's page."""

@@ -32,10 +32,18 @@ class Who:
     manager: bool
     desk: bool
     tz: ZoneInfo
+    #: The sales inbox's address: its tasks are there for a salesperson to take, once.
+    inbox: str = ""
 
     @classmethod
     def of(cls, people: People, email: str, tz_name: str) -> Who:
-        return cls(email, people.is_manager(email), people.sees_desk(email), zone(tz_name))
+        inbox = next(iter(sorted(people.desk)), "")
+        return cls(email, people.is_manager(email), people.sees_desk(email), zone(tz_name),
+                   inbox)  # fmt: skip
+
+    def may_take(self, task: Task) -> bool:
+        """Whether *task* is the sales inbox's and this salesperson may take it."""
+        return bool(self.inbox) and task.assignee == self.inbox and self.email != self.inbox
 
 
 def may_open(session: Session, who: Who, lead: Lead) -> bool:
@@ -146,6 +154,7 @@ def task_rows(session: Session, tasks: list[Task], who: Who, now: datetime) -> l
                 "tel": tel(lead.phone),
                 "their_time": f"{local:%a %H:%M}" if local else "",
                 "workable": state != "done" and may_work(who, task),
+                "takeable": state != "done" and who.may_take(task),
             }
         )
     return rows
@@ -201,6 +210,8 @@ def home(session: Session, who: Who, now: datetime) -> dict[str, Any]:
 def my_tasks(session: Session, who: Who, now: datetime) -> list[dict[str, Any]]:
     """Open and missed tasks (a manager: everyone's), then the last week's done ones."""
     mine = _tasks_of(who)
+    if who.inbox and not who.manager and not who.desk:  # the inbox's, to take once
+        mine = or_(mine, col(Task.assignee) == who.inbox)
     current = session.exec(
         select(Task)
         .where(col(Task.status).in_([TaskStatus.open.value, TaskStatus.expired.value]))

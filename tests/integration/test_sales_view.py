@@ -96,3 +96,37 @@ def test_the_shared_reasons_are_offered_and_other_takes_words(sales_desk: Desk) 
     with session_scope(sales_desk.engine) as session:
         handoff = session.exec(select(Handoff)).one()
         assert (handoff.status, handoff.reason) == ("rejected", "competitor")
+
+
+def test_a_task_of_the_sales_inbox_is_on_the_tasks_page_and_taken_once(
+    sales_desk: Desk,
+) -> None:
+    from sqlmodel import select
+
+    from nurture import clock
+    from nurture.store.database import session_scope
+    from nurture.store.leads import Lead
+    from nurture.store.tasks import Task
+    from tests.salesdesk import LEE
+
+    tom = "tom.becker@harbor-analytics.com"  # nobody's lead
+    with session_scope(sales_desk.engine) as session:
+        lead = session.exec(select(Lead).where(Lead.email == tom)).one()
+        assert lead.owner is None
+        task = Task(lead_id=lead.id or 0, sequence="manual", step="call", kind="call",
+                    note="Call Tom", assignee="sales@example.com", due_at=clock.now())  # fmt: skip
+        session.add(task)
+        session.flush()
+        task_id = task.id
+    with sales_desk.client() as lee, sales_desk.client() as sam:
+        sales_desk.sign_in(lee, LEE)
+        sales_desk.sign_in(sam, SAM)
+        page = lee.get("/app/tasks").text
+        assert "Call Tom" in page and "Take it" in page
+        sam_page = sam.get("/app/tasks").text
+        taken = lee.post(f"/app/tasks/{task_id}", data={"csrf": csrf_of(page), "do": "take"})
+        assert taken.status_code == 303
+        again = sam.post(f"/app/tasks/{task_id}", data={"csrf": csrf_of(sam_page), "do": "take"})
+        assert again.status_code == 422  # once
+    with session_scope(sales_desk.engine) as session:
+        assert session.get(Task, task_id).assignee == LEE  # type: ignore[union-attr]
