@@ -20,6 +20,10 @@ Benchmarks (names for ``--only``):
 - ``intake``: speed to lead, from a form POST to the sink receiving the welcome email,
   while ``nurture run --serve`` works through a pass of 10,000 due enrollments, on SQLite
   and PostgreSQL. Goal: p95 under 2 s.
+- ``handoff``: speed to sales, from a meeting booked through the API (the event that
+  makes a lead hot) to the hand-off notice at the sink, during the same pass of 10,000,
+  on SQLite and PostgreSQL (and two workers on PostgreSQL). Goal: p95 under 2 s,
+  exactly one notice per hand-off.
 
 ``--quick`` runs smaller sizes (for a smoke test; the goals are for the full sizes).
 """
@@ -47,6 +51,7 @@ import httpx
 from sqlalchemy import Engine, create_engine, text, update
 from sqlmodel import col, select
 
+from bench.bench_handoff import run as run_handoff
 from bench.bench_import import measure as measure_import
 from bench.bench_intake import run as run_intake
 from bench.common import (
@@ -414,6 +419,21 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 verdict(p95 is not None and p95 < 2000 and figures["due"] >= 10_000
                         and figures["arrived"] == figures["posts"]),
             ))  # fmt: skip
+    for database, figures in results.get("handoff", {}).items():
+        if "skipped" in figures:
+            rows.append((f"8. speed to sales ({database})", figures["skipped"], "-", "skipped"))
+            continue
+        p95 = figures["p95_ms"]
+        rows.append((
+            f"8. speed to sales ({database})",
+            f"p50 {figures['p50_ms']} ms, p95 {p95} ms ({figures['handed_off']}/"
+            f"{figures['posts']} handed off, {figures['duplicates']} duplicate notices, "
+            f"pass of {figures['due']:,})",
+            "p95 < 2 s, one notice each",
+            verdict(p95 is not None and p95 < 2000 and figures["due"] >= 10_000
+                    and figures["handed_off"] == figures["posts"]
+                    and figures["duplicates"] == 0),
+        ))  # fmt: skip
     return rows
 
 
@@ -421,7 +441,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    names = ["throughput", "idle", "memory", "events", "import", "scaleout", "intake"]
+    names = ["throughput", "idle", "memory", "events", "import", "scaleout", "intake", "handoff"]
     parser.add_argument("--only", nargs="+", choices=names, help="run only these")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
@@ -436,6 +456,7 @@ def main() -> None:
         ("import", lambda _: measure_import(20_000 if args.quick else 100_000)),
         ("scaleout", lambda tmp: bench_scaleout(tmp, args.quick)),
         ("intake", lambda tmp: run_intake(tmp, args.quick)),
+        ("handoff", lambda tmp: run_handoff(tmp, args.quick)),
     ]
     for name, run in runs:
         if name not in chosen and not (name == "idle" and "memory" in chosen):

@@ -122,7 +122,6 @@ def populate(engine: Engine, leads: int, *, due: int, now: datetime) -> None:
             connection.execute(insert(Enrollment), rows)
 
 
-
 def _wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:

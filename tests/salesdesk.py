@@ -165,9 +165,7 @@ def sales_desk(project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> I
     assert desk.lead().stage == "hot"
     app = create_app(config, engine)
     desk.background = app.state.web.background
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

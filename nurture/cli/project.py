@@ -74,9 +74,46 @@ def check(
         say(f"{where}: warning: {warning.message}")
     for impact in _edit_impact(st, result.sequences):
         say(str(impact))
+    for line in _scoring_impact(st, result.scoring):
+        say(line)
     say(result.summary(strict=strict))
     if result.problems or (strict and result.warnings):
         raise typer.Exit(1)
+
+
+def _scoring_impact(st: State, rules: Any) -> list[str]:
+    """When scoring.yaml differs from the version the scores were computed with: what
+    the change would do (:mod:`nurture.reports.dryrun`; nothing is written)."""
+    import hashlib
+
+    from nurture import clock
+    from nurture.reports.dryrun import dry_run, sentences
+    from nurture.stages.score import SCORING_DIGEST_KEY
+    from nurture.store.database import session_scope
+    from nurture.store.meta import Meta
+
+    config = st.config()
+    if rules is None:
+        return []
+    try:
+        engine = st.engine()
+        digest = hashlib.sha256(config.scoring_file.read_bytes()).hexdigest()
+    except (NurtureError, OSError):
+        return []
+    sales = config.settings.sales
+    with session_scope(engine) as session:
+        mark = session.get(Meta, SCORING_DIGEST_KEY)
+        if mark is None or mark.value == digest:
+            return []
+        someone = bool(sales.team or sales.notify_email)
+        result = dry_run(session, rules, clock.now(), someone=someone,
+                         default_tz=config.settings.project.default_timezone)  # fmt: skip
+        session.rollback()
+    lines = sentences(result)
+    return [
+        f"{config.scoring_file}: changed since the scores were computed: {lines[0]}",
+        *lines[1:],
+    ]
 
 
 def _leads_problems(st: State, result: Any) -> list[Any]:

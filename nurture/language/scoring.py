@@ -5,7 +5,8 @@ events and fields."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from nurture.language.timing import Duration, parse_duration
 from nurture.language.yamlfile import item_line, key_line, load_yaml, node_line, value_line
 from nurture.problems import Problem, problem_from_error
 
-SCORING_KEYS = ("engagement", "half_life", "fit", "stages", "hot_on", "events")
+SCORING_KEYS = ("engagement", "half_life", "fit", "stages", "hot_on", "events", "reasons")
+#: The answers sales gives a reason for, as ``reasons:`` names them.
+REASON_ANSWERS = ("reject", "recycle")
 STAGE_NAMES = ("warm", "hot")
 
 
@@ -55,10 +58,25 @@ class ScoringRules:
     #: Custom events other systems record that earn no points but that sequences read
     #: (``events: [webinar_attended]``).
     events: tuple[str, ...] = ()
+    #: Sales' shared list of reasons (``reasons: {reject: [...], recycle: [...]}``),
+    #: offered by the app, the notice links and ``nurture handoff``, besides "other".
+    reasons: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def declared_events(self) -> set[str]:
         """Every event name this file declares: scored, hot-making or listed."""
         return {*self.engagement, *self.hot_on, *self.events}
+
+
+_FIELD = re.compile(r"\blead\.(\w+)")
+
+
+def fit_label(rule: FitRule) -> str:
+    """What sales reads for a fit rule: its ``label``, else a plain default naming the
+    fields it reads (``Fits: title``), never the expression."""
+    if rule.label:
+        return rule.label
+    names = list(dict.fromkeys(m.replace("_", " ") for m in _FIELD.findall(rule.condition.source)))
+    return "Fits: " + (", ".join(names) if names else "a fit rule")
 
 
 def _number(value: Any) -> float | None:
@@ -195,10 +213,35 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
                     "events must be a list of event names, like [webinar_attended]")  # fmt: skip
         else:
             events = list(node_events)
+    reasons = _reasons(data, top, problem)
     if problems:
         return None, problems
-    rules = ScoringRules(engagement, half_life, tuple(fit), stages, tuple(hot_on), tuple(events))
+    rules = ScoringRules(engagement, half_life, tuple(fit), stages, tuple(hot_on), tuple(events),
+                         reasons)  # fmt: skip
     return rules, []
+
+
+def _reasons(data: dict[str, Any], top: int, problem: Any) -> dict[str, tuple[str, ...]]:
+    """``reasons: {reject: [...], recycle: [...]}``: lists of short texts."""
+    node = data.get("reasons")
+    if node is None:
+        return {}
+    line = value_line(data, "reasons", top)
+    if (
+        not isinstance(node, dict)
+        or set(node) - set(REASON_ANSWERS)
+        or not all(
+            isinstance(v, list) and all(isinstance(t, str) and t.strip() for t in v)
+            for v in node.values()
+        )
+    ):
+        problem(
+            line,
+            "reasons must map reject and/or recycle to lists of texts, like "
+            "{reject: [student, competitor], recycle: [budget next quarter]}",
+        )
+        return {}
+    return {answer: tuple(dict.fromkeys(t.strip() for t in node[answer])) for answer in node}
 
 
 def load_scoring(path: Path) -> tuple[ScoringRules | None, list[Problem]]:
@@ -269,9 +312,21 @@ def fit_of(rules: ScoringRules, lead: Any, now: datetime) -> tuple[float, list[F
     return sum(rule.points for rule in matched), matched
 
 
+#: Scores are compared as sales reads them, to two decimals: a reply (20) and a form
+#: (10) a minute apart make 30, not 29.9999.
+PRECISION = 2
+#: How far below a threshold decay must take engagement before a lead leaves the stage.
+TOLERANCE = 0.5 * 10**-PRECISION
+
+
 def reaches(rules: ScoringRules, stage: str, engagement: float, fit: float) -> bool:
+    """Whether scores meet *stage*'s thresholds (compared to two decimals)."""
     threshold = rules.stages.get(stage)
-    return threshold is not None and engagement >= threshold.engagement and fit >= threshold.fit
+    return (
+        threshold is not None
+        and round(engagement, PRECISION) >= threshold.engagement
+        and round(fit, PRECISION) >= threshold.fit
+    )
 
 
 def implied_stage(rules: ScoringRules, engagement: float, fit: float, approachable: bool) -> str:
@@ -282,6 +337,28 @@ def implied_stage(rules: ScoringRules, engagement: float, fit: float, approachab
     if reaches(rules, "warm", engagement, fit) or reaches(rules, "hot", engagement, fit):
         return "warm" if "warm" in rules.stages else "cold"
     return "cold"
+
+
+#: The order of the scored stages, coldest first.
+STAGE_RANK = {name: rank for rank, name in enumerate(SCORED_STAGES)}
+
+
+def stage_reached(
+    rules: ScoringRules,
+    engagement_now: float,
+    peak: float | None,
+    fit: float,
+    approachable: bool,
+) -> str:
+    """The stage a lead is at *now*: the one its scores give now, or, when an event of
+    this look took it higher, the one it reached at that event's moment (*peak*: its
+    engagement just after the event, as of the event). A threshold is crossed when the
+    event happens, not when a pass gets round to it."""
+    now_stage = implied_stage(rules, engagement_now, fit, approachable)
+    if peak is None:
+        return now_stage
+    at_event = implied_stage(rules, peak, fit, approachable)
+    return at_event if STAGE_RANK[at_event] > STAGE_RANK[now_stage] else now_stage
 
 
 def falls_below_at(
@@ -295,7 +372,8 @@ def falls_below_at(
         return None
     if threshold.engagement <= 0 or engagement <= 0:
         return None
-    if engagement < threshold.engagement:
+    floor = threshold.engagement - TOLERANCE
+    if engagement < floor:
         return since
-    seconds = half_life * math.log2(engagement / threshold.engagement)
+    seconds = half_life * math.log2(engagement / floor)
     return since + timedelta(seconds=seconds + 1)

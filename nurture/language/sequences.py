@@ -185,5 +185,3 @@ class Sequence:
 
     def index(self, step_id: str) -> int | None:
         return next((i for i, step in enumerate(self.steps) if step.id == step_id), None)
-
-

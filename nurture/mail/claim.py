@@ -218,8 +218,10 @@ def claim(
                 sequence = catalog.for_delivery(row.sequence)
                 why_not = _cancelled_because(rules, lead, enrollment, sequence,
                                              events[lead.id or 0], now)  # fmt: skip
-                if why_not is None and enrollment is not None and (
-                    enrollment.status == EnrollmentStatus.paused
+                if (
+                    why_not is None
+                    and enrollment is not None
+                    and (enrollment.status == EnrollmentStatus.paused)
                 ):  # paused after this one was queued: it waits for the resume
                     if hold(session, row.id):
                         report.deferred += 1

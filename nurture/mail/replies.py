@@ -50,6 +50,7 @@ from nurture.language.excerpt import reply_excerpt
 from nurture.language.fields import normalize_email
 from nurture.mail.addresses import wire_address
 from nurture.mail.compose import UnsubscribeLink, read_unsubscribe_link
+from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import record_event
@@ -301,8 +302,11 @@ def attribute(session: Session, found: Classified, secret: str = "") -> Target |
         return "cites no message we sent"
     if found.kind == "unsubscribe":
         lead = session.get(Lead, found.lead_id) if found.lead_id is not None else None
-        if lead is not None and lead.id is not None and found.link is not None and (
-            found.link.names(secret, lead.email, lead.created_at, links_bound_since(session))
+        if (
+            lead is not None
+            and lead.id is not None
+            and found.link is not None
+            and (found.link.names(secret, lead.email, lead.created_at, links_bound_since(session)))
         ):
             return Target(lead.id)
         return "no valid unsubscribe token in the subject"
@@ -343,8 +347,7 @@ def authenticated_from(message: Message, authserv_id: str) -> str | None:
         if str(result.result).lower() != "pass":
             continue
         values = {
-            f"{p.type}.{p.name}".lower(): str(p.value).rpartition("@")[2]
-            for p in result.properties
+            f"{p.type}.{p.name}".lower(): str(p.value).rpartition("@")[2] for p in result.properties
         }
         method = str(result.method).lower()
         checked = {"dmarc": "header.from", "dkim": "header.d", "spf": "smtp.mailfrom"}
@@ -439,6 +442,8 @@ def process(
     if recorded.new and unproven is not None:
         # Stopping is the safe side: whoever wrote it, the lead gets no more email now.
         _stop_sequences(session, target.lead_id, "replied (sender not authenticated)", now)
+    if recorded.new and unproven is None:
+        announce(session, [target.lead_id])  # a reply may make the lead hot: now, not later
     if recorded.new:
         counter = COUNTERS[found.kind]
         setattr(report, counter, getattr(report, counter) + 1)

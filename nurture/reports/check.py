@@ -18,7 +18,7 @@ from nurture.config import Config
 from nurture.errors import InputFileError, InvalidValueError, NurtureError
 from nurture.intake.forms import load_forms
 from nurture.language.expressions import EventSet, LeadView, Scores, View, context, truth
-from nurture.language.scoring import ScoringRules, fit_of, load_scoring
+from nurture.language.scoring import ScoringRules, fit_label, fit_of, load_scoring
 from nurture.language.sequence_files import load_sequences
 from nurture.language.sequences import NotifyAction, Sequence, TaskAction
 from nurture.language.templates import HTML_SUFFIX, VARIABLES, TemplateSet, inside_folder
@@ -114,9 +114,7 @@ def check_project(config: Config) -> CheckResult:
     result = CheckResult()
     templates = TemplateSet(config.templates_dir)
     result.templates = templates.names()
-    sequences, problems = load_sequences(
-        config.sequences_dir, templates.exists, result.templates
-    )
+    sequences, problems = load_sequences(config.sequences_dir, templates.exists, result.templates)
     result.sequences = sequences
     if config.sequences_dir.is_dir():
         result.sequence_files = sum(
@@ -151,6 +149,12 @@ def check_project(config: Config) -> CheckResult:
         result.problems.extend(_check_sequence_texts(templates, sequence, lead, config, scores))
     if scoring is not None:
         result.problems.extend(_check_fit_rules(scoring, lead, config.scoring_file))
+        result.warnings.extend(
+            Problem(str(config.scoring_file), rule.line,
+                    f"fit rule without a label: sales reads {fit_label(rule)!r}; "
+                    "say what it means with label: (like 'Decision-maker title')")
+            for rule in scoring.fit if not rule.label
+        )  # fmt: skip
     events = check_event_names(sequences, scoring, config.scoring_file, _line_of)
     result.problems.extend(events.problems)
     result.warnings.extend(events.warnings)

@@ -56,9 +56,8 @@ def when(moment: datetime, tz: ZoneInfo, now: datetime | None = None) -> str:
 
 
 def points(value: float) -> str:
-    """``+20``, ``-3.5``."""
-    rounded = round(value, 1)
-    return f"{rounded:+g}"
+    """``+20``, ``-4``: whole points, as sales reads them."""
+    return f"{round(value):+d}"
 
 
 def humanize(name: str) -> str:
@@ -163,6 +162,7 @@ def form_says(kept: Any) -> str:
     differs from the lead's values (a form never replaces them); ``""`` for nothing."""
     if not isinstance(kept, Mapping) or not kept:
         return ""
+
     def order(name: str) -> tuple[int, str]:  # the lead's fields first, as in the app
         return (SETTABLE_FIELDS.index(name) if name in SETTABLE_FIELDS else 99, name)
 
@@ -206,7 +206,7 @@ def reasons(
         found.append(Reason(said, weight, "engagement"))
     found = found[:top]
     for rule in breakdown.get("fit_rules", []):
-        label = rule.get("label") or f"matches {rule['if']}"
+        label = rule.get("label") or "Fits: a fit rule"  # never the expression
         found.append(Reason(label, rule["points"], "fit"))
     return found
 
@@ -214,12 +214,12 @@ def reasons(
 def score_line(engagement: float, fit: float, thresholds: Mapping[str, Any]) -> str:
     """``Engagement 35 (hot from 30), fit 30 (hot from 20)``."""
     hot = thresholds.get("hot") or {}
-    line = f"Engagement {engagement:g}"
+    line = f"Engagement {round(engagement):d}"
     if hot.get("engagement"):
-        line += f" (hot from {hot['engagement']:g})"
-    line += f", fit {fit:g}"
+        line += f" (hot from {round(hot['engagement']):d})"
+    line += f", fit {round(fit):d}"
     if hot.get("fit"):
-        line += f" (hot from {hot['fit']:g})"
+        line += f" (hot from {round(hot['fit']):d})"
     return line
 
 

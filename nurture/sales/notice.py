@@ -52,6 +52,15 @@ def next_in_team(session: Session, team: list[str]) -> str:
     return team[turn % len(team)]
 
 
+def owner_for(session: Session, ctx: Context) -> str | None:
+    """Who gets the work of a lead nobody owns, by the hand-off's rule: the next in the
+    team's round robin, else the sales inbox (``[sales] notify_email``), else nobody."""
+    sales = ctx.config.settings.sales
+    if sales.team:
+        return next_in_team(session, sales.team)
+    return sales.notify_email or None
+
+
 def lead_url(ctx: Context, session: Session, lead: Lead, to: str, now: datetime) -> str:
     """A link to *lead*'s page in the app for *to*, valid ``[app] link_days`` without
     signing in."""

@@ -36,8 +36,9 @@ from nurture.language.scoring import (
     decayed,
     event_points,
     falls_below_at,
+    fit_label,
     fit_of,
-    implied_stage,
+    stage_reached,
 )
 from nurture.language.timing import day_start, zone
 from nurture.store.database import session_scope
@@ -229,12 +230,16 @@ def review_stage(
     now: datetime,
     report: ScoreReport,
     pending: list[Event] | None = None,
+    peak: float | None = None,
 ) -> None:
-    """Move the lead to the stage its scores now give it. The ``stage_changed`` event
-    goes to *pending*, if given, for the caller to record with a chunk of others
-    (:func:`~nurture.store.events.record_events`)."""
+    """Move the lead to the stage its scores now give it, or the one an event scored in
+    this pass took it to (*peak*: its engagement just after that event, as of the event).
+    The ``stage_changed`` event goes to *pending*, if given, for the caller to record
+    with a chunk of others (:func:`~nurture.store.events.record_events`)."""
     engagement = decayed(lead.engagement, lead.scored_at or now, now, rules)
-    implied = implied_stage(rules, engagement, lead.fit, approachable(ctx, lead))
+    implied = stage_reached(rules, engagement, peak, lead.fit, approachable(ctx, lead))
+    if peak is not None:
+        engagement = max(engagement, peak)  # the scores when it crossed
     lead.stage_review_at = falls_below_at(rules, implied, lead.engagement, lead.scored_at or now)
     crossed = implied != lead.score_stage
     lead.score_stage = implied
@@ -271,8 +276,9 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     """Score new events, refresh the fit of changed leads, and review stages."""
     report = ScoreReport()
     touched: set[int] = set()
+    #: Per lead, its highest engagement just after an event scored in this pass.
+    peaks: dict[int, float] = {}
     earned: EarnedToday = {}
-    default_tz = ctx.default_timezone
     with session_scope(ctx.engine) as session:
         # Events scoring.yaml gives no points to (email_sent, stage changes...) earn
         # nothing and change no score: settle them in one statement. A proof of the
@@ -283,23 +289,90 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             .where(col(Event.type).not_in([*rules.engagement, *rules.hot_on, *PROOF_TYPES]))
             .values(scored=True, points=0.0)
         )
+    _score_new_events(ctx, rules, report, touched, peaks, earned)
+    # Changed leads get their fit and a review, a chunk at a time (after a large import
+    # that is every lead); the mark moves only once all are done.
+    with session_scope(ctx.engine) as session:
+        since = read_mark(session, FIT_CHECKED_KEY, OVERLAP, now)
+    for ids in changed_lead_ids(ctx.engine, since, now):
+        with session_scope(ctx.engine) as session:
+            pending: list[Event] = []
+            for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
+                lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
+                review_stage(ctx, session, rules, lead, now, report, pending,
+                             peaks.get(lead.id or 0))  # fmt: skip
+                report.leads += 1
+                touched.discard(lead.id or 0)
+            record_events(session, pending)
+    with session_scope(ctx.engine) as session:
+        advance_mark(session, FIT_CHECKED_KEY, now, OVERLAP)
+    with session_scope(ctx.engine) as session:
+        due = session.exec(select(Lead.id).where(col(Lead.stage_review_at) <= now))
+        touched |= {i for i in due if i is not None}
+    review_leads(ctx, rules, sorted(touched), now, report, peaks)
+    return report
+
+
+def score_leads(ctx: Context, rules: ScoringRules, lead_ids: list[int], now: datetime
+                ) -> ScoreReport:  # fmt: skip
+    """The fast lane's scoring: the new events of *lead_ids* only, then their fit and
+    stage (the caller holds scoring's lock: :func:`nurture.stages.score.scoring_lock`)."""
+    report = ScoreReport()
+    peaks: dict[int, float] = {}
+    _score_new_events(ctx, rules, report, set(), peaks, {}, lead_ids)
+    with session_scope(ctx.engine) as session:
+        for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids))):
+            lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
+            session.add(lead)
+    review_leads(ctx, rules, sorted(lead_ids), now, report, peaks)
+    return report
+
+
+def review_leads(ctx: Context, rules: ScoringRules, ids: list[int], now: datetime,
+                 report: ScoreReport, peaks: dict[int, float]) -> None:  # fmt: skip
+    """Review the stage of the leads *ids*, 500 at a time."""
+    for start in range(0, len(ids), 500):
+        with session_scope(ctx.engine) as session:
+            pending: list[Event] = []
+            for lead in session.exec(
+                select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
+            ):
+                review_stage(ctx, session, rules, lead, now, report, pending,
+                             peaks.get(lead.id or 0))  # fmt: skip
+                report.leads += 1
+            record_events(session, pending)
+
+
+def _score_new_events(
+    ctx: Context,
+    rules: ScoringRules,
+    report: ScoreReport,
+    touched: set[int],
+    peaks: dict[int, float],
+    earned: EarnedToday,
+    lead_ids: list[int] | None = None,
+) -> None:
+    """Score the events not scored yet (of *lead_ids* only, if given), oldest first;
+    the leads whose engagement moved go to *touched*, their highest engagement just
+    after an event to *peaks*."""
+    default_tz = ctx.default_timezone
     while True:
         with session_scope(ctx.engine) as session:
             columns = ("id", "lead_id", "type", "occurred_at", "machine", "source")
+            query = sa_select(*(_EVENTS.c[name] for name in columns)).where(
+                _EVENTS.c.scored.is_(False)
+            )
+            if lead_ids is not None:
+                query = query.where(_EVENTS.c.lead_id.in_(lead_ids))
             events: list[Any] = list(  # rows of the columns scoring reads
-                session.connection().execute(
-                    sa_select(*(_EVENTS.c[name] for name in columns))
-                    .where(_EVENTS.c.scored.is_(False))
-                    .order_by(_EVENTS.c.id)
-                    .limit(ctx.batch_size * 5)
-                )
+                session.connection().execute(query.order_by(_EVENTS.c.id).limit(ctx.batch_size * 5))
             )
             if not events:
                 break
-            lead_ids = {e.lead_id for e in events}
+            batch_ids = {e.lead_id for e in events}
             leads = {
                 lead.id: lead
-                for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
+                for lead in session.exec(select(Lead).where(col(Lead.id).in_(batch_ids)))
             }
             scored: list[dict[str, Any]] = []
             zones = {i: lead.timezone or default_tz for i, lead in leads.items() if i is not None}
@@ -308,7 +381,12 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             for event in sorted(events, key=lambda e: (e.occurred_at, e.id or 0)):
                 lead = leads[event.lead_id]
                 points = score_event(
-                    session, rules, lead, event, lead.timezone or default_tz, earned,
+                    session,
+                    rules,
+                    lead,
+                    event,
+                    lead.timezone or default_tz,
+                    earned,
                     proven=event.lead_id in proven,
                 )
                 scored.append({"event": event.id, "points": points})
@@ -319,6 +397,7 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
                     # moves all the time (it decays), and a change would re-enroll a
                     # lead in a `reenroll: true` sequence it finished. A stage change is.
                     touched.add(event.lead_id)
+                    peaks[event.lead_id] = max(peaks.get(event.lead_id, 0.0), lead.engagement)
             # One executemany, not an ORM update per event.
             session.connection().execute(_SCORED, scored)
             # A lead that just proved its address gets the points of its held form posts:
@@ -326,38 +405,10 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
             for lead_id in _holding_form_posts(session, newly_proven):
                 lead = leads[lead_id]
                 rescore_lead(session, rules, lead, lead.timezone or default_tz, proven=True)
+                peaks[lead_id] = max(peaks.get(lead_id, 0.0), lead.engagement)
                 for key in [key for key in earned if key[0] == lead_id]:
                     del earned[key]  # counted again from the database when needed
                 touched.add(lead_id)
-    # Changed leads get their fit and a review, a chunk at a time (after a large import
-    # that is every lead); the mark moves only once all are done.
-    with session_scope(ctx.engine) as session:
-        since = read_mark(session, FIT_CHECKED_KEY, OVERLAP, now)
-    for ids in changed_lead_ids(ctx.engine, since, now):
-        with session_scope(ctx.engine) as session:
-            pending: list[Event] = []
-            for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
-                lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
-                review_stage(ctx, session, rules, lead, now, report, pending)
-                report.leads += 1
-                touched.discard(lead.id or 0)
-            record_events(session, pending)
-    with session_scope(ctx.engine) as session:
-        advance_mark(session, FIT_CHECKED_KEY, now, OVERLAP)
-    with session_scope(ctx.engine) as session:
-        due = session.exec(select(Lead.id).where(col(Lead.stage_review_at) <= now))
-        touched |= {i for i in due if i is not None}
-    ids = sorted(touched)
-    for start in range(0, len(ids), 500):
-        with session_scope(ctx.engine) as session:
-            pending = []
-            for lead in session.exec(
-                select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
-            ):
-                review_stage(ctx, session, rules, lead, now, report, pending)
-                report.leads += 1
-            record_events(session, pending)
-    return report
 
 
 def _proofs(session: Session, rules: ScoringRules, events: list[Any]) -> tuple[set[int], set[int]]:
@@ -447,7 +498,8 @@ def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) 
             "machine": e.machine,
         }
         for e in events_of(session, lead.id)
-        if e.points
+        # Points before a recycle (score_reset_at) no longer count: not shown either.
+        if e.points and not (lead.score_reset_at and e.occurred_at < lead.score_reset_at)
     ]
     _, matched = fit_of(rules, LeadView.of(lead), now)
     return {
@@ -455,7 +507,7 @@ def breakdown(session: Session, rules: ScoringRules, lead: Lead, now: datetime) 
         "fit": lead.fit,
         "events": sorted(events, key=lambda e: -abs(e["now"])),
         "fit_rules": [
-            {"if": r.condition.source, "points": r.points, "label": r.label} for r in matched
+            {"if": r.condition.source, "points": r.points, "label": fit_label(r)} for r in matched
         ],
         "thresholds": {
             name: {"engagement": t.engagement, "fit": t.fit} for name, t in rules.stages.items()

@@ -59,7 +59,6 @@ def claim_due(
     return list(session.exec(query))
 
 
-
 def advance_due(
     ctx: Context,
     catalog: Catalog,

@@ -39,9 +39,6 @@ OVERLAP = timedelta(minutes=1)
 LEADS_CHECKED_KEY = "leads_checked_at"
 
 
-
-
-
 def refusal(lead: Lead, sequence: Sequence, previous: list[Enrollment], by: str) -> str:
     """Why *lead* may not be enrolled in *sequence* now (given its *previous*
     enrollments there), or ``""`` when it may."""

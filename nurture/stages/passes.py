@@ -23,10 +23,10 @@ from nurture.mail.transports import open_transport
 from nurture.mail.webhooks import deliver_webhooks
 from nurture.stages.advance import advance_due
 from nurture.stages.enroll import enroll_matching, enroll_stage
-from nurture.stages.handoff import hand_off
+from nurture.stages.handoff import hand_off, hand_off_now
 from nurture.stages.reload import Reloader
 from nurture.stages.report import PassReport
-from nurture.stages.score import score
+from nurture.stages.score import score, score_arrived
 from nurture.store.arrivals import drain
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
@@ -93,8 +93,12 @@ def serve_arrivals(
 ) -> PassReport:
     """Speed to lead: enroll the leads that just arrived in the sequences whose audience
     they match, and carry their due enrollments forward, touching nothing else (a long
-    pass may be going on beside it)."""
+    pass may be going on beside it). Their new events are scored first: a lead they
+    make hot is handed off now, after its sequences have moved (the notice tells their
+    state)."""
     report = PassReport()
+    with exclusive(ctx.engine, "pass"):
+        report.add(score_arrived(ctx, rules, lead_ids, now))
     for sequence in catalog.sequences.values():
         if sequence.audience is None:
             continue
@@ -102,6 +106,8 @@ def serve_arrivals(
                                    lead_ids=lead_ids, rules=rules)  # fmt: skip
         report.enrolled += enrolled.enrolled
     report.add(advance_due(ctx, catalog, now, lead_ids=lead_ids, rules=rules))
+    if report.hot:
+        hand_off_now(ctx, rules, now)
     return report
 
 

@@ -25,6 +25,7 @@ from nurture.mail.compose import (
     compose_email,
     sequence_sender,
 )
+from nurture.sales.notice import owner_for
 from nurture.stages.report import PassReport
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.leads import Lead
@@ -109,7 +110,6 @@ def _update_lead(lead: Lead, changes: dict[str, Any], now: datetime) -> None:
     lead.updated_at = now
 
 
-
 def prepare_touch(
     ctx: Context,
     sequence: Sequence,
@@ -156,6 +156,9 @@ def prepare_touch(
         outcomes = action.outcomes
 
         def create_task(session: Session, report: PassReport) -> Task | None:
+            # A lead nobody owns: the task goes by the hand-off's rule (round robin, or
+            # the sales inbox), never to "unassigned", which no Tasks page lists.
+            owner = assignee or owner_for(session, ctx)
             task = Task(
                 lead_id=lead_id,
                 enrollment_id=enrollment.id,
@@ -163,7 +166,7 @@ def prepare_touch(
                 step=step.id,
                 kind=kind,
                 note=note,
-                assignee=assignee,
+                assignee=owner,
                 due_at=now,
                 timeout_at=touch.timeout_at,
                 outcomes=list(outcomes),
@@ -171,7 +174,7 @@ def prepare_touch(
             )
             session.add(task)
             report.tasks_created += 1
-            logs.action("task created", **where, kind=kind, assignee=assignee or "unassigned")
+            logs.action("task created", **where, kind=kind, assignee=owner or "unassigned")
             return task
 
         return create_task

@@ -166,10 +166,10 @@ _EMAIL_LEFT = (
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.id == bindparam("enrollment"))
     # Paused too: the wait after the email counts from when it left, resumed or not.
-    .where(_ENROLLMENTS.c.status.in_([EnrollmentStatus.active.value,
-                                      EnrollmentStatus.paused.value]))
-    .values(base_at=bindparam("now"), due_at=bindparam("now"),
-            version=_ENROLLMENTS.c.version + 1)
+    .where(
+        _ENROLLMENTS.c.status.in_([EnrollmentStatus.active.value, EnrollmentStatus.paused.value])
+    )
+    .values(base_at=bindparam("now"), due_at=bindparam("now"), version=_ENROLLMENTS.c.version + 1)
 )
 
 

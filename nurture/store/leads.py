@@ -4,7 +4,6 @@ nurture makes about them.
 Functions take an open :class:`~sqlmodel.Session`; the caller owns the transaction.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -95,9 +94,6 @@ class Lead(SQLModel, table=True):
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
-
-
-
 
 
 def changed_lead_ids(

@@ -29,7 +29,9 @@ def set_paused(
         chosen = chosen.where(col(Enrollment.lead_id).in_(lead_id.scalar_subquery()))
     if pause:
         query = query.where(col(Enrollment.status) == EnrollmentStatus.active.value).values(
-            status=EnrollmentStatus.paused.value, reason="paused by hand", updated_at=now,
+            status=EnrollmentStatus.paused.value,
+            reason="paused by hand",
+            updated_at=now,
             version=col(Enrollment.version) + 1,
         )
     else:

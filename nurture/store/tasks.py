@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
@@ -178,3 +178,16 @@ def snooze_task(session: Session, task_id: int, until: datetime) -> Task:
     task.due_at = until
     session.add(task)
     return task
+
+
+def take_task(session: Session, task_id: int, inbox: str, email: str) -> bool:
+    """Give the sales inbox's open task *task_id* to *email*, once: whether this call did
+    (a second taker finds it someone's already)."""
+    done = session.execute(
+        update(Task)
+        .where(col(Task.id) == task_id)
+        .where(col(Task.assignee) == inbox)
+        .where(col(Task.status).in_([TaskStatus.open.value, TaskStatus.expired.value]))
+        .values(assignee=email)
+    )
+    return bool(getattr(done, "rowcount", 0))

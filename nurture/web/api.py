@@ -17,6 +17,7 @@ from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.intake.ingest import EventInput, ingest, ingest_many, parse_item
 from nurture.language.fields import check_storable
 from nurture.sales.explain import event_data_keys_text
+from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.events import Recorded
 from nurture.store.handoffs import answer_handoff
@@ -79,6 +80,10 @@ def router(state: WebState) -> APIRouter:
                 outcome.update(
                     (index, result) for (index, _), result in zip(parsed, done, strict=True)
                 )
+                # A meeting booked, a form: the fast lane scores them now (a lead they
+                # make hot is handed off in seconds).
+                announce(session, [r.event.lead_id for r in done
+                                   if isinstance(r, Recorded) and r.new])  # fmt: skip
         except IntegrityError:
             # Another process stored one of these ids meanwhile: one at a time.
             with session_scope(engine) as session:
@@ -86,6 +91,9 @@ def router(state: WebState) -> APIRouter:
                     try:
                         with session.begin_nested():
                             outcome[index] = ingest(session, event, source="api", via_key=key)
+                            found = outcome[index]
+                            if isinstance(found, Recorded) and found.new:
+                                announce(session, [found.event.lead_id])
                     except NurtureError as exc:
                         outcome[index] = exc
         return [_item_result(index, outcome[index]) for index in range(len(items))]
@@ -120,6 +128,8 @@ def router(state: WebState) -> APIRouter:
             return found
         items, single = found
         results = await run_in_threadpool(store, items, key)
+        if any(r["status"] == 201 for r in results):
+            state.arrived()
         return batch_answer(
             results,
             single,

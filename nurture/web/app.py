@@ -33,6 +33,7 @@ from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.language.fields import normalize_email
 from nurture.language.scoring import ScoringRules, load_scoring
 from nurture.language.timing import day_start, localize, zone
+from nurture.reports import handoffs as handoff_report
 from nurture.sales.mail import queue_sales_mail, render
 from nurture.store.access import (
     AccessLink,
@@ -50,7 +51,7 @@ from nurture.store.database import session_scope
 from nurture.store.handoffs import answer_handoff, claim_lead, pending_handoff
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind
-from nurture.store.tasks import Task, complete_task, snooze_task
+from nurture.store.tasks import Task, complete_task, snooze_task, take_task
 from nurture.web import desk
 from nurture.web.auth import (
     CSRF_FIELD,
@@ -91,6 +92,7 @@ MESSAGES = {
     "claimed": "Claimed: the lead is yours, stage accepted.",
     "done": "Task done.",
     "snoozed": "Task snoozed.",
+    "taken": "Task taken: it is yours now.",
     "signed-out": "You are signed out.",
 }
 SNOOZES = {"1h": "1 hour", "tomorrow": "Tomorrow morning", "next-week": "Next Monday"}
@@ -329,6 +331,16 @@ def router(state: WebState) -> APIRouter:
         return show("home", who=who, csrf=me.csrf, message=message_of(request),
                     tz=tz_of(me.email), snoozes=SNOOZES, **queues)  # fmt: skip
 
+    @routes.get("/app/report/handoffs")
+    def handoffs_report(request: Request) -> Response:
+        """How our hot-lead definition is doing: for everyone on the sales side."""
+        if signed_in(request) is None:
+            return to_login()
+        with session_scope(engine) as session:
+            rows = handoff_report.gather(session, rules(), None, clock.now())
+        data = handoff_report.summarize(rows, rules())
+        return HTMLResponse(handoff_report.to_html(data, rows, config.settings.project.name))
+
     @routes.get("/app")
     def home_slash() -> RedirectResponse:
         return RedirectResponse("/app/", status_code=308)
@@ -368,9 +380,10 @@ def router(state: WebState) -> APIRouter:
             lead = session.get(Lead, lead_id)
             if lead is None or not desk.may_open(session, who, lead):
                 return not_found()
-            page = desk.lead_page(session, who, lead, rules(), clock.now())
+            loaded = rules()
+            page = desk.lead_page(session, who, lead, loaded, clock.now())
         return show("lead", status, who=who, tz=tz_of(who.email), page=page, snoozes=SNOOZES,
-                    **extra)  # fmt: skip
+                    reasons=loaded.reasons if loaded else {}, **extra)  # fmt: skip
 
     @routes.get("/app/leads/{lead_id}")
     def lead_page(lead_id: str, request: Request) -> Response:
@@ -398,7 +411,13 @@ def router(state: WebState) -> APIRouter:
         if found is None:
             return not_found()
         email, lead_id = found
-        who = desk.Who(email, False, people.sees_desk(email), zone(tz_of(email)))
+        who = desk.Who(
+            email,
+            False,
+            people.sees_desk(email),
+            zone(tz_of(email)),
+            desk.Who.of(people, email, tz_of(email)).inbox,
+        )
         return lead_view(who, lead_id, csrf=link_csrf(secret, token), base=f"/app/l/{token}",
                          via_link=True, message=message_of(request))  # fmt: skip
 
@@ -422,7 +441,11 @@ def router(state: WebState) -> APIRouter:
             if not desk.may_answer(who, handoff):
                 raise InvalidValueError(f"This hand-off is {handoff.owner}'s to answer.")
             word = fields.get("answer", "")
+            # A reason of the shared list (scoring.yaml's reasons), else "other" in words.
+            chosen = fields.get("choice", "").strip()
             reason = fields.get("reason", "").strip()[:2000] or None
+            if chosen and chosen != "other":
+                reason = chosen[:2000]
             if word in ("reject", "recycle") and not reason:
                 raise InvalidValueError(f"Say why you {word} this lead: the reason is kept.")
             done = answer_handoff(session, lead.email, word, reason, via=via, by=who.email)
@@ -446,6 +469,11 @@ def router(state: WebState) -> APIRouter:
             task = session.get(Task, task_id) if task_id else None
             if task is None or (lead_bound and task.lead_id != lead.id):
                 raise InvalidValueError("No such task.")
+            if fields.get("do") == "take" and who.may_take(task):
+                if not take_task(session, task_id, who.inbox, who.email):
+                    raise InvalidValueError("Someone took this task already.")
+                logs.action("task taken", task=task_id, lead=lead.email, by=who.email, via=via)
+                return "taken"
             if not desk.may_work(who, task):
                 raise InvalidValueError(f"This task is {task.assignee}'s.")
             if fields.get("do") == "snooze":
@@ -541,7 +569,13 @@ def router(state: WebState) -> APIRouter:
         if found is None:
             return None, 0
         email, lead_id = found
-        return desk.Who(email, False, people.sees_desk(email), zone(tz_of(email))), lead_id
+        return desk.Who(
+            email,
+            False,
+            people.sees_desk(email),
+            zone(tz_of(email)),
+            desk.Who.of(people, email, tz_of(email)).inbox,
+        ), lead_id
 
     def by_link(name: str, action: Act) -> None:
         """``POST /app/l/TOKEN/NAME``: *action* from a notice link's page."""

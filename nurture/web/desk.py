@@ -32,10 +32,18 @@ class Who:
     manager: bool
     desk: bool
     tz: ZoneInfo
+    #: The sales inbox's address: its tasks are there for a salesperson to take, once.
+    inbox: str = ""
 
     @classmethod
     def of(cls, people: People, email: str, tz_name: str) -> Who:
-        return cls(email, people.is_manager(email), people.sees_desk(email), zone(tz_name))
+        inbox = next(iter(sorted(people.desk)), "")
+        return cls(email, people.is_manager(email), people.sees_desk(email), zone(tz_name),
+                   inbox)  # fmt: skip
+
+    def may_take(self, task: Task) -> bool:
+        """Whether *task* is the sales inbox's and this salesperson may take it."""
+        return bool(self.inbox) and task.assignee == self.inbox and self.email != self.inbox
 
 
 def may_open(session: Session, who: Who, lead: Lead) -> bool:
@@ -61,8 +69,18 @@ def may_answer(who: Who, handoff: Handoff) -> bool:
 
 
 def may_work(who: Who, task: Task) -> bool:
-    """The assignee works a task; a manager any; anyone signed in, an unassigned one."""
-    return who.manager or task.assignee in (None, who.email)
+    """The assignee works a task; a manager any; the sales inbox, one of nobody's."""
+    return who.manager or task.assignee == who.email or (task.assignee is None and who.desk)
+
+
+def _tasks_of(who: Who) -> Any:
+    """The tasks *who* lists (home and Tasks page alike): their own; the sales inbox,
+    also those of nobody (older tasks; new ones always get an owner); a manager, all."""
+    if who.manager:
+        return col(Task.id).is_not(None)
+    if who.desk:
+        return or_(col(Task.assignee) == who.email, col(Task.assignee).is_(None))
+    return col(Task.assignee) == who.email
 
 
 def _waiting(since: datetime, now: datetime) -> str:
@@ -136,6 +154,7 @@ def task_rows(session: Session, tasks: list[Task], who: Who, now: datetime) -> l
                 "tel": tel(lead.phone),
                 "their_time": f"{local:%a %H:%M}" if local else "",
                 "workable": state != "done" and may_work(who, task),
+                "takeable": state != "done" and who.may_take(task),
             }
         )
     return rows
@@ -176,8 +195,7 @@ def home(session: Session, who: Who, now: datetime) -> dict[str, Any]:
         select(Task)
         .where(col(Task.status).in_([TaskStatus.open.value, TaskStatus.expired.value]))
         .where(col(Task.due_at) < day_start(now, who.tz, days_on=1))
-        .where(or_(col(Task.assignee) == who.email, col(Task.assignee).is_(None))
-               if not who.manager else col(Task.id).is_not(None))
+        .where(_tasks_of(who))
         .order_by(col(Task.due_at))
         .limit(PAGE)
     )  # fmt: skip
@@ -191,7 +209,9 @@ def home(session: Session, who: Who, now: datetime) -> dict[str, Any]:
 
 def my_tasks(session: Session, who: Who, now: datetime) -> list[dict[str, Any]]:
     """Open and missed tasks (a manager: everyone's), then the last week's done ones."""
-    mine = col(Task.assignee) == who.email if not who.manager else col(Task.id).is_not(None)
+    mine = _tasks_of(who)
+    if who.inbox and not who.manager and not who.desk:  # the inbox's, to take once
+        mine = or_(mine, col(Task.assignee) == who.inbox)
     current = session.exec(
         select(Task)
         .where(col(Task.status).in_([TaskStatus.open.value, TaskStatus.expired.value]))
@@ -242,6 +262,18 @@ def lead_page(
     pending = dossier.pending
     open_tasks = [t for t in dossier.tasks if t.status in (TaskStatus.open, TaskStatus.expired)]
     reasons = dossier.reasons(who.tz)
+    answered = [h for h in dossier.handoffs if h.answered_at is not None]
+    latest = answered[-1] if answered else None
+    # Who just said no (rejected, recycled) is not offered the lead back, until the
+    # lead does something new.
+    said_no = (
+        latest is not None
+        and latest.status in (HandoffStatus.rejected, HandoffStatus.recycled)
+        and latest.answered_by == who.email
+        and latest.answered_at is not None
+        and not any(e.occurred_at > latest.answered_at and not e.type.startswith("handoff_")
+                    for e in dossier.events)
+    )  # fmt: skip
     fields = [
         ("Email", lead.email),
         ("Title", lead.title or ""),
@@ -274,8 +306,18 @@ def lead_page(
         "pending": pending,
         "can_answer": pending is not None and may_answer(who, pending),
         "can_claim": pending is None
+        and not said_no
         and lead.stage not in ("accepted", "customer")
         and lead.owner in (None, who.email),
+        "answer": None
+        if latest is None or pending is not None
+        else {
+            "status": latest.status,
+            "when": when(latest.answered_at or latest.became_hot_at, who.tz, now),
+            "by": "you" if latest.answered_by == who.email else (latest.answered_by or ""),
+            "reason": latest.reason or "",
+        },
+        "reset_at": when(lead.score_reset_at, who.tz, now) if lead.score_reset_at else "",
         "tasks": task_rows(session, open_tasks, who, now),
         "handoffs": [
             {

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from nurture import clock, logs
 from nurture.mail.compose import TEST_LEAD_ID, UnsubscribeLink, read_unsubscribe_link
 from nurture.mail.tracking import LINK_BURST, machine_reason, read_click, read_open
+from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
@@ -112,6 +113,7 @@ def router(state: WebState) -> APIRouter:
         tracking_id, index = found
         ip, agent = client(request)
         now = clock.now()
+        woke: list[bool] = []
         with session_scope(engine) as session:
             row = _message_for(session, tracking_id)
             if row is not None and row.kind == MessageKind.test and index < len(row.links):
@@ -164,6 +166,10 @@ def router(state: WebState) -> APIRouter:
                 # Concurrent machine hits of one link: the database keeps one per window.
                 source_id=None if reason is None else _machine_hit(tracking_id, index, now),
             )
+            if recorded.new and reason is None:
+                # A person's click may make the lead hot: the fast lane scores it now.
+                announce(session, [row.lead_id])
+                woke.append(True)
             if recorded.new:
                 logs.action(
                     "email clicked",
@@ -173,6 +179,8 @@ def router(state: WebState) -> APIRouter:
                     url=url,
                     machine=reason,
                 )
+        if woke:
+            state.arrived()
         return RedirectResponse(url, status_code=302, headers=NO_CACHE)
 
     @routes.get("/u/{token}")

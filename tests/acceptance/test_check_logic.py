@@ -55,9 +55,7 @@ def test_an_outcome_the_step_does_not_declare_is_a_problem(nurture: Run, demo: P
     assert last_line(result.stdout).startswith("1 problem in 1 file;")
 
 
-def test_unknown_template_names_and_variables_get_a_did_you_mean(
-    nurture: Run, demo: Path
-) -> None:
+def test_unknown_template_names_and_variables_get_a_did_you_mean(nurture: Run, demo: Path) -> None:
     seq = demo / "sequences" / "pricing-guide-welcome.yaml"
     replace(seq, "email: case-study", "email: case-studdy")  # line 17
     replace(seq, "if: \"not clicked('welcome')\"", "if: \"not clicked('welcme')\"")  # line 16

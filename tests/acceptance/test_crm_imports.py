@@ -59,9 +59,7 @@ def test_a_hubspot_export_owners_by_name_and_the_columns_the_examples_read(
     assert "fit 30 " in nurture("leads", "show", "ann@acme.example", cwd=demo).stdout
 
 
-def test_map_takes_any_attribute_name_that_is_not_exactly_a_field(
-    nurture: Run, demo: Path
-) -> None:
+def test_map_takes_any_attribute_name_that_is_not_exactly_a_field(nurture: Run, demo: Path) -> None:
     (demo / "hubspot.csv").write_text(HUBSPOT, encoding="utf-8")
     result = nurture("--now", "2026-11-16T09:00Z", "leads", "import", "hubspot.csv", "--map",
                      "Contact owner=crm_owner", cwd=demo)  # fmt: skip

@@ -17,7 +17,7 @@ from freezegun import freeze_time
 from sqlmodel import select
 
 from nurture.store.database import open_engine, session_scope
-from nurture.store.outbox import OutboxMessage
+from nurture.store.outbox import MessageKind, OutboxMessage
 from tests.acceptance.conftest import BLAST, Cli, Run
 from tests.conftest import SmtpServer
 
@@ -79,11 +79,15 @@ def test_tick_through_two_weeks_delivers_exactly_what_simulate_predicts(
         rows = {row.message_id: row for row in session.exec(select(OutboxMessage))}
     engine.dispose()
     delivered = set()
-    for message in smtp_server.handler.messages:
+    # The leads' email (sales' own mail, like the digest of the tasks the sequences give
+    # the team, is not what simulate predicts).
+    to_leads = [m for m in smtp_server.handler.messages
+                if rows[m["Message-ID"]].kind == MessageKind.email.value]  # fmt: skip
+    for message in to_leads:
         row = rows[message["Message-ID"]]
         delivered.add((row.recipient, row.sequence, row.step, message["Date"].datetime))
     assert delivered == predicted
-    assert len(smtp_server.handler.messages) == len(predicted)  # nothing twice
+    assert len(to_leads) == len(predicted)  # nothing twice
 
 
 def test_tasks_list_and_done(cli: Cli) -> None:

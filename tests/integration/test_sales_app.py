@@ -192,9 +192,12 @@ def test_claiming_and_answering_are_recorded_with_how(sales_desk: Desk) -> None:
             f"{notice}/answer", data={"csrf": csrf, "answer": "recycle", "reason": "later"}
         )
         assert recycled.status_code == 303 and desk.lead().stage == "cold"
-        # Back in nurture, Sam takes her anyway, from the same notice's page.
+        # Back in nurture: Sam, who just recycled her, is not offered her back...
+        assert "Claim it" not in anyone.get(notice).text
+        # ...until she does something new; then Sam takes her, from the same page.
+        desk.event("page_visited", clock.now())
         page = anyone.get(notice)
-        assert "Claim" in page.text
+        assert "Claim it" in page.text
         claimed = anyone.post(f"{notice}/claim", data={"csrf": csrf_of(page.text)})
         assert claimed.status_code == 303 and claimed.headers["location"].endswith("?m=claimed")
     claim = handoff(desk)
@@ -581,7 +584,12 @@ def test_a_strangers_form_post_changes_nothing_sales_acts_on_and_sales_reads_it(
         assert posted.status_code == 303, posted.text
     after = desk.lead()
     assert (after.first_name, after.last_name, after.company, after.phone, after.owner) == (
-        before.first_name, before.last_name, before.company, before.phone, before.owner)
+        before.first_name,
+        before.last_name,
+        before.company,
+        before.phone,
+        before.owner,
+    )
     assert after.attributes == before.attributes
     assert before.consent is None and after.consent is not None  # empty: filled, as fields
     with desk.client() as browser:

@@ -15,6 +15,7 @@ from nurture.language.scoring import (
     falls_below_at,
     implied_stage,
     load_scoring,
+    stage_reached,
 )
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -51,7 +52,18 @@ def test_hot_needs_engagement_fit_and_someone_to_hand_it_to(rules: ScoringRules)
 def test_decay_below_a_threshold_is_foreseen(rules: ScoringRules) -> None:
     moment = falls_below_at(rules, "hot", 40, NOW)
     assert moment is not None
-    expected = NOW + timedelta(days=14 * math.log2(40 / 30))
+    # Below 30 as sales reads it (two decimals): under 29.995.
+    expected = NOW + timedelta(days=14 * math.log2(40 / 29.995))
     assert abs((moment - expected).total_seconds()) <= 1
-    assert decayed(40, NOW, moment, rules) < 30 <= decayed(40, NOW, moment - timedelta(1), rules)
+    assert round(decayed(40, NOW, moment, rules), 2) < 30
+    assert round(decayed(40, NOW, moment - timedelta(1), rules), 2) >= 30
     assert falls_below_at(rules, "cold", 40, NOW) is None
+
+
+def test_a_threshold_is_crossed_at_the_event_that_reaches_it(rules: ScoringRules) -> None:
+    # 20 + 10 a minute apart is 29.9999: 30 to two decimals.
+    assert implied_stage(rules, 29.9999, 20, True) == "hot"
+    # Decayed by the time the pass looks, the lead still crossed at the event's moment.
+    assert stage_reached(rules, 29.9, 30.0, 20, True) == "hot"
+    assert stage_reached(rules, 29.9, None, 20, True) == "warm"
+    assert stage_reached(rules, 29.9, 12.0, 20, True) == "warm"  # the peak never lowers

@@ -79,8 +79,9 @@ def upgrade() -> None:
         op.create_index(f"ix_{table}_sequence_step", table, ["sequence", "step"])
     if sqlite:
         for table in NO_REUSE:
-            with op.batch_alter_table(table, recreate="always",
-                                      table_kwargs={"sqlite_autoincrement": True}) as batch:
+            with op.batch_alter_table(
+                table, recreate="always", table_kwargs={"sqlite_autoincrement": True}
+            ) as batch:
                 pass  # fmt: skip
     moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
     op.execute(sa.text("INSERT INTO meta (key, value) VALUES ('links_bound_since', :at)")
