@@ -112,9 +112,7 @@ def defer(session: Session, message_id: int, until: datetime, reason: str) -> bo
     return bool(_changed(result))
 
 
-def _settle_unsent(
-    session: Session, message_id: int, token: str | None, **values: Any
-) -> bool:
+def _settle_unsent(session: Session, message_id: int, token: str | None, **values: Any) -> bool:
     """Move a message that has not gone (``queued``, or held by the claim *token*) to
     *values*, giving up its claim; ``False`` if it is in another state."""
     query = update(OutboxMessage).where(col(OutboxMessage.id) == message_id)
@@ -195,7 +193,7 @@ _START = (
     .where(_OUTBOX.c.claim_token == bindparam("token"))
     .where(_OUTBOX.c.status == OutboxStatus.leased.value)
     .where(_CONTACTABLE)
-    .values(status=OutboxStatus.sending.value)
+    .values(status=OutboxStatus.sending.value, counted=bindparam("counted"))
 )
 
 
@@ -216,11 +214,6 @@ class Started(enum.StrEnum):
     capped = "capped"
 
 
-class _CapReached(Exception):
-    def __init__(self, cap: Cap) -> None:
-        self.cap = cap
-
-
 def start(
     session: Session, item: Claimed, now: datetime, caps: Sequence[Cap] = ()
 ) -> tuple[Started, str]:
@@ -228,41 +221,28 @@ def start(
     caller's transaction; else settle it as the check says. Return what happened and,
     when it does not go, why."""
     connection = session.connection()
-    params = {"message": item.id, "token": item.token, "seen_event": item.seen_event}
-    try:
-        with session.begin_nested():
-            if not connection.execute(_START, params).rowcount:
-                raise _NotNow()
-            for cap in caps:
-                if not take(connection, cap):
-                    raise _CapReached(cap)
-            if caps:
-                connection.execute(
-                    update(_OUTBOX).where(_OUTBOX.c.id == item.id)
-                    .values(counted=" ".join(cap.key for cap in caps))
-                )  # fmt: skip
-        return Started.go, ""
-    except _CapReached as reached:
-        cap = reached.cap
-        session.execute(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.id) == item.id)
-            .where(col(OutboxMessage.claim_token) == item.token)
-            .values(
-                status=OutboxStatus.queued.value,
-                next_attempt_at=cap.resets_at,
-                last_error=cap.reason,
-                claim_token=None,
-                lease_until=None,
-            )
-        )
-        return Started.capped, cap.reason
-    except _NotNow:
+    params = {"message": item.id, "token": item.token, "seen_event": item.seen_event,
+              "counted": " ".join(cap.key for cap in caps) or None}  # fmt: skip
+    if not connection.execute(_START, params).rowcount:
         return _why_not(session, item, now)
-
-
-class _NotNow(Exception):
-    pass
+    for index, cap in enumerate(caps):
+        if not take(connection, cap):  # give back what this start took, and wait
+            give_back(connection, [taken.key for taken in caps[:index]])
+            session.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id) == item.id)
+                .where(col(OutboxMessage.claim_token) == item.token)
+                .values(
+                    status=OutboxStatus.queued.value,
+                    next_attempt_at=cap.resets_at,
+                    last_error=cap.reason,
+                    claim_token=None,
+                    lease_until=None,
+                    counted=None,
+                )
+            )
+            return Started.capped, cap.reason
+    return Started.go, ""
 
 
 def _why_not(session: Session, item: Claimed, now: datetime) -> tuple[Started, str]:
