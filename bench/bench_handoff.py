@@ -11,22 +11,27 @@ Each hot lead has an owner of its own, so the sink's recipient tells whose notic
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 
-from bench.bench_intake import _percentile
+from bench.common import (
+    Unreachable,
+    _wait_http,
+    bench_main,
+    free_port,
+    installation,
+    make_project,
+    percentile,
+    scratch_database,
+    worker_env,
+)
 from bench.smtp_sink import SinkProcess, read_log
 
 KEY = "bench-handoff-key-0123456789abcdef"
@@ -53,26 +58,16 @@ def _hot_candidates(engine: Any, count: int) -> None:
 def measure(tmp: Path, database: str, *, due: int, posts: int, rate: float, workers: int
             ) -> dict[str, Any]:  # fmt: skip
     """One run on *database* (``sqlite`` or ``postgresql``) with *workers* daemons."""
-    from bench.common import (
-        PG_ADMIN_URL,
-        _wait_http,
-        free_port,
-        installation,
-        make_project,
-        worker_env,
-    )
+    try:
+        with scratch_database(database) as env:
+            return _run(tmp, database, env, due=due, posts=posts, rate=rate, workers=workers)
+    except Unreachable as exc:
+        return {"skipped": str(exc)}
 
-    admin = None
-    env: dict[str, str] = {}
-    if database == "postgresql":
-        name = f"nurture_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        except Exception as exc:
-            return {"skipped": f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"}
-        env["NURTURE_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+def _run(tmp: Path, database: str, env: dict[str, str], *, due: int, posts: int, rate: float,
+         workers: int) -> dict[str, Any]:  # fmt: skip
+    env = dict(env)
     project = make_project(tmp / f"{database}-{workers}")
     sink = SinkProcess(free_port(), tmp / f"{database}-{workers}-sink.log", delay=0.005).start()
     port = free_port()
@@ -127,11 +122,6 @@ def measure(tmp: Path, database: str, *, due: int, posts: int, rate: float, work
         for daemon in daemons:
             daemon.wait(120)
         sink.stop()
-        if admin is not None:
-            with admin.connect() as connection:
-                name = env["NURTURE_DATABASE_URL"].rsplit("/", 1)[1]
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
     rows = read_log(sink.log)
     first: dict[str, float] = {}
     for moment, recipient, _ in rows:
@@ -146,7 +136,7 @@ def measure(tmp: Path, database: str, *, due: int, posts: int, rate: float, work
         "handed_off": len(latencies),
         "duplicates": sum(n - 1 for n in counts.values()),
         "p50_ms": round(statistics.median(latencies) * 1000) if latencies else None,
-        "p95_ms": round(_percentile(latencies, 0.95) * 1000) if latencies else None,
+        "p95_ms": round(percentile(latencies, 0.95) * 1000) if latencies else None,
         "max_ms": round(max(latencies) * 1000) if latencies else None,
     }
 
@@ -166,15 +156,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["sqlite", "postgresql"])
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="nurture-bench-handoff-") as tmp:
-        databases = (args.only,) if args.only else ("sqlite", "postgresql")
-        print(json.dumps(run(Path(tmp), args.quick, databases), indent=2))
+    bench_main(__doc__, "nurture-bench-handoff-", run)
 
 
 if __name__ == "__main__":

@@ -10,20 +10,26 @@ sink; ``during_pass`` says how many were posted before its last one did.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 
+from bench.common import (
+    Unreachable,
+    _wait_http,
+    bench_main,
+    free_port,
+    installation,
+    make_project,
+    percentile,
+    scratch_database,
+    worker_env,
+)
 from bench.smtp_sink import SinkProcess, read_log
 
 WELCOME = """\
@@ -42,33 +48,20 @@ rate_limit: 100000 per minute
 """
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def measure(tmp: Path, database: str, *, due: int, posts: int, rate: float) -> dict[str, Any]:
     """One run on *database* (``sqlite`` or ``postgresql``)."""
-    from bench.common import (
-        PG_ADMIN_URL,
-        _wait_http,
-        free_port,
-        installation,
-        make_project,
-        worker_env,
-    )  # fmt: skip
 
-    admin = None
-    env: dict[str, str] = {}
-    if database == "postgresql":
-        name = f"nurture_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        except Exception as exc:
-            return {"skipped": f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"}
-        env["NURTURE_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        with scratch_database(database) as env:
+            return _run(tmp, database, env, due=due, posts=posts, rate=rate)
+    except Unreachable as exc:
+        return {"skipped": str(exc)}
+
+
+def _run(
+    tmp: Path, database: str, env: dict[str, str], *, due: int, posts: int, rate: float
+) -> dict[str, Any]:
+    env = dict(env)
     project = make_project(tmp / database)
     (project / "sequences" / "web-welcome.yaml").write_text(WELCOME)
     (project / "forms" / "bench.yaml").write_text(FORM)
@@ -115,11 +108,6 @@ def measure(tmp: Path, database: str, *, due: int, posts: int, rate: float) -> d
         daemon.terminate()
         daemon.wait(120)
         sink.stop()
-        if admin is not None:
-            with admin.connect() as connection:
-                name = env["NURTURE_DATABASE_URL"].rsplit("/", 1)[1]
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
     rows = read_log(sink.log)
     bulk = [moment for moment, recipient, _ in rows if recipient not in posted]
     pass_end = max(bulk) if len(bulk) >= due else float("inf")
@@ -132,7 +120,7 @@ def measure(tmp: Path, database: str, *, due: int, posts: int, rate: float) -> d
         "during_pass": sum(1 for moment in posted.values() if moment < pass_end),
         "bulk_sent": len(bulk),
         "p50_ms": round(statistics.median(latencies) * 1000) if latencies else None,
-        "p95_ms": round(_percentile(latencies, 0.95) * 1000) if latencies else None,
+        "p95_ms": round(percentile(latencies, 0.95) * 1000) if latencies else None,
         "max_ms": round(max(latencies) * 1000) if latencies else None,
     }
 
@@ -146,15 +134,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["sqlite", "postgresql"])
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="nurture-bench-intake-") as tmp:
-        databases = (args.only,) if args.only else ("sqlite", "postgresql")
-        print(json.dumps(run(Path(tmp), args.quick, databases), indent=2))
+    bench_main(__doc__, "nurture-bench-intake-", run)
 
 
 if __name__ == "__main__":

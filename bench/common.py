@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import socket
+import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, create_engine, insert, text, update
 
 from nurture.config import Config, load_settings
 from nurture.engine.context import Context
@@ -181,3 +186,53 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class Unreachable(Exception):
+    """PostgreSQL cannot be reached: the benchmark on it is skipped, saying so."""
+
+
+@contextmanager
+def scratch_database(kind: str) -> Iterator[dict[str, str]]:
+    """The settings of a database of *kind* for one run: none for SQLite (the project's
+    own file); for PostgreSQL a database made for the run and dropped after it. Raises
+    :class:`Unreachable` when PostgreSQL cannot be reached."""
+    if kind != "postgresql":
+        yield {}
+        return
+    name = f"nurture_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        raise Unreachable(
+            f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+        ) from None
+    try:
+        yield {"NURTURE_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"}
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value below which *share* of *values* lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def bench_main(doc: str | None, prefix: str, run: Callable[..., dict[str, Any]]) -> None:
+    """The command line of a benchmark module: ``[--quick] [--only sqlite|postgresql]``,
+    its results printed as JSON."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        databases = (args.only,) if args.only else ("sqlite", "postgresql")
+        print(json.dumps(run(Path(tmp), args.quick, databases), indent=2))
