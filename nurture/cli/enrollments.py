@@ -136,7 +136,7 @@ def first_touch_line(st: Any, sequence: Any, view: Any, now: Any) -> str:
 
 
 enrollments_app = typer.Typer(
-    no_args_is_help=True, help="Leads in sequences: list them, pause and resume them."
+    no_args_is_help=True, help="Leads in sequences: list, pause, resume and cancel them."
 )
 app.add_typer(enrollments_app, name="enrollments")
 

@@ -192,11 +192,11 @@ def claim(
         query = query.where(col(OutboxMessage.id).in_(only_messages))
     lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
     with session_scope(ctx.engine) as session:
-        # Read first: an event newer than this makes the start look again.
-        seen_event = int(session.exec(select(func.max(Event.id))).one() or 0)
         rows = list(session.exec(query))
         if not rows:
             return Batch([], 0)
+        # Read before the events: an event newer than this makes the start look again.
+        seen_event = int(session.exec(select(func.max(Event.id))).one() or 0)
         leads = {
             lead.id: lead
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(_lead_ids(rows))))
