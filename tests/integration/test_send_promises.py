@@ -502,11 +502,14 @@ def test_a_pass_never_puts_back_the_wake_up_the_delivery_wrote(harness: Harness)
 def test_an_email_that_leaves_while_its_enrollment_is_paused_moves_the_next_wait(
     harness: Harness,
 ) -> None:
-    with freeze_time(MOMENT, real_asyncio=True):
+    # Given María's welcome queued at one moment and sent an hour later
+    with freeze_time(MOMENT):
         ctx, catalog = ctx_and_catalog(harness, MOMENT)
         run_pass(ctx, catalog, MOMENT)
+    sent_at = MOMENT + timedelta(hours=1)
+    with freeze_time(sent_at, real_asyncio=True):
 
-        def pause(*_: Any) -> None:
+        def pause(*_: Any) -> None:  # paused while the email is on its way
             with session_scope(harness.engine) as session:
                 set_paused(session, "welcome", None, pause=True, now=clock.now())
 
@@ -515,7 +518,8 @@ def test_an_email_that_leaves_while_its_enrollment_is_paused_moves_the_next_wait
     assert len(harness.sent()) == 1  # it was on its way: it went
     with session_scope(harness.engine) as session:
         [enrollment] = session.exec(select(Enrollment)).all()
-    assert enrollment.status == "paused" and enrollment.base_at == MOMENT
+    # Then the next wait counts from when it left, paused or not
+    assert enrollment.status == "paused" and enrollment.base_at == sent_at
 
 
 def test_a_batch_whose_emails_all_wait_does_not_end_the_run(
