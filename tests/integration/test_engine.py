@@ -311,15 +311,21 @@ def test_a_sender_that_raises_stops_the_others_and_gives_every_lease_back(
     others = [f"lead{i}@example.com" for i in range(30)]
     harness.add_leads(*({"email": a, "first_name": "Al", "source": "guide"} for a in others))
     in_flight: list[int] = []
+    exploded = asyncio.Event()
 
     class Exploding(SmtpTransport):
-        """A real SMTP transport with a bug for one recipient."""
+        """A real SMTP transport with a bug for one recipient. The others wait until it
+        has gone off (at most 30 s): on a busy machine SQLite may let the other senders'
+        commits pass the buggy one's again and again, and the run would end before the
+        bug shows."""
 
         async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
             in_flight.append(1)
             try:
                 if recipient == "boom@example.com":
+                    exploded.set()
                     raise RuntimeError("a bug")
+                await asyncio.wait_for(exploded.wait(), timeout=30)
                 return await super().send(message, sender, recipient, key)
             finally:
                 in_flight.pop()
