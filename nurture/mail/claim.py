@@ -210,6 +210,7 @@ def claim(
         events = events_by_lead(session, _lead_ids(rows))
         caps = _Caps(session, ctx, rows, leads, now)
         hooks.reach("claim.after_read", session, rows)
+        leasable: list[tuple[OutboxMessage, Lead | None]] = []
         for row in rows:
             assert row.id is not None
             lead = leads.get(row.lead_id) if row.lead_id is not None else None
@@ -241,7 +242,11 @@ def claim(
                                     step=row.step, until=wait[0].isoformat(),
                                     reason=wait[1])  # fmt: skip
                     continue
-            if not lease(session, row.id, token=token, worker=ctx.worker_id, until=lease_until):
+            leasable.append((row, lead))
+        leased = lease(session, [row.id or 0 for row, _ in leasable], token=token,
+                       worker=ctx.worker_id, until=lease_until)  # fmt: skip
+        for row, lead in leasable:
+            if row.id not in leased:
                 continue  # another claim took it first
             claimed.append(
                 Claimed(

@@ -1,9 +1,11 @@
 """The delivery loop: send what the outbox holds, when it may go.
 
 Each batch is claimed (:mod:`nurture.mail.claim`: ``queued`` → ``leased`` under a claim
-token). One sender per connection then takes the messages one by one: one commit
-records how the last one went and starts the next (:func:`nurture.store.sending.start`:
-its last check and its caps, in that transaction) just before it is handed over. A
+token). One sender per connection then takes the messages one by one from the run's
+:class:`~nurture.mail.ledger.Ledger`, its one writer: one commit records how the last
+sends of every connection went and starts each one's next message
+(:func:`nurture.store.sending.start`: its last check and its caps, in that transaction)
+just before it is handed over. A
 message whose lease ran out (its sender died mid-batch) may have reached the server: it
 is held as ``uncertain`` (or queued again, ``[delivery] on_uncertain``).
 """
@@ -24,63 +26,12 @@ from nurture import clock, hooks, logs
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
 from nurture.language.scoring import ScoringRules
-from nurture.mail.claim import caps_for, claim, sweep_held_mail
+from nurture.mail.claim import claim, sweep_held_mail
 from nurture.mail.leases import keep_leases, release_leases, settle_abandoned
-from nurture.mail.pacing import (
-    RETRY_LIFETIME,
-    YIELD_MAX,
-    DeliveryReport,
-    SendingPause,
-    send_backoff,
-)
+from nurture.mail.ledger import Ledger
+from nurture.mail.pacing import YIELD_MAX, DeliveryReport, SendingPause
 from nurture.mail.transports import SendResult, Transport
-from nurture.retry import retry_transient
-from nurture.store.database import session_scope
-from nurture.store.outbox import OutboxMessage
-from nurture.store.sending import Claimed, Started, record, start
-
-#: How a start that did not go counts in the run's report.
-_NOT_STARTED = {
-    Started.lost: "",
-    Started.cancelled: "cancelled",
-    Started.held: "deferred",
-    Started.again: "deferred",
-    Started.capped: "deferred",
-}
-
-
-def _step(
-    ctx: Context, done: tuple[Claimed, SendResult] | None, following: Claimed | None
-) -> tuple[Started | None, DeliveryReport]:
-    """One commit per message: record how the last send went and start the next one
-    (its last check, and its caps counted). Return what the start did (``None``: nothing
-    to start), and what was recorded."""
-    report = DeliveryReport()
-    settings = ctx.config.settings
-    with session_scope(ctx.engine) as session:
-        now = clock.now()
-        if done is not None:
-            item, result = done
-            became = record(
-                session, item, result.outcome, result.detail, now, raised=result.raised,
-                resend_uncertain=settings.delivery.on_uncertain == "resend",
-                retry_after=lambda attempts: send_backoff(ctx, attempts),
-                given_up=lambda row: _given_up(row, result, now),
-            )  # fmt: skip
-            report.count(became)
-            if became == "refused":
-                report.failed += 1
-        if following is None:
-            return None, report
-        caps = caps_for(following, now, settings.limits, ctx.default_timezone)
-        started, why = start(session, following, now, caps)
-        if started != Started.go:
-            report.count(_NOT_STARTED[started])
-            if started != Started.lost:
-                logs.action("email not started", lead=following.recipient,
-                            sequence=following.sequence, step=following.step,
-                            outcome=str(started), reason=why)  # fmt: skip
-        return started, report
+from nurture.store.sending import Claimed
 
 
 def with_date(raw: str, moment: datetime) -> bytes:
@@ -97,62 +48,42 @@ def with_date(raw: str, moment: datetime) -> bytes:
     return ("\n".join(lines) + sep + body).replace("\n", "\r\n").encode("utf-8")
 
 
-def _given_up(row: OutboxMessage, result: SendResult, now: datetime) -> bool:
-    """A 4xx reply for over :data:`RETRY_LIFETIME`: give up. Connection trouble never
-    gives up (the message is not at fault)."""
-    temporary_reply = result.detail[:1] == "4"
-    started = row.first_failure_at or now
-    return temporary_reply and now - started > RETRY_LIFETIME
-
-
 async def _sender(
-    ctx: Context,
-    transport: Transport,
-    waiting: list[Claimed],
-    moment: datetime,
-    stopping: asyncio.Event | None,
-    halt: asyncio.Event,
-    report: DeliveryReport,
-    gate: threading.Event | None = None,
-) -> None:
-    """Send messages from *waiting* one at a time until it is empty (or stopping, or
-    *halt*: the server cannot be reached); while *gate* is cleared, wait before the next
-    (at most :data:`YIELD_MAX` seconds each time)."""
-    done: tuple[Claimed, SendResult] | None = None
-    while True:
-        if gate is not None and not gate.is_set():
-            if done is not None:  # write down the last send before standing aside
-                step = partial(asyncio.to_thread, _step, ctx, done, None)
-                report.add((await retry_transient(step, "delivery", stopping=stopping))[1])
-                done = None
-            await _stand_aside(gate, stopping)
-        stop = halt.is_set() or (stopping is not None and stopping.is_set())
-        following = waiting.pop() if waiting and not stop else None
-        step = partial(asyncio.to_thread, _step, ctx, done, following)
-        # What was sent is known only here: keep trying to write it down.
-        started, recorded = await retry_transient(step, "delivery", stopping=stopping)
-        report.add(recorded)
-        done = None
-        if following is None:
-            return
-        if started != Started.go:
-            continue
-        hooks.reach("delivery.before_send", following)
-        message = with_date(following.raw, moment)
-        try:
-            result = await transport.send(
-                message, following.sender, following.recipient, following.key
+    transport: Transport, ledger: Ledger, halt: asyncio.Event,
+    stopping: asyncio.Event | None, report: DeliveryReport,
+) -> None:  # fmt: skip
+    """Send the messages the *ledger* starts, one at a time, until it has none left for
+    this connection. The next one is asked for as soon as this one is being handed over
+    (its start is written while this send goes on); once *halt* (the server cannot be
+    reached) or *stopping* is set, a started message not yet sent is given back."""
+    try:
+        following = await ledger.ask()
+        while following is not None:
+            hooks.reach("delivery.before_send", following)
+            message = with_date(following.raw, clock.now())
+            sending = asyncio.ensure_future(
+                transport.send(message, following.sender, following.recipient, following.key)
             )
-        except Exception as exc:  # a transport's bug: the message may have gone
-            logs.action("sending raised an error: delivery stops", level=logging.ERROR,
-                        lead=following.recipient, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-            detail = f"sending raised {type(exc).__name__}: {exc}"
-            result = SendResult("uncertain", detail, raised=True)
-            report.errors += 1
-            halt.set()
-        if result.unreachable:
-            halt.set()
-        done = (following, result)
+            await asyncio.sleep(0)  # the hand-over begins before the next start is asked
+            after = ledger.ask()
+            try:
+                result = await sending
+            except Exception as exc:  # a transport's bug: the message may have gone
+                detail = f"sending raised {type(exc).__name__}: {exc}"
+                logs.action("sending raised an error: delivery stops", level=logging.ERROR,
+                            lead=following.recipient, error=detail)  # fmt: skip
+                result = SendResult("uncertain", detail, raised=True)
+                report.errors += 1
+                halt.set()
+            if result.unreachable:
+                halt.set()
+            ledger.tell((following, result))
+            following = await after
+            if following is not None and (halt.is_set() or (stopping and stopping.is_set())):
+                ledger.give_back(following)
+                following = None
+    finally:
+        ledger.leave()
 
 
 async def _stand_aside(gate: threading.Event, stopping: asyncio.Event | None) -> None:
@@ -196,33 +127,44 @@ async def deliver(
         await asyncio.to_thread(sweep_held_mail, ctx, now)
     if pause.holds(now):
         return report  # the server refused to send for us a moment ago
-    # One sender per connection, each with at most one message "sending" at a time, so
-    # a crash leaves no more uncertain messages than there were connections.
+    # One sender per connection, each with at most one message "sending" at a time and
+    # the next one started while it goes, so a crash leaves no more than two uncertain
+    # messages per connection (and the outcomes of the last group not written down).
     senders = ctx.config.settings.smtp.max_connections
     halt, finished = asyncio.Event(), asyncio.Event()
-    failures: list[BaseException] = []
-    keeper = asyncio.create_task(keep_leases(ctx, finished))
-    try:
-        while not halt.is_set() and (stopping is None or not stopping.is_set()):
-            now = clock.now()
+
+    def more() -> bool:
+        return not halt.is_set() and not (stopping is not None and stopping.is_set())
+
+    async def claim_next() -> list[Claimed] | None:
+        """The next batch that may go (``None``: nothing more is due)."""
+        while more():
             claimed = await asyncio.to_thread(
-                claim, ctx, catalog, now, report, only_leads, only_messages, rules
+                claim, ctx, catalog, clock.now(), report, only_leads, only_messages, rules
             )
             if not claimed.looked_at:
-                break  # nothing more is due
-            batch = claimed.claimed
-            waiting = list(reversed(batch))
-            run = [
-                _halting(halt, _sender(ctx, transport, waiting, now, stopping, halt, report, gate))
-                for _ in range(senders)
-            ]
-            try:
-                outcomes = await asyncio.gather(*run, return_exceptions=True)
-            finally:  # whatever a sender did, the rest of the batch goes back
+                return None
+            if claimed.claimed:
+                return claimed.claimed
+        return None
+
+    ledger = Ledger(
+        ctx, claim_next, report, senders=senders, stopping=stopping, more=more, gate=gate,
+        stand_aside=None if gate is None else partial(_stand_aside, gate, stopping),
+    )  # fmt: skip
+    keeper = asyncio.create_task(keep_leases(ctx, finished))
+    try:
+        run = [
+            ledger.run(),
+            *(_halting(halt, _sender(transport, ledger, halt, stopping, report))
+              for _ in range(senders)),
+        ]  # fmt: skip
+        try:
+            outcomes = await asyncio.gather(*run, return_exceptions=True)
+        finally:  # whatever a sender did, what was claimed and not started goes back
+            for batch in ledger.batches:
                 await asyncio.to_thread(release_leases, ctx, batch)
-            failures = [o for o in outcomes if isinstance(o, BaseException)]
-            if failures:
-                break
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
     finally:
         finished.set()
         await keeper

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, exists, func, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import clock, logs
@@ -88,17 +89,23 @@ class Claimed:
 # --- claiming ----------------------------------------------------------------------------
 
 
-def lease(session: Session, message_id: int, *, token: str, worker: str, until: datetime) -> bool:
-    """``queued`` → ``leased`` under *token*; ``False`` if another claim took it first."""
-    result = session.execute(
-        update(OutboxMessage)
-        .where(col(OutboxMessage.id) == message_id)
-        .where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+def lease(
+    session: Session, message_ids: Sequence[int], *, token: str, worker: str, until: datetime
+) -> set[int]:
+    """``queued`` → ``leased`` under *token*, in one statement; return the ids it leased
+    (the others were taken by another claim first)."""
+    if not message_ids:
+        return set()
+    result = session.connection().execute(
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id.in_(list(message_ids)))
+        .where(_OUTBOX.c.status == OutboxStatus.queued.value)
         .values(
             status=OutboxStatus.leased.value, claim_token=token, worker=worker, lease_until=until
         )
+        .returning(_OUTBOX.c.id)
     )
-    return bool(_changed(result))
+    return {row[0] for row in result}
 
 
 def defer(session: Session, message_id: int, until: datetime, reason: str) -> bool:
@@ -243,6 +250,26 @@ def start(
             )
             return Started.capped, cap.reason
     return Started.go, ""
+
+
+def unstart(session: Session, item: Claimed) -> bool:
+    """A started message that was not handed over after all (the run stopped, or the
+    server could not be reached): ``sending`` → ``leased``, its caps' counters given
+    back, while this claim holds it. The run then gives it back with the rest."""
+    connection = session.connection()
+    mine = (
+        (_OUTBOX.c.id == item.id)
+        & (_OUTBOX.c.claim_token == item.token)
+        & (_OUTBOX.c.status == OutboxStatus.sending.value)
+    )
+    counted = connection.execute(sa_select(_OUTBOX.c.counted).where(mine)).first()
+    if counted is None:
+        return False
+    connection.execute(
+        update(_OUTBOX).where(mine).values(status=OutboxStatus.leased.value, counted=None)
+    )
+    give_back(connection, (counted[0] or "").split())
+    return True
 
 
 def _why_not(session: Session, item: Claimed, now: datetime) -> tuple[Started, str]:

@@ -561,3 +561,73 @@ def test_a_server_that_refuses_our_sender_without_an_enhanced_code_is_a_sending_
     assert harness.lead("maria@example.com").status == "subscribed"
     [row] = harness.outbox()
     assert row.status == "failed" and (row.last_error or "").startswith("sending problem:")
+
+
+# --- 5. the ledger: a run that stops gives back what it started and did not send -------
+
+
+class _StopsWhenTheNextIsStarted:
+    """The real SMTP transport; the first send waits until the connection's next message
+    has been started (it is, while this one is handed over), then the run is stopped."""
+
+    def __init__(self, inner: Any, engine: Engine, stopping: asyncio.Event) -> None:
+        self.inner, self.engine, self.stopping = inner, engine, stopping
+        self.sends = 0
+
+    async def send(self, message: bytes, sender: str, recipient: str, key: str) -> Any:
+        self.sends += 1
+        if self.sends == 1:
+            while not _sending(self.engine, other_than=recipient):
+                await asyncio.sleep(0.01)
+            self.stopping.set()
+        return await self.inner.send(message, sender, recipient, key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _sending(engine: Engine, other_than: str) -> bool:
+    with engine.connect() as connection:
+        return bool(connection.execute(text(
+            "SELECT count(*) FROM outbox WHERE status = 'sending' AND recipient != :r"
+        ), {"r": other_than}).scalar())  # fmt: skip
+
+
+def _counted(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {key: n for key, n in connection.execute(text("SELECT key, n FROM send_counts"))}
+
+
+def test_a_run_that_stops_gives_back_the_message_it_started_and_did_not_send(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_connection(harness, monkeypatch)
+    harness.add_leads({"email": "bo@example.com", "source": "guide"})
+    with freeze_time(MOMENT, real_asyncio=True):
+        ctx, catalog = ctx_and_catalog(harness, MOMENT)
+        run_pass(ctx, catalog, MOMENT)
+
+        # Given one connection whose next message is started while the first is handed
+        # over, when the run is stopped at that moment
+        async def run() -> DeliveryReport:
+            stopping = asyncio.Event()
+            inner = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
+            transport = _StopsWhenTheNextIsStarted(inner, harness.engine, stopping)
+            try:
+                return await deliver(ctx, catalog, transport, stopping=stopping)
+            finally:
+                await transport.close()
+
+        report = asyncio.run(run())
+        # Then the first is sent; the second, started and not sent, is queued again, its
+        # caps given back, and the next run sends it once
+        assert report.sent == 1 and len(harness.sent()) == 1
+        waiting = [row for row in harness.outbox() if row.status != "sent"]
+        assert [(row.status, row.claim_token, row.attempts) for row in waiting] == [
+            ("queued", None, 0)
+        ]
+        counts = _counted(harness.engine)
+        assert sorted(counts.values()) == [0, 1, 1]  # the sender's 1, María's 1, Bo's 0
+        deliver_now(ctx, catalog)
+    assert len(harness.sent()) == 2
+    assert sorted(_counted(harness.engine).values()) == [1, 1, 2]

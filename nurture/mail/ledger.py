@@ -1,0 +1,265 @@
+"""The one writer of a delivery run: how each send went, and which message goes next.
+
+A run's senders (one per connection) never write to the database themselves. Each hands
+the ledger how its last send went and asks for its next message; the ledger writes every
+outcome that has come in and starts the next message of every sender that asked, in one
+transaction (:func:`write`), then answers them. While it writes, the senders that finish
+queue up behind it, so the next transaction carries them all: the busier the run, the
+more messages each commit carries (group commit), and the run never has two of its own
+transactions waiting for each other's lock.
+
+The promise of the start is unchanged: a message is started (its last check, its caps)
+in a transaction that commits before its hand-over begins, and a sender's next message
+is started only once its current one is being handed over, so an opt-out that returned
+before that stops it. A crash leaves at most :data:`IN_FLIGHT_PER_CONNECTION` messages
+per connection ``sending`` (then ``uncertain``, never sent again on their own): the one
+being handed over, the next one started, and the last one whose outcome was not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import partial
+
+from nurture import clock, logs
+from nurture.engine.context import Context
+from nurture.mail.claim import caps_for
+from nurture.mail.pacing import RETRY_LIFETIME, DeliveryReport, send_backoff
+from nurture.mail.transports import SendResult
+from nurture.retry import retry_transient
+from nurture.store.database import session_scope
+from nurture.store.outbox import OutboxMessage
+from nurture.store.sending import Claimed, Started, record, start, unstart
+
+#: How a start that did not go counts in the run's report.
+_NOT_STARTED = {
+    Started.lost: "",
+    Started.cancelled: "cancelled",
+    Started.held: "deferred",
+    Started.again: "deferred",
+    Started.capped: "deferred",
+}
+
+Outcome = tuple[Claimed, SendResult]
+
+#: The most messages one connection can leave ``sending`` when its process dies.
+IN_FLIGHT_PER_CONNECTION = 3
+
+
+def write(
+    ctx: Context,
+    done: list[Outcome],
+    candidates: list[Claimed],
+    wanted: int,
+    unsent: list[Claimed] | None = None,
+) -> tuple[list[Claimed], int, DeliveryReport]:
+    """In one transaction: record how the sends of *done* went, put back the *unsent*
+    (started, not handed over), then start messages from the end of *candidates* (the
+    next in line last) until *wanted* of them go. Return the started ones, how many
+    candidates were used up (started, or settled as their start said), and what was
+    recorded. Nothing is taken off *candidates*: a transaction that fails is tried again
+    from the same line."""
+    report = DeliveryReport()
+    settings = ctx.config.settings
+    started: list[Claimed] = []
+    used = 0
+    with session_scope(ctx.engine) as session:
+        now = clock.now()
+        for item, result in done:
+            became = record(
+                session, item, result.outcome, result.detail, now, raised=result.raised,
+                resend_uncertain=settings.delivery.on_uncertain == "resend",
+                retry_after=lambda attempts: send_backoff(ctx, attempts),
+                given_up=partial(_given_up, result=result, now=now),
+            )  # fmt: skip
+            report.count(became)
+            if became == "refused":
+                report.failed += 1
+        for item in unsent or ():
+            unstart(session, item)
+        while len(started) < wanted and used < len(candidates):
+            following = candidates[-1 - used]
+            used += 1
+            caps = caps_for(following, now, settings.limits, ctx.default_timezone)
+            outcome, why = start(session, following, now, caps)
+            if outcome == Started.go:
+                started.append(following)
+                continue
+            report.count(_NOT_STARTED[outcome])
+            if outcome != Started.lost:
+                logs.action("email not started", lead=following.recipient,
+                            sequence=following.sequence, step=following.step,
+                            outcome=str(outcome), reason=why)  # fmt: skip
+    return started, used, report
+
+
+def _given_up(row: OutboxMessage, *, result: SendResult, now: datetime) -> bool:
+    """A 4xx reply for over :data:`RETRY_LIFETIME`: give up. Connection trouble never
+    gives up (the message is not at fault)."""
+    temporary_reply = result.detail[:1] == "4"
+    began = row.first_failure_at or now
+    return temporary_reply and now - began > RETRY_LIFETIME
+
+
+class Ledger:
+    """Writes a batch's outcomes and starts, for the senders of one delivery run.
+
+    A sender asks for its next message (:meth:`ask`) as soon as its current one is
+    being handed over, so that the next start is written while this send goes on; it
+    tells how the send went (:meth:`tell`), or gives back a started message it did not
+    send (:meth:`give_back`), and leaves (:meth:`leave`) when it has none.
+
+    The line of claimed messages is kept full by *claim_next* (the next batch, or
+    ``None`` when nothing more is due): the next batch is claimed while the current one
+    is sent, so the senders never wait for a claim. *senders* is how many senders it
+    serves; *more* says whether more may be started now (not while stopping, nor once
+    the server cannot be reached); *gate*, while cleared, holds new starts back (the
+    fast lane goes first) for at most *stand_aside*'s wait."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        claim_next: Callable[[], Awaitable[list[Claimed] | None]],
+        report: DeliveryReport,
+        *,
+        senders: int,
+        more: Callable[[], bool],
+        stopping: asyncio.Event | None,
+        gate: threading.Event | None = None,
+        stand_aside: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.ctx, self.claim_next, self.report = ctx, claim_next, report
+        #: The claimed messages not started yet, the next one last.
+        self.waiting: list[Claimed] = []
+        #: Every batch claimed, for giving back what was not started.
+        self.batches: list[list[Claimed]] = []
+        self._claiming: asyncio.Task[None] | None = None
+        self._exhausted = False
+        self._claim_failed: Exception | None = None
+        #: Claim the next batch once the line is this short.
+        self._low = max(4 * senders, ctx.batch_size // 2)
+        self.more, self.stopping = more, stopping
+        self.gate, self.stand_aside = gate, stand_aside
+        self._done: list[Outcome] = []
+        self._unsent: list[Claimed] = []
+        self._asking: list[asyncio.Future[Claimed | None]] = []
+        #: Every answer not given yet, whether or not a write is on it.
+        self._open: set[asyncio.Future[Claimed | None]] = set()
+        self._wake = asyncio.Event()
+        self._senders = senders
+        self._failed: BaseException | None = None
+
+    def ask(self) -> asyncio.Future[Claimed | None]:
+        """The next message for this sender, started and ready to go, once written;
+        ``None``: there is none (the run ends for this sender)."""
+        answer: asyncio.Future[Claimed | None] = asyncio.get_running_loop().create_future()
+        if self._failed is not None:
+            answer.set_exception(self._failed)
+            return answer
+        self._asking.append(answer)
+        self._open.add(answer)
+        answer.add_done_callback(self._open.discard)
+        self._wake.set()
+        return answer
+
+    def tell(self, done: Outcome) -> None:
+        """How a send went: written with the next transaction."""
+        self._done.append(done)
+        self._wake.set()
+
+    def give_back(self, item: Claimed) -> None:
+        """A started message this sender will not hand over (stopping, or halted)."""
+        self._unsent.append(item)
+        self._wake.set()
+
+    def leave(self) -> None:
+        """A sender ends."""
+        self._senders -= 1
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write and start until every sender has left and all is written; if writing
+        fails for good, every sender waiting (and any that asks later) gets the error."""
+        try:
+            await self._run()
+        except BaseException as exc:
+            self._failed = exc
+            for answer in list(self._open):
+                if not answer.done():
+                    answer.set_exception(exc)
+            self._asking = []
+            raise
+
+    async def _run(self) -> None:
+        try:
+            while self._senders > 0 or self._done or self._unsent:
+                self._keep_line_full()
+                await self._wake.wait()
+                self._wake.clear()
+                if self._claim_failed is not None:
+                    raise self._claim_failed
+                if self._asking and self.gate is not None and not self.gate.is_set():
+                    await self._write([])  # write down what was sent before standing aside
+                    if self.stand_aside is not None:
+                        await self.stand_aside()
+                asking, self._asking = self._asking, []
+                started = await self._write(asking if self.more() else [])
+                for answer in asking:
+                    if answer.done():
+                        continue
+                    if started:
+                        answer.set_result(started.pop(0))
+                    elif self.more() and (self.waiting or self._claiming is not None):
+                        self._asking.append(answer)  # the next batch is being claimed
+                    else:
+                        answer.set_result(None)
+        finally:
+            if self._claiming is not None:
+                self._claiming.cancel()
+                await asyncio.wait({self._claiming})
+
+    def _keep_line_full(self) -> None:
+        """Claim the next batch in the background once the line runs short."""
+        if (
+            self._claiming is None
+            and not self._exhausted
+            and len(self.waiting) <= self._low
+            and self.more()
+        ):
+            self._claiming = asyncio.create_task(self._claim())
+
+    async def _claim(self) -> None:
+        try:
+            batch = await self.claim_next()
+        except Exception as exc:  # the run fails with it, as if the ledger had claimed
+            self._claim_failed = exc
+            batch = None
+        try:
+            if batch is None:
+                self._exhausted = True
+            else:
+                self.batches.append(batch)
+                self.waiting[:0] = reversed(batch)  # behind the line
+        finally:
+            self._claiming = None
+            self._wake.set()
+
+    async def _write(self, asking: list[asyncio.Future[Claimed | None]]) -> list[Claimed]:
+        """One transaction: the outcomes and give-backs so far, and a start for each of
+        *asking*; nothing when there is nothing to write."""
+        done, unsent = self._done, self._unsent
+        self._done, self._unsent = [], []
+        wanted = len(asking) if self.waiting else 0
+        if not done and not unsent and not wanted:
+            return []
+        candidates = list(self.waiting)
+        step = partial(asyncio.to_thread, write, self.ctx, done, candidates, wanted, unsent)
+        # What was sent is known only here: keep trying to write it down.
+        started, used, recorded = await retry_transient(step, "delivery",
+                                                        stopping=self.stopping)  # fmt: skip
+        del self.waiting[len(self.waiting) - used :]
+        self.report.add(recorded)
+        return started
