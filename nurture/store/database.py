@@ -7,6 +7,8 @@ owned by the Alembic migrations in ``nurture/migrations``.
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +40,10 @@ def open_engine(url: str, **options: Any) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             make_private(parsed.database)
-            engine = create_engine(parsed, connect_args={"timeout": 30}, **options)
+            connect_args = {"timeout": BUSY_TIMEOUT, "factory": _WriterConnection}
+            engine = create_engine(parsed, connect_args=connect_args, **options)
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "before_cursor_execute", _claim_writer)
             return engine
         return create_engine(parsed, pool_pre_ping=True, **options)
     except ArgumentError:
@@ -75,6 +79,71 @@ def make_private(database: str | None) -> None:
                 member.chmod(0o600)
     except OSError:
         return  # the connection will say what is wrong with the path
+
+
+#: Seconds a SQLite writer waits for another one (this process's or another's).
+BUSY_TIMEOUT = 30.0
+
+#: One lock per SQLite file: this process's writers take turns on it.
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
+_READS = ("SELECT", "PRAGMA", "WITH", "EXPLAIN")
+
+
+class _WriterConnection(sqlite3.Connection):
+    """A SQLite connection whose write transactions take turns with the other
+    connections of this process on a lock of their file.
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which
+    sleeps in steps of up to 100 ms, so a loop that writes often (the delivery's ledger,
+    the fast lane) keeps losing its turn to one that writes long. The lock hands the
+    turn over at once, and in order of arrival. It is taken before a transaction's first
+    write and given back when the transaction ends; writers of other processes still
+    meet SQLite's own lock."""
+
+    _writer: threading.Lock | None = None
+    _holding = False
+
+    def take_turn(self, database: str) -> None:
+        if self._holding:
+            return
+        if self._writer is None:
+            with _WRITERS_LOCK:
+                self._writer = _WRITERS.setdefault(database, threading.Lock())
+        # Past the busy timeout, go on without it: SQLite's lock still guards the file.
+        self._holding = self._writer.acquire(timeout=BUSY_TIMEOUT)
+
+    def _done(self) -> None:
+        if self._holding and self._writer is not None:
+            self._holding = False
+            self._writer.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._done()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._done()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._done()
+
+
+def _claim_writer(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    """Before a statement that writes: wait for this process's turn to write."""
+    if statement.lstrip()[:7].upper().startswith(_READS):
+        return
+    dbapi = connection.connection.dbapi_connection
+    if isinstance(dbapi, _WriterConnection):
+        dbapi.take_turn(connection.engine.url.database or "")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
