@@ -133,13 +133,14 @@ def prepare_touch(
         template = touch.template
         tracking_id = secrets.token_urlsafe(12) if action.track else None
         email = compose_email(ctx, sequence, step.id, template, lead, view, now, tracking_id)
+        raw = email.message.as_string()  # before the transaction that stores it
 
         def queue_email(session: Session, report: PassReport) -> Task | None:
             queue_message(
                 session, email.message, kind=MessageKind.email, key=key, lead_id=lead_id,
                 sequence=sequence.name, step=step.id, sender=email.sender.email,
                 recipient=lead.email, timezone=tz_name, now=now, enrollment_id=enrollment.id,
-                template=template, tracking_id=tracking_id, links=email.links,
+                template=template, tracking_id=tracking_id, links=email.links, raw=raw,
             )  # fmt: skip
             report.emails_queued += 1
             logs.action("email queued", **where, template=template, moved=touch.moved_because)

@@ -174,9 +174,11 @@ def queue_message(
     recipient: str,
     timezone: str,
     now: datetime,
+    raw: str | None = None,
     **extra: Any,
 ) -> OutboxMessage:
-    """Store *message* in the outbox, due now, in the caller's transaction."""
+    """Store *message* in the outbox, due now, in the caller's transaction. *raw*: the
+    message already serialised (done before the transaction, it keeps it short)."""
     row = OutboxMessage(
         kind=kind.value,
         idempotency_key=key,
@@ -187,7 +189,7 @@ def queue_message(
         sender=sender,
         recipient=recipient,
         timezone=timezone,
-        raw=message.as_string(),
+        raw=raw if raw is not None else message.as_string(),
         next_attempt_at=now,
         created_at=now,
         **extra,
