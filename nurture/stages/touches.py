@@ -25,6 +25,7 @@ from nurture.mail.compose import (
     compose_email,
     sequence_sender,
 )
+from nurture.mail.wire import as_text
 from nurture.sales.notice import owner_for
 from nurture.stages.report import PassReport
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
@@ -133,7 +134,7 @@ def prepare_touch(
         template = touch.template
         tracking_id = secrets.token_urlsafe(12) if action.track else None
         email = compose_email(ctx, sequence, step.id, template, lead, view, now, tracking_id)
-        raw = email.message.as_string()  # before the transaction that stores it
+        raw = as_text(email.message)  # before the transaction that stores it
 
         def queue_email(session: Session, report: PassReport) -> Task | None:
             queue_message(
