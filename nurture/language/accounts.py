@@ -9,8 +9,10 @@ both ask here, so the rule is written once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 
 @cache
@@ -55,3 +57,21 @@ def account_of(company: str | None, email: str) -> Account | None:
         return Account(f"company:{name.casefold()}", name)
     domain = company_domain(email)
     return Account(f"domain:{domain}", domain) if domain else None
+
+
+def person_name(first_name: str | None, last_name: str | None, email: str) -> str:
+    """``Ana Ruiz``, or the email address when no name is known."""
+    name = " ".join(part for part in (first_name or "", last_name or "") if part.strip())
+    return " ".join(name.split()) or email
+
+
+def account_reply_data(name: str, account: Account, lead_id: int) -> dict[str, object]:
+    """The data of the ``account_replied`` event a colleague of the one who replied gets."""
+    return {"name": name, "account": account.name, "replied_lead_id": lead_id}
+
+
+def account_reply_words(data: Mapping[str, Any]) -> str:
+    """``Ana Ruiz at BrightPath replied``: an ``account_replied`` event in words."""
+    name = str(data.get("name") or "someone")
+    account = str(data.get("account") or "")
+    return f"{name} at {account} replied" if account else f"{name} replied"
