@@ -40,7 +40,7 @@ from email.utils import getaddresses, parseaddr
 from typing import cast
 
 import authres
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -60,6 +60,7 @@ from nurture.store.events import record_event
 from nurture.store.leads import Lead
 from nurture.store.meta import links_bound_since
 from nurture.store.outbox import MessageKind, OutboxMessage
+from nurture.store.pausing import PAUSED_WHILE_AWAY, back_now
 
 PROCESSED = "$NurtureProcessed"
 #: Also set on a message nurture could not process (a person should look at it).
@@ -385,11 +386,13 @@ def _topmost_results(
 
 
 def _stop_sequences(session: Session, lead_id: int, reason: str, now: datetime) -> int:
-    """End the lead's active enrollments (a queued email of theirs is not sent)."""
+    """End the lead's active enrollments, and those paused while they were away (a
+    queued email of theirs is not sent)."""
     result = session.execute(
         update(Enrollment)
         .where(col(Enrollment.lead_id) == lead_id)
-        .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value,
+                   PAUSED_WHILE_AWAY))
         .values(
             status=EnrollmentStatus.exited.value,
             reason=reason,
@@ -458,7 +461,8 @@ def process(
         pause_lead(session, target.lead_id, away, now)
     if recorded.new and unproven is None:
         announce(session, [target.lead_id])  # a reply may make the lead hot: now, not later
-    if recorded.new and unproven is None and found.kind == "reply":  # for account_replied
+    if recorded.new and unproven is None and found.kind == "reply":
+        back_now(session, target.lead_id, now)  # they are back: no longer out of office
         announce(session, tell_colleagues(session, target.lead_id, source_id=source_id,
                                           now=now))  # fmt: skip
     if recorded.new:

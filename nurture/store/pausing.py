@@ -20,7 +20,7 @@ from nurture.store.leads import Lead
 from nurture.store.outbox import hold_for_pause
 
 #: An enrollment paused until its lead is back (it resumes by itself).
-_AWAY = and_(
+PAUSED_WHILE_AWAY = and_(
     col(Enrollment.status) == EnrollmentStatus.paused.value,
     col(Enrollment.resume_at).is_not(None),
 )
@@ -36,7 +36,7 @@ def pause_while_away(
     chosen = (
         select(Enrollment.id)
         .where(col(Enrollment.lead_id) == lead_id)
-        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, _AWAY))
+        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY))
     )
     ids = list(session.exec(chosen))
     if not ids:
@@ -44,11 +44,24 @@ def pause_while_away(
     result = session.execute(
         update(Enrollment)
         .where(col(Enrollment.id).in_(ids))
-        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, _AWAY))
+        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY))
         .values(status=EnrollmentStatus.paused.value, reason=reason, resume_at=until,
                 updated_at=now, version=col(Enrollment.version) + 1)
     )  # fmt: skip
     hold_for_pause(session, ids, pause=True, now=now)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def back_now(session: Session, lead_id: int, now: datetime) -> int:
+    """The lead wrote back themselves: their enrollments paused while away resume at the
+    next pass, which looks at them as at any other (a reply ends those that exit on it)."""
+    result = session.execute(
+        update(Enrollment)
+        .where(col(Enrollment.lead_id) == lead_id)
+        .where(PAUSED_WHILE_AWAY)
+        .where(col(Enrollment.resume_at) > now)
+        .values(resume_at=now, updated_at=now, version=col(Enrollment.version) + 1)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -57,7 +70,7 @@ def resume_returned(session: Session, now: datetime) -> list[int]:
     once, their held emails queued again); return the leads they belong to."""
     resumed = session.execute(
         update(Enrollment)
-        .where(_AWAY)
+        .where(PAUSED_WHILE_AWAY)
         .where(col(Enrollment.resume_at) <= now)
         .values(status=EnrollmentStatus.active.value, reason=None, resume_at=None,
                 due_at=now, updated_at=now, version=col(Enrollment.version) + 1)
@@ -81,7 +94,7 @@ def set_paused(
         query = query.where(col(Enrollment.lead_id).in_(lead_id.scalar_subquery()))
         chosen = chosen.where(col(Enrollment.lead_id).in_(lead_id.scalar_subquery()))
     if pause:  # also one paused until its lead is back: it stays paused now
-        running = or_(col(Enrollment.status) == EnrollmentStatus.active.value, _AWAY)
+        running = or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY)
         query = query.where(running).values(
             status=EnrollmentStatus.paused.value,
             reason="paused by hand",

@@ -169,3 +169,43 @@ def test_out_of_office_subjects_and_dates_in_eight_languages() -> None:
     message["Subject"] = "Re: your absence policy question"
     assert out_of_office(message) is None
     assert return_date("Thanks, talk soon.", today) is None
+
+
+def test_a_real_reply_while_away_is_not_undone_by_the_return(inbox: Inbox) -> None:
+    inbox.tick(START)
+    [hello] = inbox.sent()
+    away_answer(inbox, hello, "Out of office: " + str(hello["Subject"]), "Back on 30 November.")
+    inbox.tick(START + timedelta(hours=1))
+    assert inbox.enrollment().status == "paused"
+    # Given she writes back herself while her answer said she is away
+    inbox.answer(hello, body="Actually I saw your email, call me.")
+    inbox.tick(START + timedelta(hours=2))
+    # Then she is back: her sequence ends on her reply (exit_when: [replied]) at once,
+    # and nothing resumes it
+    assert (inbox.enrollment().status, inbox.enrollment().reason) == ("exited", "replied")
+    inbox.tick(datetime(2026, 12, 2, 12, 0, tzinfo=UTC))
+    assert inbox.enrollment().status == "exited" and len(inbox.sent()) == 1
+    assert "out of office" not in leads_show(inbox, START + timedelta(hours=3))
+
+
+def test_an_unproven_reply_while_away_stops_what_the_absence_paused(inbox: Inbox) -> None:
+    inbox.tick(START)
+    [hello] = inbox.sent()
+    away_answer(inbox, hello, "Out of office: " + str(hello["Subject"]), "Back on 30 November.")
+    inbox.tick(START + timedelta(hours=1))
+    # Given a reply from her address that cites nothing we sent and nobody authenticated
+    reply = EmailMessage()
+    reply["From"] = "María López <maria@example.com>"
+    reply["To"] = "ana@example.com"
+    reply["Subject"] = "Stop"
+    reply["Message-ID"] = "<unproven-1@example.com>"
+    reply.set_content("Please stop writing to me.")
+    inbox.imap.append(reply.as_bytes())
+    inbox.tick(START + timedelta(hours=2))
+    # Then the paused sequence ends as an active one would, and her return resumes nothing
+    enrollment = inbox.enrollment()
+    assert (enrollment.status, enrollment.reason) == (
+        "exited", "replied (sender not authenticated)"
+    )  # fmt: skip
+    inbox.tick(datetime(2026, 12, 2, 12, 0, tzinfo=UTC))
+    assert len(inbox.sent()) == 1
