@@ -34,18 +34,14 @@ def colleagues(session: Session, lead: Lead, account: Account) -> list[Lead]:
         )
     running = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value]
     query = query.where(
-        col(Lead.id).in_(
-            select(Enrollment.lead_id).where(col(Enrollment.status).in_(running))
-        )
+        col(Lead.id).in_(select(Enrollment.lead_id).where(col(Enrollment.status).in_(running)))
     )
     return [other for other in session.exec(query)
             if (theirs := account_of(other.company, other.email)) is not None
             and theirs.key == account.key]  # fmt: skip
 
 
-def tell_colleagues(
-    session: Session, lead_id: int, *, source_id: str, now: datetime
-) -> list[int]:
+def tell_colleagues(session: Session, lead_id: int, *, source_id: str, now: datetime) -> list[int]:
     """The lead *lead_id* replied: record ``account_replied`` on each other lead of its
     account in a sequence (once per reply, by *source_id*); return their ids."""
     lead = session.get(Lead, lead_id)

@@ -109,6 +109,7 @@ def test_a_reply_from_one_of_an_account_stops_the_others(inbox: Inbox) -> None:
     later = {str(m["To"]).rpartition("<")[2].rstrip(">") for m in inbox.sent()[8:]}
     assert later == {"zoe@brightpath.io", "max@gmail.com", "maria@example.com"}
 
+
 def test_the_start_sends_nothing_to_a_colleague_once_the_reply_is_recorded(
     inbox: Inbox,
 ) -> None:
