@@ -68,6 +68,9 @@ def back_now(session: Session, lead_id: int, now: datetime) -> int:
 def resume_returned(session: Session, now: datetime) -> list[int]:
     """Resume the enrollments paused until a lead's return whose moment has come (due at
     once, their held emails queued again); return the leads they belong to."""
+    due = select(Enrollment.id).where(PAUSED_WHILE_AWAY).where(col(Enrollment.resume_at) <= now)
+    if session.exec(due.limit(1)).first() is None:
+        return []  # the usual case: a read, no write lock taken
     resumed = session.execute(
         update(Enrollment)
         .where(PAUSED_WHILE_AWAY)
