@@ -155,18 +155,31 @@ def leads_show(
 
     from nurture import clock
     from nurture.language.scoring import load_scoring
+    from nurture.language.timing import zone
+    from nurture.mail.absence import still_away
+    from nurture.sales.explain import sequence_state
     from nurture.sales.scorer import breakdown
     from nurture.store.database import session_scope
+    from nurture.store.enrollments import Enrollment
+    from nurture.store.events import events_of
     from nurture.store.handoffs import Handoff
     from nurture.store.leads import get_lead
 
     st = state(ctx)
     rules, _ = load_scoring(st.config().scoring_file)
+    now = clock.now()
     with session_scope(st.engine()) as session:
         lead = get_lead(session, email)
         data = lead.to_dict()
+        tz = zone(lead.timezone or st.config().settings.project.default_timezone)
+        data["away"] = still_away(events_of(session, lead.id or 0), now.astimezone(tz).date())
+        data["sequences"] = [
+            sequence_state(e, tz, now)
+            for e in session.exec(select(Enrollment).where(Enrollment.lead_id == lead.id)
+                                  .order_by(col(Enrollment.enrolled_at)))
+        ]  # fmt: skip
         if rules is not None:
-            data["score"] = breakdown(session, rules, lead, clock.now())
+            data["score"] = breakdown(session, rules, lead, now)
         data["handoffs"] = [
             {"became_hot_at": h.became_hot_at.isoformat(), "owner": h.owner,
              "status": h.status, "reason": h.reason}
@@ -179,11 +192,13 @@ def leads_show(
         return
     table = Table(show_header=False, box=None)
     for key, value in data.items():
-        if key not in ("attributes", "score", "handoffs"):
+        if key not in ("attributes", "score", "handoffs", "sequences"):
             table.add_row(key, "" if value is None else str(value))
     for key, value in sorted(data["attributes"].items()):
         table.add_row(f"lead.{key}", str(value))
     out.print(table)
+    for line in data["sequences"]:
+        say(line)
     score = data.get("score")
     if score is not None:
         marks = ", ".join(

@@ -367,6 +367,9 @@ class LimitsSection(Section):
     per_sender_daily: int = Field(default=500, ge=1)
     #: Emails one lead may get per day across all sequences (the lead's local day).
     per_lead_daily: int = Field(default=2, ge=1)
+    #: Different leads of one recipient domain emailed per day (the project's day);
+    #: free-mail domains (gmail.com...) are not counted. Unset: no limit.
+    per_domain_daily: int | None = Field(default=None, ge=1)
 
 
 class DaemonSection(Section):

@@ -40,7 +40,7 @@ def exit_reason(
     """The first ``exit_when`` rule that holds, described; ``None`` if none does."""
     for rule in rules:
         if rule.event is not None and events.occurred(rule.event):
-            return rule.source
+            return events.said(rule.event) or rule.source
         if rule.stage is not None and stage == rule.stage:
             return f"lead is {rule.stage}"
         if rule.expression is not None and truth(rule.expression, names):

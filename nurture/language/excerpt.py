@@ -32,9 +32,9 @@ def first_lines(text: str, lines: int = LINES, limit: int = CHARACTERS) -> str:
     return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "…"
 
 
-def reply_excerpt(message: EmailMessage) -> str:
-    """The first lines of *message*'s own text (its plain part, else its HTML as text);
-    empty when it has none that can be read."""
+def reply_excerpt(message: EmailMessage, lines: int = LINES, limit: int = CHARACTERS) -> str:
+    """The first *lines* lines of *message*'s own text (its plain part, else its HTML as
+    text); empty when it has none that can be read."""
     try:
         part = message.get_body(("plain", "html"))
         if part is None:
@@ -48,4 +48,4 @@ def reply_excerpt(message: EmailMessage) -> str:
         from nurture.language.templates import html_to_text
 
         content = html_to_text(content)
-    return first_lines(content)
+    return first_lines(content, lines, limit)

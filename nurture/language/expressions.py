@@ -91,6 +91,11 @@ class Engagement(Protocol):
         """The outcome recorded for the task at *step*, or ``None`` (not done, or none)."""
         ...
 
+    def said(self, event: str) -> str | None:
+        """What the latest *event* says in words, when it says more than its name
+        (``Ana Ruiz at BrightPath replied``); ``None`` otherwise."""
+        ...
+
 
 @dataclass
 class EventSet:
@@ -109,6 +114,9 @@ class EventSet:
         if step is None:
             return any(name == event for name, _ in self.events)
         return (event, step) in self.events
+
+    def said(self, event: str) -> str | None:
+        return None
 
 
 @cache

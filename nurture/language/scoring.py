@@ -85,6 +85,11 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+#: Events that earn no points whatever the rules say: an out-of-office is not
+#: engagement, and a colleague's reply is not this lead's.
+UNSCORED = frozenset({"out_of_office", "account_replied"})
+
+
 def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Problem]]:
     """Validate the YAML *data* of ``scoring.yaml``."""
     problems: list[Problem] = []
@@ -124,6 +129,9 @@ def parse_scoring(path: Path, data: Any) -> tuple[ScoringRules | None, list[Prob
             points, cap = _number(value), None
         if points is None:
             problem(line, f"{event}: points must be a number")
+            continue
+        if event in UNSCORED:
+            problem(line, f"{event} earns no points: it is not the lead's engagement")
             continue
         engagement[str(event)] = EventPoints(points, cap)
 
@@ -289,7 +297,7 @@ def scores_now(rules: ScoringRules | None, lead: Any, now: datetime) -> Scores:
 def event_points(rules: ScoringRules, type: str, machine: bool, counted_today: int) -> float:
     """The points an event earns: none for a machine's, none past the daily cap."""
     rule = rules.engagement.get(type)
-    if rule is None or machine:
+    if rule is None or machine or type in UNSCORED:
         return 0.0
     if rule.max_per_day is not None and counted_today >= rule.max_per_day:
         return 0.0

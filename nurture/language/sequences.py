@@ -37,6 +37,8 @@ EXIT_EVENTS = {
     "form_submitted": "form_submitted",
     "page_visited": "page_visited",
     "call_completed": "call_completed",
+    # Anyone of the lead's account (its company, else its email's domain) replied.
+    "account_replied": "account_replied",
 }
 #: A custom event's name (as ``nurture event`` and the API take it).
 EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")

@@ -172,6 +172,15 @@ def day_start(moment: datetime, tz: ZoneInfo, days_on: int = 0) -> datetime:
     return localize(moment.astimezone(tz).date() + timedelta(days=days_on), 0, tz)
 
 
+def next_business_day(day: date, window: Window | None = None) -> date:
+    """The first business day after *day* (Monday to Friday, minus *window*'s holidays)."""
+    calendar = window or Window()
+    day += timedelta(days=1)
+    while not calendar.is_business_day(day):
+        day += timedelta(days=1)
+    return day
+
+
 def add_wait(base: datetime, wait: Duration, tz: ZoneInfo, window: Window) -> datetime:
     """The moment *wait* after *base*: elapsed time for minutes and hours; for days, weeks
     and business days the same local time of day, that many days (or working days) on."""

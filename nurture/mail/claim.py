@@ -25,13 +25,14 @@ from nurture.config import LimitsSection
 from nurture.engine.advance import leaves_because
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
+from nurture.language.accounts import company_domain
 from nurture.language.expressions import LeadView
 from nurture.language.fields import ContactStatus
 from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
 from nurture.language.timing import day_start, next_allowed, zone
 from nurture.mail.pacing import DeliveryReport
-from nurture.store.counters import Cap
+from nurture.store.counters import Cap, SendCount, SendCountMember, member_key
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
@@ -63,7 +64,35 @@ def caps_for(
         Cap(f"lead:{item.lead_id}:{lead_today}", lead_today, limits.per_lead_daily,
             day_start(now, lead, days_on=1),
             f"lead reached its cap of {limits.per_lead_daily} emails today"),
+        *_domain_caps(item, now, limits, default_timezone),
     ]  # fmt: skip
+
+
+def _domain_caps(
+    item: Claimed, now: datetime, limits: LimitsSection, default_timezone: str
+) -> list[Cap]:
+    """``[limits] per_domain_daily``: the different leads of the recipient's domain
+    emailed today (the project's day), each counted once; free-mail domains are not."""
+    domain = company_domain(item.recipient)
+    if limits.per_domain_daily is None or domain is None or item.lead_id is None:
+        return []
+    project = zone(default_timezone)
+    today = now.astimezone(project).date().isoformat()
+    key = domain_counter(domain, today)
+    return [Cap(member_key(str(item.lead_id), key), today, limits.per_domain_daily,
+                day_start(now, project, days_on=1),
+                domain_reason(domain, limits.per_domain_daily, default_timezone))]  # fmt: skip
+
+
+def domain_counter(domain: str, day: str) -> str:
+    """The counter of the different leads of *domain* emailed on *day*."""
+    return f"domain:{domain}:{day}"
+
+
+def domain_reason(domain: str, cap: int, timezone: str) -> str:
+    """Why an email to *domain* waits: ``domain example.com: 20 leads emailed today,
+    next at 00:00 (Europe/Warsaw)``."""
+    return f"domain {domain}: {cap} leads emailed today, next at 00:00 ({timezone})"
 
 
 class _Caps:
@@ -129,9 +158,49 @@ class _Caps:
                 moment = sent_at or (tried_at if status == uncertain else now)
                 self.lead_sends[lead_id].append(moment)
         self.claimed: Counter[int] = Counter()
+        self._read_domains(session, rows)
+
+    def _read_domains(self, session: Session, rows: list[OutboxMessage]) -> None:
+        """The leads of each recipient domain of the batch emailed today, from the
+        counters the starts took (two reads, only with ``per_domain_daily`` set)."""
+        self.today = self.now.astimezone(self.project_tz).date().isoformat()
+        self.domains: Counter[str] = Counter()
+        self.members: set[tuple[str, str]] = set()
+        if self.limits.per_domain_daily is None:
+            return
+        keys = {domain_counter(domain, self.today) for domain in
+                filter(None, (company_domain(r.recipient) for r in rows))}  # fmt: skip
+        if not keys:
+            return
+        for key, n in session.exec(
+            select(SendCount.key, SendCount.n).where(col(SendCount.key).in_(keys))
+        ):
+            self.domains[key] = n
+        self.members = {
+            (key, member)
+            for key, member in session.exec(
+                select(SendCountMember.key, SendCountMember.member)
+                .where(col(SendCountMember.key).in_(keys))
+                .where(col(SendCountMember.member).in_({str(i) for i in _lead_ids(rows)}))
+            )
+        }
+
+    def _domain_hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
+        cap = self.limits.per_domain_daily
+        domain = company_domain(row.recipient)
+        if cap is None or domain is None:
+            return None
+        key = domain_counter(domain, self.today)
+        if (key, str(row.lead_id)) in self.members or self.domains[key] < cap:
+            return None
+        return (day_start(self.now, self.project_tz, days_on=1),
+                domain_reason(domain, cap, self.default_tz))  # fmt: skip
 
     def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
         """When *row* may go instead of now, and why; ``None`` if it may go now."""
+        held = self._domain_hold(row)
+        if held is not None:
+            return held
         if self.senders[row.sender] >= self.limits.per_sender_daily:
             return (
                 day_start(self.now, self.project_tz, days_on=1),
@@ -148,6 +217,12 @@ class _Caps:
             )
         self.senders[row.sender] += 1
         self.claimed[row.lead_id] += 1
+        domain = company_domain(row.recipient) if self.limits.per_domain_daily else None
+        if domain is not None:  # counted as emailed today for the rest of the batch
+            key = domain_counter(domain, self.today)
+            if (key, str(row.lead_id)) not in self.members:
+                self.members.add((key, str(row.lead_id)))
+                self.domains[key] += 1
         return None
 
 

@@ -2,9 +2,10 @@
 
 Each new message is classified (:func:`classify`, pure): a bounce report (DSN) becomes
 ``email_bounced``; an abuse report (ARF) ``complained``; a mail to the
-``List-Unsubscribe`` mailto becomes ``unsubscribed``; an out-of-office or other
-automatic answer becomes ``auto_reply``, which is not a reply and stops nothing;
-anything else is ``email_replied``. Processed messages get the IMAP keyword
+``List-Unsubscribe`` mailto becomes ``unsubscribed``; an out-of-office becomes
+``out_of_office`` and pauses the lead's sequences until they are back
+(:mod:`nurture.mail.absence`); another automatic answer becomes ``auto_reply``; neither
+is a reply. Anything else is ``email_replied``. Processed messages get the IMAP keyword
 ``$NurtureProcessed``; the event's source id is the message's own Message-ID, so a
 message seen twice (a crash between the two) is still one event.
 
@@ -39,7 +40,7 @@ from email.utils import getaddresses, parseaddr
 from typing import cast
 
 import authres
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -48,8 +49,10 @@ from nurture.config import RepliesSection
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.language.excerpt import reply_excerpt
 from nurture.language.fields import normalize_email
+from nurture.mail.absence import absence_of, out_of_office, pause_lead
 from nurture.mail.addresses import wire_address
 from nurture.mail.compose import UnsubscribeLink, read_unsubscribe_link
+from nurture.store.accounts import tell_colleagues
 from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
@@ -57,6 +60,7 @@ from nurture.store.events import record_event
 from nurture.store.leads import Lead
 from nurture.store.meta import links_bound_since
 from nurture.store.outbox import MessageKind, OutboxMessage
+from nurture.store.pausing import PAUSED_WHILE_AWAY, back_now
 
 PROCESSED = "$NurtureProcessed"
 #: Also set on a message nurture could not process (a person should look at it).
@@ -225,8 +229,9 @@ def classify(message: EmailMessage, *, secret: str, unsubscribe_mailto: str) -> 
     refers = _ids(str(message.get("In-Reply-To", ""))) + list(
         reversed(_ids(str(message.get("References", ""))))
     )
-    automatic = _is_automatic(message)
-    kind = "auto_reply" if automatic else "reply"
+    away = out_of_office(message)
+    automatic = away or _is_automatic(message)
+    kind = "out_of_office" if away else "auto_reply" if automatic else "reply"
     subject = str(message.get("Subject", ""))[:200]
     data = {"subject": subject}
     if not automatic:  # what they wrote, for sales' notice
@@ -256,6 +261,7 @@ class PollReport:
 COUNTERS = {
     "reply": "replies",
     "auto_reply": "auto_replies",
+    "out_of_office": "auto_replies",
     "bounce": "bounces",
     "unsubscribe": "unsubscribes",
     "complaint": "complaints",
@@ -263,6 +269,7 @@ COUNTERS = {
 EVENTS = {
     "reply": "email_replied",
     "auto_reply": "auto_reply",
+    "out_of_office": "out_of_office",
     "bounce": "email_bounced",
     "unsubscribe": "unsubscribed",
     "complaint": "complained",
@@ -379,11 +386,13 @@ def _topmost_results(
 
 
 def _stop_sequences(session: Session, lead_id: int, reason: str, now: datetime) -> int:
-    """End the lead's active enrollments (a queued email of theirs is not sent)."""
+    """End the lead's active enrollments, and those paused while they were away (a
+    queued email of theirs is not sent)."""
     result = session.execute(
         update(Enrollment)
         .where(col(Enrollment.lead_id) == lead_id)
-        .where(col(Enrollment.status) == EnrollmentStatus.active.value)
+        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value,
+                   PAUSED_WHILE_AWAY))
         .values(
             status=EnrollmentStatus.exited.value,
             reason=reason,
@@ -404,8 +413,10 @@ def process(
     now: datetime,
     report: PollReport,
     authserv_id: str = "",
+    default_timezone: str = "UTC",
 ) -> None:
-    """Classify one message and record what it means."""
+    """Classify one message and record what it means (*default_timezone*: a lead's,
+    when it has none of its own)."""
     message = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
     found = classify(message, secret=secret, unsubscribe_mailto=unsubscribe_mailto)
     if found.kind == "ignore":
@@ -424,6 +435,10 @@ def process(
         if passed is None:
             unproven = "sender not authenticated (no In-Reply-To of ours)"
             data["machine_reason"] = unproven
+    away = None
+    if found.kind == "out_of_office":
+        away = absence_of(session, target.lead_id, message, default_timezone, now)
+        data.update(away.as_data() if away is not None else {})
     own_id = (_ids(str(message.get("Message-ID", ""))) or [""])[0]
     source_id = own_id or "sha256:" + hashlib.sha256(raw).hexdigest()
     recorded = record_event(
@@ -442,8 +457,14 @@ def process(
     if recorded.new and unproven is not None:
         # Stopping is the safe side: whoever wrote it, the lead gets no more email now.
         _stop_sequences(session, target.lead_id, "replied (sender not authenticated)", now)
+    if recorded.new and away is not None:
+        pause_lead(session, target.lead_id, away, now)
     if recorded.new and unproven is None:
         announce(session, [target.lead_id])  # a reply may make the lead hot: now, not later
+    if recorded.new and unproven is None and found.kind == "reply":
+        back_now(session, target.lead_id, now)  # they are back: no longer out of office
+        announce(session, tell_colleagues(session, target.lead_id, source_id=source_id,
+                                          now=now))  # fmt: skip
     if recorded.new:
         counter = COUNTERS[found.kind]
         setattr(report, counter, getattr(report, counter) + 1)
@@ -488,6 +509,7 @@ def poll(
     secret: str,
     unsubscribe_mailto: str,
     now: datetime,
+    default_timezone: str = "UTC",
 ) -> PollReport:
     """Read every message not processed yet, record its event, and mark it processed."""
     report = PollReport()
@@ -514,6 +536,7 @@ def poll(
                         now=now,
                         report=report,
                         authserv_id=settings.authserv_id,
+                        default_timezone=default_timezone,
                     )
             except (SQLAlchemyError, OSError):
                 raise  # the database is away: leave the message for the next poll

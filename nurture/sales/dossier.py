@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 
 from nurture.language.scoring import ScoringRules
+from nurture.mail.absence import still_away
 from nurture.sales import explain
 from nurture.sales.scorer import breakdown
 from nurture.store.enrollments import Enrollment
@@ -69,6 +70,10 @@ class Dossier:
 
     def sequences(self, tz: ZoneInfo) -> list[str]:
         return [explain.sequence_state(e, tz, self.now) for e in self.enrollments]
+
+    def away(self, tz: ZoneInfo) -> str:
+        """``out of office until 12 March`` while the lead is away; ``""`` otherwise."""
+        return still_away(self.events, self.now.astimezone(tz).date())
 
     def last_reply(self) -> str:
         """The first lines of the lead's latest reply, if any."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from nurture.language.accounts import account_reply_words
 from nurture.language.fields import SETTABLE_FIELDS
+from nurture.mail.absence import away_words
 
 #: ``(sequence, step)`` → the subject of the email sent there.
 Subjects = Mapping[tuple[str | None, str | None], str]
@@ -117,6 +119,16 @@ def describe(
         return "reply", f"Replied to {subject}", str(data.get("first_lines") or "")
     if type_ == "auto_reply":
         return "other", f"Automatic answer to {subject}", str(data.get("subject") or "")
+    if type_ == "out_of_office":
+        until = str(data.get("until") or "")
+        try:
+            text = "Out of office " + away_words(date.fromisoformat(until)).removeprefix(
+                "out of office ")
+        except ValueError:
+            text = "Out of office"
+        return "other", f"{text} (automatic answer to {subject})", str(data.get("subject") or "")
+    if type_ == "account_replied":
+        return "stop", account_reply_words(data), ""
     if type_ == "email_bounced":
         return "stop", f"{subject[:1].upper()}{subject[1:]} bounced", str(data.get("reply") or "")
     if type_ == "unsubscribed":
@@ -234,7 +246,8 @@ def one_line(found: list[Reason]) -> str:
 
 
 def sequence_state(enrollment: Any, tz: ZoneInfo, now: datetime) -> str:
-    """``pricing-guide-welcome: stopped (lead is hot)``, ``...: next step call on Tue 10:00``."""
+    """``pricing-guide-welcome: stopped: lead is hot``, ``...: paused (out of office until
+    12 March)``, ``...: next step call on Tue 10:00``."""
     name = enrollment.sequence
     status = enrollment.status
     if status == "active":
@@ -242,6 +255,8 @@ def sequence_state(enrollment: Any, tz: ZoneInfo, now: datetime) -> str:
             return f"{name}: waiting for the task at step {enrollment.next_step}"
         due = f" on {when(enrollment.due_at, tz)}" if enrollment.due_at else ""
         return f"{name}: next step {enrollment.next_step}{due}"
+    if status == "exited" and enrollment.reason:
+        return f"{name}: stopped: {enrollment.reason}"
     words = {"exited": "stopped", "completed": "finished", "paused": "paused",
              "failed": "failed"}.get(status, status)  # fmt: skip
     return f"{name}: {words}" + (f" ({enrollment.reason})" if enrollment.reason else "")

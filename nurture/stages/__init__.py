@@ -1,6 +1,6 @@
 """The pass, one module per stage, in the order the daemon runs them::
 
-    reload → score → enroll → advance → deliver → settle → hand-off
+    reload → score → enroll → resume → advance → deliver → settle → hand-off
 
 Each stage is a function that takes what it needs (the :class:`~nurture.engine.context.Context`,
 the catalog, the scoring rules, ``now``) and returns a small report;

@@ -26,6 +26,7 @@ from nurture.stages.enroll import enroll_matching, enroll_stage
 from nurture.stages.handoff import hand_off, hand_off_now
 from nurture.stages.reload import Reloader
 from nurture.stages.report import PassReport
+from nurture.stages.resume import resume_back
 from nurture.stages.score import score, score_arrived
 from nurture.store.arrivals import drain
 from nurture.store.database import session_scope
@@ -47,7 +48,7 @@ def full_pass(
 ) -> tuple[Catalog, PassReport]:
     """One pass at *now*, as one line of stages::
 
-        reload → score → enroll → advance → hand-off
+        reload → score → enroll → resume → advance → hand-off
 
     Reloading and scoring are one worker's at a time (:func:`nurture.store.locks.exclusive`);
     the due enrollments are shared between the workers. *loaded* is told the catalog as
@@ -62,6 +63,7 @@ def full_pass(
         rules = reload.scoring()
         report.add(score(ctx, rules, now))
     report.add(enroll_stage(ctx, catalog, rules, now))
+    report.add(resume_back(ctx, now))
     report.add(advance_due(ctx, catalog, now, stop, rules=rules))
     report.add(hand_off(ctx, rules, now))
     return catalog, report
@@ -121,6 +123,12 @@ def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
             .where(col(Enrollment.due_at) <= now)
             .where(col(Enrollment.sequence).in_(list(catalog.sequences)))
         ).one()
+        back = session.exec(  # out of office until now: the pass resumes them
+            select(func.count())
+            .select_from(Enrollment)
+            .where(col(Enrollment.status) == EnrollmentStatus.paused.value)
+            .where(col(Enrollment.resume_at) <= now)
+        ).one()
         messages = session.exec(
             select(func.count())
             .select_from(OutboxMessage)
@@ -135,7 +143,7 @@ def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
             )
             .where(col(OutboxMessage.next_attempt_at) <= now)
         ).one()
-    return bool(enrollments or messages)
+    return bool(enrollments or messages or back)
 
 
 def poll_replies(ctx: Context) -> PollReport | None:
@@ -150,6 +158,7 @@ def poll_replies(ctx: Context) -> PollReport | None:
             secret=ctx.secret,
             unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
             now=clock.now(),
+            default_timezone=ctx.default_timezone,
         )
     except MailboxError as exc:
         logs.action("reply mailbox unreadable", level=logging.ERROR, error=str(exc))

@@ -23,6 +23,8 @@ class PassReport:
     stage_changes: int = 0
     hot: int = 0
     reminders: int = 0
+    #: Leads whose sequences resumed when they came back from out of office.
+    resumed: int = 0
 
     def add(self, other: PassReport) -> None:
         for item in fields(self):

@@ -1,10 +1,16 @@
-"""Daily cap counters: how many emails a sender mailbox, or a lead, got on one day.
+"""Daily cap counters: how many emails a sender mailbox, or a lead, got on one day, and
+how many different leads of one recipient domain were emailed on one day.
 
 A counter is taken in the transaction that starts a send, by one statement that adds
 one only while the count stays within the cap (``INSERT … ON CONFLICT DO UPDATE …
 WHERE n < cap``): two workers that start sends at the same moment can never pass a cap
 between them, on SQLite or PostgreSQL. A send that turns out not to have gone gives its
 counters back.
+
+A counter of *different* things (leads of a domain) is taken through a key
+``member:MEMBER:KEY`` (:func:`member_key`): the member's own row counts its sends on
+KEY, and only its first send of the day counts on KEY itself, by the same conditional
+statement. Giving back its last send gives back its place on KEY.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Index, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,14 +39,46 @@ class SendCount(SQLModel, table=True):
     n: int = 0
 
 
+class SendCountMember(SQLModel, table=True):
+    """The sends of one member (a lead) counted on a counter of different members."""
+
+    __tablename__ = "send_count_members"
+    __table_args__ = (Index("ix_send_count_members_day", "day"),)
+
+    #: The counter's key (``domain:DOMAIN:DAY``).
+    key: str = Field(primary_key=True, max_length=400)
+    #: Who is counted once on it (``lead id``).
+    member: str = Field(primary_key=True, max_length=64)
+    day: str = Field(max_length=10)
+    #: Its sends today: it leaves the counter when the last is given back.
+    n: int = 0
+
+
 _TABLE = SendCount.__table__  # type: ignore[attr-defined]
+_MEMBERS = SendCountMember.__table__  # type: ignore[attr-defined]
+_MEMBER = "member:"
+
+
+def member_key(member: str, key: str) -> str:
+    """The key by which a send of *member* counts on the counter *key* of different
+    members: once a day, however many sends it has."""
+    return f"{_MEMBER}{member}:{key}"
+
+
+def _split(key: str) -> tuple[str | None, str]:
+    """``(member, counter key)`` of a key; the member is ``None`` for a plain counter."""
+    if not key.startswith(_MEMBER):
+        return None, key
+    member, _, counter = key[len(_MEMBER) :].partition(":")
+    return member, counter
 
 
 @dataclass(frozen=True)
 class Cap:
     """One cap a send counts against."""
 
-    #: The counter's key (``sender:ADDRESS:DAY``, ``lead:ID:DAY``).
+    #: The counter's key (``sender:ADDRESS:DAY``, ``lead:ID:DAY``), or
+    #: ``member:LEAD:domain:DOMAIN:DAY`` for a counter of different leads.
     key: str
     #: Its local date, ``YYYY-MM-DD``.
     day: str
@@ -51,19 +90,19 @@ class Cap:
     reason: str
 
 
-def take(connection: Connection, cap: Cap) -> bool:
-    """Count one send against *cap* if the count stays within its limit; return whether
-    it did. One statement: atomic between workers."""
-    if cap.limit < 1:
-        return False
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+def _insert(connection: Connection) -> Any:
+    return pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+
+
+def _count(connection: Connection, key: str, day: str, limit: int) -> bool:
+    """Add one to the counter *key* if it stays within *limit*; one statement."""
     statement = (
-        insert(_TABLE)
-        .values(key=cap.key, day=cap.day, n=1)
+        _insert(connection)(_TABLE)
+        .values(key=key, day=day, n=1)
         .on_conflict_do_update(
             index_elements=["key"],
             set_={"n": _TABLE.c.n + 1},
-            where=_TABLE.c.n < cap.limit,
+            where=_TABLE.c.n < limit,
         )
         .returning(_TABLE.c.n)
     )
@@ -72,9 +111,48 @@ def take(connection: Connection, cap: Cap) -> bool:
     return connection.execute(statement).first() is not None
 
 
+def take(connection: Connection, cap: Cap) -> bool:
+    """Count one send against *cap* if the count stays within its limit; return whether
+    it did. One statement (two for a member's first send of the day, in the caller's
+    transaction: the member's row is locked until it ends): atomic between workers."""
+    if cap.limit < 1:
+        return False
+    member, key = _split(cap.key)
+    if member is None:
+        return _count(connection, key, cap.day, cap.limit)
+    sends = connection.execute(
+        _insert(connection)(_MEMBERS)
+        .values(key=key, member=member, day=cap.day, n=1)
+        .on_conflict_do_update(index_elements=["key", "member"], set_={"n": _MEMBERS.c.n + 1})
+        .returning(_MEMBERS.c.n)
+    ).scalar_one()
+    if sends > 1 or _count(connection, key, cap.day, cap.limit):
+        return True  # counted already today, or its first send and room for it
+    connection.execute(
+        delete(_MEMBERS).where(_MEMBERS.c.key == key).where(_MEMBERS.c.member == member)
+    )
+    return False
+
+
 def give_back(connection: Connection, keys: Iterable[str]) -> None:
-    """A send counted against *keys* did not go: take it off their counts."""
-    chosen = [key for key in keys if key]
+    """A send counted against *keys* did not go: take it off their counts (a member's
+    last send of the day gives back its place on the counter)."""
+    chosen: list[str] = []
+    for key in keys:
+        if not key:
+            continue
+        member, counter = _split(key)
+        if member is None:
+            chosen.append(counter)
+            continue
+        left = connection.execute(
+            update(_MEMBERS).where(_MEMBERS.c.key == counter).where(_MEMBERS.c.member == member)
+            .where(_MEMBERS.c.n > 0).values(n=_MEMBERS.c.n - 1).returning(_MEMBERS.c.n)
+        ).scalar()  # fmt: skip
+        if left == 0:
+            connection.execute(delete(_MEMBERS).where(_MEMBERS.c.key == counter)
+                               .where(_MEMBERS.c.member == member))  # fmt: skip
+            chosen.append(counter)
     if chosen:
         connection.execute(
             update(_TABLE).where(_TABLE.c.key.in_(chosen)).where(_TABLE.c.n > 0)
@@ -84,5 +162,6 @@ def give_back(connection: Connection, keys: Iterable[str]) -> None:
 
 def prune(connection: Connection, before_day: str) -> int:
     """Forget the counters of days before *before_day* (``YYYY-MM-DD``)."""
+    connection.execute(delete(_MEMBERS).where(_MEMBERS.c.day < before_day))
     result = connection.execute(delete(_TABLE).where(col(SendCount.day) < before_day))
     return int(result.rowcount or 0)

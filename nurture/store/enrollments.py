@@ -79,6 +79,9 @@ class Enrollment(SQLModel, table=True):
     enrolled_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: A paused enrollment that resumes by itself at this moment (the lead is out of
+    #: office); ``None`` for one paused by a person, which stays paused until resumed.
+    resume_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=0, sa_column=_VERSION)
 
     __mapper_args__ = {"version_id_col": _VERSION}

@@ -25,6 +25,7 @@ from sqlmodel import Field, Session, SQLModel, col, or_, select
 
 from nurture import clock
 from nurture.errors import InvalidValueError
+from nurture.language.accounts import account_reply_words
 from nurture.language.sequences import TASK_DONE
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.outbound import note
@@ -42,13 +43,14 @@ KNOWN_TYPES = (
     "email_sent", "email_opened", "email_clicked", "email_replied", "email_bounced",
     "auto_reply", "unsubscribed", "complained", "form_submitted", "page_visited",
     "meeting_booked", "call_completed", "linkedin_completed", "task_completed",
+    "out_of_office", "account_replied",
 )  # fmt: skip
 #: Types only nurture records, from its own evidence (its sends, links, mailbox, scores,
 #: hand-offs, leads and opt-in links): the events API refuses them.
 ENGINE_TYPES = frozenset(
     {
         "email_sent", "email_opened", "email_clicked", "auto_reply", "stage_changed",
-        "lead_created", "lead_updated", "opt_in_confirmed",
+        "lead_created", "lead_updated", "opt_in_confirmed", "out_of_office", "account_replied",
     }
 )  # fmt: skip
 ENGINE_PREFIXES = ("handoff_",)
@@ -145,6 +147,8 @@ class LeadEvents:
     types: frozenset[str]
     #: Step id → the outcome of the task done there (the latest), in this sequence.
     outcomes: Mapping[str, str] = field(default_factory=dict)
+    #: Event type → what its latest says in words (``account_replied``: who replied).
+    words: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -158,7 +162,12 @@ class LeadEvents:
             for e in sorted(human, key=lambda e: e.occurred_at)
             if e.sequence == sequence and e.step and e.type in TASK_DONE and e.data.get("outcome")
         }
-        return cls(frozenset(pairs), frozenset(e.type for e in human), outcomes)
+        words = {
+            e.type: account_reply_words(e.data)
+            for e in sorted(human, key=lambda e: e.occurred_at)
+            if e.type == "account_replied"
+        }
+        return cls(frozenset(pairs), frozenset(e.type for e in human), outcomes, words)
 
     def occurred(self, event: str, step: str | None = None) -> bool:
         if step is None:
@@ -167,6 +176,9 @@ class LeadEvents:
 
     def outcome(self, step: str) -> str | None:
         return self.outcomes.get(step)
+
+    def said(self, event: str) -> str | None:
+        return self.words.get(event)
 
 
 def events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[Event]]:

@@ -118,7 +118,7 @@ class OutboxMessage(SQLModel, table=True):
     claim_token: str | None = Field(default=None, max_length=32)
     #: The daily cap counters its start took (space-separated keys of ``send_counts``),
     #: given back if it turns out not to have gone.
-    counted: str | None = Field(default=None, max_length=400)
+    counted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     #: Why the last attempt did not send it, or why it waits (cap, window).
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=clock.now, sa_type=UTCDateTime)

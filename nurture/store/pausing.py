@@ -1,18 +1,87 @@
-"""Pausing and resuming enrollments by hand, with the emails they queued: a paused
+"""Pausing and resuming enrollments, with the emails they queued: a paused
 enrollment's queued emails are held, and released when it resumes. One transaction
-moves both, so a paused lead is never emailed."""
+moves both, so a paused lead is never emailed.
+
+A person pauses and resumes by hand (:func:`set_paused`). An out-of-office answer
+pauses the lead's enrollments until a moment (:func:`pause_while_away`, ``resume_at``)
+and the pass resumes them then by itself (:func:`resume_returned`); a pause by hand
+takes over such a pause, and is never undone by it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import and_, or_, update
 from sqlmodel import Session, col, select
 
 from nurture.language.fields import normalize_email
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.leads import Lead
 from nurture.store.outbox import hold_for_pause
+
+#: An enrollment paused until its lead is back (it resumes by itself).
+PAUSED_WHILE_AWAY = and_(
+    col(Enrollment.status) == EnrollmentStatus.paused.value,
+    col(Enrollment.resume_at).is_not(None),
+)
+
+
+def pause_while_away(
+    session: Session, lead_id: int, *, until: datetime, reason: str, now: datetime
+) -> int:
+    """Pause the lead's active enrollments until *until* (the lead is out of office),
+    saying *reason*, with their queued emails; one already paused for an earlier
+    absence waits for this one instead. One paused by a person stays as it is. Return
+    how many it paused."""
+    chosen = (
+        select(Enrollment.id)
+        .where(col(Enrollment.lead_id) == lead_id)
+        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY))
+    )
+    ids = list(session.exec(chosen))
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Enrollment)
+        .where(col(Enrollment.id).in_(ids))
+        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY))
+        .values(status=EnrollmentStatus.paused.value, reason=reason, resume_at=until,
+                updated_at=now, version=col(Enrollment.version) + 1)
+    )  # fmt: skip
+    hold_for_pause(session, ids, pause=True, now=now)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def back_now(session: Session, lead_id: int, now: datetime) -> int:
+    """The lead wrote back themselves: their enrollments paused while away resume at the
+    next pass, which looks at them as at any other (a reply ends those that exit on it)."""
+    result = session.execute(
+        update(Enrollment)
+        .where(col(Enrollment.lead_id) == lead_id)
+        .where(PAUSED_WHILE_AWAY)
+        .where(col(Enrollment.resume_at) > now)
+        .values(resume_at=now, updated_at=now, version=col(Enrollment.version) + 1)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def resume_returned(session: Session, now: datetime) -> list[int]:
+    """Resume the enrollments paused until a lead's return whose moment has come (due at
+    once, their held emails queued again); return the leads they belong to."""
+    due = select(Enrollment.id).where(PAUSED_WHILE_AWAY).where(col(Enrollment.resume_at) <= now)
+    if session.exec(due.limit(1)).first() is None:
+        return []  # the usual case: a read, no write lock taken
+    resumed = session.execute(
+        update(Enrollment)
+        .where(PAUSED_WHILE_AWAY)
+        .where(col(Enrollment.resume_at) <= now)
+        .values(status=EnrollmentStatus.active.value, reason=None, resume_at=None,
+                due_at=now, updated_at=now, version=col(Enrollment.version) + 1)
+        .returning(col(Enrollment.id), col(Enrollment.lead_id))
+    ).all()  # fmt: skip
+    if resumed:
+        hold_for_pause(session, [row[0] for row in resumed], pause=False, now=now)
+    return sorted({row[1] for row in resumed})
 
 
 def set_paused(
@@ -27,10 +96,12 @@ def set_paused(
         lead_id = select(Lead.id).where(col(Lead.email) == normalize_email(lead))
         query = query.where(col(Enrollment.lead_id).in_(lead_id.scalar_subquery()))
         chosen = chosen.where(col(Enrollment.lead_id).in_(lead_id.scalar_subquery()))
-    if pause:
-        query = query.where(col(Enrollment.status) == EnrollmentStatus.active.value).values(
+    if pause:  # also one paused until its lead is back: it stays paused now
+        running = or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY)
+        query = query.where(running).values(
             status=EnrollmentStatus.paused.value,
             reason="paused by hand",
+            resume_at=None,
             updated_at=now,
             version=col(Enrollment.version) + 1,
         )
@@ -42,6 +113,7 @@ def set_paused(
         query = query.where(col(Enrollment.status).in_(stopped)).values(
             status=EnrollmentStatus.active.value,
             reason=None,
+            resume_at=None,
             due_at=now,
             ended_at=None,
             updated_at=now,

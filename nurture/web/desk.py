@@ -298,6 +298,7 @@ def lead_page(
         ],
         "score_line": dossier.score_line(),
         "reply": dossier.last_reply(),
+        "away": dossier.away(zone(lead_tz) if lead_tz else who.tz),
         "timeline": [
             {"when": when(h.at, who.tz, now), "kind": h.kind, "text": h.text, "detail": h.detail}
             for h in dossier.timeline()

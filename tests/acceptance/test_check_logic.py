@@ -127,3 +127,17 @@ def test_an_audience_that_fails_for_some_leads_is_reported_by_check_and_once_in_
     replace(seq, "lead.source == 'recycled'", "lead.source | default('') == 'recycled'")
     assert nurture("--now", "2026-11-16T14:00Z", "tick", cwd=demo).returncode == 0
     assert "audience of" not in nurture("status", cwd=demo).stdout
+
+
+def test_account_replied_is_an_exit_word_and_its_misspelling_gets_a_did_you_mean(
+    nurture: Run, demo: Path
+) -> None:
+    seq = demo / "sequences" / "pricing-guide-welcome.yaml"
+    replace(seq, "exit_when: [replied,", "exit_when: [replied, account_replied,")
+    accepted = nurture("check", cwd=demo)
+    assert accepted.returncode == 0, accepted.stdout
+    replace(seq, "account_replied,", "acount_replied,")
+    result = nurture("check", cwd=demo)
+    assert result.returncode == 1, result.stdout
+    assert f"{seq}:10: exit_when 'acount_replied': nurture never records" in result.stdout
+    assert "(did you mean 'account_replied'?)" in result.stdout

@@ -129,7 +129,7 @@ def test_the_notice_reads_well_in_html_and_text_and_reaches_a_person(sales: Sale
     assert "Could we see a demo next week?" in html and "&lt;b&gt;120&lt;/b&gt;" in html
     assert "<b>120</b>" not in html
     # The sequences as this very pass left them: stopped by her reply, not "next step".
-    assert "Sequences:\r\n  pricing-guide-welcome: stopped (replied)" in text
+    assert "Sequences:\r\n  pricing-guide-welcome: stopped: replied" in text
     # A link into the app in the HTML part; replies go to a person, not the robot.
     assert 'href="http://' in html and "/app/l/" in html
     assert str(notice["Reply-To"]) == "sales@example.com"

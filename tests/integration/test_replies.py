@@ -143,16 +143,18 @@ def test_a_reply_between_queueing_and_sending_cancels_the_email(inbox: Inbox) ->
     assert len(inbox.sent()) == 1
 
 
-def test_an_out_of_office_does_not_stop_the_sequence(inbox: Inbox) -> None:
+def test_an_out_of_office_does_not_stop_the_sequence_it_pauses_it(inbox: Inbox) -> None:
     inbox.tick(START)
     [hello] = inbox.sent()
     inbox.answer(hello, body="I am away until Monday.", Auto_Submitted="auto-replied")
     inbox.tick(START + timedelta(hours=1))
     inbox.tick(START + timedelta(days=2))
-    assert len(inbox.sent()) == 2
+    assert len(inbox.sent()) == 1  # paused: a week, as no day is named
     assert inbox.events("email_replied") == []
-    [auto] = inbox.events("auto_reply")
+    [auto] = inbox.events("out_of_office")
     assert "Auto-Submitted" in auto.data["reason"]
+    inbox.tick(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))  # the business day after
+    assert len(inbox.sent()) == 2
 
 
 def test_a_bounce_report_bounces_the_lead(inbox: Inbox) -> None:

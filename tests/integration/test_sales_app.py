@@ -14,6 +14,7 @@ from sqlmodel import col, func, select
 from nurture import clock
 from nurture.store.access import AccessLink, AppSession, LinkPurpose, issue_link
 from nurture.store.database import session_scope
+from nurture.store.events import record_event
 from nurture.store.handoffs import Handoff
 from nurture.store.leads import Lead
 from tests.salesdesk import BOSS, LEE, SAM, Desk, ask, csrf_of, sales_desk
@@ -598,3 +599,31 @@ def test_a_strangers_form_post_changes_nothing_sales_acts_on_and_sales_reads_it(
         assert "Filled in the pricing-guide form" in page.text
         assert ("form says first name Mallory, last name X, company Evil Inc, "
                 "employees 5000") in page.text  # fmt: skip
+
+
+def test_the_lead_page_says_she_is_out_of_office_until_her_return(sales_desk: Desk) -> None:
+    from email.message import EmailMessage
+    from zoneinfo import ZoneInfo
+
+    from nurture.mail.absence import away_words, pause_lead, read_absence
+
+    desk = sales_desk
+    lead = desk.lead()
+    now = clock.now()
+    back = (now.astimezone(ZoneInfo("America/Los_Angeles")) + timedelta(days=10)).date()
+    # Given María answered that she is out of office until a day ten days from now
+    answer = EmailMessage()
+    answer["Subject"] = "Out of office"
+    answer.set_content(f"I am out of the office until {back:%d %B %Y}.")
+    away = read_absence(answer, "America/Los_Angeles", now)
+    assert away.until == back
+    with session_scope(desk.engine) as session:
+        record_event(session, lead.id or 0, "out_of_office", at=now, source="imap",
+                     data=away.as_data())  # fmt: skip
+        pause_lead(session, lead.id or 0, away, now)
+    # When her owner opens her page, then it says so
+    with desk.client() as sam:
+        desk.sign_in(sam, SAM)
+        page = sam.get(f"/app/leads/{lead.id}").text
+    words = away_words(back)
+    assert f"María López is {words}." in page

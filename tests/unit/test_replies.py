@@ -50,7 +50,14 @@ def test_a_reply_names_the_messages_it_answers_nearest_first() -> None:
 )
 def test_automatic_answers_are_not_replies(headers: dict[str, str]) -> None:
     subject = headers.pop("subject", "Re: your guide")
-    assert kind(mail(subject, **headers)) == "auto_reply"
+    assert kind(mail(subject, **headers)) == "out_of_office"
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Auto_Submitted": "auto-generated"}, {"Precedence": "bulk"}]
+)
+def test_other_automatic_mail_is_no_reply_and_no_absence(headers: dict[str, str]) -> None:
+    assert kind(mail("Re: your guide", **headers)) == "auto_reply"
 
 
 def test_auto_submitted_no_is_a_person() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -67,3 +68,25 @@ def test_a_threshold_is_crossed_at_the_event_that_reaches_it(rules: ScoringRules
     assert stage_reached(rules, 29.9, 30.0, 20, True) == "hot"
     assert stage_reached(rules, 29.9, None, 20, True) == "warm"
     assert stage_reached(rules, 29.9, 12.0, 20, True) == "warm"  # the peak never lowers
+
+
+def test_an_out_of_office_or_a_colleague_s_reply_earns_no_points(
+    tmp_path: Path, rules: ScoringRules
+) -> None:
+    # Given a scoring.yaml that gives them points, then each is a problem of its line
+    path = tmp_path / "scoring.yaml"
+    path.write_text("engagement:\n  email_replied: 10\n  out_of_office: 5\n"
+                    "  account_replied: 5\n")  # fmt: skip
+    loaded, problems = load_scoring(path)
+    assert [(p.line, p.message) for p in problems] == [
+        (3, "out_of_office earns no points: it is not the lead's engagement"),
+        (4, "account_replied earns no points: it is not the lead's engagement"),
+    ]
+    assert loaded is None
+    # And rules that name them anyway give them none
+    clicked = rules.engagement["email_clicked"]
+    named = replace(rules, engagement={**rules.engagement, "out_of_office": clicked,
+                                       "account_replied": clicked})  # fmt: skip
+    assert event_points(named, "out_of_office", False, 0) == 0
+    assert event_points(named, "account_replied", False, 0) == 0
+    assert event_points(named, "email_clicked", False, 0) == clicked.points
