@@ -152,7 +152,7 @@ async def _send_test(
         )  # fmt: skip
         session.flush()
         row_id = int(row.id or 0)
-    transport = open_transport(config.settings.smtp, config.outbox_dir)
+    transport = open_transport(config.settings.smtp, config.outbox_dir, config.settings.senders)
     try:
         await deliver(ctx, Catalog(), transport, only_messages=[row_id])
     finally:

@@ -30,14 +30,18 @@ from nurture.language.fields import ContactStatus
 from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
 from nurture.language.timing import day_start, next_allowed, zone
+from nurture.mail.health import watch_health
 from nurture.mail.pacing import DeliveryReport
+from nurture.mail.senders import sender_paces
 from nurture.store.counters import Cap
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
-from nurture.store.sending import Claimed, cancel, defer, hold, lease
+from nurture.store.senders import HELD_SENDER, hold_for_sender
+from nurture.store.senders import paused as senders_paused
+from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
 
 
 def lead_day(moment: datetime, lead_timezone: str | None, default_timezone: str) -> datetime:
@@ -47,11 +51,25 @@ def lead_day(moment: datetime, lead_timezone: str | None, default_timezone: str)
 
 def caps_for(
     item: Claimed, now: datetime, limits: LimitsSection, default_timezone: str
-) -> list[Cap]:
-    """The daily caps a send of *item* counts against: its sender mailbox's day (in the
+) -> list[Cap | PaceCheck]:
+    """The caps a send of *item* counts against, in the order they are checked: its
+    ``[[senders]]`` entry's pacing (paused, ``min_gap``, ``hourly``, warm-up, ``daily``:
+    :func:`~nurture.store.senders.take_pace`), its sender mailbox's day (in the
     project's timezone) and its lead's own day. Only a sequence's email is capped."""
     if item.kind != MessageKind.email or item.lead_id is None:
         return []
+    return [*_pacing(item), *_daily_caps(item, now, limits, default_timezone)]
+
+
+def _pacing(item: Claimed) -> list[PaceCheck]:
+    """The sender's pacing, when it has a ``[[senders]]`` entry."""
+    return [] if item.pace is None else [PaceCheck(item.pace, item.id)]
+
+
+def _daily_caps(
+    item: Claimed, now: datetime, limits: LimitsSection, default_timezone: str
+) -> list[Cap]:
+    assert item.lead_id is not None
     project = zone(default_timezone)
     lead = zone(item.lead_timezone or default_timezone)
     sender_day = now.astimezone(project).date().isoformat()
@@ -209,6 +227,8 @@ def claim(
         }
         events = events_by_lead(session, _lead_ids(rows))
         caps = _Caps(session, ctx, rows, leads, now)
+        paces = sender_paces(ctx.config.settings)
+        paused = senders_paused(session.connection()) if paces else {}
         hooks.reach("claim.after_read", session, rows)
         for row in rows:
             assert row.id is not None
@@ -233,6 +253,12 @@ def claim(
                                     sequence=row.sequence, step=row.step,
                                     reason=why_not)  # fmt: skip
                     continue
+                pace = paces.get(row.sender)
+                if pace is not None and pace.name in paused:  # it waits for the resume
+                    why = f"{HELD_SENDER}{pace.name} paused: {paused[pace.name].pause_reason}"
+                    if hold_for_sender(session, row.id, why):
+                        report.deferred += 1
+                    continue
                 wait = _window_hold(catalog, row, now) or caps.hold(row)
                 if wait is not None:
                     if defer(session, row.id, *wait):
@@ -251,15 +277,20 @@ def claim(
                     token=token,
                     lead_timezone=lead.timezone if lead is not None else None,
                     seen_event=seen_event,
+                    pace=paces.get(row.sender) if row.kind == MessageKind.email else None,
                 )
             )  # fmt: skip
     return Batch(claimed, len(rows))
 
 
 def sweep_held_mail(ctx: Context, now: datetime) -> None:
-    """Held emails whose enrollment is no longer paused: released, or cancelled."""
+    """Held emails whose enrollment is no longer paused: released, or cancelled. Then
+    the senders' health: an unhealthy one is paused, and its pause told, once."""
     with session_scope(ctx.engine) as session:
         sweep_held(session, now)
+    if ctx.config.settings.senders:
+        with session_scope(ctx.engine) as session:
+            watch_health(session, ctx.config.settings, now)
 
 
 def _cancelled_because(

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Index, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col
+
+from nurture.store.senders import RESERVATION, give_back_reservations, prune_sends
 
 
 class SendCount(SQLModel, table=True):
@@ -73,8 +75,11 @@ def take(connection: Connection, cap: Cap) -> bool:
 
 
 def give_back(connection: Connection, keys: Iterable[str]) -> None:
-    """A send counted against *keys* did not go: take it off their counts."""
+    """A send counted against *keys* did not go: take it off their counts (a sender's
+    reservation, ``p:ID``, leaves its rolling windows)."""
     chosen = [key for key in keys if key]
+    give_back_reservations(connection, chosen)
+    chosen = [key for key in chosen if not key.startswith(RESERVATION)]
     if chosen:
         connection.execute(
             update(_TABLE).where(_TABLE.c.key.in_(chosen)).where(_TABLE.c.n > 0)
@@ -83,6 +88,8 @@ def give_back(connection: Connection, keys: Iterable[str]) -> None:
 
 
 def prune(connection: Connection, before_day: str) -> int:
-    """Forget the counters of days before *before_day* (``YYYY-MM-DD``)."""
+    """Forget the counters of days before *before_day* (``YYYY-MM-DD``), and the
+    senders' sends from before it (past every rolling window)."""
     result = connection.execute(delete(_TABLE).where(col(SendCount.day) < before_day))
+    prune_sends(connection, datetime.fromisoformat(before_day).replace(tzinfo=UTC))
     return int(result.rowcount or 0)
