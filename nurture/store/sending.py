@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, exists, func, or_, update
 from sqlmodel import Session, col, select
 
-from nurture import clock, logs
+from nurture import clock, hooks, logs
 from nurture.store.counters import Cap, give_back, take
 from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
 from nurture.store.events import Event, record_event
@@ -274,6 +274,7 @@ def start(
                 )
             )
             return (Started.held if refused.held else Started.capped), refused.reason
+    hooks.reach("start.after_caps", item)
     return Started.go, ""
 
 

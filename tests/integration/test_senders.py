@@ -20,17 +20,21 @@ from sqlalchemy import Engine
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from nurture import clock
+from nurture import clock, hooks
 from nurture.cli import app
 from nurture.config import Config, load_settings
+from nurture.engine.catalog import load_catalog
 from nurture.engine.context import Context
+from nurture.mail.delivery import deliver
 from nurture.mail.pacing import DeliveryReport
-from nurture.stages.passes import tick
+from nurture.mail.transports import open_transport
+from nurture.stages.passes import run_pass, tick
 from nurture.stages.report import PassReport
 from nurture.store.database import open_engine, session_scope
 from nurture.store.leads import LeadChanges, upsert_leads
 from nurture.store.outbox import OutboxMessage
 from tests.conftest import SmtpHandler, SmtpServer, free_port
+from tests.integration.test_send_promises import Beside
 
 #: A Tuesday morning, in UTC (the sequences send at any hour).
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
@@ -105,8 +109,8 @@ class Office:
             _, report, delivered = asyncio.run(tick(ctx, clock.now()))
         return report, delivered
 
-    def add_leads(self, *rows: dict[str, Any]) -> None:
-        with freeze_time(T0 - timedelta(hours=1)), session_scope(self.engine) as session:
+    def add_leads(self, *rows: dict[str, Any], at: datetime = T0 - timedelta(hours=1)) -> None:
+        with freeze_time(at), session_scope(self.engine) as session:
             upsert_leads(session, [LeadChanges(r["email"], {"source": "guide", **r}) for r in rows])
 
     def outbox(self) -> list[OutboxMessage]:
@@ -289,6 +293,20 @@ def test_a_bounce_burst_pauses_the_sender_until_it_is_resumed(office: Office) ->
     assert [m["To"] for m in office.sam.messages] == ["good@example.net"]
 
 
+def deliver_now(ctx: Context, catalog: Any) -> DeliveryReport:
+    """One delivery run of *ctx*'s worker, through every sender's own server."""
+
+    async def run() -> DeliveryReport:
+        settings = ctx.config.settings
+        transport = open_transport(settings.smtp, ctx.config.outbox_dir, settings.senders)
+        try:
+            return await deliver(ctx, catalog, transport)
+        finally:
+            await transport.close()
+
+    return asyncio.run(run())
+
+
 def _cli(office: Office, *args: str) -> str:
     result = CliRunner().invoke(app, ["--config", str(office.project / "nurture.toml"), *args])
     assert result.exit_code == 0, result.output
@@ -298,3 +316,33 @@ def _cli(office: Office, *args: str) -> str:
 def _status(office: Office) -> str:
     with freeze_time(T0 + timedelta(minutes=11)):
         return _cli(office, "status")
+
+
+def test_two_workers_never_pass_a_sender_s_cap_between_them(
+    office: Office, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if office.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: two starts cannot overlap there")
+    monkeypatch.setenv("NURTURE_DAEMON_BATCH_SIZE", "1")
+    config = office.configure(senders("daily = 2"))
+    office.add_leads({"email": "ivy@example.net", "owner": "sam@example.com"})
+    office.tick(config, T0 - timedelta(minutes=30))  # sam has sent one: one more today
+    assert len(office.sam.messages) == 1
+    office.add_leads({"email": "maria@example.net", "owner": "sam@example.com"},
+                     {"email": "kim@example.net", "owner": "sam@example.com"},
+                     at=T0 - timedelta(minutes=10))  # fmt: skip
+    with freeze_time(T0, real_asyncio=True):
+        first = Context.open(office.engine, config)
+        catalog = load_catalog(office.engine, config.sequences_dir, first.templates, T0)
+        run_pass(first, catalog, T0)
+        second = Context.open(office.engine, config)
+        # Given worker one has counted its send against sam's daily cap and not
+        # committed, when worker two starts the other email of sam's at that moment
+        beside = Beside(office.engine, lambda: deliver_now(second, catalog))
+        with hooks.at("start.after_caps", beside):
+            deliver_now(first, catalog)
+        beside.join()
+    # Then one more email left through sam's server, and the other waits with the reason
+    assert len(office.sam.messages) == 2
+    [waiting] = [m for m in office.emails() if m.status == "queued"]
+    assert (waiting.last_error or "").startswith("sender sam: daily cap 2 reached")
