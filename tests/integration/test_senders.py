@@ -147,8 +147,12 @@ def senders(sam: str = "", lee: str = "") -> str:
 [[senders]]
 name = "sam"
 address = "Sam Patel <sam@example.com>"
-smtp = {{ host = "127.0.0.1", port = SAM_PORT, username = "sam@example.com", password = "sam-secret" }}
 {sam}
+[senders.smtp]
+host = "127.0.0.1"
+port = SAM_PORT
+username = "sam@example.com"
+password = "sam-secret"
 
 [[senders]]
 name = "lee"
@@ -168,7 +172,8 @@ def test_from_owner_mail_leaves_through_the_owners_server_with_the_owners_from(
     office.add_leads({"email": "maria@example.net", "owner": "sam@example.com"},
                      {"email": "kim@example.net", "owner": "lee@example.com"},
                      {"email": "noah@example.net"},  # no owner: the fallback
-                     {"email": "ivy@example.net", "owner": "ana@example.com"})  # no sender  # fmt: skip
+                     # an owner without a sender: the fallback too
+                     {"email": "ivy@example.net", "owner": "ana@example.com"})  # fmt: skip
     _, delivered = office.tick(config, T0)
     assert delivered.sent == 4
     [to_sam] = office.sam.messages
@@ -234,7 +239,7 @@ def _deferred(office: Office) -> list[str]:
          "sender sam: min_gap 600 seconds, next at 04:1"),
         ("warmup = { start = 2, increase = 1 }\ndaily = 50", timedelta(days=1, minutes=1),
          "sender sam: warming up: 2 of 2 today, next at 04:00"),
-    ],  # fmt: skip
+    ],
 )
 def test_each_cap_defers_with_its_reason(
     office: Office, pacing: str, later: timedelta, reason: str
