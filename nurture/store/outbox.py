@@ -61,6 +61,9 @@ class MessageKind(enum.StrEnum):
 
 #: Why a ``held`` message waits.
 HELD_PAUSED = "held: its enrollment is paused"
+#: How the reason of a message held for a paused sender begins (then its name): it
+#: waits for that sender's resume (:mod:`nurture.store.senders`), not its enrollment's.
+HELD_SENDER = "held: sender "
 #: How the ``last_error`` of a message failed by a sending problem (the server refused
 #: to send for us) begins.
 SENDING_PROBLEM = "sending problem: "
@@ -252,7 +255,7 @@ def hold_for_pause(session: Session, enrollment_ids: Any, *, pause: bool, now: d
         query = (
             query.where(col(OutboxMessage.status) == OutboxStatus.held.value)
             .where(or_(col(OutboxMessage.last_error).is_(None),
-                       col(OutboxMessage.last_error) == HELD_PAUSED))
+                       ~col(OutboxMessage.last_error).startswith(HELD_SENDER)))
             .values(status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None)
         )  # fmt: skip
     result = session.execute(query)

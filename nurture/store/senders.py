@@ -28,14 +28,12 @@ from sqlmodel import Column, Field, Session, SQLModel, Text
 
 from nurture import logs
 from nurture.store.events import Event
-from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus
+from nurture.store.outbox import HELD_SENDER, MessageKind, OutboxMessage, OutboxStatus
 from nurture.store.sqltypes import UTCDateTime
 
 #: The sends a sender's health is read over, and the complaints that pause it in a day.
 HEALTH_WINDOW = 100
 MAX_COMPLAINTS = 3
-#: How a message held for a paused sender's ``last_error`` begins (then the name).
-HELD_SENDER = "held: sender "
 #: The key a start's reservation is counted under (then the message's id).
 RESERVATION = "p:"
 #: A policy refusal (5.7.x) from the sender's own server.

@@ -71,7 +71,7 @@ def test_the_gap_is_min_gap_and_up_to_half_more() -> None:
         ("a:b", "x\r\nBcc: evil@example.com", "lee@example.com",
          "a-b:x-Bcc-evil@example.com:lee@example.com:nurture"),
         ("", "é", "::", "-:-:-:nurture"),
-    ],  # fmt: skip
+    ],
 )
 def test_feedback_id_fields_never_split_nor_add_a_header(
     step: str, sequence_name: str, sender: str, expected: str
