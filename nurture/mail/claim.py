@@ -39,8 +39,14 @@ from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
-from nurture.store.senders import HELD_SENDER, hold_for_sender
-from nurture.store.senders import paused as senders_paused
+from nurture.store.senders import (
+    PaceView,
+    Refusal,
+    SenderPace,
+    hold_for_sender,
+    read_pace,
+    verdict,
+)
 from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
 
 
@@ -169,6 +175,43 @@ class _Caps:
         return None
 
 
+class _Pacing:
+    """The ``[[senders]]`` pacing of a batch's senders, read once per batch (without
+    the start's lock: these checks save work, the start keeps the promise) and counted
+    on as the batch is claimed: a message its sender's pacing holds back waits, saying
+    why, and the sender's later messages wait a gap more each."""
+
+    def __init__(self, session: Session, paces: dict[str, SenderPace],
+                 rows: list[OutboxMessage], now: datetime) -> None:  # fmt: skip
+        self.paces, self.now = paces, now
+        connection = session.connection()
+        self.views: dict[str, PaceView] = {
+            sender: read_pace(connection, paces[sender], now)
+            for sender in {r.sender for r in rows if r.kind == MessageKind.email}
+            if sender in paces
+        }
+        self.pending: Counter[str] = Counter()
+        self.behind: Counter[str] = Counter()
+
+    def refused(self, row: OutboxMessage) -> Refusal | None:
+        """Why *row*'s sender may not send it now (``None``: it may, and is counted)."""
+        pace = self.paces.get(row.sender)
+        if pace is None:
+            return None
+        refused = verdict(pace, self.views[row.sender], self.now, self.pending[row.sender],
+                          self.behind[row.sender])  # fmt: skip
+        if refused is None:
+            self.pending[row.sender] += 1
+        elif refused.check == "min_gap":  # the next one waits a gap more
+            self.behind[row.sender] += 1
+        return refused
+
+    def uncount(self, row: OutboxMessage) -> None:
+        """*row* was counted, then held back by another check: it is not sent now."""
+        if row.sender in self.paces:
+            self.pending[row.sender] -= 1
+
+
 def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
     return {r.lead_id for r in rows if r.lead_id is not None}
 
@@ -227,8 +270,7 @@ def claim(
         }
         events = events_by_lead(session, _lead_ids(rows))
         caps = _Caps(session, ctx, rows, leads, now)
-        paces = sender_paces(ctx.config.settings)
-        paused = senders_paused(session.connection()) if paces else {}
+        pacing = _Pacing(session, sender_paces(ctx.config.settings), rows, now)
         hooks.reach("claim.after_read", session, rows)
         for row in rows:
             assert row.id is not None
@@ -253,14 +295,19 @@ def claim(
                                     sequence=row.sequence, step=row.step,
                                     reason=why_not)  # fmt: skip
                     continue
-                pace = paces.get(row.sender)
-                if pace is not None and pace.name in paused:  # it waits for the resume
-                    why = f"{HELD_SENDER}{pace.name} paused: {paused[pace.name].pause_reason}"
-                    if hold_for_sender(session, row.id, why):
+                refused = pacing.refused(row)
+                if refused is not None and refused.held:  # it waits for the resume
+                    if hold_for_sender(session, row.id, refused.reason):
                         report.deferred += 1
                     continue
-                wait = _window_hold(catalog, row, now) or caps.hold(row)
+                wait = _window_hold(catalog, row, now)
+                if wait is None and refused is not None:
+                    wait = refused.until, refused.reason
+                if wait is None:
+                    wait = caps.hold(row)
                 if wait is not None:
+                    if refused is None:  # counted by the pacing, yet it waits
+                        pacing.uncount(row)
                     if defer(session, row.id, *wait):
                         report.deferred += 1
                         logs.action("email deferred", lead=row.recipient, sequence=row.sequence,
@@ -277,7 +324,7 @@ def claim(
                     token=token,
                     lead_timezone=lead.timezone if lead is not None else None,
                     seen_event=seen_event,
-                    pace=paces.get(row.sender) if row.kind == MessageKind.email else None,
+                    pace=pacing.paces.get(row.sender) if row.kind == MessageKind.email else None,
                 )
             )  # fmt: skip
     return Batch(claimed, len(rows))

@@ -110,6 +110,8 @@ class Refusal:
     until: datetime
     #: The sender is paused: the message is ``held`` until it resumes.
     held: bool = False
+    #: Which check refused: ``paused``, ``min_gap``, ``hourly``, ``warmup`` or ``daily``.
+    check: str = ""
 
 
 # --- the pure policy ---------------------------------------------------------------------
@@ -168,14 +170,87 @@ def _count(connection: Connection, name: str, since: datetime) -> int:
     ).scalar_one())  # fmt: skip
 
 
-def _frees_at(connection: Connection, name: str, now: datetime, window: timedelta,
-              cap: int, count: int) -> datetime:  # fmt: skip
-    """When enough of the sends in the last *window* have aged out of it for one more."""
-    oldest = connection.execute(
-        select(_SENDS.c.at).where(_SENDS.c.sender == name).where(_SENDS.c.at > now - window)
-        .order_by(_SENDS.c.at).offset(max(0, count - cap)).limit(1)
+@dataclass(frozen=True)
+class PaceView:
+    """What the pacing of one sender is decided on, read at one moment."""
+
+    #: Why it is paused (``None``: sending).
+    paused: str | None
+    first_sent_at: datetime | None
+    #: When the gap after its latest send ends.
+    ready_at: datetime | None
+    #: Its sends in the longest window its caps look at, oldest first.
+    times: tuple[datetime, ...]
+
+
+def _window(pace: SenderPace) -> timedelta | None:
+    if pace.daily is not None or pace.warmup_start is not None:
+        return DAY
+    return HOUR if pace.hourly is not None else None
+
+
+def read_pace(connection: Connection, pace: SenderPace, now: datetime, state: Any = None
+              ) -> PaceView:  # fmt: skip
+    """The :class:`PaceView` of *pace*'s sender at *now* (*state*: its row, if read)."""
+    if state is None:
+        state = connection.execute(select(_STATE).where(_STATE.c.name == pace.name)).first()
+    ready = connection.execute(
+        select(_SENDS.c.not_before).where(_SENDS.c.sender == pace.name)
+        .order_by(_SENDS.c.at.desc()).limit(1)
     ).scalar()  # fmt: skip
-    return (oldest + window) if oldest is not None else now + window
+    window = _window(pace)
+    times: tuple[datetime, ...] = ()
+    if window is not None:
+        times = tuple(connection.execute(
+            select(_SENDS.c.at).where(_SENDS.c.sender == pace.name)
+            .where(_SENDS.c.at > now - window).order_by(_SENDS.c.at)
+        ).scalars())  # fmt: skip
+    paused = None
+    if state is not None and state.paused_at is not None:
+        paused = state.pause_reason or "paused"
+    return PaceView(paused, state.first_sent_at if state is not None else None, ready, times)
+
+
+def _frees_at(times: list[datetime], now: datetime, window: timedelta, cap: int) -> datetime:
+    """When enough of the sends in the last *window* (*times*, oldest first) have aged
+    out of it for one more."""
+    inside = [t for t in times if t > now - window]
+    return inside[max(0, len(inside) - cap)] + window if inside else now + window
+
+
+def verdict(
+    pace: SenderPace, view: PaceView, now: datetime, pending: int = 0, behind: int = 0
+) -> Refusal | None:
+    """Whether one more send of *pace*'s sender may start at *now*, *pending* sends
+    (allowed a moment ago, not counted yet) after what *view* saw, and *behind* others
+    waiting for a gap before it; else why not and until when. The checks, in order:
+    paused, ``min_gap``, ``hourly``, the warm-up, ``daily``."""
+    name = pace.name
+    if view.paused is not None:
+        return Refusal(f"{HELD_SENDER}{name} paused: {view.paused}", now, True, "paused")
+    ready = view.ready_at if view.ready_at is not None and view.ready_at > now else None
+    if (pending or behind) and pace.min_gap:
+        ready = max(ready or now, now) + timedelta(seconds=pace.min_gap) * (pending + behind)
+    if ready is not None:
+        return Refusal(f"sender {name}: min_gap {pace.min_gap:g} seconds, next at "
+                       f"{_clock(ready, pace)}", ready, check="min_gap")  # fmt: skip
+    times = sorted([*view.times, *([now] * pending)])
+    if pace.hourly is not None and sum(1 for t in times if t > now - HOUR) >= pace.hourly:
+        until = _frees_at(times, now, HOUR, pace.hourly)
+        return Refusal(f"sender {name}: hourly cap {pace.hourly} reached, next at "
+                       f"{_clock(until, pace)}", until, check="hourly")  # fmt: skip
+    level = warmup_level(pace, view.first_sent_at, now)
+    cap = level if level is not None else pace.daily
+    day = sum(1 for t in times if t > now - DAY)
+    if cap is not None and day >= cap:
+        until = _frees_at(times, now, DAY, cap)
+        if level is not None:
+            until = min(until, next_level_at(view.first_sent_at, now))
+            return Refusal(f"sender {name}: warming up: {day} of {level} today, next at "
+                           f"{_clock(until, pace)}", until, check="warmup")  # fmt: skip
+        return Refusal(f"sender {name}: daily cap {cap} reached, next at "
+                       f"{_clock(until, pace)}", until, check="daily")  # fmt: skip
+    return None
 
 
 def take_pace(
@@ -183,42 +258,19 @@ def take_pace(
     draw: float | None = None,
 ) -> Refusal | None:  # fmt: skip
     """Count one send of *pace*'s sender (message *outbox_id*) if its pacing allows it
-    now, else say why not: paused, ``min_gap``, ``hourly``, the warm-up, ``daily``, in
-    that order. Call it in the start's transaction."""
-    name = pace.name
-    state = _lock(connection, name)
-    if state.paused_at is not None:
-        return Refusal(f"{HELD_SENDER}{name} paused: {state.pause_reason}", now, held=True)
-    last = connection.execute(
-        select(_SENDS.c.not_before).where(_SENDS.c.sender == name)
-        .order_by(_SENDS.c.at.desc()).limit(1)
-    ).scalar()  # fmt: skip
-    if last is not None and last > now:
-        return Refusal(f"sender {name}: min_gap {pace.min_gap:g} seconds, next at "
-                       f"{_clock(last, pace)}", last)  # fmt: skip
-    if pace.hourly is not None:
-        hour = _count(connection, name, now - HOUR)
-        if hour >= pace.hourly:
-            until = _frees_at(connection, name, now, HOUR, pace.hourly, hour)
-            return Refusal(f"sender {name}: hourly cap {pace.hourly} reached, next at "
-                           f"{_clock(until, pace)}", until)  # fmt: skip
-    level = warmup_level(pace, state.first_sent_at, now)
-    cap = level if level is not None else pace.daily
-    if cap is not None:
-        day = _count(connection, name, now - DAY)
-        if day >= cap:
-            until = _frees_at(connection, name, now, DAY, cap, day)
-            if level is not None:
-                until = min(until, next_level_at(state.first_sent_at, now))
-                return Refusal(f"sender {name}: warming up: {day} of {level} today, next at "
-                               f"{_clock(until, pace)}", until)  # fmt: skip
-            return Refusal(f"sender {name}: daily cap {cap} reached, next at "
-                           f"{_clock(until, pace)}", until)  # fmt: skip
+    now (:func:`verdict`), else say why not. Call it in the start's transaction: the
+    sender's row is locked first, so the sends it reads are every worker's."""
+    state = _lock(connection, pace.name)
+    refused = verdict(pace, read_pace(connection, pace, now, state), now)
+    if refused is not None:
+        return refused
     gap = jittered_gap(pace, random.random() if draw is None else draw)
-    connection.execute(_SENDS.insert().values(sender=name, outbox_id=outbox_id, at=now,
+    connection.execute(_SENDS.insert().values(sender=pace.name, outbox_id=outbox_id, at=now,
                                               not_before=now + gap))  # fmt: skip
     if state.first_sent_at is None:
-        connection.execute(update(_STATE).where(_STATE.c.name == name).values(first_sent_at=now))
+        connection.execute(
+            update(_STATE).where(_STATE.c.name == pace.name).values(first_sent_at=now)
+        )
     return None
 
 

@@ -236,7 +236,7 @@ def _deferred(office: Office) -> list[str]:
         ("daily = 2", timedelta(hours=24, minutes=1),
          "sender sam: daily cap 2 reached, next at 04:00"),
         ('min_gap = "10 minutes"', timedelta(minutes=16),
-         "sender sam: min_gap 600 seconds, next at 04:1"),
+         "sender sam: min_gap 600 seconds, next at 04:"),
         ("warmup = { start = 2, increase = 1 }\ndaily = 50", timedelta(days=1, minutes=1),
          "sender sam: warming up: 2 of 2 today, next at 04:00"),
     ],
@@ -250,8 +250,10 @@ def test_each_cap_defers_with_its_reason(
     office.tick(config, T0)
     sent_first = len(office.sam.messages)
     assert sent_first == (1 if "min_gap" in pacing else 2)
-    waiting = _deferred(office)
+    waiting = sorted(_deferred(office))
     assert waiting and all(w.startswith(reason) for w in waiting), waiting
+    if "min_gap" in pacing:  # each waits a gap after the one before it
+        assert [w[-5:] for w in waiting] == ["04:10", "04:20"], waiting
     # Deferred, never dropped: shown by `nurture outbox list`, and sent when there is room.
     listed = CliRunner().invoke(app, ["--config", str(office.project / "nurture.toml"),
                                       "outbox", "list", "--json"])  # fmt: skip
