@@ -131,7 +131,7 @@ class SenderBook:
         if self._room is None:
             connection = self.session.connection()
             self._room = {
-                pace.name: store.figures(connection, pace, self.now).room
+                pace.name: store.room(connection, pace, self.now)
                 for pace in sender_paces(self.settings).values()
             }
         choice = pick_sender(sequence, self.settings, owner=owner,

@@ -483,6 +483,17 @@ def figures(connection: Connection, pace: SenderPace, now: datetime) -> SenderFi
     )  # fmt: skip
 
 
+def room(connection: Connection, pace: SenderPace, now: datetime) -> int | None:
+    """Sends *pace*'s sender has left in its rolling 24 hours now (its warm-up level,
+    else ``daily``); ``None``: no cap of its own."""
+    view = read_pace(connection, pace, now)
+    level = warmup_level(pace, view.first_sent_at, now)
+    cap = level if level is not None else pace.daily
+    if cap is None:
+        return None
+    return max(0, cap - sum(1 for t in view.times if t > now - DAY))
+
+
 def sent_by_leads(session: Session, lead_ids: Any) -> dict[int, str]:
     """The sender each of *lead_ids* got its latest email from (its address)."""
     rows = session.execute(

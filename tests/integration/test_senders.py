@@ -31,7 +31,8 @@ from nurture.mail.transports import open_transport
 from nurture.stages.passes import run_pass, tick
 from nurture.stages.report import PassReport
 from nurture.store.database import open_engine, session_scope
-from nurture.store.leads import LeadChanges, upsert_leads
+from nurture.store.events import record_event
+from nurture.store.leads import Lead, LeadChanges, upsert_leads
 from nurture.store.outbox import OutboxMessage
 from tests.conftest import SmtpHandler, SmtpServer, free_port
 from tests.integration.test_send_promises import Beside
@@ -353,3 +354,34 @@ def test_two_workers_never_pass_a_sender_s_cap_between_them(
     assert len(office.sam.messages) == 2
     [waiting] = [m for m in office.emails() if m.status == "queued"]
     assert (waiting.last_error or "").startswith("sender sam: daily cap 2 reached")
+
+
+def test_complaints_or_a_policy_refusal_pause_a_sender(office: Office) -> None:
+    config = office.configure(SENDERS)
+    office.add_leads(*({"email": f"lead{i}@example.net", "owner": "sam@example.com"}
+                       for i in range(4)),
+                     {"email": "kim@example.net", "owner": "lee@example.com"},
+                     {"email": "ivy@example.net", "owner": "lee@example.com"})  # fmt: skip
+    # Given lee's server refuses to send for lee by policy (5.7.x)
+    office.lee.mail_reply = "550 5.7.1 Sender blocked by policy"
+    office.tick(config, T0)
+    assert len(office.sam.messages) == 4
+    # Then lee is paused with the reason, and its other email waits for the resume
+    listed = _cli(office, "senders", "list", "--json")
+    assert "its server refused to send for it: 550 5.7.1 Sender blocked by policy" in listed
+    # Given three of sam's leads complain within a day (feedback-loop reports)
+    with session_scope(office.engine) as session:
+        for i in range(3):
+            lead = session.exec(select(Lead).where(Lead.email == f"lead{i}@example.net")).one()
+            assert lead.id is not None
+            record_event(session, lead.id, "complained", sequence="welcome",
+                         step="welcome", at=T0 + timedelta(hours=1), source="imap",
+                         source_id=f"arf{i}")  # fmt: skip
+    # When the next delivery run looks at the senders' health, then sam is paused
+    office.tick(config, T0 + timedelta(hours=2))
+    listed = _cli(office, "senders", "list", "--json")
+    assert '"pause_reason": "3 complaints in 24 hours"' in listed
+    # ... and lee's other email is held, never sent while lee is paused
+    [ivy] = [m for m in office.emails() if m.recipient == "ivy@example.net"]
+    assert ivy.status == "held" and (ivy.last_error or "").startswith("held: sender lee paused")
+    assert office.lee.messages == []
