@@ -162,6 +162,12 @@ def check_project(config: Config) -> CheckResult:
     for sequence in sequences:
         result.problems.extend(check_outcomes(sequence))
         result.problems.extend(_check_senders(sequence, config))
+        if sequence.sender == "owner" and not sequence.fallback_from:
+            result.warnings.append(Problem(
+                str(sequence.path), _line_of(sequence.path, "from"),
+                "from: owner without fallback_from: a lead whose owner has no [[senders]] "
+                f"entry gets its email from [sales] from_address "
+                f"({config.settings.sales.from_address})"))  # fmt: skip
     result.warnings.extend(_check_links_reach_people(config))
     result.problems.sort(key=lambda p: (p.path, p.line or 0))
     result.warnings.sort(key=lambda p: (p.path, p.line or 0))

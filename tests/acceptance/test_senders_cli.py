@@ -62,3 +62,15 @@ def test_preview_and_simulate_say_which_sender_a_lead_gets(nurture: Run, demo: P
     timeline = nurture("simulate", "pricing-guide-welcome", "--lead", lead, cwd=demo)
     assert timeline.returncode == 0, timeline.stderr
     assert "sender: sam (the lead's owner)" in timeline.stderr
+
+
+def test_check_warns_of_from_owner_without_a_fallback(nurture: Run, demo: Path) -> None:
+    (demo / "nurture.toml").write_text((demo / "nurture.toml").read_text() + SAM)
+    seq = demo / "sequences" / "pricing-guide-welcome.yaml"
+    replace(seq, 'from: "Ana Ruiz <ana@example.com>"', "from: owner")
+    result = nurture("check", cwd=demo)
+    assert result.returncode == 0, result.stdout
+    warning = (f"{seq}:4: warning: from: owner without fallback_from: a lead whose owner has no "
+               "[[senders]] entry gets its email from [sales] from_address")  # fmt: skip
+    assert warning in result.stdout
+    assert nurture("check", "--strict", cwd=demo).returncode == 1
