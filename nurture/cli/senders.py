@@ -28,7 +28,7 @@ def senders_list(
     from nurture import clock
     from nurture.mail.senders import sender_paces
     from nurture.store.database import session_scope
-    from nurture.store.senders import figures
+    from nurture.store.sender_health import figures
 
     st = state(ctx)
     now = clock.now()
@@ -68,7 +68,7 @@ def senders_resume(
     and its health counts from now."""
     from nurture import clock
     from nurture.store.database import session_scope
-    from nurture.store.senders import resume
+    from nurture.store.sender_health import resume
     from nurture.suggest import did_you_mean
 
     st = state(ctx)

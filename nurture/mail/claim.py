@@ -39,14 +39,8 @@ from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
-from nurture.store.senders import (
-    PaceView,
-    Refusal,
-    SenderPace,
-    hold_for_sender,
-    read_pace,
-    verdict,
-)
+from nurture.store.sender_health import hold_for_sender
+from nurture.store.senders import PaceView, Refusal, SenderPace, read_pace, verdict
 from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
 
 

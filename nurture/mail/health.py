@@ -1,6 +1,6 @@
 """The senders' health: a sender whose hard bounces pass ``[limits] max_bounce_rate`` of
 its last 100 sends, that got 3 complaints in 24 hours, or whose server refused to send
-for it (5.7.x) is paused (:mod:`nurture.store.senders`); the operator and the sender's
+for it (5.7.x) is paused (:mod:`nurture.store.sender_health`); the operator and the sender's
 owner are told once. Checked after each bounce or refusal (in the send's own
 transaction) and at the start of each delivery run (bounce reports and complaints
 arrive by IMAP)."""
@@ -18,7 +18,7 @@ from nurture import logs
 from nurture.config import SenderEntry, Settings
 from nurture.mail.compose import Sender, build_notification
 from nurture.mail.senders import sender_paces
-from nurture.store import senders as store
+from nurture.store import sender_health as store
 from nurture.store.outbox import MessageKind, queue_message
 
 

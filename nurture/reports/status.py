@@ -13,7 +13,7 @@ from nurture.store.handoffs import Handoff, HandoffStatus, Webhook
 from nurture.store.leads import Lead
 from nurture.store.meta import audience_failures
 from nurture.store.outbox import SENDING_PROBLEM, OutboxMessage, OutboxStatus
-from nurture.store.senders import paused as paused_senders
+from nurture.store.sender_health import paused as paused_senders
 from nurture.store.tasks import Task, TaskStatus
 from nurture.store.workers import list_workers
 

@@ -46,13 +46,8 @@ from nurture.store.outbox import (
     OutboxMessage,
     OutboxStatus,
 )
-from nurture.store.senders import (
-    Refusal,
-    SenderPace,
-    check_health,
-    reservation_key,
-    take_pace,
-)
+from nurture.store.sender_health import check_health
+from nurture.store.senders import Refusal, SenderPace, reservation_key, take_pace
 
 _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _LEADS = Lead.__table__  # type: ignore[attr-defined]
