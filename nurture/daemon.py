@@ -63,7 +63,9 @@ class Daemon:
         self.reload = Reloader(self.ctx)
         #: Delivery's memory of a mail server that refused to send for us.
         self.sending_pause = SendingPause()
-        self.transport: Transport = open_transport(config.settings.smtp, config.outbox_dir)
+        self.transport: Transport = open_transport(
+            config.settings.smtp, config.outbox_dir, config.settings.senders
+        )
         self.until_idle = until_idle
         self.catalog: Catalog | None = None
         self.stopping = asyncio.Event()

@@ -14,7 +14,7 @@ import sys
 # isort: off
 # Each module registers its commands when imported, in the order --help lists them.
 from nurture.cli import project, leads, sequences, operate, enrollments  # noqa: F401
-from nurture.cli import sales, outbox, tasks, integrations  # noqa: F401
+from nurture.cli import sales, outbox, senders, tasks, integrations  # noqa: F401
 
 # isort: on
 from nurture.cli.common import app, safe_text, warn

@@ -88,8 +88,9 @@ def preview(
             )
         template = variant
     tracking_id = "preview" if step.action.track else None
+    choice = _sender_choice(st, sequence, record)
     email = compose_email(context, sequence, step.id, template, record, view, clock.now(),
-                          tracking_id)  # fmt: skip
+                          tracking_id, choice=choice)  # fmt: skip
     message = parse(email.message.as_string())  # exactly what would be queued
     html_part = message.get_body(("html",))
     text_part = message.get_body(("plain",))
@@ -108,6 +109,7 @@ def preview(
         warn(f"template: {template} (variant {template}; {theirs})")
     else:
         warn(f"template: {template}")
+    warn(f"sender: {choice.label()}")
     if email.links:
         warn(f"{len(email.links)} links are tracked: " + ", ".join(email.links))
     if html_file is not None:
@@ -152,7 +154,7 @@ async def _send_test(
         )  # fmt: skip
         session.flush()
         row_id = int(row.id or 0)
-    transport = open_transport(config.settings.smtp, config.outbox_dir)
+    transport = open_transport(config.settings.smtp, config.outbox_dir, config.settings.senders)
     try:
         await deliver(ctx, Catalog(), transport, only_messages=[row_id])
     finally:
@@ -224,6 +226,8 @@ def simulate(
     if as_json:
         say(json.dumps([entry.to_dict() for entry in entries], indent=2, ensure_ascii=False))
         return
+    if any(entry.kind == "email" for entry in entries):
+        warn(f"sender: {_sender_choice(st, sequence, record).label()}")
     tz = zone(tz_name)
     table = Table(title=f"{sequence.name} for {view.get('email')} ({tz_name})")
     for column in ("local time", "UTC", "step", "what", "why"):
@@ -237,3 +241,15 @@ def simulate(
             entry.reason,
         )
     out.print(table)
+
+
+def _sender_choice(st: Any, sequence: Any, record: Any) -> Any:
+    """The sender *record*'s emails in *sequence* come from, as the daemon picks it now
+    (its owner's, the one it got before, or the one with the most room left)."""
+    from nurture import clock
+    from nurture.mail.senders import SenderBook
+    from nurture.store.database import session_scope
+
+    with session_scope(st.engine()) as session:
+        book = SenderBook(session, st.config().settings, [record.id], clock.now())
+        return book.pick(sequence, record.id, record.owner)

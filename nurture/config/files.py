@@ -146,6 +146,12 @@ def secrets_in(data: dict[str, Any]) -> list[str]:
             pass
     if data.get("webhooks"):
         found.append("[[webhooks]] secret")
+    senders = data.get("senders")
+    if isinstance(senders, list) and any(
+        isinstance(e, dict) and isinstance(e.get("smtp"), dict) and e["smtp"].get("password")
+        for e in senders
+    ):
+        found.append("[[senders]] smtp password")
     return found
 
 
@@ -167,7 +173,7 @@ def readable_secrets(path: Path, data: dict[str, Any]) -> str | None:
 
 
 #: Sections written as arrays of tables (``[[webhooks]]``).
-LIST_SECTIONS = ("webhooks",)
+LIST_SECTIONS = ("webhooks", "senders")
 
 
 def _check_sections(path: Path, data: dict[str, Any]) -> None:
@@ -215,7 +221,10 @@ def _describe(path: Path, exc: ValidationError) -> str:
             message = "required setting is missing"
         elif error["type"] == "extra_forbidden":
             message = "unknown setting"
-        return f"{path}: [[{section}]] entry {int(key) + 1}: {field}: {message}"
+        field = f"{field}: " if field else ""
+        return f"{path}: [[{section}]] entry {int(key) + 1}: {field}{message}"
+    if section in LIST_SECTIONS and not key:  # the entries together (two share a name)
+        return f"{path}: [[{section}]]: {error['msg'].removeprefix('Value error, ')}"
     env_name = f"{ENV_PREFIX}{section}_{key}".upper()
     where = env_name if env_name in os.environ else f"{path}: [{section}] {key}"
     if error["type"] == "extra_forbidden":

@@ -370,6 +370,125 @@ class LimitsSection(Section):
     #: Different leads of one recipient domain emailed per day (the project's day);
     #: free-mail domains (gmail.com...) are not counted. Unset: no limit.
     per_domain_daily: int | None = Field(default=None, ge=1)
+    #: A ``[[senders]]`` entry whose hard bounces pass this share of its last 100 sends
+    #: is paused (``0.05``: more than 5 bounces in 100). ``"5%"`` is read as 0.05.
+    max_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+
+    @field_validator("max_bounce_rate", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            try:
+                return float(value.strip()[:-1]) / 100
+            except ValueError:
+                raise ValueError(f"{value!r} is not a share like 0.05 or '5%'") from None
+        return value
+
+
+#: ``min_gap``: a number and seconds, minutes or hours (``"20 seconds"``, ``"1 minute"``).
+_GAP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?)\s*$")
+_GAP_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_gap(text: Any) -> float:
+    """``"20 seconds"`` -> 20.0; a bare number is seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _GAP.match(str(text).lower())
+        if match is None:
+            raise ValueError(f"bad gap {text!r}: write a number and a unit, like '20 seconds'")
+        seconds = float(match.group(1)) * _GAP_UNITS[match.group(2)[0]]
+    if seconds < 0 or seconds > 86400:
+        raise ValueError(f"gap {text!r}: between 0 seconds and 24 hours")
+    return seconds
+
+
+class SenderSmtp(Section):
+    """A ``[[senders]]`` entry's own SMTP account; what it leaves out is ``[smtp]``'s."""
+
+    host: str = ""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    starttls: bool | Literal["opportunistic"] | None = None
+    tls: bool | None = None
+    ca_file: str | None = None
+    max_connections: int | None = Field(default=None, ge=1, le=100)
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class Warmup(Section):
+    """A new sender's daily cap: ``start`` on its first day, ``increase`` more each day."""
+
+    start: int = Field(ge=1)
+    increase: int = Field(ge=1)
+
+
+class SenderEntry(Section):
+    """One ``[[senders]]`` entry: a mailbox that sends for someone, and its pacing."""
+
+    #: What sequences (``senders: [sam]``) and ``nurture senders`` call it.
+    name: str
+    #: ``"Sam Patel <sam@example.com>"``: the From, and the owner whose leads it serves.
+    address: str
+    #: Its own SMTP account; unset: ``[smtp]``.
+    smtp: SenderSmtp | None = None
+    #: Sends in any 24 hours (rolling); unset: only ``[limits] per_sender_daily``.
+    daily: int | None = Field(default=None, ge=1)
+    #: Sends in any hour (rolling).
+    hourly: int | None = Field(default=None, ge=1)
+    #: Seconds between two sends (``"20 seconds"``), each gap up to 50 % longer at random.
+    min_gap: float = 0.0
+    #: ``{ start = 20, increase = 10 }``: the daily cap of a new sender grows day by day.
+    warmup: Warmup | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not KEY_NAME.fullmatch(value):
+            raise ValueError(f"name {value!r}: use letters, digits, - and _")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        from email.utils import parseaddr
+
+        if "\n" in value or "\r" in value:
+            raise ValueError("address must be on one line")
+        _, email = parseaddr(value)
+        if not email or "@" not in email:
+            raise ValueError(f"{value!r} is not an address like 'Sam Patel <sam@example.com>'")
+        _email(email)
+        return value.strip()
+
+    @field_validator("min_gap", mode="before")
+    @classmethod
+    def _gap(cls, value: Any) -> float:
+        return parse_gap(value)
+
+    @model_validator(mode="after")
+    def _warmup_within_daily(self) -> SenderEntry:
+        if self.warmup is not None and self.daily is not None and self.warmup.start > self.daily:
+            raise ValueError(
+                f"warmup start {self.warmup.start} is more than daily {self.daily}"
+            )
+        return self
+
+    @property
+    def email(self) -> str:
+        """Its address alone, normalised (the envelope sender, and the owner it serves)."""
+        from email.utils import parseaddr
+
+        return _email(parseaddr(self.address)[1])
+
+    def smtp_settings(self, default: SmtpSection) -> SmtpSection:
+        """Its SMTP account: its own keys over ``[smtp]``'s (``[smtp]`` when it has none)."""
+        if self.smtp is None or not self.smtp.host:
+            return default
+        own = self.smtp.model_dump(exclude_none=True)
+        return default.model_copy(update=own)
 
 
 class DaemonSection(Section):
@@ -454,6 +573,29 @@ class Settings(BaseSettings):
     daemon: DaemonSection = DaemonSection()
     #: ``[[webhooks]]``: signed outbound event deliveries.
     webhooks: list[WebhookEndpoint] = Field(default_factory=list)
+    #: ``[[senders]]``: the mailboxes sequences send from, each with its pacing.
+    senders: list[SenderEntry] = Field(default_factory=list)
+
+    @field_validator("senders")
+    @classmethod
+    def _unique_senders(cls, value: list[SenderEntry]) -> list[SenderEntry]:
+        seen: dict[str, str] = {}
+        for entry in value:
+            if entry.name in seen:
+                raise ValueError(f"two [[senders]] entries are named {entry.name!r}")
+            if entry.email in seen.values():
+                raise ValueError(f"two [[senders]] entries send from {entry.email}")
+            seen[entry.name] = entry.email
+        return value
+
+    def sender_named(self, name: str) -> SenderEntry | None:
+        """The ``[[senders]]`` entry called *name*."""
+        return next((e for e in self.senders if e.name == name), None)
+
+    def sender_of(self, email: str) -> SenderEntry | None:
+        """The ``[[senders]]`` entry that sends from (and serves the owner) *email*."""
+        wanted = email.strip().lower()
+        return next((e for e in self.senders if e.email.lower() == wanted), None)
 
     @field_validator("webhooks")
     @classmethod

@@ -6,6 +6,7 @@ every problem found, each with its ``path:line``; a bad file never hides a good 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from email.utils import parseaddr
 from pathlib import Path
@@ -40,6 +41,9 @@ from nurture.language.timing import (
 from nurture.language.yamlfile import item_line, key_line, load_yaml, node_line, value_line
 from nurture.problems import Problem, problem_from_error
 from nurture.suggest import did_you_mean
+
+#: A ``[[senders]]`` entry's name (as ``nurture.toml`` allows it).
+KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class _Reader(ActionReader):
@@ -84,7 +88,16 @@ class _Reader(ActionReader):
         audience = None
         if data.get("audience") is not None:
             audience = self.expression(data, "audience", value_line(data, "audience", top))
-        sender = self.address(data, "from", top, required=True)
+        rotation = self.sender_names(data, top)
+        if data.get("from") == "owner":
+            sender = "owner"
+        else:
+            sender = self.address(data, "from", top, required=not rotation)
+        fallback = ""
+        if data.get("fallback_from") is not None:
+            text = str(data["fallback_from"]).strip()
+            fallback = (text if KEY_NAME.fullmatch(text)  # a [[senders]] name
+                        else self.address(data, "fallback_from", top, required=False))  # fmt: skip
         reply_to = self.address(data, "reply_to", top, required=False)
         schedule = self.schedule(data.get("schedule"), value_line(data, "schedule", top))
         steps = self.steps(data.get("steps"), value_line(data, "steps", top))
@@ -110,7 +123,28 @@ class _Reader(ActionReader):
             reenroll=reenroll,
             events=events,
             audience_line=value_line(data, "audience", top),
+            fallback_from=fallback,
+            senders=rotation,
+            senders_line=value_line(data, "senders", top),
         )
+
+    def sender_names(self, data: dict[str, Any], top: int) -> tuple[str, ...]:
+        """``senders: [sam, lee]``: the ``[[senders]]`` names its emails rotate between
+        (``nurture check`` finds the names no entry has)."""
+        if data.get("senders") is None:
+            return ()
+        node, line = data["senders"], value_line(data, "senders", top)
+        if not isinstance(node, list) or not node:
+            self.problem(line, "senders must be a list of [[senders]] names, like [sam, lee]")
+            return ()
+        names = []
+        for index, item in enumerate(node):
+            if not isinstance(item, str) or not KEY_NAME.fullmatch(item):
+                self.problem(item_line(node, index, line),
+                             f"sender {item!r}: a [[senders]] name, like sam")  # fmt: skip
+            else:
+                names.append(item)
+        return tuple(dict.fromkeys(names))
 
     def event_names(self, data: dict[str, Any], top: int) -> tuple[str, ...]:
         """``events: [webinar_attended, ...]``: custom events this sequence reads."""

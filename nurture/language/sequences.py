@@ -19,7 +19,7 @@ from nurture.language.timing import (
 
 SEQUENCE_KEYS = (
     "name", "description", "audience", "from", "reply_to", "schedule", "exit_when",
-    "steps", "reenroll", "events",
+    "steps", "reenroll", "events", "fallback_from", "senders",
 )  # fmt: skip
 SCHEDULE_KEYS = ("timezone", "days", "hours", "holidays")
 STEP_KEYS = ("id", "wait", "at", "if", "track", "note", "assignee", "timeout", "outcomes", "to")
@@ -181,6 +181,13 @@ class Sequence:
     events: tuple[str, ...] = ()
     #: The file line of ``audience:`` (for problems found in it).
     audience_line: int = 0
+    #: ``from: owner``: where a lead with no owner, or an owner with no sender, gets its
+    #: email from (an address, or a ``[[senders]]`` name); empty: the project's default.
+    fallback_from: str = ""
+    #: ``senders: [sam, lee]``: the ``[[senders]]`` its emails rotate between.
+    senders: tuple[str, ...] = ()
+    #: The file line of ``senders:`` (a name no ``[[senders]]`` entry has is shown there).
+    senders_line: int = 0
 
     def step(self, step_id: str) -> Step | None:
         return next((step for step in self.steps if step.id == step_id), None)

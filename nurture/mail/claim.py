@@ -31,14 +31,18 @@ from nurture.language.fields import ContactStatus
 from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
 from nurture.language.timing import day_start, next_allowed, zone
+from nurture.mail.health import watch_health
 from nurture.mail.pacing import DeliveryReport
+from nurture.mail.senders import sender_paces
 from nurture.store.counters import Cap, SendCount, SendCountMember, member_key
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
-from nurture.store.sending import Claimed, cancel, defer, hold, lease
+from nurture.store.sender_health import hold_for_sender
+from nurture.store.senders import PaceView, Refusal, SenderPace, read_pace, verdict
+from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
 
 
 def lead_day(moment: datetime, lead_timezone: str | None, default_timezone: str) -> datetime:
@@ -48,11 +52,25 @@ def lead_day(moment: datetime, lead_timezone: str | None, default_timezone: str)
 
 def caps_for(
     item: Claimed, now: datetime, limits: LimitsSection, default_timezone: str
-) -> list[Cap]:
-    """The daily caps a send of *item* counts against: its sender mailbox's day (in the
+) -> list[Cap | PaceCheck]:
+    """The caps a send of *item* counts against, in the order they are checked: its
+    ``[[senders]]`` entry's pacing (paused, ``min_gap``, ``hourly``, warm-up, ``daily``:
+    :func:`~nurture.store.senders.take_pace`), its sender mailbox's day (in the
     project's timezone) and its lead's own day. Only a sequence's email is capped."""
     if item.kind != MessageKind.email or item.lead_id is None:
         return []
+    return [*_pacing(item), *_daily_caps(item, now, limits, default_timezone)]
+
+
+def _pacing(item: Claimed) -> list[PaceCheck]:
+    """The sender's pacing, when it has a ``[[senders]]`` entry."""
+    return [] if item.pace is None else [PaceCheck(item.pace, item.id)]
+
+
+def _daily_caps(
+    item: Claimed, now: datetime, limits: LimitsSection, default_timezone: str
+) -> list[Cap]:
+    assert item.lead_id is not None
     project = zone(default_timezone)
     lead = zone(item.lead_timezone or default_timezone)
     sender_day = now.astimezone(project).date().isoformat()
@@ -226,6 +244,43 @@ class _Caps:
         return None
 
 
+class _Pacing:
+    """The ``[[senders]]`` pacing of a batch's senders, read once per batch (without
+    the start's lock: these checks save work, the start keeps the promise) and counted
+    on as the batch is claimed: a message its sender's pacing holds back waits, saying
+    why, and the sender's later messages wait a gap more each."""
+
+    def __init__(self, session: Session, paces: dict[str, SenderPace],
+                 rows: list[OutboxMessage], now: datetime) -> None:  # fmt: skip
+        self.paces, self.now = paces, now
+        connection = session.connection()
+        self.views: dict[str, PaceView] = {
+            sender: read_pace(connection, paces[sender], now)
+            for sender in {r.sender for r in rows if r.kind == MessageKind.email}
+            if sender in paces
+        }
+        self.pending: Counter[str] = Counter()
+        self.behind: Counter[str] = Counter()
+
+    def refused(self, row: OutboxMessage) -> Refusal | None:
+        """Why *row*'s sender may not send it now (``None``: it may, and is counted)."""
+        pace = self.paces.get(row.sender)
+        if pace is None:
+            return None
+        refused = verdict(pace, self.views[row.sender], self.now, self.pending[row.sender],
+                          self.behind[row.sender])  # fmt: skip
+        if refused is None:
+            self.pending[row.sender] += 1
+        elif refused.check == "min_gap":  # the next one waits a gap more
+            self.behind[row.sender] += 1
+        return refused
+
+    def uncount(self, row: OutboxMessage) -> None:
+        """*row* was counted, then held back by another check: it is not sent now."""
+        if row.sender in self.paces:
+            self.pending[row.sender] -= 1
+
+
 def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
     return {r.lead_id for r in rows if r.lead_id is not None}
 
@@ -284,6 +339,7 @@ def claim(
         }
         events = events_by_lead(session, _lead_ids(rows))
         caps = _Caps(session, ctx, rows, leads, now)
+        pacing = _Pacing(session, sender_paces(ctx.config.settings), rows, now)
         hooks.reach("claim.after_read", session, rows)
         leasable: list[tuple[OutboxMessage, Lead | None]] = []
         for row in rows:
@@ -309,8 +365,19 @@ def claim(
                                     sequence=row.sequence, step=row.step,
                                     reason=why_not)  # fmt: skip
                     continue
-                wait = _window_hold(catalog, row, now) or caps.hold(row)
+                refused = pacing.refused(row)
+                if refused is not None and refused.held:  # it waits for the resume
+                    if hold_for_sender(session, row.id, refused.reason):
+                        report.deferred += 1
+                    continue
+                wait = _window_hold(catalog, row, now)
+                if wait is None and refused is not None:
+                    wait = refused.until, refused.reason
+                if wait is None:
+                    wait = caps.hold(row)
                 if wait is not None:
+                    if refused is None:  # counted by the pacing, yet it waits
+                        pacing.uncount(row)
                     if defer(session, row.id, *wait):
                         report.deferred += 1
                         logs.action("email deferred", lead=row.recipient, sequence=row.sequence,
@@ -331,15 +398,20 @@ def claim(
                     token=token,
                     lead_timezone=lead.timezone if lead is not None else None,
                     seen_event=seen_event,
+                    pace=pacing.paces.get(row.sender) if row.kind == MessageKind.email else None,
                 )
             )  # fmt: skip
     return Batch(claimed, len(rows))
 
 
 def sweep_held_mail(ctx: Context, now: datetime) -> None:
-    """Held emails whose enrollment is no longer paused: released, or cancelled."""
+    """Held emails whose enrollment is no longer paused: released, or cancelled. Then
+    the senders' health: an unhealthy one is paused, and its pause told, once."""
     with session_scope(ctx.engine) as session:
         sweep_held(session, now)
+    if ctx.config.settings.senders:
+        with session_scope(ctx.engine) as session:
+            watch_health(session, ctx.config.settings, now)
 
 
 def _cancelled_because(

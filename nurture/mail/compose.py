@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email import message_from_string, policy
@@ -20,6 +21,7 @@ from urllib.parse import quote
 from nurture.language.expressions import LeadView, View
 from nurture.language.templates import RenderedEmail, TemplateSet, clean_header
 from nurture.mail.addresses import header_address, wire_address, wire_domain
+from nurture.mail.senders import SenderChoice, pick_sender
 from nurture.mail.tracking import track, track_text
 from nurture.tokens import seal, unseal, verify
 
@@ -182,6 +184,7 @@ def build_message(
     unsubscribe_mailto: str = "",
     reply_to: str = "",
     message_id: str | None = None,
+    feedback_id: str = "",
 ) -> Message:
     """A multipart/alternative message (quoted-printable UTF-8 parts) with every header
     set safely: names and subjects pass through :func:`clean_header`, so no value taken
@@ -205,6 +208,8 @@ def build_message(
         targets.append(f"<mailto:{mailto}?subject={unsubscribe.rsplit('/', 1)[-1]}>")
     message["List-Unsubscribe"] = ", ".join(targets)
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if feedback_id:
+        message["Feedback-ID"] = feedback_id
     message.attach(_text_part(rendered.text, "plain"))
     message.attach(_text_part(rendered.html, "html"))
     return message
@@ -264,11 +269,29 @@ def build_notification(
     return message
 
 
-def sequence_sender(config: Config, sequence: Sequence) -> Sender:
-    """Who *sequence*'s emails come from: its ``from:``, with the project's postal
-    address and title."""
+def sequence_sender(
+    config: Config, sequence: Sequence, choice: SenderChoice | None = None
+) -> Sender:
+    """Who *sequence*'s emails come from (*choice*, the lead's pick: see
+    :func:`~nurture.mail.senders.pick_sender`; else the sequence's own sender), with
+    the project's postal address and title."""
+    if choice is None:
+        choice = pick_sender(sequence, config.settings, owner=None)
     settings = config.settings.sender
-    return Sender.parse(sequence.sender, settings.postal_address, settings.title)
+    return Sender.parse(choice.address, settings.postal_address, settings.title)
+
+
+#: What a Feedback-ID field may hold (a colon would split it into more fields).
+_FEEDBACK_FIELD = re.compile(r"[^A-Za-z0-9._@+-]+")
+
+
+def feedback_id(step: str, sequence: str, sender: str) -> str:
+    """``STEP:SEQUENCE:SENDER:nurture``, the fields Gmail's feedback loop reports on:
+    each field keeps letters, digits and ``._@+-`` only (anything else becomes ``-``),
+    so no value can split a field or add a header."""
+    fields = [_FEEDBACK_FIELD.sub("-", value).strip("-")[:60] or "-"
+              for value in (step, sequence, sender)]  # fmt: skip
+    return ":".join([*fields, "nurture"])
 
 
 @dataclass(frozen=True)
@@ -277,6 +300,8 @@ class ComposedEmail:
     sender: Sender
     #: The tracked links' original URLs, in order.
     links: list[str]
+    #: Which sender it comes from, and why.
+    choice: SenderChoice | None = None
 
 
 def compose_email(
@@ -289,13 +314,18 @@ def compose_email(
     now: datetime,
     tracking_id: str | None,
     test_to: str | None = None,
+    choice: SenderChoice | None = None,
 ) -> ComposedEmail:
     """The email *lead* gets at a step: rendered, tracked (with a *tracking_id*), with
     every header set. ``nurture preview`` shows exactly this. With *test_to*, the same
     email as a test for that address: ``[test]`` before the subject, and an unsubscribe
-    link that names no lead (it opens a page that says so, and changes nothing)."""
+    link that names no lead (it opens a page that says so, and changes nothing).
+    *choice*: the sender picked for the lead (else as :func:`pick_sender` picks it
+    without the delivery's figures)."""
     assert lead.id is not None
-    sender = sequence_sender(ctx.config, sequence)
+    if choice is None:
+        choice = pick_sender(sequence, ctx.config.settings, owner=lead.owner)
+    sender = sequence_sender(ctx.config, sequence, choice)
     settings = ctx.config.settings
     base = settings.tracking.base_url
     lead_id = TEST_LEAD_ID if test_to else lead.id
@@ -321,5 +351,6 @@ def compose_email(
         unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
         reply_to=sequence.reply_to,
         message_id=make_msgid(domain=sender.domain),
+        feedback_id=feedback_id(step_id, sequence.name, choice.name or sender.email),
     )
-    return ComposedEmail(message, sender, links)
+    return ComposedEmail(message, sender, links, choice)

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from nurture.config import SmtpSection
+from nurture.config import SenderEntry, SmtpSection
 from nurture.errors import InvalidValueError
 from nurture.mail.addresses import NO_SMTPUTF8, wire_address
 from nurture.mail.smtpreply import Stage, classify
@@ -268,8 +268,37 @@ class SmtpTransport:
                 client.close()
 
 
-def open_transport(settings: SmtpSection, outbox_dir: Path) -> Transport:
-    """SMTP when ``[smtp] host`` is set, else the project's Maildir outbox."""
-    if settings.host:
-        return SmtpTransport(settings)
-    return MaildirTransport(outbox_dir)
+class RoutingTransport:
+    """Each message through its sender's own server: one transport per ``[[senders]]``
+    entry with an SMTP account of its own, chosen by the envelope sender; every other
+    message through the default one (``[smtp]``, or the Maildir)."""
+
+    def __init__(self, default: Transport, routes: dict[str, Transport]) -> None:
+        self.default = default
+        #: By envelope sender (lower case).
+        self.routes = routes
+
+    def route(self, sender: str) -> Transport:
+        """The transport the envelope sender *sender*'s messages leave through."""
+        return self.routes.get(sender.strip().lower(), self.default)
+
+    async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
+        return await self.route(sender).send(message, sender, recipient, key)
+
+    async def close(self) -> None:
+        for transport in [self.default, *self.routes.values()]:
+            await transport.close()
+
+
+def open_transport(
+    settings: SmtpSection, outbox_dir: Path, senders: Iterable[SenderEntry] = ()
+) -> Transport:
+    """SMTP when ``[smtp] host`` is set, else the project's Maildir outbox; a
+    ``[[senders]]`` entry with an SMTP account of its own sends through it."""
+    default: Transport = SmtpTransport(settings) if settings.host else MaildirTransport(outbox_dir)
+    routes: dict[str, Transport] = {
+        entry.email.lower(): SmtpTransport(entry.smtp_settings(settings))
+        for entry in senders
+        if entry.smtp is not None and entry.smtp.host
+    }
+    return RoutingTransport(default, routes) if routes else default

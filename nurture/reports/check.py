@@ -22,7 +22,7 @@ from nurture.language.scoring import ScoringRules, fit_label, fit_of, load_scori
 from nurture.language.sequence_files import load_sequences
 from nurture.language.sequences import NotifyAction, Sequence, TaskAction
 from nurture.language.templates import HTML_SUFFIX, VARIABLES, TemplateSet, inside_folder
-from nurture.mail.compose import Sender
+from nurture.mail.compose import Sender, sequence_sender
 from nurture.problems import Problem, problem_from_error
 from nurture.reports.logic import check_event_names, check_outcomes
 from nurture.suggest import did_you_mean
@@ -161,6 +161,13 @@ def check_project(config: Config) -> CheckResult:
     result.custom_events.update(events.custom)
     for sequence in sequences:
         result.problems.extend(check_outcomes(sequence))
+        result.problems.extend(_check_senders(sequence, config))
+        if sequence.sender == "owner" and not sequence.fallback_from:
+            result.warnings.append(Problem(
+                str(sequence.path), _line_of(sequence.path, "from"),
+                "from: owner without fallback_from: a lead whose owner has no [[senders]] "
+                f"entry gets its email from [sales] from_address "
+                f"({config.settings.sales.from_address})"))  # fmt: skip
     result.warnings.extend(_check_links_reach_people(config))
     result.problems.sort(key=lambda p: (p.path, p.line or 0))
     result.warnings.sort(key=lambda p: (p.path, p.line or 0))
@@ -228,9 +235,29 @@ def _template_users(sequences: list[Sequence]) -> dict[str, Sequence]:
 
 
 def sender_for(sequence: Sequence | None, config: Config) -> Sender:
-    text = sequence.sender if sequence else "Sender <sender@example.com>"
+    if sequence is not None:
+        return sequence_sender(config, sequence)
     sender = config.settings.sender
-    return Sender.parse(text, sender.postal_address, sender.title)
+    return Sender.parse("Sender <sender@example.com>", sender.postal_address, sender.title)
+
+
+def _check_senders(sequence: Sequence, config: Config) -> list[Problem]:
+    """A ``senders:`` list or a ``fallback_from`` naming a sender ``[[senders]]`` lacks."""
+    known = [entry.name for entry in config.settings.senders]
+    where = str(sequence.path)
+    listed = f" (known: {', '.join(known) or 'none'})"
+    problems = [
+        Problem(where, sequence.senders_line or None,
+                f"unknown sender {name!r} in senders: no [[senders]] entry has that name"
+                f"{did_you_mean(name, known) or listed}")
+        for name in sequence.senders if name not in known
+    ]  # fmt: skip
+    fallback = sequence.fallback_from
+    if fallback and "@" not in fallback and fallback not in known:
+        problems.append(Problem(where, _line_of(sequence.path, "fallback_from"),
+                                f"fallback_from: no [[senders]] entry is named {fallback!r}"
+                                f"{did_you_mean(fallback, known)}"))  # fmt: skip
+    return problems
 
 
 def _check_template(

@@ -13,6 +13,7 @@ from nurture.store.handoffs import Handoff, HandoffStatus, Webhook
 from nurture.store.leads import Lead
 from nurture.store.meta import audience_failures
 from nurture.store.outbox import SENDING_PROBLEM, OutboxMessage, OutboxStatus
+from nurture.store.sender_health import paused as paused_senders
 from nurture.store.tasks import Task, TaskStatus
 from nurture.store.workers import list_workers
 
@@ -121,9 +122,14 @@ def collect_status(session: Session, now: datetime, *, failures: int = 10) -> di
         "outbox": queue,
         "outbox_reasons": {
             name: queue_reasons(session, name, now)
-            for name in ("deferred", "retrying")
+            for name in ("deferred", "retrying", "held")
             if queue[name]
         },
+        "paused_senders": [
+            {"sender": name, "since": state.paused_at.isoformat() if state.paused_at else None,
+             "reason": state.pause_reason}
+            for name, state in sorted(paused_senders(session.connection()).items())
+        ],
         "tasks": tasks,
         "handoffs": handoffs,
         "workers": list_workers(session, now),
@@ -159,8 +165,11 @@ QUEUE_STATES = ("ready", "deferred", "retrying")
 
 
 def queue_conditions(name: str, now: datetime) -> list[Any]:
-    """The conditions, beside ``status = queued``, of the queue state *name*."""
+    """The conditions, beside ``status = queued``, of the queue state *name*
+    (``held``: none beside ``status = held``)."""
     due = col(OutboxMessage.next_attempt_at)
+    if name == "held":
+        return []
     if name == "ready":
         return [due <= now, col(OutboxMessage.attempts) == 0]
     if name == "deferred":
@@ -180,11 +189,12 @@ def queue_state(message: OutboxMessage, now: datetime) -> str:
 def queue_reasons(
     session: Session, name: str, now: datetime, limit: int = 3
 ) -> list[dict[str, Any]]:
-    """The commonest reasons the messages in queue state *name* wait, with how many
-    and the soonest next attempt."""
+    """The commonest reasons the messages in queue state *name* (or ``held``) wait,
+    with how many and the soonest next attempt."""
+    status = OutboxStatus.held if name == "held" else OutboxStatus.queued
     query = (
         select(OutboxMessage.last_error, func.count(), func.min(OutboxMessage.next_attempt_at))
-        .where(col(OutboxMessage.status) == OutboxStatus.queued.value)
+        .where(col(OutboxMessage.status) == status.value)
         .group_by(col(OutboxMessage.last_error))
         .order_by(func.count().desc())
         .limit(limit)

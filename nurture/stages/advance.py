@@ -23,6 +23,7 @@ from nurture.language.expressions import LeadView, Scores
 from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
 from nurture.language.timing import zone
+from nurture.mail.senders import SenderBook
 from nurture.retry import is_transient
 from nurture.stages.report import PassReport
 from nurture.stages.touches import prepare_touch, write_outcome
@@ -124,6 +125,7 @@ def _advance_batch(
             task.id: task for task in session.exec(select(Task).where(col(Task.id).in_(waiting)))
         }
         unsent = emails_not_left(session, lead_ids)
+        book = SenderBook(session, ctx.config.settings, lead_ids, now)
         for enrollment in due:
             sequence = catalog.sequences[enrollment.sequence]
             lead = leads.get(enrollment.lead_id)
@@ -132,7 +134,7 @@ def _advance_batch(
             task = tasks.get(enrollment.waiting_task_id or -1)
             _process(ctx, session, sequence, enrollment, lead, events[lead.id or 0], task, now,
                      report, isolated=isolated, scores=scores_now(rules, lead, now),
-                     waiting_for_email=enrollment.id in unsent)  # fmt: skip
+                     waiting_for_email=enrollment.id in unsent, book=book)  # fmt: skip
         hooks.reach("advance.before_commit", session)
     return report, [e.id for e in due if e.id is not None]
 
@@ -151,6 +153,7 @@ def _process(
     isolated: bool,
     scores: Scores,
     waiting_for_email: bool = False,
+    book: SenderBook | None = None,
 ) -> None:
     """Carry one enrollment forward. What can fail for this lead (rendering its touches)
     happens before anything is written, and fails the enrollment alone; a write that
@@ -183,7 +186,7 @@ def _process(
         if enrollment.reason and enrollment.reason.startswith(HELD):
             enrollment.reason = None  # its templates are back
         writes = [
-            prepare_touch(ctx, sequence, enrollment, lead, view, touch, tz_name, now)
+            prepare_touch(ctx, sequence, enrollment, lead, view, touch, tz_name, now, book)
             for touch in outcome.touches
         ]
     except Exception as exc:

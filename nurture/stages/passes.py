@@ -179,7 +179,8 @@ async def tick(
         pass  # the leads that arrived are changed leads: this pass enrolls them
     reload = Reloader(ctx)
     catalog, report = await asyncio.to_thread(full_pass, ctx, reload, now)
-    transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
+    transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir,
+                               ctx.config.settings.senders)
     try:
         delivered = await deliver(ctx, catalog, transport, rules=reload.rules, pause=pause)
     finally:

@@ -25,6 +25,7 @@ from nurture.mail.compose import (
     compose_email,
     sequence_sender,
 )
+from nurture.mail.senders import SenderBook
 from nurture.mail.wire import as_text
 from nurture.sales.notice import owner_for
 from nurture.stages.report import PassReport
@@ -120,9 +121,11 @@ def prepare_touch(
     touch: Touch,
     tz_name: str,
     now: datetime,
+    book: SenderBook | None = None,
 ) -> Write:
     """Render one touch (what can fail for this lead: a template, a note) and return
-    what writes it."""
+    what writes it. *book*: what picking the email's sender reads (see
+    :func:`~nurture.mail.senders.pick_sender`)."""
     step = touch.step
     action = step.action
     key = f"{enrollment.id}:{step.id}"
@@ -133,7 +136,9 @@ def prepare_touch(
         assert touch.template is not None
         template = touch.template
         tracking_id = secrets.token_urlsafe(12) if action.track else None
-        email = compose_email(ctx, sequence, step.id, template, lead, view, now, tracking_id)
+        choice = book.pick(sequence, lead_id, lead.owner) if book is not None else None
+        email = compose_email(ctx, sequence, step.id, template, lead, view, now, tracking_id,
+                              choice=choice)  # fmt: skip
         raw = as_text(email.message)  # before the transaction that stores it
 
         def queue_email(session: Session, report: PassReport) -> Task | None:
@@ -144,7 +149,8 @@ def prepare_touch(
                 template=template, tracking_id=tracking_id, links=email.links, raw=raw,
             )  # fmt: skip
             report.emails_queued += 1
-            logs.action("email queued", **where, template=template, moved=touch.moved_because)
+            logs.action("email queued", **where, template=template, moved=touch.moved_because,
+                        sender=email.choice.label() if email.choice else None)  # fmt: skip
             return None
 
         return queue_email

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Index, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col
+
+from nurture.store.senders import RESERVATION, give_back_reservations, prune_sends
 
 
 class SendCount(SQLModel, table=True):
@@ -136,10 +138,13 @@ def take(connection: Connection, cap: Cap) -> bool:
 
 def give_back(connection: Connection, keys: Iterable[str]) -> None:
     """A send counted against *keys* did not go: take it off their counts (a member's
-    last send of the day gives back its place on the counter)."""
+    last send of the day gives back its place on the counter; a sender's reservation,
+    ``p:ID``, leaves its rolling windows)."""
+    keys = [key for key in keys if key]
+    give_back_reservations(connection, keys)
     chosen: list[str] = []
     for key in keys:
-        if not key:
+        if key.startswith(RESERVATION):
             continue
         member, counter = _split(key)
         if member is None:
@@ -161,7 +166,9 @@ def give_back(connection: Connection, keys: Iterable[str]) -> None:
 
 
 def prune(connection: Connection, before_day: str) -> int:
-    """Forget the counters of days before *before_day* (``YYYY-MM-DD``)."""
+    """Forget the counters of days before *before_day* (``YYYY-MM-DD``), and the
+    senders' sends from before it (past every rolling window)."""
     connection.execute(delete(_MEMBERS).where(_MEMBERS.c.day < before_day))
     result = connection.execute(delete(_TABLE).where(col(SendCount.day) < before_day))
+    prune_sends(connection, datetime.fromisoformat(before_day).replace(tzinfo=UTC))
     return int(result.rowcount or 0)

@@ -12,6 +12,7 @@ from nurture.store.leads import Lead
 from nurture.store.meta import Meta
 from nurture.store.outbound import WebhookEvent
 from nurture.store.outbox import OutboxMention, OutboxMessage
+from nurture.store.senders import SenderSend, SenderState
 from nurture.store.suppression import Suppression
 from nurture.store.tasks import Task
 from nurture.store.workers import Worker
@@ -29,6 +30,8 @@ __all__ = [
     "OutboxMention",
     "OutboxMessage",
     "SendCount",
+    "SenderSend",
+    "SenderState",
     "Suppression",
     "Task",
     "Webhook",

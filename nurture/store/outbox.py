@@ -16,7 +16,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text, update
+from sqlalchemy import Column, Index, String, Text, or_, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
@@ -61,6 +61,9 @@ class MessageKind(enum.StrEnum):
 
 #: Why a ``held`` message waits.
 HELD_PAUSED = "held: its enrollment is paused"
+#: How the reason of a message held for a paused sender begins (then its name): it
+#: waits for that sender's resume (:mod:`nurture.store.senders`), not its enrollment's.
+HELD_SENDER = "held: sender "
 #: How the ``last_error`` of a message failed by a sending problem (the server refused
 #: to send for us) begins.
 SENDING_PROBLEM = "sending problem: "
@@ -250,9 +253,13 @@ def hold_for_pause(session: Session, enrollment_ids: Any, *, pause: bool, now: d
             status=OutboxStatus.held.value, last_error=HELD_PAUSED
         )
     else:
-        query = query.where(col(OutboxMessage.status) == OutboxStatus.held.value).values(
-            status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None
-        )
+        # Only what the pause held: a paused sender's emails wait for its own resume.
+        query = (
+            query.where(col(OutboxMessage.status) == OutboxStatus.held.value)
+            .where(or_(col(OutboxMessage.last_error).is_(None),
+                       ~col(OutboxMessage.last_error).startswith(HELD_SENDER)))
+            .values(status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None)
+        )  # fmt: skip
     result = session.execute(query)
     return int(getattr(result, "rowcount", 0) or 0)
 

@@ -35,7 +35,7 @@ from sqlalchemy import Engine, and_, bindparam, exists, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from nurture import clock, logs
+from nurture import clock, hooks, logs
 from nurture.store.counters import Cap, give_back, take
 from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
 from nurture.store.events import Event, record_event
@@ -47,6 +47,8 @@ from nurture.store.outbox import (
     OutboxMessage,
     OutboxStatus,
 )
+from nurture.store.sender_health import check_health
+from nurture.store.senders import Refusal, SenderPace, reservation_key, take_pace
 
 _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _LEADS = Lead.__table__  # type: ignore[attr-defined]
@@ -84,6 +86,9 @@ class Claimed:
     #: The newest event the claim's checks saw: a newer one of the lead's makes the
     #: start look at the message again.
     seen_event: int = 0
+    #: Its ``[[senders]]`` entry's pacing (``None``: the sender has no entry): the start
+    #: checks it last, and how the send went tells the sender's health.
+    pace: SenderPace | None = None
 
 
 # --- claiming ----------------------------------------------------------------------------
@@ -204,6 +209,27 @@ _START = (
 )
 
 
+@dataclass(frozen=True)
+class PaceCheck:
+    """A sender's pacing, checked in the start like a cap (:func:`take_pace`): paused,
+    ``min_gap``, ``hourly``, the warm-up, ``daily``."""
+
+    pace: SenderPace
+    outbox_id: int
+
+    @property
+    def key(self) -> str:
+        """What the message's ``counted`` names, to give the send back if it did not go."""
+        return reservation_key(self.outbox_id)
+
+
+def _take(connection: Any, cap: Cap | PaceCheck, now: datetime) -> Refusal | None:
+    """Count one send against *cap*; why not, if it may not."""
+    if isinstance(cap, PaceCheck):
+        return take_pace(connection, cap.pace, cap.outbox_id, now)
+    return None if take(connection, cap) else Refusal(cap.reason, cap.resets_at)
+
+
 class Started(enum.StrEnum):
     """What a start did."""
 
@@ -222,7 +248,7 @@ class Started(enum.StrEnum):
 
 
 def start(
-    session: Session, item: Claimed, now: datetime, caps: Sequence[Cap] = ()
+    session: Session, item: Claimed, now: datetime, caps: Sequence[Cap | PaceCheck] = ()
 ) -> tuple[Started, str]:
     """Mark *item* ``sending`` if it may go now, taking its caps' counters, in the
     caller's transaction; else settle it as the check says. Return what happened and,
@@ -233,22 +259,24 @@ def start(
     if not connection.execute(_START, params).rowcount:
         return _why_not(session, item, now)
     for index, cap in enumerate(caps):
-        if not take(connection, cap):  # give back what this start took, and wait
+        refused = _take(connection, cap, now)
+        if refused is not None:  # give back what this start took, and wait
             give_back(connection, [taken.key for taken in caps[:index]])
             session.execute(
                 update(OutboxMessage)
                 .where(col(OutboxMessage.id) == item.id)
                 .where(col(OutboxMessage.claim_token) == item.token)
                 .values(
-                    status=OutboxStatus.queued.value,
-                    next_attempt_at=cap.resets_at,
-                    last_error=cap.reason,
+                    status=(OutboxStatus.held if refused.held else OutboxStatus.queued).value,
+                    next_attempt_at=refused.until,
+                    last_error=refused.reason,
                     claim_token=None,
                     lease_until=None,
                     counted=None,
                 )
             )
-            return Started.capped, cap.reason
+            return (Started.held if refused.held else Started.capped), refused.reason
+    hooks.reach("start.after_caps", item)
     return Started.go, ""
 
 
@@ -404,6 +432,11 @@ def record(
     if not gone:  # it did not go (or goes again): its cap counters are given back
         give_back(session.connection(), counted)
         row.counted = None
+    if item.pace is not None and outcome in ("bounce", "refused"):
+        session.add(row)
+        session.flush()  # the health reads this outcome
+        check_health(session.connection(), item.pace, now,
+                     refusal=detail if outcome == "refused" else "")  # fmt: skip
     if row.status != OutboxStatus.queued:  # settled: it will not go (or may have)
         email_left(session, item.enrollment_id, now)
     session.add(row)

@@ -18,6 +18,7 @@ from nurture.sales.explain import Reason, one_line, points, when
 from nurture.store.access import People
 from nurture.store.handoffs import Handoff, HandoffStatus
 from nurture.store.leads import Lead
+from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus
 from nurture.store.tasks import Task, TaskStatus
 
 #: Rows of a list page.
@@ -252,6 +253,28 @@ def search(session: Session, who: Who, text: str) -> list[Lead]:
     return list(session.exec(query.order_by(col(Lead.updated_at).desc()).limit(PAGE)))
 
 
+def waiting_mail(
+    session: Session, lead: Lead, tz: ZoneInfo, now: datetime
+) -> list[dict[str, str]]:
+    """The lead's emails that wait (deferred by a window or a cap, held for a paused
+    enrollment or sender), and why: the reason the outbox keeps."""
+    rows = session.exec(
+        select(OutboxMessage)
+        .where(col(OutboxMessage.lead_id) == lead.id)
+        .where(col(OutboxMessage.kind) == MessageKind.email.value)
+        .where(col(OutboxMessage.status).in_([OutboxStatus.queued.value,
+                                              OutboxStatus.held.value]))
+        .order_by(col(OutboxMessage.id))
+    )  # fmt: skip
+    return [
+        {"step": f"{m.sequence} / {m.step}", "from": m.sender,
+         "when": "" if m.status == OutboxStatus.held else when(m.next_attempt_at, tz, now),
+         "reason": m.last_error or ""}
+        for m in rows
+        if m.status == OutboxStatus.held or m.last_error
+    ]  # fmt: skip
+
+
 def lead_page(
     session: Session, who: Who, lead: Lead, rules: ScoringRules | None, now: datetime
 ) -> dict[str, Any]:
@@ -304,6 +327,7 @@ def lead_page(
             for h in dossier.timeline()
         ],
         "sequences": dossier.sequences(who.tz),
+        "waiting_mail": waiting_mail(session, lead, who.tz, now),
         "pending": pending,
         "can_answer": pending is not None and may_answer(who, pending),
         "can_claim": pending is None

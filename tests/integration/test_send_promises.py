@@ -577,7 +577,7 @@ class _StopsWhenTheNextIsStarted:
     async def send(self, message: bytes, sender: str, recipient: str, key: str) -> Any:
         self.sends += 1
         if self.sends == 1:
-            while not _sending(self.engine, other_than=recipient):
+            while not _sending(self.engine, other_than=recipient):  # noqa: ASYNC110 (a database state)
                 await asyncio.sleep(0.01)
             self.stopping.set()
         return await self.inner.send(message, sender, recipient, key)

@@ -1,0 +1,141 @@
+"""Which sender a lead's email comes from, and the senders' pacing and health as the
+delivery sees them.
+
+:func:`pick_sender` is pure: ``from: owner`` gives the lead's owner's ``[[senders]]``
+entry; ``senders: [sam, lee]`` the one the lead got before (so replies thread), else
+the one with the most room left; else ``fallback_from``, else the sequence's ``from``
+address, else ``[sales] from_address``. :class:`SenderBook` reads what the pick needs
+for one batch of enrollments. :func:`sender_paces` turns the settings into the pacing
+the start checks (:mod:`nurture.mail.health` watches the senders' health).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parseaddr
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session
+
+from nurture.config import SenderEntry, Settings
+from nurture.store import senders as store
+
+if TYPE_CHECKING:
+    from nurture.language.sequences import Sequence
+
+#: ``from: owner``: each lead's email comes from its owner's sender.
+OWNER = "owner"
+
+
+@dataclass(frozen=True)
+class SenderChoice:
+    """Who one lead's email comes from, and why."""
+
+    #: The From: ``"Sam Patel <sam@example.com>"``.
+    address: str
+    #: The ``[[senders]]`` entry's name; ``None``: an address that has none.
+    name: str | None
+    #: Why this one, in a marketer's words (``simulate`` and ``preview`` show it).
+    why: str
+
+    @property
+    def email(self) -> str:
+        return parseaddr(self.address)[1].lower()
+
+    def label(self) -> str:
+        """``sam (the lead's owner)``: what ``simulate`` and ``preview`` print."""
+        return f"{self.name or self.email} ({self.why})"
+
+
+def pick_sender(
+    sequence: Sequence,
+    settings: Settings,
+    *,
+    owner: str | None,
+    earlier: str | None = None,
+    room: Mapping[str, int | None] | None = None,
+) -> SenderChoice:
+    """The sender of a lead's email in *sequence*: the lead's *owner*'s sender
+    (``from: owner``), the rotation's (the one whose address the lead got its *earlier*
+    email from, else the one with the most *room* left, by name), or the fallback."""
+    if sequence.sender == OWNER and owner:
+        entry = settings.sender_of(owner)
+        if entry is not None:
+            return SenderChoice(entry.address, entry.name, "the lead's owner")
+    if sequence.senders:
+        entries = [e for e in map(settings.sender_named, sequence.senders) if e is not None]
+        kept = next((e for e in entries if earlier and e.email == earlier.lower()), None)
+        if kept is not None:
+            return SenderChoice(kept.address, kept.name, "kept from the lead's earlier email")
+        if entries:
+            left = room or {}
+            best = max(entries, key=lambda e: _room(left.get(e.name)))
+            return SenderChoice(best.address, best.name, "rotation: the most room left")
+    if sequence.fallback_from:
+        entry = settings.sender_named(sequence.fallback_from)
+        address = entry.address if entry is not None else sequence.fallback_from
+        return _by_address(settings, address, "fallback_from")
+    if sequence.sender and sequence.sender != OWNER:
+        return _by_address(settings, sequence.sender, "from")
+    return _by_address(settings, settings.sales.from_address, "the project's default sender")
+
+
+def _room(value: int | None) -> int:
+    return 1 << 40 if value is None else value
+
+
+def _by_address(settings: Settings, address: str, why: str) -> SenderChoice:
+    entry = settings.sender_of(parseaddr(address)[1])
+    return SenderChoice(address, entry.name if entry is not None else None, why)
+
+
+def sender_paces(settings: Settings) -> dict[str, store.SenderPace]:
+    """Each ``[[senders]]`` entry's pacing, by its address (a message's envelope sender)."""
+    return {entry.email: pace_of(entry, settings) for entry in settings.senders}
+
+
+def pace_of(entry: SenderEntry, settings: Settings) -> store.SenderPace:
+    """What the start checks for *entry*."""
+    warmup = entry.warmup
+    return store.SenderPace(
+        name=entry.name, email=entry.email, daily=entry.daily, hourly=entry.hourly,
+        min_gap=entry.min_gap, warmup_start=warmup.start if warmup else None,
+        warmup_increase=warmup.increase if warmup else 0,
+        max_bounce_rate=settings.limits.max_bounce_rate,
+        timezone=settings.project.default_timezone,
+    )  # fmt: skip
+
+
+@dataclass
+class SenderBook:
+    """What picking senders for one batch of leads reads, read once when first needed:
+    the sender each lead got its latest email from, and each sender's room (counted
+    down as the batch picks)."""
+
+    session: Session
+    settings: Settings
+    lead_ids: Iterable[int]
+    now: datetime
+    _earlier: dict[int, str] | None = None
+    _room: dict[str, int | None] | None = None
+    picked: list[SenderChoice] = field(default_factory=list)
+
+    def pick(self, sequence: Sequence, lead_id: int, owner: str | None) -> SenderChoice:
+        """The sender of *lead_id*'s email in *sequence* (see :func:`pick_sender`)."""
+        if not sequence.senders:
+            return pick_sender(sequence, self.settings, owner=owner)
+        if self._earlier is None:
+            self._earlier = store.sent_by_leads(self.session, list(self.lead_ids))
+        if self._room is None:
+            connection = self.session.connection()
+            self._room = {
+                pace.name: store.room(connection, pace, self.now)
+                for pace in sender_paces(self.settings).values()
+            }
+        choice = pick_sender(sequence, self.settings, owner=owner,
+                             earlier=self._earlier.get(lead_id), room=self._room)  # fmt: skip
+        if choice.name is not None and self._room.get(choice.name) is not None:
+            self._room[choice.name] = max(0, (self._room[choice.name] or 0) - 1)
+        return choice
