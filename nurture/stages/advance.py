@@ -27,7 +27,7 @@ from nurture.mail.senders import SenderBook
 from nurture.retry import is_transient
 from nurture.stages.report import PassReport
 from nurture.stages.touches import prepare_touch, write_outcome
-from nurture.store.database import session_scope
+from nurture.store.database import holds_write_turn, session_scope
 from nurture.store.enrollments import HELD, Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
@@ -70,13 +70,14 @@ def advance_due(
     rules: ScoringRules | None = None,
 ) -> PassReport:
     """Carry every due enrollment (of *lead_ids* only, if given) forward, a batch at a
-    time; *stop* is asked between batches."""
+    time; *stop* is asked between batches, and between enrollments while the batch has
+    not written yet (it is where the pass waits while the fast lane serves new leads)."""
     report = PassReport()
     seen: set[int] = set()
     while stop is None or not stop():
         try:
             batch, ids = _advance_batch(ctx, catalog, rules, now, seen, isolated=False,
-                                        only_leads=lead_ids)  # fmt: skip
+                                        only_leads=lead_ids, between=stop)  # fmt: skip
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -103,9 +104,12 @@ def _advance_batch(
     *,
     isolated: bool,
     only_leads: list[int] | None = None,
+    between: Callable[[], bool] | None = None,
 ) -> tuple[PassReport, list[int]]:
     """Claim the next batch of due enrollments (skipping *seen*) and carry each forward,
-    in one transaction; return what was done and the enrollments' ids."""
+    in one transaction; return what was done and the enrollments' ids. *between* is
+    called between enrollments while the transaction holds no SQLite write turn (on
+    PostgreSQL it holds the batch's rows only, which no one else may take)."""
     report = PassReport()
     # On SQLite the claim locks nothing: should the pass and the arrivals' fast lane take
     # the same enrollment, the second to commit meets the outbox's idempotency key and
@@ -127,6 +131,8 @@ def _advance_batch(
         unsent = emails_not_left(session, lead_ids)
         book = SenderBook(session, ctx.config.settings, lead_ids, now)
         for enrollment in due:
+            if between is not None and not holds_write_turn(session):
+                between()  # a moment for the fast lane: nothing of this batch is written
             sequence = catalog.sequences[enrollment.sequence]
             lead = leads.get(enrollment.lead_id)
             if lead is None:  # erased while this batch was read: its rows go with it

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Index, delete, update
+from sqlalchemy import Connection, Index, bindparam, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col
@@ -92,25 +93,37 @@ class Cap:
     reason: str
 
 
-def _insert(connection: Connection) -> Any:
-    return pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+@cache
+def _statements(dialect: str) -> tuple[Any, Any]:
+    """The counting upsert and the member upsert, built once per dialect with bound
+    parameters (a statement built with its values each time is compiled each time)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    count = (
+        insert(_TABLE)
+        .values(key=bindparam("key"), day=bindparam("day"), n=1)
+        .on_conflict_do_update(
+            index_elements=["key"],
+            set_={"n": _TABLE.c.n + 1},
+            where=_TABLE.c.n < bindparam("limit"),
+        )
+        .returning(_TABLE.c.n)
+    )
+    member = (
+        insert(_MEMBERS)
+        .values(key=bindparam("key"), member=bindparam("member"), day=bindparam("day"), n=1)
+        .on_conflict_do_update(index_elements=["key", "member"], set_={"n": _MEMBERS.c.n + 1})
+        .returning(_MEMBERS.c.n)
+    )
+    return count, member
 
 
 def _count(connection: Connection, key: str, day: str, limit: int) -> bool:
     """Add one to the counter *key* if it stays within *limit*; one statement."""
-    statement = (
-        _insert(connection)(_TABLE)
-        .values(key=key, day=day, n=1)
-        .on_conflict_do_update(
-            index_elements=["key"],
-            set_={"n": _TABLE.c.n + 1},
-            where=_TABLE.c.n < limit,
-        )
-        .returning(_TABLE.c.n)
-    )
+    statement = _statements(connection.dialect.name)[0]
     # The row comes back only if it was written: the rowcount of an upsert whose
     # condition held nothing back is not the same on every driver.
-    return connection.execute(statement).first() is not None
+    found = connection.execute(statement, {"key": key, "day": day, "limit": limit}).first()
+    return found is not None
 
 
 def take(connection: Connection, cap: Cap) -> bool:
@@ -123,10 +136,8 @@ def take(connection: Connection, cap: Cap) -> bool:
     if member is None:
         return _count(connection, key, cap.day, cap.limit)
     sends = connection.execute(
-        _insert(connection)(_MEMBERS)
-        .values(key=key, member=member, day=cap.day, n=1)
-        .on_conflict_do_update(index_elements=["key", "member"], set_={"n": _MEMBERS.c.n + 1})
-        .returning(_MEMBERS.c.n)
+        _statements(connection.dialect.name)[1],
+        {"key": key, "member": member, "day": cap.day},
     ).scalar_one()
     if sends > 1 or _count(connection, key, cap.day, cap.limit):
         return True  # counted already today, or its first send and room for it

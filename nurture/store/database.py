@@ -137,6 +137,16 @@ class _WriterConnection(sqlite3.Connection):
             self._done()
 
 
+def holds_write_turn(session: Session) -> bool:
+    """Whether *session*'s transaction has written to its SQLite file (it holds the
+    file's one write turn until it ends). Always ``False`` on PostgreSQL, whose writers
+    lock rows, not the database."""
+    if not session.in_transaction():
+        return False
+    dbapi = session.connection().connection.dbapi_connection
+    return isinstance(dbapi, _WriterConnection) and dbapi._holding
+
+
 def _claim_writer(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
     """Before a statement that writes: wait for this process's turn to write."""
     if statement.lstrip()[:7].upper().startswith(_READS):
