@@ -56,7 +56,8 @@ def caps_for(
     """The caps a send of *item* counts against, in the order they are checked: its
     ``[[senders]]`` entry's pacing (paused, ``min_gap``, ``hourly``, warm-up, ``daily``:
     :func:`~nurture.store.senders.take_pace`), its sender mailbox's day (in the
-    project's timezone) and its lead's own day. Only a sequence's email is capped."""
+    project's timezone), its lead's own day and its recipient domain's day (different
+    leads). Only a sequence's email is capped."""
     if item.kind != MessageKind.email or item.lead_id is None:
         return []
     return [*_pacing(item), *_daily_caps(item, now, limits, default_timezone)]
