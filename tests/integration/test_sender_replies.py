@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,9 @@ from nurture.mail.replies import PROCESSED
 from nurture.stages.passes import poll_replies, reply_mailboxes, tick
 from nurture.store.database import open_engine, session_scope
 from nurture.store.enrollments import Enrollment
+from nurture.store.events import Event
 from nurture.store.leads import Lead, LeadChanges, upsert_leads
+from tests.acceptance.conftest import worker
 from tests.conftest import Imap, SmtpServer
 
 SEQUENCE = """\
@@ -192,6 +195,56 @@ def test_an_unreadable_sender_mailbox_is_named_and_the_others_are_read(desk: Des
     assert desk.enrollment("noah@example.net").reason == "replied"
     assert desk.enrollment("maria@example.net").status == "active"  # left for later
     assert desk.sam.flagged(PROCESSED) == 0
+
+
+SAM_ALONE = """
+[[senders]]
+name = "sam"
+address = "Sam Patel <sam@example.com>"
+[senders.replies]
+host = "{host}"
+port = {port}
+tls = false
+starttls = false
+username = "sam"
+password = "s4m"
+interval = 0.5
+"""
+
+
+def test_the_daemon_reads_a_sender_s_mailbox_without_a_replies_section(
+    desk: Desk, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no [replies] mailbox at all, and Sam's own, written out in full
+    for name in list(os.environ):
+        if name.startswith("NURTURE_REPLIES_"):
+            monkeypatch.delenv(name)
+    toml = desk.project / "nurture.toml"
+    toml.write_text(toml.read_text() + SAM_ALONE.format(host=desk.sam.host, port=desk.sam.port))
+    (desk.project / "sequences" / "welcome.yaml").write_text(
+        SEQUENCE.split("  - id: later")[0]  # one email: nothing else is ever due
+    )
+    config = load_settings(toml)
+    assert config.settings.replies.host == ""
+    desk.tick(config, T0)
+    desk.answer(desk.email_to("maria@example.net"), desk.sam)
+    # When `nurture run` runs
+    env = {"NURTURE_DATABASE_URL": db_url, "NURTURE_SMTP_HOST": "127.0.0.1",
+           "NURTURE_SMTP_PORT": str(desk.smtp.port)}  # fmt: skip
+    daemon = worker(desk.project, env, log=desk.project / "run.log")
+    try:
+        # Then it reads Sam's mailbox: the reply is recorded and marked processed there
+        deadline = time.monotonic() + 60
+        while desk.sam.flagged(PROCESSED) == 0:
+            assert daemon.poll() is None, (desk.project / "run.log").read_text()
+            assert time.monotonic() < deadline, (desk.project / "run.log").read_text()
+            time.sleep(0.2)
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+    with session_scope(desk.engine) as session:
+        [replied] = session.exec(select(Event).where(Event.type == "email_replied")).all()
+    assert (replied.sequence, replied.step, replied.source) == ("welcome", "hello", "imap")
 
 
 def test_each_mailbox_is_read_once_by_its_name() -> None:
