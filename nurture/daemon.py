@@ -31,6 +31,7 @@ from nurture.stages.passes import (
     full_pass,
     has_work_due,
     poll_replies,
+    reply_mailboxes,
     serve_arrivals,
 )
 from nurture.stages.reload import Reloader
@@ -318,14 +319,14 @@ class Daemon:
             seconds=HEARTBEAT.total_seconds(),
             **common,
         )
-        replies = self.ctx.config.settings.replies
-        if replies.host:
+        mailboxes = reply_mailboxes(self.ctx.config.settings)
+        if mailboxes:  # one job reads them all, as often as the most eager one asks
             scheduler.add_job(
                 self._guarded,
                 "interval",
                 args=["replies"],
                 id="replies",
-                seconds=replies.interval,
+                seconds=min(mailbox.interval for _, mailbox in mailboxes),
                 next_run_time=datetime.now(UTC),
                 **common,
             )

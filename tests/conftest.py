@@ -10,7 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -268,10 +268,15 @@ class Imap:
         finally:
             imap.logout()
 
+    def user(self, username: str, password: str) -> Imap:
+        """The same server, as another of its users (``sam``, password ``s4m``)."""
+        return replace(self, username=username, password=password)
+
 
 @pytest.fixture
 def imap_server() -> Iterator[Imap]:
-    """A real IMAP server (Debian's dovecot-imapd) on a loopback port, with one user."""
+    """A real IMAP server (Debian's dovecot-imapd) on a loopback port, as the user
+    ``replies``; a second user, ``sam``, has a mailbox of its own (:meth:`Imap.user`)."""
     import pwd
     import shutil
     import subprocess
@@ -296,7 +301,7 @@ def imap_server() -> Iterator[Imap]:
         os.chown(mail, mail_user.pw_uid, mail_user.pw_gid)
     port = free_port()
     with open(os.path.join(root, "passwd"), "w") as handle:
-        handle.write("replies:{PLAIN}s3cret::::::\n")
+        handle.write("replies:{PLAIN}s3cret::::::\nsam:{PLAIN}s4m::::::\n")
     config = os.path.join(root, "dovecot.conf")
     with open(config, "w") as handle:
         handle.write(f"""\

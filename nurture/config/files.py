@@ -152,6 +152,11 @@ def secrets_in(data: dict[str, Any]) -> list[str]:
         for e in senders
     ):
         found.append("[[senders]] smtp password")
+    if isinstance(senders, list) and any(
+        isinstance(e, dict) and isinstance(e.get("replies"), dict) and e["replies"].get("password")
+        for e in senders
+    ):
+        found.append("[[senders]] replies password")
     return found
 
 
@@ -215,7 +220,8 @@ def _describe(path: Path, exc: ValidationError) -> str:
     loc = [str(part) for part in error["loc"]]
     section, key = [*loc, ""][:2]
     if section in LIST_SECTIONS and key.isdigit():  # [[webhooks]] entry N, field
-        field = loc[2] if len(loc) > 2 else ""
+        # A key of a table inside the entry is named with it: ``replies port``.
+        field = " ".join(part for part in loc[2:4] if not part.isdigit())
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "required setting is missing"

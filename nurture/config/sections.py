@@ -418,6 +418,21 @@ class SenderSmtp(Section):
     timeout: float | None = Field(default=None, gt=0)
 
 
+class SenderReplies(Section):
+    """A ``[[senders]]`` entry's own reply mailbox; what it leaves out is ``[replies]``'s."""
+
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool | None = None
+    starttls: bool | None = None
+    ca_file: str | None = None
+    mailbox: str | None = None
+    interval: float | None = Field(default=None, gt=0)
+    authserv_id: str | None = None
+
+
 class Warmup(Section):
     """A new sender's daily cap: ``start`` on its first day, ``increase`` more each day."""
 
@@ -434,6 +449,8 @@ class SenderEntry(Section):
     address: str
     #: Its own SMTP account; unset: ``[smtp]``.
     smtp: SenderSmtp | None = None
+    #: Its own mailbox replies to its emails arrive in; unset keys: ``[replies]``'s.
+    replies: SenderReplies | None = None
     #: Sends in any 24 hours (rolling); unset: only ``[limits] per_sender_daily``.
     daily: int | None = Field(default=None, ge=1)
     #: Sends in any hour (rolling).
@@ -489,6 +506,14 @@ class SenderEntry(Section):
             return default
         own = self.smtp.model_dump(exclude_none=True)
         return default.model_copy(update=own)
+
+    def replies_settings(self, default: RepliesSection) -> RepliesSection | None:
+        """Its reply mailbox: its own ``replies`` keys over ``[replies]``'s (``[replies]``
+        when it has none); ``None`` when neither names a host."""
+        merged = default
+        if self.replies is not None:
+            merged = default.model_copy(update=self.replies.model_dump(exclude_none=True))
+        return merged if merged.host else None
 
 
 class DaemonSection(Section):

@@ -12,6 +12,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from nurture import clock, logs
+from nurture.config import RepliesSection, Settings
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
 from nurture.language.scoring import ScoringRules
@@ -146,26 +147,53 @@ def has_work_due(ctx: Context, catalog: Catalog, now: datetime) -> bool:
     return bool(enrollments or messages or back)
 
 
+def reply_mailboxes(settings: Settings) -> list[tuple[str, RepliesSection]]:
+    """Every mailbox replies arrive in, by the name logs give it: ``[replies]`` (when it
+    names a host), then each ``[[senders]]`` entry's own (``[[senders]] sam replies``).
+    A mailbox named twice (one host, port, user and folder) is listed once, first name
+    first: a sender without a ``replies`` table reads ``[replies]``, already listed."""
+    found: dict[tuple[str, int, str, str], tuple[str, RepliesSection]] = {}
+    named = [("[replies]", settings.replies if settings.replies.host else None)]
+    named += [(f"[[senders]] {e.name} replies", e.replies_settings(settings.replies))
+              for e in settings.senders]  # fmt: skip
+    for label, mailbox in named:
+        if mailbox is None:
+            continue
+        key = (mailbox.host.lower(), mailbox.port, mailbox.username, mailbox.mailbox)
+        found.setdefault(key, (label, mailbox))
+    return list(found.values())
+
+
 def poll_replies(ctx: Context) -> PollReport | None:
-    """Read the reply mailbox, if there is one; a mailbox that fails is logged, not fatal."""
+    """Read every reply mailbox (:func:`reply_mailboxes`); ``None`` when there is none.
+    A mailbox that fails is logged by its name, and the others are still read; the
+    report adds up what was found in all of them."""
     settings = ctx.config.settings
-    if not settings.replies.host:
+    mailboxes = reply_mailboxes(settings)
+    if not mailboxes:
         return None
-    try:
-        report = poll(
-            ctx.engine,
-            settings.replies,
-            secret=ctx.secret,
-            unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
-            now=clock.now(),
-            default_timezone=ctx.default_timezone,
-        )
-    except MailboxError as exc:
-        logs.action("reply mailbox unreadable", level=logging.ERROR, error=str(exc))
-        return None
-    if any(vars(report).values()):
-        logs.action("reply mailbox read", **vars(report))
-    return report
+    total = PollReport()
+    for label, mailbox in mailboxes:
+        try:
+            report = poll(
+                ctx.engine,
+                mailbox,
+                secret=ctx.secret,
+                unsubscribe_mailto=settings.tracking.unsubscribe_mailto,
+                now=clock.now(),
+                default_timezone=ctx.default_timezone,
+            )
+        except MailboxError as exc:
+            # The error says "[replies] host:port: ..."; *label* says which mailbox.
+            error = str(exc).removeprefix("[replies] ")
+            logs.action("reply mailbox unreadable", level=logging.ERROR, mailbox=label,
+                        error=error)  # fmt: skip
+            continue
+        if any(vars(report).values()):
+            logs.action("reply mailbox read", mailbox=label, **vars(report))
+        for counter, value in vars(report).items():
+            setattr(total, counter, getattr(total, counter) + value)
+    return total
 
 
 async def tick(
