@@ -137,8 +137,12 @@ def open_text(raw: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
+#: What :func:`open_text` makes of bytes that are not UTF-8.
+_BAD_BYTES = re.compile("[\udc80-\udcff]")
+
+
 def _has_bad_bytes(values: list[str]) -> bool:
-    return any(re.search("[\udc80-\udcff]", value) for value in values)
+    return _BAD_BYTES.search("".join(values)) is not None
 
 
 def _pick_delimiter(header_line: str) -> str:

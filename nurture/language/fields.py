@@ -84,7 +84,7 @@ def normalize_email(value: str) -> str:
     return _validated(candidate)
 
 
-@lru_cache(maxsize=4096)  # a few companies' domains on many rows
+@lru_cache(maxsize=65536)  # companies' domains, each on many rows
 def _plain_domain(domain: str) -> bool:
     """Whether email_validator takes *domain* (lower-case ASCII) as it is."""
     try:
