@@ -15,7 +15,7 @@ from sqlalchemy import Column, Engine, String, and_, insert, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from nurture import clock
+from nurture import clock, hooks
 from nurture.errors import LeadNotFoundError
 from nurture.language.fields import (
     MAX_LENGTHS,
@@ -259,6 +259,7 @@ def upsert_leads(
         updates.append({**values, "id": row.id, "updated_at": moment})
         result.updated.append(item.email)
         result.changed[item.email] = sorted(values)
+    hooks.reach("leads.before_write", session)
     if inserts:  # the table's own INSERT: the ORM's leaves out None values, row by row
         session.connection().execute(insert(_LEADS), inserts)
     # Bulk UPDATE by primary key wants the same keys in every row: group by key set.
