@@ -60,7 +60,7 @@ def _run(
     assert rules is not None, problems
     url = f"http://127.0.0.1:{port}"
     results: dict[str, Any] = {"leads": leads, "events": events, "batch": batch}
-    server_log = open(tmp / f"events-{database}-serve.log", "w")  # noqa: SIM115
+    server_log = open(tmp / f"events-{database}-serve.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "nurture", "serve"],
         cwd=project, env=worker_env(env), stdout=server_log, stderr=server_log,
