@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from nurture.intake.ingest import EventInput, ingest, ingest_many, parse_item
 from nurture.language.fields import ContactStatus, check_storable
 from nurture.language.scoring import PRECISION, SCORED_STAGES, ScoringRules, load_scoring
 from nurture.sales.explain import event_data_keys_text
-from nurture.sales.scorer import FIT_CHECKED_KEY, OVERLAP, PROOF_TYPES
+from nurture.sales.scorer import FIT_CHECKED_KEY, PROOF_TYPES
 from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.events import Recorded
@@ -102,7 +103,10 @@ def may_turn_hot(session: Session, rules: ScoringRules | None, new: list[Recorde
     ids = sorted({r.event.lead_id for r in new if r.event.type in raising})
     if not ids:
         return []
-    since = read_mark(session, FIT_CHECKED_KEY, OVERLAP, clock.now())
+    # The fit stored is the one the last pass computed for every lead changed by then
+    # (the pass's own stage changes are stamped with its mark); a lead changed later may
+    # fit now. (A change committed late, which the pass's overlap catches, waits for it.)
+    since = read_mark(session, FIT_CHECKED_KEY, timedelta(0), clock.now())
     table = Lead.__table__  # type: ignore[attr-defined]
     columns = (table.c.id, table.c.stage, table.c.status, table.c.fit, table.c.updated_at)
     leads = session.execute(sa_select(*columns).where(table.c.id.in_(ids)))
