@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from nurture.errors import InputFileError, InvalidValueError
@@ -30,7 +31,7 @@ from nurture.intake.columns import (
     parse_mapping,
 )
 from nurture.language.fields import SETTABLE_FIELDS, check_storable, name_key, parse_field
-from nurture.store.leads import LeadChanges, upsert_leads
+from nurture.store.leads import LeadChanges, UpsertResult, upsert_leads
 from nurture.store.suppression import suppressed
 
 __all__ = ["column_key", "mapping_warnings", "parse_mapping"]
@@ -137,8 +138,12 @@ def open_text(raw: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
+#: What :func:`open_text` makes of bytes that are not UTF-8.
+_BAD_BYTES = re.compile("[\udc80-\udcff]")
+
+
 def _has_bad_bytes(values: list[str]) -> bool:
-    return any(re.search("[\udc80-\udcff]", value) for value in values)
+    return _BAD_BYTES.search("".join(values)) is not None
 
 
 def _pick_delimiter(header_line: str) -> str:
@@ -452,6 +457,35 @@ def _flush(
 ) -> None:
     if not batch:
         return
+    try:
+        result = _write(engine, batch, report, dry_run)
+    except IntegrityError:
+        # Another writer (the API, a form) stored one of these emails between the
+        # batch's read and its write: the batch again, a row at a time, so that a row
+        # that still cannot be stored fails alone.
+        result = UpsertResult()
+        for email, record in list(batch.items()):
+            try:
+                one = _write(engine, {email: record}, report, dry_run)
+            except IntegrityError as exc:
+                why = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+                report.reject(record.line, f"could not be stored: {why}", record.values)
+                continue
+            result.created += one.created
+            result.updated += one.updated
+            result.unchanged += one.unchanged
+    report.created += len(result.created)
+    report.updated += sum(1 for email in result.updated if email not in carried)
+    report.unchanged += sum(1 for email in result.unchanged if email not in carried)
+    batch.clear()
+    carried.clear()
+
+
+def _write(
+    engine: Engine, batch: dict[str, Record], report: ImportReport, dry_run: bool
+) -> UpsertResult:
+    """Upsert *batch* in one transaction (rolled back for a dry run); rows of erased
+    people are rejected and taken out of it. May raise :class:`IntegrityError`."""
     with Session(engine, expire_on_commit=False) as session:
         try:
             for email in suppressed(session, batch):
@@ -466,8 +500,4 @@ def _flush(
         except BaseException:
             session.rollback()
             raise
-    report.created += len(result.created)
-    report.updated += sum(1 for email in result.updated if email not in carried)
-    report.unchanged += sum(1 for email in result.unchanged if email not in carried)
-    batch.clear()
-    carried.clear()
+    return result

@@ -15,7 +15,7 @@ from nurture import clock
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.language.fields import check_storable, normalize_email
 from nurture.store.events import (
-    Event,
+    NewEvent,
     Recorded,
     check_external_type,
     record_event,
@@ -149,14 +149,14 @@ def ingest_many(
         ):
             if lead_id is not None:
                 lead_ids[address] = lead_id
-    rows: list[tuple[int, Event]] = []
+    rows: list[tuple[int, NewEvent]] = []
     for index, (event, email) in enumerate(zip(events, emails, strict=True)):
         if email is None:
             continue
         if email not in lead_ids:
             outcome[index] = LeadNotFoundError(f"no lead with email {email}")
             continue
-        row = Event(
+        row = NewEvent(
             lead_id=lead_ids[email], type=event.type, sequence=event.sequence,
             step=event.step, data=event.data, occurred_at=event.at or now, source=source,
             source_id=event.id, via_key=via_key,

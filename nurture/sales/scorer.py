@@ -42,9 +42,10 @@ from nurture.language.scoring import (
 )
 from nurture.language.timing import day_start, zone
 from nurture.store.database import session_scope
-from nurture.store.events import Event, events_of, record_event, record_events
+from nurture.store.events import Event, NewEvent, events_of, record_event, record_events
 from nurture.store.leads import Lead, changed_lead_ids
 from nurture.store.meta import advance_mark, read_mark
+from nurture.store.sqltypes import UTCDateTime
 
 FIT_CHECKED_KEY = "fit_checked_at"
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
@@ -53,6 +54,21 @@ _SCORED = (
     .where(_EVENTS.c.id == bindparam("event"))
     .values(points=bindparam("points"), scored=True)
 )
+_LEADS = Lead.__table__  # type: ignore[attr-defined]
+_LEAD_SCORES = sa_select(
+    _LEADS.c.id, _LEADS.c.engagement, _LEADS.c.scored_at, _LEADS.c.score_reset_at,
+    _LEADS.c.timezone,
+)  # fmt: skip
+_ENGAGED = (
+    update(_LEADS)
+    .where(_LEADS.c.id == bindparam("lead"))
+    .values(
+        engagement=bindparam("engagement_"),
+        scored_at=bindparam("scored_at_", type_=UTCDateTime),
+    )
+)
+#: Events scored per transaction (their leads read in one query, written in one).
+EVENTS_BATCH = 5000
 OVERLAP = timedelta(minutes=1)
 #: Events that prove the address is the lead's own: a confirmed double opt-in, a click on
 #: a tracked link of one of our emails, a reply (never a machine's: a scanner's click, a
@@ -119,6 +135,18 @@ def count_earned(
             earned[key] += 1
 
 
+@dataclass(slots=True)
+class LeadScores:
+    """What scoring an event reads and moves of a lead (a :class:`Lead` has the same)."""
+
+    id: int | None
+    engagement: float
+    scored_at: datetime | None
+    score_reset_at: datetime | None
+    #: The lead's timezone, or the project's.
+    timezone: str
+
+
 class Scorable(Protocol):
     """What scoring reads of an event (an :class:`Event`, or a row of those columns)."""
 
@@ -158,7 +186,7 @@ def proven_leads(session: Session, lead_ids: Iterable[int], *, scored_only: bool
 def score_event(
     session: Session,
     rules: ScoringRules,
-    lead: Lead,
+    lead: Lead | LeadScores,
     event: Scorable,
     tz_name: str,
     earned: EarnedToday | None = None,
@@ -229,7 +257,7 @@ def review_stage(
     lead: Lead,
     now: datetime,
     report: ScoreReport,
-    pending: list[Event] | None = None,
+    pending: list[NewEvent] | None = None,
     peak: float | None = None,
 ) -> None:
     """Move the lead to the stage its scores now give it, or the one an event scored in
@@ -256,7 +284,8 @@ def review_stage(
         session.add(lead)
         data = {"from": old, "to": new, "engagement": round(engagement, 2), "fit": lead.fit}
         if pending is not None:
-            pending.append(Event(lead_id=lead.id, type="stage_changed", data=data, occurred_at=now))
+            pending.append(NewEvent(lead_id=lead.id, type="stage_changed", data=data,
+                                    occurred_at=now))  # fmt: skip
         else:
             record_event(session, lead.id, "stage_changed", data=data, at=now)
         logs.action(
@@ -296,7 +325,7 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
         since = read_mark(session, FIT_CHECKED_KEY, OVERLAP, now)
     for ids in changed_lead_ids(ctx.engine, since, now):
         with session_scope(ctx.engine) as session:
-            pending: list[Event] = []
+            pending: list[NewEvent] = []
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
                 review_stage(ctx, session, rules, lead, now, report, pending,
@@ -333,7 +362,7 @@ def review_leads(ctx: Context, rules: ScoringRules, ids: list[int], now: datetim
     """Review the stage of the leads *ids*, 500 at a time."""
     for start in range(0, len(ids), 500):
         with session_scope(ctx.engine) as session:
-            pending: list[Event] = []
+            pending: list[NewEvent] = []
             for lead in session.exec(
                 select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
             ):
@@ -365,32 +394,35 @@ def _score_new_events(
             if lead_ids is not None:
                 query = query.where(_EVENTS.c.lead_id.in_(lead_ids))
             events: list[Any] = list(  # rows of the columns scoring reads
-                session.connection().execute(query.order_by(_EVENTS.c.id).limit(ctx.batch_size * 5))
+                session.connection().execute(query.order_by(_EVENTS.c.id).limit(EVENTS_BATCH))
             )
             if not events:
                 break
-            batch_ids = {e.lead_id for e in events}
+            batch_ids = sorted({e.lead_id for e in events})
+            # The scores of the batch's leads as plain values (no ORM object per lead),
+            # written back in one executemany.
             leads = {
-                lead.id: lead
-                for lead in session.exec(select(Lead).where(col(Lead.id).in_(batch_ids)))
+                row.id: LeadScores(
+                    row.id, row.engagement, row.scored_at, row.score_reset_at,
+                    row.timezone or default_tz,
+                )
+                for start in range(0, len(batch_ids), 1000)
+                for row in session.connection().execute(
+                    _LEAD_SCORES.where(_LEADS.c.id.in_(batch_ids[start : start + 1000]))
+                )
             }
+            before = {i: (lead.engagement, lead.scored_at) for i, lead in leads.items()}
             scored: list[dict[str, Any]] = []
-            zones = {i: lead.timezone or default_tz for i, lead in leads.items() if i is not None}
+            zones = {i: lead.timezone for i, lead in leads.items()}
             count_earned(session, rules, events, zones, earned)
             proven, newly_proven = _proofs(session, rules, events)
             for event in sorted(events, key=lambda e: (e.occurred_at, e.id or 0)):
                 lead = leads[event.lead_id]
                 points = score_event(
-                    session,
-                    rules,
-                    lead,
-                    event,
-                    lead.timezone or default_tz,
-                    earned,
+                    session, rules, lead, event, lead.timezone, earned,
                     proven=event.lead_id in proven,
-                )
+                )  # fmt: skip
                 scored.append({"event": event.id, "points": points})
-                session.add(lead)
                 report.events += 1
                 if points:
                     # Points alone are not a change of the lead (updated_at): engagement
@@ -398,14 +430,23 @@ def _score_new_events(
                     # lead in a `reenroll: true` sequence it finished. A stage change is.
                     touched.add(event.lead_id)
                     peaks[event.lead_id] = max(peaks.get(event.lead_id, 0.0), lead.engagement)
-            # One executemany, not an ORM update per event.
+            # One executemany for the events and one for the leads whose scores moved,
+            # not an ORM update per row.
             session.connection().execute(_SCORED, scored)
+            moved = [
+                {"lead": i, "engagement_": lead.engagement, "scored_at_": lead.scored_at}
+                for i, lead in leads.items()
+                if (lead.engagement, lead.scored_at) != before[i]
+            ]
+            if moved:
+                session.connection().execute(_ENGAGED, moved)
             # A lead that just proved its address gets the points of its held form posts:
             # scored again from its events.
             for lead_id in _holding_form_posts(session, newly_proven):
-                lead = leads[lead_id]
-                rescore_lead(session, rules, lead, lead.timezone or default_tz, proven=True)
-                peaks[lead_id] = max(peaks.get(lead_id, 0.0), lead.engagement)
+                stored = session.get(Lead, lead_id)
+                assert stored is not None
+                rescore_lead(session, rules, stored, leads[lead_id].timezone, proven=True)
+                peaks[lead_id] = max(peaks.get(lead_id, 0.0), stored.engagement)
                 for key in [key for key in earned if key[0] == lead_id]:
                     del earned[key]  # counted again from the database when needed
                 touched.add(lead_id)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, Index, delete, text
+from sqlalchemy import Engine, Index, delete, insert, text
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock, logs
@@ -45,7 +45,7 @@ def announce(session: Session, lead_ids: Iterable[int]) -> None:
     if not ids:
         return
     now = clock.now()
-    session.add_all(Arrival(lead_id=lead_id, created_at=now) for lead_id in ids)
+    session.execute(insert(Arrival), [{"lead_id": i, "created_at": now} for i in ids])
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"NOTIFY {CHANNEL}"))
 

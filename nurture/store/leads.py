@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Engine, String, and_, insert, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from nurture import clock
+from nurture import clock, hooks
 from nurture.errors import LeadNotFoundError
 from nurture.language.fields import (
     MAX_LENGTHS,
+    SETTABLE_FIELDS,
     ContactStatus,
     Stage,
     merge_status,
@@ -179,6 +181,12 @@ class UpsertResult:
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+_LEADS = Lead.__table__  # type: ignore[attr-defined]
+#: Every field an item may set, unset: each new row has all of them, so that a batch of
+#: new leads is one multi-row INSERT (rows with other keys would each be one).
+_UNSET: dict[str, Any] = dict.fromkeys(SETTABLE_FIELDS)
+
+
 def _empty(value: Any) -> bool:
     return value is None or value == ""
 
@@ -198,10 +206,13 @@ def upsert_leads(
     result = UpsertResult()
     if not batch:
         return result
+    # The stored leads as plain rows (attribute access like a Lead), one query: no
+    # ORM object per row.
     emails = [item.email for item in batch]
-    existing = {
-        lead.email: lead for lead in session.exec(select(Lead).where(col(Lead.email).in_(emails)))
-    }
+    existing: dict[str, Any] = {}
+    for start in range(0, len(emails), 1000):
+        query = sa_select(_LEADS).where(_LEADS.c.email.in_(emails[start : start + 1000]))
+        existing.update((row.email, row) for row in session.connection().execute(query))
     moment = clock.now()
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -209,6 +220,7 @@ def upsert_leads(
         row = existing.get(item.email)
         if row is None:
             values = {
+                **_UNSET,
                 "stage": Stage.cold.value,
                 "status": "subscribed",
                 **item.fields,
@@ -247,8 +259,9 @@ def upsert_leads(
         updates.append({**values, "id": row.id, "updated_at": moment})
         result.updated.append(item.email)
         result.changed[item.email] = sorted(values)
-    if inserts:
-        session.execute(insert(Lead), inserts)
+    hooks.reach("leads.before_write", session)
+    if inserts:  # the table's own INSERT: the ORM's leaves out None values, row by row
+        session.connection().execute(insert(_LEADS), inserts)
     # Bulk UPDATE by primary key wants the same keys in every row: group by key set.
     by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
     for values in updates:

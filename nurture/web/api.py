@@ -6,21 +6,30 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from nurture import clock
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.intake.ingest import EventInput, ingest, ingest_many, parse_item
-from nurture.language.fields import check_storable
+from nurture.language.fields import ContactStatus, check_storable
+from nurture.language.scoring import PRECISION, SCORED_STAGES, ScoringRules, load_scoring
 from nurture.sales.explain import event_data_keys_text
+from nurture.sales.scorer import FIT_CHECKED_KEY, PROOF_TYPES
 from nurture.store.arrivals import announce
 from nurture.store.database import session_scope
 from nurture.store.events import Recorded
 from nurture.store.handoffs import answer_handoff
+from nurture.store.leads import Lead
+from nurture.store.meta import read_mark
 from nurture.web.keys import ApiKeys, batch_answer, batch_items
 from nurture.web.state import WebState
 
@@ -58,11 +67,64 @@ def _item_result(index: int, outcome: Recorded | NurtureError) -> dict[str, Any]
     }
 
 
+class CurrentRules:
+    """``scoring.yaml`` as it is now: read again only when the file changed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._rules: ScoringRules | None = None
+
+    def __call__(self) -> ScoringRules | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        if (stat.st_mtime_ns, stat.st_size) != self._seen:
+            self._rules, _ = load_scoring(self.path)
+            self._seen = (stat.st_mtime_ns, stat.st_size)
+        return self._rules
+
+
+def may_turn_hot(session: Session, rules: ScoringRules | None, new: list[Recorded]) -> list[int]:
+    """The leads that their *new* events may make hot, for the fast lane (in one query):
+    an event that earns points, a buying signal (``hot_on``) or a proof of the address,
+    for a subscribed lead that scores may still move (``cold``, ``warm`` or ``hot``: not
+    in sales' hands) and whose fit reaches the hot threshold (or changed since the pass
+    last computed it). Every lead of *new* when the rules cannot
+    be read."""
+    if rules is None:
+        return [r.event.lead_id for r in new]
+    hot = rules.stages.get("hot")
+    if hot is None:
+        return []
+    raising = {name for name, rule in rules.engagement.items() if rule.points > 0}
+    raising |= {*rules.hot_on, *PROOF_TYPES}
+    ids = sorted({r.event.lead_id for r in new if r.event.type in raising})
+    if not ids:
+        return []
+    # The fit stored is the one the last pass computed for every lead changed by then
+    # (the pass's own stage changes are stamped with its mark); a lead changed later may
+    # fit now. (A change committed late, which the pass's overlap catches, waits for it.)
+    since = read_mark(session, FIT_CHECKED_KEY, timedelta(0), clock.now())
+    table = Lead.__table__  # type: ignore[attr-defined]
+    columns = (table.c.id, table.c.stage, table.c.status, table.c.fit, table.c.updated_at)
+    leads = session.execute(sa_select(*columns).where(table.c.id.in_(ids)))
+    return [
+        lead_id
+        for lead_id, stage, status, fit, updated_at in leads
+        if stage in SCORED_STAGES
+        and status == ContactStatus.subscribed
+        and (since is None or updated_at > since or round(fit, PRECISION) >= hot.fit)
+    ]
+
+
 def router(state: WebState) -> APIRouter:
     """The machines' routes of one project."""
     routes = APIRouter()
     engine = state.engine
     keys = ApiKeys(state.config.settings.api)
+    rules = CurrentRules(state.config.scoring_file)
 
     def store(items: list[Any], key: str) -> list[dict[str, Any]]:
         outcome: dict[int, Recorded | NurtureError] = {}
@@ -81,9 +143,10 @@ def router(state: WebState) -> APIRouter:
                     (index, result) for (index, _), result in zip(parsed, done, strict=True)
                 )
                 # A meeting booked, a form: the fast lane scores them now (a lead they
-                # make hot is handed off in seconds).
-                announce(session, [r.event.lead_id for r in done
-                                   if isinstance(r, Recorded) and r.new])  # fmt: skip
+                # make hot is handed off in seconds); events that cannot make their
+                # lead hot wait for the pass.
+                new = [r for r in done if isinstance(r, Recorded) and r.new]
+                announce(session, may_turn_hot(session, rules(), new))
         except IntegrityError:
             # Another process stored one of these ids meanwhile: one at a time.
             with session_scope(engine) as session:
@@ -93,7 +156,7 @@ def router(state: WebState) -> APIRouter:
                             outcome[index] = ingest(session, event, source="api", via_key=key)
                             found = outcome[index]
                             if isinstance(found, Recorded) and found.new:
-                                announce(session, [found.event.lead_id])
+                                announce(session, may_turn_hot(session, rules(), [found]))
                     except NurtureError as exc:
                         outcome[index] = exc
         return [_item_result(index, outcome[index]) for index in range(len(items))]
