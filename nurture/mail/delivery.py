@@ -30,7 +30,7 @@ from nurture.mail.claim import claim, sweep_held_mail
 from nurture.mail.leases import keep_leases, release_leases, settle_abandoned
 from nurture.mail.ledger import Ledger
 from nurture.mail.pacing import YIELD_MAX, DeliveryReport, SendingPause
-from nurture.mail.transports import SendResult, Transport
+from nurture.mail.transports import RoutingTransport, SendResult, Transport
 from nurture.store.sending import Claimed
 
 
@@ -48,14 +48,51 @@ def with_date(raw: str, moment: datetime) -> bytes:
     return ("\n".join(lines) + sep + body).replace("\n", "\r\n").encode("utf-8")
 
 
+class _Routes:
+    """The mail servers of one delivery run. One that cannot be reached, or refuses to
+    send for us, stops its own messages for the rest of the run (they wait, leased
+    messages given back); the others go on. A transport that raises stops everything."""
+
+    def __init__(self, transport: Transport, held: set[str]) -> None:
+        self.transport = transport
+        self.names: dict[int, str] = {}
+        if isinstance(transport, RoutingTransport):
+            self.names = {id(route): address for address, route in transport.routes.items()}
+        #: Routes stopped in this run (``""``: the default server); and of those, the
+        #: ones that refused to send for us.
+        self.halted: set[str] = set(held)
+        self.refused: set[str] = set()
+        self.broken = asyncio.Event()
+
+    def of(self, sender: str) -> str:
+        """The route *sender*'s messages leave through (``""``: the default server)."""
+        if isinstance(self.transport, RoutingTransport):
+            return self.names.get(id(self.transport.route(sender)), "")
+        return ""
+
+    def stop(self, sender: str, *, refused: bool) -> None:
+        route = self.of(sender)
+        self.halted.add(route)
+        if refused:
+            self.refused.add(route)
+
+    def stopped(self, item: Claimed) -> bool:
+        """Whether *item*'s route is stopped for this run."""
+        return self.broken.is_set() or self.of(item.sender) in self.halted
+
+    def all_stopped(self) -> bool:
+        known = {"", *self.names.values()}
+        return self.broken.is_set() or known <= self.halted
+
+
 async def _sender(
-    transport: Transport, ledger: Ledger, halt: asyncio.Event,
+    transport: Transport, ledger: Ledger, routes: _Routes,
     stopping: asyncio.Event | None, report: DeliveryReport,
 ) -> None:  # fmt: skip
     """Send the messages the *ledger* starts, one at a time, until it has none left for
     this connection. The next one is asked for as soon as this one is being handed over
-    (its start is written while this send goes on); once *halt* (the server cannot be
-    reached) or *stopping* is set, a started message not yet sent is given back."""
+    (its start is written while this send goes on); once its server is stopped for this
+    run (*routes*), or *stopping* is set, a started message not yet sent is given back."""
     try:
         following = await ledger.ask()
         while following is not None:
@@ -74,14 +111,16 @@ async def _sender(
                             lead=following.recipient, error=detail)  # fmt: skip
                 result = SendResult("uncertain", detail, raised=True)
                 report.errors += 1
-                halt.set()
+                routes.broken.set()
             if result.unreachable:
-                halt.set()
+                routes.stop(following.sender, refused=result.outcome == "refused")
             ledger.tell((following, result))
             following = await after
-            if following is not None and (halt.is_set() or (stopping and stopping.is_set())):
+            if following is not None and (
+                routes.stopped(following) or (stopping is not None and stopping.is_set())
+            ):
                 ledger.give_back(following)
-                following = None
+                following = await ledger.ask() if not routes.all_stopped() else None
     finally:
         ledger.leave()
 
@@ -125,16 +164,17 @@ async def deliver(
     if only_leads is None and only_messages is None:  # the bulk run tidies; a lane not
         await asyncio.to_thread(settle_abandoned, ctx, now, all_in_flight=all_in_flight)
         await asyncio.to_thread(sweep_held_mail, ctx, now)
-    if pause.holds(now):
+    routes = _Routes(transport, pause.held(now))
+    if routes.all_stopped():
         return report  # the server refused to send for us a moment ago
     # One sender per connection, each with at most one message "sending" at a time and
     # the next one started while it goes, so a crash leaves no more than two uncertain
     # messages per connection (and the outcomes of the last group not written down).
     senders = ctx.config.settings.smtp.max_connections
-    halt, finished = asyncio.Event(), asyncio.Event()
+    finished = asyncio.Event()
 
     def more() -> bool:
-        return not halt.is_set() and not (stopping is not None and stopping.is_set())
+        return not routes.all_stopped() and not (stopping is not None and stopping.is_set())
 
     async def claim_next() -> list[Claimed] | None:
         """The next batch that may go (``None``: nothing more is due)."""
@@ -151,12 +191,13 @@ async def deliver(
     ledger = Ledger(
         ctx, claim_next, report, senders=senders, stopping=stopping, more=more, gate=gate,
         stand_aside=None if gate is None else partial(_stand_aside, gate, stopping),
+        skip=routes.stopped,
     )  # fmt: skip
     keeper = asyncio.create_task(keep_leases(ctx, finished))
     try:
         run = [
             ledger.run(),
-            *(_halting(halt, _sender(transport, ledger, halt, stopping, report))
+            *(_halting(routes.broken, _sender(transport, ledger, routes, stopping, report))
               for _ in range(senders)),
         ]  # fmt: skip
         try:
@@ -168,20 +209,30 @@ async def deliver(
     finally:
         finished.set()
         await keeper
-    if report.refused:
-        until = pause.refused(ctx, clock.now())
-        logs.action("delivery paused: the mail server refuses to send for us",
-                    level=logging.ERROR, until=until.isoformat(),
-                    fix="check [smtp] settings, then nurture outbox resend")  # fmt: skip
-    else:
-        if report.sent:
-            pause.sent()
-        if halt.is_set() and not report.errors:
-            logs.action("mail server unreachable: delivery waits for its next run",
-                        level=logging.WARNING)  # fmt: skip
+    _pace(ctx, routes, pause, report)
     if failures:
         raise failures[0]
     return report
+
+
+def _pace(ctx: Context, routes: _Routes, pause: SendingPause, report: DeliveryReport) -> None:
+    """After a run: pause the servers that refused to send for us (each on its own, the
+    pause doubling), and say which could not be reached."""
+    now = clock.now()
+    for route in sorted(routes.refused):
+        until = pause.refused(ctx, now, route)
+        logs.action("delivery paused: the mail server refuses to send for us",
+                    level=logging.ERROR, until=until.isoformat(), sender=route or None,
+                    fix=f"check the {f'[[senders]] {route} smtp' if route else '[smtp]'} "
+                        "settings, then nurture outbox resend")  # fmt: skip
+    if report.sent:
+        for route in ({""} | set(routes.names.values())) - routes.halted:
+            pause.sent(route)
+    unreachable = routes.halted - routes.refused - pause.held(now)
+    if unreachable and not report.errors:
+        logs.action("mail server unreachable: delivery waits for its next run",
+                    level=logging.WARNING,
+                    sender=", ".join(sorted(r for r in unreachable if r)) or None)  # fmt: skip
 
 
 async def _halting(halt: asyncio.Event, sender: Coroutine[Any, Any, None]) -> None:

@@ -117,7 +117,8 @@ class Ledger:
     is sent, so the senders never wait for a claim. *senders* is how many senders it
     serves; *more* says whether more may be started now (not while stopping, nor once
     the server cannot be reached); *gate*, while cleared, holds new starts back (the
-    fast lane goes first) for at most *stand_aside*'s wait."""
+    fast lane goes first) for at most *stand_aside*'s wait; *skip* names messages not
+    to start in this run (their server stopped answering)."""
 
     def __init__(
         self,
@@ -130,6 +131,7 @@ class Ledger:
         stopping: asyncio.Event | None,
         gate: threading.Event | None = None,
         stand_aside: Callable[[], Awaitable[None]] | None = None,
+        skip: Callable[[Claimed], bool] | None = None,
     ) -> None:
         self.ctx, self.claim_next, self.report = ctx, claim_next, report
         #: The claimed messages not started yet, the next one last.
@@ -143,6 +145,9 @@ class Ledger:
         self._low = max(4 * senders, ctx.batch_size // 2)
         self.more, self.stopping = more, stopping
         self.gate, self.stand_aside = gate, stand_aside
+        #: Messages not to start in this run (their server is stopped): left leased,
+        #: given back with their batch.
+        self.skip = skip
         self._done: list[Outcome] = []
         self._unsent: list[Claimed] = []
         self._asking: list[asyncio.Future[Claimed | None]] = []
@@ -252,6 +257,8 @@ class Ledger:
         *asking*; nothing when there is nothing to write."""
         done, unsent = self._done, self._unsent
         self._done, self._unsent = [], []
+        if self.skip is not None:
+            self.waiting[:] = [item for item in self.waiting if not self.skip(item)]
         wanted = len(asking) if self.waiting else 0
         if not done and not unsent and not wanted:
             return []

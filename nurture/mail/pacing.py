@@ -4,7 +4,7 @@ pause after the server refused to send for us, the limits of waiting for the fas
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nurture.engine.context import Context
@@ -46,26 +46,47 @@ class DeliveryReport:
 
 @dataclass
 class SendingPause:
-    """After the mail server refused to send for us: no delivery before :attr:`until`,
-    and how many delivery runs in a row met a refusal (the pause doubles). Kept by the
-    daemon from one delivery run to the next."""
+    """After a mail server refused to send for us: no delivery through it before
+    :attr:`until`, and how many delivery runs in a row met a refusal (the pause doubles).
+    Kept by the daemon from one delivery run to the next. :attr:`until` and
+    :attr:`refusals` are the default server's (``[smtp]``); a ``[[senders]]`` entry's own
+    server (its *route*, named by its address) is paused on its own, in :attr:`routes`."""
 
     until: datetime | None = None
     refusals: int = 0
+    #: The other servers' pauses: until when, and after how many refusals in a row.
+    routes: dict[str, tuple[datetime, int]] = field(default_factory=dict)
 
-    def holds(self, now: datetime) -> bool:
-        """Whether delivery waits at *now*."""
-        return self.until is not None and now < self.until
+    def holds(self, now: datetime, route: str = "") -> bool:
+        """Whether delivery through *route* (``""``: the default server) waits at *now*."""
+        if not route:
+            return self.until is not None and now < self.until
+        paused = self.routes.get(route)
+        return paused is not None and now < paused[0]
 
-    def refused(self, ctx: Context, now: datetime) -> datetime:
-        """A run met a refusal: pause longer than the last time; return until when."""
-        self.refusals += 1
-        self.until = now + send_backoff(ctx, self.refusals)
-        return self.until
+    def held(self, now: datetime) -> set[str]:
+        """The routes that wait at *now* (``""``: the default server)."""
+        held = {route for route, (until, _) in self.routes.items() if now < until}
+        return held | ({""} if self.holds(now) else set())
 
-    def sent(self) -> None:
-        """A message went: the server sends for us again."""
-        self.refusals, self.until = 0, None
+    def refused(self, ctx: Context, now: datetime, route: str = "") -> datetime:
+        """A run met a refusal through *route*: pause it longer than the last time;
+        return until when."""
+        if not route:
+            self.refusals += 1
+            self.until = now + send_backoff(ctx, self.refusals)
+            return self.until
+        refusals = self.routes.get(route, (now, 0))[1] + 1
+        until = now + send_backoff(ctx, refusals)
+        self.routes[route] = (until, refusals)
+        return until
+
+    def sent(self, route: str = "") -> None:
+        """A message went through *route*: its server sends for us again."""
+        if not route:
+            self.refusals, self.until = 0, None
+        else:
+            self.routes.pop(route, None)
 
 
 def send_backoff(ctx: Context, attempts: int, rng: random.Random | None = None) -> timedelta:

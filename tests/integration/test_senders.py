@@ -26,7 +26,7 @@ from nurture.config import Config, load_settings
 from nurture.engine.catalog import load_catalog
 from nurture.engine.context import Context
 from nurture.mail.delivery import deliver
-from nurture.mail.pacing import DeliveryReport
+from nurture.mail.pacing import DeliveryReport, SendingPause
 from nurture.mail.transports import open_transport
 from nurture.stages.passes import run_pass, tick
 from nurture.stages.report import PassReport
@@ -385,3 +385,62 @@ def test_complaints_or_a_policy_refusal_pause_a_sender(office: Office) -> None:
     [ivy] = [m for m in office.emails() if m.recipient == "ivy@example.net"]
     assert ivy.status == "held" and (ivy.last_error or "").startswith("held: sender lee paused")
     assert office.lee.messages == []
+
+
+def test_one_sender_s_server_in_trouble_stops_only_that_sender(office: Office) -> None:
+    # Given lee's emails first in line, and lee's server refusing lee's login
+    config = office.configure(SENDERS.replace('password = "lee-secret"', 'password = "wrong"'))
+    office.add_leads({"email": "kim@example.net", "owner": "lee@example.com"},
+                     {"email": "ivy@example.net", "owner": "lee@example.com"},
+                     at=T0 - timedelta(hours=2))  # fmt: skip
+    office.add_leads(*({"email": f"lead{i}@example.net", "owner": "sam@example.com"}
+                       for i in range(4)))  # fmt: skip
+    # When one delivery run goes
+    _, delivered = office.tick(config, T0)
+    # Then sam's four emails leave through sam's server all the same; lee's wait
+    assert len(office.sam.messages) == 4 and office.lee.messages == []
+    assert delivered.sent == 4
+    waiting = {m.recipient: m.status for m in office.emails() if m.status != "sent"}
+    assert set(waiting) == {"kim@example.net", "ivy@example.net"}
+    assert set(waiting.values()) <= {"queued", "retrying"}
+
+
+def test_a_sender_whose_server_refuses_to_send_is_paused_alone(office: Office) -> None:
+    # Given lee's emails first in line, and lee's server refusing lee as a sender (no
+    # enhanced code: a sending problem, not a health pause)
+    config = office.configure(SENDERS)
+    office.lee.mail_reply = "553 Sender address rejected"
+    office.add_leads({"email": "kim@example.net", "owner": "lee@example.com"},
+                     {"email": "ivy@example.net", "owner": "lee@example.com"},
+                     at=T0 - timedelta(hours=2))  # fmt: skip
+    office.add_leads(*({"email": f"lead{i}@example.net", "owner": "sam@example.com"}
+                       for i in range(2)))  # fmt: skip
+    with freeze_time(T0, real_asyncio=True):
+        ctx = Context.open(office.engine, config)
+        catalog = load_catalog(office.engine, config.sequences_dir, ctx.templates, T0)
+        run_pass(ctx, catalog, T0)
+        pause = SendingPause()
+        first = asyncio.run(_deliver(ctx, catalog, pause))
+    # Then sam's emails went; one of lee's failed with the reply, and lee's server waits
+    assert len(office.sam.messages) == 2 and first.refused == 1
+    assert pause.held(T0) == {"lee@example.com"} and not pause.holds(T0)
+    # When sam has another lead and the next run comes 20 seconds later (the pause is
+    # [delivery] retry_after, 60 seconds, less some jitter)
+    office.add_leads({"email": "new@example.net", "owner": "sam@example.com"}, at=T0)
+    later = T0 + timedelta(seconds=20)
+    with freeze_time(later, real_asyncio=True):
+        run_pass(ctx, catalog, later)
+        asyncio.run(_deliver(ctx, catalog, pause))
+    # Then sam's goes, and lee's server is not tried again while it is paused
+    assert len(office.sam.messages) == 3
+    tried = [m for m in office.emails() if m.recipient in {"kim@example.net", "ivy@example.net"}]
+    assert sorted(m.status for m in tried) == ["failed", "queued"]
+
+
+async def _deliver(ctx: Context, catalog: Any, pause: SendingPause) -> DeliveryReport:
+    transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir,
+                               ctx.config.settings.senders)  # fmt: skip
+    try:
+        return await deliver(ctx, catalog, transport, pause=pause)
+    finally:
+        await transport.close()
