@@ -11,7 +11,9 @@ them again unless they opt in anew.
    server to finish: when :func:`erase` returns, nothing is on its way to them.
 3. One transaction deletes the lead: the schema cascades to every row about them
    (events, enrollments, their messages, tasks, hand-offs, webhook calls, sign-in
-   links, arrivals) and :func:`forget` deletes the mail that names them (a digest).
+   links, arrivals) and :func:`forget` deletes the mail that names them (a digest);
+   what their replies left on their colleagues (``account_replied``, and the reasons
+   it gave their stopped sequences and emails) says "a colleague" instead of them.
    A pass or a dispatcher that wrote about them meanwhile finds its write refused by
    the foreign keys, or its rows deleted with the rest.
 4. The copies outside the database go: the Maildir files of their messages.
@@ -34,6 +36,7 @@ from nurture import logs
 from nurture.language.fields import normalize_email
 from nurture.mail.transports import remove_from_maildir
 from nurture.retry import backoff, is_transient
+from nurture.store.accounts import forget_replier
 from nurture.store.arrivals import Arrival
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment
@@ -103,6 +106,8 @@ def forget(session: Session, email: str) -> tuple[Erased, list[str]]:
         for name, table, where in counted:
             removed[name] = int(session.exec(select(func.count()).select_from(table)
                                              .where(where)).one())  # fmt: skip
+        # What their replies told their colleagues names them: it says "a colleague" now.
+        removed["colleagues_told"] = forget_replier(session, lead_id)
         session.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(mentioned)))
         session.execute(delete(Lead).where(col(Lead.id) == lead_id))  # the rest cascades
         session.expunge_all()

@@ -75,3 +75,15 @@ def account_reply_words(data: Mapping[str, Any]) -> str:
     name = str(data.get("name") or "someone")
     account = str(data.get("account") or "")
     return f"{name} at {account} replied" if account else f"{name} replied"
+
+
+#: Who replied, once they are erased: their colleagues' records keep only the account.
+ERASED_NAME = "a colleague"
+
+
+def erased_reply_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The data of an ``account_replied`` event once the one who replied is erased: their
+    name becomes "a colleague" and the link to their lead goes."""
+    kept = {key: value for key, value in data.items() if key != "replied_lead_id"}
+    kept["name"] = ERASED_NAME
+    return kept

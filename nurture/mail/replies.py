@@ -20,6 +20,9 @@ Anyone can send mail to the mailbox, so nothing in it changes a lead without pro
   one matched only by its From address is recorded and stops the lead's sequences,
   but earns nothing (no points, no hand-off) unless the receiving server's
   ``Authentication-Results`` say the From domain passed (:func:`authenticated_from`);
+- an out-of-office pauses the lead only with the same proof (a Message-ID of ours, or
+  an authenticated From); without it, it is recorded as a machine event and changes
+  nothing;
 - mail about a notification to a salesperson (a reply to a hand-off notice, its
   bounce) never touches the lead.
 """
@@ -49,7 +52,7 @@ from nurture.config import RepliesSection
 from nurture.errors import InvalidValueError, NurtureError
 from nurture.language.excerpt import reply_excerpt
 from nurture.language.fields import normalize_email
-from nurture.mail.absence import absence_of, out_of_office, pause_lead
+from nurture.mail.absence import absence_of, automatic_subject, out_of_office, pause_lead
 from nurture.mail.addresses import wire_address
 from nurture.mail.compose import UnsubscribeLink, read_unsubscribe_link
 from nurture.store.accounts import tell_colleagues
@@ -66,12 +69,6 @@ PROCESSED = "$NurtureProcessed"
 #: Also set on a message nurture could not process (a person should look at it).
 FAILED = "$NurtureFailed"
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-_AUTO_SUBJECTS = re.compile(
-    r"^(out of (the )?office|automatic reply|auto(matic)?[ -]?(reply|response)|auto:|"
-    r"away from|on vacation|on leave|abwesenheit|absence|réponse automatique|"
-    r"respuesta automática|fuori ufficio|niet aanwezig)",
-    re.IGNORECASE,
-)
 _BOUNCE_SENDERS = re.compile(r"^(mailer-daemon|postmaster)@", re.IGNORECASE)
 
 
@@ -107,16 +104,16 @@ def _is_automatic(message: Message) -> str | None:
     if auto and auto != "no":
         return f"Auto-Submitted: {auto}"
     for header in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
-        if message.get(header) is not None:
+        if str(message.get(header, "no")).strip().lower() not in ("no", "false", "0", ""):
             return header
     precedence = str(message.get("Precedence", "")).strip().lower()
     if precedence in ("auto_reply", "bulk", "junk", "list"):
         return f"Precedence: {precedence}"
     if message.get("X-MS-Exchange-Inbox-Rules-Loop") or message.get("X-Auto-Response-Suppress"):
-        if _AUTO_SUBJECTS.search(str(message.get("Subject", ""))):
+        if automatic_subject(str(message.get("Subject", ""))):
             return "Exchange automatic reply"
     subject = str(message.get("Subject", "")).strip()
-    if _AUTO_SUBJECTS.search(subject):
+    if automatic_subject(subject):
         return f"subject {subject[:60]!r}"
     return None
 
@@ -429,14 +426,14 @@ def process(
         return
     data: dict[str, object] = {**found.data, "reason": found.reason, "from": found.address}
     unproven = None
-    if target.by_address and found.kind == "reply":
+    if target.by_address and found.kind in ("reply", "out_of_office"):
         passed = authenticated_from(message, authserv_id)
         data["authenticated"] = passed or False
         if passed is None:
             unproven = "sender not authenticated (no In-Reply-To of ours)"
             data["machine_reason"] = unproven
     away = None
-    if found.kind == "out_of_office":
+    if found.kind == "out_of_office" and unproven is None:  # unproven: pauses nothing
         away = absence_of(session, target.lead_id, message, default_timezone, now)
         data.update(away.as_data() if away is not None else {})
     own_id = (_ids(str(message.get("Message-ID", ""))) or [""])[0]
@@ -454,7 +451,7 @@ def process(
         # Stored, never counted: no points, no condition, no hand-off.
         machine=unproven is not None,
     )
-    if recorded.new and unproven is not None:
+    if recorded.new and unproven is not None and found.kind == "reply":
         # Stopping is the safe side: whoever wrote it, the lead gets no more email now.
         _stop_sequences(session, target.lead_id, "replied (sender not authenticated)", now)
     if recorded.new and away is not None:

@@ -5,13 +5,14 @@ moves both, so a paused lead is never emailed.
 A person pauses and resumes by hand (:func:`set_paused`). An out-of-office answer
 pauses the lead's enrollments until a moment (:func:`pause_while_away`, ``resume_at``)
 and the pass resumes them then by itself (:func:`resume_returned`); a pause by hand
-takes over such a pause, and is never undone by it."""
+takes over such a pause, and is never undone by it. Resuming a whole sequence by hand
+leaves such a pause alone; resuming one lead by hand ends it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import ColumnElement, and_, not_, or_, update
 from sqlmodel import Session, col, select
 
 from nurture.language.fields import normalize_email
@@ -27,24 +28,30 @@ PAUSED_WHILE_AWAY = and_(
 
 
 def pause_while_away(
-    session: Session, lead_id: int, *, until: datetime, reason: str, now: datetime
+    session: Session,
+    lead_id: int,
+    *,
+    until: datetime,
+    reason: str,
+    now: datetime,
+    firm: bool = True,
 ) -> int:
     """Pause the lead's active enrollments until *until* (the lead is out of office),
     saying *reason*, with their queued emails; one already paused for an earlier
-    absence waits for this one instead. One paused by a person stays as it is. Return
-    how many it paused."""
-    chosen = (
-        select(Enrollment.id)
-        .where(col(Enrollment.lead_id) == lead_id)
-        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY))
-    )
+    absence waits for this one instead, unless this one is not *firm* (it names no
+    date: it may make the wait longer, never shorter). One paused by a person stays as
+    it is. Return how many it paused."""
+    earlier = PAUSED_WHILE_AWAY if firm else and_(PAUSED_WHILE_AWAY,
+                                                  col(Enrollment.resume_at) < until)  # fmt: skip
+    running = or_(col(Enrollment.status) == EnrollmentStatus.active.value, earlier)
+    chosen = select(Enrollment.id).where(col(Enrollment.lead_id) == lead_id).where(running)
     ids = list(session.exec(chosen))
     if not ids:
         return 0
     result = session.execute(
         update(Enrollment)
         .where(col(Enrollment.id).in_(ids))
-        .where(or_(col(Enrollment.status) == EnrollmentStatus.active.value, PAUSED_WHILE_AWAY))
+        .where(running)
         .values(status=EnrollmentStatus.paused.value, reason=reason, resume_at=until,
                 updated_at=now, version=col(Enrollment.version) + 1)
     )  # fmt: skip
@@ -89,7 +96,11 @@ def set_paused(
 ) -> int:
     """Pause the active enrollments of *sequence* (or one lead's), or resume the paused
     and failed ones; return how many changed. A resumed enrollment is due at once. A
-    paused enrollment's queued emails are held, and released when it resumes."""
+    paused enrollment's queued emails are held, and released when it resumes.
+
+    Resuming a whole sequence leaves alone the enrollments paused while their lead is
+    out of office (they resume by themselves when the lead is back); resuming one
+    *lead* by hand ends its absence's pause too (the person asked for that lead)."""
     query = update(Enrollment).where(col(Enrollment.sequence) == sequence)
     chosen = select(Enrollment.id).where(col(Enrollment.sequence) == sequence)
     if lead is not None:
@@ -106,11 +117,14 @@ def set_paused(
             version=col(Enrollment.version) + 1,
         )
     else:
-        stopped = [EnrollmentStatus.paused.value, EnrollmentStatus.failed.value]
+        stopped: ColumnElement[bool] = col(Enrollment.status).in_(
+            [EnrollmentStatus.paused.value, EnrollmentStatus.failed.value]
+        )
+        if lead is None:  # not those waiting for their lead's return
+            stopped = and_(stopped, not_(PAUSED_WHILE_AWAY))
         # Their held emails go back to the queue (window and caps are checked again).
-        hold_for_pause(session, chosen.where(col(Enrollment.status).in_(stopped)),
-                       pause=False, now=now)  # fmt: skip
-        query = query.where(col(Enrollment.status).in_(stopped)).values(
+        hold_for_pause(session, chosen.where(stopped), pause=False, now=now)
+        query = query.where(stopped).values(
             status=EnrollmentStatus.active.value,
             reason=None,
             resume_at=None,

@@ -12,14 +12,19 @@ from email.utils import make_msgid
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy import inspect, text
 from sqlmodel import select
 
 from nurture import hooks
 from nurture.engine.context import Context
+from nurture.intake.erasure import erase
 from nurture.sales.dossier import gather
 from nurture.stages.passes import poll_replies
+from nurture.store.accounts import tell_colleagues
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment
+from nurture.store.events import Event
 from nurture.store.leads import Lead, LeadChanges, upsert_leads
 from nurture.store.outbox import OutboxMessage
 from tests.integration import test_replies
@@ -139,3 +144,80 @@ def test_the_start_sends_nothing_to_a_colleague_once_the_reply_is_recorded(
                                    .where(OutboxMessage.step == "later"))  # fmt: skip
     assert leo_later.status == "cancelled"
     assert "Ana Ruiz at BrightPath replied" in (leo_later.last_error or "")
+    # And once Ana is erased, the reason it was cancelled for names her no more
+    erase(inbox.engine, "ana@brightpath.io")
+    assert _rows_naming(inbox.engine, "Ana Ruiz at", "ana@brightpath.io") == []
+    with session_scope(inbox.engine) as session:
+        leo_later = session.get_one(OutboxMessage, leo_later.id)
+    assert "a colleague at BrightPath replied" in (leo_later.last_error or "")
+
+
+def _rows_naming(engine: Any, *words: str, tables: tuple[str, ...] = ()) -> list[str]:
+    """Every row of every table (or of *tables*) whose text holds one of *words*
+    (``table: row``)."""
+    found = []
+    with engine.connect() as connection:
+        for table in tables or inspect(engine).get_table_names():
+            if table == "alembic_version":
+                continue
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                said = " ".join(str(value) for value in row)
+                if any(word.lower() in said.lower() for word in words):
+                    found.append(f"{table}: {said[:200]}")
+    return found
+
+
+def test_an_erasure_leaves_the_replier_s_name_nowhere(inbox: Inbox) -> None:
+    _accounts(inbox)
+    inbox.tick(START)
+    _reply(inbox, "Ana Ruiz <ana@brightpath.io>", "ana@brightpath.io")
+    inbox.tick(START + timedelta(hours=1))
+    assert _enrollments(inbox)["leo@brightpath-eu.com"].reason == "Ana Ruiz at BrightPath replied"
+    # When Ana is erased
+    erased = erase(inbox.engine, "ana@brightpath.io")
+    # Then no row anywhere names her
+    # (the nudge sequence's sender is another Ana Ruiz, at example.com)
+    assert _rows_naming(inbox.engine, "Ana Ruiz at", "ana@brightpath.io") == []
+    assert _rows_naming(inbox.engine, "Ana Ruiz", tables=("events", "enrollments")) == []
+    assert erased.removed["colleagues_told"] == 1
+    # And Leo's record still says a colleague of BrightPath replied
+    leo = _enrollments(inbox)["leo@brightpath-eu.com"]
+    assert (leo.status, leo.reason) == ("exited", "a colleague at BrightPath replied")
+    with session_scope(inbox.engine) as session:
+        lead = session.exec(select(Lead).where(Lead.email == "leo@brightpath-eu.com")).one()
+        [told] = session.exec(select(Event).where(Event.lead_id == lead.id)
+                              .where(Event.type == "account_replied"))  # fmt: skip
+        assert told.data == {"name": "a colleague", "account": "BrightPath"}
+        lines = gather(session, lead, None, START + timedelta(hours=2)).sequences(ZoneInfo("UTC"))
+    assert lines == ["abm: stopped: a colleague at BrightPath replied"]
+
+
+def test_colleagues_are_told_in_one_insert(inbox: Inbox) -> None:
+    # Given an account with many leads in a sequence
+    (inbox.config.sequences_dir / "abm.yaml").write_text(ABM)
+    with session_scope(inbox.engine) as session:
+        upsert_leads(session, [LeadChanges(f"p{i}@bigcorp.com", {"source": "abm"})
+                               for i in range(40)])  # fmt: skip
+    inbox.tick(START)
+    with session_scope(inbox.engine) as session:
+        replier = session.exec(select(Lead).where(Lead.email == "p0@bigcorp.com")).one()
+    inserts: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
+            inserts.append(statement)
+
+    # When one of them replies, then the 39 others are told by one INSERT
+    sqlalchemy_event.listen(inbox.engine, "before_cursor_execute", count)
+    try:
+        with session_scope(inbox.engine) as session:
+            told = tell_colleagues(session, replier.id or 0, source_id="<r1@bigcorp.com>",
+                                   now=START + timedelta(hours=1))  # fmt: skip
+    finally:
+        sqlalchemy_event.remove(inbox.engine, "before_cursor_execute", count)
+    assert len(told) == 39 and len(inserts) == 1
+    # And once only, however often the reply is read
+    with session_scope(inbox.engine) as session:
+        assert tell_colleagues(session, replier.id or 0, source_id="<r1@bigcorp.com>",
+                               now=START + timedelta(hours=2)) == []  # fmt: skip
+        assert len(session.exec(select(Event).where(Event.type == "account_replied")).all()) == 39

@@ -12,8 +12,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
+import pytest
 from sqlmodel import select
 
+from nurture.config import load_settings
 from nurture.mail.absence import out_of_office, return_date
 from nurture.store.database import session_scope
 from nurture.store.outbox import OutboxMessage
@@ -209,3 +211,95 @@ def test_an_unproven_reply_while_away_stops_what_the_absence_paused(inbox: Inbox
     )  # fmt: skip
     inbox.tick(datetime(2026, 12, 2, 12, 0, tzinfo=UTC))
     assert len(inbox.sent()) == 1
+
+
+def forged_away(inbox: Inbox, body: str, *results: str) -> None:
+    """An out-of-office from María's address that cites nothing we sent (anyone can
+    write it), with the receiving server's *results* on top."""
+    answer = EmailMessage()
+    for value in results:
+        answer["Authentication-Results"] = value
+    answer["From"] = "María López <maria@example.com>"
+    answer["To"] = "ana@example.com"
+    answer["Subject"] = "Out of office"
+    answer["Message-ID"] = f"<{abs(hash((body, results)))}@example.com>"
+    answer.set_content(body)
+    inbox.imap.append(answer.as_bytes())
+
+
+def test_an_out_of_office_without_proof_pauses_nothing(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_REPLIES_AUTHSERV_ID", "mx.ours.example")
+    inbox.config = load_settings(inbox.config.config_file)
+    inbox.tick(START)
+    # Given an out-of-office from her address citing nothing of ours, not authenticated
+    forged_away(inbox, "I am away until 20 December.")
+    inbox.tick(START + timedelta(hours=1))
+    # Then it is recorded as a machine event, and her sequence goes on
+    [away] = inbox.events("out_of_office")
+    assert away.machine and "until" not in away.data
+    enrollment = inbox.enrollment()
+    assert (enrollment.status, enrollment.resume_at) == ("active", None)
+    assert "out of office" not in leads_show(inbox, START + timedelta(hours=2))
+    inbox.tick(START + timedelta(days=2, hours=1))
+    assert len(inbox.sent()) == 2
+    # When the receiving server authenticated her domain, then it pauses her
+    forged_away(inbox, "I am away until 10 December.",
+                "mx.ours.example; dmarc=pass header.from=example.com")  # fmt: skip
+    inbox.tick(START + timedelta(days=2, hours=2))
+    assert (inbox.enrollment().status, inbox.enrollment().reason) == (
+        "paused", "out of office until 10 December"
+    )  # fmt: skip
+
+
+def test_an_answer_with_no_date_never_shortens_an_absence(inbox: Inbox) -> None:
+    inbox.tick(START)
+    [hello] = inbox.sent()
+    away_answer(inbox, hello, "Out of office: " + str(hello["Subject"]), "Back on 10 December.")
+    inbox.tick(START + timedelta(hours=1))
+    resume_at = datetime(2026, 12, 11, 5, 0, tzinfo=UTC)
+    assert inbox.enrollment().resume_at == resume_at
+    # Given a second automatic answer that names no day (7 days: 30 November)
+    away_answer(inbox, hello, "Automatic reply", "I am travelling.", X_Autoreply="yes")
+    inbox.tick(START + timedelta(hours=2))
+    # Then she still waits until her named return
+    enrollment = inbox.enrollment()
+    assert (enrollment.resume_at, enrollment.reason) == (resume_at,
+                                                         "out of office until 10 December")
+    inbox.tick(datetime(2026, 12, 2, 12, 0, tzinfo=UTC))
+    assert inbox.enrollment().status == "paused" and len(inbox.sent()) == 1
+
+
+def test_a_return_date_already_come_pauses_nothing(inbox: Inbox) -> None:
+    inbox.tick(START)  # Monday 23 November
+    [hello] = inbox.sent()
+    # Given an answer that she is back today (its text, not next year's 23 November)
+    away_answer(inbox, hello, "Out of office: " + str(hello["Subject"]),
+                "I am back on 23 November.")  # fmt: skip
+    inbox.tick(START + timedelta(hours=1))
+    [away] = inbox.events("out_of_office")
+    assert (away.data["until"], away.data["back_now"]) == ("2026-11-23", True)
+    assert inbox.enrollment().status == "active"
+    inbox.tick(START + timedelta(days=2, hours=1))
+    assert len(inbox.sent()) == 2
+
+
+def test_resuming_a_whole_sequence_leaves_an_absence_paused(inbox: Inbox) -> None:
+    inbox.tick(START)
+    [hello] = inbox.sent()
+    away_answer(inbox, hello, "Out of office: " + str(hello["Subject"]), "Back on 10 December.")
+    inbox.tick(START + timedelta(hours=1))
+    # Given the operator resumes the sequence (`nurture enrollments resume nudge`)
+    with session_scope(inbox.engine) as session:
+        assert set_paused(session, "nudge", None, pause=False,
+                          now=START + timedelta(hours=2)) == 0  # fmt: skip
+    # Then María, away, gets nothing when her next email falls due
+    inbox.tick(START + timedelta(days=2, hours=1))
+    assert len(inbox.sent()) == 1 and inbox.enrollment().status == "paused"
+    # While resuming her by hand ends her absence's pause
+    with session_scope(inbox.engine) as session:
+        assert set_paused(session, "nudge", "maria@example.com", pause=False,
+                          now=START + timedelta(days=2, hours=2)) == 1  # fmt: skip
+    inbox.tick(START + timedelta(days=2, hours=3))
+    assert len(inbox.sent()) == 2
