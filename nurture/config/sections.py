@@ -114,6 +114,26 @@ def _email(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def sender_key(address: str) -> str:
+    """The one form of a sender's address (``sam@bücher.de``), as a message's sender is
+    stored, looked up, routed and counted by: NFC, lower case, the domain in its Unicode
+    form, as :func:`nurture.language.fields.normalize_email` gives leads' addresses
+    (``sam@xn--bcher-kva.de`` and ``SAM@Bücher.de`` are one sender). An address that is
+    not valid (``leads@localhost``) is kept NFC and lower-cased."""
+    import unicodedata
+
+    from nurture.errors import InvalidValueError
+    from nurture.language.fields import normalize_email
+
+    text = unicodedata.normalize("NFC", address.strip())
+    if not text:
+        return ""
+    try:
+        return normalize_email(text)
+    except InvalidValueError:
+        return text.lower()
+
+
 def _optional_email(value: str) -> str:
     """An address setting that may be empty."""
     return _email(value) if value.strip() else ""
@@ -495,10 +515,11 @@ class SenderEntry(Section):
 
     @property
     def email(self) -> str:
-        """Its address alone, normalised (the envelope sender, and the owner it serves)."""
+        """Its address alone, normalised by :func:`sender_key` (the envelope sender, and
+        the owner it serves)."""
         from email.utils import parseaddr
 
-        return _email(parseaddr(self.address)[1])
+        return sender_key(parseaddr(self.address)[1])
 
     def smtp_settings(self, default: SmtpSection) -> SmtpSection:
         """Its SMTP account: its own keys over ``[smtp]``'s (``[smtp]`` when it has none)."""
@@ -619,8 +640,8 @@ class Settings(BaseSettings):
 
     def sender_of(self, email: str) -> SenderEntry | None:
         """The ``[[senders]]`` entry that sends from (and serves the owner) *email*."""
-        wanted = email.strip().lower()
-        return next((e for e in self.senders if e.email.lower() == wanted), None)
+        wanted = sender_key(email)
+        return next((e for e in self.senders if e.email == wanted), None)
 
     @field_validator("webhooks")
     @classmethod

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from nurture import hooks, logs
 from nurture.config import LimitsSection
+from nurture.config.sections import sender_key
 from nurture.engine.advance import leaves_because
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
@@ -257,7 +258,7 @@ class _Pacing:
         connection = session.connection()
         self.views: dict[str, PaceView] = {
             sender: read_pace(connection, paces[sender], now)
-            for sender in {r.sender for r in rows if r.kind == MessageKind.email}
+            for sender in {sender_key(r.sender) for r in rows if r.kind == MessageKind.email}
             if sender in paces
         }
         self.pending: Counter[str] = Counter()
@@ -265,21 +266,26 @@ class _Pacing:
 
     def refused(self, row: OutboxMessage) -> Refusal | None:
         """Why *row*'s sender may not send it now (``None``: it may, and is counted)."""
-        pace = self.paces.get(row.sender)
+        sender = sender_key(row.sender)
+        pace = self.paces.get(sender)
         if pace is None:
             return None
-        refused = verdict(pace, self.views[row.sender], self.now, self.pending[row.sender],
-                          self.behind[row.sender])  # fmt: skip
+        refused = verdict(pace, self.views[sender], self.now, self.pending[sender],
+                          self.behind[sender])  # fmt: skip
         if refused is None:
-            self.pending[row.sender] += 1
+            self.pending[sender] += 1
         elif refused.check == "min_gap":  # the next one waits a gap more
-            self.behind[row.sender] += 1
+            self.behind[sender] += 1
         return refused
+
+    def pace_of(self, row: OutboxMessage) -> SenderPace | None:
+        """The pacing of *row*'s sender (``None``: not a ``[[senders]]`` entry)."""
+        return self.paces.get(sender_key(row.sender))
 
     def uncount(self, row: OutboxMessage) -> None:
         """*row* was counted, then held back by another check: it is not sent now."""
-        if row.sender in self.paces:
-            self.pending[row.sender] -= 1
+        if sender_key(row.sender) in self.paces:
+            self.pending[sender_key(row.sender)] -= 1
 
 
 def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
@@ -399,7 +405,7 @@ def claim(
                     token=token,
                     lead_timezone=lead.timezone if lead is not None else None,
                     seen_event=seen_event,
-                    pace=pacing.paces.get(row.sender) if row.kind == MessageKind.email else None,
+                    pace=pacing.pace_of(row) if row.kind == MessageKind.email else None,
                 )
             )  # fmt: skip
     return Batch(claimed, len(rows))

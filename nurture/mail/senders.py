@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session
 
 from nurture.config import SenderEntry, Settings
+from nurture.config.sections import sender_key
 from nurture.store import senders as store
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class SenderChoice:
 
     @property
     def email(self) -> str:
-        return parseaddr(self.address)[1].lower()
+        return sender_key(parseaddr(self.address)[1])
 
     def label(self) -> str:
         """``sam (the lead's owner)``: what ``simulate`` and ``preview`` print."""
@@ -66,7 +67,7 @@ def pick_sender(
             return SenderChoice(entry.address, entry.name, "the lead's owner")
     if sequence.senders:
         entries = [e for e in map(settings.sender_named, sequence.senders) if e is not None]
-        kept = next((e for e in entries if earlier and e.email == earlier.lower()), None)
+        kept = next((e for e in entries if earlier and e.email == sender_key(earlier)), None)
         if kept is not None:
             return SenderChoice(kept.address, kept.name, "kept from the lead's earlier email")
         if entries:

@@ -385,3 +385,32 @@ def test_complaints_or_a_policy_refusal_pause_a_sender(office: Office) -> None:
     [ivy] = [m for m in office.emails() if m.recipient == "ivy@example.net"]
     assert ivy.status == "held" and (ivy.last_error or "").startswith("held: sender lee paused")
     assert office.lee.messages == []
+
+
+@pytest.mark.parametrize("address", ["sam@xn--bcher-kva.de", "sam@Bu\u0308cher.de"])
+def test_an_idn_sender_address_is_one_sender_whatever_its_form(
+    office: Office, address: str
+) -> None:
+    # Given sam's address written with its domain's ASCII form, or in NFD Unicode
+    config = office.configure(f"""
+[[senders]]
+name = "sam"
+address = "Sam Patel <{address}>"
+daily = 2
+smtp = {{ host = "127.0.0.1", port = SAM_PORT, username = "sam@example.com", password = "sam-secret" }}
+""")  # noqa: E501
+    office.sam.rcpt_replies["lead0@example.net"] = "550 5.1.1 no such user"
+    office.add_leads(*({"email": f"lead{i}@example.net", "owner": "sam@bücher.de"}
+                       for i in range(3)))  # fmt: skip
+    office.tick(config, T0)
+    # Then its emails leave through its own server, paced by its daily cap
+    assert office.default.handler.messages == []
+    assert [m["To"] for m in office.sam.messages] == ["lead1@example.net"]
+    assert office.sam.envelopes == ["sam@xn--bcher-kva.de"]
+    assert sorted(_deferred(office)) == [
+        "sender sam: daily cap 2 reached, next at 04:00"
+    ]
+    assert {m.sender for m in office.emails()} == {"sam@bücher.de"}
+    # ... and its bounce counts in its health
+    listed = _cli(office, "senders", "list", "--json")
+    assert '"hard_bounces": 1' in listed and '"of_sends": 2' in listed
