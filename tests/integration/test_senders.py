@@ -414,3 +414,30 @@ smtp = {{ host = "127.0.0.1", port = SAM_PORT, username = "sam@example.com", pas
     # ... and its bounce counts in its health
     listed = _cli(office, "senders", "list", "--json")
     assert '"hard_bounces": 1' in listed and '"of_sends": 2' in listed
+
+
+def test_the_backlog_a_resume_releases_counts_in_the_sender_s_health(office: Office) -> None:
+    config = office.configure(SENDERS, limits='max_bounce_rate = "5%"')
+    bouncing = [f"gone{i}@example.net" for i in range(6)]
+    later = [f"gone-later{i}@example.net" for i in range(12)]
+    for address in bouncing + later:
+        office.sam.rcpt_replies[address] = "550 5.1.1 no such user"
+    office.add_leads(*({"email": a, "owner": "sam@example.com"} for a in bouncing))
+    office.tick(config, T0)
+    # Given sam paused by a bounce burst, and 12 more of its emails held meanwhile
+    office.add_leads(*({"email": a, "owner": "sam@example.com"} for a in later),
+                     at=T0 + timedelta(minutes=1))  # fmt: skip
+    office.tick(config, T0 + timedelta(minutes=2))
+    assert sum(m.status == "held" for m in office.emails()) == 12
+    # When it is resumed and the released backlog bounces
+    with freeze_time(T0 + timedelta(minutes=20)):
+        _cli(office, "senders", "resume", "sam")
+    office.tick(config, T0 + timedelta(minutes=21))
+    office.tick(config, T0 + timedelta(minutes=22))
+    # Then the old bounces stayed behind, the new ones count: paused again after 6 (a
+    # send already started as the sixth bounced may go too), the rest held
+    statuses = [m.status for m in office.emails() if m.recipient in later]
+    bounced, held = statuses.count("bounced"), statuses.count("held")
+    assert bounced in (6, 7) and bounced + held == 12, statuses
+    listed = _cli(office, "senders", "list", "--json")
+    assert '"pause_reason": "6 hard bounces in the last 6"' in listed
