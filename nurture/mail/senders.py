@@ -3,15 +3,15 @@ delivery sees them.
 
 :func:`pick_sender` is pure: ``from: owner`` gives the lead's owner's ``[[senders]]``
 entry; ``senders: [sam, lee]`` the one the lead got before (so replies thread), else
-the one with the most room left; else ``fallback_from``, else the sequence's ``from``
-address, else ``[sales] from_address``. :class:`SenderBook` reads what the pick needs
-for one batch of enrollments. :func:`sender_paces` turns the settings into the pacing
-the start checks (:mod:`nurture.mail.health` watches the senders' health).
+the one with the most room left that is not paused; else ``fallback_from``, else the
+sequence's ``from`` address, else ``[sales] from_address``. :class:`SenderBook` reads
+what the pick needs for one batch of enrollments. :func:`sender_paces` turns the
+settings into the pacing the start checks (:mod:`nurture.mail.health` watches the senders' health).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
@@ -22,6 +22,7 @@ from sqlmodel import Session
 from nurture.config import SenderEntry, Settings
 from nurture.config.sections import sender_key
 from nurture.store import senders as store
+from nurture.store.sender_health import paused as paused_senders
 
 if TYPE_CHECKING:
     from nurture.language.sequences import Sequence
@@ -57,10 +58,13 @@ def pick_sender(
     owner: str | None,
     earlier: str | None = None,
     room: Mapping[str, int | None] | None = None,
+    paused: Collection[str] = (),
 ) -> SenderChoice:
     """The sender of a lead's email in *sequence*: the lead's *owner*'s sender
     (``from: owner``), the rotation's (the one whose address the lead got its *earlier*
-    email from, else the one with the most *room* left, by name), or the fallback."""
+    email from, else the one with the most *room* left, by name, of those not *paused*;
+    when all are paused, the one with the most room: its emails wait for the resume),
+    or the fallback."""
     if sequence.sender == OWNER and owner:
         entry = settings.sender_of(owner)
         if entry is not None:
@@ -72,7 +76,8 @@ def pick_sender(
             return SenderChoice(kept.address, kept.name, "kept from the lead's earlier email")
         if entries:
             left = room or {}
-            best = max(entries, key=lambda e: _room(left.get(e.name)))
+            sending = [e for e in entries if e.name not in paused] or entries
+            best = max(sending, key=lambda e: _room(left.get(e.name)))
             return SenderChoice(best.address, best.name, "rotation: the most room left")
     if sequence.fallback_from:
         entry = settings.sender_named(sequence.fallback_from)
@@ -121,6 +126,7 @@ class SenderBook:
     now: datetime
     _earlier: dict[int, str] | None = None
     _room: dict[str, int | None] | None = None
+    _paused: frozenset[str] = frozenset()
     picked: list[SenderChoice] = field(default_factory=list)
 
     def pick(self, sequence: Sequence, lead_id: int, owner: str | None) -> SenderChoice:
@@ -135,8 +141,10 @@ class SenderBook:
                 pace.name: store.room(connection, pace, self.now)
                 for pace in sender_paces(self.settings).values()
             }
+            self._paused = frozenset(paused_senders(connection))
         choice = pick_sender(sequence, self.settings, owner=owner,
-                             earlier=self._earlier.get(lead_id), room=self._room)  # fmt: skip
+                             earlier=self._earlier.get(lead_id), room=self._room,
+                             paused=self._paused)  # fmt: skip
         if choice.name is not None and self._room.get(choice.name) is not None:
             self._room[choice.name] = max(0, (self._room[choice.name] or 0) - 1)
         return choice

@@ -441,3 +441,30 @@ def test_the_backlog_a_resume_releases_counts_in_the_sender_s_health(office: Off
     assert bounced in (6, 7) and bounced + held == 12, statuses
     listed = _cli(office, "senders", "list", "--json")
     assert '"pause_reason": "6 hard bounces in the last 6"' in listed
+
+
+ONE_STEP_ROTATION = """\
+name: welcome
+audience: "lead.source == 'guide'"
+senders: [sam, lee]
+steps:
+  - id: welcome
+    email: welcome
+"""
+
+
+def test_a_rotation_gives_no_new_lead_to_a_paused_sender(office: Office) -> None:
+    from nurture.store.sender_health import pause
+
+    HOUR = timedelta(hours=1)
+    config = office.configure(senders("daily = 100", "daily = 3"), ONE_STEP_ROTATION)
+    # Given sam, with the most room, paused
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "7 hard bounces in the last 100", T0 - HOUR)
+    office.add_leads(*({"email": f"new{i}@example.net"} for i in range(4)))
+    office.tick(config, T0)
+    # Then every new lead goes to lee (its room runs out: the fourth waits), none is held
+    emails = office.emails()
+    assert {m.sender for m in emails} == {"lee@example.com"}
+    assert sorted(m.status for m in emails) == ["queued", "sent", "sent", "sent"]
+    assert len(office.lee.messages) == 3 and office.sam.messages == []

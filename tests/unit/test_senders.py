@@ -49,6 +49,18 @@ def test_a_rotation_keeps_the_earlier_sender_else_takes_the_most_room() -> None:
     assert kept.name == "sam" and kept.why == "kept from the lead's earlier email"
 
 
+def test_a_rotation_skips_a_paused_sender_for_a_new_lead_and_keeps_it_for_its_own() -> None:
+    rotation = sequence(senders=("sam", "lee"))
+    room = {"sam": 90, "lee": 1}
+    assert pick_sender(rotation, SETTINGS, owner=None, room=room, paused={"sam"}).name == "lee"
+    # Every one paused: the most room still (its email is held until the resume)
+    both = pick_sender(rotation, SETTINGS, owner=None, room=room, paused={"sam", "lee"})
+    assert both.name == "sam"
+    kept = pick_sender(rotation, SETTINGS, owner=None, earlier="sam@example.com",
+                       room=room, paused={"sam"})  # fmt: skip
+    assert kept.name == "sam"
+
+
 def test_the_warm_up_grows_a_day_at_a_time_up_to_daily() -> None:
     pace = SenderPace("sam", "sam@example.com", daily=50, warmup_start=20, warmup_increase=10)
     assert warmup_level(pace, None, NOW) == 20
