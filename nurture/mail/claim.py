@@ -41,7 +41,7 @@ from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
-from nurture.store.sender_health import hold_for_sender
+from nurture.store.sender_health import hold_for_sender, release_unpaused
 from nurture.store.senders import PaceView, Refusal, SenderPace, read_pace, verdict
 from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
 
@@ -373,8 +373,10 @@ def claim(
                                     reason=why_not)  # fmt: skip
                     continue
                 refused = pacing.refused(row)
-                if refused is not None and refused.held:  # it waits for the resume
-                    if hold_for_sender(session, row.id, refused.reason):
+                pace = pacing.pace_of(row)
+                if refused is not None and refused.held and pace is not None:
+                    # it waits for the resume (if still paused: a resume may have come)
+                    if hold_for_sender(session, row.id, refused.reason, pace.name):
                         report.deferred += 1
                     continue
                 wait = _window_hold(catalog, row, now)
@@ -412,10 +414,12 @@ def claim(
 
 
 def sweep_held_mail(ctx: Context, now: datetime) -> None:
-    """Held emails whose enrollment is no longer paused: released, or cancelled. Then
-    the senders' health: an unhealthy one is paused, and its pause told, once."""
+    """Held emails whose enrollment is no longer paused: released, or cancelled; held
+    emails of a sender no longer paused: released. Then the senders' health: an
+    unhealthy one is paused, and its pause told, once."""
     with session_scope(ctx.engine) as session:
         sweep_held(session, now)
+        release_unpaused(session, now)
     if ctx.config.settings.senders:
         with session_scope(ctx.engine) as session:
             watch_health(session, ctx.config.settings, now)

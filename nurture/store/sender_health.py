@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, select, update
+from sqlalchemy import Connection, exists, func, or_, select, update
 from sqlmodel import Session
 
 from nurture import logs
@@ -165,13 +165,39 @@ def resume(session: Session, name: str, email: str, now: datetime) -> tuple[bool
     return bool(was), int(released or 0)
 
 
-def hold_for_sender(session: Session, message_id: int, reason: str) -> bool:
-    """A ``queued`` message of a paused sender waits, ``held``, saying why."""
+def hold_for_sender(session: Session, message_id: int, reason: str, name: str) -> bool:
+    """A ``queued`` message of the paused sender *name* waits, ``held``, saying why; if
+    the sender is still paused as it is held (a resume may have come since it was read:
+    the message stays queued)."""
+    still_paused = exists().where(_STATE.c.name == name).where(_STATE.c.paused_at.is_not(None))
     return bool(session.connection().execute(
         update(_OUTBOX).where(_OUTBOX.c.id == message_id)
-        .where(_OUTBOX.c.status == OutboxStatus.queued.value)
+        .where(_OUTBOX.c.status == OutboxStatus.queued.value).where(still_paused)
         .values(status=OutboxStatus.held.value, last_error=reason)
     ).rowcount)  # fmt: skip
+
+
+def release_unpaused(session: Session, now: datetime) -> int:
+    """Emails held for a sender that is no longer paused (held as a resume crossed the
+    claim) go back to the queue, due *now*. Return how many."""
+    connection = session.connection()
+    held_for_sender = (
+        (_OUTBOX.c.status == OutboxStatus.held.value)
+        & _OUTBOX.c.last_error.startswith(HELD_SENDER, autoescape=True)
+    )
+    if connection.execute(select(_OUTBOX.c.id).where(held_for_sender).limit(1)).first() is None:
+        return 0  # the usual case: a read, no write lock taken
+    still = [_OUTBOX.c.last_error.startswith(f"{HELD_SENDER}{name} paused", autoescape=True)
+             for name in paused(connection)]  # fmt: skip
+    query = update(_OUTBOX).where(held_for_sender)
+    if still:
+        query = query.where(~or_(*still))
+    released = int(connection.execute(
+        query.values(status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None)
+    ).rowcount or 0)  # fmt: skip
+    if released:
+        logs.action("held emails of resumed senders released", released=released)
+    return released
 
 
 def paused(connection: Connection) -> dict[str, SenderState]:

@@ -468,3 +468,49 @@ def test_a_rotation_gives_no_new_lead_to_a_paused_sender(office: Office) -> None
     assert {m.sender for m in emails} == {"lee@example.com"}
     assert sorted(m.status for m in emails) == ["queued", "sent", "sent", "sent"]
     assert len(office.lee.messages) == 3 and office.sam.messages == []
+
+
+def test_a_resume_that_crosses_a_claim_strands_no_email(office: Office) -> None:
+    from nurture.store.sender_health import pause, resume
+
+    config = office.configure(SENDERS)
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "6 hard bounces in the last 6", T0 - timedelta(hours=1))
+    office.add_leads({"email": "good@example.net", "owner": "sam@example.com"})
+
+    def resume_now() -> None:
+        with session_scope(office.engine) as session:
+            resume(session, "sam", "sam@example.com", T0)
+
+    # Given the claim has read sam paused, when sam is resumed before it holds the email
+    beside = Beside(office.engine, resume_now)
+    with hooks.at("claim.after_read", beside):
+        office.tick(config, T0)
+    beside.join()
+    # Then the email is not left held: the next run sends it
+    office.tick(config, T0 + timedelta(minutes=5))
+    assert [(m.recipient, m.status) for m in office.emails()] == [("good@example.net", "sent")]
+    assert [m["To"] for m in office.sam.messages] == ["good@example.net"]
+
+
+def test_the_sweep_releases_an_email_held_for_a_sender_no_longer_paused(
+    office: Office,
+) -> None:
+    from sqlalchemy import text
+
+    from nurture.store.sender_health import pause
+
+    config = office.configure(SENDERS)
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "6 hard bounces in the last 6", T0 - timedelta(hours=1))
+    office.add_leads({"email": "good@example.net", "owner": "sam@example.com"},
+                     {"email": "kim@example.net", "owner": "lee@example.com"})  # fmt: skip
+    office.tick(config, T0)
+    assert [m.status for m in office.emails()] == ["held", "sent"]
+    # Given sam's pause ended without releasing its held email (as a crossed resume)
+    with session_scope(office.engine) as session:
+        session.execute(text("UPDATE sender_state SET paused_at = NULL WHERE name = 'sam'"))
+    # Then the next run releases and sends it
+    office.tick(config, T0 + timedelta(minutes=5))
+    assert [m.status for m in office.emails()] == ["sent", "sent"]
+    assert [m["To"] for m in office.sam.messages] == ["good@example.net"]
