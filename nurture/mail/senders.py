@@ -11,6 +11,7 @@ settings into the pacing the start checks (:mod:`nurture.mail.health` watches th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
+from nurture import logs
 from nurture.config import SenderEntry, Settings
 from nurture.config.sections import sender_key
 from nurture.store import senders as store
@@ -81,11 +83,28 @@ def pick_sender(
             return SenderChoice(best.address, best.name, "rotation: the most room left")
     if sequence.fallback_from:
         entry = settings.sender_named(sequence.fallback_from)
-        address = entry.address if entry is not None else sequence.fallback_from
-        return _by_address(settings, address, "fallback_from")
+        if entry is not None:
+            return _by_address(settings, entry.address, "fallback_from")
+        if "@" in sequence.fallback_from:  # an address (`nurture check` says the same)
+            return _by_address(settings, sequence.fallback_from, "fallback_from")
+        _unknown_sender(sequence.name, sequence.fallback_from)  # the next rule's
     if sequence.sender and sequence.sender != OWNER:
         return _by_address(settings, sequence.sender, "from")
     return _by_address(settings, settings.sales.from_address, "the project's default sender")
+
+
+#: The unknown ``fallback_from`` names already logged (by sequence): each once.
+_UNKNOWN_LOGGED: set[tuple[str, str]] = set()
+
+
+def _unknown_sender(sequence: str, name: str) -> None:
+    """Log, once per sequence and name, that ``fallback_from`` names no sender (``nurture
+    check`` reports it at its line): the sequence's ``from``, else the default, is used."""
+    if (sequence, name) in _UNKNOWN_LOGGED:
+        return
+    _UNKNOWN_LOGGED.add((sequence, name))
+    logs.action("fallback_from names no [[senders]] entry: the next sender is used",
+                level=logging.WARNING, sequence=sequence, fallback_from=name)  # fmt: skip
 
 
 def _room(value: int | None) -> int:

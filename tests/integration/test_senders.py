@@ -25,6 +25,7 @@ from nurture.cli import app
 from nurture.config import Config, load_settings
 from nurture.engine.catalog import load_catalog
 from nurture.engine.context import Context
+from nurture.mail.compose import Sender
 from nurture.mail.delivery import deliver
 from nurture.mail.pacing import DeliveryReport
 from nurture.mail.transports import open_transport
@@ -514,3 +515,24 @@ def test_the_sweep_releases_an_email_held_for_a_sender_no_longer_paused(
     office.tick(config, T0 + timedelta(minutes=5))
     assert [m.status for m in office.emails()] == ["sent", "sent"]
     assert [m["To"] for m in office.sam.messages] == ["good@example.net"]
+
+
+def test_an_unknown_sender_name_in_fallback_from_falls_to_the_default_sender(
+    office: Office, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nurture.mail import senders as picking
+
+    monkeypatch.setattr(picking, "_UNKNOWN_LOGGED", set(), raising=False)  # once a process
+    config = office.configure(SENDERS, OWNER_SEQUENCE.replace(
+        'fallback_from: "Team <team@example.com>"', "fallback_from: tema"))  # fmt: skip
+    office.add_leads({"email": "noah@example.net"}, {"email": "ivy@example.net"})
+    with caplog.at_level("WARNING", logger="nurture"):
+        office.tick(config, T0)
+    # Then no email is From: "tema": each comes from [sales] from_address, logged once
+    default = Sender.parse(config.settings.sales.from_address)
+    assert {m.sender for m in office.emails()} == {default.email}
+    assert sorted(m["To"] for m in office.default.handler.messages) == [
+        "ivy@example.net", "noah@example.net"]  # fmt: skip
+    assert all(default.email in m["From"] for m in office.default.handler.messages)
+    told = [r for r in caplog.records if "fallback_from names no [[senders]]" in r.getMessage()]
+    assert len(told) == 1
