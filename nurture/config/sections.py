@@ -424,6 +424,10 @@ def parse_gap(text: Any) -> float:
     return seconds
 
 
+#: The login a ``[[senders]]`` entry's own server starts from: none of the default's.
+NO_LOGIN: dict[str, Any] = {"username": "", "password": ""}
+
+
 class SenderSmtp(Section):
     """A ``[[senders]]`` entry's own SMTP account; what it leaves out is ``[smtp]``'s."""
 
@@ -522,18 +526,23 @@ class SenderEntry(Section):
         return sender_key(parseaddr(self.address)[1])
 
     def smtp_settings(self, default: SmtpSection) -> SmtpSection:
-        """Its SMTP account: its own keys over ``[smtp]``'s (``[smtp]`` when it has none)."""
+        """Its SMTP account: its own keys over ``[smtp]``'s (``[smtp]`` when it names no
+        host). Its server never gets ``[smtp]``'s login: ``username`` and ``password``
+        are its own or none."""
         if self.smtp is None or not self.smtp.host:
             return default
         own = self.smtp.model_dump(exclude_none=True)
-        return default.model_copy(update=own)
+        return default.model_copy(update={**NO_LOGIN, **own})
 
     def replies_settings(self, default: RepliesSection) -> RepliesSection | None:
         """Its reply mailbox: its own ``replies`` keys over ``[replies]``'s (``[replies]``
-        when it has none); ``None`` when neither names a host."""
+        when it has none); ``None`` when neither names a host. A mailbox that names its
+        own ``host`` never gets ``[replies]``'s login (``username``, ``password``)."""
         merged = default
         if self.replies is not None:
-            merged = default.model_copy(update=self.replies.model_dump(exclude_none=True))
+            own = self.replies.model_dump(exclude_none=True)
+            base = NO_LOGIN if self.replies.host else {}
+            merged = default.model_copy(update={**base, **own})
         return merged if merged.host else None
 
 

@@ -536,3 +536,51 @@ def test_an_unknown_sender_name_in_fallback_from_falls_to_the_default_sender(
     assert all(default.email in m["From"] for m in office.default.handler.messages)
     told = [r for r in caplog.records if "fallback_from names no [[senders]]" in r.getMessage()]
     assert len(told) == 1
+
+
+class LoginRecorder(AuthHandler):
+    """A server that offers a login and needs none: it records every login tried."""
+
+    def __init__(self) -> None:
+        super().__init__("", "")
+        self.tried: list[tuple[str, str]] = []
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                     data: Any) -> AuthResult:  # fmt: skip
+        if isinstance(data, LoginPassword):
+            self.tried.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=False, handled=False)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return await SmtpHandler.handle_DATA(self, server, session, envelope)
+
+
+def test_a_sender_s_own_server_never_gets_the_default_server_s_login(
+    office: Office, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given [smtp] with a login, and ana's own server named without one
+    monkeypatch.setenv("NURTURE_SMTP_USERNAME", "company")
+    monkeypatch.setenv("NURTURE_SMTP_PASSWORD", "company-secret")
+    recorder, port = LoginRecorder(), free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, auth_required=False,
+                            auth_require_tls=False,
+                            authenticator=recorder.authenticate)  # fmt: skip
+    controller.start()
+    try:
+        config = office.configure(f"""
+[[senders]]
+name = "ana"
+address = "Ana <ana@example.com>"
+smtp = {{ host = "127.0.0.1", port = {port} }}
+""")
+        office.add_leads({"email": "maria@example.net", "owner": "ana@example.com"})
+        office.tick(config, T0)
+    finally:
+        controller.stop()
+    # Then its message went through its server, and no login was tried there
+    assert [m["To"] for m in recorder.messages] == ["maria@example.net"]
+    assert recorder.tried == []
+    settings = config.settings
+    [ana] = settings.senders
+    assert (ana.smtp_settings(settings.smtp).username, ana.smtp_settings(settings.smtp).password) \
+        == ("", "")  # fmt: skip
