@@ -494,10 +494,12 @@ class SenderEntry(Section):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        from email.utils import parseaddr
+        from email.utils import getaddresses, parseaddr
 
         if "\n" in value or "\r" in value:
             raise ValueError("address must be on one line")
+        if len([a for a in getaddresses([value]) if a[1]]) > 1:
+            raise ValueError(f"{value!r} names more than one address: a sender has one")
         _, email = parseaddr(value)
         if not email or "@" not in email:
             raise ValueError(f"{value!r} is not an address like 'Sam Patel <sam@example.com>'")
@@ -508,6 +510,12 @@ class SenderEntry(Section):
     @classmethod
     def _gap(cls, value: Any) -> float:
         return parse_gap(value)
+
+    @model_validator(mode="after")
+    def _hourly_within_daily(self) -> SenderEntry:
+        if self.hourly is not None and self.daily is not None and self.hourly > self.daily:
+            raise ValueError(f"hourly {self.hourly} is more than daily {self.daily}")
+        return self
 
     @model_validator(mode="after")
     def _warmup_within_daily(self) -> SenderEntry:
