@@ -584,3 +584,22 @@ smtp = {{ host = "127.0.0.1", port = {port} }}
     [ana] = settings.senders
     assert (ana.smtp_settings(settings.smtp).username, ana.smtp_settings(settings.smtp).password) \
         == ("", "")  # fmt: skip
+
+
+def test_a_rotation_s_notification_comes_from_the_default_sender(office: Office) -> None:
+    from nurture.store.sender_health import pause
+
+    notify = ONE_STEP_ROTATION + '  - id: heads-up\n    notify: "{{ lead.email }} got it"\n'
+    config = office.configure(SENDERS, notify)
+    # Given sam, the rotation's first sender, paused
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "6 hard bounces in the last 6", T0 - timedelta(hours=1))
+    office.add_leads({"email": "noah@example.net", "owner": "ana@example.com"})
+    office.tick(config, T0)
+    office.tick(config, T0 + timedelta(minutes=5))  # the step after the sent email
+    # Then the notice to the owner comes from [sales] from_address, through [smtp], and goes
+    [notice] = [m for m in office.outbox() if m.kind == "notify" and m.sequence == "welcome"]
+    default = Sender.parse(config.settings.sales.from_address)
+    assert (notice.sender, notice.status) == (default.email, "sent")
+    assert "ana@example.com" in [m["To"] for m in office.default.handler.messages]
+    assert office.sam.messages == []
