@@ -32,7 +32,9 @@ def senders_list(
 
     st = state(ctx)
     now = clock.now()
-    paces = sender_paces(st.config().settings)
+    settings = st.config().settings
+    paces = sender_paces(settings)
+    warming = {e.name for e in settings.senders if e.warmup is not None}
     with session_scope(st.engine()) as session:
         rows = [figures(session.connection(), pace, now).to_dict() for pace in paces.values()]
     if as_json:
@@ -47,7 +49,7 @@ def senders_list(
         table.add_row(
             row["name"], row["address"], str(row["sent_last_24h"]), str(row["sent_last_hour"]),
             _cap(row["daily"]), _cap(row["hourly"]),
-            "done" if row["warmup_level"] is None else f"{row['warmup_level']} today",
+            _warmup(row["warmup_level"], row["name"] in warming),
             f"{health['hard_bounces']} of {health['of_sends']}", str(health["complaints_24h"]),
             f"paused: {row['pause_reason']}" if row["paused"] else "sending",
         )  # fmt: skip
@@ -57,6 +59,13 @@ def senders_list(
 
 def _cap(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def _warmup(level: int | None, configured: bool) -> str:
+    """Today's warm-up cap, ``done`` once it reached ``daily``; ``-``: no warm-up."""
+    if not configured:
+        return "-"
+    return "done" if level is None else f"{level} today"
 
 
 @senders_app.command("resume")

@@ -223,11 +223,17 @@ def simulate(
         except OSError as exc:
             raise ProjectError(f"--html {html_file}: cannot write: {exc.strerror}") from None
         warn(f"the lead's path written to {html_file}")
-    if as_json:
-        say(json.dumps([entry.to_dict() for entry in entries], indent=2, ensure_ascii=False))
+    emails = any(entry.kind == "email" for entry in entries)
+    choice = _sender_choice(st, sequence, record) if emails else None
+    if as_json:  # each email names its sender
+        sender = None if choice is None else {"address": choice.address, "name": choice.name,
+                                              "why": choice.why}  # fmt: skip
+        rows = [{**entry.to_dict(), **({"sender": sender} if entry.kind == "email" else {})}
+                for entry in entries]  # fmt: skip
+        say(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    if any(entry.kind == "email" for entry in entries):
-        warn(f"sender: {_sender_choice(st, sequence, record).label()}")
+    if choice is not None:
+        warn(f"sender: {choice.label()}")
     tz = zone(tz_name)
     table = Table(title=f"{sequence.name} for {view.get('email')} ({tz_name})")
     for column in ("local time", "UTC", "step", "what", "why"):

@@ -214,6 +214,29 @@ def public_url(url: str) -> str:
     return f"{parts.scheme}://{where}{f':{port}' if port else ''}{parts.path}"
 
 
+def _keys_at(loc: list[str]) -> list[str]:
+    """The keys the table holding the key at *loc* (``senders 0 smtp prot``) has."""
+    import typing
+
+    from pydantic import BaseModel
+
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        for candidate in list(candidates):
+            candidates += typing.get_args(candidate)
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return []
+        model = found[0]
+    return list(model.model_fields)
+
+
 def _describe(path: Path, exc: ValidationError) -> str:
     """One line naming the first bad key and where its value came from."""
     error = exc.errors()[0]
@@ -226,7 +249,7 @@ def _describe(path: Path, exc: ValidationError) -> str:
         if error["type"] == "missing":
             message = "required setting is missing"
         elif error["type"] == "extra_forbidden":
-            message = "unknown setting"
+            message = f"unknown setting{did_you_mean(loc[-1], _keys_at(loc))}"
         field = f"{field}: " if field else ""
         return f"{path}: [[{section}]] entry {int(key) + 1}: {field}{message}"
     if section in LIST_SECTIONS and not key:  # the entries together (two share a name)

@@ -114,6 +114,26 @@ def _email(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def sender_key(address: str) -> str:
+    """The one form of a sender's address (``sam@bücher.de``), as a message's sender is
+    stored, looked up, routed and counted by: NFC, lower case, the domain in its Unicode
+    form, as :func:`nurture.language.fields.normalize_email` gives leads' addresses
+    (``sam@xn--bcher-kva.de`` and ``SAM@Bücher.de`` are one sender). An address that is
+    not valid (``leads@localhost``) is kept NFC and lower-cased."""
+    import unicodedata
+
+    from nurture.errors import InvalidValueError
+    from nurture.language.fields import normalize_email
+
+    text = unicodedata.normalize("NFC", address.strip())
+    if not text:
+        return ""
+    try:
+        return normalize_email(text)
+    except InvalidValueError:
+        return text.lower()
+
+
 def _optional_email(value: str) -> str:
     """An address setting that may be empty."""
     return _email(value) if value.strip() else ""
@@ -404,6 +424,10 @@ def parse_gap(text: Any) -> float:
     return seconds
 
 
+#: The login a ``[[senders]]`` entry's own server starts from: none of the default's.
+NO_LOGIN: dict[str, Any] = {"username": "", "password": ""}
+
+
 class SenderSmtp(Section):
     """A ``[[senders]]`` entry's own SMTP account; what it leaves out is ``[smtp]``'s."""
 
@@ -470,10 +494,12 @@ class SenderEntry(Section):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        from email.utils import parseaddr
+        from email.utils import getaddresses, parseaddr
 
         if "\n" in value or "\r" in value:
             raise ValueError("address must be on one line")
+        if len([a for a in getaddresses([value]) if a[1]]) > 1:
+            raise ValueError(f"{value!r} names more than one address: a sender has one")
         _, email = parseaddr(value)
         if not email or "@" not in email:
             raise ValueError(f"{value!r} is not an address like 'Sam Patel <sam@example.com>'")
@@ -486,6 +512,12 @@ class SenderEntry(Section):
         return parse_gap(value)
 
     @model_validator(mode="after")
+    def _hourly_within_daily(self) -> SenderEntry:
+        if self.hourly is not None and self.daily is not None and self.hourly > self.daily:
+            raise ValueError(f"hourly {self.hourly} is more than daily {self.daily}")
+        return self
+
+    @model_validator(mode="after")
     def _warmup_within_daily(self) -> SenderEntry:
         if self.warmup is not None and self.daily is not None and self.warmup.start > self.daily:
             raise ValueError(
@@ -495,24 +527,30 @@ class SenderEntry(Section):
 
     @property
     def email(self) -> str:
-        """Its address alone, normalised (the envelope sender, and the owner it serves)."""
+        """Its address alone, normalised by :func:`sender_key` (the envelope sender, and
+        the owner it serves)."""
         from email.utils import parseaddr
 
-        return _email(parseaddr(self.address)[1])
+        return sender_key(parseaddr(self.address)[1])
 
     def smtp_settings(self, default: SmtpSection) -> SmtpSection:
-        """Its SMTP account: its own keys over ``[smtp]``'s (``[smtp]`` when it has none)."""
+        """Its SMTP account: its own keys over ``[smtp]``'s (``[smtp]`` when it names no
+        host). Its server never gets ``[smtp]``'s login: ``username`` and ``password``
+        are its own or none."""
         if self.smtp is None or not self.smtp.host:
             return default
         own = self.smtp.model_dump(exclude_none=True)
-        return default.model_copy(update=own)
+        return default.model_copy(update={**NO_LOGIN, **own})
 
     def replies_settings(self, default: RepliesSection) -> RepliesSection | None:
         """Its reply mailbox: its own ``replies`` keys over ``[replies]``'s (``[replies]``
-        when it has none); ``None`` when neither names a host."""
+        when it has none); ``None`` when neither names a host. A mailbox that names its
+        own ``host`` never gets ``[replies]``'s login (``username``, ``password``)."""
         merged = default
         if self.replies is not None:
-            merged = default.model_copy(update=self.replies.model_dump(exclude_none=True))
+            own = self.replies.model_dump(exclude_none=True)
+            base = NO_LOGIN if self.replies.host else {}
+            merged = default.model_copy(update={**base, **own})
         return merged if merged.host else None
 
 
@@ -619,8 +657,8 @@ class Settings(BaseSettings):
 
     def sender_of(self, email: str) -> SenderEntry | None:
         """The ``[[senders]]`` entry that sends from (and serves the owner) *email*."""
-        wanted = email.strip().lower()
-        return next((e for e in self.senders if e.email.lower() == wanted), None)
+        wanted = sender_key(email)
+        return next((e for e in self.senders if e.email == wanted), None)
 
     @field_validator("webhooks")
     @classmethod

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from nurture import hooks, logs
 from nurture.config import LimitsSection
+from nurture.config.sections import sender_key
 from nurture.engine.advance import leaves_because
 from nurture.engine.catalog import Catalog
 from nurture.engine.context import Context
@@ -40,7 +41,7 @@ from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
-from nurture.store.sender_health import hold_for_sender
+from nurture.store.sender_health import hold_for_sender, release_unpaused
 from nurture.store.senders import PaceView, Refusal, SenderPace, read_pace, verdict
 from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
 
@@ -257,7 +258,7 @@ class _Pacing:
         connection = session.connection()
         self.views: dict[str, PaceView] = {
             sender: read_pace(connection, paces[sender], now)
-            for sender in {r.sender for r in rows if r.kind == MessageKind.email}
+            for sender in {sender_key(r.sender) for r in rows if r.kind == MessageKind.email}
             if sender in paces
         }
         self.pending: Counter[str] = Counter()
@@ -265,21 +266,26 @@ class _Pacing:
 
     def refused(self, row: OutboxMessage) -> Refusal | None:
         """Why *row*'s sender may not send it now (``None``: it may, and is counted)."""
-        pace = self.paces.get(row.sender)
+        sender = sender_key(row.sender)
+        pace = self.paces.get(sender)
         if pace is None:
             return None
-        refused = verdict(pace, self.views[row.sender], self.now, self.pending[row.sender],
-                          self.behind[row.sender])  # fmt: skip
+        refused = verdict(pace, self.views[sender], self.now, self.pending[sender],
+                          self.behind[sender])  # fmt: skip
         if refused is None:
-            self.pending[row.sender] += 1
+            self.pending[sender] += 1
         elif refused.check == "min_gap":  # the next one waits a gap more
-            self.behind[row.sender] += 1
+            self.behind[sender] += 1
         return refused
+
+    def pace_of(self, row: OutboxMessage) -> SenderPace | None:
+        """The pacing of *row*'s sender (``None``: not a ``[[senders]]`` entry)."""
+        return self.paces.get(sender_key(row.sender))
 
     def uncount(self, row: OutboxMessage) -> None:
         """*row* was counted, then held back by another check: it is not sent now."""
-        if row.sender in self.paces:
-            self.pending[row.sender] -= 1
+        if sender_key(row.sender) in self.paces:
+            self.pending[sender_key(row.sender)] -= 1
 
 
 def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
@@ -367,8 +373,10 @@ def claim(
                                     reason=why_not)  # fmt: skip
                     continue
                 refused = pacing.refused(row)
-                if refused is not None and refused.held:  # it waits for the resume
-                    if hold_for_sender(session, row.id, refused.reason):
+                pace = pacing.pace_of(row)
+                if refused is not None and refused.held and pace is not None:
+                    # it waits for the resume (if still paused: a resume may have come)
+                    if hold_for_sender(session, row.id, refused.reason, pace.name):
                         report.deferred += 1
                     continue
                 wait = _window_hold(catalog, row, now)
@@ -399,17 +407,19 @@ def claim(
                     token=token,
                     lead_timezone=lead.timezone if lead is not None else None,
                     seen_event=seen_event,
-                    pace=pacing.paces.get(row.sender) if row.kind == MessageKind.email else None,
+                    pace=pacing.pace_of(row) if row.kind == MessageKind.email else None,
                 )
             )  # fmt: skip
     return Batch(claimed, len(rows))
 
 
 def sweep_held_mail(ctx: Context, now: datetime) -> None:
-    """Held emails whose enrollment is no longer paused: released, or cancelled. Then
-    the senders' health: an unhealthy one is paused, and its pause told, once."""
+    """Held emails whose enrollment is no longer paused: released, or cancelled; held
+    emails of a sender no longer paused: released. Then the senders' health: an
+    unhealthy one is paused, and its pause told, once."""
     with session_scope(ctx.engine) as session:
         sweep_held(session, now)
+        release_unpaused(session, now)
     if ctx.config.settings.senders:
         with session_scope(ctx.engine) as session:
             watch_health(session, ctx.config.settings, now)

@@ -18,6 +18,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from nurture.config.sections import sender_key
 from nurture.language.expressions import LeadView, View
 from nurture.language.templates import RenderedEmail, TemplateSet, clean_header
 from nurture.mail.addresses import header_address, wire_address, wire_domain
@@ -49,7 +50,8 @@ class Sender:
     @classmethod
     def parse(cls, text: str, postal_address: str = "", title: str = "") -> Sender:
         name, email = parseaddr(text)
-        return cls(clean_header(name), email.lower(), postal_address, title)
+        # One form of the address wherever a sender is stored and looked up.
+        return cls(clean_header(name), sender_key(email), postal_address, title)
 
     @property
     def domain(self) -> str:

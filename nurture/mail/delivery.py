@@ -76,8 +76,11 @@ class _Routes:
         if refused:
             self.refused.add(route)
 
-    def stopped(self, item: Claimed) -> bool:
-        """Whether *item*'s route is stopped for this run."""
+    def stopped(self, item: Claimed, paused: set[str] | None = None) -> bool:
+        """Whether *item*'s route is stopped for this run, or its sender was paused by
+        a bounce or a refusal of this run (*paused*: their names)."""
+        if paused and item.pace is not None and item.pace.name in paused:
+            return True
         return self.broken.is_set() or self.of(item.sender) in self.halted
 
     def all_stopped(self) -> bool:
@@ -114,10 +117,18 @@ async def _sender(
                 routes.broken.set()
             if result.unreachable:
                 routes.stop(following.sender, refused=result.outcome == "refused")
-            ledger.tell((following, result))
-            following = await after
+            written = ledger.tell((following, result))
+            previous, following = following, await after
+            if (
+                following is not None
+                and following.pace is not None
+                and previous.pace == following.pace
+                and result.outcome in ("bounce", "refused")
+            ):  # that may pause the sender: know it before sending the next of theirs
+                await written
             if following is not None and (
-                routes.stopped(following) or (stopping is not None and stopping.is_set())
+                routes.stopped(following, ledger.paused)
+                or (stopping is not None and stopping.is_set())
             ):
                 ledger.give_back(following)
                 following = await ledger.ask() if not routes.all_stopped() else None

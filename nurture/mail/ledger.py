@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 
+from sqlmodel import Session
+
 from nurture import clock, logs
 from nurture.engine.context import Context
 from nurture.mail.claim import caps_for
@@ -31,8 +33,9 @@ from nurture.mail.pacing import RETRY_LIFETIME, DeliveryReport, send_backoff
 from nurture.mail.transports import SendResult
 from nurture.retry import retry_transient
 from nurture.store.database import session_scope
-from nurture.store.outbox import OutboxMessage
-from nurture.store.sending import Claimed, Started, record, start, unstart
+from nurture.store.outbox import HELD_SENDER, OutboxMessage
+from nurture.store.sender_health import hold_for_sender, paused
+from nurture.store.sending import Claimed, Started, record, release, start, unstart
 
 #: How a start that did not go counts in the run's report.
 _NOT_STARTED = {
@@ -45,6 +48,9 @@ _NOT_STARTED = {
 
 Outcome = tuple[Claimed, SendResult]
 
+#: Outcomes after which a ``[[senders]]`` entry's health is looked at (it may pause).
+_HEALTH_OUTCOMES = {"bounce", "refused"}
+
 #: The most messages one connection can leave ``sending`` when its process dies.
 IN_FLIGHT_PER_CONNECTION = 3
 
@@ -55,19 +61,23 @@ def write(
     candidates: list[Claimed],
     wanted: int,
     unsent: list[Claimed] | None = None,
-) -> tuple[list[Claimed], int, DeliveryReport]:
+) -> tuple[list[Claimed], int, DeliveryReport, set[str]]:
     """In one transaction: record how the sends of *done* went, put back the *unsent*
     (started, not handed over), then start messages from the end of *candidates* (the
     next in line last) until *wanted* of them go. Return the started ones, how many
-    candidates were used up (started, or settled as their start said), and what was
-    recorded. Nothing is taken off *candidates*: a transaction that fails is tried again
-    from the same line."""
+    candidates were used up (started, or settled as their start said), what was
+    recorded, and the ``[[senders]]`` entries a bounce or refusal among *done* paused.
+    Nothing is taken off *candidates*: a transaction that fails is tried again from the
+    same line."""
     report = DeliveryReport()
     settings = ctx.config.settings
     started: list[Claimed] = []
     used = 0
     with session_scope(ctx.engine) as session:
         now = clock.now()
+        stopped: set[str] = set()
+        watched = {item.pace.name for item, result in done
+                   if item.pace is not None and result.outcome in _HEALTH_OUTCOMES}  # fmt: skip
         for item, result in done:
             became = record(
                 session, item, result.outcome, result.detail, now, raised=result.raised,
@@ -78,8 +88,9 @@ def write(
             report.count(became)
             if became == "refused":
                 report.failed += 1
-        for item in unsent or ():
-            unstart(session, item)
+        if watched:  # a bounce or a refusal may have paused its sender just now
+            stopped = watched & set(paused(session.connection()))
+        _put_back(session, unsent or [])
         while len(started) < wanted and used < len(candidates):
             following = candidates[-1 - used]
             used += 1
@@ -93,7 +104,23 @@ def write(
                 logs.action("email not started", lead=following.recipient,
                             sequence=following.sequence, step=following.step,
                             outcome=str(outcome), reason=why)  # fmt: skip
-    return started, used, report
+    return started, used, report, stopped
+
+
+def _put_back(session: Session, unsent: list[Claimed]) -> None:
+    """Started messages that were not handed over go back to their claim (``leased``),
+    their counters given back; one whose ``[[senders]]`` entry is paused now waits
+    ``held`` for its resume, as the next claim would hold it."""
+    if not unsent:
+        return
+    states = paused(session.connection()) if any(i.pace for i in unsent) else {}
+    for item in unsent:
+        if not unstart(session, item) or item.pace is None or item.pace.name not in states:
+            continue
+        name = item.pace.name
+        release(session, [item.id], item.token)
+        reason = f"{HELD_SENDER}{name} paused: {states[name].pause_reason or ''}".rstrip(": ")
+        hold_for_sender(session, item.id, reason, name)
 
 
 def _given_up(row: OutboxMessage, *, result: SendResult, now: datetime) -> bool:
@@ -141,6 +168,9 @@ class Ledger:
         self._claiming: asyncio.Task[None] | None = None
         self._exhausted = False
         self._claim_failed: Exception | None = None
+        #: ``[[senders]]`` entries (by name) a bounce or a refusal of this run paused: a
+        #: message of theirs started before it is given back, not sent.
+        self.paused: set[str] = set()
         #: Claim the next batch once the line is this short.
         self._low = max(4 * senders, ctx.batch_size // 2)
         self.more, self.stopping = more, stopping
@@ -149,6 +179,9 @@ class Ledger:
         #: given back with their batch.
         self.skip = skip
         self._done: list[Outcome] = []
+        #: One future per outcome in :attr:`_done`, done once it is written.
+        self._written: list[asyncio.Future[None]] = []
+        self._open_writes: set[asyncio.Future[None]] = set()
         self._unsent: list[Claimed] = []
         self._asking: list[asyncio.Future[Claimed | None]] = []
         #: Every answer not given yet, whether or not a write is on it.
@@ -170,10 +203,18 @@ class Ledger:
         self._wake.set()
         return answer
 
-    def tell(self, done: Outcome) -> None:
-        """How a send went: written with the next transaction."""
+    def tell(self, done: Outcome) -> asyncio.Future[None]:
+        """How a send went: written with the next transaction (the future is done then)."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._failed is not None:
+            written.set_exception(self._failed)
+            return written
         self._done.append(done)
+        self._written.append(written)
+        self._open_writes.add(written)
+        written.add_done_callback(self._open_writes.discard)
         self._wake.set()
+        return written
 
     def give_back(self, item: Claimed) -> None:
         """A started message this sender will not hand over (stopping, or halted)."""
@@ -195,6 +236,9 @@ class Ledger:
             for answer in list(self._open):
                 if not answer.done():
                     answer.set_exception(exc)
+            for written in list(self._open_writes):
+                if not written.done():
+                    written.set_exception(exc)
             self._asking = []
             raise
 
@@ -255,8 +299,8 @@ class Ledger:
     async def _write(self, asking: list[asyncio.Future[Claimed | None]]) -> list[Claimed]:
         """One transaction: the outcomes and give-backs so far, and a start for each of
         *asking*; nothing when there is nothing to write."""
-        done, unsent = self._done, self._unsent
-        self._done, self._unsent = [], []
+        done, unsent, written = self._done, self._unsent, self._written
+        self._done, self._unsent, self._written = [], [], []
         if self.skip is not None:
             self.waiting[:] = [item for item in self.waiting if not self.skip(item)]
         wanted = len(asking) if self.waiting else 0
@@ -265,8 +309,13 @@ class Ledger:
         candidates = list(self.waiting)
         step = partial(asyncio.to_thread, write, self.ctx, done, candidates, wanted, unsent)
         # What was sent is known only here: keep trying to write it down.
-        started, used, recorded = await retry_transient(step, "delivery",
-                                                        stopping=self.stopping)  # fmt: skip
+        started, used, recorded, stopped = await retry_transient(
+            step, "delivery", stopping=self.stopping
+        )
+        self.paused |= stopped
         del self.waiting[len(self.waiting) - used :]
         self.report.add(recorded)
+        for future in written:
+            if not future.done():
+                future.set_result(None)
         return started

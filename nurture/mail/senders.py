@@ -3,15 +3,16 @@ delivery sees them.
 
 :func:`pick_sender` is pure: ``from: owner`` gives the lead's owner's ``[[senders]]``
 entry; ``senders: [sam, lee]`` the one the lead got before (so replies thread), else
-the one with the most room left; else ``fallback_from``, else the sequence's ``from``
-address, else ``[sales] from_address``. :class:`SenderBook` reads what the pick needs
-for one batch of enrollments. :func:`sender_paces` turns the settings into the pacing
-the start checks (:mod:`nurture.mail.health` watches the senders' health).
+the one with the most room left that is not paused; else ``fallback_from``, else the
+sequence's ``from`` address, else ``[sales] from_address``. :class:`SenderBook` reads
+what the pick needs for one batch of enrollments. :func:`sender_paces` turns the
+settings into the pacing the start checks (:mod:`nurture.mail.health` watches the senders' health).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
@@ -19,8 +20,11 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
+from nurture import logs
 from nurture.config import SenderEntry, Settings
+from nurture.config.sections import sender_key
 from nurture.store import senders as store
+from nurture.store.sender_health import paused as paused_senders
 
 if TYPE_CHECKING:
     from nurture.language.sequences import Sequence
@@ -42,7 +46,7 @@ class SenderChoice:
 
     @property
     def email(self) -> str:
-        return parseaddr(self.address)[1].lower()
+        return sender_key(parseaddr(self.address)[1])
 
     def label(self) -> str:
         """``sam (the lead's owner)``: what ``simulate`` and ``preview`` print."""
@@ -56,30 +60,51 @@ def pick_sender(
     owner: str | None,
     earlier: str | None = None,
     room: Mapping[str, int | None] | None = None,
+    paused: Collection[str] = (),
 ) -> SenderChoice:
     """The sender of a lead's email in *sequence*: the lead's *owner*'s sender
     (``from: owner``), the rotation's (the one whose address the lead got its *earlier*
-    email from, else the one with the most *room* left, by name), or the fallback."""
+    email from, else the one with the most *room* left, by name, of those not *paused*;
+    when all are paused, the one with the most room: its emails wait for the resume),
+    or the fallback."""
     if sequence.sender == OWNER and owner:
         entry = settings.sender_of(owner)
         if entry is not None:
             return SenderChoice(entry.address, entry.name, "the lead's owner")
     if sequence.senders:
         entries = [e for e in map(settings.sender_named, sequence.senders) if e is not None]
-        kept = next((e for e in entries if earlier and e.email == earlier.lower()), None)
+        kept = next((e for e in entries if earlier and e.email == sender_key(earlier)), None)
         if kept is not None:
             return SenderChoice(kept.address, kept.name, "kept from the lead's earlier email")
         if entries:
             left = room or {}
-            best = max(entries, key=lambda e: _room(left.get(e.name)))
+            sending = [e for e in entries if e.name not in paused] or entries
+            best = max(sending, key=lambda e: _room(left.get(e.name)))
             return SenderChoice(best.address, best.name, "rotation: the most room left")
     if sequence.fallback_from:
         entry = settings.sender_named(sequence.fallback_from)
-        address = entry.address if entry is not None else sequence.fallback_from
-        return _by_address(settings, address, "fallback_from")
+        if entry is not None:
+            return _by_address(settings, entry.address, "fallback_from")
+        if "@" in sequence.fallback_from:  # an address (`nurture check` says the same)
+            return _by_address(settings, sequence.fallback_from, "fallback_from")
+        _unknown_sender(sequence.name, sequence.fallback_from)  # the next rule's
     if sequence.sender and sequence.sender != OWNER:
         return _by_address(settings, sequence.sender, "from")
     return _by_address(settings, settings.sales.from_address, "the project's default sender")
+
+
+#: The unknown ``fallback_from`` names already logged (by sequence): each once.
+_UNKNOWN_LOGGED: set[tuple[str, str]] = set()
+
+
+def _unknown_sender(sequence: str, name: str) -> None:
+    """Log, once per sequence and name, that ``fallback_from`` names no sender (``nurture
+    check`` reports it at its line): the sequence's ``from``, else the default, is used."""
+    if (sequence, name) in _UNKNOWN_LOGGED:
+        return
+    _UNKNOWN_LOGGED.add((sequence, name))
+    logs.action("fallback_from names no [[senders]] entry: the next sender is used",
+                level=logging.WARNING, sequence=sequence, fallback_from=name)  # fmt: skip
 
 
 def _room(value: int | None) -> int:
@@ -120,6 +145,7 @@ class SenderBook:
     now: datetime
     _earlier: dict[int, str] | None = None
     _room: dict[str, int | None] | None = None
+    _paused: frozenset[str] = frozenset()
     picked: list[SenderChoice] = field(default_factory=list)
 
     def pick(self, sequence: Sequence, lead_id: int, owner: str | None) -> SenderChoice:
@@ -134,8 +160,10 @@ class SenderBook:
                 pace.name: store.room(connection, pace, self.now)
                 for pace in sender_paces(self.settings).values()
             }
+            self._paused = frozenset(paused_senders(connection))
         choice = pick_sender(sequence, self.settings, owner=owner,
-                             earlier=self._earlier.get(lead_id), room=self._room)  # fmt: skip
+                             earlier=self._earlier.get(lead_id), room=self._room,
+                             paused=self._paused)  # fmt: skip
         if choice.name is not None and self._room.get(choice.name) is not None:
             self._room[choice.name] = max(0, (self._room[choice.name] or 0) - 1)
         return choice

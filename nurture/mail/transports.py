@@ -21,6 +21,7 @@ from typing import Protocol
 import aiosmtplib
 
 from nurture.config import SenderEntry, SmtpSection
+from nurture.config.sections import sender_key
 from nurture.errors import InvalidValueError
 from nurture.mail.addresses import NO_SMTPUTF8, wire_address
 from nurture.mail.smtpreply import Stage, classify
@@ -275,12 +276,12 @@ class RoutingTransport:
 
     def __init__(self, default: Transport, routes: dict[str, Transport]) -> None:
         self.default = default
-        #: By envelope sender (lower case).
-        self.routes = routes
+        #: By envelope sender (:func:`~nurture.config.sections.sender_key`).
+        self.routes = {sender_key(sender): transport for sender, transport in routes.items()}
 
     def route(self, sender: str) -> Transport:
         """The transport the envelope sender *sender*'s messages leave through."""
-        return self.routes.get(sender.strip().lower(), self.default)
+        return self.routes.get(sender_key(sender), self.default)
 
     async def send(self, message: bytes, sender: str, recipient: str, key: str) -> SendResult:
         return await self.route(sender).send(message, sender, recipient, key)
@@ -297,7 +298,7 @@ def open_transport(
     ``[[senders]]`` entry with an SMTP account of its own sends through it."""
     default: Transport = SmtpTransport(settings) if settings.host else MaildirTransport(outbox_dir)
     routes: dict[str, Transport] = {
-        entry.email.lower(): SmtpTransport(entry.smtp_settings(settings))
+        entry.email: SmtpTransport(entry.smtp_settings(settings))
         for entry in senders
         if entry.smtp is not None and entry.smtp.host
     }

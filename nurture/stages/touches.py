@@ -15,17 +15,19 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from nurture import logs
+from nurture.config import Config
 from nurture.engine.advance import Outcome, Touch
 from nurture.engine.context import Context
 from nurture.language.expressions import LeadView
 from nurture.language.fields import merge_status
 from nurture.language.sequences import EmailAction, NotifyAction, Sequence, TaskAction
 from nurture.mail.compose import (
+    Sender,
     build_notification,
     compose_email,
     sequence_sender,
 )
-from nurture.mail.senders import SenderBook
+from nurture.mail.senders import OWNER, SenderBook
 from nurture.mail.wire import as_text
 from nurture.sales.notice import owner_for
 from nurture.stages.report import PassReport
@@ -199,7 +201,7 @@ def prepare_touch(
                 return None
 
             return nobody
-        sender = sequence_sender(ctx.config, sequence)
+        sender = _notice_sender(ctx.config, sequence)
         message = build_notification(
             sender=sender,
             to_email=to,
@@ -226,3 +228,15 @@ def prepare_touch(
         return None
 
     return log_update
+
+
+def _notice_sender(config: Config, sequence: Sequence) -> Sender:
+    """Who a notification to sales comes from: the sequence's own ``from:`` address;
+    for a sequence whose emails come from its leads' senders (``from: owner``,
+    ``senders: [...]``), the project's default sender (``[sales] from_address``), never
+    one of those mailboxes (which may be paused, or paced)."""
+    if sequence.senders or sequence.sender == OWNER:
+        settings = config.settings
+        return Sender.parse(settings.sales.from_address, settings.sender.postal_address,
+                            settings.sender.title)  # fmt: skip
+    return sequence_sender(config, sequence)

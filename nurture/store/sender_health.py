@@ -37,38 +37,64 @@ _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
 
 
-def bounces(connection: Connection, email: str, health_from: int) -> tuple[int, int]:
-    """Hard bounces among the sender's last :data:`HEALTH_WINDOW` sends (after
-    *health_from*), and how many sends that is."""
-    last = (
-        select(_OUTBOX.c.id, _OUTBOX.c.status, _OUTBOX.c.lead_id, _OUTBOX.c.sequence,
-               _OUTBOX.c.step)
-        .where(_OUTBOX.c.sender == email).where(_OUTBOX.c.kind == MessageKind.email.value)
-        .where(_OUTBOX.c.status.in_([OutboxStatus.sent.value, OutboxStatus.bounced.value]))
-        .where(_OUTBOX.c.id > health_from)
-        .order_by(_OUTBOX.c.id.desc()).limit(HEALTH_WINDOW)
-    ).subquery()  # fmt: skip
-    bounced = or_(
-        last.c.status == OutboxStatus.bounced.value,
-        exists().where(_EVENTS.c.lead_id == last.c.lead_id)
-        .where(_EVENTS.c.sequence == last.c.sequence).where(_EVENTS.c.step == last.c.step)
-        .where(_EVENTS.c.type == "email_bounced"),
+def bounces(connection: Connection, email: str, since: datetime | None) -> tuple[int, int]:
+    """Hard bounces among the sender's last :data:`HEALTH_WINDOW` sends (from *since*,
+    its last resume, on), and how many sends that is.
+
+    A send is a message it handed over (``sent_at``; a bounce report may come later)
+    or one its server refused at once (``bounced``, timed by its ``email_bounced``
+    event). Both are read through a time index, newest first and no older than the
+    sends that fill the window: never the sender's whole history."""
+    email_only = _OUTBOX.c.kind == MessageKind.email.value
+    reported = (  # a handed send that bounced later (a bounce report)
+        exists().where(_EVENTS.c.lead_id == _OUTBOX.c.lead_id)
+        .where(_EVENTS.c.sequence == _OUTBOX.c.sequence).where(_EVENTS.c.step == _OUTBOX.c.step)
+        .where(_EVENTS.c.type == "email_bounced")
     )  # fmt: skip
-    row = connection.execute(
-        select(func.count(), func.count().filter(bounced)).select_from(last)
-    ).one()
-    return int(row[1] or 0), int(row[0] or 0)
+    handed = connection.execute(
+        select(_OUTBOX.c.sent_at, reported)
+        .where(_OUTBOX.c.sender == email).where(email_only)
+        .where(_OUTBOX.c.sent_at >= since if since is not None
+               else _OUTBOX.c.sent_at.is_not(None))
+        .order_by(_OUTBOX.c.sent_at.desc()).limit(HEALTH_WINDOW)
+    ).all()  # fmt: skip
+    # A refusal older than a full window of handed sends is out of the window.
+    bound = handed[-1][0] if len(handed) == HEALTH_WINDOW else None
+    if since is not None and (bound is None or since > bound):
+        bound = since
+    refused = (
+        select(_EVENTS.c.occurred_at)
+        .join(_OUTBOX, (_EVENTS.c.lead_id == _OUTBOX.c.lead_id)
+              & (_EVENTS.c.sequence == _OUTBOX.c.sequence) & (_EVENTS.c.step == _OUTBOX.c.step))
+        .where(_EVENTS.c.type == "email_bounced")
+        .where(_OUTBOX.c.sender == email).where(email_only)
+        .where(_OUTBOX.c.sent_at.is_(None))
+        .where(_OUTBOX.c.status == OutboxStatus.bounced.value)
+        .order_by(_EVENTS.c.occurred_at.desc()).limit(HEALTH_WINDOW)
+    )  # fmt: skip
+    if bound is not None:
+        refused = refused.where(_EVENTS.c.occurred_at >= bound)
+    # The window: the newest HEALTH_WINDOW of both, by time; a refusal is a hard bounce.
+    window = sorted([(at, bool(bounced)) for at, bounced in handed]
+                    + [(at, True) for at in connection.execute(refused).scalars()],
+                    key=lambda pair: pair[0], reverse=True)[:HEALTH_WINDOW]  # fmt: skip
+    hard = sum(1 for _, bounced in window if bounced)
+    return hard, len(window)
 
 
-def complaints(connection: Connection, email: str, health_from: int, now: datetime) -> int:
-    """Complaints in the last 24 hours about emails the sender sent."""
+def complaints(
+    connection: Connection, email: str, since: datetime | None, now: datetime
+) -> int:
+    """Complaints about emails the sender sent, in the last 24 hours (and since *since*,
+    its last resume): read through the events' time index."""
+    start = now - DAY if since is None else max(now - DAY, since)
     return int(connection.execute(
         select(func.count()).select_from(_EVENTS)
-        .where(_EVENTS.c.type == "complained").where(_EVENTS.c.occurred_at >= now - DAY)
+        .where(_EVENTS.c.type == "complained").where(_EVENTS.c.occurred_at >= start)
         .where(exists().where(_OUTBOX.c.lead_id == _EVENTS.c.lead_id)
                .where(_OUTBOX.c.sequence == _EVENTS.c.sequence)
                .where(_OUTBOX.c.step == _EVENTS.c.step)
-               .where(_OUTBOX.c.sender == email).where(_OUTBOX.c.id > health_from))
+               .where(_OUTBOX.c.sender == email))
     ).scalar_one())  # fmt: skip
 
 
@@ -80,13 +106,13 @@ def unhealthy(
     if refusal and _POLICY.search(refusal):
         return f"its server refused to send for it: {refusal}"
     ensure_state(connection, pace.name)
-    health_from = int(connection.execute(
-        select(_STATE.c.health_from).where(_STATE.c.name == pace.name)
-    ).scalar_one())  # fmt: skip
-    hard, sends = bounces(connection, pace.email, health_from)
+    since = connection.execute(
+        select(_STATE.c.health_since).where(_STATE.c.name == pace.name)
+    ).scalar_one()  # fmt: skip
+    hard, sends = bounces(connection, pace.email, since)
     if hard > pace.max_bounce_rate * HEALTH_WINDOW:
         return f"{hard} hard bounces in the last {sends}"
-    complained = complaints(connection, pace.email, health_from, now)
+    complained = complaints(connection, pace.email, since, now)
     if complained >= MAX_COMPLAINTS:
         return f"{complained} complaints in 24 hours"
     return None
@@ -119,13 +145,14 @@ def check_health(
 
 def resume(session: Session, name: str, email: str, now: datetime) -> tuple[bool, int]:
     """Resume the sender *name*: its held emails are queued again, due now, and its
-    health counts from here. Return whether it was paused, and how many were released."""
+    health counts from now (the sends and complaints before stay behind; the released
+    emails, sent from now, count). Return whether it was paused, and how many were
+    released."""
     connection = session.connection()
     ensure_state(connection, name)
-    newest = int(connection.execute(select(func.max(_OUTBOX.c.id))).scalar() or 0)
     was = connection.execute(
         update(_STATE).where(_STATE.c.name == name).where(_STATE.c.paused_at.is_not(None))
-        .values(paused_at=None, pause_reason=None, told_at=None, health_from=newest)
+        .values(paused_at=None, pause_reason=None, told_at=None, health_since=now)
     ).rowcount  # fmt: skip
     released = connection.execute(
         update(_OUTBOX).where(_OUTBOX.c.status == OutboxStatus.held.value)
@@ -138,13 +165,39 @@ def resume(session: Session, name: str, email: str, now: datetime) -> tuple[bool
     return bool(was), int(released or 0)
 
 
-def hold_for_sender(session: Session, message_id: int, reason: str) -> bool:
-    """A ``queued`` message of a paused sender waits, ``held``, saying why."""
+def hold_for_sender(session: Session, message_id: int, reason: str, name: str) -> bool:
+    """A ``queued`` message of the paused sender *name* waits, ``held``, saying why; if
+    the sender is still paused as it is held (a resume may have come since it was read:
+    the message stays queued)."""
+    still_paused = exists().where(_STATE.c.name == name).where(_STATE.c.paused_at.is_not(None))
     return bool(session.connection().execute(
         update(_OUTBOX).where(_OUTBOX.c.id == message_id)
-        .where(_OUTBOX.c.status == OutboxStatus.queued.value)
+        .where(_OUTBOX.c.status == OutboxStatus.queued.value).where(still_paused)
         .values(status=OutboxStatus.held.value, last_error=reason)
     ).rowcount)  # fmt: skip
+
+
+def release_unpaused(session: Session, now: datetime) -> int:
+    """Emails held for a sender that is no longer paused (held as a resume crossed the
+    claim) go back to the queue, due *now*. Return how many."""
+    connection = session.connection()
+    held_for_sender = (
+        (_OUTBOX.c.status == OutboxStatus.held.value)
+        & _OUTBOX.c.last_error.startswith(HELD_SENDER, autoescape=True)
+    )
+    if connection.execute(select(_OUTBOX.c.id).where(held_for_sender).limit(1)).first() is None:
+        return 0  # the usual case: a read, no write lock taken
+    still = [_OUTBOX.c.last_error.startswith(f"{HELD_SENDER}{name} paused", autoescape=True)
+             for name in paused(connection)]  # fmt: skip
+    query = update(_OUTBOX).where(held_for_sender)
+    if still:
+        query = query.where(~or_(*still))
+    released = int(connection.execute(
+        query.values(status=OutboxStatus.queued.value, next_attempt_at=now, last_error=None)
+    ).rowcount or 0)  # fmt: skip
+    if released:
+        logs.action("held emails of resumed senders released", released=released)
+    return released
 
 
 def paused(connection: Connection) -> dict[str, SenderState]:
@@ -214,11 +267,11 @@ def figures(connection: Connection, pace: SenderPace, now: datetime) -> SenderFi
     row = connection.execute(select(_STATE).where(_STATE.c.name == pace.name)).first()
     state = SenderState(**row._mapping) if row is not None else SenderState(name=pace.name)
     level = warmup_level(pace, state.first_sent_at, now)
-    hard, sends = bounces(connection, pace.email, state.health_from)
+    hard, sends = bounces(connection, pace.email, state.health_since)
     return SenderFigures(
         pace.name, pace.email, count_sends(connection, pace.name, now - DAY),
         count_sends(connection, pace.name, now - HOUR), pace.daily, pace.hourly, level,
         level if level is not None else pace.daily, hard, sends,
-        complaints(connection, pace.email, state.health_from, now), state.paused_at,
+        complaints(connection, pace.email, state.health_since, now), state.paused_at,
         state.pause_reason,
     )  # fmt: skip

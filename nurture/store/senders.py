@@ -46,8 +46,9 @@ class SenderState(SQLModel, table=True):
     pause_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     #: When the operator and the sender's owner were told of the pause (once).
     told_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    #: Its health counts only messages after this outbox id (set on resume).
-    health_from: int = 0
+    #: Its health counts only sends (and complaints) from this moment on: its last
+    #: resume; ``None``: its whole history (the last 100 sends).
+    health_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class SenderSend(SQLModel, table=True):
@@ -142,7 +143,7 @@ def _clock(moment: datetime, pace: SenderPace) -> str:
 
 def ensure_state(connection: Connection, name: str) -> None:
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    connection.execute(insert(_STATE).values(name=name, health_from=0).on_conflict_do_nothing())
+    connection.execute(insert(_STATE).values(name=name).on_conflict_do_nothing())
 
 
 def _lock(connection: Connection, name: str) -> Any:

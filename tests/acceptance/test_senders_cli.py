@@ -4,6 +4,7 @@ rejects a bad entry, or a sequence naming an unknown sender, with one clear line
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.acceptance.conftest import Run
@@ -24,6 +25,14 @@ def test_check_rejects_a_bad_senders_entry_with_one_line(nurture: Run, demo: Pat
         (SAM + "warmup = { start = 400, increase = 10 }\n",
          "[[senders]] entry 1: warmup start 400 is more than daily 300"),
         (SAM + 'min_gap = "soon"\n', "[[senders]] entry 1: min_gap: bad gap 'soon'"),
+        (SAM + "hourly = 500\n", "[[senders]] entry 1: hourly 500 is more than daily 300"),
+        (SAM.replace("Sam Patel <sam@example.com>", "Sam <sam@example.com>, Lee <lee@example.com>"),
+         "[[senders]] entry 1: address: 'Sam <sam@example.com>, Lee <lee@example.com>' names "
+         "more than one address: a sender has one"),
+        (SAM + "warmup = { start = 20 }\n",
+         "[[senders]] entry 1: warmup increase: required setting is missing"),
+        (SAM + 'smtp = { host = "smtp.example.com", prot = 25 }\n',
+         "[[senders]] entry 1: smtp prot: unknown setting (did you mean 'port'?)"),
     ]:  # fmt: skip
         toml.write_text(original + extra)
         result = nurture("check", cwd=demo)
@@ -62,6 +71,26 @@ def test_preview_and_simulate_say_which_sender_a_lead_gets(nurture: Run, demo: P
     timeline = nurture("simulate", "pricing-guide-welcome", "--lead", lead, cwd=demo)
     assert timeline.returncode == 0, timeline.stderr
     assert "sender: sam (the lead's owner)" in timeline.stderr
+    as_json = nurture("simulate", "pricing-guide-welcome", "--lead", lead, "--json", cwd=demo)
+    assert as_json.returncode == 0, as_json.stderr
+    emails = [e for e in json.loads(as_json.stdout) if e["kind"] == "email"]
+    assert emails and all(e["sender"] == {"address": "Sam Patel <sam@example.com>",
+                                          "name": "sam", "why": "the lead's owner"}
+                          for e in emails)  # fmt: skip
+
+
+def test_senders_list_shows_a_warm_up_only_for_a_sender_that_has_one(
+    nurture: Run, demo: Path
+) -> None:
+    lee = SAM.replace("sam", "lee").replace("Sam Patel", "Lee Chen")
+    warming = lee + "warmup = { start = 20, increase = 10 }\n"
+    (demo / "nurture.toml").write_text((demo / "nurture.toml").read_text() + SAM + warming)
+    assert nurture("db", "upgrade", cwd=demo).returncode == 0
+    listed = nurture("senders", "list", cwd=demo)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[1]: line for line in listed.stdout.splitlines()
+            if line.split()[1:2] in (["sam"], ["lee"])}  # fmt: skip
+    assert "done" not in rows["sam"] and "20 today" in rows["lee"], listed.stdout
 
 
 def test_check_warns_of_from_owner_without_a_fallback(nurture: Run, demo: Path) -> None:

@@ -25,6 +25,7 @@ from nurture.cli import app
 from nurture.config import Config, load_settings
 from nurture.engine.catalog import load_catalog
 from nurture.engine.context import Context
+from nurture.mail.compose import Sender
 from nurture.mail.delivery import deliver
 from nurture.mail.pacing import DeliveryReport, SendingPause
 from nurture.mail.transports import open_transport
@@ -232,14 +233,22 @@ def _deferred(office: Office) -> list[str]:
     ("pacing", "later", "reason"),
     [
         # The times are the project's (America/New_York: T0 is 04:00 there).
-        ("hourly = 2", timedelta(minutes=61),
-         "sender sam: hourly cap 2 reached, next at 05:00"),
-        ("daily = 2", timedelta(hours=24, minutes=1),
-         "sender sam: daily cap 2 reached, next at 04:00"),
-        ('min_gap = "10 minutes"', timedelta(minutes=16),
-         "sender sam: min_gap 600 seconds, next at 04:"),
-        ("warmup = { start = 2, increase = 1 }\ndaily = 50", timedelta(days=1, minutes=1),
-         "sender sam: warming up: 2 of 2 today, next at 04:00"),
+        ("hourly = 2", timedelta(minutes=61), "sender sam: hourly cap 2 reached, next at 05:00"),
+        (
+            "daily = 2",
+            timedelta(hours=24, minutes=1),
+            "sender sam: daily cap 2 reached, next at 04:00",
+        ),
+        (
+            'min_gap = "10 minutes"',
+            timedelta(minutes=16),
+            "sender sam: min_gap 600 seconds, next at 04:",
+        ),
+        (
+            "warmup = { start = 2, increase = 1 }\ndaily = 50",
+            timedelta(days=1, minutes=1),
+            "sender sam: warming up: 2 of 2 today, next at 04:00",
+        ),
     ],
 )
 def test_each_cap_defers_with_its_reason(
@@ -444,3 +453,218 @@ async def _deliver(ctx: Context, catalog: Any, pause: SendingPause) -> DeliveryR
         return await deliver(ctx, catalog, transport, pause=pause)
     finally:
         await transport.close()
+
+
+@pytest.mark.parametrize("address", ["sam@xn--bcher-kva.de", "sam@Bu\u0308cher.de"])
+def test_an_idn_sender_address_is_one_sender_whatever_its_form(
+    office: Office, address: str
+) -> None:
+    # Given sam's address written with its domain's ASCII form, or in NFD Unicode
+    config = office.configure(f"""
+[[senders]]
+name = "sam"
+address = "Sam Patel <{address}>"
+daily = 2
+smtp = {{ host = "127.0.0.1", port = SAM_PORT, username = "sam@example.com", password = "sam-secret" }}
+""")  # noqa: E501
+    office.sam.rcpt_replies["lead0@example.net"] = "550 5.1.1 no such user"
+    office.add_leads(*({"email": f"lead{i}@example.net", "owner": "sam@bücher.de"}
+                       for i in range(3)))  # fmt: skip
+    office.tick(config, T0)
+    # Then its emails leave through its own server, paced by its daily cap
+    assert office.default.handler.messages == []
+    assert [m["To"] for m in office.sam.messages] == ["lead1@example.net"]
+    assert office.sam.envelopes == ["sam@xn--bcher-kva.de"]
+    assert sorted(_deferred(office)) == ["sender sam: daily cap 2 reached, next at 04:00"]
+    assert {m.sender for m in office.emails()} == {"sam@bücher.de"}
+    # ... and its bounce counts in its health
+    listed = _cli(office, "senders", "list", "--json")
+    assert '"hard_bounces": 1' in listed and '"of_sends": 2' in listed
+
+
+def test_the_backlog_a_resume_releases_counts_in_the_sender_s_health(office: Office) -> None:
+    config = office.configure(SENDERS, limits='max_bounce_rate = "5%"')
+    bouncing = [f"gone{i}@example.net" for i in range(6)]
+    later = [f"gone-later{i}@example.net" for i in range(12)]
+    for address in bouncing + later:
+        office.sam.rcpt_replies[address] = "550 5.1.1 no such user"
+    office.add_leads(*({"email": a, "owner": "sam@example.com"} for a in bouncing))
+    office.tick(config, T0)
+    # Given sam paused by a bounce burst, and 12 more of its emails held meanwhile
+    office.add_leads(*({"email": a, "owner": "sam@example.com"} for a in later),
+                     at=T0 + timedelta(minutes=1))  # fmt: skip
+    office.tick(config, T0 + timedelta(minutes=2))
+    assert sum(m.status == "held" for m in office.emails()) == 12
+    # When it is resumed and the released backlog bounces
+    with freeze_time(T0 + timedelta(minutes=20)):
+        _cli(office, "senders", "resume", "sam")
+    office.tick(config, T0 + timedelta(minutes=21))
+    office.tick(config, T0 + timedelta(minutes=22))
+    # Then the old bounces stayed behind, the new ones count: paused again after 6 (a
+    # send already started as the sixth bounced may go too), the rest held
+    statuses = [m.status for m in office.emails() if m.recipient in later]
+    bounced, held = statuses.count("bounced"), statuses.count("held")
+    assert bounced in (6, 7) and bounced + held == 12, statuses
+    listed = _cli(office, "senders", "list", "--json")
+    assert '"pause_reason": "6 hard bounces in the last 6"' in listed
+
+
+ONE_STEP_ROTATION = """\
+name: welcome
+audience: "lead.source == 'guide'"
+senders: [sam, lee]
+steps:
+  - id: welcome
+    email: welcome
+"""
+
+
+def test_a_rotation_gives_no_new_lead_to_a_paused_sender(office: Office) -> None:
+    from nurture.store.sender_health import pause
+
+    HOUR = timedelta(hours=1)
+    config = office.configure(senders("daily = 100", "daily = 3"), ONE_STEP_ROTATION)
+    # Given sam, with the most room, paused
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "7 hard bounces in the last 100", T0 - HOUR)
+    office.add_leads(*({"email": f"new{i}@example.net"} for i in range(4)))
+    office.tick(config, T0)
+    # Then every new lead goes to lee (its room runs out: the fourth waits), none is held
+    emails = office.emails()
+    assert {m.sender for m in emails} == {"lee@example.com"}
+    assert sorted(m.status for m in emails) == ["queued", "sent", "sent", "sent"]
+    assert len(office.lee.messages) == 3 and office.sam.messages == []
+
+
+def test_a_resume_that_crosses_a_claim_strands_no_email(office: Office) -> None:
+    from nurture.store.sender_health import pause, resume
+
+    config = office.configure(SENDERS)
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "6 hard bounces in the last 6", T0 - timedelta(hours=1))
+    office.add_leads({"email": "good@example.net", "owner": "sam@example.com"})
+
+    def resume_now() -> None:
+        with session_scope(office.engine) as session:
+            resume(session, "sam", "sam@example.com", T0)
+
+    # Given the claim has read sam paused, when sam is resumed before it holds the email
+    beside = Beside(office.engine, resume_now)
+    with hooks.at("claim.after_read", beside):
+        office.tick(config, T0)
+    beside.join()
+    # Then the email is not left held: the next run sends it
+    office.tick(config, T0 + timedelta(minutes=5))
+    assert [(m.recipient, m.status) for m in office.emails()] == [("good@example.net", "sent")]
+    assert [m["To"] for m in office.sam.messages] == ["good@example.net"]
+
+
+def test_the_sweep_releases_an_email_held_for_a_sender_no_longer_paused(
+    office: Office,
+) -> None:
+    from sqlalchemy import text
+
+    from nurture.store.sender_health import pause
+
+    config = office.configure(SENDERS)
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "6 hard bounces in the last 6", T0 - timedelta(hours=1))
+    office.add_leads({"email": "good@example.net", "owner": "sam@example.com"},
+                     {"email": "kim@example.net", "owner": "lee@example.com"})  # fmt: skip
+    office.tick(config, T0)
+    assert [m.status for m in office.emails()] == ["held", "sent"]
+    # Given sam's pause ended without releasing its held email (as a crossed resume)
+    with session_scope(office.engine) as session:
+        session.execute(text("UPDATE sender_state SET paused_at = NULL WHERE name = 'sam'"))
+    # Then the next run releases and sends it
+    office.tick(config, T0 + timedelta(minutes=5))
+    assert [m.status for m in office.emails()] == ["sent", "sent"]
+    assert [m["To"] for m in office.sam.messages] == ["good@example.net"]
+
+
+def test_an_unknown_sender_name_in_fallback_from_falls_to_the_default_sender(
+    office: Office, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nurture.mail import senders as picking
+
+    monkeypatch.setattr(picking, "_UNKNOWN_LOGGED", set(), raising=False)  # once a process
+    config = office.configure(SENDERS, OWNER_SEQUENCE.replace(
+        'fallback_from: "Team <team@example.com>"', "fallback_from: tema"))  # fmt: skip
+    office.add_leads({"email": "noah@example.net"}, {"email": "ivy@example.net"})
+    with caplog.at_level("WARNING", logger="nurture"):
+        office.tick(config, T0)
+    # Then no email is From: "tema": each comes from [sales] from_address, logged once
+    default = Sender.parse(config.settings.sales.from_address)
+    assert {m.sender for m in office.emails()} == {default.email}
+    assert sorted(m["To"] for m in office.default.handler.messages) == [
+        "ivy@example.net", "noah@example.net"]  # fmt: skip
+    assert all(default.email in m["From"] for m in office.default.handler.messages)
+    told = [r for r in caplog.records if "fallback_from names no [[senders]]" in r.getMessage()]
+    assert len(told) == 1
+
+
+class LoginRecorder(AuthHandler):
+    """A server that offers a login and needs none: it records every login tried."""
+
+    def __init__(self) -> None:
+        super().__init__("", "")
+        self.tried: list[tuple[str, str]] = []
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                     data: Any) -> AuthResult:  # fmt: skip
+        if isinstance(data, LoginPassword):
+            self.tried.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=False, handled=False)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return await SmtpHandler.handle_DATA(self, server, session, envelope)
+
+
+def test_a_sender_s_own_server_never_gets_the_default_server_s_login(
+    office: Office, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given [smtp] with a login, and ana's own server named without one
+    monkeypatch.setenv("NURTURE_SMTP_USERNAME", "company")
+    monkeypatch.setenv("NURTURE_SMTP_PASSWORD", "company-secret")
+    recorder, port = LoginRecorder(), free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, auth_required=False,
+                            auth_require_tls=False,
+                            authenticator=recorder.authenticate)  # fmt: skip
+    controller.start()
+    try:
+        config = office.configure(f"""
+[[senders]]
+name = "ana"
+address = "Ana <ana@example.com>"
+smtp = {{ host = "127.0.0.1", port = {port} }}
+""")
+        office.add_leads({"email": "maria@example.net", "owner": "ana@example.com"})
+        office.tick(config, T0)
+    finally:
+        controller.stop()
+    # Then its message went through its server, and no login was tried there
+    assert [m["To"] for m in recorder.messages] == ["maria@example.net"]
+    assert recorder.tried == []
+    settings = config.settings
+    [ana] = settings.senders
+    assert (ana.smtp_settings(settings.smtp).username, ana.smtp_settings(settings.smtp).password) \
+        == ("", "")  # fmt: skip
+
+
+def test_a_rotation_s_notification_comes_from_the_default_sender(office: Office) -> None:
+    from nurture.store.sender_health import pause
+
+    notify = ONE_STEP_ROTATION + '  - id: heads-up\n    notify: "{{ lead.email }} got it"\n'
+    config = office.configure(SENDERS, notify)
+    # Given sam, the rotation's first sender, paused
+    with session_scope(office.engine) as session:
+        pause(session.connection(), "sam", "6 hard bounces in the last 6", T0 - timedelta(hours=1))
+    office.add_leads({"email": "noah@example.net", "owner": "ana@example.com"})
+    office.tick(config, T0)
+    office.tick(config, T0 + timedelta(minutes=5))  # the step after the sent email
+    # Then the notice to the owner comes from [sales] from_address, through [smtp], and goes
+    [notice] = [m for m in office.outbox() if m.kind == "notify" and m.sequence == "welcome"]
+    default = Sender.parse(config.settings.sales.from_address)
+    assert (notice.sender, notice.status) == (default.email, "sent")
+    assert "ana@example.com" in [m["To"] for m in office.default.handler.messages]
+    assert office.sam.messages == []

@@ -49,6 +49,51 @@ def test_a_rotation_keeps_the_earlier_sender_else_takes_the_most_room() -> None:
     assert kept.name == "sam" and kept.why == "kept from the lead's earlier email"
 
 
+def test_a_rotation_skips_a_paused_sender_for_a_new_lead_and_keeps_it_for_its_own() -> None:
+    rotation = sequence(senders=("sam", "lee"))
+    room = {"sam": 90, "lee": 1}
+    assert pick_sender(rotation, SETTINGS, owner=None, room=room, paused={"sam"}).name == "lee"
+    # Every one paused: the most room still (its email is held until the resume)
+    both = pick_sender(rotation, SETTINGS, owner=None, room=room, paused={"sam", "lee"})
+    assert both.name == "sam"
+    kept = pick_sender(rotation, SETTINGS, owner=None, earlier="sam@example.com",
+                       room=room, paused={"sam"})  # fmt: skip
+    assert kept.name == "sam"
+
+
+def test_a_sender_s_own_server_or_mailbox_never_gets_the_default_login() -> None:
+    settings = Settings(
+        smtp={"host": "smtp.company.test", "username": "company", "password": "s3cret",
+              "port": 2525},
+        replies={"host": "imap.company.test", "username": "company", "password": "s3cret"},
+        senders=[
+            {"name": "own", "address": "own@example.com",
+             "smtp": {"host": "smtp.own.test"}, "replies": {"host": "imap.own.test"}},
+            {"name": "half", "address": "half@example.com",
+             "smtp": {"host": "smtp.own.test", "username": "half"},
+             "replies": {"host": "imap.own.test", "password": "p"}},
+            {"name": "login", "address": "login@example.com",
+             "replies": {"username": "login", "password": "p"}},
+            {"name": "plain", "address": "plain@example.com"},
+        ],
+    )  # type: ignore[arg-type]
+    own, half, login, plain = settings.senders
+    smtp = own.smtp_settings(settings.smtp)
+    assert (smtp.host, smtp.username, smtp.password, smtp.port) == ("smtp.own.test", "", "", 2525)
+    replies = own.replies_settings(settings.replies)
+    assert replies is not None
+    assert (replies.host, replies.username, replies.password) == ("imap.own.test", "", "")
+    smtp = half.smtp_settings(settings.smtp)
+    assert (smtp.username, smtp.password) == ("half", "")
+    replies = half.replies_settings(settings.replies)
+    assert replies is not None and (replies.username, replies.password) == ("", "p")
+    # Without a host of its own: its login on the default server, or the default's
+    replies = login.replies_settings(settings.replies)
+    assert replies is not None
+    assert (replies.host, replies.username) == ("imap.company.test", "login")
+    assert plain.smtp_settings(settings.smtp) is settings.smtp
+
+
 def test_the_warm_up_grows_a_day_at_a_time_up_to_daily() -> None:
     pace = SenderPace("sam", "sam@example.com", daily=50, warmup_start=20, warmup_increase=10)
     assert warmup_level(pace, None, NOW) == 20
