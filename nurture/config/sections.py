@@ -405,6 +405,13 @@ class LimitsSection(Section):
         return value
 
 
+def key_name(value: str) -> str:
+    """A name people type in commands (a sender's, a webhook's): letters, digits, - and _."""
+    if not KEY_NAME.fullmatch(value):
+        raise ValueError(f"name {value!r}: use letters, digits, - and _")
+    return value
+
+
 #: ``min_gap``: a number and seconds, minutes or hours (``"20 seconds"``, ``"1 minute"``).
 _GAP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?)\s*$")
 _GAP_UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -487,9 +494,7 @@ class SenderEntry(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not KEY_NAME.fullmatch(value):
-            raise ValueError(f"name {value!r}: use letters, digits, - and _")
-        return value
+        return key_name(value)
 
     @field_validator("address")
     @classmethod
@@ -577,9 +582,7 @@ class WebhookEndpoint(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not KEY_NAME.fullmatch(value):
-            raise ValueError(f"name {value!r}: use letters, digits, - and _")
-        return value
+        return key_name(value)
 
     @field_validator("url")
     @classmethod
