@@ -7,7 +7,8 @@ Benchmarks (names for ``--only``):
 
 - ``throughput``: emails per second from due enrollments to the 250 of an SMTP sink in
   a process of its own, against a raw aiosmtplib blast of the same, pre-built messages
-  to the same sink over as many connections. Goal: at least 0.8 of the raw blast.
+  to the same sink over as many connections, on SQLite and PostgreSQL. Goal: at least
+  0.5 of the raw blast (long term 0.8).
 - ``idle``: the cost of a pass when nothing is due, with 10k, 100k and 1M enrolled
   leads on SQLite. Goal: flat, under 20 ms at 1M.
 - ``memory``: peak RSS of ``nurture run`` on the 1M-lead database while it works
@@ -21,7 +22,7 @@ Benchmarks (names for ``--only``):
   answers after 50 ms (so the figure shows how workers share the load, not the cores).
 - ``intake``: speed to lead, from a form POST to the sink receiving the welcome email,
   while ``nurture run --serve`` works through a pass of 10,000 due enrollments, on SQLite
-  and PostgreSQL. Goal: p95 under 2 s.
+  and PostgreSQL. Goal: p95 under 500 ms (long term 200 ms).
 - ``handoff``: speed to sales, from a meeting booked through the API (the event that
   makes a lead hot) to the hand-off notice at the sink, during the same pass of 10,000,
   on SQLite and PostgreSQL (and two workers on PostgreSQL). Goal: p95 under 2 s,
@@ -62,9 +63,11 @@ from bench.bench_import import measure as measure_import
 from bench.bench_intake import run as run_intake
 from bench.common import (
     PG_ADMIN_URL,
+    Unreachable,
     free_port,
     installation,
     make_project,
+    scratch_database,
     worker_env,
 )
 from bench.smtp_sink import SinkProcess
@@ -77,6 +80,11 @@ from nurture.stages.reload import Reloader
 from nurture.store.database import open_engine, session_scope
 from nurture.store.enrollments import Enrollment
 from nurture.store.outbox import OutboxMessage
+
+#: Issue 23's goals, and the long-term ones: the end-to-end ratio to the raw blast, and
+#: the p95 from a form post to the welcome at the sink during a pass of 10,000.
+THROUGHPUT_GOAL, THROUGHPUT_LONG_TERM = 0.5, 0.8
+SPEED_TO_LEAD_GOAL, SPEED_TO_LEAD_LONG_TERM = 500, 200
 
 # --- 1. throughput ----------------------------------------------------------------------
 
@@ -99,12 +107,26 @@ async def raw_blast(messages: list[tuple[bytes, str, str]], port: int, connectio
 
 
 def bench_throughput(tmp: Path, quick: bool) -> dict[str, Any]:
+    """The throughput benchmark on SQLite and on PostgreSQL."""
+    results: dict[str, Any] = {}
+    for database in ("sqlite", "postgresql"):
+        try:
+            with scratch_database(database) as env:
+                results[database] = _throughput(tmp / database, quick, env)
+        except Unreachable as exc:
+            results[database] = {"skipped": str(exc)}
+    return results
+
+
+def _throughput(tmp: Path, quick: bool, database_env: dict[str, str]) -> dict[str, Any]:
     emails = 1000 if quick else 5000
     connections = 4
+    tmp.mkdir(parents=True, exist_ok=True)
     sink = SinkProcess(free_port(), tmp / "sink.log").start()
     try:
         project = make_project(tmp / "throughput")
         env = {
+            **database_env,
             "NURTURE_SMTP_HOST": "127.0.0.1",
             "NURTURE_SMTP_PORT": str(sink.port),
             "NURTURE_SMTP_MAX_CONNECTIONS": str(connections),
@@ -272,14 +294,17 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    if "throughput" in results:
-        t = results["throughput"]
+    for database, t in results.get("throughput", {}).items():
+        name = f"1. throughput ({database}, SMTP sink)"
+        if "skipped" in t:
+            rows.append((name, t["skipped"], "-", "skipped"))
+            continue
         rows.append((
-            "1. throughput (SMTP sink)",
+            name,
             f"{t['end_to_end_per_second']}/s vs raw {t['raw_blast_per_second']}/s = "
             f"{t['ratio']:.2f}",
-            ">= 0.8 of raw",
-            verdict(t["ratio"] >= 0.8),
+            f">= {THROUGHPUT_GOAL} of raw (long term {THROUGHPUT_LONG_TERM})",
+            verdict(t["ratio"] >= THROUGHPUT_GOAL and t["emails"] >= 5000),
         ))  # fmt: skip
     if "idle" in results:
         idle = results["idle"]
@@ -338,8 +363,8 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"p50 {figures['p50_ms']} ms, p95 {p95} ms ({figures['arrived']}/"
                 f"{figures['posts']} arrived, {figures['during_pass']} posted during a pass "
                 f"of {figures['due']:,})",
-                "p95 < 2 s",
-                verdict(p95 is not None and p95 < 2000 and figures["due"] >= 10_000
+                f"p95 < {SPEED_TO_LEAD_GOAL} ms (long term {SPEED_TO_LEAD_LONG_TERM} ms)",
+                verdict(p95 is not None and p95 < SPEED_TO_LEAD_GOAL and figures["due"] >= 10_000
                         and figures["arrived"] == figures["posts"]),
             ))  # fmt: skip
     for database, figures in results.get("handoff", {}).items():
