@@ -63,12 +63,15 @@ class _Routes:
         self.halted: set[str] = set(held)
         self.refused: set[str] = set()
         self.broken = asyncio.Event()
+        self._routes: dict[str, str] = {}
 
     def of(self, sender: str) -> str:
         """The route *sender*'s messages leave through (``""``: the default server)."""
-        if isinstance(self.transport, RoutingTransport):
-            return self.names.get(id(self.transport.route(sender)), "")
-        return ""
+        if not isinstance(self.transport, RoutingTransport):
+            return ""
+        if sender not in self._routes:  # a run has a few senders and many messages
+            self._routes[sender] = self.names.get(id(self.transport.route(sender)), "")
+        return self._routes[sender]
 
     def stop(self, sender: str, *, refused: bool) -> None:
         route = self.of(sender)
@@ -81,6 +84,8 @@ class _Routes:
         a bounce or a refusal of this run (*paused*: their names)."""
         if paused and item.pace is not None and item.pace.name in paused:
             return True
+        if not self.halted:  # the usual run: asked of every waiting message at each write
+            return self.broken.is_set()
         return self.broken.is_set() or self.of(item.sender) in self.halted
 
     def all_stopped(self) -> bool:
