@@ -2,4 +2,6 @@
 
 from nurture.cli import main
 
-main()
+# Guarded: the daemon's pass process imports this module again (as ``__mp_main__``).
+if __name__ == "__main__":
+    main()

@@ -56,6 +56,20 @@ def wall() -> datetime:
     return datetime.now(UTC)
 
 
+def carried() -> _Pin | None:
+    """The pin in force in this thread (``None``: the real time), to hand to a child
+    process with :func:`carry` so that both read one clock."""
+    return _pin()
+
+
+def carry(pin: _Pin | None) -> None:
+    """In a child process: read the clock as the parent does (*pin* from its
+    :func:`carried`). A running pin keeps running: ``time.monotonic`` is one clock for
+    every process of the machine."""
+    global _process_pin
+    _process_pin = pin
+
+
 def is_pinned() -> bool:
     """Whether :func:`now` answers a moment set by :func:`pinned` rather than the real time."""
     return _pin() is not None

@@ -31,10 +31,13 @@ from nurture.stages.passes import (
     full_pass,
     has_work_due,
     poll_replies,
+    reload_stage,
     reply_mailboxes,
     serve_arrivals,
 )
+from nurture.stages.process import CONTEXT, PassProcess
 from nurture.stages.reload import Reloader
+from nurture.stages.report import PassReport
 from nurture.store.arrivals import Listener, drain, waiting
 from nurture.store.workers import HEARTBEAT, SqliteLock, beat, register, sqlite_file
 from nurture.web import background_server
@@ -78,8 +81,16 @@ class Daemon:
         #: Cleared while the fast lane serves arrived leads: the pass (between batches)
         #: and the bulk delivery (between messages) wait for it, so that a new lead's
         #: writes do not queue behind theirs for the database (SQLite has one writer).
-        self._bulk_gate = threading.Event()
+        self._bulk_gate = CONTEXT.Event()
         self._bulk_gate.set()
+        #: Set when the daemon stops, for the pass to see between batches (in its own
+        #: process, when ``[daemon] pass_process``).
+        self._stop_flag = CONTEXT.Event()
+        self.pass_process = (
+            PassProcess(self.ctx, self._bulk_gate, self._stop_flag)
+            if self.settings.pass_process
+            else None
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
         #: Set while this worker holds a SQLite database: whatever a delivery loop left
@@ -92,6 +103,7 @@ class Daemon:
     def stop(self, why: str) -> None:
         if not self.stopping.is_set():
             logs.action("stopping", reason=why)
+            self._stop_flag.set()
             self.stopping.set()
 
     async def pass_job(self) -> None:
@@ -99,11 +111,7 @@ class Daemon:
             return
         async with self._pass_lock:
             now = clock.now()
-            passing = asyncio.ensure_future(
-                asyncio.to_thread(
-                    full_pass, self.ctx, self.reload, now, self._stop_or_yield, self._loaded
-                )
-            )
+            passing = asyncio.ensure_future(self._pass(now))
             # Send what the pass queues while it goes on (it commits batch by batch),
             # rather than after it.
             try:
@@ -123,6 +131,17 @@ class Daemon:
             idle = not await asyncio.to_thread(has_work_due, self.ctx, catalog, clock.now())
             if idle:
                 self.stop("nothing more is due (--until-idle)")
+
+    async def _pass(self, now: datetime) -> tuple[Catalog, PassReport]:
+        """One pass at *now*: in the pass process (the daemon reloads the files first,
+        for its own delivery and its log), or in a thread of this one."""
+        if self.pass_process is None:
+            return await asyncio.to_thread(
+                full_pass, self.ctx, self.reload, now, self._stop_or_yield, self._loaded
+            )
+        catalog = await asyncio.to_thread(reload_stage, self.ctx, self.reload, now)
+        self.catalog = catalog
+        return catalog, await self.pass_process.run(now)
 
     def _stop_or_yield(self) -> bool:
         """Asked by the pass between batches: whether to stop; first, wait while the
@@ -360,6 +379,8 @@ class Daemon:
             await lane
             async with self._pass_lock, self._delivery_lock, self._arrivals_lock:
                 pass  # the work in flight is finished and recorded
+            if self.pass_process is not None:
+                await asyncio.to_thread(self.pass_process.close)
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
             # Only now: shutting down cancels the jobs still running.

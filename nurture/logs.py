@@ -65,8 +65,21 @@ def _clock_time(record: logging.LogRecord) -> bool:
     return True
 
 
+#: How :func:`configure` was last called (``None``: never), for a child process to do
+#: the same (:func:`configured`).
+_configured: dict[str, Any] | None = None
+
+
+def configured() -> dict[str, Any] | None:
+    """The arguments of the last :func:`configure` in this process, or ``None``: a child
+    process calls :func:`configure` with them to log as its parent does."""
+    return None if _configured is None else dict(_configured)
+
+
 def configure(*, json: bool = False, level: int = logging.INFO) -> None:
     """Send nurture's log to stderr, one line per record."""
+    global _configured
+    _configured = {"json": json, "level": level}
     handler = logging.StreamHandler(sys.stderr)
     if json:
         formatter = JsonFormatter(

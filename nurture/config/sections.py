@@ -566,6 +566,9 @@ class DaemonSection(Section):
     delivery_interval: float = Field(default=15.0, gt=0)
     #: Enrollments claimed, and emails sent, per transaction.
     batch_size: int = Field(default=200, ge=1, le=10000)
+    #: Whether the pass runs in a process of its own, on another core than the sending
+    #: (``false``: a thread of the daemon's process, on one core with everything else).
+    pass_process: bool = True
 
 
 class WebhookEndpoint(Section):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Coroutine
 from datetime import datetime
@@ -29,7 +28,7 @@ from nurture.language.scoring import ScoringRules
 from nurture.mail.claim import claim, sweep_held_mail
 from nurture.mail.leases import keep_leases, release_leases, settle_abandoned
 from nurture.mail.ledger import Ledger
-from nurture.mail.pacing import YIELD_MAX, DeliveryReport, SendingPause
+from nurture.mail.pacing import YIELD_MAX, DeliveryReport, Gate, SendingPause
 from nurture.mail.transports import RoutingTransport, SendResult, Transport
 from nurture.store.sending import Claimed
 
@@ -141,7 +140,7 @@ async def _sender(
         ledger.leave()
 
 
-async def _stand_aside(gate: threading.Event, stopping: asyncio.Event | None) -> None:
+async def _stand_aside(gate: Gate, stopping: asyncio.Event | None) -> None:
     """Wait (without a thread) until *gate* is set again, *stopping*, or
     :data:`YIELD_MAX` seconds."""
     deadline = time.monotonic() + YIELD_MAX
@@ -160,7 +159,7 @@ async def deliver(
     all_in_flight: bool = False,
     only_leads: list[int] | None = None,
     only_messages: list[int] | None = None,
-    gate: threading.Event | None = None,
+    gate: Gate | None = None,
     rules: ScoringRules | None = None,
     pause: SendingPause | None = None,
 ) -> DeliveryReport:

@@ -19,7 +19,6 @@ being handed over, the next one started, and the last one whose outcome was not 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -29,7 +28,7 @@ from sqlmodel import Session
 from nurture import clock, logs
 from nurture.engine.context import Context
 from nurture.mail.claim import caps_for
-from nurture.mail.pacing import RETRY_LIFETIME, DeliveryReport, send_backoff
+from nurture.mail.pacing import RETRY_LIFETIME, DeliveryReport, Gate, send_backoff
 from nurture.mail.transports import SendResult
 from nurture.retry import retry_transient
 from nurture.store.database import session_scope
@@ -156,7 +155,7 @@ class Ledger:
         senders: int,
         more: Callable[[], bool],
         stopping: asyncio.Event | None,
-        gate: threading.Event | None = None,
+        gate: Gate | None = None,
         stand_aside: Callable[[], Awaitable[None]] | None = None,
         skip: Callable[[Claimed], bool] | None = None,
     ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from nurture.engine.context import Context
 from nurture.retry import backoff
@@ -13,6 +14,14 @@ from nurture.retry import backoff
 #: Longest the pass (between batches) and a bulk sender (between messages) wait for
 #: the fast lane before going on.
 YIELD_MAX = 5.0
+
+
+class Gate(Protocol):
+    """The daemon's bulk gate, cleared while the fast lane serves new leads: a
+    ``threading.Event``, or a ``multiprocessing`` one when the pass runs in a process
+    of its own."""
+
+    def is_set(self) -> bool: ...
 
 
 #: A message the server keeps answering with 4xx is given up after this long.

@@ -70,6 +70,16 @@ def full_pass(
     return catalog, report
 
 
+def reload_stage(ctx: Context, reload: Reloader, now: datetime) -> Catalog:
+    """The reload stage alone, under the pass's lock: the daemon's own view of the files
+    (and what is wrong with them, logged once), when the rest of the pass runs in a
+    process of its own (:class:`nurture.stages.process.PassProcess`)."""
+    with exclusive(ctx.engine, "pass"):
+        catalog = reload(now)
+        reload.scoring()
+    return catalog
+
+
 def run_pass(
     ctx: Context,
     catalog: Catalog,

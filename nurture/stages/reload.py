@@ -35,10 +35,13 @@ def files_stamp(*directories: Path) -> tuple[tuple[str, int, int], ...]:
 
 class Reloader:
     """Reloads the sequences and the scoring rules for each pass (parsing them again
-    only when a file changed) and logs what changed, once per change."""
+    only when a file changed) and logs what changed, once per change. A *quiet* one (the
+    pass process's, beside the daemon's own) logs only the deploys it made itself: the
+    problems of the files are the daemon's to tell, once."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, quiet: bool = False) -> None:
         self.ctx = ctx
+        self.quiet = quiet
         self._reported: set[str] = set()
         self._scoring_reported: set[str] = set()
         self._sequences: tuple[Any, SequenceFiles] | None = None
@@ -57,6 +60,12 @@ class Reloader:
                                loaded=self._sequences[1])  # fmt: skip
         for name in catalog.deployed:
             logs.action("sequence deployed", sequence=name)
+        if not self.quiet:
+            self._tell(catalog)
+        return catalog
+
+    def _tell(self, catalog: Catalog) -> None:
+        """Log what is wrong with the files, once per change."""
         current = {str(problem) for problem in catalog.problems}
         for line in sorted(current - self._reported):
             logs.action("sequence file has problems", level=logging.WARNING, problem=line)
@@ -84,7 +93,6 @@ class Reloader:
                 )
                 current.add(f"missing:{name}")
         self._reported = current
-        return catalog
 
     def scoring(self) -> ScoringRules | None:
         """The scoring rules; problems in ``scoring.yaml`` are logged once per change and
@@ -98,7 +106,8 @@ class Reloader:
             self._rules = (content, load_scoring(path))
         rules, problems = self._rules[1]
         current = {str(problem) for problem in problems}
-        for line in sorted(current - self._scoring_reported):
+        told = current if self.quiet else self._scoring_reported
+        for line in sorted(current - told):
             logs.action(
                 "scoring.yaml has problems: scores wait", level=logging.WARNING, problem=line
             )

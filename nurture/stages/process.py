@@ -1,0 +1,169 @@
+"""The pass in a process of its own, beside the daemon's delivery: the pass advances
+enrollments and renders their emails on one core while the daemon sends them on the
+other (one Python process runs one thread at a time).
+
+The child is started once, with ``spawn`` (a fresh interpreter: nothing of the
+daemon's threads, connections or event loop is copied into it), and makes every pass
+the daemon asks of it. It reads the daemon's clock (a ``--now`` pin carries over), logs
+as the daemon does, claims work as the daemon's worker, waits at the daemon's gate while
+the fast lane serves new leads, and stops between batches when the daemon stops. It
+dies with the daemon: killed at once if the daemon is killed (Linux), or, elsewhere, at
+its next batch once it sees that its parent is gone. Its writes are its own
+transactions, each whole or not at all, as in the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from multiprocessing import get_context
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from nurture import clock, logs
+from nurture.config import Config
+from nurture.engine.context import Context
+from nurture.mail.pacing import YIELD_MAX
+from nurture.stages.passes import full_pass
+from nurture.stages.reload import Reloader
+from nurture.stages.report import PassReport
+from nurture.store.database import open_engine
+
+#: The start method of the pass process: a fresh interpreter (``fork`` would copy the
+#: daemon's threads and open connections mid-use).
+CONTEXT = get_context("spawn")
+
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+class _Child:
+    """What the pass process holds between passes (set up by :func:`_start`)."""
+
+    ctx: Context
+    reload: Reloader
+    gate: Event
+    stop: Event
+    parent: int
+
+
+_child: _Child | None = None
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the daemon dies (kill -9 included), so that
+    no pass goes on writing behind a daemon that is gone."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the pass stops at its next batch
+        return
+
+
+def _start(
+    config: Config,
+    worker_id: str,
+    pin: Any,
+    logging_as: dict[str, Any] | None,
+    gate: Event,
+    stop: Event,
+    parent: int,
+) -> None:
+    """The pass process's start: the daemon's clock, log and worker, a database engine
+    of its own."""
+    global _child
+    _die_with_parent()
+    if os.getppid() != parent:  # the daemon died before the line above took effect
+        os._exit(1)
+    # Ctrl-C and SIGTERM are the daemon's to handle: it tells this process to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    clock.carry(pin)
+    if logging_as is not None:
+        logs.configure(**logging_as)
+    engine = open_engine(config.database_url)
+    child = _Child()
+    child.ctx = dataclasses.replace(Context.open(engine, config), worker_id=worker_id)
+    child.reload = Reloader(child.ctx, quiet=True)
+    child.gate, child.stop, child.parent = gate, stop, parent
+    _child = child
+
+
+def _stop_or_yield() -> bool:
+    """Asked between batches: wait while the fast lane serves new leads (at most
+    :data:`~nurture.mail.pacing.YIELD_MAX` seconds), then whether to stop."""
+    child = _child
+    assert child is not None
+    child.gate.wait(YIELD_MAX)
+    return child.stop.is_set() or os.getppid() != child.parent
+
+
+def _run(now: datetime) -> PassReport:
+    """One pass at *now*, in the pass process."""
+    child = _child
+    assert child is not None
+    return full_pass(child.ctx, child.reload, now, _stop_or_yield)[1]
+
+
+class PassProcess:
+    """The daemon's handle on the pass process: :meth:`run` makes a pass there.
+
+    *gate* is the daemon's bulk gate (cleared while the fast lane serves new leads) and
+    *stop* is set when the daemon stops: both must come from :data:`CONTEXT`."""
+
+    def __init__(self, ctx: Context, gate: Event, stop: Event) -> None:
+        self.ctx = ctx
+        self.gate = gate
+        self.stop = stop
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _open(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=CONTEXT,
+                initializer=_start,
+                initargs=(
+                    self.ctx.config,
+                    self.ctx.worker_id,
+                    clock.carried(),
+                    logs.configured(),
+                    self.gate,
+                    self.stop,
+                    os.getpid(),
+                ),
+            )
+        return self._pool
+
+    async def run(self, now: datetime) -> PassReport:
+        """One pass at *now* in the pass process (started on first use, and again after
+        it died). Must be called from the daemon's main thread: the process is started
+        from the calling thread, and dies with it."""
+        pool = self._open()
+        future: Future[PassReport] = pool.submit(_run, now)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            # It died (killed, out of memory): whatever it had not committed was rolled
+            # back, and its claims come back to the queue. The next pass starts a new one.
+            logs.action("the pass process died: the next pass starts a new one",
+                        level=logging.ERROR)  # fmt: skip
+            self._pool = None
+            pool.shutdown(wait=False)
+            return PassReport()
+
+    def close(self) -> None:
+        """Wait for the pass in progress, if any, and end the pass process."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)

@@ -1,0 +1,158 @@
+"""The pass in a process of its own (``[daemon] pass_process``, on by default): it runs
+beside the daemon's delivery, logs as the daemon does, stops when the daemon stops, and
+dies with it when the daemon is killed, leaving nothing half done."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from sqlmodel import select
+
+from nurture.store.database import open_engine, session_scope
+from nurture.store.outbox import OutboxMessage
+from tests.acceptance.conftest import Run, bulk_project, worker
+
+LEADS = 3000
+#: Many small batches: the pass is still going when the test acts on the daemon.
+ENV = {
+    "NURTURE_DAEMON_BATCH_SIZE": "10",
+    "NURTURE_DAEMON_INTERVAL": "1",
+    "NURTURE_DAEMON_DELIVERY_INTERVAL": "1",
+    "NURTURE_LIMITS_PER_SENDER_DAILY": "100000",
+}
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is *pid* (read from ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _pass_process(daemon: subprocess.Popen[str]) -> int:
+    """The pid of *daemon*'s pass process, once it has one."""
+    deadline = time.monotonic() + 120
+    while True:
+        for child in _children(daemon.pid):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                return child
+        assert daemon.poll() is None, f"the daemon exited ({daemon.returncode})"
+        assert time.monotonic() < deadline, "no pass process in 2 minutes"
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _wait_until(done: object, what: str, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not done():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what}; log:\n{log.read_text()[-3000:]}"
+        time.sleep(0.02)
+
+
+def _queued(log: Path) -> int:
+    return log.read_text().count("email queued") if log.exists() else 0
+
+
+def _outbox(project: Path) -> list[OutboxMessage]:
+    engine = open_engine(f"sqlite:///{project / 'nurture.db'}")
+    with session_scope(engine) as session:
+        rows = list(session.exec(select(OutboxMessage)))
+    engine.dispose()
+    return rows
+
+
+def test_the_pass_dies_with_a_killed_daemon_and_the_next_one_finishes_it(
+    nurture: Run, tmp_path: Path
+) -> None:
+    # Given a daemon whose pass is queueing 3,000 emails, batch by batch, in its own
+    # process (it logs there as the daemon does)
+    project = bulk_project(nurture, tmp_path / "p", LEADS, ENV)
+    log = tmp_path / "worker.log"
+    daemon = worker(project, ENV, log=log)
+    child = _pass_process(daemon)
+    _wait_until(lambda: _queued(log) > 0, "the pass queued nothing", log)
+
+    # When the daemon is killed (kill -9) in the middle of the pass
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
+
+    # Then its pass process dies with it, leaving part of the work done
+    _wait_until(lambda: not _alive(child), "the pass process outlived the daemon", log)
+    assert 0 < len(_outbox(project)) < LEADS
+    # and the next daemon queues the rest, each email once
+    finish = nurture("run", "--until-idle", cwd=project, env=ENV)
+    assert finish.returncode == 0, finish.stderr
+    outbox = _outbox(project)
+    per_lead = Counter(row.recipient for row in outbox)
+    assert len(per_lead) == LEADS and max(per_lead.values()) == 1
+
+
+def test_sigterm_stops_the_pass_between_batches_and_the_daemon_exits_cleanly(
+    nurture: Run, tmp_path: Path
+) -> None:
+    # Given a daemon in the middle of a long pass, in its own process
+    project = bulk_project(nurture, tmp_path / "p", LEADS, ENV)
+    log = tmp_path / "worker.log"
+    daemon = worker(project, ENV, log=log)
+    child = _pass_process(daemon)
+    _wait_until(lambda: _queued(log) > 0, "the pass queued nothing", log)
+
+    # When an operator stops it (SIGTERM)
+    daemon.send_signal(signal.SIGTERM)
+
+    # Then the pass ends at its next batch, the daemon exits 0, and no process is left
+    assert daemon.wait(120) == 0, log.read_text()[-3000:]
+    assert not _alive(child)
+    text = log.read_text()
+    assert "daemon stopped" in text and "Traceback" not in text
+    queued = len(_outbox(project))
+    assert 0 < queued < LEADS  # it stopped in the middle, each batch whole
+    assert queued == _queued(log)
+
+
+def test_the_pass_can_run_in_the_daemons_own_process(nurture: Run, tmp_path: Path) -> None:
+    # Given [daemon] pass_process = false
+    env = {**ENV, "NURTURE_DAEMON_PASS_PROCESS": "false", "NURTURE_DAEMON_BATCH_SIZE": "200"}
+    project = bulk_project(nurture, tmp_path / "p", 300, env)
+    log = tmp_path / "worker.log"
+
+    # When the daemon runs until nothing is due
+    daemon = worker(project, env, "--until-idle", log=log)
+    spawned: set[int] = set()
+    while daemon.poll() is None:  # watching it all along
+        spawned.update(pid for pid in _children(daemon.pid) if _is_spawned(pid))
+        time.sleep(0.01)
+
+    # Then it queued and sent every email without starting a process
+    assert daemon.returncode == 0, log.read_text()[-3000:]
+    assert not spawned
+    assert Counter(row.status for row in _outbox(project)) == {"sent": 300}
+
+
+def _is_spawned(pid: int) -> bool:
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
