@@ -78,7 +78,7 @@ def _daily_caps(
     sender_day = now.astimezone(project).date().isoformat()
     lead_today = now.astimezone(lead).date().isoformat()
     return [
-        Cap(f"sender:{item.sender}:{sender_day}", sender_day, limits.per_sender_daily,
+        Cap(sender_counter(item.sender, sender_day), sender_day, limits.per_sender_daily,
             day_start(now, project, days_on=1),
             f"{item.sender} reached its cap of {limits.per_sender_daily} emails today"),
         Cap(f"lead:{item.lead_id}:{lead_today}", lead_today, limits.per_lead_daily,
@@ -102,6 +102,11 @@ def _domain_caps(
     return [Cap(member_key(str(item.lead_id), key), today, limits.per_domain_daily,
                 day_start(now, project, days_on=1),
                 domain_reason(domain, limits.per_domain_daily, default_timezone))]  # fmt: skip
+
+
+def sender_counter(sender: str, day: str) -> str:
+    """The counter of the emails *sender* (a mailbox) started on *day*."""
+    return f"sender:{sender}:{day}"
 
 
 def domain_counter(domain: str, day: str) -> str:
@@ -158,15 +163,7 @@ class _Caps:
                 ),
             )
 
-        today = day_start(now, self.project_tz)
-        self.senders: Counter[str] = Counter(
-            sender
-            for sender, *_ in session.execute(
-                counted.where(col(OutboxMessage.sender).in_({r.sender for r in rows})).where(
-                    since(today)
-                )
-            )
-        )
+        self.senders = self._read_senders(session, rows)
         # A lead's day is its own: read two days back, count from its midnight.
         self.lead_sends: defaultdict[int, list[datetime]] = defaultdict(list)
         for _, lead_id, sent_at, status, tried_at in session.execute(
@@ -179,6 +176,29 @@ class _Caps:
                 self.lead_sends[lead_id].append(moment)
         self.claimed: Counter[int] = Counter()
         self._read_domains(session, rows)
+
+    def _read_senders(self, session: Session, rows: list[OutboxMessage]) -> Counter[str]:
+        """The emails of each sender of the batch started today (its counter, as the
+        start counts them: sending, sent, uncertain), and those leased by any worker
+        and not started yet (counted as sent now). Two reads of rows that stay few,
+        however many emails the day has sent."""
+        day = self.now.astimezone(self.project_tz).date().isoformat()
+        senders = {row.sender for row in rows}
+        keys = {sender_counter(sender, day): sender for sender in senders}
+        found: Counter[str] = Counter()
+        for key, n in session.exec(
+            select(SendCount.key, SendCount.n).where(col(SendCount.key).in_(keys))
+        ):
+            found[keys[key]] += n
+        for sender, n in session.execute(
+            sa_select(col(OutboxMessage.sender), func.count())
+            .where(col(OutboxMessage.status) == OutboxStatus.leased.value)
+            .where(col(OutboxMessage.kind) == MessageKind.email.value)
+            .where(col(OutboxMessage.sender).in_(senders))
+            .group_by(col(OutboxMessage.sender))
+        ):
+            found[sender] += n
+        return found
 
     def _read_domains(self, session: Session, rows: list[OutboxMessage]) -> None:
         """The leads of each recipient domain of the batch emailed today, from the
