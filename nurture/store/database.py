@@ -6,6 +6,7 @@ owned by the Alembic migrations in ``nurture/migrations``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -87,6 +88,25 @@ BUSY_TIMEOUT = 30.0
 #: One lock per SQLite file: this process's writers take turns on it.
 _WRITERS: dict[str, threading.Lock] = {}
 _WRITERS_LOCK = threading.Lock()
+#: Per SQLite file, this process's descriptor of ``<file>.writer``, whose ``flock``
+#: passes the turn between processes (``None``: it could not be opened).
+_TURNS: dict[str, int | None] = {}
+
+
+def _turn_file(database: str) -> int | None:
+    """This process's descriptor of *database*'s turn file, opened once (private to
+    the owner, as the database is). ``None`` for a database in memory, or where the
+    file cannot be made: SQLite's own lock still guards the database."""
+    if database in _TURNS:
+        return _TURNS[database]
+    descriptor = None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        try:
+            descriptor = os.open(f"{database}.writer", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            descriptor = None
+    _TURNS[database] = descriptor
+    return descriptor
 _READS = ("SELECT", "PRAGMA", "WITH", "EXPLAIN")
 
 
@@ -98,11 +118,14 @@ class _WriterConnection(sqlite3.Connection):
     sleeps in steps of up to 100 ms, so a loop that writes often (the delivery's ledger,
     the fast lane) keeps losing its turn to one that writes long. The lock hands the
     turn over at once, and in order of arrival. It is taken before a transaction's first
-    write and given back when the transaction ends; writers of other processes still
-    meet SQLite's own lock."""
+    write and given back when the transaction ends. Between processes (the daemon and
+    its pass process, a command beside them) the turn is an ``flock`` of the file
+    ``<database>.writer``, taken once this process's turn is had: the kernel hands it
+    over as soon as it is let go, where SQLite's busy handler would sleep."""
 
     _writer: threading.Lock | None = None
     _holding = False
+    _turn: int | None = None
 
     def take_turn(self, database: str) -> None:
         if self._holding:
@@ -112,10 +135,19 @@ class _WriterConnection(sqlite3.Connection):
                 self._writer = _WRITERS.setdefault(database, threading.Lock())
         # Past the busy timeout, go on without it: SQLite's lock still guards the file.
         self._holding = self._writer.acquire(timeout=BUSY_TIMEOUT)
+        if self._holding:
+            # Other processes: their turn is given back when their transaction ends
+            # (or when they die), so waiting for it is waiting for one transaction.
+            self._turn = _turn_file(database)
+            if self._turn is not None:
+                fcntl.flock(self._turn, fcntl.LOCK_EX)
 
     def _done(self) -> None:
         if self._holding and self._writer is not None:
             self._holding = False
+            if self._turn is not None:
+                fcntl.flock(self._turn, fcntl.LOCK_UN)
+                self._turn = None
             self._writer.release()
 
     def commit(self) -> None:

@@ -152,3 +152,49 @@ def test_a_single_use_token_is_spent_once_and_forgotten_after_its_time(engine: E
         assert use_once(session, "form:c", later + timedelta(hours=1), later)
         keys = {row.key for row in session.exec(select(Meta))}
     assert "once:form:a" not in keys and "once:form:c" in keys
+
+
+_PROBE = """
+import fcntl, os, sys
+descriptor = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("held")
+else:
+    print("free")
+"""
+
+
+def _turn_seen_by_another_process(path: Path) -> str:
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True,
+                           text=True, timeout=60, check=True)  # fmt: skip
+    return probe.stdout.strip()
+
+
+def test_a_sqlite_write_holds_the_turn_of_every_process_until_it_ends(tmp_path: Path) -> None:
+    # Given a SQLite database
+    database = tmp_path / "n.db"
+    engine = open_engine(f"sqlite:///{database}")
+    turn = tmp_path / "n.db.writer"
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x TEXT)"))
+    # When a transaction of this process has written and not ended
+    with engine.connect() as connection:
+        connection.execute(text("SELECT count(*) FROM t")).one()
+        assert _turn_seen_by_another_process(turn) == "free"  # a read takes no turn
+        connection.execute(text("INSERT INTO t VALUES ('x')"))
+        # Then another process finds the writers' turn taken (it waits for it there,
+        # handed over at once, rather than sleeping in SQLite's busy handler)
+        assert _turn_seen_by_another_process(turn) == "held"
+        connection.commit()
+        # and free again once the transaction ended
+        assert _turn_seen_by_another_process(turn) == "free"
+        connection.execute(text("INSERT INTO t VALUES ('y')"))
+        connection.rollback()
+        assert _turn_seen_by_another_process(turn) == "free"
+    assert turn.stat().st_mode & 0o077 == 0  # private, as the database is
+    engine.dispose()
