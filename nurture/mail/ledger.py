@@ -34,7 +34,15 @@ from nurture.retry import retry_transient
 from nurture.store.database import session_scope
 from nurture.store.outbox import HELD_SENDER, OutboxMessage
 from nurture.store.sender_health import hold_for_sender, paused
-from nurture.store.sending import Claimed, Started, record, release, start, unstart
+from nurture.store.sending import (
+    Claimed,
+    Started,
+    record,
+    record_sent,
+    release,
+    start,
+    unstart,
+)
 
 #: How a start that did not go counts in the run's report.
 _NOT_STARTED = {
@@ -77,7 +85,12 @@ def write(
         stopped: set[str] = set()
         watched = {item.pace.name for item, result in done
                    if item.pace is not None and result.outcome in _HEALTH_OUTCOMES}  # fmt: skip
+        went = record_sent(session, [item for item, result in done if result.outcome == "sent"],
+                           now)  # fmt: skip
         for item, result in done:
+            if result.outcome == "sent":
+                report.count("sent" if item.id in went else "")
+                continue
             became = record(
                 session, item, result.outcome, result.detail, now, raised=result.raised,
                 resend_uncertain=settings.delivery.on_uncertain == "resend",

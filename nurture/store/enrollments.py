@@ -164,10 +164,10 @@ def list_enrollments(
 
 
 _ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
-#: Built once: it runs beside each send, the commonest write of a delivery run.
+#: Built once: it runs beside the sends, the commonest write of a delivery run.
 _EMAIL_LEFT = (
     update(_ENROLLMENTS)
-    .where(_ENROLLMENTS.c.id == bindparam("enrollment"))
+    .where(_ENROLLMENTS.c.id.in_(bindparam("enrollments", expanding=True)))
     # Paused too: the wait after the email counts from when it left, resumed or not.
     .where(
         _ENROLLMENTS.c.status.in_([EnrollmentStatus.active.value, EnrollmentStatus.paused.value])
@@ -180,4 +180,10 @@ def email_left(connection: Connection | Session, enrollment_id: int | None, now:
     """The email an enrollment waited for left (or was given up) at *now*: its next
     step's wait counts from now, and it is looked at in the next pass."""
     if enrollment_id is not None:
-        connection.execute(_EMAIL_LEFT, {"enrollment": enrollment_id, "now": now})
+        emails_left(connection, [enrollment_id], now)
+
+
+def emails_left(connection: Connection | Session, enrollment_ids: list[int], now: datetime) -> None:
+    """:func:`email_left` for each of *enrollment_ids*, in one statement."""
+    if enrollment_ids:
+        connection.execute(_EMAIL_LEFT, {"enrollments": enrollment_ids, "now": now})

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, exists, func, or_, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, or_, tuple_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import clock, hooks, logs
 from nurture.store.counters import Cap, give_back, take
-from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left
+from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left, emails_left
 from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
 from nurture.store.outbox import (
@@ -332,40 +332,39 @@ def _why_not(session: Session, item: Claimed, now: datetime) -> tuple[Started, s
 
 # --- recording ---------------------------------------------------------------------------
 
-_MARK_SENT = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("message"))
-    .where(_OUTBOX.c.status == OutboxStatus.sending.value)
-    .where(_OUTBOX.c.claim_token == bindparam("token"))
-    .values(
-        status=OutboxStatus.sent.value,
-        sent_at=bindparam("now"),
-        last_error=None,
-        lease_until=None,
-        claim_token=None,
-        attempts=_OUTBOX.c.attempts + 1,
-    )
-)
 _EMAIL_SENT = _EVENTS.insert().values(type="email_sent", source="engine", machine=False,
                                       scored=False)  # fmt: skip
 
 
-def record_sent(session: Session, item: Claimed, now: datetime) -> bool:
-    """``sending`` → ``sent`` (and ``email_sent`` recorded) in two plain statements: the
-    commonest write of a delivery run, kept off the ORM's unit of work."""
+def record_sent(session: Session, items: Sequence[Claimed], now: datetime) -> set[int]:
+    """``sending`` → ``sent`` for each of *items* its claim still holds, its enrollment
+    told and ``email_sent`` recorded: the commonest write of a delivery run, in three
+    plain statements however many went (kept off the ORM's unit of work). Return the
+    ids of those written."""
+    if not items:
+        return set()
     connection = session.connection()
-    done = connection.execute(_MARK_SENT, {"message": item.id, "now": now, "token": item.token})
-    if not done.rowcount:
-        return False
-    email_left(connection, item.enrollment_id, now)
-    if item.kind == MessageKind.email:
-        connection.execute(_EMAIL_SENT, {
-            "lead_id": item.lead_id, "sequence": item.sequence, "step": item.step,
-            "data": {"message_id": item.message_id}, "occurred_at": now,
-        })  # fmt: skip
-    logs.action(f"{item.kind} sent", lead=item.recipient, sequence=item.sequence,
-                step=item.step, message_id=item.message_id)  # fmt: skip
-    return True
+    mark = (
+        update(_OUTBOX)
+        .where(tuple_(_OUTBOX.c.id, _OUTBOX.c.claim_token).in_(
+            [(item.id, item.token) for item in items]))
+        .where(_OUTBOX.c.status == OutboxStatus.sending.value)
+        .values(status=OutboxStatus.sent.value, sent_at=now, last_error=None,
+                lease_until=None, claim_token=None, attempts=_OUTBOX.c.attempts + 1)
+        .returning(_OUTBOX.c.id)
+    )  # fmt: skip
+    written = set(connection.execute(mark).scalars())
+    sent = [item for item in items if item.id in written]
+    emails_left(connection, [i.enrollment_id for i in sent if i.enrollment_id is not None], now)
+    events = [{"lead_id": item.lead_id, "sequence": item.sequence, "step": item.step,
+               "data": {"message_id": item.message_id}, "occurred_at": now}
+              for item in sent if item.kind == MessageKind.email]  # fmt: skip
+    if events:
+        connection.execute(_EMAIL_SENT, events)
+    for item in sent:
+        logs.action(f"{item.kind} sent", lead=item.recipient, sequence=item.sequence,
+                    step=item.step, message_id=item.message_id)  # fmt: skip
+    return written
 
 
 def record(
@@ -384,7 +383,7 @@ def record(
     ``uncertain``, ``retry``, or anything else: failed), if its claim still holds it.
     Return the name of what it became, for the run's report (``""``: not this claim's)."""
     if outcome == "sent":
-        return "sent" if record_sent(session, item, now) else ""
+        return "sent" if record_sent(session, [item], now) else ""
     row = session.get(OutboxMessage, item.id, with_for_update=True)
     if row is None or row.status != OutboxStatus.sending or row.claim_token != item.token:
         return ""
