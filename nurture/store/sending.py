@@ -332,6 +332,15 @@ def _why_not(session: Session, item: Claimed, now: datetime) -> tuple[Started, s
 
 # --- recording ---------------------------------------------------------------------------
 
+#: Built once, as the statements below: they run at every write of a delivery run.
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(tuple_(_OUTBOX.c.id, _OUTBOX.c.claim_token).in_(bindparam("claims", expanding=True)))
+    .where(_OUTBOX.c.status == OutboxStatus.sending.value)
+    .values(status=OutboxStatus.sent.value, sent_at=bindparam("now"), last_error=None,
+            lease_until=None, claim_token=None, attempts=_OUTBOX.c.attempts + 1)
+    .returning(_OUTBOX.c.id)
+)  # fmt: skip
 _EMAIL_SENT = _EVENTS.insert().values(type="email_sent", source="engine", machine=False,
                                       scored=False)  # fmt: skip
 
@@ -344,16 +353,8 @@ def record_sent(session: Session, items: Sequence[Claimed], now: datetime) -> se
     if not items:
         return set()
     connection = session.connection()
-    mark = (
-        update(_OUTBOX)
-        .where(tuple_(_OUTBOX.c.id, _OUTBOX.c.claim_token).in_(
-            [(item.id, item.token) for item in items]))
-        .where(_OUTBOX.c.status == OutboxStatus.sending.value)
-        .values(status=OutboxStatus.sent.value, sent_at=now, last_error=None,
-                lease_until=None, claim_token=None, attempts=_OUTBOX.c.attempts + 1)
-        .returning(_OUTBOX.c.id)
-    )  # fmt: skip
-    written = set(connection.execute(mark).scalars())
+    claims = [(item.id, item.token) for item in items]
+    written = set(connection.execute(_MARK_SENT, {"claims": claims, "now": now}).scalars())
     sent = [item for item in items if item.id in written]
     emails_left(connection, [i.enrollment_id for i in sent if i.enrollment_id is not None], now)
     events = [{"lead_id": item.lead_id, "sequence": item.sequence, "step": item.step,
