@@ -48,7 +48,7 @@ from nurture.store.advancing import (
     write_enrollments,
 )
 from nurture.store.database import holds_write_turn, session_scope
-from nurture.store.enrollments import HELD
+from nurture.store.enrollments import HELD, EnrollmentStatus
 from nurture.store.events import LeadEvents
 
 
@@ -159,6 +159,11 @@ def _write_alone(
             insert_messages(session, outbox)
             write_enrollments(session, [plan.row])
     except StaleDataError:
+        if plan.outcome is None:  # a hold or a failure, counted as it was decided
+            if plan.row["status"] == EnrollmentStatus.failed:
+                report.failed -= 1
+            else:
+                report.held -= 1
         _changed(plan)
         return
     except Exception as exc:

@@ -83,7 +83,7 @@ def held_row(due: DueEnrollment, reason: str, due_at: datetime, now: datetime) -
     return _row(due, status=EnrollmentStatus.active.value, next_step=due.next_step,
                 base_at=due.base_at, due_at=due_at, waiting_task_id=due.waiting_task_id,
                 done_steps=list(due.done_steps), reason=reason, updated_at=now,
-                ended_at=None)  # fmt: skip
+                ended_at=due.ended_at)  # fmt: skip
 
 
 def failed_row(due: DueEnrollment, error: str, now: datetime) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def outcome_row(due: DueEnrollment, outcome: Outcome, now: datetime) -> dict[str
                 base_at=outcome.base_at or due.base_at, due_at=outcome.due_at,
                 waiting_task_id=due.waiting_task_id if outcome.waits_for_task else None,
                 done_steps=list(outcome.done), reason=reason, updated_at=now,
-                ended_at=now if ended else None)  # fmt: skip
+                ended_at=now if ended else due.ended_at)  # fmt: skip
 
 
 def _row(due: DueEnrollment, **columns: Any) -> dict[str, Any]:

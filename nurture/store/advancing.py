@@ -70,7 +70,8 @@ class DueLead:
 
 #: The enrollment columns a claim reads (each a field of :class:`DueEnrollment`).
 _ENROLLMENT_COLUMNS = ("id", "lead_id", "sequence", "version", "next_step", "base_at",
-                       "waiting_task_id", "done_steps", "reason", "enrolled_at")  # fmt: skip
+                       "waiting_task_id", "done_steps", "reason", "enrolled_at",
+                       "ended_at")  # fmt: skip
 _LEAD_COLUMNS = tuple(DueLead.__dataclass_fields__)
 
 
@@ -89,6 +90,7 @@ class DueEnrollment:
     done_steps: tuple[str, ...]
     reason: str | None
     enrolled_at: datetime
+    ended_at: datetime | None
     lead: DueLead
 
 

@@ -167,3 +167,33 @@ def test_an_enrollment_changed_between_claim_and_write_holds_back_itself_alone(
         assert queued_later == {f"lead00{i}@example.com": 1 for i in range(3)}, name
     # And both databases came to the same outcome
     assert runs["sqlite"][1] == runs["postgresql"][1]
+
+
+def test_an_enrollment_whose_write_fails_fails_alone_with_its_reason(
+    project: Path, db_url: str
+) -> None:
+    ctx, catalog = setting_up(project, db_url, 3)
+    # Given the middle enrollment's welcome already in the outbox (its key is taken)
+    with ctx.engine.begin() as connection:
+        [enrollment_id] = connection.execute(
+            select(_ENROLLMENTS.c.id)
+            .join_from(_ENROLLMENTS, _LEADS, _LEADS.c.id == _ENROLLMENTS.c.lead_id)
+            .where(_LEADS.c.email == "lead001@example.com")
+        ).scalars()
+        connection.execute(_OUTBOX.insert().values(
+            idempotency_key=f"{enrollment_id}:welcome", message_id="<x@example.com>",
+            sequence="welcome", step="welcome", sender="ana@example.com",
+            recipient="someone@example.com", timezone="UTC", links=[], raw="",
+        ))  # fmt: skip
+    # When the pass advances the batch
+    with freeze_time(MOMENT):
+        report = advance_due(ctx, catalog, MOMENT)
+    # Then that enrollment failed, saying why, and the other two queued their welcome
+    assert (report.emails_queued, report.failed) == (2, 1)
+    by_lead = {row[0]: row for row in outcomes(ctx.engine)}
+    ctx.engine.dispose()
+    assert by_lead["lead000@example.com"][1:] == ("active", "case-study", ["welcome"], None, 1)
+    assert by_lead["lead002@example.com"][1:] == by_lead["lead000@example.com"][1:]
+    status, step, done, reason, _ = by_lead["lead001@example.com"][1:]
+    assert (status, step, done) == ("failed", "welcome", [])
+    assert reason.startswith("internal error: IntegrityError")
