@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from nurture.config import Config
 from nurture.language.sequences import Sequence
 from nurture.language.templates import TemplateSet
+from nurture.store.advancing import DueLead
 from nurture.store.leads import Lead
 from nurture.store.meta import project_secret
 from nurture.store.workers import new_worker_id
@@ -46,6 +47,6 @@ class Context:
         """The project's timezone, for leads that have none."""
         return self.config.settings.project.default_timezone
 
-    def timezone_for(self, sequence: Sequence, lead: Lead) -> str:
+    def timezone_for(self, sequence: Sequence, lead: Lead | DueLead) -> str:
         """The timezone *sequence*'s schedule runs in for *lead*."""
         return sequence.schedule.timezone_for(lead.timezone, self.default_timezone)

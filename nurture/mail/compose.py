@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from nurture.config import Config
     from nurture.engine.context import Context
     from nurture.language.sequences import Sequence
+    from nurture.store.advancing import DueLead
     from nurture.store.leads import Lead
 
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
@@ -311,7 +312,7 @@ def compose_email(
     sequence: Sequence,
     step_id: str,
     template: str,
-    lead: Lead,
+    lead: Lead | DueLead,
     view: LeadView,
     now: datetime,
     tracking_id: str | None,

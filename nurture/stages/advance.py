@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import Session
 
 from nurture import hooks, logs
 from nurture.engine.advance import Position, advance
@@ -26,38 +29,27 @@ from nurture.language.timing import zone
 from nurture.mail.senders import SenderBook
 from nurture.retry import is_transient
 from nurture.stages.report import PassReport
-from nurture.stages.touches import prepare_touch, write_outcome
+from nurture.stages.touches import (
+    Plan,
+    failed_row,
+    held_row,
+    lead_values,
+    outcome_row,
+    prepare_touch,
+    write_plan,
+)
+from nurture.store.advancing import (
+    DueEnrollment,
+    DueLead,
+    Facts,
+    claim_due,
+    facts_by_lead,
+    insert_messages,
+    write_enrollments,
+)
 from nurture.store.database import holds_write_turn, session_scope
-from nurture.store.enrollments import HELD, Enrollment, EnrollmentStatus
-from nurture.store.events import Event, LeadEvents, events_by_lead
-from nurture.store.leads import Lead
-from nurture.store.outbox import emails_not_left
-from nurture.store.tasks import Task, TaskStatus
-
-
-def claim_due(
-    session: Session,
-    names: list[str],
-    now: datetime,
-    limit: int,
-    lead_ids: list[int] | None = None,
-) -> list[Enrollment]:
-    """The active enrollments due by *now* (of *lead_ids* only, if given), locked for
-    this worker (others skip them)."""
-    if not names:
-        return []
-    query = (
-        select(Enrollment)
-        .where(Enrollment.status == EnrollmentStatus.active.value)
-        .where(col(Enrollment.due_at) <= now)
-        .where(col(Enrollment.sequence).in_(names))
-        .order_by(col(Enrollment.due_at), col(Enrollment.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if lead_ids is not None:
-        query = query.where(col(Enrollment.lead_id).in_(lead_ids))
-    return list(session.exec(query))
+from nurture.store.enrollments import HELD, EnrollmentStatus
+from nurture.store.events import LeadEvents
 
 
 def advance_due(
@@ -108,73 +100,118 @@ def _advance_batch(
 ) -> tuple[PassReport, list[int]]:
     """Claim the next batch of due enrollments (skipping *seen*) and carry each forward,
     in one transaction; return what was done and the enrollments' ids. *between* is
-    called between enrollments while the transaction holds no SQLite write turn (on
-    PostgreSQL it holds the batch's rows only, which no one else may take)."""
+    called between enrollments while nothing of the batch is written (on PostgreSQL
+    the transaction holds the batch's rows only, which no one else may take).
+
+    Everything is decided and rendered first, then written in a few statements: the
+    outbox rows in one, the enrollments in one whose version check raises
+    :class:`StaleDataError` if any changed since the claim (the caller does the batch
+    again, *isolated*: each enrollment in a savepoint of its own, where one that
+    changed is left for the next pass and one that fails fails alone)."""
     report = PassReport()
     # On SQLite the claim locks nothing: should the pass and the arrivals' fast lane take
-    # the same enrollment, the second to commit meets the outbox's idempotency key and
-    # does its batch again one by one, where that enrollment is no longer due.
+    # the same enrollment, the second to commit meets the outbox's idempotency key (or
+    # the version check) and does its batch again one by one, where that enrollment is
+    # no longer due.
     with session_scope(ctx.engine) as session:
         claimed = claim_due(session, list(catalog.sequences), now, ctx.batch_size, only_leads)
         due = [e for e in claimed if e.id not in seen]
         if not due:
             return report, []
-        lead_ids = {e.lead_id for e in due}
-        leads = {
-            lead.id: lead for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
-        }
-        events = events_by_lead(session, lead_ids)
-        waiting = [e.waiting_task_id for e in due if e.waiting_task_id is not None]
-        tasks = {
-            task.id: task for task in session.exec(select(Task).where(col(Task.id).in_(waiting)))
-        }
-        unsent = emails_not_left(session, lead_ids)
-        book = SenderBook(session, ctx.config.settings, lead_ids, now)
+        facts = facts_by_lead(session, due)
+        book = SenderBook(session, ctx.config.settings, {e.lead_id for e in due}, now)
+        leads: dict[int, DueLead] = {}  # as this batch's updates leave them
+        plans: list[Plan] = []
         for enrollment in due:
             if between is not None and not holds_write_turn(session):
                 between()  # a moment for the fast lane: nothing of this batch is written
-            sequence = catalog.sequences[enrollment.sequence]
-            lead = leads.get(enrollment.lead_id)
-            if lead is None:  # erased while this batch was read: its rows go with it
-                continue
-            task = tasks.get(enrollment.waiting_task_id or -1)
-            _process(ctx, session, sequence, enrollment, lead, events[lead.id or 0], task, now,
-                     report, isolated=isolated, scores=scores_now(rules, lead, now),
-                     waiting_for_email=enrollment.id in unsent, book=book)  # fmt: skip
-        hooks.reach("advance.before_commit", session)
-    return report, [e.id for e in due if e.id is not None]
+            lead = leads.setdefault(enrollment.lead_id, enrollment.lead)
+            plan = _plan(ctx, catalog.sequences[enrollment.sequence], enrollment, lead,
+                         facts, now, report, scores=scores_now(rules, lead, now),
+                         book=book)  # fmt: skip
+            if plan.lead_values is not None:
+                leads[lead.id] = replace(lead, **plan.lead_values)
+            plans.append(plan)
+        # Everything is decided and nothing written (on SQLite, the write turn is free).
+        hooks.reach("advance.before_write", session, due)
+        if isolated:
+            for plan in plans:
+                _write_alone(ctx, session, plan, report, now)
+        else:
+            outbox: list[dict[str, Any]] = []
+            for plan in plans:
+                outbox += write_plan(session, ctx, plan, report, now)
+            insert_messages(session, outbox)
+            write_enrollments(session, [plan.row for plan in plans])
+    return report, [e.id for e in due]
 
 
-def _process(
+def _write_alone(
+    ctx: Context, session: Session, plan: Plan, report: PassReport, now: datetime
+) -> None:
+    """Write one enrollment's plan in a savepoint of its own: if it fails, the
+    enrollment fails alone; if the enrollment changed since the claim, it is left as it
+    is now (the next pass looks at it again)."""
+    done = PassReport()  # counted only if the savepoint holds
+    try:
+        with session.begin_nested():
+            outbox = write_plan(session, ctx, plan, done, now)
+            insert_messages(session, outbox)
+            write_enrollments(session, [plan.row])
+    except StaleDataError:
+        if plan.outcome is None:  # a hold or a failure, counted as it was decided
+            if plan.row["status"] == EnrollmentStatus.failed:
+                report.failed -= 1
+            else:
+                report.held -= 1
+        _changed(plan)
+        return
+    except Exception as exc:
+        failed = _fail_because(plan.due, exc, now, report)
+        try:
+            with session.begin_nested():
+                write_enrollments(session, [failed])
+        except StaleDataError:
+            report.failed -= 1
+            _changed(plan)
+        return
+    report.add(done)
+
+
+def _changed(plan: Plan) -> None:
+    logs.action("enrollment changed while it was advanced: the next pass looks again",
+                level=logging.WARNING, lead=plan.due.lead.email,
+                sequence=plan.due.sequence)  # fmt: skip
+
+
+def _plan(
     ctx: Context,
-    session: Session,
     sequence: Sequence,
-    enrollment: Enrollment,
-    lead: Lead,
-    events: list[Event],
-    task: Task | None,
+    enrollment: DueEnrollment,
+    lead: DueLead,
+    facts: Facts,
     now: datetime,
     report: PassReport,
     *,
-    isolated: bool,
     scores: Scores,
-    waiting_for_email: bool = False,
     book: SenderBook | None = None,
-) -> None:
-    """Carry one enrollment forward. What can fail for this lead (rendering its touches)
-    happens before anything is written, and fails the enrollment alone; a write that
-    fails is left to the caller unless *isolated* (a savepoint around the writes)."""
+) -> Plan:
+    """Decide and render what one enrollment does (nothing is written). What can fail
+    for this lead (rendering its touches) fails the enrollment alone: its plan is then
+    the failure."""
     tz_name = ctx.timezone_for(sequence, lead)
+    task = facts.tasks.get(enrollment.waiting_task_id or -1)
     position = Position(
         next_step=enrollment.next_step,
         base_at=enrollment.base_at,
-        done=tuple(enrollment.done_steps or ()),
-        waiting_for_task=task is not None and task.status == TaskStatus.open,
+        done=enrollment.done_steps,
+        waiting_for_task=task is not None and task.open,
         task_timeout_at=task.timeout_at if task is not None else None,
-        waiting_for_email=waiting_for_email,
+        waiting_for_email=enrollment.id in facts.unsent,
     )
     view = LeadView.of(lead)
-    try:  # nothing is written yet: a failure here is this enrollment's alone
+    events = facts.events.get(lead.id, ())
+    try:
         outcome = advance(
             sequence,
             position,
@@ -187,28 +224,22 @@ def _process(
         needed = {t.template for t in outcome.touches if t.template}
         missing = sorted(name for name in needed if not ctx.templates.exists(name))
         if missing:
-            _hold_for_templates(session, enrollment, missing, now, report)
-            return
-        if enrollment.reason and enrollment.reason.startswith(HELD):
-            enrollment.reason = None  # its templates are back
-        writes = [
+            return _hold_for_templates(sequence, enrollment, missing, now, report)
+        touches = [
             prepare_touch(ctx, sequence, enrollment, lead, view, touch, tz_name, now, book)
             for touch in outcome.touches
         ]
     except Exception as exc:
-        _fail_because(session, enrollment, lead, exc, now, report)
-        return
-    if not isolated:  # a write that fails spoils the batch: the caller does it again
-        write_outcome(session, sequence, enrollment, lead, task, outcome, writes, report, now)
-        return
-    done = PassReport()  # counted only if the savepoint holds
-    try:
-        with session.begin_nested():
-            write_outcome(session, sequence, enrollment, lead, task, outcome, writes, done, now)
-    except Exception as exc:
-        _fail_because(session, enrollment, lead, exc, now, report)
-        return
-    report.add(done)
+        return Plan(enrollment, sequence, _fail_because(enrollment, exc, now, report))
+    return Plan(
+        enrollment,
+        sequence,
+        outcome_row(enrollment, outcome, now),
+        outcome,
+        touches,
+        lead_values(lead, outcome.lead_changes, now) if outcome.lead_changes else None,
+        task.id if outcome.task_expired and task is not None else None,
+    )
 
 
 #: How often an enrollment held for a missing template looks again.
@@ -216,58 +247,43 @@ TEMPLATE_RECHECK = timedelta(minutes=15)
 
 
 def _hold_for_templates(
-    session: Session, enrollment: Enrollment, missing: list[str], now: datetime, report: PassReport
-) -> None:
+    sequence: Sequence,
+    enrollment: DueEnrollment,
+    missing: list[str],
+    now: datetime,
+    report: PassReport,
+) -> Plan:
     """Keep the enrollment where it is, active, until the templates its next touch needs
-    are back (looked at again every :data:`TEMPLATE_RECHECK`); nothing is written."""
+    are back (looked at again every :data:`TEMPLATE_RECHECK`); nothing else is written."""
     names = ", ".join(repr(name) for name in missing)
-    enrollment.reason = f"{HELD}template {names} is missing (templates/{missing[0]}.html.j2)"
-    enrollment.due_at = now + TEMPLATE_RECHECK
-    enrollment.updated_at = now
-    session.add(enrollment)
+    reason = f"{HELD}template {names} is missing (templates/{missing[0]}.html.j2)"
     report.held += 1
+    return Plan(enrollment, sequence, held_row(enrollment, reason, now + TEMPLATE_RECHECK, now))
 
 
 def _fail_because(
-    session: Session,
-    enrollment: Enrollment,
-    lead: Lead,
-    exc: Exception,
-    now: datetime,
-    report: PassReport,
-) -> None:
-    """Fail the enrollment for *exc*; a lost database is not its fault, and propagates."""
+    enrollment: DueEnrollment, exc: Exception, now: datetime, report: PassReport
+) -> dict[str, Any]:
+    """The row that fails the enrollment for *exc*; a lost database is not its fault,
+    and propagates."""
     if is_transient(exc):
         raise exc
     if isinstance(exc, NurtureError):
-        _fail(session, enrollment, lead, str(exc), now, report)
-        return
-    logs.logger.exception("unexpected error advancing %s", lead.email, exc_info=exc)
-    _fail(session, enrollment, lead, f"internal error: {type(exc).__name__}: {exc}", now, report)
+        return _fail(enrollment, str(exc), now, report)
+    logs.logger.exception("unexpected error advancing %s", enrollment.lead.email, exc_info=exc)
+    return _fail(enrollment, f"internal error: {type(exc).__name__}: {exc}", now, report)
 
 
 def _fail(
-    session: Session,
-    enrollment: Enrollment,
-    lead: Lead,
-    error: str,
-    now: datetime,
-    report: PassReport,
-) -> None:
-    enrollment.status = EnrollmentStatus.failed.value
-    enrollment.reason = error
-    enrollment.due_at = None
-    enrollment.updated_at = enrollment.ended_at = now
-    session.add(enrollment)
+    enrollment: DueEnrollment, error: str, now: datetime, report: PassReport
+) -> dict[str, Any]:
     report.failed += 1
     logs.action(
         "enrollment failed",
         level=logging.ERROR,
-        lead=lead.email,
+        lead=enrollment.lead.email,
         sequence=enrollment.sequence,
         step=enrollment.next_step,
         error=error,
     )
-
-
-#: Writes a prepared touch into the session; returns the task it created, if any.
+    return failed_row(enrollment, error, now)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Column,
@@ -140,6 +140,18 @@ def check_external_type(name: str) -> str:
     return name
 
 
+class EventFact(NamedTuple):
+    """What an advance reads of one event (:func:`nurture.store.advancing.facts_by_lead`
+    reads these columns alone, not :class:`Event` objects)."""
+
+    type: str
+    sequence: str | None
+    step: str | None
+    data: dict[str, Any]
+    occurred_at: datetime
+    machine: bool
+
+
 @dataclass(frozen=True)
 class LeadEvents:
     """The :class:`~nurture.language.expressions.Engagement` of one lead in one sequence.
@@ -159,7 +171,7 @@ class LeadEvents:
 
     @classmethod
     def of(
-        cls, events: Iterable[Event], sequence: str, since: datetime | None = None
+        cls, events: Iterable[Event | EventFact], sequence: str, since: datetime | None = None
     ) -> LeadEvents:
         """The lead's own events (of this enrollment: those *since* it began)."""
         human = [e for e in events if not e.machine and (since is None or e.occurred_at >= since)]

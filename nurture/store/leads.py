@@ -79,23 +79,29 @@ class Lead(SQLModel, table=True):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view of the lead (the shape of ``leads show --json``)."""
-        return {
-            "email": self.email,
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "company": self.company,
-            "title": self.title,
-            "phone": self.phone,
-            "timezone": self.timezone,
-            "owner": self.owner,
-            "source": self.source,
-            "stage": str(self.stage),
-            "status": str(self.status),
-            "attributes": dict(self.attributes or {}),
-            "consent": dict(self.consent) if self.consent else None,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-        }
+        return lead_dict(self)
+
+
+def lead_dict(lead: Any) -> dict[str, Any]:
+    """A JSON-ready view of *lead* (a :class:`Lead`, or a row with its columns): the
+    shape of ``leads show --json``."""
+    return {
+        "email": lead.email,
+        "first_name": lead.first_name,
+        "last_name": lead.last_name,
+        "company": lead.company,
+        "title": lead.title,
+        "phone": lead.phone,
+        "timezone": lead.timezone,
+        "owner": lead.owner,
+        "source": lead.source,
+        "stage": str(lead.stage),
+        "status": str(lead.status),
+        "attributes": dict(lead.attributes or {}),
+        "consent": dict(lead.consent) if lead.consent else None,
+        "created_at": lead.created_at.isoformat() if lead.created_at else None,
+        "updated_at": lead.updated_at.isoformat() if lead.updated_at else None,
+    }
 
 
 def changed_lead_ids(

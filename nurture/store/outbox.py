@@ -164,6 +164,49 @@ def mention(session: Session, row: OutboxMessage, lead_ids: Any) -> None:
         session.add(OutboxMention(outbox_id=row.id, lead_id=lead_id))
 
 
+def message_row(
+    message: Message,
+    *,
+    kind: MessageKind,
+    key: str,
+    lead_id: int | None,
+    sequence: str,
+    step: str,
+    sender: str,
+    recipient: str,
+    timezone: str,
+    now: datetime,
+    raw: str | None = None,
+    enrollment_id: int | None = None,
+    template: str | None = None,
+    tracking_id: str | None = None,
+    links: list[str] | None = None,
+) -> dict[str, Any]:
+    """The outbox row of *message*, due now: every column but the id and those a
+    delivery fills (a batch of them is stored by one ``executemany``). *raw*: the
+    message already serialised (done before the transaction, it keeps it short)."""
+    return {
+        "kind": kind.value,
+        "idempotency_key": key,
+        "message_id": str(message["Message-ID"]),
+        "lead_id": lead_id,
+        "enrollment_id": enrollment_id,
+        "sequence": sequence,
+        "step": step,
+        "template": template,
+        "sender": sender,
+        "recipient": recipient,
+        "timezone": timezone,
+        "tracking_id": tracking_id,
+        "links": list(links or []),
+        "raw": raw if raw is not None else message.as_string(),
+        "status": OutboxStatus.queued.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 def queue_message(
     session: Session,
     message: Message,
@@ -180,23 +223,12 @@ def queue_message(
     raw: str | None = None,
     **extra: Any,
 ) -> OutboxMessage:
-    """Store *message* in the outbox, due now, in the caller's transaction. *raw*: the
-    message already serialised (done before the transaction, it keeps it short)."""
-    row = OutboxMessage(
-        kind=kind.value,
-        idempotency_key=key,
-        message_id=str(message["Message-ID"]),
-        lead_id=lead_id,
-        sequence=sequence,
-        step=step,
-        sender=sender,
-        recipient=recipient,
-        timezone=timezone,
-        raw=raw if raw is not None else message.as_string(),
-        next_attempt_at=now,
-        created_at=now,
-        **extra,
-    )
+    """Store *message* in the outbox, due now, in the caller's transaction (see
+    :func:`message_row` for the arguments)."""
+    values = message_row(message, kind=kind, key=key, lead_id=lead_id, sequence=sequence,
+                         step=step, sender=sender, recipient=recipient, timezone=timezone,
+                         now=now, raw=raw, **extra)  # fmt: skip
+    row = OutboxMessage(**values)
     session.add(row)
     return row
 
@@ -271,19 +303,6 @@ NOT_LEFT = (
     OutboxStatus.sending.value,
     OutboxStatus.held.value,
 )
-
-
-def emails_not_left(session: Session, lead_ids: Any) -> set[int]:
-    """The enrollments (of the leads *lead_ids*) with an email that has not left yet:
-    their next step waits for it. Read through the leads' index (unsent: no ``sent_at``)."""
-    rows = session.exec(
-        select(OutboxMessage.enrollment_id)
-        .where(col(OutboxMessage.lead_id).in_(lead_ids))
-        .where(col(OutboxMessage.sent_at).is_(None))
-        .where(col(OutboxMessage.kind) == MessageKind.email.value)
-        .where(col(OutboxMessage.status).in_(NOT_LEFT))
-    )
-    return {enrollment_id for enrollment_id in rows if enrollment_id is not None}
 
 
 def sweep_held(session: Session, now: datetime) -> None:

@@ -135,10 +135,11 @@ def test_an_erasure_while_a_pass_queues_their_email_wins_and_nothing_reaches_the
 ) -> None:
     lead_id = harness.lead("maria@example.com").id
     assert lead_id is not None
-    # Given a pass that has written María's welcome and not committed yet, when she is
+    # Given a pass that has claimed María's enrollment and rendered her welcome, and not
+    # committed yet (nor written: its writes wait for the end of the batch), when she is
     # erased at that moment
     beside = Beside(harness.engine, lambda: erase(harness.engine, "maria@example.com"))
-    with hooks.at("advance.before_commit", beside):
+    with hooks.at("advance.before_write", beside):
         harness.tick(MOMENT)
     erased = beside.join()
     # Then the erasure went through, and nothing about her is left or sent
@@ -487,7 +488,7 @@ def test_a_pass_never_puts_back_the_wake_up_the_delivery_wrote(harness: Harness)
             email_left(other, enrollment.id, later)
 
     beside = Beside(harness.engine, email_leaves)
-    with freeze_time(later), hooks.at("advance.before_commit", beside):
+    with freeze_time(later), hooks.at("advance.before_write", beside):
         run_pass(ctx, catalog, later)
     beside.join()
     # Then the case study's wait counts from when the welcome left: it is due two days
