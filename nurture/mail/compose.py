@@ -22,7 +22,7 @@ from nurture.language.expressions import LeadView, View
 from nurture.language.templates import RenderedEmail, TemplateSet, clean_header
 from nurture.mail.addresses import Utf8Header, header_address, wire_address, wire_domain
 from nurture.mail.senders import SenderChoice, pick_sender
-from nurture.mail.tracking import track, track_text
+from nurture.mail.tracking import track_email
 from nurture.mail.wire import TextPart
 from nurture.tokens import seal, unseal, verify
 
@@ -378,10 +378,8 @@ def compose_email(
     rendered = render_step_email(ctx.templates, template, view, sender, sequence, step_id, link)
     links: list[str] = []
     if tracking_id is not None:
-        body, links = track(rendered.html, base_url=base, secret=ctx.secret,
-                            tracking_id=tracking_id)  # fmt: skip
-        text = track_text(rendered.text, links, base_url=base, secret=ctx.secret,
-                          tracking_id=tracking_id)  # fmt: skip
+        body, text, links = track_email(rendered.html, rendered.text, base_url=base,
+                                        secret=ctx.secret, tracking_id=tracking_id)  # fmt: skip
         rendered = replace(rendered, html=body, text=text)
     if test_to:
         rendered = replace(rendered, subject=f"[test] {rendered.subject}")
