@@ -94,6 +94,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 def _printable(value: Any) -> Any:
     """Every ``{{ value }}`` passes here: lead data loses its control characters."""
+    if isinstance(value, str) and value.isprintable():  # no control character (most values)
+        return value
     if isinstance(value, Markup):
         return Markup(_CONTROL.sub("", value))
     if isinstance(value, str):
@@ -133,6 +135,8 @@ class EmailTemplate:
 def clean_header(value: str) -> str:
     """A value safe for one header line: control characters (CR and LF above all) become
     spaces, so lead data can never add a header."""
+    if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value  # printable: no control character, and no white space but " "
     return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", value)).strip()
 
 
