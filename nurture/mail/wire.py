@@ -87,19 +87,21 @@ class TextPart(Message):
 
 def as_text(message: Message) -> str:
     """*message* serialised, exactly as ``message.as_string()`` would, only faster."""
-    if message.is_multipart() and message.get_boundary() is None:
+    boundary = message.get_boundary() if message.is_multipart() else None
+    if message.is_multipart() and boundary is None:
         parts = message.get_payload()
         assert isinstance(parts, list)
         if all(_safe(part) for part in parts):
-            message.set_boundary(f"=_{secrets.token_hex(16)}")
-    written = _written(message)
+            boundary = f"=_{secrets.token_hex(16)}"
+            message.set_boundary(boundary)
+    written = _written(message, boundary)
     return written if written is not None else message.as_string(policy=_POLICY)
 
 
-def _written(message: Message) -> str | None:
+def _written(message: Message, boundary: str | None = None) -> str | None:
     """*message* as ``as_string`` writes it when it is nurture's own making: a
     :class:`TextPart`, or a multipart of them with a boundary and no preamble nor
-    epilogue; else ``None``."""
+    epilogue; else ``None``. *boundary*: the message's, when already read."""
     if hasattr(message, "_write_headers"):  # the generator would let it write its own
         return None
     if isinstance(message, TextPart):
@@ -108,7 +110,7 @@ def _written(message: Message) -> str | None:
             return None
         return _headers(message) + body
     parts = message.get_payload()
-    boundary = message.get_boundary()
+    boundary = boundary or message.get_boundary()
     if (
         not isinstance(parts, list)
         or not boundary
