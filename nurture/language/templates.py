@@ -334,6 +334,8 @@ class TemplateSet:
             raise RenderError(_runtime_location(exc, self.directory / file_name)) from None
 
     def _render_string(self, source: str, context: dict[str, Any], path: Path, line: int) -> str:
+        if "{" not in source and "\r" not in source:
+            return source  # no tag at all (a fixed preheader): Jinja2 would give it as it is
         try:
             template = self._strings.get(source)
             if template is None:

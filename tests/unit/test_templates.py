@@ -173,3 +173,12 @@ def test_clean_header_and_printable_keep_their_rules_on_every_character() -> Non
             assert _printable(value) == _CONTROL.sub("", value), hex(code)
             marked = _printable(Markup(value))
             assert isinstance(marked, Markup) and marked == _CONTROL.sub("", value)
+
+
+def test_a_text_without_tags_renders_as_jinja_renders_it(tmp_path: Path) -> None:
+    """Subjects and preheaders with no tag skip Jinja2: what it gives is the text itself."""
+    templates = TemplateSet(tmp_path)
+    for source in ["", "The guide, plus three numbers", " a \n\n", "100% # % }} #} %}", "\\n",
+                   "é\u2028\x85\x0b\x0c\t", "line\n", "-a -}", "% for x in y"]:  # fmt: skip
+        assert templates.render_text(source, {}, "x.yaml") == source
+        assert templates._text_env.from_string(source).render() == source
