@@ -146,6 +146,8 @@ class TemplateSet:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._loaded: dict[str, tuple[tuple[int, bool], EmailTemplate]] = {}
+        #: Each template's two files (a Path made once: making one costs a stat's worth).
+        self._paths: dict[str, tuple[Path, Path]] = {}
         self.env = BoundedSandbox(
             loader=_ProjectLoader(str(directory)),
             undefined=StrictUndefined,
@@ -182,9 +184,16 @@ class TemplateSet:
 
         The result is kept until the file changes, so a running daemon sees edits.
         """
-        path = self.directory / f"{name}{HTML_SUFFIX}"
+        paths = self._paths.get(name)
+        if paths is None:
+            if len(self._paths) > 1000:
+                self._paths.clear()
+            paths = self._paths[name] = (
+                self.directory / f"{name}{HTML_SUFFIX}", self.directory / f"{name}{TEXT_SUFFIX}"
+            )
+        path, text_path = paths
         try:
-            stamp = (path.stat().st_mtime_ns, (self.directory / f"{name}{TEXT_SUFFIX}").exists())
+            stamp = (path.stat().st_mtime_ns, text_path.exists())
         except OSError:
             stamp = None
         cached = self._loaded.get(name)
