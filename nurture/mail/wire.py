@@ -102,8 +102,8 @@ def _written(message: Message, boundary: str | None = None) -> str | None:
     """*message* as ``as_string`` writes it when it is nurture's own making: a
     :class:`TextPart`, or a multipart of them with a boundary and no preamble nor
     epilogue; else ``None``. *boundary*: the message's, when already read."""
-    if hasattr(message, "_write_headers"):  # the generator would let it write its own
-        return None
+    if hasattr(message, "_write_headers") or type(message).as_string is not Message.as_string:
+        return None  # it writes its own headers, or folds them (EmailMessage)
     if isinstance(message, TextPart):
         body = message.wire_body()
         if body is None or _handler(message.get_content_type()) not in _TEXT_HANDLERS:

@@ -129,3 +129,18 @@ def test_headers_are_folded_as_compat32_folds_them() -> None:
         for length in (0, 78):
             ours = _POLICY.clone(max_line_length=length)
             assert folded(ours, value) == folded(Compat32(max_line_length=length), value)
+
+
+def test_a_modern_message_of_text_parts_is_left_to_the_generator() -> None:
+    """An EmailMessage folds its headers at 78 characters: not nurture's shape."""
+    from email.message import EmailMessage
+
+    from nurture.mail.wire import TextPart
+
+    message = EmailMessage()
+    message["Subject"] = "a long subject " * 10
+    message.set_type("multipart/alternative")
+    message.set_payload([TextPart("plain", "x" * 200), TextPart("html", "<p>é</p>")])
+    written = as_text(message)
+    assert written == message.as_string(policy=_POLICY)
+    assert "\n " in written.split("\n\n")[0]  # the subject folded, as the generator does
