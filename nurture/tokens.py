@@ -48,8 +48,15 @@ def _unb64(text: str) -> bytes:
 
 
 def _mac(secret: str, purpose: str, payload: bytes) -> bytes:
-    message = purpose.encode() + b"\x00" + payload
-    return hmac.new(secret.encode(), message, hashlib.sha256).digest()[:18]
+    mac = _keyed(secret).copy()  # the key's setup done once, not for every token
+    mac.update(purpose.encode() + b"\x00" + payload)
+    return mac.digest()[:18]
+
+
+@functools.lru_cache(maxsize=32)
+def _keyed(secret: str) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with *secret*, fed nothing yet (copy it before use)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
 def sign(secret: str, purpose: str, payload: str) -> str:

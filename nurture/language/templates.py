@@ -94,6 +94,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 def _printable(value: Any) -> Any:
     """Every ``{{ value }}`` passes here: lead data loses its control characters."""
+    if isinstance(value, str) and value.isprintable():  # no control character (most values)
+        return value
     if isinstance(value, Markup):
         return Markup(_CONTROL.sub("", value))
     if isinstance(value, str):
@@ -133,6 +135,8 @@ class EmailTemplate:
 def clean_header(value: str) -> str:
     """A value safe for one header line: control characters (CR and LF above all) become
     spaces, so lead data can never add a header."""
+    if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value  # printable: no control character, and no white space but " "
     return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", value)).strip()
 
 
@@ -142,6 +146,8 @@ class TemplateSet:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._loaded: dict[str, tuple[tuple[int, bool], EmailTemplate]] = {}
+        #: Each template's two files (a Path made once: making one costs a stat's worth).
+        self._paths: dict[str, tuple[Path, Path]] = {}
         self.env = BoundedSandbox(
             loader=_ProjectLoader(str(directory)),
             undefined=StrictUndefined,
@@ -178,9 +184,16 @@ class TemplateSet:
 
         The result is kept until the file changes, so a running daemon sees edits.
         """
-        path = self.directory / f"{name}{HTML_SUFFIX}"
+        paths = self._paths.get(name)
+        if paths is None:
+            if len(self._paths) > 1000:
+                self._paths.clear()
+            paths = self._paths[name] = (
+                self.directory / f"{name}{HTML_SUFFIX}", self.directory / f"{name}{TEXT_SUFFIX}"
+            )
+        path, text_path = paths
         try:
-            stamp = (path.stat().st_mtime_ns, (self.directory / f"{name}{TEXT_SUFFIX}").exists())
+            stamp = (path.stat().st_mtime_ns, text_path.exists())
         except OSError:
             stamp = None
         cached = self._loaded.get(name)
@@ -330,6 +343,8 @@ class TemplateSet:
             raise RenderError(_runtime_location(exc, self.directory / file_name)) from None
 
     def _render_string(self, source: str, context: dict[str, Any], path: Path, line: int) -> str:
+        if "{" not in source and "\r" not in source:
+            return source  # no tag at all (a fixed preheader): Jinja2 would give it as it is
         try:
             template = self._strings.get(source)
             if template is None:

@@ -7,23 +7,23 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from email import message_from_string, policy
-from email.charset import QP, Charset
 from email.header import Header
 from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, make_msgid, parseaddr
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from nurture.config.sections import sender_key
 from nurture.language.expressions import LeadView, View
 from nurture.language.templates import RenderedEmail, TemplateSet, clean_header
-from nurture.mail.addresses import header_address, wire_address, wire_domain
+from nurture.mail.addresses import Utf8Header, header_address, wire_address, wire_domain
 from nurture.mail.senders import SenderChoice, pick_sender
-from nurture.mail.tracking import track, track_text
+from nurture.mail.tracking import track_email
+from nurture.mail.wire import TextPart
 from nurture.tokens import seal, unseal, verify
 
 if TYPE_CHECKING:
@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from nurture.store.leads import Lead
 
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
-#: UTF-8 bodies as quoted-printable (readable, and safe for any line length).
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
 
 
 @dataclass(frozen=True)
@@ -50,6 +47,12 @@ class Sender:
 
     @classmethod
     def parse(cls, text: str, postal_address: str = "", title: str = "") -> Sender:
+        if cls is Sender:  # the same few senders, for every email
+            return _parsed_sender(text, postal_address, title)
+        return cls._parse(text, postal_address, title)
+
+    @classmethod
+    def _parse(cls, text: str, postal_address: str, title: str) -> Sender:
         name, email = parseaddr(text)
         # One form of the address wherever a sender is stored and looked up.
         return cls(clean_header(name), sender_key(email), postal_address, title)
@@ -68,6 +71,11 @@ class Sender:
         }
         # An empty value is undefined, so `sender.title | default(...)` works.
         return View({key: value for key, value in values.items() if value})
+
+
+@lru_cache(maxsize=256)
+def _parsed_sender(text: str, postal_address: str, title: str) -> Sender:
+    return Sender._parse(text, postal_address, title)
 
 
 #: The lead id a test send's unsubscribe link names: no lead has it.
@@ -159,21 +167,54 @@ def template_variables(
     }
 
 
-def _text_part(body: str, subtype: str) -> MIMENonMultipart:
-    part = MIMENonMultipart("text", subtype)
-    part.set_payload(body, _UTF8_QP)
-    return part
+def _text_part(body: str, subtype: str) -> TextPart:
+    """A UTF-8 quoted-printable ``text/SUBTYPE`` part (readable, and safe for any line
+    length)."""
+    return TextPart(subtype, body)
 
 
 def _header(value: str) -> str:
     """A header value: as it is when ASCII, else RFC 2047 encoded words."""
-    return value if value.isascii() else Header(value, "utf-8").encode()
+    return value if value.isascii() else _encoded_header(value)
+
+
+@lru_cache(maxsize=256)  # a few subjects of each template (a first name in some)
+def _encoded_header(value: str) -> str:
+    return Header(value, "utf-8").encode()
 
 
 def _set_address(message: Message, header: str, name: str, email: str) -> None:
     """Set an address header (see :func:`~nurture.mail.addresses.header_address`: a
     :class:`~nurture.mail.addresses.Utf8Header` when the local part is not ASCII)."""
     message[header] = header_address(name, email)  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=256)
+def _sender_address(name: str, email: str) -> str | Utf8Header:
+    """The From or Reply-To value of a sender: the same for every email it sends."""
+    return header_address(name, email)
+
+
+@lru_cache(maxsize=256)
+def _reply_to(reply_to: str) -> str | Utf8Header:
+    return header_address(*parseaddr(reply_to))
+
+
+def _date(date: datetime) -> str:
+    """The Date value of *date*: its wall clock to the second and its UTC offset (emails
+    of one pass share them; equal instants in two zones do not)."""
+    return _formatted_date(date.replace(microsecond=0, tzinfo=None), date.utcoffset())
+
+
+@lru_cache(maxsize=64)
+def _formatted_date(wall: datetime, offset: timedelta | None) -> str:
+    return format_datetime(wall if offset is None else wall.replace(tzinfo=timezone(offset)))
+
+
+@lru_cache(maxsize=64)
+def _mailto(address: str) -> str:
+    """A ``mailto:`` address for List-Unsubscribe (RFC 6068)."""
+    return quote(wire_address(clean_header(address)), safe="@")
 
 
 def build_message(
@@ -198,16 +239,16 @@ def build_message(
     with :func:`parse` for the modern API.
     """
     message = MIMEMultipart("alternative")
-    _set_address(message, "From", sender.name, sender.email)
+    message["From"] = _sender_address(sender.name, sender.email)  # type: ignore[assignment]
     _set_address(message, "To", to_name, to_email)
     if reply_to:
-        _set_address(message, "Reply-To", *parseaddr(reply_to))
+        message["Reply-To"] = _reply_to(reply_to)  # type: ignore[assignment]
     message["Subject"] = _header(clean_header(rendered.subject))
-    message["Date"] = format_datetime(date)
+    message["Date"] = _date(date)
     message["Message-ID"] = message_id or make_msgid(domain=sender.domain)
     targets = [f"<{unsubscribe}>"]
     if unsubscribe_mailto:
-        mailto = quote(wire_address(clean_header(unsubscribe_mailto)), safe="@")  # RFC 6068
+        mailto = _mailto(unsubscribe_mailto)
         targets.append(f"<mailto:{mailto}?subject={unsubscribe.rsplit('/', 1)[-1]}>")
     message["List-Unsubscribe"] = ", ".join(targets)
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -288,6 +329,7 @@ def sequence_sender(
 _FEEDBACK_FIELD = re.compile(r"[^A-Za-z0-9._@+-]+")
 
 
+@lru_cache(maxsize=1024)
 def feedback_id(step: str, sequence: str, sender: str) -> str:
     """``STEP:SEQUENCE:SENDER:nurture``, the fields Gmail's feedback loop reports on:
     each field keeps letters, digits and ``._@+-`` only (anything else becomes ``-``),
@@ -337,10 +379,8 @@ def compose_email(
     rendered = render_step_email(ctx.templates, template, view, sender, sequence, step_id, link)
     links: list[str] = []
     if tracking_id is not None:
-        body, links = track(rendered.html, base_url=base, secret=ctx.secret,
-                            tracking_id=tracking_id)  # fmt: skip
-        text = track_text(rendered.text, links, base_url=base, secret=ctx.secret,
-                          tracking_id=tracking_id)  # fmt: skip
+        body, text, links = track_email(rendered.html, rendered.text, base_url=base,
+                                        secret=ctx.secret, tracking_id=tracking_id)  # fmt: skip
         rendered = replace(rendered, html=body, text=text)
     if test_to:
         rendered = replace(rendered, subject=f"[test] {rendered.subject}")

@@ -8,6 +8,7 @@ pixel is ``{base}/o/{token}.gif``. All of this is pure: the server checks the to
 
 from __future__ import annotations
 
+import functools
 import html
 import ipaddress
 import re
@@ -59,7 +60,26 @@ def read_click(secret: str, token: str) -> tuple[str, int] | None:
 def track(body: str, *, base_url: str, secret: str, tracking_id: str) -> tuple[str, list[str]]:
     """*body* with its web links rewritten to click-tracking URLs and an open pixel added;
     and the original URLs, in order. The unsubscribe link and ``mailto:`` stay as they are."""
+    body, links, _ = _track_html(body, base_url, secret, tracking_id)
+    return body, links
+
+
+def track_email(
+    html_body: str, text: str, *, base_url: str, secret: str, tracking_id: str
+) -> tuple[str, str, list[str]]:
+    """One email's HTML part as :func:`track` tracks it and its plain-text part as
+    :func:`track_text` does, each link's token signed once for both; and the original
+    URLs, in order."""
+    body, links, tracked = _track_html(html_body, base_url, secret, tracking_id)
+    return body, _track_text(text, links, tracked), links
+
+
+def _track_html(
+    body: str, base_url: str, secret: str, tracking_id: str
+) -> tuple[str, list[str], list[str]]:
+    """:func:`track`'s body and links, and each link's click-tracking URL."""
     links: list[str] = []
+    tracked_urls: list[str] = []
 
     def rewrite(match: re.Match[str]) -> str:
         url = html.unescape(match.group(3)).strip()
@@ -67,6 +87,7 @@ def track(body: str, *, base_url: str, secret: str, tracking_id: str) -> tuple[s
             return match.group(0)
         links.append(url)
         tracked = click_url(base_url, secret, tracking_id, len(links) - 1)
+        tracked_urls.append(tracked)
         quote = match.group(2)
         return f"{match.group(1)}{quote}{html.escape(tracked)}{quote}"
 
@@ -81,19 +102,34 @@ def track(body: str, *, base_url: str, secret: str, tracking_id: str) -> tuple[s
         body = body[:end] + pixel + body[end:]
     else:
         body += pixel
-    return body, links
+    return body, links, tracked_urls
 
 
 def track_text(text: str, links: list[str], *, base_url: str, secret: str, tracking_id: str) -> str:
     """The plain-text part with the same click tracking as the HTML part: each of *links*
     (the HTML part's tracked URLs, in order) standing as a whole word becomes its
     tracked URL."""
+    tracked = [click_url(base_url, secret, tracking_id, n) for n in range(len(links))]
+    return _track_text(text, links, tracked)
+
+
+def _track_text(text: str, links: list[str], tracked: list[str]) -> str:
+    """*text* with each of *links* standing as a whole word replaced by its *tracked* URL
+    (the first, for a URL that is in *links* twice)."""
     index = {url: n for n, url in reversed(list(enumerate(links)))}
     if not index:
         return text
-    words = "|".join(re.escape(url) for url in sorted(index, key=len, reverse=True))
-    pattern = re.compile(rf"(?<!\S)({words})(?=$|[\s.,;:!?)\]>])", re.M)
-    return pattern.sub(lambda m: click_url(base_url, secret, tracking_id, index[m.group(1)]), text)
+    return _words(tuple(sorted(index, key=len, reverse=True))).sub(
+        lambda m: tracked[index[m.group(1)]], text
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _words(urls: tuple[str, ...]) -> re.Pattern[str]:
+    """The expression that finds any of *urls* standing as a whole word (a template's
+    links are the same in each of its emails)."""
+    words = "|".join(re.escape(url) for url in urls)
+    return re.compile(rf"(?<!\S)({words})(?=$|[\s.,;:!?)\]>])", re.M)
 
 
 def machine_reason(

@@ -170,3 +170,15 @@ def test_range_is_a_real_range(tmp_path: Path) -> None:
     body = "{{ range(5) | length }} {{ range(10)[3] }} {{ range(3) | list }} {{ range(4) | sum }}"
     html = templates(tmp_path, body).render("t", {"lead": {}}).html
     assert "5 3 [0, 1, 2] 6" in html
+
+
+def test_a_template_s_own_globals_come_before_the_environment_s() -> None:
+    from nurture.language.sandbox import BoundedSandbox, bounded
+
+    env = BoundedSandbox()
+    template = env.from_string("{{ greeting }} {{ range(3) | list }}", globals={"greeting": "hi"})
+    assert template.render() == "hi [0, 1, 2]"
+    assert env.from_string("{{ range }}", globals={"range": "mine"}).render() == "mine"
+    assert env.from_string("{{ greeting is defined }}").render() == "False"
+    with bounded(), pytest.raises(Exception, match="range\\(\\) gives more than"):
+        env.from_string("{{ range(10 ** 9) | length }}").render()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nurture.language.expressions import LeadView, View
-from nurture.language.templates import RenderError, TemplateSet
+from nurture.language.templates import RenderError, TemplateSet, clean_header
 from nurture.mail.compose import Sender, build_message
 
 
@@ -152,3 +152,33 @@ def test_a_missing_partial_is_named_with_the_line_that_includes_it(tmp_path: Pat
     assert str(caught.value) == (
         f"{tmp_path / 't.html.j2'}:6: includes or extends missing template '_nope.html.j2'"
     )
+
+
+def test_clean_header_and_printable_keep_their_rules_on_every_character() -> None:
+    """Their shortcut for values with nothing to clean changes nothing they give."""
+    import re
+
+    from markupsafe import Markup
+
+    from nurture.language.templates import _CONTROL, _printable
+
+    def cleaned(value: str) -> str:
+        return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", value)).strip()
+
+    for code in [*range(0x3100), *range(0xFE00, 0x10000), 0x1F600, 0xE0001, 0x10FFFF]:
+        if 0xD800 <= code < 0xE000:
+            continue
+        for value in (chr(code), f"a{chr(code)}b", f"a {chr(code)} b", f"{chr(code)} "):
+            assert clean_header(value) == cleaned(value), hex(code)
+            assert _printable(value) == _CONTROL.sub("", value), hex(code)
+            marked = _printable(Markup(value))
+            assert isinstance(marked, Markup) and marked == _CONTROL.sub("", value)
+
+
+def test_a_text_without_tags_renders_as_jinja_renders_it(tmp_path: Path) -> None:
+    """Subjects and preheaders with no tag skip Jinja2: what it gives is the text itself."""
+    templates = TemplateSet(tmp_path)
+    for source in ["", "The guide, plus three numbers", " a \n\n", "100% # % }} #} %}", "\\n",
+                   "é\u2028\x85\x0b\x0c\t", "line\n", "-a -}", "% for x in y"]:  # fmt: skip
+        assert templates.render_text(source, {}, "x.yaml") == source
+        assert templates._text_env.from_string(source).render() == source
