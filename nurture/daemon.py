@@ -35,7 +35,7 @@ from nurture.stages.passes import (
     reply_mailboxes,
     serve_arrivals,
 )
-from nurture.stages.process import CONTEXT, PassProcess
+from nurture.stages.process import PassProcess, SharedFlag
 from nurture.stages.reload import Reloader
 from nurture.stages.report import PassReport
 from nurture.store.arrivals import Listener, drain, waiting
@@ -81,11 +81,10 @@ class Daemon:
         #: Cleared while the fast lane serves arrived leads: the pass (between batches)
         #: and the bulk delivery (between messages) wait for it, so that a new lead's
         #: writes do not queue behind theirs for the database (SQLite has one writer).
-        self._bulk_gate = CONTEXT.Event()
-        self._bulk_gate.set()
+        self._bulk_gate = SharedFlag(True)
         #: Set when the daemon stops, for the pass to see between batches (in its own
         #: process, when ``[daemon] pass_process``).
-        self._stop_flag = CONTEXT.Event()
+        self._stop_flag = SharedFlag()
         self.pass_process = (
             PassProcess(self.ctx, self._bulk_gate, self._stop_flag)
             if self.settings.pass_process

@@ -21,11 +21,11 @@ import logging
 import os
 import signal
 import sys
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from multiprocessing import get_context
-from multiprocessing.synchronize import Event
 from typing import Any
 
 from nurture import clock, logs
@@ -43,6 +43,34 @@ CONTEXT = get_context("spawn")
 
 #: ``prctl`` option: the signal the kernel sends a process when its parent dies.
 _PR_SET_PDEATHSIG = 1
+#: Seconds between looks at a :class:`SharedFlag` that is waited for.
+_POLL = 0.01
+
+
+class SharedFlag:
+    """A flag the daemon and its pass process both read, set by the daemon: one byte of
+    shared memory, without a lock. (A ``multiprocessing.Event`` has one: a process that
+    dies waiting on it leaves the next ``set()`` blocked for good, and the daemon with
+    it.) Made before the pass process starts, and handed to it then."""
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = CONTEXT.RawValue(ctypes.c_bool, value)
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def set(self) -> None:
+        self._value.value = True
+
+    def clear(self) -> None:
+        self._value.value = False
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until the flag is set, at most *timeout* seconds; return whether it is."""
+        deadline = time.monotonic() + timeout
+        while not self.is_set() and time.monotonic() < deadline:
+            time.sleep(_POLL)
+        return self.is_set()
 
 
 class _Child:
@@ -50,8 +78,8 @@ class _Child:
 
     ctx: Context
     reload: Reloader
-    gate: Event
-    stop: Event
+    gate: SharedFlag
+    stop: SharedFlag
     parent: int
 
 
@@ -75,8 +103,8 @@ def _start(
     worker_id: str,
     pin: Any,
     logging_as: dict[str, Any] | None,
-    gate: Event,
-    stop: Event,
+    gate: SharedFlag,
+    stop: SharedFlag,
     parent: int,
 ) -> None:
     """The pass process's start: the daemon's clock, log and worker, a database engine
@@ -119,9 +147,9 @@ class PassProcess:
     """The daemon's handle on the pass process: :meth:`run` makes a pass there.
 
     *gate* is the daemon's bulk gate (cleared while the fast lane serves new leads) and
-    *stop* is set when the daemon stops: both must come from :data:`CONTEXT`."""
+    *stop* is set when the daemon stops."""
 
-    def __init__(self, ctx: Context, gate: Event, stop: Event) -> None:
+    def __init__(self, ctx: Context, gate: SharedFlag, stop: SharedFlag) -> None:
         self.ctx = ctx
         self.gate = gate
         self.stop = stop
@@ -150,17 +178,25 @@ class PassProcess:
         it died). Must be called from the daemon's main thread: the process is started
         from the calling thread, and dies with it."""
         pool = self._open()
-        future: Future[PassReport] = pool.submit(_run, now)
+        try:
+            future: Future[PassReport] = pool.submit(_run, now)
+        except BrokenProcessPool:  # it died between passes: a new one makes this pass
+            self._discard(pool, "the pass process had died: a new one makes this pass")
+            pool = self._open()
+            future = pool.submit(_run, now)
         try:
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
-            # It died (killed, out of memory): whatever it had not committed was rolled
-            # back, and its claims come back to the queue. The next pass starts a new one.
-            logs.action("the pass process died: the next pass starts a new one",
-                        level=logging.ERROR)  # fmt: skip
-            self._pool = None
-            pool.shutdown(wait=False)
+            # It died in the pass (killed, out of memory): whatever it had not committed
+            # was rolled back, and its claims come back to the queue.
+            self._discard(pool, "the pass process died: the next pass starts a new one")
             return PassReport()
+
+    def _discard(self, pool: ProcessPoolExecutor, why: str) -> None:
+        logs.action(why, level=logging.ERROR)
+        if self._pool is pool:
+            self._pool = None
+        pool.shutdown(wait=False)
 
     def close(self) -> None:
         """Wait for the pass in progress, if any, and end the pass process."""

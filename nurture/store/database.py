@@ -10,6 +10,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,6 +111,32 @@ def _turn_file(database: str) -> int | None:
 _READS = ("SELECT", "PRAGMA", "WITH", "EXPLAIN")
 
 
+#: Seconds between looks at another process's turn, at first and at most.
+_TURN_POLL = (0.0002, 0.002)
+
+
+def _take_turn_file(database: str) -> int | None:
+    """Take the turn of the processes writing to *database* (an ``flock`` of its turn
+    file), waiting for it; the descriptor, or ``None`` where there is no turn file or
+    the turn was not had within :data:`BUSY_TIMEOUT` seconds (a process stopped in the
+    middle of a transaction): then SQLite's own lock guards the file, and says so."""
+    descriptor = _turn_file(database)
+    if descriptor is None:
+        return None
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT, _TURN_POLL[0]
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return descriptor
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return None
+            # A look every 2 ms at most: the turn is another process's for one
+            # transaction, where SQLite's busy handler would sleep up to 100 ms.
+            time.sleep(pause)
+            pause = min(pause * 2, _TURN_POLL[1])
+
+
 class _WriterConnection(sqlite3.Connection):
     """A SQLite connection whose write transactions take turns with the other
     connections of this process on a lock of their file.
@@ -120,8 +147,8 @@ class _WriterConnection(sqlite3.Connection):
     turn over at once, and in order of arrival. It is taken before a transaction's first
     write and given back when the transaction ends. Between processes (the daemon and
     its pass process, a command beside them) the turn is an ``flock`` of the file
-    ``<database>.writer``, taken once this process's turn is had: the kernel hands it
-    over as soon as it is let go, where SQLite's busy handler would sleep."""
+    ``<database>.writer``, taken once this process's turn is had and looked at every
+    2 ms at most, where SQLite's busy handler sleeps up to 100 ms."""
 
     _writer: threading.Lock | None = None
     _holding = False
@@ -136,11 +163,7 @@ class _WriterConnection(sqlite3.Connection):
         # Past the busy timeout, go on without it: SQLite's lock still guards the file.
         self._holding = self._writer.acquire(timeout=BUSY_TIMEOUT)
         if self._holding:
-            # Other processes: their turn is given back when their transaction ends
-            # (or when they die), so waiting for it is waiting for one transaction.
-            self._turn = _turn_file(database)
-            if self._turn is not None:
-                fcntl.flock(self._turn, fcntl.LOCK_EX)
+            self._turn = _take_turn_file(database)
 
     def _done(self) -> None:
         if self._holding and self._writer is not None:

@@ -4,6 +4,7 @@ dies with it when the daemon is killed, leaving nothing half done."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -156,3 +157,44 @@ def _is_spawned(pid: int) -> bool:
         return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_a_pass_process_killed_between_passes_is_replaced_at_the_next_pass(
+    nurture: Run, tmp_path: Path
+) -> None:
+    # Given a daemon whose pass process made a pass and waits for the next one
+    project = bulk_project(nurture, tmp_path / "p", 20, ENV)
+    log = tmp_path / "worker.log"
+    daemon = worker(project, ENV, log=log)
+    try:
+        first = _pass_process(daemon)
+        _wait_until(lambda: "pass done" in log.read_text(), "no pass was made", log)
+
+        # When it is killed between passes (the OOM killer, an operator)
+        os.kill(first, signal.SIGKILL)
+
+        # Then the next pass starts a new one, says so, and the daemon goes on
+        def replaced() -> bool:
+            return any(pid != first for pid in _spawned_children(daemon.pid))
+
+        _wait_until(replaced, "no new pass process", log)
+        _wait_until(lambda: "a new one makes this pass" in log.read_text(),
+                    "the replacement was not logged", log)  # fmt: skip
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(120) == 0, log.read_text()[-3000:]
+    assert "daemon stopped" in log.read_text()
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """*pid*'s pass processes (not the resource tracker multiprocessing starts)."""
+    found = []
+    for child in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(child)
+    return found
