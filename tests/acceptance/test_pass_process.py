@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from subprocess import Popen
 
 from sqlmodel import select
 
@@ -48,13 +49,35 @@ def _pass_process(daemon: subprocess.Popen[str]) -> int:
     """The pid of *daemon*'s pass process, once it has one."""
     deadline = time.monotonic() + 120
     while True:
-        for child in _children(daemon.pid):
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-                return child
+        for child in _spawned_children(daemon.pid):
+            return child
         assert daemon.poll() is None, f"the daemon exited ({daemon.returncode})"
         assert time.monotonic() < deadline, "no pass process in 2 minutes"
         time.sleep(0.02)
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """*pid*'s pass processes (not the resource tracker multiprocessing starts)."""
+    found = []
+    for child in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(child)
+    return found
+
+
+def _daemon_mid_pass(nurture: Run, tmp_path: Path) -> tuple[Path, Path, Popen[str], int]:
+    """A daemon whose pass is queueing :data:`LEADS` emails, batch by batch, in its own
+    process (which logs as the daemon does): its project, log, process and pass process."""
+    project = bulk_project(nurture, tmp_path / "p", LEADS, ENV)
+    log = tmp_path / "worker.log"
+    daemon = worker(project, ENV, log=log)
+    child = _pass_process(daemon)
+    _wait_until(lambda: _queued(log) > 0, "the pass queued nothing", log)
+    return project, log, daemon, child
 
 
 def _alive(pid: int) -> bool:
@@ -89,11 +112,7 @@ def test_the_pass_dies_with_a_killed_daemon_and_the_next_one_finishes_it(
 ) -> None:
     # Given a daemon whose pass is queueing 3,000 emails, batch by batch, in its own
     # process (it logs there as the daemon does)
-    project = bulk_project(nurture, tmp_path / "p", LEADS, ENV)
-    log = tmp_path / "worker.log"
-    daemon = worker(project, ENV, log=log)
-    child = _pass_process(daemon)
-    _wait_until(lambda: _queued(log) > 0, "the pass queued nothing", log)
+    project, log, daemon, child = _daemon_mid_pass(nurture, tmp_path)
 
     # When the daemon is killed (kill -9) in the middle of the pass
     daemon.send_signal(signal.SIGKILL)
@@ -114,11 +133,7 @@ def test_sigterm_stops_the_pass_between_batches_and_the_daemon_exits_cleanly(
     nurture: Run, tmp_path: Path
 ) -> None:
     # Given a daemon in the middle of a long pass, in its own process
-    project = bulk_project(nurture, tmp_path / "p", LEADS, ENV)
-    log = tmp_path / "worker.log"
-    daemon = worker(project, ENV, log=log)
-    child = _pass_process(daemon)
-    _wait_until(lambda: _queued(log) > 0, "the pass queued nothing", log)
+    project, log, daemon, child = _daemon_mid_pass(nurture, tmp_path)
 
     # When an operator stops it (SIGTERM)
     daemon.send_signal(signal.SIGTERM)
@@ -186,15 +201,3 @@ def test_a_pass_process_killed_between_passes_is_replaced_at_the_next_pass(
         assert daemon.wait(120) == 0, log.read_text()[-3000:]
     assert "daemon stopped" in log.read_text()
 
-
-def _spawned_children(pid: int) -> list[int]:
-    """*pid*'s pass processes (not the resource tracker multiprocessing starts)."""
-    found = []
-    for child in _children(pid):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-            found.append(child)
-    return found
