@@ -139,7 +139,7 @@ class Daemon:
                 full_pass, self.ctx, self.reload, now, self._stop_or_yield, self._loaded
             )
         catalog = await asyncio.to_thread(reload_stage, self.ctx, self.reload, now)
-        self.catalog = catalog
+        self._loaded(catalog)  # delivery sends what the pass queues with it
         return catalog, await self.pass_process.run(now)
 
     def _stop_or_yield(self) -> bool:

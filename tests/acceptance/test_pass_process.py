@@ -76,7 +76,8 @@ def _daemon_mid_pass(nurture: Run, tmp_path: Path) -> tuple[Path, Path, Popen[st
     log = tmp_path / "worker.log"
     daemon = worker(project, ENV, log=log)
     child = _pass_process(daemon)
-    _wait_until(lambda: _queued(log) > 0, "the pass queued nothing", log)
+    # A committed batch (the log says "email queued" before its batch is written).
+    _wait_until(lambda: len(_outbox(project)) > 0, "the pass queued nothing", log)
     return project, log, daemon, child
 
 
