@@ -31,6 +31,7 @@ from nurture.intake.columns import (
     parse_mapping,
 )
 from nurture.language.fields import SETTABLE_FIELDS, check_storable, name_key, parse_field
+from nurture.store.database import refresh_statistics
 from nurture.store.leads import LeadChanges, UpsertResult, upsert_leads
 from nurture.store.suppression import suppressed
 
@@ -445,6 +446,8 @@ def import_csv(
         _flush(engine, batch, report, carried, dry_run)
         if on_progress:
             on_progress(raw.tell())
+    if not dry_run:
+        refresh_statistics(engine)  # a pass right after plans for the leads written
     return report
 
 

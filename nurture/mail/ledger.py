@@ -40,7 +40,7 @@ from nurture.store.sending import (
     record,
     record_sent,
     release,
-    start,
+    start_together,
     unstart,
 )
 
@@ -104,18 +104,22 @@ def write(
             stopped = watched & set(paused(session.connection()))
         _put_back(session, unsent or [])
         while len(started) < wanted and used < len(candidates):
-            following = candidates[-1 - used]
-            used += 1
-            caps = caps_for(following, now, settings.limits, ctx.default_timezone)
-            outcome, why = start(session, following, now, caps)
-            if outcome == Started.go:
-                started.append(following)
-                continue
-            report.count(_NOT_STARTED[outcome])
-            if outcome != Started.lost:
-                logs.action("email not started", lead=following.recipient,
-                            sequence=following.sequence, step=following.step,
-                            outcome=str(outcome), reason=why)  # fmt: skip
+            # The next in line, as many as are still wanted, started together.
+            chunk = candidates[max(0, len(candidates) - used - (wanted - len(started))) :
+                               len(candidates) - used][::-1]  # fmt: skip
+            used += len(chunk)
+            caps = [caps_for(item, now, settings.limits, ctx.default_timezone) for item in chunk]
+            for following, (outcome, why) in zip(
+                chunk, start_together(session, chunk, now, caps), strict=True
+            ):
+                if outcome == Started.go:
+                    started.append(following)
+                    continue
+                report.count(_NOT_STARTED[outcome])
+                if outcome != Started.lost:
+                    logs.action("email not started", lead=following.recipient,
+                                sequence=following.sequence, step=following.step,
+                                outcome=str(outcome), reason=why)  # fmt: skip
     return started, used, report, stopped
 
 

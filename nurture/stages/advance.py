@@ -47,7 +47,7 @@ from nurture.store.advancing import (
     insert_messages,
     write_enrollments,
 )
-from nurture.store.database import holds_write_turn, session_scope
+from nurture.store.database import holds_write_turn, refresh_statistics, session_scope
 from nurture.store.enrollments import HELD, EnrollmentStatus
 from nurture.store.events import LeadEvents
 
@@ -84,6 +84,8 @@ def advance_due(
             break
         seen.update(ids)
         report.add(batch)
+        if lead_ids is None:  # the first batches may fill an outbox that was empty
+            refresh_statistics(ctx.engine)  # (not in the fast lane: a few leads)
     return report
 
 

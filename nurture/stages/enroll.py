@@ -26,7 +26,7 @@ from nurture.language.fields import ContactStatus
 from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
 from nurture.stages.report import PassReport
-from nurture.store.database import session_scope
+from nurture.store.database import refresh_statistics, session_scope
 from nurture.store.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.store.events import Event, LeadEvents, events_by_lead, wake_changed
 from nurture.store.leads import Lead, changed_lead_ids
@@ -284,6 +284,8 @@ def enroll_stage(
     report = PassReport()
     with exclusive(ctx.engine, "audiences"):
         report.enrolled = enroll_audiences(ctx, catalog, now, rules)
+    if report.enrolled:
+        refresh_statistics(ctx.engine)
     return report
 
 

@@ -15,10 +15,11 @@ statement. Giving back its last send gives back its place on KEY.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Index, bindparam, delete, update
@@ -145,6 +146,59 @@ def take(connection: Connection, cap: Cap) -> bool:
         delete(_MEMBERS).where(_MEMBERS.c.key == key).where(_MEMBERS.c.member == member)
     )
     return False
+
+
+def is_plain(cap: object) -> bool:
+    """Whether *cap* is a plain counter (not a sender's pacing, nor a member's place on
+    a counter of different members): the kind :func:`take_together` takes."""
+    return isinstance(cap, Cap) and not cap.key.startswith(_MEMBER)
+
+
+def take_together(connection: Connection, caps: Sequence[Cap]) -> bool:
+    """Count one send against each of *caps* (plain counters, a key as often as sends
+    count on it), all or none: one statement per limit however many sends, each counter
+    raised by its sends only if they all fit. Return whether they did; if not, nothing
+    is counted, and the caller takes the caps one by one (:func:`take`) to learn which
+    send must wait. Atomic between workers, like :func:`take`."""
+    counts = Counter((cap.key, cap.day, cap.limit) for cap in caps)
+    if any(n > limit for (_, _, limit), n in counts.items()):
+        return False
+    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for (key, day, limit), n in counts.items():
+        groups[limit].append({"key": key, "day": day, "n": n})
+    taken: list[dict[str, Any]] = []
+    for limit, rows in groups.items():
+        params: dict[str, Any] = {"limit": limit}
+        for i, row in enumerate(rows):
+            params.update({f"key_{i}": row["key"], f"day_{i}": row["day"], f"n_{i}": row["n"]})
+        statement = _count_group(connection.dialect.name, len(rows))
+        fitted = set(connection.execute(statement, params).scalars())
+        taken += [row for row in rows if row["key"] in fitted]
+        if len(fitted) < len(rows):
+            if not taken:
+                return False
+            connection.execute(
+                update(_TABLE).where(_TABLE.c.key == bindparam("counter"))
+                .values(n=_TABLE.c.n - bindparam("sends")),
+                [{"counter": row["key"], "sends": row["n"]} for row in taken],
+            )  # fmt: skip
+            return False
+    return True
+
+
+@lru_cache(maxsize=64)
+def _count_group(dialect: str, size: int) -> Any:
+    """Raise *size* counters (``:key_0`` by ``:n_0`` …) only if each stays within
+    ``:limit``; return the keys raised. Built once per size, as :func:`_statements`."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    values = insert(_TABLE).values(
+        [{"key": bindparam(f"key_{i}"), "day": bindparam(f"day_{i}"), "n": bindparam(f"n_{i}")}
+         for i in range(size)]
+    )  # fmt: skip
+    raised = _TABLE.c.n + values.excluded.n
+    return values.on_conflict_do_update(
+        index_elements=["key"], set_={"n": raised}, where=raised <= bindparam("limit")
+    ).returning(_TABLE.c.key)
 
 
 def give_back(connection: Connection, keys: Iterable[str]) -> None:

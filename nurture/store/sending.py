@@ -29,14 +29,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import Engine, and_, bindparam, exists, func, or_, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, case, exists, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import clock, hooks, logs
-from nurture.store.counters import Cap, give_back, take
+from nurture.store.counters import Cap, give_back, is_plain, take, take_together
 from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left, emails_left
 from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
@@ -181,24 +182,29 @@ def release(session: Session, ids: Sequence[int], token: str, now: datetime | No
 
 # --- starting ----------------------------------------------------------------------------
 
-#: May the message go to its lead now? (Mail to sales only needs its row: an erasure
-#: deletes what is about the person.)
-_CONTACTABLE = or_(
-    _OUTBOX.c.kind != MessageKind.email.value,
-    and_(
-        exists().where(_LEADS.c.id == _OUTBOX.c.lead_id)
-        .where(_LEADS.c.status == "subscribed"),
-        or_(
-            _OUTBOX.c.enrollment_id.is_(None),
-            exists().where(_ENROLLMENTS.c.id == _OUTBOX.c.enrollment_id)
-            .where(_ENROLLMENTS.c.status == EnrollmentStatus.active.value),
+def _contactable(seen_event: Any) -> Any:
+    """May the message go to its lead now? Nothing happened to the lead since the event
+    *seen_event* (the claim's last look). Mail to sales only needs its row: an erasure
+    deletes what is about the person."""
+    return or_(
+        _OUTBOX.c.kind != MessageKind.email.value,
+        and_(
+            exists().where(_LEADS.c.id == _OUTBOX.c.lead_id)
+            .where(_LEADS.c.status == "subscribed"),
+            or_(
+                _OUTBOX.c.enrollment_id.is_(None),
+                exists().where(_ENROLLMENTS.c.id == _OUTBOX.c.enrollment_id)
+                .where(_ENROLLMENTS.c.status == EnrollmentStatus.active.value),
+            ),
+            ~exists().where(_EVENTS.c.lead_id == _OUTBOX.c.lead_id)
+            .where(_EVENTS.c.id > seen_event)
+            .where(_EVENTS.c.type != "email_sent")
+            .where(_EVENTS.c.machine.is_(False)),
         ),
-        ~exists().where(_EVENTS.c.lead_id == _OUTBOX.c.lead_id)
-        .where(_EVENTS.c.id > bindparam("seen_event"))
-        .where(_EVENTS.c.type != "email_sent")
-        .where(_EVENTS.c.machine.is_(False)),
-    ),
-)  # fmt: skip
+    )  # fmt: skip
+
+
+_CONTACTABLE = _contactable(bindparam("seen_event"))
 _START = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("message"))
@@ -280,6 +286,84 @@ def start(
     return Started.go, ""
 
 
+def _by_claim(size: int, column: str) -> Any:
+    """``CASE outbox.id WHEN :id_0 THEN :{column}_0 …``: one value per message of a
+    group of *size*, looked up by its id."""
+    return case(
+        {bindparam(f"id_{i}"): bindparam(f"{column}_{i}") for i in range(size)},
+        value=_OUTBOX.c.id,
+    )
+
+
+def _claimed(size: int) -> Any:
+    """The rows of a group of *size* messages (``:id_0`` …), each under its own claim's
+    token (``:token_0`` …): found by primary key, so that no planner (SQLite's with a
+    row-value ``IN``, PostgreSQL's with stale statistics) walks every row of a status."""
+    return and_(_OUTBOX.c.id.in_([bindparam(f"id_{i}") for i in range(size)]),
+                _OUTBOX.c.claim_token == _by_claim(size, "token"))  # fmt: skip
+
+
+def _claims(items: Sequence[Claimed]) -> dict[str, Any]:
+    """The parameters of :func:`_claimed` for *items*."""
+    params: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        params[f"id_{i}"], params[f"token_{i}"] = item.id, item.token
+    return params
+
+
+@lru_cache(maxsize=64)
+def _start_group(size: int) -> Any:
+    """The start of a group of *size* messages as one statement (built once per size:
+    a statement built with its values each time is compiled each time)."""
+    return (
+        update(_OUTBOX)
+        .where(_claimed(size))
+        .where(_OUTBOX.c.status == OutboxStatus.leased.value)
+        .where(_contactable(_by_claim(size, "seen")))
+        .values(status=OutboxStatus.sending.value, counted=_by_claim(size, "counted"))
+        .returning(_OUTBOX.c.id)
+    )
+
+
+def start_together(
+    session: Session,
+    items: Sequence[Claimed],
+    now: datetime,
+    caps: Sequence[Sequence[Cap | PaceCheck]],
+) -> list[tuple[Started, str]]:
+    """:func:`start` for each of *items* (*caps*: each one's), in the caller's
+    transaction, in three statements however many: one marks every startable message
+    ``sending`` (the same last check, each against its own claim's look), one per cap
+    limit counts them (:func:`~nurture.store.counters.take_together`). Where a cap has
+    no room for all, or a message has a sender's pacing or a counter of different
+    leads, what was done is undone and each is started on its own, to learn which waits.
+    Return what happened to each, in order."""
+    if len(items) < 2 or not all(is_plain(cap) for own in caps for cap in own):
+        return [start(session, item, now, own) for item, own in zip(items, caps, strict=True)]
+    connection = session.connection()
+    params = _claims(items)
+    for i, (item, own) in enumerate(zip(items, caps, strict=True)):
+        params[f"seen_{i}"] = item.seen_event
+        params[f"counted_{i}"] = " ".join(cap.key for cap in own) or None
+    went = set(connection.execute(_start_group(len(items)), params).scalars())
+    taking = [cap for item, own in zip(items, caps, strict=True) if item.id in went
+              for cap in own]  # fmt: skip
+    if not take_together(connection, cast(list[Cap], taking)):
+        connection.execute(
+            update(_OUTBOX).where(_OUTBOX.c.id.in_(went))
+            .values(status=OutboxStatus.leased.value, counted=None)
+        )  # fmt: skip
+        return [start(session, item, now, own) for item, own in zip(items, caps, strict=True)]
+    outcomes: list[tuple[Started, str]] = []
+    for item in items:
+        if item.id in went:
+            hooks.reach("start.after_caps", item)
+            outcomes.append((Started.go, ""))
+        else:
+            outcomes.append(_why_not(session, item, now))
+    return outcomes
+
+
 def unstart(session: Session, item: Claimed) -> bool:
     """A started message that was not handed over after all (the run stopped, or the
     server could not be reached): ``sending`` → ``leased``, its caps' counters given
@@ -332,15 +416,18 @@ def _why_not(session: Session, item: Claimed, now: datetime) -> tuple[Started, s
 
 # --- recording ---------------------------------------------------------------------------
 
-#: Built once, as the statements below: they run at every write of a delivery run.
-_MARK_SENT = (
-    update(_OUTBOX)
-    .where(tuple_(_OUTBOX.c.id, _OUTBOX.c.claim_token).in_(bindparam("claims", expanding=True)))
-    .where(_OUTBOX.c.status == OutboxStatus.sending.value)
-    .values(status=OutboxStatus.sent.value, sent_at=bindparam("now"), last_error=None,
-            lease_until=None, claim_token=None, attempts=_OUTBOX.c.attempts + 1)
-    .returning(_OUTBOX.c.id)
-)  # fmt: skip
+@lru_cache(maxsize=64)
+def _mark_sent(size: int) -> Any:
+    """``sending`` → ``sent`` for a group of *size* (built once per size, as
+    :func:`_start_group`): it runs at every write of a delivery run."""
+    return (
+        update(_OUTBOX)
+        .where(_claimed(size))
+        .where(_OUTBOX.c.status == OutboxStatus.sending.value)
+        .values(status=OutboxStatus.sent.value, sent_at=bindparam("now"), last_error=None,
+                lease_until=None, claim_token=None, attempts=_OUTBOX.c.attempts + 1)
+        .returning(_OUTBOX.c.id)
+    )  # fmt: skip
 _EMAIL_SENT = _EVENTS.insert().values(type="email_sent", source="engine", machine=False,
                                       scored=False)  # fmt: skip
 
@@ -353,8 +440,8 @@ def record_sent(session: Session, items: Sequence[Claimed], now: datetime) -> se
     if not items:
         return set()
     connection = session.connection()
-    claims = [(item.id, item.token) for item in items]
-    written = set(connection.execute(_MARK_SENT, {"claims": claims, "now": now}).scalars())
+    marking = _mark_sent(len(items))
+    written = set(connection.execute(marking, {**_claims(items), "now": now}).scalars())
     sent = [item for item in items if item.id in written]
     emails_left(connection, [i.enrollment_id for i in sent if i.enrollment_id is not None], now)
     events = [{"lead_id": item.lead_id, "sequence": item.sequence, "step": item.step,

@@ -1,0 +1,185 @@
+"""The start of several messages in one statement (what the delivery loop's writer does
+with the messages its connections ask for at once), on SQLite and PostgreSQL: the same
+last check and the same caps as each started on its own, and the planner's statistics
+kept fresh so that these statements find their rows by primary key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import Engine, text, update
+from sqlmodel import select
+
+from nurture.config import load_settings
+from nurture.engine.context import Context
+from nurture.mail.claim import caps_for, claim
+from nurture.mail.pacing import DeliveryReport
+from nurture.stages.passes import run_pass
+from nurture.store.counters import Cap, SendCount, take_together
+from nurture.store.database import refresh_statistics, session_scope
+from nurture.store.leads import Lead
+from nurture.store.sending import Claimed, Started, start_together
+from tests.enginekit import Harness
+from tests.integration.test_send_promises import MOMENT, ctx_and_catalog, wait_for
+
+
+def _claimed(harness: Harness, *extra: str) -> tuple[Context, list[Claimed]]:
+    """The welcome emails of María and of *extra* leads, queued and claimed at MOMENT."""
+    harness.add_leads(*({"email": email, "source": "guide"} for email in extra))
+    ctx, catalog = ctx_and_catalog(harness, MOMENT)
+    with freeze_time(MOMENT):
+        run_pass(ctx, catalog, MOMENT)
+        claimed = claim(ctx, catalog, MOMENT, DeliveryReport()).claimed
+    assert len(claimed) == 1 + len(extra)
+    return ctx, claimed
+
+
+def _start(ctx: Context, items: list[Claimed]) -> list[tuple[Started, str]]:
+    limits = ctx.config.settings.limits
+    caps = [caps_for(item, MOMENT, limits, ctx.default_timezone) for item in items]
+    with freeze_time(MOMENT), session_scope(ctx.engine) as session:
+        return start_together(session, items, MOMENT, caps)
+
+
+def _counts(engine: Engine) -> dict[str, int]:
+    with session_scope(engine) as session:
+        return {row.key: row.n for row in session.exec(select(SendCount))}
+
+
+def _statuses(harness: Harness) -> dict[str, str]:
+    return {row.recipient: row.status for row in harness.outbox()}
+
+
+def test_a_group_starts_together_and_counts_each_send(harness: Harness) -> None:
+    # Given three welcome emails claimed
+    ctx, claimed = _claimed(harness, "ivy@example.net", "kim@example.net")
+    # When they are started together
+    outcomes = _start(ctx, claimed)
+    # Then each goes, each counts once on the sender's day and once on its lead's
+    assert outcomes == [(Started.go, "")] * 3
+    assert set(_statuses(harness).values()) == {"sending"}
+    counts = _counts(harness.engine)
+    assert counts["sender:ana@example.com:2026-11-23"] == 3
+    assert sorted(n for key, n in counts.items() if key.startswith("lead:")) == [1, 1, 1]
+    # And each row names the counters to give back should its send not go
+    for row in harness.outbox():
+        assert f"lead:{row.lead_id}:" in (row.counted or "")
+
+
+def test_a_cap_with_room_for_some_starts_those_and_defers_the_rest(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a sender's cap of 3 a day, and three emails of that sender claimed
+    monkeypatch.setenv("NURTURE_LIMITS_PER_SENDER_DAILY", "3")
+    harness.config = load_settings(harness.project / "nurture.toml")
+    ctx, claimed = _claimed(harness, "ivy@example.net", "kim@example.net")
+    # And another worker has counted a send of that sender since the claim
+    sender = Cap("sender:ana@example.com:2026-11-23", "2026-11-23", 3, MOMENT, "other")
+    with session_scope(harness.engine) as session:
+        assert take_together(session.connection(), [sender])
+    # When the three are started together
+    outcomes = _start(ctx, claimed)
+    # Then two go and the third waits for the sender's next day, saying why
+    assert [outcome for outcome, _ in outcomes] == [Started.go, Started.go, Started.capped]
+    assert "reached its cap of 3 emails today" in outcomes[2][1]
+    assert sorted(_statuses(harness).values()) == ["queued", "sending", "sending"]
+    # And the counter holds the other worker's send and these two: not four, nor one
+    assert _counts(harness.engine)[sender.key] == 3
+    assert sorted(n for key, n in _counts(harness.engine).items() if key.startswith("lead:")) == [
+        1, 1
+    ]  # fmt: skip
+
+
+def test_a_lead_who_opted_out_after_the_claim_is_not_started_and_the_others_are(
+    harness: Harness,
+) -> None:
+    # Given three welcome emails claimed, and then Ivy unsubscribes
+    ctx, claimed = _claimed(harness, "ivy@example.net", "kim@example.net")
+    with session_scope(harness.engine) as session:
+        session.execute(
+            update(Lead).where(Lead.email == "ivy@example.net").values(status="unsubscribed")
+        )
+    # When the three are started together
+    outcomes = dict(zip((item.recipient for item in claimed), _start(ctx, claimed), strict=True))
+    # Then Ivy's is cancelled, and counts on no cap; the others go
+    assert outcomes["ivy@example.net"] == (Started.cancelled, "lead is unsubscribed")
+    assert outcomes["maria@example.com"] == outcomes["kim@example.net"] == (Started.go, "")
+    assert _statuses(harness)["ivy@example.net"] == "cancelled"
+    assert _counts(harness.engine)["sender:ana@example.com:2026-11-23"] == 2
+
+
+def test_a_message_started_by_a_commit_whose_answer_was_lost_goes_and_counts_once(
+    harness: Harness,
+) -> None:
+    # Given two emails started together by a write that committed
+    ctx, claimed = _claimed(harness, "ivy@example.net")
+    assert _start(ctx, claimed) == [(Started.go, "")] * 2
+    before = _counts(harness.engine)
+    # When the writer, which did not learn it committed, starts them again
+    outcomes = _start(ctx, claimed)
+    # Then they go (they are handed over only now), and no cap counts them twice
+    assert outcomes == [(Started.go, "")] * 2
+    assert _counts(harness.engine) == before
+
+
+def test_counters_are_taken_together_all_or_none(harness: Harness) -> None:
+    day = "2026-11-23"
+    never = datetime(2026, 11, 24)
+    sender = Cap(f"sender:ana@example.com:{day}", day, 3, never, "sender")
+    lead = Cap(f"lead:1:{day}", day, 1, never, "lead")
+    with session_scope(harness.engine) as session:
+        # Two sends of one sender and one lead's: they fit
+        assert take_together(session.connection(), [sender, sender, lead])
+    assert _counts(harness.engine) == {sender.key: 2, lead.key: 1}
+    with session_scope(harness.engine) as session:
+        # Two more of the sender (room for one), another of the lead (room for none)
+        assert not take_together(session.connection(), [sender, sender])
+        assert not take_together(session.connection(), [sender, lead])
+        assert not take_together(session.connection(), [lead, lead])
+    # Then nothing was counted by the sends that did not all fit
+    assert _counts(harness.engine) == {sender.key: 2, lead.key: 1}
+
+
+@pytest.fixture
+def pg_only(harness: Harness) -> Iterator[Harness]:
+    if harness.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's planner keeps no statistics unless asked to")
+    yield harness
+
+
+def test_tables_a_pass_filled_are_analyzed_at_once(pg_only: Harness) -> None:
+    harness = pg_only
+    # Given 60 new leads in the sequence's audience, and tables never analyzed
+    harness.add_leads(*({"email": f"lead{i}@example.net", "source": "guide"} for i in range(60)))
+    # When a pass enrolls them and queues their emails
+    ctx, catalog = ctx_and_catalog(harness, MOMENT)
+    with freeze_time(MOMENT):
+        run_pass(ctx, catalog, MOMENT)
+    # Then the planner knows the rows it wrote, without waiting for autovacuum
+    assert _planned(harness.engine) == {"leads": 61, "enrollments": 61, "outbox": 61}
+    # And a table analyzed is analyzed again only once a tenth of it has changed
+    assert "outbox" not in refresh_statistics(harness.engine)
+    harness.add_leads(*({"email": f"new{i}@example.net", "source": "guide"} for i in range(60)))
+    wait_for(lambda: "leads" in refresh_statistics(harness.engine), "the new leads analyzed")
+    assert _planned(harness.engine)["leads"] == 121
+
+
+def _planned(engine: Engine) -> dict[str, float]:
+    """The rows the planner believes the lead, enrollment and outbox tables hold."""
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(
+                text("SELECT relname, reltuples FROM pg_class WHERE relname IN "
+                     "('leads', 'enrollments', 'outbox')")
+            ).all()
+        )  # fmt: skip
+
+
+def test_on_sqlite_nothing_is_analyzed(harness: Harness) -> None:
+    if harness.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
+    harness.add_leads(*({"email": f"lead{i}@example.net", "source": "guide"} for i in range(60)))
+    assert refresh_statistics(harness.engine) == []
