@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Index, bindparam, delete, update
+from sqlalchemy import Connection, Dialect, Index, bindparam, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col
@@ -171,8 +171,9 @@ def take_together(connection: Connection, caps: Sequence[Cap]) -> bool:
         params: dict[str, Any] = {"limit": limit}
         for i, row in enumerate(rows):
             params.update({f"key_{i}": row["key"], f"day_{i}": row["day"], f"n_{i}": row["n"]})
-        statement = _count_group(connection.dialect.name, len(rows))
-        fitted = set(connection.execute(statement, params).scalars())
+        sql, order = _count_group(connection.dialect, len(rows))
+        fitted = set(connection.exec_driver_sql(sql, tuple(params[name] for name in order)
+                                                if order else params).scalars())  # fmt: skip
         taken += [row for row in rows if row["key"] in fitted]
         if len(fitted) < len(rows):
             if not taken:
@@ -187,18 +188,22 @@ def take_together(connection: Connection, caps: Sequence[Cap]) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _count_group(dialect: str, size: int) -> Any:
+def _count_group(dialect: Dialect, size: int) -> tuple[str, tuple[str, ...] | None]:
     """Raise *size* counters (``:key_0`` by ``:n_0`` …) only if each stays within
-    ``:limit``; return the keys raised. Built once per size, as :func:`_statements`."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    ``:limit``; return the keys raised. Compiled once per size, with the names of its
+    parameters in order where the driver takes them by position: SQLAlchemy does not
+    cache a multi-row INSERT, and compiling it took more than running it."""
+    insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
     values = insert(_TABLE).values(
         [{"key": bindparam(f"key_{i}"), "day": bindparam(f"day_{i}"), "n": bindparam(f"n_{i}")}
          for i in range(size)]
     )  # fmt: skip
     raised = _TABLE.c.n + values.excluded.n
-    return values.on_conflict_do_update(
+    compiled = values.on_conflict_do_update(
         index_elements=["key"], set_={"n": raised}, where=raised <= bindparam("limit")
-    ).returning(_TABLE.c.key)
+    ).returning(_TABLE.c.key).compile(dialect=dialect)
+    order = tuple(compiled.positiontup or ()) if compiled.positional else None
+    return str(compiled), order
 
 
 def give_back(connection: Connection, keys: Iterable[str]) -> None:
