@@ -58,6 +58,11 @@ Outcome = tuple[Claimed, SendResult]
 #: Outcomes after which a ``[[senders]]`` entry's health is looked at (it may pause).
 _HEALTH_OUTCOMES = {"bounce", "refused"}
 
+#: Turns of the event loop the writer waits for more senders to ask before it writes
+#: (:meth:`Ledger._gather_asks`): with 4 connections, 3.7 starts a write on PostgreSQL
+#: instead of 2.3, and a fifth more emails a second (bench/README.md).
+GATHER_TURNS = 6
+
 #: The most messages one connection can leave ``sending`` when its process dies.
 IN_FLIGHT_PER_CONNECTION = 3
 
@@ -263,6 +268,7 @@ class Ledger:
             while self._senders > 0 or self._done or self._unsent:
                 self._keep_line_full()
                 await self._wake.wait()
+                await self._gather_asks()
                 self._wake.clear()
                 if self._claim_failed is not None:
                     raise self._claim_failed
@@ -285,6 +291,16 @@ class Ledger:
             if self._claiming is not None:
                 self._claiming.cancel()
                 await asyncio.wait({self._claiming})
+
+    async def _gather_asks(self) -> None:
+        """Let the other senders catch up for a few turns of the event loop (each is
+        handing a message over, and asks for its next as soon as it has begun), so that
+        one transaction starts the next message of more of them: a write costs about
+        the same for one start as for four (group commit)."""
+        for _ in range(GATHER_TURNS):
+            if len(self._asking) >= self._senders:
+                return
+            await asyncio.sleep(0)
 
     def _keep_line_full(self) -> None:
         """Claim the next batch in the background once the line runs short."""

@@ -167,7 +167,8 @@ def take_together(connection: Connection, caps: Sequence[Cap]) -> bool:
     for (key, day, limit), n in counts.items():
         groups[limit].append({"key": key, "day": day, "n": n})
     taken: list[dict[str, Any]] = []
-    for limit, rows in groups.items():
+    for limit, rows in groups.items():  # the sender's first, as a start on its own does
+        rows.sort(key=lambda row: row["key"])  # two workers lock shared rows in one order
         params: dict[str, Any] = {"limit": limit}
         for i, row in enumerate(rows):
             params.update({f"key_{i}": row["key"], f"day_{i}": row["day"], f"n_{i}": row["n"]})
