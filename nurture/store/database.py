@@ -7,6 +7,7 @@ owned by the Alembic migrations in ``nurture/migrations``.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -22,9 +23,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlmodel import Session
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel
 
+from nurture import logs
 from nurture.errors import DatabaseError, SchemaBehindError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -301,30 +303,45 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-#: The tables whose statistics the planner needs to be right: a plan made while one
-#: looked empty scans every active row at each start (see :func:`refresh_statistics`).
+#: nurture's tables (``:names``) whose statistics the planner needs to be right: a plan
+#: made while one looked empty scans every active row at each start (see
+#: :func:`refresh_statistics`). Only tables this role may analyze.
 _STALE_TABLES = """
 SELECT c.relname FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE s.schemaname = current_schema()
-  AND ((c.reltuples < 0 AND pg_relation_size(c.oid) > 0)
+  AND c.relname = ANY(%(names)s)
+  AND pg_has_role(c.relowner, 'USAGE')
+  AND ((s.last_analyze IS NULL AND s.last_autoanalyze IS NULL
+        AND pg_relation_size(c.oid) > 0)
        OR s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0))
 """
 
 
 def refresh_statistics(engine: Engine) -> list[str]:
-    """On PostgreSQL, analyze the tables that hold rows and were never analyzed, and
-    those that changed by more than a tenth since they were (autovacuum's own
+    """On PostgreSQL, analyze nurture's tables that hold rows and were never analyzed,
+    and those that changed by more than a tenth since they were (autovacuum's own
     threshold, met at once instead of up to a minute later); return their names. A
     pass that filled empty tables would otherwise have its statements planned as if
     they were still empty until autovacuum came by: the start of each email then
-    scanned every active enrollment. Tables another session is analyzing are skipped.
-    On SQLite: nothing (its planner keeps no statistics unless asked to)."""
+    scanned every active enrollment. Each table is analyzed in a transaction of its
+    own, skipped if another session is analyzing it. Best effort: a failure (a
+    statement timeout, no right to analyze) is logged and changes nothing else. On
+    SQLite: nothing (its planner keeps no statistics unless asked to)."""
     if engine.dialect.name != "postgresql":
         return []
-    with engine.connect() as connection:
-        stale = [row[0] for row in connection.exec_driver_sql(_STALE_TABLES)]
-        for table in stale:
-            quoted = connection.dialect.identifier_preparer.quote(table)
-            connection.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {quoted}")
-        connection.commit()
-    return stale
+    names = [name for name in SQLModel.metadata.tables if name != "alembic_version"]
+    analyzed: list[str] = []
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            stale = [row[0] for row in connection.exec_driver_sql(_STALE_TABLES,
+                                                                  {"names": names})]  # fmt: skip
+            skip_locked = (connection.dialect.server_version_info or (0,)) >= (12,)
+            for table in stale:
+                quoted = connection.dialect.identifier_preparer.quote(table)
+                options = "(SKIP_LOCKED) " if skip_locked else ""
+                connection.exec_driver_sql(f"ANALYZE {options}{quoted}")
+                analyzed.append(table)
+    except SQLAlchemyError as exc:
+        logs.action("could not refresh the database's statistics", level=logging.WARNING,
+                    error=f"{type(exc).__name__}: {exc}".splitlines()[0])  # fmt: skip
+    return analyzed

@@ -339,7 +339,8 @@ def start_together(
     no room for all, or a message has a sender's pacing or a counter of different
     leads, what was done is undone and each is started on its own, to learn which waits.
     Return what happened to each, in order."""
-    if len(items) < 2 or not all(is_plain(cap) for own in caps for cap in own):
+    if (len(items) < 2 or len({item.id for item in items}) < len(items)
+            or not all(is_plain(cap) for own in caps for cap in own)):
         return [start(session, item, now, own) for item, own in zip(items, caps, strict=True)]
     connection = session.connection()
     params = _claims(items)
