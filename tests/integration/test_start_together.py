@@ -18,6 +18,7 @@ from nurture.engine.context import Context
 from nurture.mail.claim import caps_for, claim
 from nurture.mail.pacing import DeliveryReport
 from nurture.stages.passes import run_pass
+from nurture.store import database
 from nurture.store.counters import Cap, SendCount, take_together
 from nurture.store.database import refresh_statistics, session_scope
 from nurture.store.leads import Lead
@@ -183,3 +184,19 @@ def test_on_sqlite_nothing_is_analyzed(harness: Harness) -> None:
         pytest.skip("SQLite only")
     harness.add_leads(*({"email": f"lead{i}@example.net", "source": "guide"} for i in range(60)))
     assert refresh_statistics(harness.engine) == []
+
+
+def test_a_database_that_refuses_to_analyze_fails_no_pass(
+    pg_only: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = pg_only
+    # Given a server that rejects what refreshing the statistics asks of it
+    monkeypatch.setattr(database, "_STALE_TABLES", "SELECT relname FROM no_such_view "
+                        "WHERE %(names)s IS NOT NULL")  # fmt: skip
+    # When a pass enrolls and queues
+    ctx, catalog = ctx_and_catalog(harness, MOMENT)
+    with freeze_time(MOMENT):
+        report = run_pass(ctx, catalog, MOMENT)
+    # Then the pass did its work, and the refusal is one warning
+    assert report.enrolled == 1 and [row.status for row in harness.outbox()] == ["queued"]
+    assert "could not refresh the database's statistics" in caplog.text
