@@ -30,6 +30,7 @@ from nurture.mail.leases import keep_leases, release_leases, settle_abandoned
 from nurture.mail.ledger import Ledger
 from nurture.mail.pacing import YIELD_MAX, DeliveryReport, Gate, SendingPause
 from nurture.mail.transports import RoutingTransport, SendResult, Transport
+from nurture.retry import retry_transient
 from nurture.store.sending import Claimed
 
 
@@ -194,8 +195,15 @@ async def deliver(
     async def claim_next() -> list[Claimed] | None:
         """The next batch that may go (``None``: nothing more is due)."""
         while more():
-            claimed = await asyncio.to_thread(
-                claim, ctx, catalog, clock.now(), report, only_leads, only_messages, rules
+            # A connection lost here must not end the run: the outcomes of the sends in
+            # flight are written only by the run (else they wait for their lease to end,
+            # then are held as uncertain).
+            claimed = await retry_transient(
+                lambda: asyncio.to_thread(
+                    claim, ctx, catalog, clock.now(), report, only_leads, only_messages, rules
+                ),
+                "delivery",
+                stopping=stopping,
             )
             if not claimed.looked_at:
                 return None
