@@ -165,14 +165,21 @@ def list_enrollments(
 
 _ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
 #: Built once: it runs beside the sends, the commonest write of a delivery run.
-_EMAIL_LEFT = (
-    update(_ENROLLMENTS)
-    .where(_ENROLLMENTS.c.id.in_(bindparam("enrollments", expanding=True)))
-    # Paused too: the wait after the email counts from when it left, resumed or not.
-    .where(
-        _ENROLLMENTS.c.status.in_([EnrollmentStatus.active.value, EnrollmentStatus.paused.value])
-    )
-    .values(base_at=bindparam("now"), due_at=bindparam("now"), version=_ENROLLMENTS.c.version + 1)
+def telling_email_left(which: Any, now: Any) -> Any:
+    """The UPDATE that tells the enrollments *which* selects that their email left at
+    *now* (as :func:`email_left`), for statements that compose it."""
+    return (
+        update(_ENROLLMENTS)
+        .where(which)
+        # Paused too: the wait after the email counts from when it left, resumed or not.
+        .where(_ENROLLMENTS.c.status.in_([EnrollmentStatus.active.value,
+                                          EnrollmentStatus.paused.value]))
+        .values(base_at=now, due_at=now, version=_ENROLLMENTS.c.version + 1)
+    )  # fmt: skip
+
+
+_EMAIL_LEFT = telling_email_left(
+    _ENROLLMENTS.c.id.in_(bindparam("enrollments", expanding=True)), bindparam("now")
 )
 
 

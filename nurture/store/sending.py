@@ -38,7 +38,13 @@ from sqlmodel import Session, col, select
 
 from nurture import clock, hooks, logs
 from nurture.store.counters import Cap, give_back, is_plain, take, take_together
-from nurture.store.enrollments import Enrollment, EnrollmentStatus, email_left, emails_left
+from nurture.store.enrollments import (
+    Enrollment,
+    EnrollmentStatus,
+    email_left,
+    emails_left,
+    telling_email_left,
+)
 from nurture.store.events import Event, record_event
 from nurture.store.leads import Lead
 from nurture.store.outbox import (
@@ -418,18 +424,22 @@ def _why_not(session: Session, item: Claimed, now: datetime) -> tuple[Started, s
 
 # --- recording ---------------------------------------------------------------------------
 
-@lru_cache(maxsize=64)
-def _mark_sent(size: int) -> Any:
-    """``sending`` → ``sent`` for a group of *size* (built once per size, as
-    :func:`_start_group`): it runs at every write of a delivery run."""
+def _marking_sent(size: int, now: Any) -> Any:
+    """``sending`` → ``sent`` at *now* for a group of *size*, still under its claims."""
     return (
         update(_OUTBOX)
         .where(_claimed(size))
         .where(_OUTBOX.c.status == OutboxStatus.sending.value)
-        .values(status=OutboxStatus.sent.value, sent_at=bindparam("now"), last_error=None,
+        .values(status=OutboxStatus.sent.value, sent_at=now, last_error=None,
                 lease_until=None, claim_token=None, attempts=_OUTBOX.c.attempts + 1)
-        .returning(_OUTBOX.c.id)
     )  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _mark_sent(size: int) -> Any:
+    """:func:`_marking_sent` returning the ids marked (built once per size, as
+    :func:`_start_group`): it runs at every write of a delivery run."""
+    return _marking_sent(size, bindparam("now")).returning(_OUTBOX.c.id)
 _EMAIL_SENT = _EVENTS.insert().values(type="email_sent", source="engine", machine=False,
                                       scored=False)  # fmt: skip
 
@@ -443,22 +453,11 @@ def _record_sent_at_once(size: int) -> Any:
     now = bindparam("now", type_=UTCDateTime())
     o = _OUTBOX.c
     sent = (
-        update(_OUTBOX)
-        .where(_claimed(size))
-        .where(o.status == OutboxStatus.sending.value)
-        .values(status=OutboxStatus.sent.value, sent_at=now, last_error=None,
-                lease_until=None, claim_token=None, attempts=o.attempts + 1)
+        _marking_sent(size, now)
         .returning(o.id, o.lead_id, o.enrollment_id, o.kind, o.sequence, o.step, o.message_id)
         .cte("sent")
-    )  # fmt: skip
-    e = _ENROLLMENTS.c
-    told = (
-        update(_ENROLLMENTS)
-        .where(e.id == sent.c.enrollment_id)
-        .where(e.status.in_([EnrollmentStatus.active.value, EnrollmentStatus.paused.value]))
-        .values(base_at=now, due_at=now, version=e.version + 1)
-        .cte("told")
     )
+    told = telling_email_left(_ENROLLMENTS.c.id == sent.c.enrollment_id, now).cte("told")
     logged = (
         _EVENTS.insert()
         .from_select(
