@@ -27,6 +27,8 @@ from nurture.suggest import did_you_mean
 #: Helpers that take a step id as their first argument.
 STEP_HELPERS = ("opened", "clicked", "replied", "outcome")
 #: Every name an expression may use.
+#: The names that ask what the lead did (its events).
+EVENT_HELPERS = frozenset({*STEP_HELPERS, "occurred"})
 NAMES = ("lead", *STEP_HELPERS, "occurred", "engagement", "fit", "stage", "now")
 
 
@@ -137,6 +139,9 @@ class Expression:
     events: tuple[str, ...] = ()
     #: ``(step, value)``: each literal an ``outcome('step')`` is compared with.
     outcomes: tuple[tuple[str, str], ...] = ()
+    #: Whether it asks what the lead did (``opened``, ``occurred``, ``outcome``...): an
+    #: expression that does not can be evaluated without reading the lead's events.
+    reads_events: bool = True
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The value of the expression; raise :class:`InvalidValueError` if it fails."""
@@ -183,7 +188,11 @@ def compile_expression(source: Any, extra_names: tuple[str, ...] = ()) -> Expres
             first = call.args[0]
             if isinstance(first, nodes.Const) and isinstance(first.value, str):
                 steps.append(first.value)
-    return Expression(source, tuple(steps), compiled, _events(tree), _outcome_values(tree))
+    reads_events = any(
+        name.name in EVENT_HELPERS for name in tree.find_all(nodes.Name) if name.ctx == "load"
+    )
+    return Expression(source, tuple(steps), compiled, _events(tree), _outcome_values(tree),
+                      reads_events)  # fmt: skip
 
 
 def _literal(node: nodes.Node) -> str | None:

@@ -38,7 +38,7 @@ from nurture.mail.senders import sender_paces
 from nurture.store.counters import Cap, SendCount, SendCountMember, member_key
 from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
-from nurture.store.events import Event, LeadEvents, events_by_lead
+from nurture.store.events import Event, EventFact, LeadEvents, events_by_lead
 from nurture.store.leads import Lead
 from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
 from nurture.store.sender_health import hold_for_sender, release_unpaused
@@ -450,7 +450,7 @@ def _cancelled_because(
     lead: Lead,
     enrollment: Enrollment | None,
     sequence: Sequence | None,
-    events: list[Event],
+    events: list[EventFact],
     now: datetime,
 ) -> str | None:
     """Why an email queued earlier must not go now: the lead opted out, left the

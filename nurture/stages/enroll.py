@@ -39,6 +39,10 @@ OVERLAP = timedelta(minutes=1)
 LEADS_CHECKED_KEY = "leads_checked_at"
 
 
+#: The statuses of an enrollment still under way (a lead in one is not enrolled again).
+RUNNING = (EnrollmentStatus.active, EnrollmentStatus.paused)
+
+
 def refusal(lead: Lead, sequence: Sequence, previous: list[Enrollment], by: str) -> str:
     """Why *lead* may not be enrolled in *sequence* now (given its *previous*
     enrollments there), or ``""`` when it may."""
@@ -46,9 +50,7 @@ def refusal(lead: Lead, sequence: Sequence, previous: list[Enrollment], by: str)
         return f"{lead.email} is {lead.status}: never enrolled"
     if not sequence.steps:
         return f"{sequence.name} has no steps"
-    running = [
-        e for e in previous if e.status in (EnrollmentStatus.active, EnrollmentStatus.paused)
-    ]
+    running = [e for e in previous if e.status in RUNNING]
     if running:
         return f"{lead.email} is already in {sequence.name} ({running[0].status})"
     if previous:
@@ -236,12 +238,27 @@ def enroll_matching(
     chunks = _audience_candidates(engine, since, now, chunk) if lead_ids is None else [lead_ids]
     for candidates in chunks:
         with session_scope(engine) as session:
+            if by == "auto" and not dry_run:
+                # A lead in the sequence already is never enrolled again by the pass
+                # (refusal): not read, not evaluated.
+                running = set(
+                    session.exec(
+                        select(Enrollment.lead_id)
+                        .where(col(Enrollment.lead_id).in_(candidates))
+                        .where(Enrollment.sequence == sequence.name)
+                        .where(col(Enrollment.status).in_(RUNNING))
+                    )
+                )
+                candidates = [i for i in candidates if i not in running]
+                if not candidates:
+                    continue
             query = select(Lead).where(col(Lead.id).in_(candidates)).order_by(col(Lead.id))
             if by == "auto":
                 query = query.where(Lead.status == ContactStatus.subscribed.value)
             leads = list(session.exec(query))
             ids = [lead.id for lead in leads if lead.id is not None]
-            events = events_by_lead(session, ids)
+            # An audience that asks nothing of what leads did reads none of their events.
+            events = events_by_lead(session, ids) if expression.reads_events else {}
             previous: dict[int, list[Enrollment]] = defaultdict(list)
             for row in session.exec(
                 select(Enrollment)
@@ -310,7 +327,8 @@ def enrolled_matching(
                 .order_by(col(Lead.id))
             )
         )
-        events = events_by_lead(session, [lead.id for lead in leads if lead.id is not None])
+        ids = [lead.id for lead in leads if lead.id is not None]
+        events = events_by_lead(session, ids) if expression.reads_events else {}
         for lead in leads:
             assert lead.id is not None
             view = LeadView.of(lead)

@@ -10,7 +10,6 @@ claimed."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,14 +20,13 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
-from nurture.store.events import Event, EventFact
+from nurture.store.events import EventFact, events_by_lead
 from nurture.store.leads import Lead, lead_dict
 from nurture.store.outbox import NOT_LEFT, MessageKind, OutboxMessage
 from nurture.store.tasks import Task, TaskStatus
 
 _ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
 _LEADS = Lead.__table__  # type: ignore[attr-defined]
-_EVENTS = Event.__table__  # type: ignore[attr-defined]
 _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _TASKS = Task.__table__  # type: ignore[attr-defined]
 
@@ -151,9 +149,6 @@ class Facts:
     tasks: dict[int, WaitedTask] = field(default_factory=dict)
 
 
-_EVENT_COLUMNS = ("lead_id", *EventFact._fields)
-
-
 def facts_by_lead(session: Session, due: Iterable[DueEnrollment]) -> Facts:
     """The facts of the whole batch *due*, one query per kind (events, unsent emails,
     and the tasks waited for, when any is)."""
@@ -162,13 +157,7 @@ def facts_by_lead(session: Session, due: Iterable[DueEnrollment]) -> Facts:
     if not lead_ids:
         return Facts()
     connection = session.connection()
-    events: dict[int, list[EventFact]] = defaultdict(list)
-    c = _EVENTS.c
-    rows = connection.execute(
-        select(*(c[name] for name in _EVENT_COLUMNS)).where(c.lead_id.in_(lead_ids))
-    )
-    for lead_id, *rest in rows:
-        events[lead_id].append(EventFact(*rest))
+    events = events_by_lead(session, lead_ids)
     o = _OUTBOX.c
     unsent = connection.execute(
         select(o.enrollment_id)

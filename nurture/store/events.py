@@ -24,9 +24,13 @@ from sqlalchemy import (
     Index,
     Select,
     UniqueConstraint,
+    case,
+    null,
     text,
+    type_coerce,
     update,
 )
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, or_, select
 
@@ -200,13 +204,35 @@ class LeadEvents:
         return self.words.get(event)
 
 
-def events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[Event]]:
-    """The events of each of *lead_ids* (each lead has a list, maybe empty)."""
-    grouped: dict[int, list[Event]] = defaultdict(list)
-    ids = list(lead_ids)
-    if ids:
-        for event in session.exec(select(Event).where(col(Event.lead_id).in_(ids))):
-            grouped[event.lead_id].append(event)
+#: The types whose ``data`` :class:`LeadEvents` reads (a task's outcome, who replied):
+#: the ``data`` of any other event is not read from the database (decoding it was most
+#: of the cost of reading a lead's events).
+DATA_READ = frozenset({*TASK_DONE, "account_replied"})
+_E = Event.__table__.c  # type: ignore[attr-defined]
+#: An event's :class:`EventFact` columns, with its lead.
+_FACTS = sa_select(
+    _E.lead_id, _E.type, _E.sequence, _E.step,
+    type_coerce(case((_E.type.in_(sorted(DATA_READ)), _E.data), else_=null()), JSONType),
+    _E.occurred_at, _E.machine,
+)  # fmt: skip
+
+
+def events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[EventFact]]:
+    """What each of *lead_ids* did, as :class:`EventFact` rows read column by column
+    (no ORM object per event), 1,000 leads to a query; a lead without events has an
+    empty list. ``data`` is read for the types of :data:`DATA_READ` only (``{}`` for
+    the others)."""
+    grouped: dict[int, list[EventFact]] = defaultdict(list)
+    ids = sorted(set(lead_ids))
+    connection = session.connection()
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        for lead_id, type_, sequence, step, data, occurred_at, machine in connection.execute(
+            _FACTS.where(_E.lead_id.in_(chunk))
+        ):
+            grouped[lead_id].append(
+                EventFact(type_, sequence, step, data or {}, occurred_at, machine)
+            )
     return grouped
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Column, String
+from sqlalchemy import Column, String, insert
 from sqlmodel import Field, Session, SQLModel
 
 from nurture import clock
@@ -67,8 +67,11 @@ def new_id() -> str:
 
 
 def note(session: Session, events: Iterable[Recordable]) -> None:
-    """Queue the webhook events that new *events* (of leads, not machines) mean."""
-    rows = []
+    """Queue the webhook events that new *events* (of leads, not machines) mean, by one
+    ``INSERT`` (no ORM object per row). The leads of *events* must be stored already
+    (the callers flush first)."""
+    rows: list[dict[str, Any]] = []
+    now = clock.now()
     for event in events:
         kind = TYPES.get(event.type)
         if kind is None:
@@ -81,9 +84,13 @@ def note(session: Session, events: Iterable[Recordable]) -> None:
             **({"step": event.step} if event.step else {}),
             **{k: v for k, v in (event.data or {}).items() if k not in ("ip", "user_agent")},
         }
-        rows.append(WebhookEvent(public_id=new_id(), type=kind, lead_id=event.lead_id,
-                                 data=data, created_at=clock.now()))  # fmt: skip
+        kinds = [kind]
         if kind == "lead.stage_changed" and (event.data or {}).get("to") == "hot":
-            rows.append(WebhookEvent(public_id=new_id(), type="lead.hot", lead_id=event.lead_id,
-                                     data=data, created_at=clock.now()))  # fmt: skip
-    session.add_all(rows)
+            kinds.append("lead.hot")
+        rows.extend(
+            {"public_id": new_id(), "type": k, "lead_id": event.lead_id, "data": data,
+             "created_at": now}
+            for k in kinds
+        )  # fmt: skip
+    if rows:
+        session.execute(insert(WebhookEvent.__table__), rows)  # type: ignore[attr-defined]
