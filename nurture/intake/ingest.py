@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from nurture import clock
 from nurture.errors import InvalidValueError, LeadNotFoundError, NurtureError
 from nurture.language.fields import check_storable, normalize_email
+from nurture.store.bulk import one_of
 from nurture.store.events import (
     NewEvent,
     Recorded,
@@ -143,9 +144,11 @@ def ingest_many(
             outcome.append(exc)
     wanted = sorted({email for email in emails if email is not None})
     lead_ids: dict[str, int] = {}
+    dialect = session.get_bind().dialect
     for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
         for lead_id, address in session.exec(
-            select(Lead.id, Lead.email).where(col(Lead.email).in_(wanted[start : start + 500]))
+            select(Lead.id, Lead.email).where(one_of(dialect, col(Lead.email), chunk))
         ):
             if lead_id is not None:
                 lead_ids[address] = lead_id

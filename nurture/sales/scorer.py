@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import func, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -41,32 +41,19 @@ from nurture.language.scoring import (
     stage_reached,
 )
 from nurture.language.timing import day_start, zone
+from nurture.store.bulk import update_rows
 from nurture.store.database import session_scope
 from nurture.store.events import Event, NewEvent, events_of, record_event, record_events
 from nurture.store.leads import Lead, changed_lead_ids
 from nurture.store.meta import advance_mark, read_mark
-from nurture.store.sqltypes import UTCDateTime
 
 FIT_CHECKED_KEY = "fit_checked_at"
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
-_SCORED = (
-    update(_EVENTS)
-    .where(_EVENTS.c.id == bindparam("event"))
-    .values(points=bindparam("points"), scored=True)
-)
 _LEADS = Lead.__table__  # type: ignore[attr-defined]
 _LEAD_SCORES = sa_select(
     _LEADS.c.id, _LEADS.c.engagement, _LEADS.c.scored_at, _LEADS.c.score_reset_at,
     _LEADS.c.timezone,
 )  # fmt: skip
-_ENGAGED = (
-    update(_LEADS)
-    .where(_LEADS.c.id == bindparam("lead"))
-    .values(
-        engagement=bindparam("engagement_"),
-        scored_at=bindparam("scored_at_", type_=UTCDateTime),
-    )
-)
 #: Events scored per transaction (their leads read in one query, written in one).
 EVENTS_BATCH = 5000
 OVERLAP = timedelta(minutes=1)
@@ -422,7 +409,7 @@ def _score_new_events(
                     session, rules, lead, event, lead.timezone, earned,
                     proven=event.lead_id in proven,
                 )  # fmt: skip
-                scored.append({"event": event.id, "points": points})
+                scored.append({"id": event.id, "points": points})
                 report.events += 1
                 if points:
                     # Points alone are not a change of the lead (updated_at): engagement
@@ -430,16 +417,15 @@ def _score_new_events(
                     # lead in a `reenroll: true` sequence it finished. A stage change is.
                     touched.add(event.lead_id)
                     peaks[event.lead_id] = max(peaks.get(event.lead_id, 0.0), lead.engagement)
-            # One executemany for the events and one for the leads whose scores moved,
+            # One statement for the events and one for the leads whose scores moved,
             # not an ORM update per row.
-            session.connection().execute(_SCORED, scored)
+            update_rows(session.connection(), _EVENTS, scored, scored=True)
             moved = [
-                {"lead": i, "engagement_": lead.engagement, "scored_at_": lead.scored_at}
+                {"id": i, "engagement": lead.engagement, "scored_at": lead.scored_at}
                 for i, lead in leads.items()
                 if (lead.engagement, lead.scored_at) != before[i]
             ]
-            if moved:
-                session.connection().execute(_ENGAGED, moved)
+            update_rows(session.connection(), _LEADS, moved)
             # A lead that just proved its address gets the points of its held form posts:
             # scored again from its events.
             for lead_id in _holding_form_posts(session, newly_proven):

@@ -38,6 +38,7 @@ from nurture import clock
 from nurture.errors import InvalidValueError
 from nurture.language.accounts import account_reply_words
 from nurture.language.sequences import TASK_DONE
+from nurture.store.bulk import insert_rows, one_of
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.outbound import note
 from nurture.store.sqltypes import JSONType, UTCDateTime
@@ -330,9 +331,10 @@ _NEXT_IDS = text(
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert *rows* into ``events`` by one executemany; return their ids, in order.
+    """Insert *rows* into ``events``; return their ids, in order.
 
-    PostgreSQL: the ids are taken from the table's sequence first, in one query.
+    PostgreSQL: the ids are taken from the table's sequence first, in one query, and
+    the rows inserted by one statement (:func:`~nurture.store.bulk.insert_rows`).
     SQLite: rows are numbered one after the other (AUTOINCREMENT) and no other writer
     can insert between them (the transaction holds the write lock from its first
     write), so the last id gives them all. (A multi-row ``INSERT … RETURNING`` in
@@ -342,7 +344,8 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         ids = list(connection.execute(_NEXT_IDS, {"n": len(rows)}).scalars())
-        connection.execute(_INSERT, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+        numbered = [{**row, "id": i} for row, i in zip(rows, ids, strict=True)]
+        insert_rows(connection, _EVENTS, numbered)
         return ids
     connection.execute(_INSERT, rows)
     last = int(connection.execute(text("SELECT last_insert_rowid()")).scalar_one())
@@ -358,7 +361,8 @@ def _with_source_ids(session: Session, source: str, ids: list[str]) -> Select[An
     burst of events): 0.1 to 0.5 s a batch instead of a few milliseconds."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-    return select(Event).where(Event.source == source).where(col(Event.source_id).in_(ids))
+    among = one_of(session.get_bind().dialect, col(Event.source_id), ids)
+    return select(Event).where(Event.source == source).where(among)
 
 
 def record_events(session: Session, events: Sequence[Event | NewEvent]) -> list[Recorded]:
@@ -464,9 +468,14 @@ def wake(session: Session, lead_ids: list[int] | Select[Any], moment: datetime) 
     at the latest."""
     if isinstance(lead_ids, list) and not lead_ids:
         return
+    leads = (
+        one_of(session.get_bind().dialect, col(Enrollment.lead_id), lead_ids)
+        if isinstance(lead_ids, list)
+        else col(Enrollment.lead_id).in_(lead_ids)
+    )
     session.execute(
         update(Enrollment)
-        .where(col(Enrollment.lead_id).in_(lead_ids))
+        .where(leads)
         .where(col(Enrollment.status) == EnrollmentStatus.active.value)
         .where(or_(col(Enrollment.due_at).is_(None), col(Enrollment.due_at) > moment))
         .values(due_at=moment, version=col(Enrollment.version) + 1)

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Column, String, insert
+from sqlalchemy import Column, String
 from sqlmodel import Field, Session, SQLModel
 
 from nurture import clock
+from nurture.store.bulk import insert_rows
 from nurture.store.sqltypes import JSONType, UTCDateTime
 
 #: Recorded event type -> webhook event type.
@@ -68,8 +69,8 @@ def new_id() -> str:
 
 def note(session: Session, events: Iterable[Recordable]) -> None:
     """Queue the webhook events that new *events* (of leads, not machines) mean, by one
-    ``INSERT`` (no ORM object per row). The leads of *events* must be stored already
-    (the callers flush first)."""
+    statement (:func:`~nurture.store.bulk.insert_rows`; no ORM object per row). The
+    leads of *events* must be stored already (the callers flush first)."""
     rows: list[dict[str, Any]] = []
     now = clock.now()
     for event in events:
@@ -92,5 +93,4 @@ def note(session: Session, events: Iterable[Recordable]) -> None:
              "created_at": now}
             for k in kinds
         )  # fmt: skip
-    if rows:
-        session.execute(insert(WebhookEvent.__table__), rows)  # type: ignore[attr-defined]
+    insert_rows(session.connection(), WebhookEvent.__table__, rows)  # type: ignore[attr-defined]

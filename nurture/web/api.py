@@ -25,6 +25,7 @@ from nurture.language.scoring import PRECISION, SCORED_STAGES, ScoringRules, loa
 from nurture.sales.explain import event_data_keys_text
 from nurture.sales.scorer import FIT_CHECKED_KEY, PROOF_TYPES
 from nurture.store.arrivals import announce
+from nurture.store.bulk import one_of
 from nurture.store.database import session_scope
 from nurture.store.events import Recorded
 from nurture.store.handoffs import answer_handoff
@@ -109,7 +110,9 @@ def may_turn_hot(session: Session, rules: ScoringRules | None, new: list[Recorde
     since = read_mark(session, FIT_CHECKED_KEY, timedelta(0), clock.now())
     table = Lead.__table__  # type: ignore[attr-defined]
     columns = (table.c.id, table.c.stage, table.c.status, table.c.fit, table.c.updated_at)
-    leads = session.execute(sa_select(*columns).where(table.c.id.in_(ids)))
+    leads = session.execute(
+        sa_select(*columns).where(one_of(session.get_bind().dialect, table.c.id, ids))
+    )
     return [
         lead_id
         for lead_id, stage, status, fit, updated_at in leads
