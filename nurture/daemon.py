@@ -141,9 +141,35 @@ class Daemon:
             return await asyncio.to_thread(
                 full_pass, self.ctx, self.reload, now, self._stop_or_yield, self._loaded
             )
+        if not self.pass_process.running:
+            return await self._pass_while_starting(now)
         catalog = await asyncio.to_thread(reload_stage, self.ctx, self.reload, now)
         self._loaded(catalog)  # delivery sends what the pass queues with it
         return catalog, await self.pass_process.run(now)
+
+    async def _pass_while_starting(self, now: datetime) -> tuple[Catalog, PassReport]:
+        """The pass process takes a second or two to start (it imports nurture): the
+        pass begins here, in a thread, while it starts, so that delivery has emails to
+        send at once; once the process has started, the advance stops between two
+        batches and the process makes the rest of the pass (a whole pass, which finds
+        the rest of what is due)."""
+        assert self.pass_process is not None
+        starting = self.pass_process.start()
+        handed_over = False
+
+        def stop() -> bool:
+            nonlocal handed_over
+            if self._stop_or_yield():
+                return True
+            handed_over = starting.done()
+            return handed_over
+
+        catalog, report = await asyncio.to_thread(
+            full_pass, self.ctx, self.reload, now, stop, self._loaded
+        )
+        if handed_over and not self.stopping.is_set():
+            report.add(await self.pass_process.run(now))
+        return catalog, report
 
     def _stop_or_yield(self) -> bool:
         """Asked by the pass between batches: whether to stop; first, wait while the

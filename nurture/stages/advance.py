@@ -51,6 +51,9 @@ from nurture.store.database import holds_write_turn, refresh_statistics, session
 from nurture.store.enrollments import HELD, EnrollmentStatus
 from nurture.store.events import LeadEvents
 
+#: The size of a pass's first batch (the next ones grow to ``[daemon] batch_size``).
+FIRST_BATCH = 25
+
 
 def advance_due(
     ctx: Context,
@@ -66,10 +69,13 @@ def advance_due(
     not written yet (it is where the pass waits while the fast lane serves new leads)."""
     report = PassReport()
     seen: set[int] = set()
+    # The first batch is small, so that delivery has its first emails at once; each
+    # next one is larger, up to the batch size.
+    size = min(FIRST_BATCH, ctx.batch_size)
     while stop is None or not stop():
         try:
             batch, ids = _advance_batch(ctx, catalog, rules, now, seen, isolated=False,
-                                        only_leads=lead_ids, between=stop)  # fmt: skip
+                                        only_leads=lead_ids, between=stop, size=size)  # fmt: skip
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -79,10 +85,11 @@ def advance_due(
             logs.action("a batch failed: its enrollments are done one by one",
                         level=logging.WARNING, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
             batch, ids = _advance_batch(ctx, catalog, rules, now, seen, isolated=True,
-                                        only_leads=lead_ids)  # fmt: skip
+                                        only_leads=lead_ids, size=size)  # fmt: skip
         if not ids:
             break
         seen.update(ids)
+        size = min(size * 4, ctx.batch_size)
         report.add(batch)
         if lead_ids is None:  # the first batches may fill an outbox that was empty
             refresh_statistics(ctx.engine)  # (not in the fast lane: a few leads)
@@ -99,8 +106,10 @@ def _advance_batch(
     isolated: bool,
     only_leads: list[int] | None = None,
     between: Callable[[], bool] | None = None,
+    size: int | None = None,
 ) -> tuple[PassReport, list[int]]:
-    """Claim the next batch of due enrollments (skipping *seen*) and carry each forward,
+    """Claim the next batch of due enrollments (*size* of them, the batch size by
+    default; skipping *seen*) and carry each forward,
     in one transaction; return what was done and the enrollments' ids. *between* is
     called between enrollments while nothing of the batch is written (on PostgreSQL
     the transaction holds the batch's rows only, which no one else may take).
@@ -116,7 +125,8 @@ def _advance_batch(
     # the version check) and does its batch again one by one, where that enrollment is
     # no longer due.
     with session_scope(ctx.engine) as session:
-        claimed = claim_due(session, list(catalog.sequences), now, ctx.batch_size, only_leads)
+        limit = size or ctx.batch_size
+        claimed = claim_due(session, list(catalog.sequences), now, limit, only_leads)
         due = [e for e in claimed if e.id not in seen]
         if not due:
             return report, []

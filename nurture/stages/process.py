@@ -136,6 +136,10 @@ def _stop_or_yield() -> bool:
     return child.stop.is_set() or os.getppid() != child.parent
 
 
+def _ready() -> None:
+    """Nothing: done once the pass process has started (see :meth:`PassProcess.start`)."""
+
+
 def _run(now: datetime) -> PassReport:
     """One pass at *now*, in the pass process."""
     child = _child
@@ -154,6 +158,25 @@ class PassProcess:
         self.gate = gate
         self.stop = stop
         self._pool: ProcessPoolExecutor | None = None
+        self._started: Future[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the pass process has started (and not died since)."""
+        return self._pool is not None and self._started is not None and self._started.done()
+
+    def start(self) -> Future[None]:
+        """Start the pass process, if it is not running, without waiting for it (its
+        start takes a second or two: it imports nurture); the future is done once it
+        has started. Must be called from the daemon's main thread (see :meth:`run`)."""
+        pool = self._open()
+        if self._started is None:
+            try:
+                self._started = pool.submit(_ready)
+            except BrokenProcessPool:
+                self._discard(pool, "the pass process had died: a new one starts")
+                self._started = self._open().submit(_ready)
+        return self._started
 
     def _open(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -195,11 +218,11 @@ class PassProcess:
     def _discard(self, pool: ProcessPoolExecutor, why: str) -> None:
         logs.action(why, level=logging.ERROR)
         if self._pool is pool:
-            self._pool = None
+            self._pool, self._started = None, None
         pool.shutdown(wait=False)
 
     def close(self) -> None:
         """Wait for the pass in progress, if any, and end the pass process."""
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._started = self._pool, None, None
         if pool is not None:
             pool.shutdown(wait=True)

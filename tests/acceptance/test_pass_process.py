@@ -4,6 +4,7 @@ dies with it when the daemon is killed, leaving nothing half done."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,8 +13,13 @@ from collections import Counter
 from pathlib import Path
 from subprocess import Popen
 
+import pytest
 from sqlmodel import select
 
+from nurture import hooks
+from nurture.config import load_settings
+from nurture.daemon import Daemon
+from nurture.stages.advance import FIRST_BATCH
 from nurture.store.database import open_engine, session_scope
 from nurture.store.outbox import OutboxMessage
 from tests.acceptance.conftest import Run, bulk_project, worker
@@ -202,3 +208,39 @@ def test_a_pass_process_killed_between_passes_is_replaced_at_the_next_pass(
         assert daemon.wait(120) == 0, log.read_text()[-3000:]
     assert "daemon stopped" in log.read_text()
 
+
+
+def test_the_first_pass_begins_in_the_daemon_while_its_process_starts_and_the_process_goes_on(
+    nurture: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 300 due emails and a daemon (in this process) whose pass process is not
+    # started yet (starting it takes a second or two: it imports nurture)
+    env = {**ENV, "NURTURE_DAEMON_BATCH_SIZE": "100"}
+    project = bulk_project(nurture, tmp_path / "p", 300, env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(project)
+    config = load_settings(project / "nurture.toml")
+    engine = open_engine(config.database_url)
+    daemon = Daemon(engine, config, until_idle=True)
+    assert daemon.pass_process is not None and not daemon.pass_process.running
+    here: list[int] = []
+
+    def first_batch_written_here(_session: object, due: list[object]) -> None:
+        # The daemon's thread writes its first batch only once the process has started
+        # (the hooks of this process are not the pass process's).
+        here.append(len(due))
+        assert daemon.pass_process is not None
+        daemon.pass_process.start().result(timeout=120)
+
+    # When it runs until nothing is due
+    with hooks.at("advance.before_write", first_batch_written_here):
+        asyncio.run(daemon.main())
+    engine.dispose()
+
+    # Then the pass began here with one small batch, handed the rest over to the pass
+    # process once it had started, and every email was queued and sent once
+    assert here == [FIRST_BATCH]
+    outbox = _outbox(project)
+    assert Counter(row.status for row in outbox) == {"sent": 300}
+    assert max(Counter(row.recipient for row in outbox).values()) == 1

@@ -15,7 +15,7 @@ from nurture import hooks
 from nurture.config import load_settings
 from nurture.engine.catalog import Catalog, load_catalog
 from nurture.engine.context import Context
-from nurture.stages.advance import advance_due
+from nurture.stages.advance import FIRST_BATCH, advance_due
 from nurture.stages.enroll import enroll_stage
 from nurture.stages.report import PassReport
 from nurture.store.advancing import DueEnrollment
@@ -97,7 +97,8 @@ def test_a_batch_advances_in_a_few_statements_whatever_its_size(
     with engine_of(ctx).connect() as connection:
         ids = sorted(connection.execute(select(_LEADS.c.id)).scalars())
     counts = []
-    for batch in (ids[:3], ids[3:]):  # a batch of 3, then one of 40
+    # A batch of 3, then one of 25 (the first batch of a pass is never larger)
+    for batch in (ids[:3], ids[3 : 3 + FIRST_BATCH]):
         statements = counting(ctx.engine)
         with freeze_time(MOMENT):
             report = advance_due(ctx, catalog, MOMENT, lead_ids=batch)
