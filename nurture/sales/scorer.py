@@ -41,7 +41,7 @@ from nurture.language.scoring import (
     stage_reached,
 )
 from nurture.language.timing import day_start, zone
-from nurture.store.bulk import update_rows
+from nurture.store.bulk import one_of, update_rows
 from nurture.store.database import session_scope
 from nurture.store.events import Event, NewEvent, events_of, record_event, record_events
 from nurture.store.leads import Lead, changed_lead_ids
@@ -313,7 +313,8 @@ def score_pass(ctx: Context, rules: ScoringRules, now: datetime) -> ScoreReport:
     for ids in changed_lead_ids(ctx.engine, since, now):
         with session_scope(ctx.engine) as session:
             pending: list[NewEvent] = []
-            for lead in session.exec(select(Lead).where(col(Lead.id).in_(ids))):
+            among = one_of(session.get_bind().dialect, col(Lead.id), ids)
+            for lead in session.exec(select(Lead).where(among)):
                 lead.fit, _ = fit_of(rules, LeadView.of(lead), now)
                 review_stage(ctx, session, rules, lead, now, report, pending,
                              peaks.get(lead.id or 0))  # fmt: skip
@@ -351,7 +352,9 @@ def review_leads(ctx: Context, rules: ScoringRules, ids: list[int], now: datetim
         with session_scope(ctx.engine) as session:
             pending: list[NewEvent] = []
             for lead in session.exec(
-                select(Lead).where(col(Lead.id).in_(ids[start : start + 500]))
+                select(Lead).where(
+                    one_of(session.get_bind().dialect, col(Lead.id), ids[start : start + 500])
+                )
             ):
                 review_stage(ctx, session, rules, lead, now, report, pending,
                              peaks.get(lead.id or 0))  # fmt: skip
@@ -386,6 +389,7 @@ def _score_new_events(
             if not events:
                 break
             batch_ids = sorted({e.lead_id for e in events})
+            dialect = session.get_bind().dialect
             # The scores of the batch's leads as plain values (no ORM object per lead),
             # written back in one executemany.
             leads = {
@@ -395,7 +399,9 @@ def _score_new_events(
                 )
                 for start in range(0, len(batch_ids), 1000)
                 for row in session.connection().execute(
-                    _LEAD_SCORES.where(_LEADS.c.id.in_(batch_ids[start : start + 1000]))
+                    _LEAD_SCORES.where(
+                        one_of(dialect, _LEADS.c.id, batch_ids[start : start + 1000])
+                    )
                 )
             }
             before = {i: (lead.engagement, lead.scored_at) for i, lead in leads.items()}

@@ -229,7 +229,7 @@ def events_by_lead(session: Session, lead_ids: Iterable[int]) -> dict[int, list[
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
         for lead_id, type_, sequence, step, data, occurred_at, machine in connection.execute(
-            _FACTS.where(_E.lead_id.in_(chunk))
+            _FACTS.where(one_of(connection.dialect, _E.lead_id, chunk))
         ):
             grouped[lead_id].append(
                 EventFact(type_, sequence, step, data or {}, occurred_at, machine)
