@@ -80,9 +80,12 @@ def fit_label(rule: FitRule) -> str:
 
 
 def _number(value: Any) -> float | None:
+    """*value* as a float, or ``None`` when it is not a finite number (YAML reads
+    ``.inf``, ``.nan`` and ``1e400`` as floats: no score can hold them)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 #: Events that earn no points whatever the rules say: an out-of-office is not

@@ -238,9 +238,10 @@ def enroll_matching(
     chunks = _audience_candidates(engine, since, now, chunk) if lead_ids is None else [lead_ids]
     for candidates in chunks:
         with session_scope(engine) as session:
-            if by == "auto" and not dry_run:
+            if by == "auto" and not dry_run and since is not None:
                 # A lead in the sequence already is never enrolled again by the pass
-                # (refusal): not read, not evaluated.
+                # (refusal): not read, not evaluated (a full check, after the audience
+                # changed, evaluates every lead: its errors are all reported).
                 running = set(
                     session.exec(
                         select(Enrollment.lead_id)

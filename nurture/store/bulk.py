@@ -17,15 +17,28 @@ from datetime import date, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Table, TypeDecorator, any_, bindparam, text, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    String,
+    Table,
+    TypeDecorator,
+    any_,
+    bindparam,
+    text,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 
 def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert *rows* (each with the same keys, the columns written) into *table*."""
+    """Insert *rows* into *table*. Each row has the same keys, the columns written; a
+    column left out gets its server default on PostgreSQL (not a Python-side default),
+    and ``None`` is SQL ``NULL``, in a JSON column too."""
     if not rows:
         return
+    _same_keys(rows)
     if connection.dialect.name != "postgresql":
         connection.execute(table.insert(), list(rows))
         return
@@ -42,10 +55,11 @@ def update_rows(
     **fixed: Any,
 ) -> int:
     """Set, in each row of *table* whose *key* is a row's, that row's other values
-    (each row of *rows* has the same keys) and the *fixed* ones; return how many rows of
-    the table matched."""
+    and the *fixed* ones; return how many rows of the table matched. Each row of *rows*
+    has the same keys, and a *key* of its own (no two rows name the same one)."""
     if not rows:
         return 0
+    _same_keys(rows)
     names = tuple(name for name in rows[0] if name != key)
     if connection.dialect.name != "postgresql":
         result = connection.execute(
@@ -62,6 +76,12 @@ def update_rows(
 
 
 Converter = Callable[[Any], Any]
+
+
+def _same_keys(rows: Sequence[dict[str, Any]]) -> None:
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows):
+        raise ValueError("every row must give the same columns")
 
 
 def _document(rows: Sequence[dict[str, Any]], names: tuple[str, ...],
@@ -135,5 +155,11 @@ def one_of(dialect: Dialect, column: Any, values: Sequence[Any]) -> ColumnElemen
     time, and the server a longer plan."""
     if dialect.name != "postgresql":
         return column.in_(list(values))
-    array = bindparam(None, list(values), type_=ARRAY(column.type))
+    # Cast to the column's kind without its length: VARCHAR(300)[] would cut a longer
+    # value, which would then match a stored one it only begins with.
+    kind = column.type
+    kind = getattr(kind, "impl_instance", kind)
+    array = bindparam(
+        None, list(values), type_=ARRAY(String() if isinstance(kind, String) else kind)
+    )
     return column == any_(array)

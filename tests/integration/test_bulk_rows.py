@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import Engine, insert, select
 
-from nurture.store.bulk import insert_rows, update_rows
+from nurture.store.bulk import insert_rows, one_of, update_rows
 from nurture.store.events import Event
 from nurture.store.leads import Lead
 
@@ -85,3 +86,28 @@ def test_updated_rows_and_the_fixed_values(engine: Engine) -> None:
         ).one()
     assert [tuple(row) for row in events] == [(2.5, True), (None, False), (0.0, True)]
     assert scores.engagement == 7.0 and scores.scored_at == MOMENT + timedelta(days=1)
+
+
+def test_a_value_matches_only_itself_never_a_stored_value_it_begins_with(engine: Engine) -> None:
+    lead = _lead(engine)
+    stored = "s" * 300  # the longest source id a column holds
+    with engine.begin() as connection:
+        insert_rows(connection, EVENTS, [{
+            "lead_id": lead, "type": "page_visited", "data": {}, "occurred_at": MOMENT,
+            "source": "api", "source_id": stored, "machine": False,
+        }])  # fmt: skip
+    with engine.connect() as connection:
+
+        def found(values: list[str]) -> list[str]:
+            among = one_of(connection.dialect, EVENTS.c.source_id, values)
+            return list(connection.execute(select(EVENTS.c.source_id).where(among)).scalars())
+
+        assert found([stored + "x", "other"]) == []
+        assert found([stored]) == [stored]
+        assert found([]) == []
+
+
+def test_rows_that_give_different_columns_are_refused(engine: Engine) -> None:
+    lead = _lead(engine)
+    with engine.begin() as connection, pytest.raises(ValueError, match="same columns"):
+        update_rows(connection, LEADS, [{"id": lead, "engagement": 1.0}, {"id": lead}])

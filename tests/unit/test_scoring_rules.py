@@ -90,3 +90,19 @@ def test_an_out_of_office_or_a_colleague_s_reply_earns_no_points(
     assert event_points(named, "out_of_office", False, 0) == 0
     assert event_points(named, "account_replied", False, 0) == 0
     assert event_points(named, "email_clicked", False, 0) == clicked.points
+
+
+@pytest.mark.parametrize("number", [".inf", "-.inf", ".nan", "1.0e400"])
+def test_a_number_no_score_can_hold_is_refused_where_it_is(tmp_path: Path, number: str) -> None:
+    path = tmp_path / "scoring.yaml"
+    path.write_text(
+        f"engagement:\n  email_clicked: {number}\n"
+        f"fit:\n  - if: \"lead.title == 'CEO'\"\n    points: {number}\n"
+        f"stages:\n  hot: {{engagement: {number}}}\n"
+    )
+    _, problems = load_scoring(path)
+    assert [(p.line, p.message) for p in problems] == [
+        (2, "email_clicked: points must be a number"),
+        (4, "each fit rule needs 'if' (an expression) and 'points' (a number)"),
+        (7, "hot: thresholds must be numbers"),
+    ]
