@@ -391,7 +391,7 @@ def _score_new_events(
             batch_ids = sorted({e.lead_id for e in events})
             dialect = session.get_bind().dialect
             # The scores of the batch's leads as plain values (no ORM object per lead),
-            # written back in one executemany.
+            # written back in one statement.
             leads = {
                 row.id: LeadScores(
                     row.id, row.engagement, row.scored_at, row.score_reset_at,

@@ -109,8 +109,8 @@ def _advance_batch(
     size: int | None = None,
 ) -> tuple[PassReport, list[int]]:
     """Claim the next batch of due enrollments (*size* of them, the batch size by
-    default; skipping *seen*) and carry each forward,
-    in one transaction; return what was done and the enrollments' ids. *between* is
+    default; skipping *seen*) and carry each forward, in one transaction; return what
+    was done and the enrollments' ids. *between* is
     called between enrollments while nothing of the batch is written (on PostgreSQL
     the transaction holds the batch's rows only, which no one else may take).
 

@@ -27,7 +27,7 @@ from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
 from nurture.stages.report import PassReport
 from nurture.store.database import refresh_statistics, session_scope
-from nurture.store.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
+from nurture.store.enrollments import RUNNING, DeployedSequence, Enrollment
 from nurture.store.events import Event, LeadEvents, events_by_lead, wake_changed
 from nurture.store.leads import Lead, changed_lead_ids
 from nurture.store.locks import exclusive
@@ -37,10 +37,6 @@ from nurture.store.meta import Meta, advance_mark, audience_failure_key, mark_fo
 #: transaction that committed late is not missed. Enrolling is idempotent.
 OVERLAP = timedelta(minutes=1)
 LEADS_CHECKED_KEY = "leads_checked_at"
-
-
-#: The statuses of an enrollment still under way (a lead in one is not enrolled again).
-RUNNING = (EnrollmentStatus.active, EnrollmentStatus.paused)
 
 
 def refusal(lead: Lead, sequence: Sequence, previous: list[Enrollment], by: str) -> str:
@@ -317,14 +313,13 @@ def enrolled_matching(
     """The leads with an active or paused enrollment in *sequence* for which
     *expression* holds (in ``chosen``, ``enrolled`` their count); nothing is written."""
     report = EnrollReport()
-    running = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value]
     with session_scope(engine) as session:
         leads = list(
             session.exec(
                 select(Lead)
                 .join(Enrollment, col(Enrollment.lead_id) == col(Lead.id))
                 .where(col(Enrollment.sequence) == sequence.name)
-                .where(col(Enrollment.status).in_(running))
+                .where(col(Enrollment.status).in_(RUNNING))
                 .order_by(col(Lead.id))
             )
         )

@@ -21,7 +21,7 @@ from nurture.language.accounts import (
     erased_reply_data,
     person_name,
 )
-from nurture.store.enrollments import Enrollment, EnrollmentStatus
+from nurture.store.enrollments import RUNNING, Enrollment
 from nurture.store.events import Event, NewEvent, record_event, record_events
 from nurture.store.leads import Lead
 from nurture.store.outbox import OutboxMessage
@@ -39,11 +39,10 @@ def colleagues(session: Session, lead: Lead, account: Account) -> list[Lead]:
         query = query.where(col(Lead.email).endswith("@" + domain, autoescape=True)).where(
             or_(col(Lead.company).is_(None), func.trim(col(Lead.company)) == "")
         )
-    running = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value]
     in_sequence = (
         select(Enrollment.id)
         .where(col(Enrollment.lead_id) == col(Lead.id))
-        .where(col(Enrollment.status).in_(running))
+        .where(col(Enrollment.status).in_(RUNNING))
     )
     query = query.where(in_sequence.exists())
     return [other for other in session.exec(query)

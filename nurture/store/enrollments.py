@@ -38,6 +38,11 @@ class EnrollmentStatus(enum.StrEnum):
     failed = "failed"
 
 
+#: The statuses of an enrollment still under way: a lead in one is not enrolled in the
+#: sequence again, and its email's leaving moves it on.
+RUNNING = (EnrollmentStatus.active.value, EnrollmentStatus.paused.value)
+
+
 #: Bumped by every write of an enrollment: a pass that read an enrollment before the
 #: delivery woke it (an email left) finds its write refused, and reads it again, instead
 #: of putting the wake-up back.
@@ -164,7 +169,8 @@ def list_enrollments(
 
 
 _ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
-#: Built once: it runs beside the sends, the commonest write of a delivery run.
+
+
 def telling_email_left(which: Any, now: Any) -> Any:
     """The UPDATE that tells the enrollments *which* selects that their email left at
     *now* (as :func:`email_left`), for statements that compose it."""
@@ -172,12 +178,12 @@ def telling_email_left(which: Any, now: Any) -> Any:
         update(_ENROLLMENTS)
         .where(which)
         # Paused too: the wait after the email counts from when it left, resumed or not.
-        .where(_ENROLLMENTS.c.status.in_([EnrollmentStatus.active.value,
-                                          EnrollmentStatus.paused.value]))
+        .where(_ENROLLMENTS.c.status.in_(RUNNING))
         .values(base_at=now, due_at=now, version=_ENROLLMENTS.c.version + 1)
-    )  # fmt: skip
+    )
 
 
+#: Built once: it runs beside the sends, the commonest write of a delivery run.
 _EMAIL_LEFT = telling_email_left(
     _ENROLLMENTS.c.id.in_(bindparam("enrollments", expanding=True)), bindparam("now")
 )

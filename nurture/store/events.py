@@ -146,8 +146,8 @@ def check_external_type(name: str) -> str:
 
 
 class EventFact(NamedTuple):
-    """What an advance reads of one event (:func:`nurture.store.advancing.facts_by_lead`
-    reads these columns alone, not :class:`Event` objects)."""
+    """What conditions read of one event, as :func:`events_by_lead` reads it (these
+    columns alone, not an :class:`Event` object; ``data`` only for :data:`DATA_READ`)."""
 
     type: str
     sequence: str | None

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, not_, or_, update
 from sqlmodel import Session, col, select
 
 from nurture.language.fields import normalize_email
-from nurture.store.enrollments import Enrollment, EnrollmentStatus
+from nurture.store.enrollments import RUNNING, Enrollment, EnrollmentStatus
 from nurture.store.leads import Lead
 from nurture.store.outbox import hold_for_pause
 
@@ -152,12 +152,11 @@ def cancel_enrollments(
     gone (queued or held), in one transaction; return (enrollments, emails)."""
     from nurture.store.outbox import OutboxMessage, OutboxStatus
 
-    running = [EnrollmentStatus.active.value, EnrollmentStatus.paused.value]
     chosen = (
         select(Enrollment.id)
         .where(col(Enrollment.sequence) == sequence)
         .where(col(Enrollment.lead_id).in_(lead_ids))
-        .where(col(Enrollment.status).in_(running))
+        .where(col(Enrollment.status).in_(RUNNING))
     )
     ids = list(session.exec(chosen))
     if not ids:

@@ -440,6 +440,8 @@ def _mark_sent(size: int) -> Any:
     """:func:`_marking_sent` returning the ids marked (built once per size, as
     :func:`_start_group`): it runs at every write of a delivery run."""
     return _marking_sent(size, bindparam("now")).returning(_OUTBOX.c.id)
+
+
 _EMAIL_SENT = _EVENTS.insert().values(type="email_sent", source="engine", machine=False,
                                       scored=False)  # fmt: skip
 
@@ -478,19 +480,17 @@ def _record_sent_at_once(size: int) -> Any:
 def record_sent(session: Session, items: Sequence[Claimed], now: datetime) -> set[int]:
     """``sending`` → ``sent`` for each of *items* its claim still holds, its enrollment
     told and ``email_sent`` recorded: the commonest write of a delivery run, in three
-    plain statements however many went (kept off the ORM's unit of work; one on
-    PostgreSQL). Return the
-    ids of those written."""
+    plain statements however many went (one on PostgreSQL; kept off the ORM's unit of
+    work). Return the ids of those written."""
     if not items:
         return set()
     connection = session.connection()
     params = {**_claims(items), "now": now}
-    if connection.dialect.name == "postgresql":  # one round trip instead of three
-        written = set(connection.execute(_record_sent_at_once(len(items)), params).scalars())
-        sent = [item for item in items if item.id in written]
-    else:
-        written = set(connection.execute(_mark_sent(len(items)), params).scalars())
-        sent = [item for item in items if item.id in written]
+    at_once = connection.dialect.name == "postgresql"  # one round trip instead of three
+    marking = _record_sent_at_once(len(items)) if at_once else _mark_sent(len(items))
+    written = set(connection.execute(marking, params).scalars())
+    sent = [item for item in items if item.id in written]
+    if not at_once:
         emails_left(connection, [i.enrollment_id for i in sent if i.enrollment_id is not None],
                     now)  # fmt: skip
         events = [{"lead_id": item.lead_id, "sequence": item.sequence, "step": item.step,
