@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import delete
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -105,25 +106,32 @@ def _dispatch_batch(ctx: Context, limit: int) -> int | None:
     endpoints = ctx.config.settings.webhooks
     queued = 0
     with session_scope(ctx.engine) as session:
-        rows = list(
-            session.exec(
-                select(WebhookEvent)
-                .order_by(col(WebhookEvent.id))
+        # The batch as plain (id, type) rows: most are wanted by no endpoint (none may be
+        # set), and only those wanted are read whole.
+        table = WebhookEvent.__table__  # type: ignore[attr-defined]
+        batch = list(
+            session.connection().execute(
+                sa_select(table.c.id, table.c.type)
+                .order_by(table.c.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
         )
-        if not rows:
+        if not batch:
             return None
+        wanted = [row.id for row in batch if any(e.wants(row.type) for e in endpoints)]
+        rows = list(
+            session.exec(select(WebhookEvent).where(col(WebhookEvent.id).in_(wanted)))
+        ) if wanted else []  # fmt: skip
         lead_ids = {row.lead_id for row in rows if row.lead_id is not None}
         leads = {
             lead.id: lead
             for lead in session.exec(select(Lead).where(col(Lead.id).in_(lead_ids)))
-        } if endpoints else {}  # fmt: skip
-        for row in rows:
+        } if lead_ids else {}  # fmt: skip
+        for row in sorted(rows, key=lambda r: r.id or 0):
             wanting = [e for e in endpoints if e.wants(row.type)]
             lead = leads.get(row.lead_id) if row.lead_id is not None else None
-            if not wanting or lead is None:
+            if lead is None:
                 continue
             body = delivery_body(
                 row.public_id, row.type, row.created_at,
@@ -133,8 +141,8 @@ def _dispatch_batch(ctx: Context, limit: int) -> int | None:
                 session.add(_delivery(endpoint, body, row.type, row.lead_id, row.created_at))
                 queued += 1
         hooks.reach("dispatch.before_write", session)
-        session.execute(
-            delete(WebhookEvent).where(col(WebhookEvent.id).in_([row.id for row in rows]))
+        session.connection().execute(
+            delete(table).where(table.c.id.in_([row.id for row in batch]))
         )
     return queued
 
