@@ -133,9 +133,8 @@ def post_events(url: str, leads: int, events: int, batch: int, prefix: str) -> N
 
 def unscored(engine: Engine) -> int:
     with engine.connect() as connection:
-        return int(
-            connection.execute(text("SELECT count(*) FROM events WHERE NOT scored")).scalar_one()
-        )
+        query = text("SELECT count(*) FROM events WHERE scored IS false")  # its own index
+        return int(connection.execute(query).scalar_one())
 
 
 def run(

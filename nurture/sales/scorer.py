@@ -43,7 +43,14 @@ from nurture.language.scoring import (
 from nurture.language.timing import day_start, zone
 from nurture.store.bulk import one_of, update_rows
 from nurture.store.database import session_scope
-from nurture.store.events import Event, NewEvent, events_of, record_event, record_events
+from nurture.store.events import (
+    Event,
+    NewEvent,
+    events_of,
+    record_event,
+    record_events,
+    unscored_events,
+)
 from nurture.store.leads import Lead, changed_lead_ids
 from nurture.store.meta import advance_mark, read_mark
 
@@ -377,14 +384,8 @@ def _score_new_events(
     default_tz = ctx.default_timezone
     while True:
         with session_scope(ctx.engine) as session:
-            columns = ("id", "lead_id", "type", "occurred_at", "machine", "source")
-            query = sa_select(*(_EVENTS.c[name] for name in columns)).where(
-                _EVENTS.c.scored.is_(False)
-            )
-            if lead_ids is not None:
-                query = query.where(_EVENTS.c.lead_id.in_(lead_ids))
             events: list[Any] = list(  # rows of the columns scoring reads
-                session.connection().execute(query.order_by(_EVENTS.c.id).limit(EVENTS_BATCH))
+                session.connection().execute(unscored_events(EVENTS_BATCH, lead_ids))
             )
             if not events:
                 break

@@ -69,6 +69,12 @@ ENGINE_PREFIXES = ("handoff_",)
 TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
+#: The predicate of the events not scored yet, as each database's index states it (and
+#: as ``Event.scored.is_(False)`` renders it: SQLite uses a partial index only for a
+#: query that states its very predicate).
+UNSCORED_SQLITE, UNSCORED_POSTGRESQL = "scored IS 0", "scored IS false"
+
+
 class Event(SQLModel, table=True):
     """One thing that happened to one lead."""
 
@@ -78,6 +84,14 @@ class Event(SQLModel, table=True):
         Index("ix_events_occurred", "occurred_at"),
         # A deployment that renames a step renames what names it.
         Index("ix_events_sequence_step", "sequence", "step"),
+        # The events not scored yet, oldest first: a partial index, so it holds only
+        # them (and a scored event leaves it), with the very predicate scoring asks by.
+        Index(
+            "ix_events_unscored",
+            "id",
+            sqlite_where=text(UNSCORED_SQLITE),
+            postgresql_where=text(UNSCORED_POSTGRESQL),
+        ),
         UniqueConstraint("source", "source_id", "lead_id", name="uq_events_lead_source_id"),
         {"sqlite_autoincrement": True},
     )
@@ -103,7 +117,23 @@ class Event(SQLModel, table=True):
     via_key: str | None = Field(default=None, max_length=64)
     #: Engagement points it earned when scored (before decay); ``None`` until scored.
     points: float | None = None
-    scored: bool = Field(default=False, index=True)
+    scored: bool = False
+
+
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+#: What scoring reads of an event.
+_SCORED_COLUMNS = ("id", "lead_id", "type", "occurred_at", "machine", "source")
+
+
+def unscored_events(limit: int, lead_ids: list[int] | None = None) -> Select[Any]:
+    """The first *limit* events not scored yet (of *lead_ids* only, if given), oldest
+    first, as rows of the columns scoring reads; read through ``ix_events_unscored``."""
+    query = sa_select(*(_EVENTS.c[name] for name in _SCORED_COLUMNS)).where(
+        _EVENTS.c.scored.is_(False)
+    )
+    if lead_ids is not None:
+        query = query.where(_EVENTS.c.lead_id.in_(lead_ids))
+    return query.order_by(_EVENTS.c.id).limit(limit)
 
 
 def check_type(name: str) -> str:
@@ -320,7 +350,6 @@ def record_event(
     return Recorded(event, new=True)
 
 
-_EVENTS = Event.__table__  # type: ignore[attr-defined]
 #: The columns :func:`record_events` writes (every row has each: one multi-row INSERT).
 _WRITTEN = ("lead_id", "type", "sequence", "step", "data", "occurred_at", "source",
             "source_id", "machine", "via_key")  # fmt: skip

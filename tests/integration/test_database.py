@@ -20,6 +20,8 @@ from nurture.store.database import (
     session_scope,
     upgrade,
 )
+from nurture.sales.scorer import EVENTS_BATCH
+from nurture.store.events import unscored_events
 from nurture.store.leads import LeadChanges, get_lead, list_leads, upsert_leads
 
 
@@ -198,3 +200,30 @@ def test_a_sqlite_write_holds_the_turn_of_every_process_until_it_ends(tmp_path: 
         assert _turn_seen_by_another_process(turn) == "free"
     assert turn.stat().st_mode & 0o077 == 0  # private, as the database is
     engine.dispose()
+
+
+def test_scoring_reads_the_unscored_events_by_their_own_index(engine: Engine) -> None:
+    # Given 3,000 events of a lead, PostgreSQL's statistics taken while none was scored
+    # (a burst of events; SQLite keeps none: nurture never asks it to), then all but 100
+    # scored
+    with session_scope(engine) as session:
+        upsert_leads(session, [LeadChanges("ann@example.com", {})])
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO events (lead_id, type, data, occurred_at, source, machine, "
+                 "scored) SELECT (SELECT id FROM leads), 'page_visited', '{}', "
+                 "CURRENT_TIMESTAMP, 'api', false, false FROM (WITH RECURSIVE n(i) AS "
+                 "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) SELECT i FROM n) AS s")
+        )  # fmt: skip
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("ANALYZE events"))
+        connection.execute(text("UPDATE events SET scored = true WHERE id <= 2900"))
+    # When the database plans scoring's read of the next batch
+    query = unscored_events(EVENTS_BATCH).compile(engine, compile_kwargs={"literal_binds": True})
+    explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+    with engine.connect() as connection:
+        plan = " ".join(str(row) for row in connection.execute(text(f"{explain}{query}")))
+        found = connection.execute(unscored_events(EVENTS_BATCH)).all()
+    # Then it reads the index of the unscored events (not every scored one, by id)
+    assert "ix_events_unscored" in plan, plan
+    assert len(found) == 100 and found[0].id == 2901
