@@ -30,7 +30,12 @@ from nurture.language.templates import TemplateSet
 from nurture.language.yamlfile import parse_yaml
 from nurture.problems import Problem
 from nurture.store.database import session_scope
-from nurture.store.enrollments import DeployedSequence, Enrollment, EnrollmentStatus
+from nurture.store.enrollments import (
+    WAKES_ON_ANY,
+    DeployedSequence,
+    Enrollment,
+    EnrollmentStatus,
+)
 from nurture.store.events import Event
 from nurture.store.outbox import OutboxMessage
 from nurture.store.tasks import Task
@@ -157,6 +162,9 @@ def load_catalog(
             row = deployed.get(sequence.name)
             digest = _digest(source)
             if row is not None and row.digest == digest:
+                if row.wakes_on is None:  # deployed before nurture kept it
+                    row.wakes_on = wakes_on(sequence)
+                    session.add(row)
                 continue
             mtime = _mtime(sequence.path)
             if row is not None and not force:
@@ -186,6 +194,7 @@ def load_catalog(
                     steps=steps,
                     deployed_at=now,
                     file_mtime=mtime,
+                    wakes_on=wakes_on(sequence),
                 )
             else:
                 mapping = renames(_deployed_steps(row), sequence)
@@ -199,6 +208,7 @@ def load_catalog(
                 row.audience_checked_at = None
                 row.deployed_at = now
                 row.file_mtime = mtime
+                row.wakes_on = wakes_on(sequence)
             session.add(row)
             catalog.deployed.append(sequence.name)
             _wake_sequence(session, sequence.name, now)
@@ -289,6 +299,13 @@ def _rename_in_flight(session: Session, name: str, mapping: dict[str, str]) -> N
             .values(step=case(mapping, value=col(table.step)))
             .execution_options(synchronize_session=False)
         )
+
+
+def wakes_on(sequence: Sequence) -> list[str]:
+    """:attr:`DeployedSequence.wakes_on` of *sequence*: the event types that wake its
+    enrollments, sorted (``["*"]``: any)."""
+    types = sequence.woken_by()
+    return [WAKES_ON_ANY] if types is None else sorted(types)
 
 
 def _wake_sequence(session: Session, name: str, now: datetime) -> None:

@@ -189,6 +189,20 @@ class Sequence:
     #: The file line of ``senders:`` (a name no ``[[senders]]`` entry has is shown there).
     senders_line: int = 0
 
+    def woken_by(self) -> frozenset[str] | None:
+        """The event types that can move one of its enrollments before its next step is
+        due: the events ``exit_when`` names, and a task's completion when a step is a
+        task (the sequence waits for it). ``None``: any type (an ``exit_when``
+        expression may read the lead's events or the scores an event moves). Whatever
+        the rules, an event that changes the lead (a stage, an opt-out) wakes it too:
+        the lead changed."""
+        if any(rule.expression is not None for rule in self.exit_when):
+            return None
+        types = {rule.event for rule in self.exit_when if rule.event is not None}
+        if any(isinstance(step.action, TaskAction) for step in self.steps):
+            types |= TASK_DONE
+        return frozenset(types)
+
     def step(self, step_id: str) -> Step | None:
         return next((step for step in self.steps if step.id == step_id), None)
 

@@ -129,6 +129,13 @@ class DeployedSequence(SQLModel, table=True):
     #: When the file it was deployed from was last modified (seconds since the epoch):
     #: a worker deploys its own copy only if that copy is newer.
     file_mtime: float | None = None
+    #: The event types that wake its enrollments (:meth:`Sequence.woken_by`; ``["*"]``:
+    #: any); ``None``: not known yet, so any.
+    wakes_on: list[str] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
+
+
+#: :attr:`DeployedSequence.wakes_on` of a sequence any event wakes.
+WAKES_ON_ANY = "*"
 
 
 #: How the reason of an active enrollment held at a step (a missing template) begins.

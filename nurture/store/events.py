@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -39,7 +39,7 @@ from nurture.errors import InvalidValueError
 from nurture.language.accounts import account_reply_words
 from nurture.language.sequences import TASK_DONE
 from nurture.store.bulk import insert_rows, one_of
-from nurture.store.enrollments import Enrollment, EnrollmentStatus
+from nurture.store.enrollments import WAKES_ON_ANY, DeployedSequence, Enrollment, EnrollmentStatus
 from nurture.store.outbound import note
 from nurture.store.sqltypes import JSONType, UTCDateTime
 from nurture.suggest import close_match
@@ -121,6 +121,7 @@ class Event(SQLModel, table=True):
 
 
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
+_DEPLOYED = DeployedSequence.__table__  # type: ignore[attr-defined]
 #: What scoring reads of an event.
 _SCORED_COLUMNS = ("id", "lead_id", "type", "occurred_at", "machine", "source")
 
@@ -346,7 +347,7 @@ def record_event(
     status = STATUS_EVENTS.get(type)
     if status is not None:
         _set_status(session, lead_id, status, moment)
-    wake(session, [lead_id], moment)
+    wake(session, [lead_id], moment, Sleepers(session).of(type))
     return Recorded(event, new=True)
 
 
@@ -428,18 +429,21 @@ def record_events(session: Session, events: Sequence[Event | NewEvent]) -> list[
         for item, new_id in zip(new, _insert(session, rows), strict=True):
             item.id = new_id
     note(session, [event for event in new if not event.machine])
-    woken: dict[datetime, set[int]] = {}
+    # The leads to wake, by moment and by the sequences their events leave asleep.
+    woken: dict[tuple[datetime, frozenset[str]], set[int]] = {}
+    sleepers = Sleepers(session) if new else None
     for event in new:
         if event.machine:
             continue
         status = STATUS_EVENTS.get(event.type)
         if status is not None:
             _set_status(session, event.lead_id, status, event.occurred_at)
-        woken.setdefault(event.occurred_at, set()).add(event.lead_id)
-    for moment, lead_ids in woken.items():
+        assert sleepers is not None
+        woken.setdefault((event.occurred_at, sleepers.of(event.type)), set()).add(event.lead_id)
+    for (moment, asleep), lead_ids in woken.items():
         ordered = sorted(lead_ids)
         for start in range(0, len(ordered), 500):
-            wake(session, ordered[start : start + 500], moment)
+            wake(session, ordered[start : start + 500], moment, asleep)
     return results
 
 
@@ -492,23 +496,57 @@ def _set_status(session: Session, lead_id: int, status: str, moment: datetime) -
         session.add(lead)
 
 
-def wake(session: Session, lead_ids: list[int] | Select[Any], moment: datetime) -> None:
+def wake(
+    session: Session,
+    lead_ids: list[int] | Select[Any],
+    moment: datetime,
+    skip: Collection[str] = (),
+) -> None:
     """Make the active enrollments of *lead_ids* (ids, or a query of ids) due at *moment*
-    at the latest."""
+    at the latest, but those of the sequences *skip* names (see :func:`not_woken`)."""
     if isinstance(lead_ids, list) and not lead_ids:
         return
+    dialect = session.get_bind().dialect
     leads = (
-        one_of(session.get_bind().dialect, col(Enrollment.lead_id), lead_ids)
+        one_of(dialect, col(Enrollment.lead_id), lead_ids)
         if isinstance(lead_ids, list)
         else col(Enrollment.lead_id).in_(lead_ids)
     )
-    session.execute(
+    query = (
         update(Enrollment)
         .where(leads)
         .where(col(Enrollment.status) == EnrollmentStatus.active.value)
         .where(or_(col(Enrollment.due_at).is_(None), col(Enrollment.due_at) > moment))
-        .values(due_at=moment, version=col(Enrollment.version) + 1)
     )
+    if skip:
+        query = query.where(~one_of(dialect, col(Enrollment.sequence), sorted(skip)))
+    session.execute(query.values(due_at=moment, version=col(Enrollment.version) + 1))
+
+
+class Sleepers:
+    """Which deployed sequences an event of each type leaves asleep: those whose
+    ``exit_when`` and steps no event of that type can move before their next step is
+    due (:attr:`DeployedSequence.wakes_on`). Read once per transaction that records
+    events, in it: a deployment that changes a sequence wakes all its enrollments in
+    its own transaction. An event that changes the lead (:data:`STATUS_EVENTS`) wakes
+    every sequence."""
+
+    def __init__(self, session: Session) -> None:
+        self._wakes_on = {
+            name: frozenset(on)
+            for name, on in session.execute(sa_select(_DEPLOYED.c.name, _DEPLOYED.c.wakes_on))
+            if on is not None and WAKES_ON_ANY not in on
+        }
+        self._by_type: dict[str, frozenset[str]] = {}
+
+    def of(self, event_type: str) -> frozenset[str]:
+        """The sequences an event of *event_type* does not wake."""
+        if event_type not in self._by_type:
+            self._by_type[event_type] = frozenset(
+                () if event_type in STATUS_EVENTS
+                else (name for name, on in self._wakes_on.items() if event_type not in on)
+            )  # fmt: skip
+        return self._by_type[event_type]
 
 
 def wake_changed(session: Session, since: datetime | None, moment: datetime) -> None:

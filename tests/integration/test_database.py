@@ -12,6 +12,7 @@ from sqlmodel import SQLModel, select
 
 import nurture.store.models  # noqa: F401
 from nurture.errors import LeadNotFoundError, SchemaBehindError
+from nurture.sales.scorer import EVENTS_BATCH
 from nurture.store.database import (
     check_schema,
     current_revision,
@@ -20,7 +21,6 @@ from nurture.store.database import (
     session_scope,
     upgrade,
 )
-from nurture.sales.scorer import EVENTS_BATCH
 from nurture.store.events import unscored_events
 from nurture.store.leads import LeadChanges, get_lead, list_leads, upsert_leads
 

@@ -19,8 +19,8 @@ from nurture.engine.context import Context
 from nurture.mail.pacing import DeliveryReport, SendingPause
 from nurture.stages.passes import tick
 from nurture.store.database import session_scope
-from nurture.store.enrollments import Enrollment
-from nurture.store.events import Event, record_event
+from nurture.store.enrollments import DeployedSequence, Enrollment
+from nurture.store.events import Event, NewEvent, record_event, record_events
 from nurture.store.leads import Lead
 from nurture.store.outbox import OutboxMessage
 from nurture.store.tasks import Task, complete_task
@@ -1045,3 +1045,94 @@ def test_starttls_true_with_a_server_that_does_not_offer_it_is_a_sending_problem
         problem = collect_status(session, clock.now())["sending_problem"]
     assert "does not offer STARTTLS" in problem["reply"] and problem["failed"] == [row.id]
     assert harness.lead("maria@example.com").status == "subscribed"
+
+
+QUIET = """\
+name: quiet
+audience: "lead.source == 'guide'"
+from: "Ana Ruiz <ana@example.com>"
+steps:
+  - id: hello
+    email: welcome
+  - id: later
+    wait: 30 days
+    email: case-study
+"""
+#: Leaves once engagement is high: scores any event may move.
+KEEN = QUIET.replace("name: quiet", "name: keen") + 'exit_when: ["engagement > 500"]\n'
+
+
+def test_an_event_wakes_only_the_enrollments_it_can_move(harness: Harness) -> None:
+    # Given María in three sequences, each waiting days for its next step: "welcome"
+    # (exit_when: replied, unsubscribed, bounced; a call task), "quiet" (no exit rule,
+    # no task) and "keen" (an exit expression on her engagement)
+    harness.write_sequence(QUIET, name="quiet")
+    harness.write_sequence(KEEN, name="keen")
+    harness.tick(la(2026, 11, 23, 10, 0))  # the first emails go
+    harness.tick(la(2026, 11, 23, 10, 5))  # and each enrollment waits for its next step
+    waiting = {e.sequence: e.due_at for e in harness.enrollments()}
+    assert set(waiting) == {"welcome", "quiet", "keen"}
+    assert all(due is not None and due > la(2026, 11, 24) for due in waiting.values()), waiting
+    lead_id = harness.lead("maria@example.com").id
+    assert lead_id is not None
+
+    def record(*types: str, at: datetime) -> dict[str, datetime | None]:
+        with session_scope(harness.engine) as session:
+            if len(types) == 1:
+                record_event(session, lead_id, types[0], at=at, source="api")
+            else:
+                record_events(session, [NewEvent(lead_id, t, at, source="api") for t in types])
+        return {e.sequence: e.due_at for e in harness.enrollments()}
+
+    def settled(moment: datetime) -> None:  # a pass places the woken enrollments again
+        harness.tick(moment)
+        assert {e.sequence: e.due_at for e in harness.enrollments()} == waiting
+
+    # When she visits a page: only the sequence whose exit reads her engagement wakes
+    visited = la(2026, 11, 23, 11, 0)
+    assert record("page_visited", at=visited) == {**waiting, "keen": visited}
+    settled(la(2026, 11, 23, 11, 1))
+    # And a task's completion wakes the sequence with a task step (it may wait for it)
+    done = la(2026, 11, 23, 11, 30)
+    assert record("call_completed", at=done) == {**waiting, "keen": done, "welcome": done}
+    settled(la(2026, 11, 23, 11, 31))
+    # And a batch with a reply and a visit wakes "welcome" by the reply, never "quiet"
+    replied = la(2026, 11, 23, 12, 0)
+    after = record("page_visited", "email_replied", at=replied)
+    assert after == {**waiting, "keen": replied, "welcome": replied}
+    # And the next pass ends "welcome" by its rule at once; "quiet" waits for its step
+    harness.tick(la(2026, 11, 23, 12, 1))
+    by_sequence = {e.sequence: e for e in harness.enrollments()}
+    assert by_sequence["welcome"].status == "exited"
+    assert by_sequence["quiet"].status == "active"
+    assert by_sequence["quiet"].due_at == waiting["quiet"]
+    # And an opt-out, a change of the lead, wakes every sequence
+    unsubscribed = la(2026, 11, 23, 13, 0)
+    after = record("unsubscribed", at=unsubscribed)
+    assert after["quiet"] == after["keen"] == unsubscribed
+
+
+def test_a_sequence_deployed_before_its_wake_types_were_kept_wakes_on_any_event(
+    harness: Harness,
+) -> None:
+    # Given "quiet" deployed by an older nurture (no wakes_on kept), María waiting in it
+    harness.write_sequence(QUIET, name="quiet")
+    harness.tick(la(2026, 11, 23, 10, 0))
+    harness.tick(la(2026, 11, 23, 10, 5))
+    with session_scope(harness.engine) as session:
+        row = session.get(DeployedSequence, "quiet")
+        assert row is not None and row.wakes_on == []
+        row.wakes_on = None
+        session.add(row)
+    lead_id = harness.lead("maria@example.com").id
+    assert lead_id is not None
+    # When she visits a page
+    with session_scope(harness.engine) as session:
+        record_event(session, lead_id, "page_visited", at=la(2026, 11, 23, 11, 0), source="api")
+    # Then "quiet" woke (nothing was known of it), and the next pass keeps what it learns
+    [quiet] = [e for e in harness.enrollments() if e.sequence == "quiet"]
+    assert quiet.due_at == la(2026, 11, 23, 11, 0)
+    harness.tick(la(2026, 11, 23, 11, 1))
+    with session_scope(harness.engine) as session:
+        row = session.get(DeployedSequence, "quiet")
+        assert row is not None and row.wakes_on == []
