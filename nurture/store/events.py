@@ -431,14 +431,13 @@ def record_events(session: Session, events: Sequence[Event | NewEvent]) -> list[
     note(session, [event for event in new if not event.machine])
     # The leads to wake, by moment and by the sequences their events leave asleep.
     woken: dict[tuple[datetime, frozenset[str]], set[int]] = {}
-    sleepers = Sleepers(session) if new else None
+    sleepers = Sleepers(session)
     for event in new:
         if event.machine:
             continue
         status = STATUS_EVENTS.get(event.type)
         if status is not None:
             _set_status(session, event.lead_id, status, event.occurred_at)
-        assert sleepers is not None
         woken.setdefault((event.occurred_at, sleepers.of(event.type)), set()).add(event.lead_id)
     for (moment, asleep), lead_ids in woken.items():
         ordered = sorted(lead_ids)
@@ -503,7 +502,7 @@ def wake(
     skip: Collection[str] = (),
 ) -> None:
     """Make the active enrollments of *lead_ids* (ids, or a query of ids) due at *moment*
-    at the latest, but those of the sequences *skip* names (see :func:`not_woken`)."""
+    at the latest, but those of the sequences *skip* names (see :class:`Sleepers`)."""
     if isinstance(lead_ids, list) and not lead_ids:
         return
     dialect = session.get_bind().dialect
@@ -526,21 +525,22 @@ def wake(
 class Sleepers:
     """Which deployed sequences an event of each type leaves asleep: those whose
     ``exit_when`` and steps no event of that type can move before their next step is
-    due (:attr:`DeployedSequence.wakes_on`). Read once per transaction that records
-    events, in it: a deployment that changes a sequence wakes all its enrollments in
-    its own transaction. An event that changes the lead (:data:`STATUS_EVENTS`) wakes
-    every sequence."""
+    due (:attr:`DeployedSequence.wakes_on`). Read in the transaction that records the
+    events, once, at its first wake-up: a deployment that changes a sequence wakes all
+    its enrollments in its own transaction. An event that changes the lead
+    (:data:`STATUS_EVENTS`) wakes every sequence."""
 
     def __init__(self, session: Session) -> None:
-        self._wakes_on = {
-            name: frozenset(on)
-            for name, on in session.execute(sa_select(_DEPLOYED.c.name, _DEPLOYED.c.wakes_on))
-            if on is not None and WAKES_ON_ANY not in on
-        }
+        self._session = session
+        self._wakes_on: dict[str, frozenset[str]] | None = None  # read when first asked
         self._by_type: dict[str, frozenset[str]] = {}
 
     def of(self, event_type: str) -> frozenset[str]:
         """The sequences an event of *event_type* does not wake."""
+        if self._wakes_on is None:
+            rows = self._session.execute(sa_select(_DEPLOYED.c.name, _DEPLOYED.c.wakes_on))
+            known = {name: on for name, on in rows if on is not None and WAKES_ON_ANY not in on}
+            self._wakes_on = {name: frozenset(on) for name, on in known.items()}
         if event_type not in self._by_type:
             self._by_type[event_type] = frozenset(
                 () if event_type in STATUS_EVENTS
