@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
+from nurture.store.bulk import update_rows
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import EventFact, events_by_lead
 from nurture.store.leads import Lead, lead_dict
@@ -181,26 +182,23 @@ def facts_by_lead(session: Session, due: Iterable[DueEnrollment]) -> Facts:
 WRITTEN = ("status", "next_step", "base_at", "due_at", "waiting_task_id", "done_steps",
            "reason", "updated_at", "ended_at")  # fmt: skip
 
-_WRITE = (
-    update(_ENROLLMENTS)
-    .where(_ENROLLMENTS.c.id == bindparam("_id"))
-    .where(_ENROLLMENTS.c.version == bindparam("_version"))
-    .values(version=_ENROLLMENTS.c.version + 1)
-)
-
-
 def write_enrollments(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Write the enrollments' new positions, one ``executemany``: each row gives
-    ``_id``, ``_version`` (the version claimed) and every column of :data:`WRITTEN`.
-    Raises :class:`StaleDataError` if any of them changed since it was claimed (the
-    caller's transaction must not commit then)."""
+    """Write the enrollments' new positions, in one statement
+    (:func:`~nurture.store.bulk.update_rows`): each row gives ``_id``, ``_version`` (the
+    version claimed) and every column of :data:`WRITTEN`. Raises
+    :class:`StaleDataError` if any of them changed since it was claimed (the caller's
+    transaction must not commit then)."""
     if not rows:
         return
-    result = session.connection().execute(_WRITE, rows)
-    if result.rowcount != len(rows):
+    matched = update_rows(
+        session.connection(), _ENROLLMENTS,
+        [{"id": row["_id"], "version": row["_version"], **{n: row[n] for n in WRITTEN}}
+         for row in rows],
+        version="version",
+    )  # fmt: skip
+    if matched != len(rows):
         raise StaleDataError(
-            f"{len(rows) - result.rowcount} of {len(rows)} enrollments changed since "
-            "they were claimed"
+            f"{len(rows) - matched} of {len(rows)} enrollments changed since they were claimed"
         )
 
 

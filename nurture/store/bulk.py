@@ -52,27 +52,44 @@ def update_rows(
     table: Table,
     rows: Sequence[dict[str, Any]],
     key: str = "id",
+    *,
+    version: str | None = None,
     **fixed: Any,
 ) -> int:
     """Set, in each row of *table* whose *key* is a row's, that row's other values
     and the *fixed* ones; return how many rows of the table matched. Each row of *rows*
-    has the same keys, and a *key* of its own (no two rows name the same one)."""
+    has the same keys, and a *key* of its own (no two rows name the same one).
+
+    *version*: a column each row gives the value it was read at; a row of the table
+    matches only while it still holds that value, which each match then moves on by
+    one (optimistic locking: the caller compares the count with the rows)."""
     if not rows:
         return 0
     _same_keys(rows)
-    names = tuple(name for name in rows[0] if name != key)
+    keys = (key,) if version is None else (key, version)
+    names = tuple(name for name in rows[0] if name not in keys)
+    bumped = {} if version is None else {version: table.c[version] + 1}
     if connection.dialect.name != "postgresql":
+        statement = update(table).where(table.c[key] == bindparam("k_"))
+        if version is not None:
+            statement = statement.where(table.c[version] == bindparam("k_version"))
         result = connection.execute(
-            update(table)
-            .where(table.c[key] == bindparam("k_"))
-            .values({**{name: bindparam(f"v_{name}") for name in names}, **fixed}),
-            [{"k_": row[key], **{f"v_{name}": row[name] for name in names}} for row in rows],
-        )
+            statement.values(
+                {**{name: bindparam(f"v_{name}") for name in names}, **fixed, **bumped}
+            ),
+            [
+                {"k_": row[key], **({} if version is None else {"k_version": row[version]}),
+                 **{f"v_{name}": row[name] for name in names}}
+                for row in rows
+            ],
+        )  # fmt: skip
         return int(result.rowcount)
-    statement, converters = _update(table, key, names, tuple(sorted(fixed)), connection.dialect)
-    document = _document(rows, (key, *names), converters)
+    matching, converters = _update(
+        table, keys, names, tuple(sorted(fixed)), version, connection.dialect
+    )
+    document = _document(rows, (*keys, *names), converters)
     values = {f"f_{name}": value for name, value in fixed.items()}
-    return int(connection.execute(statement, {"rows": document, **values}).rowcount)
+    return int(connection.execute(matching, {"rows": document, **values}).rowcount)
 
 
 Converter = Callable[[Any], Any]
@@ -133,18 +150,23 @@ def _insert(table: Table, names: tuple[str, ...], dialect: Dialect
 
 
 @cache
-def _update(table: Table, key: str, names: tuple[str, ...], fixed: tuple[str, ...],
-            dialect: Dialect) -> tuple[TextClause, tuple[Converter | None, ...]]:  # fmt: skip
-    """The ``UPDATE … FROM json_to_recordset(…)`` of :func:`update_rows`."""
-    definitions, converters = _columns(table, (key, *names), dialect)
+def _update(table: Table, keys: tuple[str, ...], names: tuple[str, ...],
+            fixed: tuple[str, ...], version: str | None, dialect: Dialect
+            ) -> tuple[TextClause, tuple[Converter | None, ...]]:  # fmt: skip
+    """The ``UPDATE … FROM json_to_recordset(…)`` of :func:`update_rows`, matching the
+    rows by *keys* (the key, and the *version* if any)."""
+    definitions, converters = _columns(table, (*keys, *names), dialect)
     quote = dialect.identifier_preparer.quote
     target = dialect.identifier_preparer.format_table(table)
     sets = [f"{quote(name)} = r.{quote(name)}" for name in names]
     sets += [f"{quote(name)} = :f_{name}" for name in fixed]
+    if version is not None:
+        sets.append(f"{quote(version)} = {target}.{quote(version)} + 1")
+    matches = " AND ".join(f"{target}.{quote(name)} = r.{quote(name)}" for name in keys)
     statement = text(
         f"UPDATE {target} SET {', '.join(sets)} "
         f"FROM json_to_recordset(CAST(:rows AS JSON)) AS r({definitions}) "
-        f"WHERE {target}.{quote(key)} = r.{quote(key)}"
+        f"WHERE {matches}"
     ).bindparams(*(bindparam(f"f_{name}", type_=table.c[name].type) for name in fixed))
     return statement, converters
 

@@ -10,11 +10,13 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from nurture.store.bulk import insert_rows, one_of, update_rows
+from nurture.store.enrollments import Enrollment
 from nurture.store.events import Event
 from nurture.store.leads import Lead
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 LEADS = Lead.__table__  # type: ignore[attr-defined]
+ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
 MOMENT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 
@@ -111,3 +113,33 @@ def test_rows_that_give_different_columns_are_refused(engine: Engine) -> None:
     lead = _lead(engine)
     with engine.begin() as connection, pytest.raises(ValueError, match="same columns"):
         update_rows(connection, LEADS, [{"id": lead, "engagement": 1.0}, {"id": lead}])
+
+
+def test_rows_written_under_their_version_only_while_it_holds(engine: Engine) -> None:
+    # Given two enrollments of a lead, read at version 0, one changed since (version 1)
+    lead = _lead(engine)
+    base = {"lead_id": lead, "cycle": 0, "status": "active", "next_step": "a",
+            "base_at": MOMENT, "due_at": MOMENT, "done_steps": [], "enrolled_by": "auto",
+            "enrolled_at": MOMENT, "updated_at": MOMENT}  # fmt: skip
+    with engine.begin() as connection:
+        ids = [
+            connection.execute(
+                insert(ENROLLMENTS).values({**base, "sequence": name, "version": version})
+                .returning(ENROLLMENTS.c.id)
+            ).scalar_one()
+            for name, version in (("one", 0), ("two", 1))
+        ]  # fmt: skip
+    later = MOMENT + timedelta(days=2)
+    written = [{"id": i, "version": 0, "next_step": "b", "due_at": later, "done_steps": ["a"]}
+               for i in ids]  # fmt: skip
+    # When both are written under the version they were read at
+    with engine.begin() as connection:
+        matched = update_rows(connection, ENROLLMENTS, written, version="version")
+    # Then only the unchanged one is written, and its version moved on
+    assert matched == 1
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(ENROLLMENTS.c.next_step, ENROLLMENTS.c.due_at, ENROLLMENTS.c.done_steps,
+                   ENROLLMENTS.c.version).order_by(ENROLLMENTS.c.id)
+        ).all()  # fmt: skip
+    assert [tuple(row) for row in rows] == [("b", later, ["a"], 1), ("a", MOMENT, [], 1)]
