@@ -189,6 +189,20 @@ class Sequence:
     #: The file line of ``senders:`` (a name no ``[[senders]]`` entry has is shown there).
     senders_line: int = 0
 
+    def reads_events(self) -> bool:
+        """Whether carrying one of its enrollments forward asks what the lead did: an
+        ``exit_when`` event, or an ``exit_when`` or ``if`` expression that reads events
+        (``opened``, ``occurred``, ``outcome``...). One that does not is advanced
+        without reading the lead's events."""
+        rules = any(
+            rule.event is not None
+            or (rule.expression is not None and rule.expression.reads_events)
+            for rule in self.exit_when
+        )
+        return rules or any(
+            step.condition is not None and step.condition.reads_events for step in self.steps
+        )
+
     def woken_by(self) -> frozenset[str] | None:
         """The event types that can move one of its enrollments before its next step is
         due: the events ``exit_when`` names, and a task's completion when a step is a

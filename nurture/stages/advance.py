@@ -130,7 +130,8 @@ def _advance_batch(
         due = [e for e in claimed if e.id not in seen]
         if not due:
             return report, []
-        facts = facts_by_lead(session, due)
+        reads = {name: sequence.reads_events() for name, sequence in catalog.sequences.items()}
+        facts = facts_by_lead(session, due, lambda enrollment: reads[enrollment.sequence])
         book = SenderBook(session, ctx.config.settings, {e.lead_id for e in due}, now)
         leads: dict[int, DueLead] = {}  # as this batch's updates leave them
         plans: list[Plan] = []

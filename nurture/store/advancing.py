@@ -10,12 +10,12 @@ claimed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
@@ -93,18 +93,11 @@ class DueEnrollment:
     lead: DueLead
 
 
-def claim_due(
-    session: Session,
-    names: list[str],
-    now: datetime,
-    limit: int,
-    lead_ids: list[int] | None = None,
-) -> list[DueEnrollment]:
-    """The active enrollments due by *now* (of *lead_ids* only, if given), oldest due
-    first, with their leads, in one statement; on PostgreSQL their rows (not their
-    leads') are locked for this worker, and others skip them."""
-    if not names:
-        return []
+def claim_query(
+    names: list[str], now: datetime, limit: int, lead_ids: list[int] | None = None
+) -> Select[Any]:
+    """The statement of :func:`claim_due`: it reads its batch in the order of
+    ``ix_enrollments_due`` (status, due moment, id), never sorting every due one."""
     e, lead = _ENROLLMENTS.c, _LEADS.c
     columns = [e[name] for name in _ENROLLMENT_COLUMNS]
     columns += [lead[name].label(f"lead_{name}") for name in _LEAD_COLUMNS]
@@ -120,9 +113,24 @@ def claim_due(
     )
     if lead_ids is not None:
         query = query.where(e.lead_id.in_(lead_ids))
+    return query
+
+
+def claim_due(
+    session: Session,
+    names: list[str],
+    now: datetime,
+    limit: int,
+    lead_ids: list[int] | None = None,
+) -> list[DueEnrollment]:
+    """The active enrollments due by *now* (of *lead_ids* only, if given), oldest due
+    first, with their leads, in one statement; on PostgreSQL their rows (not their
+    leads') are locked for this worker, and others skip them."""
+    if not names:
+        return []
     width = len(_ENROLLMENT_COLUMNS)
     due = []
-    for row in session.connection().execute(query):
+    for row in session.connection().execute(claim_query(names, now, limit, lead_ids)):
         values = dict(zip(_ENROLLMENT_COLUMNS, row[:width], strict=True))
         values["done_steps"] = tuple(values["done_steps"] or ())
         due.append(DueEnrollment(**values, lead=DueLead(*row[width:])))
@@ -150,15 +158,21 @@ class Facts:
     tasks: dict[int, WaitedTask] = field(default_factory=dict)
 
 
-def facts_by_lead(session: Session, due: Iterable[DueEnrollment]) -> Facts:
+def facts_by_lead(
+    session: Session,
+    due: Iterable[DueEnrollment],
+    reading: Callable[[DueEnrollment], bool] | None = None,
+) -> Facts:
     """The facts of the whole batch *due*, one query per kind (events, unsent emails,
-    and the tasks waited for, when any is)."""
+    and the tasks waited for, when any is). *reading*: whether an enrollment's advance
+    reads its lead's events (the others' leads' events are not read); by default all."""
     due = list(due)
     lead_ids = sorted({d.lead_id for d in due})
     if not lead_ids:
         return Facts()
     connection = session.connection()
-    events = events_by_lead(session, lead_ids)
+    readers = sorted({d.lead_id for d in due if reading is None or reading(d)})
+    events = events_by_lead(session, readers) if readers else {}
     o = _OUTBOX.c
     unsent = connection.execute(
         select(o.enrollment_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlmodel import SQLModel, select
 import nurture.store.models  # noqa: F401
 from nurture.errors import LeadNotFoundError, SchemaBehindError
 from nurture.sales.scorer import EVENTS_BATCH
+from nurture.store.advancing import claim_query
 from nurture.store.database import (
     check_schema,
     current_revision,
@@ -227,3 +229,30 @@ def test_scoring_reads_the_unscored_events_by_their_own_index(engine: Engine) ->
     # Then it reads the index of the unscored events (not every scored one, by id)
     assert "ix_events_unscored" in plan, plan
     assert len(found) == 100 and found[0].id == 2901
+
+
+def test_the_advance_claims_its_batch_in_order_from_the_index(engine: Engine) -> None:
+    # Given 3,000 enrollments due at the same moment, and the statistics up to date
+    moment = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    with session_scope(engine) as session:
+        upsert_leads(session, [LeadChanges(f"l{i}@example.com", {}) for i in range(3000)])
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO enrollments (lead_id, sequence, cycle, status, next_step, "
+                 "base_at, due_at, done_steps, enrolled_by, enrolled_at, updated_at, version) "
+                 "SELECT id, 'welcome', 0, 'active', 'one', :at, :at, '[]', 'auto', :at, :at, 0 "
+                 "FROM leads"),
+            {"at": moment},
+        )  # fmt: skip
+        if engine.dialect.name == "postgresql":  # as the pass does after filling a table
+            connection.execute(text("ANALYZE enrollments"))
+            connection.execute(text("ANALYZE leads"))
+    # When the database plans the claim of a batch of 200
+    query = claim_query(["welcome"], moment, 200)
+    explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+    with engine.connect() as connection:
+        sql = query.compile(engine, compile_kwargs={"literal_binds": True})
+        plan = " ".join(str(row) for row in connection.execute(text(f"{explain}{sql}")))
+    # Then it reads them in order from the index, never sorting every due enrollment
+    assert "ix_enrollments_due" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan

@@ -72,3 +72,29 @@ def test_tokens_verify_only_untampered_and_for_their_purpose() -> None:
     )
     assert verify("k", "unsubscribe", "garbage") is None
     assert verify("k", "unsubscribe", body + ".!!") is None
+
+
+def test_what_events_a_sequence_reads_and_wakes_on(tmp_path: Path) -> None:
+    head = "name: s\nfrom: A <a@example.com>\n"
+    email = "steps:\n  - id: one\n    email: a\n  - id: two\n    wait: 2 days\n    email: b\n"
+    cases = [
+        # (the file's other lines, reads events, the types that wake it)
+        ("", False, frozenset()),
+        ("exit_when: [replied, hot]\n", True, frozenset({"email_replied"})),
+        ("exit_when: [webinar_attended]\nevents: [webinar_attended]\n", True,
+         frozenset({"webinar_attended"})),
+        ('exit_when: ["fit > 50"]\n', False, None),  # scores, no events: any type
+        ('exit_when: ["occurred(\'demo\')"]\nevents: [demo]\n', True, None),
+    ]  # fmt: skip
+    for extra, reads, wakes in cases:
+        sequence, problems = load(tmp_path, head + extra + email)
+        assert problems == [] and sequence is not None, (extra, problems)
+        assert (sequence.reads_events(), sequence.woken_by()) == (reads, wakes), extra
+    # A condition that reads events is read, and a task step wakes on its completion
+    condition = "    if: \"not opened('one')\"\n    email: b\n"
+    sequence, _ = load(tmp_path, head + email.replace("    email: b\n", condition))
+    assert sequence is not None and sequence.reads_events() and sequence.woken_by() == frozenset()
+    sequence, _ = load(tmp_path, head + email.replace("    email: b\n", "    task: call\n"))
+    assert sequence is not None and not sequence.reads_events()
+    assert sequence.woken_by() == frozenset({"call_completed", "linkedin_completed",
+                                             "task_completed"})  # fmt: skip

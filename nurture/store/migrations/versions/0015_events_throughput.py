@@ -13,6 +13,11 @@ again, though most sequences cannot be moved by most events (``exit_when: [repli
 by a page visit). ``wakes_on`` is ``NULL`` until the sequence is next loaded (any type
 wakes it until then).
 
+The advance claims its batches oldest due first, then by id: ``ix_enrollments_due``
+now holds the id too, so that PostgreSQL reads a batch in order from the index instead
+of sorting every due enrollment for each batch (13 ms a batch of 200 with 10,000 due,
+growing with them).
+
 Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-07
@@ -37,6 +42,8 @@ _SQLITE, _POSTGRESQL = "scored IS 0", "scored IS false"
 def upgrade() -> None:
     with op.batch_alter_table("deployed_sequences") as batch:
         batch.add_column(sa.Column("wakes_on", JSONType, nullable=True))
+    op.drop_index("ix_enrollments_due", table_name="enrollments")
+    op.create_index("ix_enrollments_due", "enrollments", ["status", "due_at", "id"])
     op.drop_index("ix_events_scored", table_name="events")
     op.create_index(
         "ix_events_unscored", "events", ["id"],
@@ -47,5 +54,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_events_unscored", table_name="events")
     op.create_index("ix_events_scored", "events", ["scored"])
+    op.drop_index("ix_enrollments_due", table_name="enrollments")
+    op.create_index("ix_enrollments_due", "enrollments", ["status", "due_at"])
     with op.batch_alter_table("deployed_sequences") as batch:
         batch.drop_column("wakes_on")
