@@ -194,13 +194,17 @@ class Sequence:
         ``exit_when`` event, or an ``exit_when`` or ``if`` expression that reads events
         (``opened``, ``occurred``, ``outcome``...). One that does not is advanced
         without reading the lead's events."""
-        rules = any(
-            rule.event is not None
-            or (rule.expression is not None and rule.expression.reads_events)
-            for rule in self.exit_when
-        )
-        return rules or any(
+        return self.leaving_reads_events() or any(
             step.condition is not None and step.condition.reads_events for step in self.steps
+        )
+
+    def leaving_reads_events(self) -> bool:
+        """Whether its ``exit_when`` asks what the lead did (an event it names, or an
+        expression that reads events): whether the check that a lead leaves it, made
+        again before each of its emails goes, needs the lead's events."""
+        return any(
+            rule.event is not None or (rule.expression is not None and rule.expression.reads_events)
+            for rule in self.exit_when
         )
 
     def woken_by(self) -> frozenset[str] | None:

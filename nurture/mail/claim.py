@@ -35,12 +35,20 @@ from nurture.language.timing import day_start, next_allowed, zone
 from nurture.mail.health import watch_health
 from nurture.mail.pacing import DeliveryReport
 from nurture.mail.senders import sender_paces
+from nurture.store.advancing import DueLead, leads_by_id
 from nurture.store.counters import Cap, SendCount, SendCountMember, member_key
 from nurture.store.database import session_scope
-from nurture.store.enrollments import Enrollment, EnrollmentStatus
+from nurture.store.enrollments import EnrollmentStatus, Standing, standings
 from nurture.store.events import Event, EventFact, LeadEvents, events_by_lead
-from nurture.store.leads import Lead
-from nurture.store.outbox import MessageKind, OutboxMessage, OutboxStatus, sweep_held
+from nurture.store.outbox import (
+    MessageKind,
+    OutboxMessage,
+    OutboxStatus,
+    Queued,
+    due_query,
+    read_due,
+    sweep_held,
+)
 from nurture.store.sender_health import hold_for_sender, release_unpaused
 from nurture.store.senders import PaceView, Refusal, SenderPace, read_pace, verdict
 from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
@@ -128,8 +136,8 @@ class _Caps:
         self,
         session: Session,
         ctx: Context,
-        rows: list[OutboxMessage],
-        leads: dict[int, Lead],
+        rows: list[Queued],
+        leads: dict[int, DueLead],
         now: datetime,
     ) -> None:
         self.now = now
@@ -177,7 +185,7 @@ class _Caps:
         self.claimed: Counter[int] = Counter()
         self._read_domains(session, rows)
 
-    def _read_senders(self, session: Session, rows: list[OutboxMessage]) -> Counter[str]:
+    def _read_senders(self, session: Session, rows: list[Queued]) -> Counter[str]:
         """The emails of each sender of the batch started today (its counter, as the
         start counts them: sending, sent, uncertain), and those leased by any worker
         and not started yet (counted as sent now). Two reads of rows that stay few,
@@ -200,7 +208,7 @@ class _Caps:
             found[sender] += n
         return found
 
-    def _read_domains(self, session: Session, rows: list[OutboxMessage]) -> None:
+    def _read_domains(self, session: Session, rows: list[Queued]) -> None:
         """The leads of each recipient domain of the batch emailed today, from the
         counters the starts took (two reads, only with ``per_domain_daily`` set)."""
         self.today = self.now.astimezone(self.project_tz).date().isoformat()
@@ -225,7 +233,7 @@ class _Caps:
             )
         }
 
-    def _domain_hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
+    def _domain_hold(self, row: Queued) -> tuple[datetime, str] | None:
         cap = self.limits.per_domain_daily
         domain = company_domain(row.recipient)
         if cap is None or domain is None:
@@ -236,7 +244,7 @@ class _Caps:
         return (day_start(self.now, self.project_tz, days_on=1),
                 domain_reason(domain, cap, self.default_tz))  # fmt: skip
 
-    def hold(self, row: OutboxMessage) -> tuple[datetime, str] | None:
+    def hold(self, row: Queued) -> tuple[datetime, str] | None:
         """When *row* may go instead of now, and why; ``None`` if it may go now."""
         held = self._domain_hold(row)
         if held is not None:
@@ -273,7 +281,7 @@ class _Pacing:
     why, and the sender's later messages wait a gap more each."""
 
     def __init__(self, session: Session, paces: dict[str, SenderPace],
-                 rows: list[OutboxMessage], now: datetime) -> None:  # fmt: skip
+                 rows: list[Queued], now: datetime) -> None:  # fmt: skip
         self.paces, self.now = paces, now
         connection = session.connection()
         self.views: dict[str, PaceView] = {
@@ -284,7 +292,7 @@ class _Pacing:
         self.pending: Counter[str] = Counter()
         self.behind: Counter[str] = Counter()
 
-    def refused(self, row: OutboxMessage) -> Refusal | None:
+    def refused(self, row: Queued) -> Refusal | None:
         """Why *row*'s sender may not send it now (``None``: it may, and is counted)."""
         sender = sender_key(row.sender)
         pace = self.paces.get(sender)
@@ -298,18 +306,29 @@ class _Pacing:
             self.behind[sender] += 1
         return refused
 
-    def pace_of(self, row: OutboxMessage) -> SenderPace | None:
+    def pace_of(self, row: Queued) -> SenderPace | None:
         """The pacing of *row*'s sender (``None``: not a ``[[senders]]`` entry)."""
         return self.paces.get(sender_key(row.sender))
 
-    def uncount(self, row: OutboxMessage) -> None:
+    def uncount(self, row: Queued) -> None:
         """*row* was counted, then held back by another check: it is not sent now."""
         if sender_key(row.sender) in self.paces:
             self.pending[sender_key(row.sender)] -= 1
 
 
-def _lead_ids(rows: list[OutboxMessage]) -> set[int]:
+def _lead_ids(rows: list[Queued]) -> set[int]:
     return {r.lead_id for r in rows if r.lead_id is not None}
+
+
+def _leads_read(catalog: Catalog, rows: list[Queued]) -> set[int]:
+    """The leads whose events the checks of *rows* read: those of the emails whose
+    sequence's ``exit_when`` asks what the lead did."""
+    reading = {
+        name
+        for name in {r.sequence for r in rows if r.kind == MessageKind.email}
+        if (sequence := catalog.for_delivery(name)) is not None and sequence.leaving_reads_events()
+    }
+    return {r.lead_id for r in rows if r.lead_id is not None and r.sequence in reading}
 
 
 @dataclass
@@ -335,40 +354,23 @@ def claim(
     others."""
     token = secrets.token_hex(8)
     claimed: list[Claimed] = []
-    query = (
-        select(OutboxMessage)
-        .where(OutboxMessage.status == OutboxStatus.queued.value)
-        .where(col(OutboxMessage.next_attempt_at) <= now)
-        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
-        .limit(ctx.batch_size)
-        .with_for_update(skip_locked=True)
-    )
-    if only_leads is not None:
-        query = query.where(col(OutboxMessage.lead_id).in_(only_leads))
-    if only_messages is not None:
-        query = query.where(col(OutboxMessage.id).in_(only_messages))
+    query = due_query(now, ctx.batch_size, only_leads, only_messages)
     lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
     with session_scope(ctx.engine) as session:
-        rows = list(session.exec(query))
+        rows = read_due(session, query)
         if not rows:
             return Batch([], 0)
         # Read before the events: an event newer than this makes the start look again.
         seen_event = int(session.exec(select(func.max(Event.id))).one() or 0)
-        leads = {
-            lead.id: lead
-            for lead in session.exec(select(Lead).where(col(Lead.id).in_(_lead_ids(rows))))
-            if lead.id is not None
-        }
-        enrollment_ids = {r.enrollment_id for r in rows if r.enrollment_id is not None}
-        enrollments = {
-            e.id: e
-            for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
-        }
-        events = events_by_lead(session, _lead_ids(rows))
+        leads = leads_by_id(session, _lead_ids(rows))
+        enrollments = standings(
+            session.connection(), (r.enrollment_id for r in rows if r.enrollment_id is not None)
+        )
+        events = events_by_lead(session, _leads_read(catalog, rows))
         caps = _Caps(session, ctx, rows, leads, now)
         pacing = _Pacing(session, sender_paces(ctx.config.settings), rows, now)
         hooks.reach("claim.after_read", session, rows)
-        leasable: list[tuple[OutboxMessage, Lead | None]] = []
+        leasable: list[tuple[Queued, DueLead | None]] = []
         for row in rows:
             assert row.id is not None
             lead = leads.get(row.lead_id) if row.lead_id is not None else None
@@ -376,7 +378,7 @@ def claim(
                 enrollment = enrollments.get(row.enrollment_id or -1)
                 sequence = catalog.for_delivery(row.sequence)
                 why_not = _cancelled_because(rules, lead, enrollment, sequence,
-                                             events[lead.id or 0], now)  # fmt: skip
+                                             events.get(lead.id, []), now)  # fmt: skip
                 if (
                     why_not is None
                     and enrollment is not None
@@ -447,8 +449,8 @@ def sweep_held_mail(ctx: Context, now: datetime) -> None:
 
 def _cancelled_because(
     rules: ScoringRules | None,
-    lead: Lead,
-    enrollment: Enrollment | None,
+    lead: DueLead,
+    enrollment: Standing | None,
     sequence: Sequence | None,
     events: list[EventFact],
     now: datetime,
@@ -459,7 +461,7 @@ def _cancelled_because(
         return f"lead is {lead.status}"
     if enrollment is not None and enrollment.status == EnrollmentStatus.exited:
         return f"lead left the sequence: {enrollment.reason}"
-    if sequence is not None:
+    if sequence is not None and sequence.exit_when:
         since = enrollment.enrolled_at if enrollment is not None else None
         engagement = LeadEvents.of(events, sequence.name, since=since)
         view = LeadView.of(lead).as_dict()
@@ -469,9 +471,7 @@ def _cancelled_because(
     return None
 
 
-def _window_hold(
-    catalog: Catalog, row: OutboxMessage, now: datetime
-) -> tuple[datetime, str] | None:
+def _window_hold(catalog: Catalog, row: Queued, now: datetime) -> tuple[datetime, str] | None:
     sequence = catalog.for_delivery(row.sequence)
     if sequence is None:
         return None

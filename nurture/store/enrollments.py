@@ -9,6 +9,8 @@ enrollments that have work.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     update,
 )
+from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
@@ -209,3 +212,28 @@ def emails_left(connection: Connection | Session, enrollment_ids: list[int], now
     """:func:`email_left` for each of *enrollment_ids*, in one statement."""
     if enrollment_ids:
         connection.execute(_EMAIL_LEFT, {"enrollments": enrollment_ids, "now": now})
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Where an enrollment stands, as the claim of its email checks it (a plain row)."""
+
+    id: int
+    status: str
+    reason: str | None
+    enrolled_at: datetime
+
+
+_STANDING = sa_select(*(_ENROLLMENTS.c[name] for name in Standing.__dataclass_fields__)).where(
+    _ENROLLMENTS.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
+def standings(connection: Connection | Session, ids: Iterable[int]) -> dict[int, Standing]:
+    """The :class:`Standing` of each of the enrollments *ids* (a batch's few hundred), by
+    id, in one statement."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = connection.execute(_STANDING, {"ids": wanted})
+    return {row[0]: Standing(*row) for row in rows}

@@ -12,11 +12,13 @@ queued email whose enrollment is paused is ``held`` until it resumes.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text, or_, update
+from sqlalchemy import Column, Index, Select, String, Text, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
@@ -143,6 +145,59 @@ class OutboxMessage(SQLModel, table=True):
             "last_error": self.last_error,
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A message due to go, as a claim reads it (:func:`due_query`): what its checks
+    and its send need, as a plain row (no ORM object)."""
+
+    id: int
+    idempotency_key: str
+    kind: str
+    raw: str
+    sender: str
+    recipient: str
+    lead_id: int | None
+    enrollment_id: int | None
+    sequence: str
+    step: str
+    message_id: str
+    timezone: str
+
+
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_QUEUED_COLUMNS = tuple(Queued.__dataclass_fields__)
+
+
+def due_query(
+    now: datetime,
+    limit: int,
+    only_leads: list[int] | None = None,
+    only_messages: list[int] | None = None,
+) -> Select[Any]:
+    """The next *limit* queued messages due by *now* (to *only_leads*, or of
+    *only_messages*, if given), oldest due first; rows other workers hold locked are
+    skipped (PostgreSQL). Read them with :func:`read_due`."""
+    o = _OUTBOX.c
+    query = (
+        sa_select(*(o[name] for name in _QUEUED_COLUMNS))
+        .where(o.status == OutboxStatus.queued.value)
+        .where(o.next_attempt_at <= now)
+        .order_by(o.next_attempt_at, o.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if only_leads is not None:
+        query = query.where(o.lead_id.in_(only_leads))
+    if only_messages is not None:
+        query = query.where(o.id.in_(only_messages))
+    return query
+
+
+def read_due(session: Session, query: Select[Any]) -> list[Queued]:
+    """The rows of :func:`due_query`, as :class:`Queued`."""
+    return [Queued(*row) for row in session.connection().execute(query)]
 
 
 class OutboxMention(SQLModel, table=True):

@@ -90,10 +90,13 @@ def test_what_events_a_sequence_reads_and_wakes_on(tmp_path: Path) -> None:
         sequence, problems = load(tmp_path, head + extra + email)
         assert problems == [] and sequence is not None, (extra, problems)
         assert (sequence.reads_events(), sequence.woken_by()) == (reads, wakes), extra
+        # Only exit_when here: the check before each email reads what the advance reads
+        assert sequence.leaving_reads_events() == reads, extra
     # A condition that reads events is read, and a task step wakes on its completion
     condition = "    if: \"not opened('one')\"\n    email: b\n"
     sequence, _ = load(tmp_path, head + email.replace("    email: b\n", condition))
     assert sequence is not None and sequence.reads_events() and sequence.woken_by() == frozenset()
+    assert not sequence.leaving_reads_events()  # the claim's check of its emails reads none
     sequence, _ = load(tmp_path, head + email.replace("    email: b\n", "    task: call\n"))
     assert sequence is not None and not sequence.reads_events()
     assert sequence.woken_by() == frozenset({"call_completed", "linkedin_completed",
