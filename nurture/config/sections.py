@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import (
@@ -114,12 +115,14 @@ def _email(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+@lru_cache(maxsize=4096)
 def sender_key(address: str) -> str:
     """The one form of a sender's address (``sam@bücher.de``), as a message's sender is
     stored, looked up, routed and counted by: NFC, lower case, the domain in its Unicode
     form, as :func:`nurture.language.fields.normalize_email` gives leads' addresses
     (``sam@xn--bcher-kva.de`` and ``SAM@Bücher.de`` are one sender). An address that is
-    not valid (``leads@localhost``) is kept NFC and lower-cased."""
+    not valid (``leads@localhost``) is kept NFC and lower-cased. Cached: a delivery run
+    asks it of every message's sender, and a project has few."""
     import unicodedata
 
     from nurture.errors import InvalidValueError

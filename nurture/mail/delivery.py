@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from email.utils import format_datetime
 from functools import partial
@@ -32,6 +32,9 @@ from nurture.mail.pacing import YIELD_MAX, DeliveryReport, Gate, SendingPause
 from nurture.mail.transports import RoutingTransport, SendResult, Transport
 from nurture.retry import retry_transient
 from nurture.store.sending import Claimed
+
+#: Seconds between looks for newly queued emails while a pass is queueing them.
+MORE_COMING_POLL = 0.05
 
 
 def with_date(raw: str, moment: datetime) -> bytes:
@@ -163,6 +166,7 @@ async def deliver(
     gate: Gate | None = None,
     rules: ScoringRules | None = None,
     pause: SendingPause | None = None,
+    more_coming: Callable[[], bool] | None = None,
 ) -> DeliveryReport:
     """Send every message that may go now, batch by batch, until none is left (or until
     *stopping* is set: the messages being sent are finished and recorded, the rest of the
@@ -173,7 +177,10 @@ async def deliver(
     send only these messages (a test send). *gate*: wait between messages while it is
     cleared (the fast lane serving arrived leads goes first). *rules*: the scoring rules
     the exit rules see engagement decayed by. *pause*: the daemon's memory of a server
-    that refused to send for us (a run on its own starts with none)."""
+    that refused to send for us (a run on its own starts with none). *more_coming*: while
+    it says more may be queued (a pass is under way), a run that finds nothing due
+    looks again every :data:`MORE_COMING_POLL` seconds instead of ending (its
+    connections stay open, and the emails the pass queues go at once)."""
     pause = pause if pause is not None else SendingPause()
     report = DeliveryReport()
     now = clock.now()
@@ -206,7 +213,10 @@ async def deliver(
                 stopping=stopping,
             )
             if not claimed.looked_at:
-                return None
+                if more_coming is None or not more_coming():
+                    return None
+                await asyncio.sleep(MORE_COMING_POLL)
+                continue
             if claimed.claimed:
                 return claimed.claimed
         return None

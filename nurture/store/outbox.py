@@ -17,7 +17,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Column, Index, Select, String, Text, or_, update
+from sqlalchemy import Column, Index, Select, String, Text, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -198,6 +198,20 @@ def due_query(
 def read_due(session: Session, query: Select[Any]) -> list[Queued]:
     """The rows of :func:`due_query`, as :class:`Queued`."""
     return [Queued(*row) for row in session.connection().execute(query)]
+
+
+def due_waiting(connection: Any, now: datetime, enough: int) -> int:
+    """How many queued messages are due by *now*, counted up to *enough* (a look at
+    the start of ``ix_outbox_due``, however long the queue)."""
+    o = _OUTBOX.c
+    due = (
+        sa_select(o.id)
+        .where(o.status == OutboxStatus.queued.value)
+        .where(o.next_attempt_at <= now)
+        .limit(enough)
+        .subquery()
+    )
+    return int(connection.execute(sa_select(func.count()).select_from(due)).scalar_one())
 
 
 class OutboxMention(SQLModel, table=True):

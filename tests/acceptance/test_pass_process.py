@@ -10,18 +10,19 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
 from subprocess import Popen
 
 import pytest
 from sqlmodel import select
 
-from nurture import hooks
+from nurture import clock, hooks
 from nurture.config import load_settings
 from nurture.daemon import Daemon
 from nurture.stages.advance import FIRST_BATCH
 from nurture.store.database import open_engine, session_scope
-from nurture.store.outbox import OutboxMessage
+from nurture.store.outbox import OutboxMessage, due_waiting
 from tests.acceptance.conftest import Run, bulk_project, worker
 
 LEADS = 3000
@@ -243,4 +244,44 @@ def test_the_first_pass_begins_in_the_daemon_while_its_process_starts_and_the_pr
     assert here == [FIRST_BATCH]
     outbox = _outbox(project)
     assert Counter(row.status for row in outbox) == {"sent": 300}
+    assert max(Counter(row.recipient for row in outbox).values()) == 1
+
+
+def test_while_its_process_starts_the_daemon_renders_no_further_ahead_than_its_senders(
+    nurture: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 200 due emails in batches of 10, a daemon (in this process) whose pass
+    # process never gets started, so that the whole pass is made here, and senders
+    # slower than the pass (each send holds the event loop 5 ms)
+    env = {**ENV, "NURTURE_DAEMON_BATCH_SIZE": "10"}
+    project = bulk_project(nurture, tmp_path / "p", 200, env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(project)
+    config = load_settings(project / "nurture.toml")
+    engine = open_engine(config.database_url)
+    daemon = Daemon(engine, config, until_idle=True)
+    assert daemon.pass_process is not None
+    never: Future[None] = Future()
+    monkeypatch.setattr(daemon.pass_process, "start", lambda: never)
+    monkeypatch.setattr("nurture.daemon.AHEAD_WHILE_STARTING", 2)
+    waiting: list[int] = []
+
+    def count_waiting(_session: object, _due: object) -> None:
+        with engine.connect() as connection:
+            waiting.append(due_waiting(connection, clock.now(), 1000))
+
+    # When it runs until nothing is due
+    with (
+        hooks.at("advance.before_write", count_waiting),
+        hooks.at("delivery.before_send", lambda _item: time.sleep(0.005)),
+    ):
+        asyncio.run(daemon.main())
+    engine.dispose()
+
+    # Then each batch was made while fewer than two batches waited for the senders (this
+    # interpreter's time went to sending), and every email was sent once
+    assert len(waiting) >= 200 // 10 and max(waiting) < 2 * 10, waiting
+    outbox = _outbox(project)
+    assert Counter(row.status for row in outbox) == {"sent": 200}
     assert max(Counter(row.recipient for row in outbox).values()) == 1
