@@ -176,7 +176,7 @@ class Daemon:
             return handed_over
 
         catalog, report = await asyncio.to_thread(
-            full_pass, self.ctx, self.reload, now, stop, self._loaded
+            full_pass, self.ctx, self.reload, now, stop, self._loaded, self._stop_or_yield
         )
         if handed_over and not self.stopping.is_set():
             report.add(await self.pass_process.run(now))

@@ -63,10 +63,12 @@ def advance_due(
     lead_ids: list[int] | None = None,
     *,
     rules: ScoringRules | None = None,
+    between: Callable[[], bool] | None = None,
 ) -> PassReport:
     """Carry every due enrollment (of *lead_ids* only, if given) forward, a batch at a
-    time; *stop* is asked between batches, and between enrollments while the batch has
-    not written yet (it is where the pass waits while the fast lane serves new leads)."""
+    time; *stop* is asked between batches, and *between* (by default *stop*) between
+    enrollments while the batch has not written yet (it is where the pass waits while
+    the fast lane serves new leads)."""
     report = PassReport()
     seen: set[int] = set()
     # The first batch is small, so that delivery has its first emails at once; each
@@ -75,7 +77,8 @@ def advance_due(
     while stop is None or not stop():
         try:
             batch, ids = _advance_batch(ctx, catalog, rules, now, seen, isolated=False,
-                                        only_leads=lead_ids, between=stop, size=size)  # fmt: skip
+                                        only_leads=lead_ids, between=between or stop,
+                                        size=size)  # fmt: skip
         except Exception as exc:
             if is_transient(exc):
                 raise

@@ -46,6 +46,7 @@ def full_pass(
     now: datetime,
     stop: Callable[[], bool] | None = None,
     loaded: Callable[[Catalog], None] | None = None,
+    between: Callable[[], bool] | None = None,
 ) -> tuple[Catalog, PassReport]:
     """One pass at *now*, as one line of stages::
 
@@ -53,7 +54,8 @@ def full_pass(
 
     Reloading and scoring are one worker's at a time (:func:`nurture.store.locks.exclusive`);
     the due enrollments are shared between the workers. *loaded* is told the catalog as
-    soon as it is loaded; *stop* is asked between batches. The emails the pass queues
+    soon as it is loaded; *stop* is asked between batches, and *between* (by default
+    *stop*) between the enrollments of a batch not written yet. The emails the pass queues
     are sent by the deliver stage (:func:`nurture.mail.delivery.deliver`), which the
     daemon runs beside it."""
     report = PassReport()
@@ -65,7 +67,7 @@ def full_pass(
         report.add(score(ctx, rules, now))
     report.add(enroll_stage(ctx, catalog, rules, now))
     report.add(resume_back(ctx, now))
-    report.add(advance_due(ctx, catalog, now, stop, rules=rules))
+    report.add(advance_due(ctx, catalog, now, stop, rules=rules, between=between))
     report.add(hand_off(ctx, rules, now))
     return catalog, report
 
