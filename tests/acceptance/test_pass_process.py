@@ -15,6 +15,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import select
 
 from nurture import clock, hooks
@@ -211,19 +212,27 @@ def test_a_pass_process_killed_between_passes_is_replaced_at_the_next_pass(
 
 
 
-def test_the_first_pass_begins_in_the_daemon_while_its_process_starts_and_the_process_goes_on(
-    nurture: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given 300 due emails and a daemon (in this process) whose pass process is not
-    # started yet (starting it takes a second or two: it imports nurture)
-    env = {**ENV, "NURTURE_DAEMON_BATCH_SIZE": "100"}
-    project = bulk_project(nurture, tmp_path / "p", 300, env)
+def _daemon_here(
+    nurture: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leads: int, *, batch: int
+) -> tuple[Path, Engine, Daemon]:
+    """A project with *leads* due emails, and a daemon in this process (run until
+    nothing is due, in batches of *batch*) whose pass process is not started yet."""
+    env = {**ENV, "NURTURE_DAEMON_BATCH_SIZE": str(batch)}
+    project = bulk_project(nurture, tmp_path / "p", leads, env)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(project)
     config = load_settings(project / "nurture.toml")
     engine = open_engine(config.database_url)
-    daemon = Daemon(engine, config, until_idle=True)
+    return project, engine, Daemon(engine, config, until_idle=True)
+
+
+def test_the_first_pass_begins_in_the_daemon_while_its_process_starts_and_the_process_goes_on(
+    nurture: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 300 due emails and a daemon (in this process) whose pass process is not
+    # started yet (starting it takes a second or two: it imports nurture)
+    project, engine, daemon = _daemon_here(nurture, tmp_path, monkeypatch, 300, batch=100)
     assert daemon.pass_process is not None and not daemon.pass_process.running
     here: list[int] = []
 
@@ -253,14 +262,7 @@ def test_while_its_process_starts_the_daemon_renders_no_further_ahead_than_its_s
     # Given 200 due emails in batches of 10, a daemon (in this process) whose pass
     # process never gets started, so that the whole pass is made here, and senders
     # slower than the pass (each send holds the event loop 5 ms)
-    env = {**ENV, "NURTURE_DAEMON_BATCH_SIZE": "10"}
-    project = bulk_project(nurture, tmp_path / "p", 200, env)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(project)
-    config = load_settings(project / "nurture.toml")
-    engine = open_engine(config.database_url)
-    daemon = Daemon(engine, config, until_idle=True)
+    project, engine, daemon = _daemon_here(nurture, tmp_path, monkeypatch, 200, batch=10)
     assert daemon.pass_process is not None
     never: Future[None] = Future()
     monkeypatch.setattr(daemon.pass_process, "start", lambda: never)
