@@ -62,6 +62,9 @@ SWITCH_INTERVAL = 0.001
 #: While the pass process starts, the pass made here stops this many batches ahead of
 #: the senders (at the start of a big pass it rendered 1,500 emails while 200 went).
 AHEAD_WHILE_STARTING = 2
+#: Seconds after which the pass made while the pass process starts stops waiting for
+#: the senders (and goes on alone) if the process has still not started.
+START_WAIT_MAX = 30.0
 
 
 class Daemon:
@@ -163,6 +166,8 @@ class Daemon:
         starting = self.pass_process.start()
         handed_over = False
         ahead = AHEAD_WHILE_STARTING * self.ctx.batch_size
+        # A process that never starts (it should not) holds this pass back no longer.
+        give_up = time.monotonic() + START_WAIT_MAX
 
         def stop() -> bool:
             nonlocal handed_over
@@ -170,7 +175,12 @@ class Daemon:
                 return True
             # This interpreter also sends: rendering far ahead of the senders would take
             # its time from them, and the pass process renders the rest on the other core.
-            while not starting.done() and not self.stopping.is_set() and self._ahead(ahead):
+            while (
+                not starting.done()
+                and not self.stopping.is_set()
+                and time.monotonic() < give_up
+                and self._ahead(ahead)
+            ):
                 futures.wait([starting], timeout=PIPELINE_POLL / 4)
             handed_over = starting.done()
             return handed_over

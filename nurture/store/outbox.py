@@ -17,7 +17,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Column, Index, Select, String, Text, func, or_, update
+from sqlalchemy import Column, Connection, Index, Select, String, Text, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -200,7 +200,7 @@ def read_due(session: Session, query: Select[Any]) -> list[Queued]:
     return [Queued(*row) for row in session.connection().execute(query)]
 
 
-def due_waiting(connection: Any, now: datetime, enough: int) -> int:
+def due_waiting(connection: Connection, now: datetime, enough: int) -> int:
     """How many queued messages are due by *now*, counted up to *enough* (a look at
     the start of ``ix_outbox_due``, however long the queue)."""
     o = _OUTBOX.c
