@@ -182,6 +182,8 @@ class Daemon:
                 and self._ahead(ahead)
             ):
                 futures.wait([starting], timeout=PIPELINE_POLL / 4)
+            if self.stopping.is_set():  # stopped while waiting: no further batch
+                return True
             handed_over = starting.done()
             return handed_over
 
@@ -193,13 +195,20 @@ class Daemon:
         return catalog, report
 
     def _ahead(self, enough: int) -> bool:
-        """Whether *enough* emails are queued and due, waiting for the senders."""
-        with self.ctx.engine.connect() as connection:
-            return due_waiting(connection, clock.now(), enough) >= enough
+        """Whether *enough* emails are queued and due, waiting for the senders (``False``
+        when the database cannot say: the pass then goes on rather than fail)."""
+        try:
+            with self.ctx.engine.connect() as connection:
+                return due_waiting(connection, clock.now(), enough) >= enough
+        except Exception as exc:
+            logs.action("could not count the emails waiting to be sent", level=logging.WARNING,
+                        error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return False
 
     def _stop_or_yield(self) -> bool:
-        """Asked by the pass between batches: whether to stop; first, wait while the
-        fast lane serves arrived leads (at most :data:`YIELD_MAX` seconds)."""
+        """Asked by the pass between batches (and between the enrollments of a batch not
+        written yet): whether to stop; first, wait while the fast lane serves arrived
+        leads (at most :data:`YIELD_MAX` seconds)."""
         self._bulk_gate.wait(YIELD_MAX)
         return self.stopping.is_set()
 

@@ -122,7 +122,8 @@ def sender_key(address: str) -> str:
     form, as :func:`nurture.language.fields.normalize_email` gives leads' addresses
     (``sam@xn--bcher-kva.de`` and ``SAM@Bücher.de`` are one sender). An address that is
     not valid (``leads@localhost``) is kept NFC and lower-cased. Cached: a delivery run
-    asks it of every message's sender, and a project has few."""
+    asks it of every message's sender, and the senders (and owners) are few beside
+    the messages."""
     import unicodedata
 
     from nurture.errors import InvalidValueError

@@ -33,8 +33,24 @@ from nurture.mail.transports import RoutingTransport, SendResult, Transport
 from nurture.retry import retry_transient
 from nurture.store.sending import Claimed
 
-#: Seconds between looks for newly queued emails while a pass is queueing them.
+#: Seconds between looks for newly queued emails while a pass is queueing them, and
+#: how long a run waits so without finding any before it ends.
 MORE_COMING_POLL = 0.05
+MORE_COMING_IDLE = 2.0
+
+
+def _wait_for_more(
+    more_coming: Callable[[], bool] | None, routes: _Routes, idle: list[int]
+) -> bool:
+    """Whether a run that found nothing due waits for more (*more_coming* says a pass may
+    queue some) rather than ending: not once a server of the run is stopped, nor after
+    :data:`MORE_COMING_IDLE` seconds of finding nothing (a new run then settles, sweeps
+    and looks at the pauses afresh). *idle* counts the looks that found nothing in a
+    row (looks, not the clock: a pinned clock does not move)."""
+    if more_coming is None or routes.halted or not more_coming():
+        return False
+    idle[0] += 1
+    return idle[0] * MORE_COMING_POLL < MORE_COMING_IDLE
 
 
 def with_date(raw: str, moment: datetime) -> bytes:
@@ -180,7 +196,8 @@ async def deliver(
     that refused to send for us (a run on its own starts with none). *more_coming*: while
     it says more may be queued (a pass is under way), a run that finds nothing due
     looks again every :data:`MORE_COMING_POLL` seconds instead of ending (its
-    connections stay open, and the emails the pass queues go at once)."""
+    connections stay open, and the emails the pass queues go at once), for at most
+    :data:`MORE_COMING_IDLE` seconds in a row, and not once one of its servers stopped."""
     pause = pause if pause is not None else SendingPause()
     report = DeliveryReport()
     now = clock.now()
@@ -199,6 +216,8 @@ async def deliver(
     def more() -> bool:
         return not routes.all_stopped() and not (stopping is not None and stopping.is_set())
 
+    idle = [0]  # the looks in a row that found nothing due (while waiting for more)
+
     async def claim_next() -> list[Claimed] | None:
         """The next batch that may go (``None``: nothing more is due)."""
         while more():
@@ -213,10 +232,11 @@ async def deliver(
                 stopping=stopping,
             )
             if not claimed.looked_at:
-                if more_coming is None or not more_coming():
+                if not _wait_for_more(more_coming, routes, idle):
                     return None
                 await asyncio.sleep(MORE_COMING_POLL)
                 continue
+            idle[0] = 0
             if claimed.claimed:
                 return claimed.claimed
         return None

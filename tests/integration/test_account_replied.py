@@ -26,7 +26,7 @@ from nurture.store.database import session_scope
 from nurture.store.enrollments import Enrollment
 from nurture.store.events import Event
 from nurture.store.leads import Lead, LeadChanges, upsert_leads
-from nurture.store.outbox import OutboxMessage
+from nurture.store.outbox import OutboxMessage, Queued
 from tests.integration import test_replies
 from tests.integration.test_replies import START, Inbox
 from tests.integration.test_send_promises import _once
@@ -130,7 +130,7 @@ def test_the_start_sends_nothing_to_a_colleague_once_the_reply_is_recorded(
         thread.start()
         thread.join(60)
 
-    def when_leo_is_in_the_batch(session: Any, rows: list[OutboxMessage]) -> None:
+    def when_leo_is_in_the_batch(session: Any, rows: list[Queued]) -> None:
         if any(row.recipient == "leo@brightpath-eu.com" for row in rows):
             reply_now()
 

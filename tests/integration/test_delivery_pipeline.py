@@ -3,8 +3,14 @@ nothing due waits for what it queues instead of ending (the daemon's pipelining)
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from freezegun import freeze_time
 
+from nurture.mail import delivery
+from nurture.mail.pacing import DeliveryReport
+from nurture.mail.transports import open_transport
 from nurture.stages.passes import run_pass
 from tests.enginekit import Harness, la
 from tests.integration.test_send_promises import ctx_and_catalog, deliver_now
@@ -37,3 +43,33 @@ def test_a_run_told_more_is_coming_sends_what_is_queued_after_it_found_nothing(
         "Bo <bo@example.com>",
         "María <maria@example.com>",
     ]
+
+
+def test_a_run_told_more_is_coming_ends_after_a_while_of_finding_nothing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pass that never ends and never queues anything, and a short idle limit
+    monkeypatch.setattr(delivery, "MORE_COMING_IDLE", 0.2)
+    looks: list[int] = []
+
+    def more_coming() -> bool:
+        looks.append(len(looks))
+        return True
+
+    async def run() -> DeliveryReport:
+        ctx, catalog = ctx_and_catalog(harness, MOMENT)
+        transport = open_transport(ctx.config.settings.smtp, ctx.config.outbox_dir)
+        try:
+            # (a run that never ended would fail here rather than hang the suite)
+            return await asyncio.wait_for(
+                delivery.deliver(ctx, catalog, transport, more_coming=more_coming), 60
+            )
+        finally:
+            await transport.close()
+
+    # When a delivery run is told more is coming
+    with freeze_time(MOMENT, real_asyncio=True):
+        report = asyncio.run(run())
+    # Then it looked again for a while (0.2 s at 0.05 s a look), then ended (the next
+    # run starts afresh)
+    assert report.sent == 0 and 3 <= len(looks) <= 5
