@@ -45,7 +45,6 @@ from nurture.store.outbox import (
     OutboxMessage,
     OutboxStatus,
     Queued,
-    due_query,
     read_due,
     sweep_held,
 )
@@ -354,17 +353,16 @@ def claim(
     others."""
     token = secrets.token_hex(8)
     claimed: list[Claimed] = []
-    query = due_query(now, ctx.batch_size, only_leads, only_messages)
     lease_until = now + timedelta(seconds=ctx.config.settings.delivery.lease)
     with session_scope(ctx.engine) as session:
-        rows = read_due(session, query)
+        rows = read_due(session, now, ctx.batch_size, only_leads, only_messages)
         if not rows:
             return Batch([], 0)
         # Read before the events: an event newer than this makes the start look again.
         seen_event = int(session.exec(select(func.max(Event.id))).one() or 0)
         leads = leads_by_id(session, _lead_ids(rows))
         enrollments = standings(
-            session.connection(), (r.enrollment_id for r in rows if r.enrollment_id is not None)
+            session, (r.enrollment_id for r in rows if r.enrollment_id is not None)
         )
         events = events_by_lead(session, _leads_read(catalog, rows))
         caps = _Caps(session, ctx, rows, leads, now)

@@ -39,9 +39,7 @@ MORE_COMING_POLL = 0.05
 MORE_COMING_IDLE = 2.0
 
 
-def _wait_for_more(
-    more_coming: Callable[[], bool] | None, routes: _Routes, idle: list[int]
-) -> bool:
+def _wait_for_more(more_coming: Callable[[], bool] | None, routes: _Routes, idle: int) -> bool:
     """Whether a run that found nothing due waits for more (*more_coming* says a pass may
     queue some) rather than ending: not once a server of the run is stopped, nor after
     :data:`MORE_COMING_IDLE` seconds of finding nothing (a new run then settles, sweeps
@@ -49,8 +47,7 @@ def _wait_for_more(
     row (looks, not the clock: a pinned clock does not move)."""
     if more_coming is None or routes.halted or not more_coming():
         return False
-    idle[0] += 1
-    return idle[0] * MORE_COMING_POLL < MORE_COMING_IDLE
+    return idle * MORE_COMING_POLL < MORE_COMING_IDLE
 
 
 def with_date(raw: str, moment: datetime) -> bytes:
@@ -216,10 +213,11 @@ async def deliver(
     def more() -> bool:
         return not routes.all_stopped() and not (stopping is not None and stopping.is_set())
 
-    idle = [0]  # the looks in a row that found nothing due (while waiting for more)
+    idle = 0  # the looks in a row that found nothing due (while waiting for more)
 
     async def claim_next() -> list[Claimed] | None:
         """The next batch that may go (``None``: nothing more is due)."""
+        nonlocal idle
         while more():
             # A connection lost here must not end the run: the outcomes of the sends in
             # flight are written only by the run (else they wait for their lease to end,
@@ -232,11 +230,12 @@ async def deliver(
                 stopping=stopping,
             )
             if not claimed.looked_at:
+                idle += 1
                 if not _wait_for_more(more_coming, routes, idle):
                     return None
                 await asyncio.sleep(MORE_COMING_POLL)
                 continue
-            idle[0] = 0
+            idle = 0
             if claimed.claimed:
                 return claimed.claimed
         return None

@@ -67,7 +67,8 @@ class DueLead:
         return lead_dict(self)
 
 
-_LEADS_BY_ID = select(*(_LEADS.c[name] for name in DueLead.__dataclass_fields__)).where(
+_LEAD_COLUMNS = tuple(DueLead.__dataclass_fields__)
+_LEADS_BY_ID = select(*(_LEADS.c[name] for name in _LEAD_COLUMNS)).where(
     _LEADS.c.id.in_(bindparam("ids", expanding=True))
 )
 
@@ -86,7 +87,6 @@ def leads_by_id(session: Session, ids: Iterable[int]) -> dict[int, DueLead]:
 _ENROLLMENT_COLUMNS = ("id", "lead_id", "sequence", "version", "next_step", "base_at",
                        "waiting_task_id", "done_steps", "reason", "enrolled_at",
                        "ended_at")  # fmt: skip
-_LEAD_COLUMNS = tuple(DueLead.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)

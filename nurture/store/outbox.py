@@ -17,7 +17,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Column, Connection, Index, Select, String, Text, func, or_, update
+from sqlalchemy import Column, Connection, Index, String, Text, and_, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -149,7 +149,7 @@ class OutboxMessage(SQLModel, table=True):
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """A message due to go, as a claim reads it (:func:`due_query`): what its checks
+    """A message due to go, as a claim reads it (:func:`read_due`): what its checks
     and its send need, as a plain row (no ORM object)."""
 
     id: int
@@ -170,20 +170,26 @@ _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _QUEUED_COLUMNS = tuple(Queued.__dataclass_fields__)
 
 
-def due_query(
+def _due(now: datetime) -> Any:
+    """Queued and due by *now*: the start of ``ix_outbox_due``."""
+    o = _OUTBOX.c
+    return and_(o.status == OutboxStatus.queued.value, o.next_attempt_at <= now)
+
+
+def read_due(
+    session: Session,
     now: datetime,
     limit: int,
     only_leads: list[int] | None = None,
     only_messages: list[int] | None = None,
-) -> Select[Any]:
+) -> list[Queued]:
     """The next *limit* queued messages due by *now* (to *only_leads*, or of
-    *only_messages*, if given), oldest due first; rows other workers hold locked are
-    skipped (PostgreSQL). Read them with :func:`read_due`."""
+    *only_messages*, if given), oldest due first, as :class:`Queued`; rows other workers
+    hold locked are skipped (PostgreSQL)."""
     o = _OUTBOX.c
     query = (
         sa_select(*(o[name] for name in _QUEUED_COLUMNS))
-        .where(o.status == OutboxStatus.queued.value)
-        .where(o.next_attempt_at <= now)
+        .where(_due(now))
         .order_by(o.next_attempt_at, o.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -192,25 +198,13 @@ def due_query(
         query = query.where(o.lead_id.in_(only_leads))
     if only_messages is not None:
         query = query.where(o.id.in_(only_messages))
-    return query
-
-
-def read_due(session: Session, query: Select[Any]) -> list[Queued]:
-    """The rows of :func:`due_query`, as :class:`Queued`."""
     return [Queued(*row) for row in session.connection().execute(query)]
 
 
 def due_waiting(connection: Connection, now: datetime, enough: int) -> int:
     """How many queued messages are due by *now*, counted up to *enough* (a look at
     the start of ``ix_outbox_due``, however long the queue)."""
-    o = _OUTBOX.c
-    due = (
-        sa_select(o.id)
-        .where(o.status == OutboxStatus.queued.value)
-        .where(o.next_attempt_at <= now)
-        .limit(enough)
-        .subquery()
-    )
+    due = sa_select(_OUTBOX.c.id).where(_due(now)).limit(enough).subquery()
     return int(connection.execute(sa_select(func.count()).select_from(due)).scalar_one())
 
 
