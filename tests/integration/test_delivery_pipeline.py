@@ -4,14 +4,19 @@ nothing due waits for what it queues instead of ending (the daemon's pipelining)
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
 
 from nurture.mail import delivery
+from nurture.mail import ledger as ledger_module
+from nurture.mail.claim import claim
+from nurture.mail.ledger import Ledger
 from nurture.mail.pacing import DeliveryReport
-from nurture.mail.transports import open_transport
+from nurture.mail.transports import SENT, SendResult, open_transport
 from nurture.stages.passes import run_pass
+from nurture.store.sending import Claimed
 from tests.enginekit import Harness, la
 from tests.integration.test_send_promises import ctx_and_catalog, deliver_now
 
@@ -73,3 +78,101 @@ def test_a_run_told_more_is_coming_ends_after_a_while_of_finding_nothing(
     # Then it looked again for a while (0.2 s at 0.05 s a look), then ended (the next
     # run starts afresh)
     assert report.sent == 0 and 3 <= len(looks) <= 5
+
+
+# --- the writer gathers the senders' asks --------------------------------------------------
+
+
+def _ledger_of(harness: Harness, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Any:
+    """The claimed welcomes of María and *extra*, a spy on the ledger's writes (the
+    number started by each), and a long gathering wait: a write that waited for it
+    would make the test fail by its timeout rather than by chance."""
+    monkeypatch.setattr(ledger_module, "GATHER_WAIT", 60.0)
+    writes: list[int] = []
+    real_write = ledger_module.write
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        outcome = real_write(*args, **kwargs)
+        writes.append(len(outcome[0]))
+        return outcome
+
+    monkeypatch.setattr(ledger_module, "write", spy)
+    harness.add_leads(*({"email": email, "source": "guide"} for email in extra))
+    ctx, catalog = ctx_and_catalog(harness, MOMENT)
+    with freeze_time(MOMENT):
+        run_pass(ctx, catalog, MOMENT)
+        claimed = claim(ctx, catalog, MOMENT, DeliveryReport()).claimed
+    assert len(claimed) == 1 + len(extra)
+    batches = [claimed]
+
+    async def claim_next() -> list[Claimed] | None:
+        return batches.pop() if batches else None
+
+    return ctx, claim_next, writes
+
+
+def test_the_writer_waits_for_every_sender_to_ask_and_starts_them_in_one_write(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, claim_next, writes = _ledger_of(harness, monkeypatch, "bo@example.com",
+                                         "cy@example.com", "di@example.com")  # fmt: skip
+
+    async def run() -> list[Claimed | None]:
+        ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=4, more=lambda: True,
+                        stopping=None)  # fmt: skip
+        running = asyncio.create_task(ledger.run())
+        # Given one of four senders asking, and many turns of the event loop
+        first = ledger.ask()
+        for _ in range(10 * ledger_module.GATHER_TURNS):
+            await asyncio.sleep(0)
+        # Then nothing was written yet: the writer waits for the others
+        assert writes == [] and not first.done()
+        # When the three others ask
+        answers = await asyncio.wait_for(
+            asyncio.gather(first, *(ledger.ask() for _ in range(3))), 30
+        )
+        for answer in answers:
+            assert answer is not None
+            ledger.tell((answer, SENT))
+            ledger.leave()
+        await asyncio.wait_for(running, 30)
+        return answers
+
+    with freeze_time(MOMENT, real_asyncio=True):
+        answers = asyncio.run(run())
+    # Then one write started all four, and one more wrote that they went
+    assert writes == [4, 0]
+    assert len({answer.id for answer in answers if answer is not None}) == 4
+    assert {row.status for row in harness.outbox()} == {"sent"}
+
+
+def test_the_writer_waits_for_no_one_once_a_sender_waits_for_its_bounce_to_be_written(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, claim_next, writes = _ledger_of(harness, monkeypatch, "bo@example.com",
+                                         "cy@example.com")  # fmt: skip
+
+    async def run() -> None:
+        ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=2, more=lambda: True,
+                        stopping=None)  # fmt: skip
+        running = asyncio.create_task(ledger.run())
+        # Given two senders each sending a message
+        one, two = await asyncio.wait_for(asyncio.gather(ledger.ask(), ledger.ask()), 30)
+        assert one is not None and two is not None
+        # When one asks for its next, and the other's send bounced (before its next,
+        # it waits to know whether the bounce paused its sender)
+        following = ledger.ask()
+        ledger.tell((one, SENT))
+        bounced = ledger.tell((two, SendResult("bounce", "550 5.1.1 no such user")))
+        # Then both are written at once, not after the gathering wait
+        await asyncio.wait_for(asyncio.gather(following, bounced), 30)
+        assert following.result() is not None
+        ledger.tell((following.result(), SENT))
+        ledger.leave()
+        ledger.leave()
+        await asyncio.wait_for(running, 30)
+
+    with freeze_time(MOMENT, real_asyncio=True):
+        asyncio.run(run())
+    assert writes[0] == 2 and writes[1] == 1
+    assert sorted(row.status for row in harness.outbox()) == ["bounced", "sent", "sent"]
