@@ -172,6 +172,31 @@ def day_start(moment: datetime, tz: ZoneInfo, days_on: int = 0) -> datetime:
     return localize(moment.astimezone(tz).date() + timedelta(days=days_on), 0, tz)
 
 
+@dataclass(frozen=True)
+class LocalDay:
+    """A local day in one timezone: when it begins and ends (UTC), and its date."""
+
+    begins: datetime
+    ends: datetime
+    iso: str
+
+
+#: The last local day asked for, per timezone name (see :func:`local_day`).
+_last_days: dict[str, LocalDay] = {}
+
+
+def local_day(moment: datetime, tz_name: str) -> LocalDay:
+    """The local day of *moment* in the timezone *tz_name*: computed once a day per
+    timezone, not once a call (the caps of every email sent ask for it)."""
+    day = _last_days.get(tz_name)
+    if day is None or not day.begins <= moment < day.ends:
+        tz = zone(tz_name)
+        day = LocalDay(day_start(moment, tz), day_start(moment, tz, days_on=1),
+                       moment.astimezone(tz).date().isoformat())  # fmt: skip
+        _last_days[tz_name] = day
+    return day
+
+
 def next_business_day(day: date, window: Window | None = None) -> date:
     """The first business day after *day* (Monday to Friday, minus *window*'s holidays)."""
     calendar = window or Window()

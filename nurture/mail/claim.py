@@ -31,7 +31,7 @@ from nurture.language.expressions import LeadView
 from nurture.language.fields import ContactStatus
 from nurture.language.scoring import ScoringRules, scores_now
 from nurture.language.sequences import Sequence
-from nurture.language.timing import day_start, next_allowed, zone
+from nurture.language.timing import local_day, next_allowed, zone
 from nurture.mail.health import watch_health
 from nurture.mail.pacing import DeliveryReport
 from nurture.mail.senders import sender_paces
@@ -51,11 +51,6 @@ from nurture.store.outbox import (
 from nurture.store.sender_health import hold_for_sender, release_unpaused
 from nurture.store.senders import PaceView, Refusal, SenderPace, read_pace, verdict
 from nurture.store.sending import Claimed, PaceCheck, cancel, defer, hold, lease
-
-
-def lead_day(moment: datetime, lead_timezone: str | None, default_timezone: str) -> datetime:
-    """The start of the lead's own day at *moment*: its cap counts in its timezone."""
-    return day_start(moment, zone(lead_timezone or default_timezone))
 
 
 def caps_for(
@@ -80,17 +75,14 @@ def _daily_caps(
     item: Claimed, now: datetime, limits: LimitsSection, default_timezone: str
 ) -> list[Cap]:
     assert item.lead_id is not None
-    project = zone(default_timezone)
-    lead = zone(item.lead_timezone or default_timezone)
-    sender_day = now.astimezone(project).date().isoformat()
-    lead_today = now.astimezone(lead).date().isoformat()
+    sender_day = local_day(now, default_timezone)
+    lead_today = local_day(now, item.lead_timezone or default_timezone)
     return [
-        Cap(sender_counter(item.sender, sender_day), sender_day, limits.per_sender_daily,
-            day_start(now, project, days_on=1),
+        Cap(sender_counter(item.sender, sender_day.iso), sender_day.iso,
+            limits.per_sender_daily, sender_day.ends,
             f"{item.sender} reached its cap of {limits.per_sender_daily} emails today"),
-        Cap(f"lead:{item.lead_id}:{lead_today}", lead_today, limits.per_lead_daily,
-            day_start(now, lead, days_on=1),
-            f"lead reached its cap of {limits.per_lead_daily} emails today"),
+        Cap(f"lead:{item.lead_id}:{lead_today.iso}", lead_today.iso, limits.per_lead_daily,
+            lead_today.ends, f"lead reached its cap of {limits.per_lead_daily} emails today"),
         *_domain_caps(item, now, limits, default_timezone),
     ]  # fmt: skip
 
@@ -103,12 +95,11 @@ def _domain_caps(
     domain = company_domain(item.recipient)
     if limits.per_domain_daily is None or domain is None or item.lead_id is None:
         return []
-    project = zone(default_timezone)
-    today = now.astimezone(project).date().isoformat()
-    key = domain_counter(domain, today)
-    return [Cap(member_key(str(item.lead_id), key), today, limits.per_domain_daily,
-                day_start(now, project, days_on=1),
-                domain_reason(domain, limits.per_domain_daily, default_timezone))]  # fmt: skip
+    today = local_day(now, default_timezone)
+    key = domain_counter(domain, today.iso)
+    reason = domain_reason(domain, limits.per_domain_daily, default_timezone)
+    return [Cap(member_key(str(item.lead_id), key), today.iso, limits.per_domain_daily,
+                today.ends, reason)]  # fmt: skip
 
 
 def sender_counter(sender: str, day: str) -> str:
@@ -142,7 +133,6 @@ class _Caps:
         self.now = now
         self.limits = ctx.config.settings.limits
         self.default_tz = ctx.default_timezone
-        self.project_tz = zone(self.default_tz)
         self.leads = leads
         # Sent, or being sent by any worker right now (counted as sent now), and
         # uncertain (it may have gone: counted at the moment it was tried).
@@ -189,7 +179,7 @@ class _Caps:
         start counts them: sending, sent, uncertain), and those leased by any worker
         and not started yet (counted as sent now). Two reads of rows that stay few,
         however many emails the day has sent."""
-        day = self.now.astimezone(self.project_tz).date().isoformat()
+        day = local_day(self.now, self.default_tz).iso
         senders = {row.sender for row in rows}
         keys = {sender_counter(sender, day): sender for sender in senders}
         found: Counter[str] = Counter()
@@ -210,7 +200,7 @@ class _Caps:
     def _read_domains(self, session: Session, rows: list[Queued]) -> None:
         """The leads of each recipient domain of the batch emailed today, from the
         counters the starts took (two reads, only with ``per_domain_daily`` set)."""
-        self.today = self.now.astimezone(self.project_tz).date().isoformat()
+        self.today = local_day(self.now, self.default_tz).iso
         self.domains: Counter[str] = Counter()
         self.members: set[tuple[str, str]] = set()
         if self.limits.per_domain_daily is None:
@@ -240,7 +230,7 @@ class _Caps:
         key = domain_counter(domain, self.today)
         if (key, str(row.lead_id)) in self.members or self.domains[key] < cap:
             return None
-        return (day_start(self.now, self.project_tz, days_on=1),
+        return (local_day(self.now, self.default_tz).ends,
                 domain_reason(domain, cap, self.default_tz))  # fmt: skip
 
     def hold(self, row: Queued) -> tuple[datetime, str] | None:
@@ -250,16 +240,16 @@ class _Caps:
             return held
         if self.senders[row.sender] >= self.limits.per_sender_daily:
             return (
-                day_start(self.now, self.project_tz, days_on=1),
+                local_day(self.now, self.default_tz).ends,
                 f"{row.sender} reached its cap of {self.limits.per_sender_daily} emails today",
             )
         assert row.lead_id is not None  # only a lead's email is capped
         lead = self.leads[row.lead_id]
-        midnight = lead_day(self.now, lead.timezone, self.default_tz)
-        today = sum(1 for moment in self.lead_sends[row.lead_id] if moment >= midnight)
+        lead_today = local_day(self.now, lead.timezone or self.default_tz)
+        today = sum(1 for moment in self.lead_sends[row.lead_id] if moment >= lead_today.begins)
         if today + self.claimed[row.lead_id] >= self.limits.per_lead_daily:
             return (
-                day_start(self.now, zone(lead.timezone or self.default_tz), days_on=1),
+                lead_today.ends,
                 f"lead reached its cap of {self.limits.per_lead_daily} emails today",
             )
         self.senders[row.sender] += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +11,9 @@ from nurture.errors import InvalidValueError
 from nurture.language.timing import (
     Duration,
     Window,
+    day_start,
     due_moment,
+    local_day,
     next_allowed,
     parse_duration,
     parse_hours,
@@ -189,3 +191,22 @@ def test_hours_with_an_impossible_time_say_which(text: str, message: str) -> Non
     with pytest.raises(InvalidValueError, match=message) as caught:
         parse_hours(text)
     assert "must end after" not in str(caught.value)
+
+
+def test_a_local_day_is_the_same_for_every_moment_of_it_and_moves_on_at_midnight() -> None:
+    # Given the day the clocks go back in New York (25 hours long)
+    begins, ends = local(NY, 2026, 11, 1, 0, 0), local(NY, 2026, 11, 2, 0, 0)
+    assert (ends - begins).total_seconds() == 25 * 3600
+    # Then every moment of it, in any order, is that day
+    for moment in (local(NY, 2026, 11, 1, 23, 59), begins, local(NY, 2026, 11, 1, 1, 30)):
+        day = local_day(moment, "America/New_York")
+        assert (day.begins, day.ends, day.iso) == (begins, ends, "2026-11-01")
+    # And the first moment of the next day is the next day, and a moment before is the one
+    # before: what was known of the last day is not used past its end
+    assert local_day(ends, "America/New_York").iso == "2026-11-02"
+    earlier = local_day(begins - timedelta(microseconds=1), "America/New_York")
+    assert earlier.iso == "2026-10-31" and earlier.ends == day_start(begins, NY) == begins
+    # And each timezone has its own day: the same moment is already the next in Warsaw
+    late = local(NY, 2026, 11, 1, 20, 0)
+    assert local_day(late, "America/New_York").iso == "2026-11-01"
+    assert local_day(late, "Europe/Warsaw").iso == "2026-11-02"
