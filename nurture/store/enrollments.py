@@ -30,6 +30,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from nurture import clock
 from nurture.errors import InvalidValueError
+from nurture.store.bulk import unindexed
 from nurture.store.sqltypes import JSONType, UTCDateTime
 
 
@@ -184,13 +185,14 @@ _ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
 
 
 def telling_email_left(which: Any, now: Any) -> Any:
-    """The UPDATE that tells the enrollments *which* selects that their email left at
-    *now* (as :func:`email_left`), for statements that compose it."""
+    """The UPDATE that tells the enrollments *which* selects (by their ids) that their
+    email left at *now* (as :func:`email_left`), for statements that compose it."""
     return (
         update(_ENROLLMENTS)
         .where(which)
         # Paused too: the wait after the email counts from when it left, resumed or not.
-        .where(_ENROLLMENTS.c.status.in_(RUNNING))
+        # Found by id, not by walking every running enrollment (SQLite's planner).
+        .where(unindexed(_ENROLLMENTS.c.status).in_(RUNNING))
         .values(base_at=now, due_at=now, version=_ENROLLMENTS.c.version + 1)
     )
 

@@ -37,6 +37,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import clock, hooks, logs
+from nurture.store.bulk import unindexed
 from nurture.store.counters import Cap, give_back, is_plain, take, take_together
 from nurture.store.enrollments import (
     Enrollment,
@@ -112,7 +113,7 @@ def lease(
     result = session.connection().execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id.in_(list(message_ids)))
-        .where(_OUTBOX.c.status == OutboxStatus.queued.value)
+        .where(unindexed(_OUTBOX.c.status) == OutboxStatus.queued.value)
         .values(
             status=OutboxStatus.leased.value, claim_token=token, worker=worker, lease_until=until
         )
@@ -180,7 +181,7 @@ def release(session: Session, ids: Sequence[int], token: str, now: datetime | No
     result = session.execute(
         update(OutboxMessage)
         .where(col(OutboxMessage.id).in_(list(ids)))
-        .where(col(OutboxMessage.status).in_(statuses))
+        .where(unindexed(col(OutboxMessage.status)).in_(statuses))
         .where(col(OutboxMessage.claim_token) == token)
         .values(**values)
     )
@@ -325,7 +326,7 @@ def _start_group(size: int) -> Any:
     return (
         update(_OUTBOX)
         .where(_claimed(size))
-        .where(_OUTBOX.c.status == OutboxStatus.leased.value)
+        .where(unindexed(_OUTBOX.c.status) == OutboxStatus.leased.value)
         .where(_contactable(_by_claim(size, "seen")))
         .values(status=OutboxStatus.sending.value, counted=_by_claim(size, "counted"))
         .returning(_OUTBOX.c.id)
@@ -429,7 +430,7 @@ def _marking_sent(size: int, now: Any) -> Any:
     return (
         update(_OUTBOX)
         .where(_claimed(size))
-        .where(_OUTBOX.c.status == OutboxStatus.sending.value)
+        .where(unindexed(_OUTBOX.c.status) == OutboxStatus.sending.value)
         .values(status=OutboxStatus.sent.value, sent_at=now, last_error=None,
                 lease_until=None, claim_token=None, attempts=_OUTBOX.c.attempts + 1)
     )  # fmt: skip

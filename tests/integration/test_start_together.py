@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, event, text, update
 from sqlmodel import select
 
 from nurture.config import load_settings
@@ -25,7 +25,7 @@ from nurture.store.database import refresh_statistics, session_scope
 from nurture.store.leads import Lead
 from nurture.store.sending import Claimed, Started, start_together
 from tests.enginekit import Harness
-from tests.integration.test_send_promises import MOMENT, ctx_and_catalog, wait_for
+from tests.integration.test_send_promises import MOMENT, ctx_and_catalog, deliver_now, wait_for
 
 
 def _claimed(harness: Harness, *extra: str) -> tuple[Context, list[Claimed]]:
@@ -207,3 +207,38 @@ def test_a_database_that_refuses_to_analyze_fails_no_pass(
     # Then the pass did its work, and the refusal is one warning
     assert report.enrolled == 1 and [row.status for row in harness.outbox()] == ["queued"]
     assert "could not refresh the database's statistics" in caplog.text
+
+
+def test_on_sqlite_a_delivery_run_finds_its_rows_by_id_not_by_status(harness: Harness) -> None:
+    if harness.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL plans by the statistics kept fresh above")
+    # Given a pass that queued three welcomes
+    harness.add_leads(*({"email": f"lead{i}@example.net", "source": "guide"} for i in range(2)))
+    ctx, catalog = ctx_and_catalog(harness, MOMENT)
+    with freeze_time(MOMENT):
+        run_pass(ctx, catalog, MOMENT)
+    ran: list[tuple[str, object]] = []
+
+    def keep(_c: object, _cur: object, statement: str, parameters: object, *_: object) -> None:
+        ran.append((statement, parameters))
+
+    # When a delivery run leases, starts and records them
+    event.listen(harness.engine, "before_cursor_execute", keep)
+    try:
+        with freeze_time(MOMENT, real_asyncio=True):
+            assert deliver_now(ctx, catalog).sent == 3
+    finally:
+        event.remove(harness.engine, "before_cursor_execute", keep)
+    # Then each statement that names its rows by id finds them by id: SQLite's planner
+    # (no statistics) would rather walk every row of a status, every email ever sent
+    # or every enrollment running, at each write
+    by_id = [(s, p) for s, p in ran if "outbox.id IN" in s or "enrollments.id IN" in s]
+    counted = [(s, p) for s, p in ran if "FROM outbox" in s and "outbox.lead_id IN" in s]
+    assert len(by_id) >= 4 and counted
+    with harness.engine.connect() as connection:
+        for statement, parameters in by_id + counted:
+            plan = " | ".join(row[3] for row in connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters))  # type: ignore[arg-type]  # fmt: skip
+            assert "ix_outbox_due (status=?)" not in plan.split(" | ")[0], (statement, plan)
+            assert "ix_enrollments_due" not in plan, (statement, plan)
+            assert "INTEGER PRIMARY KEY" in plan or "ix_outbox_lead_sent" in plan, plan
