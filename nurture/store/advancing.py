@@ -19,7 +19,7 @@ from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
-from nurture.store.bulk import update_rows
+from nurture.store.bulk import unindexed, update_rows
 from nurture.store.enrollments import Enrollment, EnrollmentStatus
 from nurture.store.events import EventFact, events_by_lead
 from nurture.store.leads import Lead, lead_dict
@@ -194,7 +194,7 @@ def facts_by_lead(
         .where(o.lead_id.in_(lead_ids))
         .where(o.sent_at.is_(None))
         .where(o.kind == MessageKind.email.value)
-        .where(o.status.in_(NOT_LEFT))
+        .where(unindexed(o.status).in_(NOT_LEFT))  # by lead, not every email queued
     )
     facts = Facts(events=dict(events), unsent={e for (e,) in unsent if e is not None})
     waited = sorted({d.waiting_task_id for d in due if d.waiting_task_id is not None})
