@@ -66,8 +66,8 @@ GATHER_TURNS = 6
 #: Seconds the writer then waits at most for the rest of the senders to ask, while
 #: some have (:meth:`Ledger._gather_asks`): each of them is handing a message over and
 #: needs its next one only when that ends, so one transaction can start them all. With
-#: 4 connections to a local sink: 2.5 messages a write on SQLite instead of 4, 3.3 on
-#: PostgreSQL, and a tenth more emails a second (bench/README.md).
+#: 4 connections to a local sink: 4 messages a write, where they were 2.5 on SQLite and
+#: 3.3 on PostgreSQL (bench/README.md, item 11).
 GATHER_WAIT = 0.003
 
 #: The most messages one connection can leave ``sending`` when its process dies.
