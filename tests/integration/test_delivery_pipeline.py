@@ -11,7 +11,6 @@ from freezegun import freeze_time
 
 from nurture.mail import delivery
 from nurture.mail import ledger as ledger_module
-from nurture.mail.claim import claim
 from nurture.mail.ledger import Ledger
 from nurture.mail.pacing import DeliveryReport
 from nurture.mail.transports import SENT, SendResult, open_transport
@@ -19,6 +18,7 @@ from nurture.stages.passes import run_pass
 from nurture.store.sending import Claimed
 from tests.enginekit import Harness, la
 from tests.integration.test_send_promises import ctx_and_catalog, deliver_now
+from tests.integration.test_start_together import _claimed as claimed_welcomes
 
 MOMENT = la(2026, 11, 23, 10, 0)
 
@@ -97,12 +97,7 @@ def _ledger_of(harness: Harness, monkeypatch: pytest.MonkeyPatch, *extra: str) -
         return outcome
 
     monkeypatch.setattr(ledger_module, "write", spy)
-    harness.add_leads(*({"email": email, "source": "guide"} for email in extra))
-    ctx, catalog = ctx_and_catalog(harness, MOMENT)
-    with freeze_time(MOMENT):
-        run_pass(ctx, catalog, MOMENT)
-        claimed = claim(ctx, catalog, MOMENT, DeliveryReport()).claimed
-    assert len(claimed) == 1 + len(extra)
+    ctx, claimed = claimed_welcomes(harness, *extra)
     batches = [claimed]
 
     async def claim_next() -> list[Claimed] | None:
