@@ -311,7 +311,9 @@ class Ledger:
         for four: group commit): first for a few turns of the event loop, then, while
         some asked and none waits for an outcome to be written, for at most
         :data:`GATHER_WAIT` seconds. A sender asks as soon as its current message is
-        being handed over, so the wait is spent while it sends."""
+        being handed over, so the wait is spent while it sends; the others are still
+        handing theirs over. The cost: beside a slow server, a sender whose sends take
+        less than the wait starts its next up to that much later."""
         for _ in range(GATHER_TURNS):
             if self._gathered():
                 return
@@ -323,13 +325,16 @@ class Ledger:
         while not self._gathered() and (left := deadline - loop.time()) > 0:
             self._nudge.clear()
             try:
-                await asyncio.wait_for(self._nudge.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._nudge.wait()
             except TimeoutError:
                 return
 
     def _gathered(self) -> bool:
-        """Every sender asked, or one waits for an outcome to be written."""
-        return len(self._asking) >= self._senders or any(
+        """Every sender asked, the line holds no more than those asking take, or a
+        sender waits for an outcome to be written."""
+        asking = len(self._asking)
+        return asking >= self._senders or asking >= len(self.waiting) or any(
             result.outcome != "sent" for _, result in self._done
         )
 

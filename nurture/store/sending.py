@@ -184,6 +184,7 @@ def release(session: Session, ids: Sequence[int], token: str, now: datetime | No
         .where(unindexed(col(OutboxMessage.status)).in_(statuses))
         .where(col(OutboxMessage.claim_token) == token)
         .values(**values)
+        .execution_options(synchronize_session=False)  # no objects of these rows are held
     )
     return _changed(result)
 

@@ -171,3 +171,35 @@ def test_the_writer_waits_for_no_one_once_a_sender_waits_for_its_bounce_to_be_wr
         asyncio.run(run())
     assert writes[0] == 2 and writes[1] == 1
     assert sorted(row.status for row in harness.outbox()) == ["bounced", "sent", "sent"]
+
+
+def test_the_writer_waits_for_no_one_once_the_others_leave(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, claim_next, writes = _ledger_of(harness, monkeypatch, "bo@example.com",
+                                         "cy@example.com")  # fmt: skip
+
+    async def run() -> Claimed | None:
+        ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=3, more=lambda: True,
+                        stopping=None)  # fmt: skip
+        running = asyncio.create_task(ledger.run())
+        # Given one of three senders asking, and the writer waiting for the others
+        first = ledger.ask()
+        for _ in range(10 * ledger_module.GATHER_TURNS):
+            await asyncio.sleep(0)
+        assert writes == [] and not first.done()
+        # When the two others end (nothing more for them)
+        ledger.leave()
+        ledger.leave()
+        # Then the one asking is started at once, not after the gathering wait
+        message = await asyncio.wait_for(first, 30)
+        assert message is not None
+        ledger.tell((message, SENT))
+        ledger.leave()
+        await asyncio.wait_for(running, 30)
+        return message
+
+    with freeze_time(MOMENT, real_asyncio=True):
+        assert asyncio.run(run()) is not None
+    assert writes[0] == 1
+    assert sorted(row.status for row in harness.outbox()) == ["leased", "leased", "sent"]
