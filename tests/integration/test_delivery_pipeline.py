@@ -106,6 +106,30 @@ def _ledger_of(harness: Harness, monkeypatch: pytest.MonkeyPatch, *extra: str) -
     return ctx, claim_next, writes
 
 
+async def _writer_waiting(
+    ctx: Any, claim_next: Any, writes: list[int], senders: int
+) -> tuple[Ledger, asyncio.Task[None], asyncio.Future[Claimed | None]]:
+    """A ledger of *senders* running, one of them asking, and many turns of the event
+    loop later nothing written yet: the writer waits for the others."""
+    ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=senders, more=lambda: True,
+                    stopping=None)  # fmt: skip
+    running = asyncio.create_task(ledger.run())
+    first = ledger.ask()
+    for _ in range(10 * ledger_module.GATHER_TURNS):
+        await asyncio.sleep(0)
+    assert writes == [] and not first.done()
+    return ledger, running, first
+
+
+async def _all_sent(ledger: Ledger, running: asyncio.Task[None], sent: list[Any]) -> None:
+    """Each sender tells that its message went and leaves; the writer writes and ends."""
+    for message in sent:
+        assert message is not None
+        ledger.tell((message, SENT))
+        ledger.leave()
+    await asyncio.wait_for(running, 30)
+
+
 def test_the_writer_waits_for_every_sender_to_ask_and_starts_them_in_one_write(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,24 +137,13 @@ def test_the_writer_waits_for_every_sender_to_ask_and_starts_them_in_one_write(
                                          "cy@example.com", "di@example.com")  # fmt: skip
 
     async def run() -> list[Claimed | None]:
-        ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=4, more=lambda: True,
-                        stopping=None)  # fmt: skip
-        running = asyncio.create_task(ledger.run())
-        # Given one of four senders asking, and many turns of the event loop
-        first = ledger.ask()
-        for _ in range(10 * ledger_module.GATHER_TURNS):
-            await asyncio.sleep(0)
-        # Then nothing was written yet: the writer waits for the others
-        assert writes == [] and not first.done()
+        # Given one of four senders asking, and the writer waiting for the others
+        ledger, running, first = await _writer_waiting(ctx, claim_next, writes, 4)
         # When the three others ask
         answers = await asyncio.wait_for(
             asyncio.gather(first, *(ledger.ask() for _ in range(3))), 30
         )
-        for answer in answers:
-            assert answer is not None
-            ledger.tell((answer, SENT))
-            ledger.leave()
-        await asyncio.wait_for(running, 30)
+        await _all_sent(ledger, running, answers)
         return answers
 
     with freeze_time(MOMENT, real_asyncio=True):
@@ -180,23 +193,14 @@ def test_the_writer_waits_for_no_one_once_the_others_leave(
                                          "cy@example.com")  # fmt: skip
 
     async def run() -> Claimed | None:
-        ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=3, more=lambda: True,
-                        stopping=None)  # fmt: skip
-        running = asyncio.create_task(ledger.run())
         # Given one of three senders asking, and the writer waiting for the others
-        first = ledger.ask()
-        for _ in range(10 * ledger_module.GATHER_TURNS):
-            await asyncio.sleep(0)
-        assert writes == [] and not first.done()
+        ledger, running, first = await _writer_waiting(ctx, claim_next, writes, 3)
         # When the two others end (nothing more for them)
         ledger.leave()
         ledger.leave()
         # Then the one asking is started at once, not after the gathering wait
         message = await asyncio.wait_for(first, 30)
-        assert message is not None
-        ledger.tell((message, SENT))
-        ledger.leave()
-        await asyncio.wait_for(running, 30)
+        await _all_sent(ledger, running, [message])
         return message
 
     with freeze_time(MOMENT, real_asyncio=True):
