@@ -134,6 +134,8 @@ class _Caps:
         self.now = now
         self.limits = ctx.config.settings.limits
         self.default_tz = ctx.default_timezone
+        #: The project's day: the one the sender and domain caps count.
+        self.day = local_day(now, self.default_tz)
         self.leads = leads
         # Sent, or being sent by any worker right now (counted as sent now), and
         # uncertain (it may have gone: counted at the moment it was tried).
@@ -182,7 +184,7 @@ class _Caps:
         start counts them: sending, sent, uncertain), and those leased by any worker
         and not started yet (counted as sent now). Two reads of rows that stay few,
         however many emails the day has sent."""
-        day = local_day(self.now, self.default_tz).iso
+        day = self.day.iso
         senders = {row.sender for row in rows}
         keys = {sender_counter(sender, day): sender for sender in senders}
         found: Counter[str] = Counter()
@@ -203,12 +205,11 @@ class _Caps:
     def _read_domains(self, session: Session, rows: list[Queued]) -> None:
         """The leads of each recipient domain of the batch emailed today, from the
         counters the starts took (two reads, only with ``per_domain_daily`` set)."""
-        self.today = local_day(self.now, self.default_tz).iso
         self.domains: Counter[str] = Counter()
         self.members: set[tuple[str, str]] = set()
         if self.limits.per_domain_daily is None:
             return
-        keys = {domain_counter(domain, self.today) for domain in
+        keys = {domain_counter(domain, self.day.iso) for domain in
                 filter(None, (company_domain(r.recipient) for r in rows))}  # fmt: skip
         if not keys:
             return
@@ -230,10 +231,10 @@ class _Caps:
         domain = company_domain(row.recipient)
         if cap is None or domain is None:
             return None
-        key = domain_counter(domain, self.today)
+        key = domain_counter(domain, self.day.iso)
         if (key, str(row.lead_id)) in self.members or self.domains[key] < cap:
             return None
-        return (local_day(self.now, self.default_tz).ends,
+        return (self.day.ends,
                 domain_reason(domain, cap, self.default_tz))  # fmt: skip
 
     def hold(self, row: Queued) -> tuple[datetime, str] | None:
@@ -243,7 +244,7 @@ class _Caps:
             return held
         if self.senders[row.sender] >= self.limits.per_sender_daily:
             return (
-                local_day(self.now, self.default_tz).ends,
+                self.day.ends,
                 f"{row.sender} reached its cap of {self.limits.per_sender_daily} emails today",
             )
         assert row.lead_id is not None  # only a lead's email is capped
@@ -259,7 +260,7 @@ class _Caps:
         self.claimed[row.lead_id] += 1
         domain = company_domain(row.recipient) if self.limits.per_domain_daily else None
         if domain is not None:  # counted as emailed today for the rest of the batch
-            key = domain_counter(domain, self.today)
+            key = domain_counter(domain, self.day.iso)
             if (key, str(row.lead_id)) not in self.members:
                 self.members.add((key, str(row.lead_id)))
                 self.domains[key] += 1

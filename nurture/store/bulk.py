@@ -7,6 +7,9 @@ one JSON document instead, written by ``INSERT … SELECT … FROM json_to_recor
 ``UPDATE … FROM json_to_recordset(…)``: one parameter, one statement, whose text does not
 depend on the number of rows (so the driver prepares it once). SQLite keeps the
 ``executemany``, which costs it little (no round trip, no planning per row).
+
+:func:`one_of` matches a column against a list, and :class:`unindexed` keeps SQLite
+from walking an index of a status where a statement names its rows by id or by lead.
 """
 
 from __future__ import annotations
