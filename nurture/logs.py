@@ -76,11 +76,28 @@ def configured() -> dict[str, Any] | None:
     return None if _configured is None else dict(_configured)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to ``sys.stderr`` as it is when a record comes, not as it was
+    when the log was configured (a command run inside a test, or a redirect, swaps it
+    and may close the one it swapped in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _stream: Any) -> None:
+        pass
+
+
 def configure(*, json: bool = False, level: int = logging.INFO) -> None:
     """Send nurture's log to stderr, one line per record."""
     global _configured
     _configured = {"json": json, "level": level}
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     if json:
         formatter = JsonFormatter(
             "{asctime}{levelname}{message}",
