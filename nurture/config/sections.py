@@ -116,6 +116,16 @@ def _email(value: str) -> str:
 
 
 @lru_cache(maxsize=4096)
+def address_key(address: str) -> str:
+    """The :func:`sender_key` of the address in *address* (``"Sam Patel <sam@example.com>"``
+    gives ``sam@example.com``). Cached: every email's sender is parsed, and the senders
+    are few."""
+    from email.utils import parseaddr
+
+    return sender_key(parseaddr(address)[1])
+
+
+@lru_cache(maxsize=4096)
 def sender_key(address: str) -> str:
     """The one form of a sender's address (``sam@bücher.de``), as a message's sender is
     stored, looked up, routed and counted by: NFC, lower case, the domain in its Unicode
@@ -538,9 +548,7 @@ class SenderEntry(Section):
     def email(self) -> str:
         """Its address alone, normalised by :func:`sender_key` (the envelope sender, and
         the owner it serves)."""
-        from email.utils import parseaddr
-
-        return sender_key(parseaddr(self.address)[1])
+        return address_key(self.address)
 
     def smtp_settings(self, default: SmtpSection) -> SmtpSection:
         """Its SMTP account: its own keys over ``[smtp]``'s (``[smtp]`` when it names no

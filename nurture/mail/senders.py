@@ -15,14 +15,13 @@ import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
 from nurture import logs
 from nurture.config import SenderEntry, Settings
-from nurture.config.sections import sender_key
+from nurture.config.sections import address_key, sender_key
 from nurture.store import senders as store
 from nurture.store.sender_health import paused as paused_senders
 
@@ -46,7 +45,7 @@ class SenderChoice:
 
     @property
     def email(self) -> str:
-        return sender_key(parseaddr(self.address)[1])
+        return address_key(self.address)
 
     def label(self) -> str:
         """``sam (the lead's owner)``: what ``simulate`` and ``preview`` print."""
@@ -112,7 +111,7 @@ def _room(value: int | None) -> int:
 
 
 def _by_address(settings: Settings, address: str, why: str) -> SenderChoice:
-    entry = settings.sender_of(parseaddr(address)[1])
+    entry = settings.sender_of(address_key(address))
     return SenderChoice(address, entry.name if entry is not None else None, why)
 
 
