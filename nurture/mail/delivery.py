@@ -16,9 +16,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from nurture import clock, hooks, logs
@@ -57,11 +57,21 @@ def with_date(raw: str, moment: datetime) -> bytes:
     unfolded ``Date:`` line; replacing it saves parsing the whole message again.
     """
     head, sep, body = raw.partition("\n\n")
-    lines = [
-        f"Date: {format_datetime(moment)}" if line.startswith("Date: ") else line
-        for line in head.split("\n")
-    ]
-    return ("\n".join(lines) + sep + body).replace("\n", "\r\n").encode("utf-8")
+    start = 0 if head.startswith("Date: ") else head.find("\nDate: ") + 1
+    if start or head.startswith("Date: "):
+        end = head.find("\n", start)
+        end = len(head) if end < 0 else end
+        date = _date_line(moment.replace(microsecond=0), moment.utcoffset())
+        head = head[:start] + date + head[end:]
+    return (head + sep + body).replace("\n", "\r\n").encode("utf-8")
+
+
+@lru_cache(maxsize=8)
+def _date_line(second: datetime, _offset: timedelta | None) -> str:
+    """The ``Date:`` line of a message sent at *second* (the same for every message of
+    that second; *_offset* keys the cache: equal moments may be written in other
+    zones)."""
+    return f"Date: {format_datetime(second)}"
 
 
 class _Routes:

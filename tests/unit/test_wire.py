@@ -144,3 +144,24 @@ def test_a_modern_message_of_text_parts_is_left_to_the_generator() -> None:
     written = as_text(message)
     assert written == message.as_string(policy=_POLICY)
     assert "\n " in written.split("\n\n")[0]  # the subject folded, as the generator does
+
+
+def test_the_date_set_at_sending_replaces_the_one_date_line_and_nothing_else() -> None:
+    from datetime import timedelta, timezone
+
+    from nurture.mail.delivery import with_date
+
+    sent = datetime(2026, 11, 2, 9, 30, 5, 999_999, tzinfo=UTC)
+    stored = "From: a@example.com\nDate: Sun, 01 Nov 2026 08:00:00 +0000\nTo: b@example.com\n\n"
+    body = "Date: in the body, kept\n"
+    assert with_date(stored + body, sent) == (
+        b"From: a@example.com\r\nDate: Mon, 02 Nov 2026 09:30:05 +0000\r\nTo: b@example.com"
+        b"\r\n\r\nDate: in the body, kept\r\n"
+    )
+    first = with_date("Date: old\nFrom: a@example.com\n\nx", sent)
+    assert first == b"Date: Mon, 02 Nov 2026 09:30:05 +0000\r\nFrom: a@example.com\r\n\r\nx"
+    # The same moment in another zone is written in that zone (the cache keeps them apart).
+    paris = with_date("Date: old\n\nx", sent.astimezone(timezone(timedelta(hours=1))))
+    assert paris == b"Date: Mon, 02 Nov 2026 10:30:05 +0100\r\n\r\nx"
+    no_date = with_date("From: a@example.com\n\nDate: x", sent)
+    assert no_date == b"From: a@example.com\r\n\r\nDate: x"
