@@ -18,9 +18,8 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import delete
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +32,10 @@ from nurture.mail.pacing import send_backoff
 from nurture.store.database import session_scope
 from nurture.store.handoffs import Webhook, WebhookStatus
 from nurture.store.leads import Lead
+
+if TYPE_CHECKING:  # imported where calls are made: the pass process, which only
+    # queues them, starts without it
+    import httpx
 from nurture.store.outbound import WebhookEvent, new_id
 
 #: A ``[[webhooks]]`` delivery refused for this long is given up as failed.
@@ -198,6 +201,8 @@ async def post(client: httpx.AsyncClient, request: Request) -> tuple[str | None,
     """Make one call: (``None``, _) on a 2xx, else the error and whether to retry. The
     hand-off notice retries a 408, 429, 5xx or network error; a signed delivery retries
     anything but a 2xx."""
+    import httpx
+
     try:
         response = await client.post(request.url, content=request.content,
                                       headers=request.headers)  # fmt: skip
@@ -244,6 +249,8 @@ async def deliver_webhooks(ctx: Context, request_timeout: float = 10.0) -> tuple
     if not calls:
         return 0, 0
     results: list[tuple[int, str | None, bool]] = []
+    import httpx
+
     async with httpx.AsyncClient(timeout=request_timeout) as client:
         for call in calls:
             if isinstance(call, tuple):
@@ -318,6 +325,8 @@ async def send_test(
     stored = await asyncio.to_thread(store)
     made = prepare(stored, ctx.config.settings, now)
     assert isinstance(made, Request)
+    import httpx
+
     async with httpx.AsyncClient(timeout=request_timeout) as client:
         error, _ = await post(client, made)
     assert stored.id is not None

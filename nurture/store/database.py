@@ -15,12 +15,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -28,6 +24,10 @@ from sqlmodel import Session, SQLModel
 
 from nurture import logs
 from nurture.errors import DatabaseError, SchemaBehindError
+
+if TYPE_CHECKING:  # Alembic is imported where the schema is read or changed: a process
+    # that only works on the database (the pass process) starts without it.
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -231,6 +231,8 @@ def _safe(url: str | Any) -> str:
 
 
 def _alembic_config(engine: Engine | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if engine is not None:
@@ -240,6 +242,8 @@ def _alembic_config(engine: Engine | None = None) -> AlembicConfig:
 
 def head_revision() -> str:
     """The newest migration shipped with this code."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -247,6 +251,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The migration the database is at, or ``None`` for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -256,6 +262,8 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the newest schema; return (revision before, revision after)."""
+    from alembic import command
+
     from nurture.store.meta import project_secret
 
     before = current_revision(engine)
@@ -278,6 +286,8 @@ def check_schema(engine: Engine) -> None:
         raise SchemaBehindError(
             f"database {where} has no nurture schema yet: run `nurture db upgrade`"
         )
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config())
     known = {rev.revision for rev in script.walk_revisions()}
     if current not in known:

@@ -155,3 +155,15 @@ def test_a_circle_inside_a_layer_is_found(copy: Path) -> None:
     enrollments.write_text(text)
     # Then the circle is named
     assert ["nurture.store.enrollments", "nurture.store.outbox"] in import_circles(copy)
+
+
+def test_the_pass_process_starts_without_what_only_the_daemon_or_a_command_uses() -> None:
+    """The pass process imports nurture before the daemon can hand it the pass: Alembic
+    (schema changes) and httpx (webhook calls) are imported where they are used, which
+    makes its start a fifth shorter (bench/README.md)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import sys, nurture.stages.process\n"
+         "print(' '.join(m for m in ('alembic', 'httpx') if m in sys.modules))"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    assert found.stdout.strip() == ""
