@@ -81,9 +81,6 @@ class _Stderr(logging.StreamHandler):
     when the log was configured (a command run inside a test, or a redirect, swaps it
     and may close the one it swapped in)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> Any:
         return sys.stderr

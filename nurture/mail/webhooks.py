@@ -32,11 +32,11 @@ from nurture.mail.pacing import send_backoff
 from nurture.store.database import session_scope
 from nurture.store.handoffs import Webhook, WebhookStatus
 from nurture.store.leads import Lead
+from nurture.store.outbound import WebhookEvent, new_id
 
 if TYPE_CHECKING:  # imported where calls are made: the pass process, which only
     # queues them, starts without it
     import httpx
-from nurture.store.outbound import WebhookEvent, new_id
 
 #: A ``[[webhooks]]`` delivery refused for this long is given up as failed.
 GIVE_UP = timedelta(days=3)
