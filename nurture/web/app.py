@@ -251,7 +251,7 @@ def router(state: WebState) -> APIRouter:
             logs.action("sign-in requests from one client over the limit", ip=ip)
         return answer
 
-    @routes.get("/app/signin/{token:path}")
+    @routes.get("/app/signin/{token:token}")
     def signin_page(token: str, request: Request) -> HTMLResponse:
         with session_scope(engine) as session:
             link = find_link(session, secret, LinkPurpose.signin, token)
@@ -276,7 +276,7 @@ def router(state: WebState) -> APIRouter:
             logs.action("signed in", who=link.email)
             return cookie
 
-    @routes.post("/app/signin/{token:path}")
+    @routes.post("/app/signin/{token:token}")
     async def signin(token: str, request: Request) -> Response:
         try:
             fields = await form(request)
@@ -405,7 +405,7 @@ def router(state: WebState) -> APIRouter:
                 return None
             return link.email, link.lead_id
 
-    @routes.get("/app/l/{token:path}")
+    @routes.get("/app/l/{token:token}")
     def link_page(token: str, request: Request) -> Response:
         found = link_of(token)
         if found is None:

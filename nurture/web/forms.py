@@ -327,7 +327,7 @@ def router(state: WebState) -> APIRouter:
         # holds only if nothing about the lead changed since it was sent.
         return lead.status != ContactStatus.subscribed and lead.updated_at > issued + LINK_SLACK
 
-    @routes.get("/optin/{token:path}")
+    @routes.get("/optin/{token:token}")
     def optin_page(token: str) -> HTMLResponse:
         target = optin_target(token)
         if target is None:
@@ -371,7 +371,7 @@ def router(state: WebState) -> APIRouter:
                 logs.action("opt-in confirmed", form=form_name)
         return True
 
-    @routes.post("/optin/{token:path}")
+    @routes.post("/optin/{token:token}")
     async def optin(token: str, request: Request) -> HTMLResponse:
         target = optin_target(token)
         ip, _ = client(request)

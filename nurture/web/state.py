@@ -16,9 +16,29 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 from starlette.background import BackgroundTask
+from starlette.convertors import Convertor, register_url_convertor
 
 from nurture import logs
 from nurture.config import Config
+
+
+class TokenPath(Convertor[str]):
+    """``{token:token}`` in a route: a signed token, taken whole to the end of the path
+    whatever it holds, for its strict decoding to refuse what is not a token. (The plain
+    ``{token}`` stops at a ``/``, and a trailing one was answered by a redirect to the
+    URL without it; ``{token:path}`` stops before a final newline, so ``TOKEN%0A`` was
+    read as ``TOKEN``.)"""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("token", TokenPath())
 
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private"}
 #: The inline stylesheet of :func:`page` (allowed by its hash in the pages' CSP).

@@ -94,7 +94,7 @@ def router(state: WebState) -> APIRouter:
                     machine=reason,
                 )
 
-    @routes.api_route("/o/{token:path}", methods=["GET", "HEAD"])
+    @routes.api_route("/o/{token:token}", methods=["GET", "HEAD"])
     def open_pixel(token: str, request: Request) -> Response:
         tracking_id = read_open(secret, token)
         if tracking_id is not None:
@@ -105,7 +105,7 @@ def router(state: WebState) -> APIRouter:
                 logs.logger.exception("cannot record an open")
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
-    @routes.api_route("/c/{token:path}", methods=["GET", "HEAD"])
+    @routes.api_route("/c/{token:token}", methods=["GET", "HEAD"])
     def click(token: str, request: Request) -> Response:
         found = read_click(secret, token)
         if found is None:
@@ -183,7 +183,7 @@ def router(state: WebState) -> APIRouter:
             state.arrived()
         return RedirectResponse(url, status_code=302, headers=NO_CACHE)
 
-    @routes.get("/u/{token:path}")
+    @routes.get("/u/{token:token}")
     def unsubscribe_page(token: str) -> HTMLResponse:
         link = read_unsubscribe_link(secret, token)
         if link is None:
@@ -243,7 +243,7 @@ def router(state: WebState) -> APIRouter:
         wait_in_flight(engine, lead_id, IN_FLIGHT_WAIT)
         return True
 
-    @routes.post("/u/{token:path}")
+    @routes.post("/u/{token:token}")
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
         link = read_unsubscribe_link(secret, token)
         if link is None:

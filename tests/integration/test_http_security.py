@@ -155,11 +155,15 @@ def test_tokens_are_opaque_strict_and_old_unsubscribe_links_keep_working(site: S
     assert b"tracked" not in raw and b"hello" not in raw and f"{lead_id}:".encode() not in raw
     click = found["clicks"][0]
     with site.client() as http:
-        # A "/" is no token character, at the end too (no redirect to the link without it).
+        # A "/" is no token character, at the end too (no redirect to the link without
+        # it), nor is a newline (a route's "$" matches before a final one).
         for spelling in (click + "=", click + "==", click + "/", found["unsubscribe"] + "/",
+                         click + "%0A", click + "%0A/",
                          click.replace("-", "+").replace("_", "/")):  # fmt: skip
             if spelling != click:
                 assert http.get(spelling, follow_redirects=False).status_code == 404, spelling
+        assert http.post(found["unsubscribe"] + "%0A").status_code == 404
+        assert site.lead().status != "unsubscribed"
         # An email sent before tokens were sealed, to a lead that existed then (before
         # links named their person): its signed, readable link still works.
         with session_scope(site.engine) as session:
