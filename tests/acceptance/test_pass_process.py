@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
@@ -233,15 +234,32 @@ def test_the_first_pass_begins_in_the_daemon_while_its_process_starts_and_the_pr
     # Given 300 due emails and a daemon (in this process) whose pass process is not
     # started yet (starting it takes a second or two: it imports nurture)
     project, engine, daemon = _daemon_here(nurture, tmp_path, monkeypatch, 300, batch=100)
-    assert daemon.pass_process is not None and not daemon.pass_process.running
+    process = daemon.pass_process
+    assert process is not None and not process.running
+    # The process may start before the daemon's thread reaches its first batch (it
+    # then makes the whole pass, rightly): the daemon sees it started only once that
+    # batch is being written, whatever the machine's speed.
+    real_start, batch_begun = process.start, threading.Event()
+
+    def start_seen_after_the_first_batch() -> Future[None]:
+        started, seen = real_start(), Future[None]()
+
+        def tell() -> None:
+            batch_begun.wait(120)
+            seen.set_result(started.result(120))
+
+        threading.Thread(target=tell, daemon=True).start()
+        return seen
+
+    monkeypatch.setattr(process, "start", start_seen_after_the_first_batch)
     here: list[int] = []
 
     def first_batch_written_here(_session: object, due: list[object]) -> None:
         # The daemon's thread writes its first batch only once the process has started
         # (the hooks of this process are not the pass process's).
         here.append(len(due))
-        assert daemon.pass_process is not None
-        daemon.pass_process.start().result(timeout=120)
+        batch_begun.set()
+        real_start().result(timeout=120)
 
     # When it runs until nothing is due
     with hooks.at("advance.before_write", first_batch_written_here):
