@@ -157,11 +157,12 @@ class Daemon:
         return catalog, await self.pass_process.run(now)
 
     async def _pass_while_starting(self, now: datetime) -> tuple[Catalog, PassReport]:
-        """The pass process takes a second or two to start (it imports nurture): the
+        """The pass process takes most of a second to start (it imports nurture): the
         pass begins here, in a thread, while it starts, so that delivery has emails to
         send at once; once the process has started, the advance stops between two
-        batches and the process makes the rest of the pass (a whole pass, which finds
-        the rest of what is due)."""
+        batches (before its first, when the process is up by then) and the process
+        makes the rest of the pass (a whole pass, which finds the rest of what is
+        due)."""
         assert self.pass_process is not None
         starting = self.pass_process.start()
         handed_over = False

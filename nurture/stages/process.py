@@ -167,7 +167,7 @@ class PassProcess:
 
     def start(self) -> Future[None]:
         """Start the pass process, if it is not running, without waiting for it (its
-        start takes a second or two: it imports nurture); the future is done once it
+        start takes most of a second: it imports nurture); the future is done once it
         has started. Must be called from the daemon's main thread (see :meth:`run`)."""
         pool = self._open()
         if self._started is None:

@@ -232,7 +232,7 @@ def test_the_first_pass_begins_in_the_daemon_while_its_process_starts_and_the_pr
     nurture: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given 300 due emails and a daemon (in this process) whose pass process is not
-    # started yet (starting it takes a second or two: it imports nurture)
+    # started yet (starting it takes most of a second: it imports nurture)
     project, engine, daemon = _daemon_here(nurture, tmp_path, monkeypatch, 300, batch=100)
     process = daemon.pass_process
     assert process is not None and not process.running
