@@ -216,7 +216,8 @@ async def deliver(
         return report  # the server refused to send for us a moment ago
     # One sender per connection, each with at most one message "sending" at a time and
     # the next one started while it goes, so a crash leaves no more than two uncertain
-    # messages per connection (and the outcomes of the last group not written down).
+    # messages per connection (and the sent ones whose outcome waits for its group:
+    # ledger.in_flight_at_most).
     senders = ctx.config.settings.smtp.max_connections
     finished = asyncio.Event()
 

@@ -11,9 +11,11 @@ transactions waiting for each other's lock.
 The promise of the start is unchanged: a message is started (its last check, its caps)
 in a transaction that commits before its hand-over begins, and a sender's next message
 is started only once its current one is being handed over, so an opt-out that returned
-before that stops it. A crash leaves at most :data:`IN_FLIGHT_PER_CONNECTION` messages
-per connection ``sending`` (then ``uncertain``, never sent again on their own): the one
-being handed over, the next one started, and the last one whose outcome was not written.
+before that stops it. The outcomes of sends that went are written in groups of up to
+:data:`OUTCOME_GROUP` (or after :data:`OUTCOME_WAIT` seconds), with the starts: a crash
+leaves at most :func:`in_flight_at_most` messages ``sending`` (then ``uncertain``, never
+sent again on their own): per connection the one being handed over and the next one
+started, and the sent ones whose outcome was not written yet.
 """
 
 from __future__ import annotations
@@ -70,8 +72,27 @@ GATHER_TURNS = 6
 #: 3.3 on PostgreSQL (bench/README.md, item 11).
 GATHER_WAIT = 0.003
 
-#: The most messages one connection can leave ``sending`` when its process dies.
+#: Messages sent whose outcome (``sent``) the writer lets wait for a later write, at
+#: most: the starts are written at once (their last check), the outcomes of the sends
+#: in groups, so each write does not also pay three statements for its four outcomes
+#: (:meth:`Ledger._outcomes_due`). A bounce, a refusal or any other outcome is written
+#: at once, with those waiting.
+OUTCOME_GROUP = 32
+
+#: Seconds the oldest outcome waits at most for its group.
+OUTCOME_WAIT = 0.1
+
+#: The most messages one connection can leave ``sending`` when its process dies, beside
+#: the :data:`OUTCOME_GROUP` sent whose outcome was not written yet: the one being handed
+#: over, the next one started, and one sent while the group was being written.
 IN_FLIGHT_PER_CONNECTION = 3
+
+
+def in_flight_at_most(connections: int) -> int:
+    """The most messages a delivery run over *connections* connections can leave
+    ``sending`` when its process dies (then ``uncertain``, never sent again on their
+    own)."""
+    return connections * IN_FLIGHT_PER_CONNECTION + OUTCOME_GROUP
 
 
 def write(
@@ -207,6 +228,10 @@ class Ledger:
         #: given back with their batch.
         self.skip = skip
         self._done: list[Outcome] = []
+        #: When the oldest of :attr:`_done` was told (the event loop's clock), and
+        #: whether one of them is not ``sent`` (written at once).
+        self._done_since = 0.0
+        self._urgent = False
         #: One future per outcome in :attr:`_done`, done once it is written.
         self._written: list[asyncio.Future[None]] = []
         self._open_writes: set[asyncio.Future[None]] = set()
@@ -240,12 +265,15 @@ class Ledger:
         if self._failed is not None:
             written.set_exception(self._failed)
             return written
+        if not self._done:
+            self._done_since = asyncio.get_running_loop().time()
         self._done.append(done)
         self._written.append(written)
         self._open_writes.add(written)
         written.add_done_callback(self._open_writes.discard)
         self._wake.set()
         if done[1].outcome != "sent":  # its sender may wait for this to be written
+            self._urgent = True
             self._nudge.set()
         return written
 
@@ -280,13 +308,13 @@ class Ledger:
         try:
             while self._senders > 0 or self._done or self._unsent:
                 self._keep_line_full()
-                await self._wake.wait()
+                await self._wait_for_wake()
                 await self._gather_asks()
                 self._wake.clear()
                 if self._claim_failed is not None:
                     raise self._claim_failed
                 if self._asking and self.gate is not None and not self.gate.is_set():
-                    await self._write([])  # write down what was sent before standing aside
+                    await self._write([], flush=True)  # what was sent, before standing aside
                     if self.stand_aside is not None:
                         await self.stand_aside()
                 asking, self._asking = self._asking, []
@@ -304,6 +332,19 @@ class Ledger:
             if self._claiming is not None:
                 self._claiming.cancel()
                 await asyncio.wait({self._claiming})
+
+    async def _wait_for_wake(self) -> None:
+        """Wait for a sender (or the claim) to wake the writer, or for the outcomes
+        waiting to be due (:data:`OUTCOME_WAIT`)."""
+        if not self._done:
+            await self._wake.wait()
+            return
+        left = self._done_since + OUTCOME_WAIT - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(max(left, 0)):
+                await self._wake.wait()
+        except TimeoutError:
+            return
 
     async def _gather_asks(self) -> None:
         """Let the other senders catch up before a write, so that one transaction starts
@@ -334,9 +375,7 @@ class Ledger:
         """Every sender asked, the line holds no more than those asking take, or a
         sender waits for an outcome to be written."""
         asking = len(self._asking)
-        return asking >= self._senders or asking >= len(self.waiting) or any(
-            result.outcome != "sent" for _, result in self._done
-        )
+        return asking >= self._senders or asking >= len(self.waiting) or self._urgent
 
     def _keep_line_full(self) -> None:
         """Claim the next batch in the background once the line runs short."""
@@ -364,14 +403,38 @@ class Ledger:
             self._claiming = None
             self._wake.set()
 
-    async def _write(self, asking: list[asyncio.Future[Claimed | None]]) -> list[Claimed]:
-        """One transaction: the outcomes and give-backs so far, and a start for each of
-        *asking*; nothing when there is nothing to write."""
-        done, unsent, written = self._done, self._unsent, self._written
-        self._done, self._unsent, self._written = [], [], []
+    def _outcomes_due(self, flush: bool) -> tuple[list[Outcome], list[asyncio.Future[None]]]:
+        """The outcomes to write now, taken off the waiting ones: all of them when one
+        is not ``sent``, when :data:`OUTCOME_GROUP` wait or the oldest has waited
+        :data:`OUTCOME_WAIT` seconds, when the run ends or stops (every sender gone, or
+        no more to start), or when *flush*; else none (a later write takes them)."""
+        if not self._done:
+            return [], []
+        due = (
+            flush
+            or self._urgent
+            or len(self._done) >= OUTCOME_GROUP
+            or asyncio.get_running_loop().time() - self._done_since >= OUTCOME_WAIT
+            or self._senders <= 0
+            or not self.more()
+        )
+        if not due:
+            return [], []
+        done, written = self._done, self._written
+        self._done, self._written, self._urgent = [], [], False
+        return done, written
+
+    async def _write(
+        self, asking: list[asyncio.Future[Claimed | None]], *, flush: bool = False
+    ) -> list[Claimed]:
+        """One transaction: the give-backs so far, a start for each of *asking*, and the
+        outcomes that are due (all of them if *flush*: :meth:`_outcomes_due`); nothing
+        when there is nothing to write."""
         if self.skip is not None:
             self.waiting[:] = [item for item in self.waiting if not self.skip(item)]
         wanted = len(asking) if self.waiting else 0
+        unsent, self._unsent = self._unsent, []
+        done, written = self._outcomes_due(flush or bool(unsent))
         if not done and not unsent and not wanted:
             return []
         candidates = list(self.waiting)

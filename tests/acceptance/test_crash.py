@@ -2,8 +2,8 @@
 (another process), and restarted each time. No lead gets an email twice; every lead gets
 its email, except the ones held as uncertain (in flight at a kill): reported, never
 resent on their own, and no more of them than were in flight at each kill: at most
-:data:`~nurture.mail.ledger.IN_FLIGHT_PER_CONNECTION` per connection (the one being
-handed over, the next one started, the last one whose outcome is being written)."""
+:func:`~nurture.mail.ledger.in_flight_at_most` (per connection the one being handed over
+and the next one started, and the sent ones whose outcome was not written yet)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from sqlmodel import select
 
 from bench.smtp_sink import SinkProcess
-from nurture.mail.ledger import IN_FLIGHT_PER_CONNECTION
+from nurture.mail.ledger import in_flight_at_most
 from nurture.store.database import open_engine, session_scope
 from nurture.store.outbox import OutboxMessage
 from tests.acceptance.conftest import Run, bulk_project, worker
@@ -75,7 +75,7 @@ def test_kill_9_loses_and_doubles_nothing(nurture: Run, tmp_path: Path, sink: Si
     assert set(status) <= {"sent", "uncertain"}, status
     uncertain = [row for row in outbox if row.status == "uncertain"]
     # at most those in flight at each kill
-    assert len(uncertain) <= KILLS * CONNECTIONS * IN_FLIGHT_PER_CONNECTION
+    assert len(uncertain) <= KILLS * in_flight_at_most(CONNECTIONS)
     sent = {row.recipient for row in outbox if row.status == "sent"}
     assert sent == set(received) - {row.recipient for row in uncertain}
     assert sent | {row.recipient for row in uncertain} == {

@@ -207,3 +207,59 @@ def test_the_writer_waits_for_no_one_once_the_others_leave(
         assert asyncio.run(run()) is not None
     assert writes[0] == 1
     assert sorted(row.status for row in harness.outbox()) == ["leased", "leased", "sent"]
+
+
+# --- the writer writes the sends' outcomes in groups -----------------------------------
+
+
+def test_the_writer_writes_what_was_sent_in_groups_with_the_starts_and_never_late(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, claim_next, _ = _ledger_of(harness, monkeypatch, "bo@example.com", "cy@example.com",
+                                    "di@example.com")  # fmt: skip
+    # Given groups of 3 outcomes, and an outcome's wait for its group long enough never
+    # to end while the sender goes on (only the last part of the test waits for it)
+    monkeypatch.setattr(ledger_module, "OUTCOME_GROUP", 3)
+    monkeypatch.setattr(ledger_module, "OUTCOME_WAIT", 60.0)
+    writes: list[tuple[int, int]] = []  # (outcomes written, messages started) a write
+    real_write = ledger_module.write
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        outcome = real_write(*args, **kwargs)
+        writes.append((len(args[1]), len(outcome[0])))
+        return outcome
+
+    monkeypatch.setattr(ledger_module, "write", spy)
+
+    async def run() -> list[str]:
+        ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=1, more=lambda: True,
+                        stopping=None)  # fmt: skip
+        running = asyncio.create_task(ledger.run())
+        current = await asyncio.wait_for(ledger.ask(), 30)
+        # When one sender sends four messages, asking for each next one as its current
+        # one is handed over, and telling that the current one went
+        told = []
+        for _ in range(3):
+            following = ledger.ask()
+            assert current is not None
+            told.append(ledger.tell((current, SENT)))
+            current = await asyncio.wait_for(following, 30)
+        # Then each next one was started at once, and the outcomes waited for their
+        # group of three
+        assert writes == [(0, 1), (0, 1), (0, 1), (3, 1)]
+        await asyncio.wait_for(asyncio.gather(*told), 30)
+        # And an outcome with no start to go with waits no longer than OUTCOME_WAIT
+        ledger_module.OUTCOME_WAIT = 0.05
+        assert current is not None
+        last = ledger.tell((current, SENT))
+        await asyncio.wait_for(last, 30)
+        assert writes[-1] == (1, 0)
+        statuses = sorted(row.status for row in harness.outbox())
+        ledger.leave()
+        await asyncio.wait_for(running, 30)
+        return statuses
+
+    with freeze_time(MOMENT, real_asyncio=True):
+        statuses = asyncio.run(run())
+    # (written while the sender was still there: by the wait, not by its leaving)
+    assert statuses == ["sent", "sent", "sent", "sent"]
