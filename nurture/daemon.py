@@ -38,7 +38,7 @@ from nurture.stages.passes import (
     reply_mailboxes,
     serve_arrivals,
 )
-from nurture.stages.process import PassProcess, SharedFlag
+from nurture.stages.process import PassProcess, SharedCounter, SharedFlag
 from nurture.stages.reload import Reloader
 from nurture.stages.report import PassReport
 from nurture.store.arrivals import Listener, drain, waiting
@@ -97,8 +97,11 @@ class Daemon:
         #: Set when the daemon stops, for the pass to see between batches (in its own
         #: process, when ``[daemon] pass_process``).
         self._stop_flag = SharedFlag()
+        #: The messages the bulk delivery started: the pass process keeps only a few
+        #: batches ahead of them.
+        self._started = SharedCounter()
         self.pass_process = (
-            PassProcess(self.ctx, self._bulk_gate, self._stop_flag)
+            PassProcess(self.ctx, self._bulk_gate, self._stop_flag, self._started)
             if self.settings.pass_process
             else None
         )
@@ -229,6 +232,7 @@ class Daemon:
                 rules=self.reload.rules,
                 pause=self.sending_pause,
                 more_coming=more_coming,
+                progress=self._started.add,
             )
             self._settle_all = False
             await deliver_webhooks(self.ctx)

@@ -190,6 +190,7 @@ async def deliver(
     rules: ScoringRules | None = None,
     pause: SendingPause | None = None,
     more_coming: Callable[[], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> DeliveryReport:
     """Send every message that may go now, batch by batch, until none is left (or until
     *stopping* is set: the messages being sent are finished and recorded, the rest of the
@@ -254,7 +255,7 @@ async def deliver(
     ledger = Ledger(
         ctx, claim_next, report, senders=senders, stopping=stopping, more=more, gate=gate,
         stand_aside=None if gate is None else partial(_stand_aside, gate, stopping),
-        skip=routes.stopped,
+        skip=routes.stopped, progress=progress,
     )  # fmt: skip
     keeper = asyncio.create_task(keep_leases(ctx, finished))
     try:

@@ -208,8 +208,10 @@ class Ledger:
         gate: Gate | None = None,
         stand_aside: Callable[[], Awaitable[None]] | None = None,
         skip: Callable[[Claimed], bool] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self.ctx, self.claim_next, self.report = ctx, claim_next, report
+        self.progress = progress
         #: The claimed messages not started yet, the next one last.
         self.waiting: list[Claimed] = []
         #: Every batch claimed, for giving back what was not started.
@@ -446,6 +448,8 @@ class Ledger:
         self.paused |= stopped
         del self.waiting[len(self.waiting) - used :]
         self.report.add(recorded)
+        if started and self.progress is not None:
+            self.progress(len(started))
         for future in written:
             if not future.done():
                 future.set_result(None)

@@ -64,6 +64,7 @@ def advance_due(
     *,
     rules: ScoringRules | None = None,
     between: Callable[[], bool] | None = None,
+    queued: Callable[[int], None] | None = None,
 ) -> PassReport:
     """Carry every due enrollment (of *lead_ids* only, if given) forward, a batch at a
     time; *stop* is asked between batches, and *between* (by default *stop*) between
@@ -96,6 +97,8 @@ def advance_due(
         report.add(batch)
         if lead_ids is None:  # the first batches may fill an outbox that was empty
             refresh_statistics(ctx.engine)  # (not in the fast lane: a few leads)
+        if queued is not None and batch.emails_queued:
+            queued(batch.emails_queued)
     return report
 
 

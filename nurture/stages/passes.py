@@ -47,6 +47,7 @@ def full_pass(
     stop: Callable[[], bool] | None = None,
     loaded: Callable[[Catalog], None] | None = None,
     between: Callable[[], bool] | None = None,
+    queued: Callable[[int], None] | None = None,
 ) -> tuple[Catalog, PassReport]:
     """One pass at *now*, as one line of stages::
 
@@ -67,7 +68,7 @@ def full_pass(
         report.add(score(ctx, rules, now))
     report.add(enroll_stage(ctx, catalog, rules, now))
     report.add(resume_back(ctx, now))
-    report.add(advance_due(ctx, catalog, now, stop, rules=rules, between=between))
+    report.add(advance_due(ctx, catalog, now, stop, rules=rules, between=between, queued=queued))
     report.add(hand_off(ctx, rules, now))
     return catalog, report
 

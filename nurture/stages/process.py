@@ -6,7 +6,8 @@ The child is started once, with ``spawn`` (a fresh interpreter: nothing of the
 daemon's threads, connections or event loop is copied into it), and makes every pass
 the daemon asks of it. It reads the daemon's clock (a ``--now`` pin carries over), logs
 as the daemon does, claims work as the daemon's worker, waits at the daemon's gate while
-the fast lane serves new leads, and stops between batches when the daemon stops. It
+the fast lane serves new leads, keeps only a few batches ahead of the daemon's senders
+(:func:`_pace`), and stops between batches when the daemon stops. It
 dies with the daemon: killed at once if the daemon is killed (Linux), or, elsewhere, at
 its next batch once it sees that its parent is gone. Its writes are its own
 transactions, each whole or not at all, as in the daemon.
@@ -45,6 +46,33 @@ CONTEXT = get_context("spawn")
 _PR_SET_PDEATHSIG = 1
 #: Seconds between looks at a :class:`SharedFlag` that is waited for.
 _POLL = 0.01
+#: Between its batches, the pass process waits while the emails it queued and the
+#: daemon has not started are more than this many batches, and the daemon starts more
+#: (:func:`_pace`): the daemon sends on one core, and the pass process renders on the
+#: other, beside the mail server's own work, rather than racing ahead of the senders
+#: while they share a core with it.
+PACE_AHEAD = 3
+#: Seconds without a start by the daemon after which the pass process stops waiting
+#: (the senders are held up: a slow server, a cap, a closed window).
+PACE_STALL = 0.5
+#: Seconds a pass waits so at most, in all: a pass's tasks and hot-lead notices come
+#: no later than this for it.
+PACE_BUDGET = 30.0
+
+
+class SharedCounter:
+    """A count the daemon raises and its pass process reads: eight bytes of shared
+    memory, without a lock (one writer). Made before the pass process starts."""
+
+    def __init__(self) -> None:
+        self._value = CONTEXT.RawValue(ctypes.c_longlong, 0)
+
+    @property
+    def value(self) -> int:
+        return int(self._value.value)
+
+    def add(self, n: int) -> None:
+        self._value.value += n
 
 
 class SharedFlag:
@@ -81,6 +109,12 @@ class _Child:
     gate: SharedFlag
     stop: SharedFlag
     parent: int
+    #: The messages the daemon started; at the start of the pass, and how many the
+    #: pass queued since; seconds it may still wait (:func:`_pace`).
+    started: SharedCounter
+    base: int = 0
+    queued: int = 0
+    budget: float = PACE_BUDGET
 
 
 _child: _Child | None = None
@@ -106,6 +140,7 @@ def _start(
     gate: SharedFlag,
     stop: SharedFlag,
     parent: int,
+    started: SharedCounter,
 ) -> None:
     """The pass process's start: the daemon's clock, log and worker, a database engine
     of its own."""
@@ -123,7 +158,7 @@ def _start(
     child = _Child()
     child.ctx = dataclasses.replace(Context.open(engine, config), worker_id=worker_id)
     child.reload = Reloader(child.ctx, quiet=True)
-    child.gate, child.stop, child.parent = gate, stop, parent
+    child.gate, child.stop, child.parent, child.started = gate, stop, parent, started
     _child = child
 
 
@@ -140,11 +175,36 @@ def _ready() -> None:
     """Nothing: done once the pass process has started (see :meth:`PassProcess.start`)."""
 
 
+def _pace(queued: int) -> None:
+    """After a batch that queued *queued* emails: wait while more than
+    :data:`PACE_AHEAD` batches of what this pass queued wait to be started, as long as
+    the daemon goes on starting them (:data:`PACE_STALL`) and the pass's
+    :data:`PACE_BUDGET` lasts, and the daemon does not stop."""
+    child = _child
+    assert child is not None
+    child.queued += queued
+    most = PACE_AHEAD * child.ctx.batch_size
+    began = last_move = time.monotonic()
+    seen = child.started.value
+    while child.queued - (seen - child.base) > most and child.budget > 0:
+        if child.stop.is_set() or os.getppid() != child.parent:
+            break
+        time.sleep(_POLL)
+        moment = time.monotonic()
+        if child.started.value != seen:
+            seen, last_move = child.started.value, moment
+        elif moment - last_move > PACE_STALL:
+            break
+        child.budget -= moment - began
+        began = moment
+
+
 def _run(now: datetime) -> PassReport:
     """One pass at *now*, in the pass process."""
     child = _child
     assert child is not None
-    return full_pass(child.ctx, child.reload, now, _stop_or_yield)[1]
+    child.base, child.queued, child.budget = child.started.value, 0, PACE_BUDGET
+    return full_pass(child.ctx, child.reload, now, _stop_or_yield, queued=_pace)[1]
 
 
 class PassProcess:
@@ -153,10 +213,13 @@ class PassProcess:
     *gate* is the daemon's bulk gate (cleared while the fast lane serves new leads) and
     *stop* is set when the daemon stops."""
 
-    def __init__(self, ctx: Context, gate: SharedFlag, stop: SharedFlag) -> None:
+    def __init__(
+        self, ctx: Context, gate: SharedFlag, stop: SharedFlag, started: SharedCounter
+    ) -> None:
         self.ctx = ctx
         self.gate = gate
         self.stop = stop
+        self.started = started
         self._pool: ProcessPoolExecutor | None = None
         self._started: Future[None] | None = None
 
@@ -192,6 +255,7 @@ class PassProcess:
                     self.gate,
                     self.stop,
                     os.getpid(),
+                    self.started,
                 ),
             )
         return self._pool
