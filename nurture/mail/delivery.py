@@ -114,6 +114,11 @@ class _Routes:
             return self.broken.is_set()
         return self.broken.is_set() or self.of(item.sender) in self.halted
 
+    def any_stopped(self) -> bool:
+        """Whether a route is stopped for this run (else :meth:`stopped` is ``False``
+        for every message whose sender no bounce of this run paused)."""
+        return bool(self.halted) or self.broken.is_set()
+
     def all_stopped(self) -> bool:
         known = {"", *self.names.values()}
         return self.broken.is_set() or known <= self.halted
@@ -255,7 +260,7 @@ async def deliver(
     ledger = Ledger(
         ctx, claim_next, report, senders=senders, stopping=stopping, more=more, gate=gate,
         stand_aside=None if gate is None else partial(_stand_aside, gate, stopping),
-        skip=routes.stopped, progress=progress,
+        skip=routes.stopped, skipping=routes.any_stopped, progress=progress,
     )  # fmt: skip
     keeper = asyncio.create_task(keep_leases(ctx, finished))
     try:

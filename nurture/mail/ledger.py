@@ -194,7 +194,8 @@ class Ledger:
     serves; *more* says whether more may be started now (not while stopping, nor once
     the server cannot be reached); *gate*, while cleared, holds new starts back (the
     fast lane goes first) for at most *stand_aside*'s wait; *skip* names messages not
-    to start in this run (their server stopped answering)."""
+    to start in this run (their server stopped answering), and *skipping* whether it
+    may name any now; *progress* is told how many messages each write started."""
 
     def __init__(
         self,
@@ -208,6 +209,7 @@ class Ledger:
         gate: Gate | None = None,
         stand_aside: Callable[[], Awaitable[None]] | None = None,
         skip: Callable[[Claimed], bool] | None = None,
+        skipping: Callable[[], bool] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.ctx, self.claim_next, self.report = ctx, claim_next, report
@@ -227,8 +229,9 @@ class Ledger:
         self.more, self.stopping = more, stopping
         self.gate, self.stand_aside = gate, stand_aside
         #: Messages not to start in this run (their server is stopped): left leased,
-        #: given back with their batch.
-        self.skip = skip
+        #: given back with their batch; *skipping* says whether any may be (else the
+        #: line is not looked through at each write).
+        self.skip, self.skipping = skip, skipping
         self._done: list[Outcome] = []
         #: When the oldest of :attr:`_done` was told (the event loop's clock), and
         #: whether one of them is not ``sent`` (written at once).
@@ -432,7 +435,7 @@ class Ledger:
         """One transaction: the give-backs so far, a start for each of *asking*, and the
         outcomes that are due (all of them if *flush*: :meth:`_outcomes_due`); nothing
         when there is nothing to write."""
-        if self.skip is not None:
+        if self.skip is not None and (self.skipping is None or self.skipping()):
             self.waiting[:] = [item for item in self.waiting if not self.skip(item)]
         wanted = len(asking) if self.waiting else 0
         unsent, self._unsent = self._unsent, []
