@@ -195,7 +195,8 @@ class Ledger:
     the server cannot be reached); *gate*, while cleared, holds new starts back (the
     fast lane goes first) for at most *stand_aside*'s wait; *skip* names messages not
     to start in this run (their server stopped answering), and *skipping* whether it
-    may name any now; *progress* is told how many messages each write started."""
+    may name any now; *progress* is told how many claimed messages each write used up
+    (started, or settled as their start said: capped, held, cancelled)."""
 
     def __init__(
         self,
@@ -237,6 +238,8 @@ class Ledger:
         #: whether one of them is not ``sent`` (written at once).
         self._done_since = 0.0
         self._urgent = False
+        #: Set when the oldest outcome's wait ran out (:meth:`_wait_for_wake`).
+        self._overdue = False
         #: One future per outcome in :attr:`_done`, done once it is written.
         self._written: list[asyncio.Future[None]] = []
         self._open_writes: set[asyncio.Future[None]] = set()
@@ -265,7 +268,8 @@ class Ledger:
         return answer
 
     def tell(self, done: Outcome) -> asyncio.Future[None]:
-        """How a send went: written with the next transaction (the future is done then)."""
+        """How a send went: written with a later transaction (the future is done then):
+        at once if it did not go; if it went, with its group (:meth:`_outcomes_due`)."""
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._failed is not None:
             written.set_exception(self._failed)
@@ -349,7 +353,7 @@ class Ledger:
             async with asyncio.timeout(max(left, 0)):
                 await self._wake.wait()
         except TimeoutError:
-            return
+            self._overdue = True  # due now, whatever the clock's resolution says
 
     async def _gather_asks(self) -> None:
         """Let the other senders catch up before a write, so that one transaction starts
@@ -418,6 +422,7 @@ class Ledger:
         due = (
             flush
             or self._urgent
+            or self._overdue
             or len(self._done) >= OUTCOME_GROUP
             or asyncio.get_running_loop().time() - self._done_since >= OUTCOME_WAIT
             or self._senders <= 0
@@ -426,7 +431,7 @@ class Ledger:
         if not due:
             return [], []
         done, written = self._done, self._written
-        self._done, self._written, self._urgent = [], [], False
+        self._done, self._written, self._urgent, self._overdue = [], [], False, False
         return done, written
 
     async def _write(
@@ -451,9 +456,9 @@ class Ledger:
         self.paused |= stopped
         del self.waiting[len(self.waiting) - used :]
         self.report.add(recorded)
-        if started and self.progress is not None:
-            self.progress(len(started))
         for future in written:
             if not future.done():
                 future.set_result(None)
+        if used and self.progress is not None:
+            self.progress(used)
         return started

@@ -69,7 +69,9 @@ def advance_due(
     """Carry every due enrollment (of *lead_ids* only, if given) forward, a batch at a
     time; *stop* is asked between batches, and *between* (by default *stop*) between
     enrollments while the batch has not written yet (it is where the pass waits while
-    the fast lane serves new leads)."""
+    the fast lane serves new leads). *queued* is told how many emails a batch queued,
+    after each full batch (a next one may follow; the pass process waits there while it
+    is too far ahead of the senders)."""
     report = PassReport()
     seen: set[int] = set()
     # The first batch is small, so that delivery has its first emails at once; each
@@ -93,11 +95,11 @@ def advance_due(
         if not ids:
             break
         seen.update(ids)
-        size = min(size * 4, ctx.batch_size)
+        full, size = len(ids) >= size, min(size * 4, ctx.batch_size)
         report.add(batch)
         if lead_ids is None:  # the first batches may fill an outbox that was empty
             refresh_statistics(ctx.engine)  # (not in the fast lane: a few leads)
-        if queued is not None and batch.emails_queued:
+        if queued is not None and batch.emails_queued and full:
             queued(batch.emails_queued)
     return report
 

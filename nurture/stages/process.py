@@ -52,8 +52,9 @@ _POLL = 0.01
 #: other, beside the mail server's own work, rather than racing ahead of the senders
 #: while they share a core with it.
 PACE_AHEAD = 3
-#: Seconds without a start by the daemon after which the pass process stops waiting
-#: (the senders are held up: a slow server, a cap, a closed window).
+#: Seconds without a start by the daemon after which the pass process stops waiting,
+#: for the rest of the pass (the senders are held up: a slow server, a paused one, a
+#: closed window).
 PACE_STALL = 0.5
 #: Seconds a pass waits so at most, in all: a pass's tasks and hot-lead notices come
 #: no later than this for it.
@@ -109,8 +110,9 @@ class _Child:
     gate: SharedFlag
     stop: SharedFlag
     parent: int
-    #: The messages the daemon started; at the start of the pass, and how many the
-    #: pass queued since; seconds it may still wait (:func:`_pace`).
+    #: The messages the daemon started (or settled at their start); at the start of
+    #: the pass, and how many the pass queued since; seconds it may still wait
+    #: (:func:`_pace`; none once the senders stalled in this pass).
     started: SharedCounter
     base: int = 0
     queued: int = 0
@@ -175,25 +177,32 @@ def _ready() -> None:
     """Nothing: done once the pass process has started (see :meth:`PassProcess.start`)."""
 
 
+#: The pass process's clock and pause, for :func:`_pace` (a test plays them).
+_monotonic = time.monotonic
+_sleep = time.sleep
+
+
 def _pace(queued: int) -> None:
-    """After a batch that queued *queued* emails: wait while more than
+    """After a batch that queued *queued* emails, before the next: wait while more than
     :data:`PACE_AHEAD` batches of what this pass queued wait to be started, as long as
-    the daemon goes on starting them (:data:`PACE_STALL`) and the pass's
-    :data:`PACE_BUDGET` lasts, and the daemon does not stop."""
+    the daemon goes on starting them (after :data:`PACE_STALL` seconds without a start,
+    the pass waits no more), the pass's :data:`PACE_BUDGET` lasts, and the daemon does
+    not stop."""
     child = _child
     assert child is not None
     child.queued += queued
     most = PACE_AHEAD * child.ctx.batch_size
-    began = last_move = time.monotonic()
+    began = last_move = _monotonic()
     seen = child.started.value
     while child.queued - (seen - child.base) > most and child.budget > 0:
         if child.stop.is_set() or os.getppid() != child.parent:
             break
-        time.sleep(_POLL)
-        moment = time.monotonic()
+        _sleep(_POLL)
+        moment = _monotonic()
         if child.started.value != seen:
             seen, last_move = child.started.value, moment
         elif moment - last_move > PACE_STALL:
+            child.budget = 0.0  # the senders are held up: this pass waits no more
             break
         child.budget -= moment - began
         began = moment

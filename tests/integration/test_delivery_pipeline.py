@@ -231,9 +231,11 @@ def test_the_writer_writes_what_was_sent_in_groups_with_the_starts_and_never_lat
 
     monkeypatch.setattr(ledger_module, "write", spy)
 
+    used: list[int] = []  # what the ledger tells the pass process, a write at a time
+
     async def run() -> list[str]:
         ledger = Ledger(ctx, claim_next, DeliveryReport(), senders=1, more=lambda: True,
-                        stopping=None)  # fmt: skip
+                        stopping=None, progress=used.append)  # fmt: skip
         running = asyncio.create_task(ledger.run())
         current = await asyncio.wait_for(ledger.ask(), 30)
         # When one sender sends four messages, asking for each next one as its current
@@ -263,3 +265,4 @@ def test_the_writer_writes_what_was_sent_in_groups_with_the_starts_and_never_lat
         statuses = asyncio.run(run())
     # (written while the sender was still there: by the wait, not by its leaving)
     assert statuses == ["sent", "sent", "sent", "sent"]
+    assert used == [1, 1, 1, 1]  # each start told as it was written

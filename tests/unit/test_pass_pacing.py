@@ -48,8 +48,8 @@ def child(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
 
 def _play(monkeypatch: pytest.MonkeyPatch, child: SimpleNamespace, per_look: int) -> Moments:
     moments = Moments(child.started, per_look)
-    monkeypatch.setattr(process.time, "monotonic", moments.monotonic)
-    monkeypatch.setattr(process.time, "sleep", moments.sleep)
+    monkeypatch.setattr(process, "_monotonic", moments.monotonic)
+    monkeypatch.setattr(process, "_sleep", moments.sleep)
     return moments
 
 
@@ -81,6 +81,11 @@ def test_a_pass_waits_no_longer_once_the_senders_stall(
     process._pace(10 * BATCH)
     # Then the pass went on after PACE_STALL seconds, far ahead as it is
     assert process.PACE_STALL <= moments.now - 1000.0 <= process.PACE_STALL + 2 * process._POLL
+    # and waits no more in this pass: its next batches go on at once
+    looks = moments.looks
+    process._pace(BATCH)
+    process._pace(BATCH)
+    assert moments.looks == looks
 
 
 def test_a_pass_waits_at_most_its_budget_in_all(
