@@ -97,8 +97,8 @@ class Daemon:
         #: Set when the daemon stops, for the pass to see between batches (in its own
         #: process, when ``[daemon] pass_process``).
         self._stop_flag = SharedFlag()
-        #: The messages the bulk delivery started: the pass process keeps only a few
-        #: batches ahead of them.
+        #: The messages the bulk delivery started (or settled at their start): the pass
+        #: process keeps only a few batches ahead of them.
         self._started = SharedCounter()
         self.pass_process = (
             PassProcess(self.ctx, self._bulk_gate, self._stop_flag, self._started)

@@ -56,7 +56,9 @@ def full_pass(
     Reloading and scoring are one worker's at a time (:func:`nurture.store.locks.exclusive`);
     the due enrollments are shared between the workers. *loaded* is told the catalog as
     soon as it is loaded; *stop* is asked between batches, and *between* (by default
-    *stop*) between the enrollments of a batch not written yet. The emails the pass queues
+    *stop*) between the enrollments of a batch not written yet; *queued* is told what each
+    full batch of the advance queued (:func:`~nurture.stages.advance.advance_due`). The
+    emails the pass queues
     are sent by the deliver stage (:func:`nurture.mail.delivery.deliver`), which the
     daemon runs beside it."""
     report = PassReport()

@@ -56,8 +56,8 @@ PACE_AHEAD = 3
 #: for the rest of the pass (the senders are held up: a slow server, a paused one, a
 #: closed window).
 PACE_STALL = 0.5
-#: Seconds a pass waits so at most, in all: a pass's tasks and hot-lead notices come
-#: no later than this for it.
+#: Seconds a pass waits so at most, in all: its later tasks and hot-lead notices come
+#: at most this much later for it.
 PACE_BUDGET = 30.0
 
 
