@@ -58,9 +58,8 @@ def full_pass(
     soon as it is loaded; *stop* is asked between batches, and *between* (by default
     *stop*) between the enrollments of a batch not written yet; *queued* is told what each
     full batch of the advance queued (:func:`~nurture.stages.advance.advance_due`). The
-    emails the pass queues
-    are sent by the deliver stage (:func:`nurture.mail.delivery.deliver`), which the
-    daemon runs beside it."""
+    emails the pass queues are sent by the deliver stage
+    (:func:`nurture.mail.delivery.deliver`), which the daemon runs beside it."""
     report = PassReport()
     with exclusive(ctx.engine, "pass"):
         catalog = reload(now)
