@@ -57,8 +57,9 @@ def with_date(raw: str, moment: datetime) -> bytes:
     unfolded ``Date:`` line; replacing it saves parsing the whole message again.
     """
     head, sep, body = raw.partition("\n\n")
-    start = 0 if head.startswith("Date: ") else head.find("\nDate: ") + 1
-    if start or head.startswith("Date: "):
+    first = head.startswith("Date: ")
+    start = 0 if first else head.find("\nDate: ") + 1
+    if first or start:
         end = head.find("\n", start)
         end = len(head) if end < 0 else end
         date = _date_line(moment.replace(microsecond=0), moment.utcoffset())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email.charset import QP, Charset
 from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import Compat32
 
 from nurture.language.templates import RenderedEmail
 from nurture.mail.compose import Sender, build_message, build_notification, parse
+from nurture.mail.delivery import with_date
 from nurture.mail.wire import _POLICY, as_text
 
 CHARS = "abcdefghij ÀéøΩ漢字😀<>&\"'=?_-\t\n.,:;"
@@ -147,10 +148,6 @@ def test_a_modern_message_of_text_parts_is_left_to_the_generator() -> None:
 
 
 def test_the_date_set_at_sending_replaces_the_one_date_line_and_nothing_else() -> None:
-    from datetime import timedelta, timezone
-
-    from nurture.mail.delivery import with_date
-
     sent = datetime(2026, 11, 2, 9, 30, 5, 999_999, tzinfo=UTC)
     stored = "From: a@example.com\nDate: Sun, 01 Nov 2026 08:00:00 +0000\nTo: b@example.com\n\n"
     body = "Date: in the body, kept\n"
