@@ -21,7 +21,9 @@ started, and the sent ones whose outcome was not written yet.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 
@@ -33,7 +35,7 @@ from nurture.mail.claim import caps_for
 from nurture.mail.pacing import RETRY_LIFETIME, DeliveryReport, Gate, send_backoff
 from nurture.mail.transports import SendResult
 from nurture.retry import retry_transient
-from nurture.store.database import session_scope
+from nurture.store.database import HeldConnection, session_scope
 from nurture.store.outbox import HELD_SENDER, OutboxMessage
 from nurture.store.sender_health import hold_for_sender, paused
 from nurture.store.sending import (
@@ -101,6 +103,7 @@ def write(
     candidates: list[Claimed],
     wanted: int,
     unsent: list[Claimed] | None = None,
+    held: HeldConnection | None = None,
 ) -> tuple[list[Claimed], int, DeliveryReport, set[str]]:
     """In one transaction: record how the sends of *done* went, put back the *unsent*
     (started, not handed over), then start messages from the end of *candidates* (the
@@ -108,12 +111,12 @@ def write(
     candidates were used up (started, or settled as their start said), what was
     recorded, and the ``[[senders]]`` entries a bounce or refusal among *done* paused.
     Nothing is taken off *candidates*: a transaction that fails is tried again from the
-    same line."""
+    same line. *held*: the connection to write on (else one from the pool)."""
     report = DeliveryReport()
     settings = ctx.config.settings
     started: list[Claimed] = []
     used = 0
-    with session_scope(ctx.engine) as session:
+    with held.session() if held is not None else session_scope(ctx.engine) as session:
         now = clock.now()
         stopped: set[str] = set()
         watched = {item.pace.name for item, result in done
@@ -252,6 +255,9 @@ class Ledger:
         self._nudge = asyncio.Event()
         self._senders = senders
         self._failed: BaseException | None = None
+        #: The writes go to one thread, on one connection kept for the run.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nurture-ledger")
+        self._held = HeldConnection(ctx.engine)
 
     def ask(self) -> asyncio.Future[Claimed | None]:
         """The next message for this sender, started and ready to go, once written;
@@ -312,6 +318,10 @@ class Ledger:
                     written.set_exception(exc)
             self._asking = []
             raise
+        finally:
+            closed = asyncio.get_running_loop().run_in_executor(self._thread, self._held.close)
+            self._thread.shutdown(wait=False)
+            await asyncio.shield(closed)
 
     async def _run(self) -> None:
         try:
@@ -448,7 +458,13 @@ class Ledger:
         if not done and not unsent and not wanted:
             return []
         candidates = list(self.waiting)
-        step = partial(asyncio.to_thread, write, self.ctx, done, candidates, wanted, unsent)
+        def step() -> asyncio.Future[tuple[list[Claimed], int, DeliveryReport, set[str]]]:
+            call = partial(write, self.ctx, done, candidates, wanted, unsent, held=self._held)
+            context = contextvars.copy_context()  # as asyncio.to_thread does
+            return asyncio.get_running_loop().run_in_executor(
+                self._thread, partial(context.run, call)
+            )
+
         # What was sent is known only here: keep trying to write it down.
         started, used, recorded, stopped = await retry_transient(
             step, "delivery", stopping=self.stopping

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
@@ -311,6 +311,41 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+class HeldConnection:
+    """One connection kept for a run of short transactions from one thread (the
+    delivery run's ledger writes hundreds a second): each :meth:`session` reuses it,
+    where :func:`session_scope` takes a connection from the pool, pings it on
+    PostgreSQL and resets it, for every transaction. After a transaction that failed it
+    is let go, and the next one opens a fresh one. :meth:`close` lets it go."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """As :func:`session_scope`, on the held connection."""
+        if self._connection is None or self._connection.invalidated:
+            self.close()
+            self._connection = self.engine.connect()
+        with Session(bind=self._connection, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                try:
+                    session.rollback()
+                finally:
+                    self.close()
+                raise
+
+    def close(self) -> None:
+        """Give the connection back to the pool (one that broke is thrown away)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
 
 #: nurture's tables (``:names``) whose statistics the planner needs to be right: a plan
