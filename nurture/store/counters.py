@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Index, bindparam, delete, update
+from sqlalchemy import Connection, Dialect, Index, Integer, String, bindparam, case, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col
@@ -156,52 +156,62 @@ def is_plain(cap: object) -> bool:
 
 def take_together(connection: Connection, caps: Sequence[Cap]) -> bool:
     """Count one send against each of *caps* (plain counters, a key as often as sends
-    count on it), all or none: one statement per limit however many sends, each counter
-    raised by its sends only if they all fit. Return whether they did; if not, nothing
-    is counted, and the caller takes the caps one by one (:func:`take`) to learn which
-    send must wait. Atomic between workers, like :func:`take`."""
+    count on it), all or none: one statement however many sends and limits, each
+    counter raised by its sends only if they fit within its own limit. Return whether
+    they did; if not, nothing is counted, and the caller takes the caps one by one
+    (:func:`take`) to learn which send must wait. Atomic between workers, like
+    :func:`take`: the rows are locked in the order a start on its own takes them (the
+    counters of the first cap, the sender's, first), each cap's in the order of their
+    keys."""
     counts = Counter((cap.key, cap.day, cap.limit) for cap in caps)
+    if not counts:
+        return True
     if any(n > limit for (_, _, limit), n in counts.items()):
         return False
-    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
     for (key, day, limit), n in counts.items():
-        groups[limit].append({"key": key, "day": day, "n": n})
-    taken: list[dict[str, Any]] = []
+        groups[limit].append((key, day, n))
+    params: dict[str, Any] = {}
+    i = 0
     for limit, rows in groups.items():  # the sender's first, as a start on its own does
-        rows.sort(key=lambda row: row["key"])  # two workers lock shared rows in one order
-        params: dict[str, Any] = {"limit": limit}
-        for i, row in enumerate(rows):
-            params.update({f"key_{i}": row["key"], f"day_{i}": row["day"], f"n_{i}": row["n"]})
-        sql, order = _count_group(connection.dialect, len(rows))
-        fitted = set(connection.exec_driver_sql(sql, tuple(params[name] for name in order)
-                                                if order else params).scalars())  # fmt: skip
-        taken += [row for row in rows if row["key"] in fitted]
-        if len(fitted) < len(rows):
-            if not taken:
-                return False
-            connection.execute(
-                update(_TABLE).where(_TABLE.c.key == bindparam("counter"))
-                .values(n=_TABLE.c.n - bindparam("sends")),
-                [{"counter": row["key"], "sends": row["n"]} for row in taken],
-            )  # fmt: skip
-            return False
-    return True
+        for key, day, n in sorted(rows):  # two workers lock shared rows in one order
+            params.update({f"key_{i}": key, f"day_{i}": day, f"n_{i}": n, f"limit_{i}": limit})
+            i += 1
+    sql, order = _count_group(connection.dialect, i)
+    fitted = set(connection.exec_driver_sql(sql, tuple(params[name] for name in order)
+                                            if order else params).scalars())  # fmt: skip
+    if len(fitted) == i:
+        return True
+    if fitted:  # not all fit: give back what this statement counted
+        connection.execute(
+            update(_TABLE).where(_TABLE.c.key == bindparam("counter"))
+            .values(n=_TABLE.c.n - bindparam("sends")),
+            [{"counter": params[f"key_{j}"], "sends": params[f"n_{j}"]} for j in range(i)
+             if params[f"key_{j}"] in fitted],
+        )  # fmt: skip
+    return False
 
 
 @lru_cache(maxsize=64)
 def _count_group(dialect: Dialect, size: int) -> tuple[str, tuple[str, ...] | None]:
-    """Raise *size* counters (``:key_0`` by ``:n_0`` …) only if each stays within
-    ``:limit``; return the keys raised. Compiled once per size, with the names of its
-    parameters in order where the driver takes them by position: SQLAlchemy does not
-    cache a multi-row INSERT, and compiling it took more than running it."""
+    """Raise *size* counters (``:key_0`` by ``:n_0`` …) only if each stays within its
+    own limit (``:limit_0`` …); return the keys raised. Compiled once per size, with the
+    names of its parameters in order where the driver takes them by position:
+    SQLAlchemy does not cache a multi-row INSERT, and compiling it took more than
+    running it."""
     insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
     values = insert(_TABLE).values(
         [{"key": bindparam(f"key_{i}"), "day": bindparam(f"day_{i}"), "n": bindparam(f"n_{i}")}
          for i in range(size)]
     )  # fmt: skip
     raised = _TABLE.c.n + values.excluded.n
+    limit = case(
+        {bindparam(f"key_{i}", type_=String()): bindparam(f"limit_{i}", type_=Integer())
+         for i in range(size)},
+        value=values.excluded.key,
+    )  # fmt: skip
     compiled = values.on_conflict_do_update(
-        index_elements=["key"], set_={"n": raised}, where=raised <= bindparam("limit")
+        index_elements=["key"], set_={"n": raised}, where=raised <= limit
     ).returning(_TABLE.c.key).compile(dialect=dialect)
     order = tuple(compiled.positiontup or ()) if compiled.positional else None
     return str(compiled), order
