@@ -163,6 +163,47 @@ def take_together(connection: Connection, caps: Sequence[Cap]) -> bool:
     :func:`take`: the rows are locked in the order a start on its own takes them (the
     counters of the first cap, the sender's, first), each cap's in the order of their
     keys."""
+    plan = counting(connection.dialect, caps)
+    if isinstance(plan, bool):
+        return plan
+    return plan.settle(connection, connection.exec_driver_sql(plan.sql, plan.parameters).scalars())
+
+
+@dataclass(frozen=True)
+class Counting:
+    """The statement of :func:`take_together` for some caps (:func:`counting`), to run
+    on its own or beside another in one round trip; :meth:`settle` reads its answer."""
+
+    sql: str
+    #: As the driver takes them (by name, or by position).
+    parameters: Any
+    #: Each counter's key, with the sends it adds, in the order they are locked.
+    sends: dict[str, int]
+
+    def settle(self, connection: Connection, fitted_keys: Iterable[str]) -> bool:
+        """Whether every counter fitted (*fitted_keys*: those the statement raised); if
+        not, give back those it raised, so that nothing is counted."""
+        fitted = set(fitted_keys)
+        if len(fitted) == len(self.sends):
+            return True
+        self.undo(connection, fitted)
+        return False
+
+    def undo(self, connection: Connection, keys: Iterable[str]) -> None:
+        """Give back what the statement added to the counters *keys*."""
+        rows = [{"counter": key, "sends": self.sends[key]} for key in keys]
+        if rows:
+            connection.execute(
+                update(_TABLE).where(_TABLE.c.key == bindparam("counter"))
+                .values(n=_TABLE.c.n - bindparam("sends")),
+                rows,
+            )  # fmt: skip
+
+
+def counting(dialect: Dialect, caps: Sequence[Cap]) -> Counting | bool:
+    """The statement that takes *caps* together (:func:`take_together`), or, without
+    running one, ``True`` when there is nothing to count and ``False`` when a counter
+    has fewer places than sends."""
     counts = Counter((cap.key, cap.day, cap.limit) for cap in caps)
     if not counts:
         return True
@@ -172,24 +213,14 @@ def take_together(connection: Connection, caps: Sequence[Cap]) -> bool:
     for (key, day, limit), n in counts.items():
         groups[limit].append((key, day, n))
     params: dict[str, Any] = {}
-    i = 0
+    sends: dict[str, int] = {}
     for limit, rows in groups.items():  # the sender's first, as a start on its own does
         for key, day, n in sorted(rows):  # two workers lock shared rows in one order
+            i = len(sends)
             params.update({f"key_{i}": key, f"day_{i}": day, f"n_{i}": n, f"limit_{i}": limit})
-            i += 1
-    sql, order = _count_group(connection.dialect, i)
-    fitted = set(connection.exec_driver_sql(sql, tuple(params[name] for name in order)
-                                            if order else params).scalars())  # fmt: skip
-    if len(fitted) == i:
-        return True
-    if fitted:  # not all fit: give back what this statement counted
-        connection.execute(
-            update(_TABLE).where(_TABLE.c.key == bindparam("counter"))
-            .values(n=_TABLE.c.n - bindparam("sends")),
-            [{"counter": params[f"key_{j}"], "sends": params[f"n_{j}"]} for j in range(i)
-             if params[f"key_{j}"] in fitted],
-        )  # fmt: skip
-    return False
+            sends[key] = n
+    sql, order = _count_group(dialect, len(sends))
+    return Counting(sql, tuple(params[name] for name in order) if order else params, sends)
 
 
 @lru_cache(maxsize=64)

@@ -12,14 +12,20 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlmodel import Session, SQLModel
 
 from nurture import logs
@@ -346,6 +352,35 @@ class HeldConnection:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+
+def pipelined(connection: Connection, statements: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+    """Run *statements* (the driver's SQL, with its parameters) in *connection*'s
+    transaction and return the rows of each: on PostgreSQL in one round trip (psycopg's
+    pipeline mode; the ``BEGIN`` of a transaction not begun yet goes with them), one
+    after the other elsewhere. A driver error is raised as SQLAlchemy's, as it would be
+    from a statement run through it."""
+    if connection.dialect.name != "postgresql":
+        return [list(connection.exec_driver_sql(sql, params)) for sql, params in statements]
+    dbapi = connection.connection.dbapi_connection
+    driver = connection.dialect.loaded_dbapi
+    cursors: list[Any] = []
+    try:
+        with dbapi.pipeline():  # type: ignore[union-attr]
+            for sql, params in statements:
+                cursors.append(dbapi.cursor())  # type: ignore[union-attr]
+                cursors[-1].execute(sql, params)
+        return [cursor.fetchall() for cursor in cursors]
+    except driver.Error as exc:
+        lost = connection.dialect.is_disconnect(exc, dbapi, None)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(statements[0][0], None, exc, driver.Error,
+                                  hide_parameters=True, connection_invalidated=lost,
+                                  dialect=connection.dialect) from None  # fmt: skip
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 #: nurture's tables (``:names``) whose statistics the planner needs to be right: a plan

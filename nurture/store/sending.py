@@ -32,13 +32,34 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Engine, and_, bindparam, case, exists, false, func, literal, or_, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from nurture import clock, hooks, logs
 from nurture.store.bulk import unindexed
-from nurture.store.counters import Cap, give_back, is_plain, take, take_together
+from nurture.store.counters import (
+    Cap,
+    counting,
+    give_back,
+    is_plain,
+    take,
+    take_together,
+)
+from nurture.store.database import pipelined
 from nurture.store.enrollments import (
     Enrollment,
     EnrollmentStatus,
@@ -355,7 +376,13 @@ def start_together(
     for i, (item, own) in enumerate(zip(items, caps, strict=True)):
         params[f"seen_{i}"] = item.seen_event
         params[f"counted_{i}"] = " ".join(cap.key for cap in own) or None
-    went = set(connection.execute(_start_group(len(items)), params).scalars())
+    at_once = _start_and_count(connection, items, params, caps)
+    if at_once is None:
+        went = set(connection.execute(_start_group(len(items)), params).scalars())
+    else:
+        went, counted = at_once
+        if counted:
+            return _all_went(items)
     taking = [cap for item, own in zip(items, caps, strict=True) if item.id in went
               for cap in own]  # fmt: skip
     if not take_together(connection, cast(list[Cap], taking)):
@@ -372,6 +399,47 @@ def start_together(
         else:
             outcomes.append(_why_not(session, item, now))
     return outcomes
+
+
+def _all_went(items: Sequence[Claimed]) -> list[tuple[Started, str]]:
+    for item in items:
+        hooks.reach("start.after_caps", item)
+    return [(Started.go, "")] * len(items)
+
+
+@lru_cache(maxsize=64)
+def _start_group_sql(dialect: Dialect, size: int) -> tuple[str, dict[str, Any]]:
+    """:func:`_start_group` as the driver's SQL, with the values it binds itself."""
+    compiled = _start_group(size).compile(dialect=dialect)
+    return str(compiled), dict(compiled.params)
+
+
+def _start_and_count(
+    connection: Connection,
+    items: Sequence[Claimed],
+    params: dict[str, Any],
+    caps: Sequence[Sequence[Cap | PaceCheck]],
+) -> tuple[set[int], bool] | None:
+    """On PostgreSQL, the start of *items* (*params*: :func:`_start_group`'s) and the
+    count of all their caps, in one round trip, as if all of them go (they nearly always
+    do): return the ids started, and whether their caps are counted: only if all of
+    them went and all fitted (else nothing is counted, and the caller counts those that
+    went). ``None`` elsewhere, or when the caps cannot all fit: the caller starts them
+    first, then counts."""
+    if connection.dialect.name != "postgresql":
+        return None
+    plan = counting(connection.dialect, cast(list[Cap], [cap for own in caps for cap in own]))
+    if isinstance(plan, bool):
+        return None
+    sql, bound = _start_group_sql(connection.dialect, len(items))
+    started, fitted = pipelined(connection, [(sql, {**bound, **params}),
+                                             (plan.sql, plan.parameters)])  # fmt: skip
+    went = {row[0] for row in started}
+    counted = plan.settle(connection, (row[0] for row in fitted))
+    if counted and len(went) < len(items):  # counted for some that did not go
+        plan.undo(connection, plan.sends)
+        counted = False
+    return went, counted
 
 
 def unstart(session: Session, item: Claimed) -> bool:
