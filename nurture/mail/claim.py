@@ -363,6 +363,7 @@ def claim(
         pacing = _Pacing(session, sender_paces(ctx.config.settings), rows, now)
         hooks.reach("claim.after_read", session, rows)
         leasable: list[tuple[Queued, DueLead | None]] = []
+        windows: dict[tuple[str, str], tuple[datetime, str] | None] = {}
         for row in rows:
             assert row.id is not None
             lead = leads.get(row.lead_id) if row.lead_id is not None else None
@@ -393,7 +394,10 @@ def claim(
                     if hold_for_sender(session, row.id, refused.reason, pace.name):
                         report.deferred += 1
                     continue
-                wait = _window_hold(catalog, row, now)
+                place = (row.sequence, row.timezone)  # the same for the batch's many
+                if place not in windows:
+                    windows[place] = _window_hold(catalog, row, now)
+                wait = windows[place]
                 if wait is None and refused is not None:
                     wait = refused.until, refused.reason
                 if wait is None:
