@@ -15,7 +15,7 @@ statement. Giving back its last send gives back its place on KEY.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -203,24 +203,30 @@ class Counting:
 def counting(dialect: Dialect, caps: Sequence[Cap]) -> Counting | bool:
     """The statement that takes *caps* together (:func:`take_together`), or, without
     running one, ``True`` when there is nothing to count and ``False`` when a counter
-    has fewer places than sends."""
-    counts = Counter((cap.key, cap.day, cap.limit) for cap in caps)
-    if not counts:
+    has fewer places than sends (or is named with two limits: then each is taken on its
+    own). Its rows are locked in the order a start on its own takes its caps: every
+    counter of the first kind (``sender:``) before any of the next (``lead:``), in the
+    order of their keys within a kind, whatever the limits."""
+    sends: Counter[str] = Counter(cap.key for cap in caps)
+    if not sends:
         return True
-    if any(n > limit for (_, _, limit), n in counts.items()):
+    of: dict[str, tuple[str, int]] = {}
+    kinds: dict[str, int] = {}
+    for cap in caps:
+        if of.setdefault(cap.key, (cap.day, cap.limit)) != (cap.day, cap.limit):
+            return False
+        kinds.setdefault(cap.key.split(":", 1)[0], len(kinds))
+    if any(n > of[key][1] for key, n in sends.items()):
         return False
-    groups: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
-    for (key, day, limit), n in counts.items():
-        groups[limit].append((key, day, n))
     params: dict[str, Any] = {}
-    sends: dict[str, int] = {}
-    for limit, rows in groups.items():  # the sender's first, as a start on its own does
-        for key, day, n in sorted(rows):  # two workers lock shared rows in one order
-            i = len(sends)
-            params.update({f"key_{i}": key, f"day_{i}": day, f"n_{i}": n, f"limit_{i}": limit})
-            sends[key] = n
-    sql, order = _count_group(dialect, len(sends))
-    return Counting(sql, tuple(params[name] for name in order) if order else params, sends)
+    ordered: dict[str, int] = {}
+    # Two workers lock shared rows in one order: the kind first, as a start on its own.
+    for i, key in enumerate(sorted(sends, key=lambda key: (kinds[key.split(":", 1)[0]], key))):
+        day, limit = of[key]
+        params.update({f"key_{i}": key, f"day_{i}": day, f"n_{i}": sends[key], f"limit_{i}": limit})
+        ordered[key] = sends[key]
+    sql, order = _count_group(dialect, len(ordered))
+    return Counting(sql, tuple(params[name] for name in order) if order else params, ordered)
 
 
 @lru_cache(maxsize=64)

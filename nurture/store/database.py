@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -354,14 +355,33 @@ class HeldConnection:
             connection.close()
 
 
+def can_pipeline(connection: Connection) -> bool:
+    """Whether :func:`pipelined` sends its statements in one round trip on *connection*:
+    PostgreSQL through psycopg 3 on a libpq that has pipeline mode (14 and later)."""
+    if connection.dialect.name != "postgresql" or connection.dialect.driver != "psycopg":
+        return False
+    return _pipeline_supported()
+
+
+@cache
+def _pipeline_supported() -> bool:
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
 def pipelined(connection: Connection, statements: Sequence[tuple[str, Any]]) -> list[list[Any]]:
     """Run *statements* (the driver's SQL, with its parameters) in *connection*'s
-    transaction and return the rows of each: on PostgreSQL in one round trip (psycopg's
-    pipeline mode; the ``BEGIN`` of a transaction not begun yet goes with them), one
-    after the other elsewhere. A driver error is raised as SQLAlchemy's, as it would be
-    from a statement run through it."""
-    if connection.dialect.name != "postgresql":
-        return [list(connection.exec_driver_sql(sql, params)) for sql, params in statements]
+    transaction (begun here if it was not) and return the rows of each (none for a
+    statement that returns none): in one round trip where :func:`can_pipeline` (the
+    ``BEGIN`` of a transaction the server has not seen yet goes with them), one after
+    the other elsewhere. A driver error is raised as SQLAlchemy's, as it would be from a
+    statement run through it."""
+    if not connection.in_transaction():
+        connection.begin()
+    if not can_pipeline(connection):
+        return [list(result) if (result := connection.exec_driver_sql(sql, params)).returns_rows
+                else [] for sql, params in statements]  # fmt: skip
     dbapi = connection.connection.dbapi_connection
     driver = connection.dialect.loaded_dbapi
     cursors: list[Any] = []
@@ -370,13 +390,15 @@ def pipelined(connection: Connection, statements: Sequence[tuple[str, Any]]) -> 
             for sql, params in statements:
                 cursors.append(dbapi.cursor())  # type: ignore[union-attr]
                 cursors[-1].execute(sql, params)
-        return [cursor.fetchall() for cursor in cursors]
+        return [cursor.fetchall() if cursor.description is not None else []
+                for cursor in cursors]  # fmt: skip
     except driver.Error as exc:
+        sent = "; ".join(sql for sql, _ in statements)  # one of them failed
         lost = connection.dialect.is_disconnect(exc, dbapi, None)
         if lost:
             connection.invalidate(exc)
-        raise DBAPIError.instance(statements[0][0], None, exc, driver.Error,
-                                  hide_parameters=True, connection_invalidated=lost,
+        raise DBAPIError.instance(sent, None, exc, driver.Error, hide_parameters=True,
+                                  connection_invalidated=lost,
                                   dialect=connection.dialect) from None  # fmt: skip
     finally:
         for cursor in cursors:

@@ -59,7 +59,7 @@ from nurture.store.counters import (
     take,
     take_together,
 )
-from nurture.store.database import pipelined
+from nurture.store.database import can_pipeline, pipelined
 from nurture.store.enrollments import (
     Enrollment,
     EnrollmentStatus,
@@ -362,12 +362,15 @@ def start_together(
     caps: Sequence[Sequence[Cap | PaceCheck]],
 ) -> list[tuple[Started, str]]:
     """:func:`start` for each of *items* (*caps*: each one's), in the caller's
-    transaction, in three statements however many: one marks every startable message
-    ``sending`` (the same last check, each against its own claim's look), one per cap
-    limit counts them (:func:`~nurture.store.counters.take_together`). Where a cap has
-    no room for all, or a message has a sender's pacing or a counter of different
-    leads, what was done is undone and each is started on its own, to learn which waits.
-    Return what happened to each, in order."""
+    transaction, in two statements however many: one marks every startable message
+    ``sending`` (the same last check, each against its own claim's look), one counts
+    them (:func:`~nurture.store.counters.take_together`). On PostgreSQL both go in one
+    round trip, the count taken for the whole group before it is known which start
+    (:func:`_start_and_count`): where one did not, the count is given back and taken
+    for those that did, in the same transaction. Where a cap has no room for all, or a
+    message has a sender's pacing or a counter of different leads, what was done is
+    undone and each is started on its own, to learn which waits. Return what happened
+    to each, in order."""
     if (len(items) < 2 or len({item.id for item in items}) < len(items)
             or not all(is_plain(cap) for own in caps for cap in own)):
         return [start(session, item, now, own) for item, own in zip(items, caps, strict=True)]
@@ -420,13 +423,13 @@ def _start_and_count(
     params: dict[str, Any],
     caps: Sequence[Sequence[Cap | PaceCheck]],
 ) -> tuple[set[int], bool] | None:
-    """On PostgreSQL, the start of *items* (*params*: :func:`_start_group`'s) and the
-    count of all their caps, in one round trip, as if all of them go (they nearly always
-    do): return the ids started, and whether their caps are counted: only if all of
-    them went and all fitted (else nothing is counted, and the caller counts those that
-    went). ``None`` elsewhere, or when the caps cannot all fit: the caller starts them
-    first, then counts."""
-    if connection.dialect.name != "postgresql":
+    """On PostgreSQL (:func:`~nurture.store.database.can_pipeline`), the start of
+    *items* (*params*: :func:`_start_group`'s) and the count of all their caps, in one
+    round trip, as if all of them go (they nearly always do): return the ids started,
+    and whether their caps are counted: only if all of them went and all fitted (else
+    nothing is counted, and the caller counts those that went). ``None`` elsewhere, or
+    when the caps cannot all fit: the caller starts them first, then counts."""
+    if not can_pipeline(connection):
         return None
     plan = counting(connection.dialect, cast(list[Cap], [cap for own in caps for cap in own]))
     if isinstance(plan, bool):

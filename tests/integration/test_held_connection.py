@@ -4,12 +4,18 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from freezegun import freeze_time
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from nurture.retry import is_transient
+from nurture.stages.passes import run_pass
 from nurture.store.database import HeldConnection, open_engine, pipelined
+from tests.enginekit import Harness
+from tests.integration.test_send_promises import MOMENT, ctx_and_catalog, deliver_now, wait_for
 
 COUNT = "INSERT INTO send_counts (key, day, n) VALUES ({key}, '2026-11-23', 1) RETURNING key"
 
@@ -82,3 +88,23 @@ def test_a_connection_lost_under_a_pipeline_is_transient_and_the_next_write_reco
     assert _keys(engine) == ["b"]
     held.close()
     engine.dispose()
+
+
+def test_a_delivery_run_gives_back_its_connection_and_ends_its_writer_thread(
+    harness: Harness,
+) -> None:
+    # Given two welcome emails due
+    harness.add_leads({"email": "bo@example.com", "source": "guide"})
+    with freeze_time(MOMENT, real_asyncio=True):
+        ctx, catalog = ctx_and_catalog(harness, MOMENT)
+        run_pass(ctx, catalog, MOMENT)
+        # When a delivery run sends them
+        report = deliver_now(ctx, catalog)
+    assert report.sent == 2 and len(harness.sent()) == 2
+    # Then the ledger's connection is back in the pool and its thread has ended
+    assert harness.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+    def writer_gone() -> bool:
+        return not any(t.name.startswith("nurture-ledger") for t in threading.enumerate())
+
+    wait_for(writer_gone, "the writer thread to end")

@@ -20,7 +20,7 @@ from nurture.mail.pacing import DeliveryReport
 from nurture.stages.advance import FIRST_BATCH
 from nurture.stages.passes import run_pass
 from nurture.store import database
-from nurture.store.counters import Cap, SendCount, take_together
+from nurture.store.counters import Cap, SendCount, counting, take_together
 from nurture.store.database import refresh_statistics, session_scope
 from nurture.store.leads import Lead
 from nurture.store.sending import Claimed, Started, start_together
@@ -110,7 +110,27 @@ def test_a_lead_who_opted_out_after_the_claim_is_not_started_and_the_others_are(
     assert outcomes["ivy@example.net"] == (Started.cancelled, "lead is unsubscribed")
     assert outcomes["maria@example.com"] == outcomes["kim@example.net"] == (Started.go, "")
     assert _statuses(harness)["ivy@example.net"] == "cancelled"
-    assert _counts(harness.engine)["sender:ana@example.com:2026-11-23"] == 2
+    counts = _counts(harness.engine)
+    assert counts["sender:ana@example.com:2026-11-23"] == 2
+    ivy = harness.lead("ivy@example.net")
+    assert counts.get(f"lead:{ivy.id}:2026-11-23", 0) == 0
+    assert sorted(n for key, n in counts.items() if key.startswith("lead:") and n) == [1, 1]
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipeline", "one-after-another"])
+def test_a_group_starts_alike_with_and_without_postgresql_s_pipeline(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, pipeline: bool
+) -> None:
+    # Given a driver without pipeline mode (psycopg on an old libpq), or with it
+    monkeypatch.setattr(database, "_pipeline_supported", lambda: pipeline)
+    ctx, claimed = _claimed(harness, "ivy@example.net", "kim@example.net")
+    # When three are started together
+    outcomes = _start(ctx, claimed)
+    # Then all go, each counted once, either way
+    assert outcomes == [(Started.go, "")] * 3
+    counts = _counts(harness.engine)
+    assert counts["sender:ana@example.com:2026-11-23"] == 3
+    assert sorted(n for key, n in counts.items() if key.startswith("lead:")) == [1, 1, 1]
 
 
 def test_a_message_started_by_a_commit_whose_answer_was_lost_goes_and_counts_once(
@@ -143,6 +163,45 @@ def test_counters_are_taken_together_all_or_none(harness: Harness) -> None:
         assert not take_together(session.connection(), [lead, lead])
     # Then nothing was counted by the sends that did not all fit
     assert _counts(harness.engine) == {sender.key: 2, lead.key: 1}
+
+
+def test_counters_taken_together_each_keep_their_own_limit(harness: Harness) -> None:
+    day = "2026-11-23"
+    never = datetime(2026, 11, 24)
+    sender = Cap(f"sender:ana@example.com:{day}", day, 5, never, "sender")
+    lead = Cap(f"lead:1:{day}", day, 2, never, "lead")
+    with session_scope(harness.engine) as session:
+        assert take_together(session.connection(), [sender, sender, sender, lead])
+    # Given the sender at 3 of 5 and the lead at 1 of 2: two more of the sender fit
+    # under its limit (not the lead's), one more of the lead under its own
+    with session_scope(harness.engine) as session:
+        assert take_together(session.connection(), [sender, sender, lead])
+    assert _counts(harness.engine) == {sender.key: 5, lead.key: 2}
+    # And then neither has room
+    with session_scope(harness.engine) as session:
+        assert not take_together(session.connection(), [sender])
+        assert not take_together(session.connection(), [lead])
+    assert _counts(harness.engine) == {sender.key: 5, lead.key: 2}
+
+
+def test_counters_are_locked_sender_first_whatever_the_limits() -> None:
+    # Given a group whose sender and lead caps have the same limit (one sort of all
+    # keys would put the leads' first), two sends of one sender
+    from sqlalchemy.dialects import postgresql
+
+    day = "2026-11-23"
+    never = datetime(2026, 11, 24)
+    caps = [Cap(f"sender:zed@example.com:{day}", day, 9, never, "s"),
+            Cap(f"lead:2:{day}", day, 9, never, "l"),
+            Cap(f"sender:zed@example.com:{day}", day, 9, never, "s"),
+            Cap(f"lead:1:{day}", day, 9, never, "l")]  # fmt: skip
+    plan = counting(postgresql.dialect(), caps)
+    # Then the rows are locked as a start on its own takes them: the sender's, then the
+    # leads' in the order of their keys
+    assert not isinstance(plan, bool)
+    assert list(plan.sends.items()) == [
+        (f"sender:zed@example.com:{day}", 2), (f"lead:1:{day}", 1), (f"lead:2:{day}", 1)
+    ]  # fmt: skip
 
 
 @pytest.fixture
