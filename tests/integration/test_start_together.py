@@ -11,6 +11,7 @@ from datetime import datetime
 import pytest
 from freezegun import freeze_time
 from sqlalchemy import Engine, event, text, update
+from sqlalchemy.dialects import postgresql
 from sqlmodel import select
 
 from nurture.config import load_settings
@@ -147,11 +148,16 @@ def test_a_message_started_by_a_commit_whose_answer_was_lost_goes_and_counts_onc
     assert _counts(harness.engine) == before
 
 
+DAY = "2026-11-23"
+
+
+def _cap(key: str, limit: int) -> Cap:
+    """A counter of *key* on :data:`DAY` within *limit*."""
+    return Cap(f"{key}:{DAY}", DAY, limit, datetime(2026, 11, 24), key.split(":")[0])
+
+
 def test_counters_are_taken_together_all_or_none(harness: Harness) -> None:
-    day = "2026-11-23"
-    never = datetime(2026, 11, 24)
-    sender = Cap(f"sender:ana@example.com:{day}", day, 3, never, "sender")
-    lead = Cap(f"lead:1:{day}", day, 1, never, "lead")
+    sender, lead = _cap("sender:ana@example.com", 3), _cap("lead:1", 1)
     with session_scope(harness.engine) as session:
         # Two sends of one sender and one lead's: they fit
         assert take_together(session.connection(), [sender, sender, lead])
@@ -166,10 +172,7 @@ def test_counters_are_taken_together_all_or_none(harness: Harness) -> None:
 
 
 def test_counters_taken_together_each_keep_their_own_limit(harness: Harness) -> None:
-    day = "2026-11-23"
-    never = datetime(2026, 11, 24)
-    sender = Cap(f"sender:ana@example.com:{day}", day, 5, never, "sender")
-    lead = Cap(f"lead:1:{day}", day, 2, never, "lead")
+    sender, lead = _cap("sender:ana@example.com", 5), _cap("lead:1", 2)
     with session_scope(harness.engine) as session:
         assert take_together(session.connection(), [sender, sender, sender, lead])
     # Given the sender at 3 of 5 and the lead at 1 of 2: two more of the sender fit
@@ -187,20 +190,13 @@ def test_counters_taken_together_each_keep_their_own_limit(harness: Harness) -> 
 def test_counters_are_locked_sender_first_whatever_the_limits() -> None:
     # Given a group whose sender and lead caps have the same limit (one sort of all
     # keys would put the leads' first), two sends of one sender
-    from sqlalchemy.dialects import postgresql
-
-    day = "2026-11-23"
-    never = datetime(2026, 11, 24)
-    caps = [Cap(f"sender:zed@example.com:{day}", day, 9, never, "s"),
-            Cap(f"lead:2:{day}", day, 9, never, "l"),
-            Cap(f"sender:zed@example.com:{day}", day, 9, never, "s"),
-            Cap(f"lead:1:{day}", day, 9, never, "l")]  # fmt: skip
-    plan = counting(postgresql.dialect(), caps)
+    sender = _cap("sender:zed@example.com", 9)
+    plan = counting(postgresql.dialect(), [sender, _cap("lead:2", 9), sender, _cap("lead:1", 9)])
     # Then the rows are locked as a start on its own takes them: the sender's, then the
     # leads' in the order of their keys
     assert not isinstance(plan, bool)
     assert list(plan.sends.items()) == [
-        (f"sender:zed@example.com:{day}", 2), (f"lead:1:{day}", 1), (f"lead:2:{day}", 1)
+        (f"sender:zed@example.com:{DAY}", 2), (f"lead:1:{DAY}", 1), (f"lead:2:{DAY}", 1)
     ]  # fmt: skip
 
 
